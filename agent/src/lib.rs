@@ -1,0 +1,1 @@
+//! llmtrace agent: transparent interception of LLM API traffic on a host.

@@ -1,0 +1,1 @@
+//! Local root CA for llmtrace (see the ca issue).
