@@ -85,24 +85,29 @@ pub fn bytes_to_words(b: [u8; 16]) -> [u32; 4] {
 
 /// The socket's local endpoint, which is the peer address the agent sees on `accept()`.
 pub fn client_key(ops: *mut bpf_sock_ops) -> ClientKey {
+    // Every field is loaded unconditionally, at a constant offset from the context: loads
+    // under a branch get merged by LLVM into one load through a computed pointer, which the
+    // verifier rejects ("dereference of modified ctx ptr").
     // SAFETY: `ops` is the program's context pointer; every field is loaded with its own width.
-    let (family, port, addr) = unsafe {
-        let family = read_volatile(addr_of!((*ops).family));
-        // `local_port` is in host byte order (unlike `remote_port`).
-        let port = read_volatile(addr_of!((*ops).local_port)) as u16;
-        let addr = if family == u32::from(AF_INET) {
-            v4_mapped(read_volatile(addr_of!((*ops).local_ip4)).to_ne_bytes())
-        } else {
-            words_to_bytes([
+    let (family, port, ip4, ip6) = unsafe {
+        (
+            read_volatile(addr_of!((*ops).family)),
+            // `local_port` is in host byte order (unlike `remote_port`).
+            read_volatile(addr_of!((*ops).local_port)) as u16,
+            read_volatile(addr_of!((*ops).local_ip4)),
+            [
                 read_volatile(addr_of!((*ops).local_ip6[0])),
                 read_volatile(addr_of!((*ops).local_ip6[1])),
                 read_volatile(addr_of!((*ops).local_ip6[2])),
                 read_volatile(addr_of!((*ops).local_ip6[3])),
-            ])
-        };
-        (family, port, addr)
+            ],
+        )
     };
-    let _ = family;
+    let addr = if family == u32::from(AF_INET) {
+        v4_mapped(ip4.to_ne_bytes())
+    } else {
+        words_to_bytes(ip6)
+    };
     ClientKey {
         addr,
         port,

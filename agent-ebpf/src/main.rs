@@ -82,6 +82,10 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<i32, i32> {
         return Ok(ALLOW);
     }
     let dst = addr::words_to_bytes(addr::read_user_ip6(sa));
+    // No IPv6 listener (IPv6 disabled on the host): leave real IPv6 destinations alone.
+    if !is_v4_mapped(&dst) && config().listen_ip6_be == [0; 4] {
+        return Ok(ALLOW);
+    }
     let port = addr::read_user_port(sa);
     if let Verdict::Redirect = decide(ctx, dst, port, AF_INET6)? {
         let cfg = config();
@@ -209,7 +213,10 @@ pub fn llmtrace_getpeername4(ctx: SockAddrContext) -> i32 {
     if let Some(record) = redirected(&ctx) {
         if is_v4_mapped(&record.orig_addr) {
             let o = record.orig_addr;
-            addr::write_user_ip4(ctx.sock_addr, u32::from_ne_bytes([o[12], o[13], o[14], o[15]]));
+            addr::write_user_ip4(
+                ctx.sock_addr,
+                u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+            );
             addr::write_user_port(ctx.sock_addr, record.orig_port);
             bump(Stat::PeerRewritten);
         }

@@ -1,1 +1,14 @@
 //! llmtrace agent: transparent interception of LLM API traffic on a host.
+//!
+//! Data path: the kernel hook ([`ebpf`]) redirects provider connections to the agent's
+//! listeners ([`transport`]), which attribute each connection and relay it. The provider
+//! map is kept in sync by [`dns`]; [`admin`] serves metrics and status. [`app`] wires it all
+//! from a [`config::Config`].
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod dns;
+pub mod ebpf;
+pub mod identity;
+pub mod transport;

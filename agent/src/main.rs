@@ -1,1 +1,143 @@
-fn main(){}
+//! `llmtrace`: the command line of the host agent.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use llmtrace_agent::{
+    admin::{client, status::StatusReport},
+    app, config,
+};
+use tracing_subscriber::EnvFilter;
+
+/// Transparent interception of LLM API traffic on this host.
+#[derive(Debug, Parser)]
+#[command(name = "llmtrace", version, about)]
+struct Cli {
+    /// Configuration file (TOML). Default: /etc/llmtrace/config.toml if it exists, else
+    /// built-in defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent in the foreground (Ctrl-C or SIGTERM detach everything and exit).
+    Run,
+    /// Show what the running agent is doing: hook, providers, recent connections.
+    Status {
+        /// Print the raw JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the configuration and print it with every default filled in.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("llmtrace: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let (config, file) = config::load(cli.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Run => runtime.block_on(app::run(config, file)),
+        Command::Status { json } => runtime.block_on(status(&config, json)),
+        Command::Config => {
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+    }
+}
+
+async fn status(config: &config::Config, json: bool) -> Result<()> {
+    let body = client::get(config.admin.listen, "/status").await?;
+    if json {
+        println!("{}", String::from_utf8_lossy(&body));
+        return Ok(());
+    }
+    let report: StatusReport =
+        serde_json::from_slice(&body).context("decoding the status report")?;
+    print!("{}", render(&report));
+    Ok(())
+}
+
+fn render(r: &StatusReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let k = &r.kernel;
+    let _ = writeln!(out, "llmtrace {} (pid {})", r.version, r.pid);
+    let _ = writeln!(out, "cgroup:     {}", k.cgroup);
+    let _ = writeln!(
+        out,
+        "fail mode:  {}{}",
+        k.fail_mode,
+        k.pin_dir
+            .as_ref()
+            .map(|p| format!(" (pinned in {p})"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(out, "listening:  {}", k.listen.join(", "));
+    let _ = writeln!(
+        out,
+        "kernel:     {} provider routes, {} tracked connections",
+        k.provider_entries, k.tracked_connections
+    );
+    let counters: Vec<String> = k.counters.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let _ = writeln!(out, "counters:   {}", counters.join(" "));
+    let _ = writeln!(out, "\nproviders:");
+    for p in &r.providers {
+        let addrs = if p.addresses.is_empty() {
+            "-".to_owned()
+        } else {
+            p.addresses.join(", ")
+        };
+        let err = p
+            .error
+            .as_ref()
+            .map(|e| format!("  (last error: {e})"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<14} {}:{}  [{}] {}{}",
+            p.name, p.host, p.port, p.source, addrs, err
+        );
+    }
+    let _ = writeln!(out, "\nrecent connections:");
+    for c in &r.recent_connections {
+        let state = if c.closed {
+            format!("closed up={} down={}", c.bytes_up, c.bytes_down)
+        } else {
+            "open".to_owned()
+        };
+        let exe = c.process.exe.as_deref().unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "  #{:<6} pid {:<7} {:<15} uid {:<6} {} -> {}  {}  {}",
+            c.id, c.pid, c.comm, c.uid, c.client, c.orig_dst, exe, state
+        );
+    }
+    out
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("LLMTRACE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,68 @@
+//! A minimal client for the admin endpoint, used by `llmtrace status`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Why the admin endpoint could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminClientError {
+    #[error(
+        "cannot reach the agent's admin endpoint at {addr} (is `llmtrace run` running?): {source}"
+    )]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("admin request to {addr} failed: {message}")]
+    Http { addr: SocketAddr, message: String },
+    #[error("admin endpoint {addr} answered {status}")]
+    Status {
+        addr: SocketAddr,
+        status: StatusCode,
+    },
+    #[error(
+        "admin endpoint {addr} did not answer within {0:?}",
+        Duration::from_secs(5)
+    )]
+    Timeout { addr: SocketAddr },
+}
+
+/// GETs `path` from the admin endpoint and returns the body.
+pub async fn get(addr: SocketAddr, path: &str) -> Result<Bytes, AdminClientError> {
+    tokio::time::timeout(Duration::from_secs(5), get_inner(addr, path))
+        .await
+        .map_err(|_| AdminClientError::Timeout { addr })?
+}
+
+async fn get_inner(addr: SocketAddr, path: &str) -> Result<Bytes, AdminClientError> {
+    let http = |e: hyper::Error| AdminClientError::Http {
+        addr,
+        message: e.to_string(),
+    };
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| AdminClientError::Connect { addr, source })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| AdminClientError::Http {
+            addr,
+            message: e.to_string(),
+        })?;
+    let resp = sender.send_request(req).await.map_err(http)?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
+    if !status.is_success() {
+        return Err(AdminClientError::Status { addr, status });
+    }
+    Ok(body)
+}

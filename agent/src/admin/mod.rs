@@ -1,0 +1,7 @@
+//! The admin surface: Prometheus metrics, health and readiness, and a JSON status report
+//! (what `llmtrace status` prints).
+
+pub mod client;
+pub mod metrics;
+pub mod server;
+pub mod status;

@@ -1,0 +1,245 @@
+//! Wiring: `Config → App::start → run until a signal → shutdown`.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{info, warn};
+
+use crate::{
+    admin::{
+        self,
+        metrics::TransportMetrics,
+        status::{KernelStatus, RecentConnections, StatusReport, unix_now},
+    },
+    config::{Config, FailMode, effective_providers},
+    dns::{self, ProviderTable, SystemResolver},
+    ebpf::{Kernel, KernelOptions, cgroup, stats_name},
+    transport::{listener, passthrough::Passthrough},
+};
+
+/// How long shutdown waits for open connections before closing them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
+    let cgroup = match &config.intercept.cgroup {
+        Some(p) => p.clone(),
+        None => cgroup::detect_root()?,
+    };
+    cgroup::check(&cgroup).context("intercept.cgroup")?;
+    let providers = effective_providers(&config);
+    let table = ProviderTable::new(providers, Instant::now());
+    let provider_names = Arc::new(table.names());
+    let table = Arc::new(Mutex::new(table));
+
+    let mut registry = Registry::with_prefix("llmtrace");
+    let metrics = Arc::new(TransportMetrics::register(&mut registry));
+
+    // Listeners first: the hook must never point at a closed port.
+    let i = &config.intercept;
+    let v4 = SocketAddr::from((i.listen_ipv4, i.listen_port));
+    let v6 = SocketAddr::from((i.listen_ipv6, i.listen_port));
+    let mut listeners = listener::bind(&[v4])?;
+    let listen_ipv6 = match listener::bind(&[v6]) {
+        Ok(mut l) => {
+            listeners.append(&mut l);
+            Some(i.listen_ipv6)
+        }
+        Err(e) => {
+            warn!(error = %e, "no IPv6 listener; IPv6 provider connections will not be intercepted");
+            None
+        }
+    };
+    let admin_listener = admin::server::bind(config.admin.listen).await?;
+
+    let kernel = Kernel::attach(&KernelOptions {
+        cgroup: cgroup.clone(),
+        listen_ipv4: i.listen_ipv4,
+        listen_ipv6,
+        listen_port: i.listen_port,
+        fail_closed: i.fail_mode == FailMode::Closed,
+        heartbeat_timeout_ns: i.heartbeat_timeout_ms * 1_000_000,
+        socket_mark: i.socket_mark,
+        max_tracked_connections: i.max_tracked_connections,
+        bpffs: i.bpffs.clone(),
+    })?;
+    registry.register_collector(Box::new(kernel.stats.clone()));
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let heartbeat = spawn_heartbeat(&kernel, &config, &shutdown);
+
+    let resolver = SystemResolver::new(&config.dns.nameservers).map_err(anyhow::Error::msg)?;
+    let dns_task = tokio::spawn(dns::run(
+        table.clone(),
+        kernel.providers.clone(),
+        resolver,
+        config.dns.clone(),
+        shutdown.clone(),
+    ));
+
+    let recent = Arc::new(RecentConnections::new(config.admin.recent_connections));
+    let handler = Arc::new(Passthrough {
+        socket_mark: i.socket_mark,
+        connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
+        metrics: metrics.clone(),
+        recent: recent.clone(),
+    });
+    let acceptor = Arc::new(listener::Acceptor {
+        orig_dst: kernel.orig_dst.clone(),
+        handler,
+        provider_names,
+        metrics,
+        limit: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS.min(100_000))),
+        next_id: AtomicU64::new(1),
+    });
+    let listen_names: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    let accept_loops: Vec<_> = listeners
+        .into_iter()
+        .map(|l| tokio::spawn(acceptor.clone().run(l, shutdown.clone(), tasks.clone())))
+        .collect();
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let status = status_fn(
+        &kernel,
+        &config,
+        config_file,
+        table,
+        recent,
+        listen_names.clone(),
+    );
+    let admin_task = tokio::spawn(admin::server::serve(
+        admin_listener,
+        admin::server::AdminState {
+            registry: Arc::new(registry),
+            status,
+            ready: ready.clone(),
+        },
+        shutdown.clone(),
+    ));
+    ready.store(true, Ordering::Release);
+    info!(
+        cgroup = %cgroup.display(),
+        listen = ?listen_names,
+        admin = %config.admin.listen,
+        fail_mode = ?config.intercept.fail_mode,
+        "llmtrace is running"
+    );
+
+    wait_for_signal().await?;
+    info!("shutting down: detaching the kernel hook, then draining connections");
+    shutdown.cancel();
+    let _ = heartbeat.await;
+    let _ = dns_task.await;
+    for l in accept_loops {
+        let _ = l.await;
+    }
+    // Detach before draining: new connections go direct while old ones finish.
+    drop(acceptor);
+    kernel.detach();
+    tasks.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after the drain timeout; closing them");
+    }
+    let _ = admin_task.await;
+    info!("stopped");
+    Ok(())
+}
+
+fn spawn_heartbeat(
+    kernel: &Kernel,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let heartbeat = kernel.heartbeat_handle();
+    let period = Duration::from_millis((config.intercept.heartbeat_timeout_ms / 4).max(25));
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = heartbeat.lock().expect("heartbeat poisoned").beat() {
+                        warn!(error = %e, "writing the heartbeat failed");
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn status_fn(
+    kernel: &Kernel,
+    config: &Config,
+    config_file: Option<PathBuf>,
+    table: Arc<Mutex<ProviderTable>>,
+    recent: Arc<RecentConnections>,
+    listen: Vec<String>,
+) -> admin::server::StatusFn {
+    let orig_dst = kernel.orig_dst.clone();
+    let providers = kernel.providers.clone();
+    let stats = kernel.stats.clone();
+    let cgroup = kernel.cgroup().display().to_string();
+    let pin_dir = kernel.pin_dir().map(|p| p.display().to_string());
+    let fail_mode = match config.intercept.fail_mode {
+        FailMode::Open => "open",
+        FailMode::Closed => "closed",
+    };
+    let started_at = unix_now();
+    let config_file = config_file.map(|p| p.display().to_string());
+    Arc::new(move || {
+        let (tracked, pending) = orig_dst.table_sizes();
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            started_at,
+            config_file: config_file.clone(),
+            kernel: KernelStatus {
+                cgroup: cgroup.clone(),
+                fail_mode: fail_mode.to_owned(),
+                pin_dir: pin_dir.clone(),
+                listen: listen.clone(),
+                provider_entries: providers.lock().expect("provider map poisoned").len(),
+                tracked_connections: tracked,
+                pending_records: pending,
+                counters: stats
+                    .read()
+                    .into_iter()
+                    .map(|(s, v)| (stats_name(s).to_owned(), v))
+                    .collect(),
+            },
+            providers: table.lock().expect("provider table poisoned").status(),
+            recent_connections: recent.snapshot(),
+        }
+    })
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! The agent's configuration: plain serde structs, built once at startup and validated there.
+//!
+//! Every field has a doc comment and a default, so an empty file (or no file at all) is a
+//! working configuration. Unknown keys are rejected with the key's name. The data path never
+//! reads the environment: everything it needs is here.
+
+mod load;
+mod net;
+mod providers;
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+};
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, DEFAULT_CONFIG_PATH, load};
+pub use net::IpPrefix;
+pub use providers::{BuiltinProviders, ProviderSpec, builtin_providers, effective_providers};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory holding the agent's state: the CA (`state_dir/ca`) and the spool.
+    pub state_dir: PathBuf,
+    /// How connections are intercepted in the kernel.
+    pub intercept: InterceptConfig,
+    /// Provider endpoints, appended to the built-in list or overriding an entry of it by host.
+    pub providers: Vec<ProviderConfig>,
+    /// Name resolution of provider host names.
+    pub dns: DnsConfig,
+    /// Connections from the agent to the original destinations.
+    pub upstream: UpstreamConfig,
+    /// The admin HTTP endpoint (metrics, health, status).
+    pub admin: AdminConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/llmtrace"),
+            intercept: InterceptConfig::default(),
+            providers: Vec::new(),
+            dns: DnsConfig::default(),
+            upstream: UpstreamConfig::default(),
+            admin: AdminConfig::default(),
+        }
+    }
+}
+
+/// What happens to provider connections while the agent is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Connections go directly to the provider, uninspected (the default).
+    Open,
+    /// Connections are refused (`EPERM`) until the agent is back; the kernel programs stay
+    /// attached after the agent dies, pinned in bpffs.
+    Closed,
+}
+
+/// Kernel-side interception settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InterceptConfig {
+    /// cgroup v2 directory whose processes (and descendants) are intercepted. Default: the root
+    /// of the cgroup2 mount, detected from `/proc/self/mountinfo`.
+    pub cgroup: Option<PathBuf>,
+    /// Port the agent listens on for redirected connections.
+    pub listen_port: u16,
+    /// IPv4 address of the listener that redirected IPv4 connections are sent to.
+    pub listen_ipv4: Ipv4Addr,
+    /// IPv6 address of the listener that redirected IPv6 connections are sent to.
+    pub listen_ipv6: Ipv6Addr,
+    /// `open` (connections go direct while the agent is down) or `closed` (they are refused).
+    pub fail_mode: FailMode,
+    /// The agent counts as down when its heartbeat is older than this.
+    pub heartbeat_timeout_ms: u64,
+    /// `SO_MARK` put on the agent's own upstream sockets, which are never redirected.
+    pub socket_mark: u32,
+    /// Capacity of the kernel's per-connection tables (LRU; oldest entries are evicted first).
+    pub max_tracked_connections: u32,
+    /// Include the built-in provider list (OpenAI, Anthropic, Gemini, …).
+    pub builtin_providers: bool,
+    /// Mount point of the BPF file system, used to pin programs in fail-closed mode.
+    pub bpffs: PathBuf,
+}
+
+impl Default for InterceptConfig {
+    fn default() -> Self {
+        Self {
+            cgroup: None,
+            listen_port: 15443,
+            listen_ipv4: Ipv4Addr::LOCALHOST,
+            listen_ipv6: Ipv6Addr::LOCALHOST,
+            fail_mode: FailMode::Open,
+            heartbeat_timeout_ms: 2000,
+            // "LLMT" in ASCII: unlikely to clash with marks used by other software.
+            socket_mark: 0x4c4c_4d54,
+            max_tracked_connections: 65_536,
+            builtin_providers: true,
+            bpffs: PathBuf::from("/sys/fs/bpf"),
+        }
+    }
+}
+
+/// One provider endpoint from the configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Host name (`api.openai.com`) or wildcard (`*.openai.azure.com`, never resolved).
+    pub host: String,
+    /// Destination port.
+    #[serde(default = "default_provider_port")]
+    pub port: u16,
+    /// Static addresses or CIDR prefixes used instead of DNS (e.g. `["127.0.0.2"]`).
+    #[serde(default)]
+    pub addresses: Option<Vec<String>>,
+    /// Provider name used in traces; defaults to the built-in name for the host, else the host.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+fn default_provider_port() -> u16 {
+    443
+}
+
+/// Resolution of provider host names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Name servers (`ip:port`, UDP and TCP) to ask; empty means the system's `/etc/resolv.conf`.
+    pub nameservers: Vec<SocketAddr>,
+    /// Lower bound on the re-resolution interval, whatever the record TTL says.
+    pub min_refresh_ms: u64,
+    /// Upper bound on the re-resolution interval.
+    pub max_refresh_ms: u64,
+    /// Wait before retrying a failed resolution (doubles up to `max_refresh_ms`).
+    pub retry_ms: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            min_refresh_ms: 5_000,
+            max_refresh_ms: 300_000,
+            retry_ms: 2_000,
+        }
+    }
+}
+
+/// Connections to the original destinations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Give up connecting to an original destination after this long.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The admin endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP server (`/metrics`, `/healthz`, `/readyz`, `/status`).
+    pub listen: SocketAddr,
+    /// How many recent connections `/status` (and `llmtrace status`) shows.
+    pub recent_connections: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9464)),
+            recent_connections: 256,
+        }
+    }
+}

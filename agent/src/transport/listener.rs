@@ -1,0 +1,165 @@
+//! Accepting redirected connections.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, info, warn};
+
+use super::{Accepted, ConnectionHandler, OriginalDst};
+use crate::admin::metrics::TransportMetrics;
+
+/// Binds the listeners the kernel redirects to. `SO_REUSEADDR` lets a restarted agent bind
+/// while old connections linger in `TIME_WAIT`.
+pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
+    addrs
+        .iter()
+        .map(|addr| {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket
+                .bind(*addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            socket.listen(4096)
+        })
+        .collect()
+}
+
+/// Shared state of the accept loops.
+pub struct Acceptor<O, H> {
+    /// Original-destination source.
+    pub orig_dst: Arc<O>,
+    /// Handler for attributed connections.
+    pub handler: Arc<H>,
+    /// Names of providers by index, for metric labels.
+    pub provider_names: Arc<Vec<String>>,
+    /// Transport metrics.
+    pub metrics: Arc<TransportMetrics>,
+    /// At most this many connections are served at once; more are closed at accept.
+    pub limit: Arc<Semaphore>,
+    /// Connection ids.
+    pub next_id: AtomicU64,
+}
+
+impl<O, H> std::fmt::Debug for Acceptor<O, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("available", &self.limit.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
+    /// Accepts on `listener` until `shutdown`; connection tasks are tracked by `tasks` so the
+    /// caller can drain them.
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        warn!(error = %e, "accepting a connection failed; retrying shortly");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            if let Some(conn) = self.admit(stream, peer).await {
+                let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+                    self.metrics.rejected_over_limit.inc();
+                    warn!(client = %peer, "connection limit reached; closing a redirected connection");
+                    continue;
+                };
+                let handler = self.handler.clone();
+                let metrics = self.metrics.clone();
+                tasks.spawn(async move {
+                    metrics.active.inc();
+                    handler.handle(conn).await;
+                    metrics.active.dec();
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    /// Attributes an accepted stream, or closes it when the kernel has no record for it.
+    async fn admit(&self, stream: TcpStream, peer: SocketAddr) -> Option<Accepted> {
+        // Nagle would hold small writes for the peer's delayed ACK (a 40 ms stall per request).
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "setting TCP_NODELAY failed");
+        }
+        let peer = canonical(peer);
+        let redirect = match self.orig_dst.lookup(peer) {
+            Some(r) => r,
+            // The record is written before the client's final ACK, so a miss is rare; one
+            // yield covers a lookup that raced the map update on another CPU.
+            None => {
+                tokio::task::yield_now().await;
+                if let Some(r) = self.orig_dst.lookup(peer) {
+                    r
+                } else {
+                    self.metrics.unattributed.inc();
+                    warn!(client = %peer, "closing a connection with no redirect record (not sent by the kernel hook)");
+                    return None;
+                }
+            }
+        };
+        let provider = self
+            .provider_names
+            .get(redirect.provider_index as usize)
+            .cloned()
+            .unwrap_or_else(|| "unknown".to_owned());
+        self.metrics.redirected(&provider);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        info!(
+            conn = id,
+            client = %peer,
+            orig_dst = %redirect.orig_dst,
+            provider,
+            pid = redirect.process.pid,
+            comm = %redirect.process.comm,
+            uid = redirect.process.uid,
+            "redirected connection"
+        );
+        Some(Accepted {
+            id,
+            stream,
+            client: peer,
+            redirect,
+            accepted_at: SystemTime::now(),
+        })
+    }
+}
+
+/// IPv4 peers of a dual-stack socket show up as v4-mapped IPv6; use the plain form.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
