@@ -25,13 +25,16 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
 }
 
-/// Program names (the Rust function names in the eBPF object).
+/// Program names (the Rust function names in the eBPF object). The kernel keeps 15 bytes of
+/// a program name, so they are short enough to stay distinct in `bpftool prog` and in stats.
 pub mod programs {
-    pub const CONNECT4: &str = "llmtrace_connect4";
-    pub const CONNECT6: &str = "llmtrace_connect6";
-    pub const GETPEERNAME4: &str = "llmtrace_getpeername4";
-    pub const GETPEERNAME6: &str = "llmtrace_getpeername6";
-    pub const SOCK_OPS: &str = "llmtrace_sock_ops";
+    pub const CONNECT4: &str = "llt_connect4";
+    pub const CONNECT6: &str = "llt_connect6";
+    pub const GETPEERNAME4: &str = "llt_getpeer4";
+    pub const GETPEERNAME6: &str = "llt_getpeer6";
+    pub const SOCK_OPS: &str = "llt_sock_ops";
+    /// Every program, in attach order.
+    pub const ALL: [&str; 5] = [CONNECT4, CONNECT6, GETPEERNAME4, GETPEERNAME6, SOCK_OPS];
 }
 
 /// `AF_INET` as the kernel numbers it.

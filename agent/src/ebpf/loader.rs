@@ -130,6 +130,7 @@ impl Kernel {
         })?;
         let pin_dir = pin_dir(&opts.bpffs, &opts.cgroup)?;
         let links = attach_all(&mut ebpf, &cgroup_file, opts.fail_closed)?;
+        let program_ids = program_ids(&ebpf);
         // Old pins (a crashed fail-closed agent, or a mode switch) go only now.
         remove_stale_pins(&pin_dir);
         let pinned = if opts.fail_closed {
@@ -152,7 +153,7 @@ impl Kernel {
             providers: Arc::new(Mutex::new(ProviderMap::new(maps.providers))),
             orig_dst: Arc::new(KernelOriginalDst::new(maps.conns)),
             heartbeat: Arc::new(Mutex::new(Heartbeat::new(maps.heartbeat))),
-            stats: KernelStats::new(maps.stats),
+            stats: KernelStats::new(maps.stats, program_ids),
         })
     }
 
@@ -255,6 +256,17 @@ fn attach_all(
         ));
     }
     Ok(links)
+}
+
+/// Kernel ids of the loaded programs, for per-program run statistics.
+fn program_ids(ebpf: &Ebpf) -> Vec<(&'static str, u32)> {
+    programs::ALL
+        .iter()
+        .filter_map(|name| {
+            let info = ebpf.program(name)?.info().ok()?;
+            Some((*name, info.id()))
+        })
+        .collect()
 }
 
 /// `<bpffs>/llmtrace/cg<inode>`: one directory per attach cgroup, so agents attached to
