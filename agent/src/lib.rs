@@ -1,1 +1,3 @@
 //! llmtrace agent: transparent interception of LLM API traffic on a host.
+
+pub mod cli;

@@ -208,6 +208,22 @@ impl CertificateAuthority {
             .collect()
     }
 
+    /// A sentence for the startup log when configured patterns fall outside the root's
+    /// constraints, naming them and the fix; `None` when everything is covered.
+    pub fn coverage_problem<S: AsRef<str>>(&self, patterns: &[S]) -> Option<String> {
+        let missing = self.uncovered(patterns);
+        if missing.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "The llmtrace root CA in {} is not allowed to issue certificates for {} (its name \
+             constraints predate this configuration), so that traffic will not be intercepted. \
+             Run `llmtrace ca rotate` and reinstall the new root to cover them.",
+            self.paths.dir.display(),
+            missing.join(", ")
+        ))
+    }
+
     /// End of the root's validity.
     pub fn not_after(&self) -> SystemTime {
         self.not_after
