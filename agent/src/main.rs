@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use llmtrace_agent::{
     admin::{client, status::StatusReport},
-    app, config,
+    app, cli, config,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +34,9 @@ enum Command {
     },
     /// Check the configuration and print it with every default filled in.
     Config,
+    /// Manage the local root CA (create, show, install in the trust store, rotate).
+    #[command(subcommand)]
+    Ca(cli::ca::CaCommand),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,13 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run => runtime.block_on(app::run(config, file)),
         Command::Status { json } => runtime.block_on(status(&config, json)),
+        Command::Ca(cmd) => {
+            let hosts: Vec<String> = config::effective_providers(&config)
+                .into_iter()
+                .map(|p| p.host)
+                .collect();
+            cli::ca::run(&cmd, &config.ca_dir(), &hosts, config.ca.name_constraints)
+        }
         Command::Config => {
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(())

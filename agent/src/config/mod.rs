@@ -35,6 +35,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// The admin HTTP endpoint (metrics, health, status).
     pub admin: AdminConfig,
+    /// The local root CA that signs the certificates of intercepted hosts.
+    pub ca: CaConfig,
 }
 
 impl Default for Config {
@@ -46,6 +48,34 @@ impl Default for Config {
             dns: DnsConfig::default(),
             upstream: UpstreamConfig::default(),
             admin: AdminConfig::default(),
+            ca: CaConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Directory of the CA: `ca.dir`, else `state_dir/ca`.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.ca.dir.clone().unwrap_or_else(|| self.state_dir.join("ca"))
+    }
+}
+
+/// The local root CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaConfig {
+    /// Directory holding `ca.pem` and `ca.key` (mode 0600). Default: `state_dir/ca`.
+    pub dir: Option<PathBuf>,
+    /// Limit the root to the intercepted domains with X.509 Name Constraints, so a stolen key
+    /// cannot impersonate anything else.
+    pub name_constraints: bool,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            name_constraints: true,
         }
     }
 }
