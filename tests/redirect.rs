@@ -14,6 +14,7 @@ use testkit::{
     dns::FakeDns,
     echo::EchoServer,
     net::free_port,
+    netns::TestNetns,
     probe::{Probe, probe_in, probe_outside},
     wait_for,
 };
@@ -133,6 +134,7 @@ fn other_processes_destinations_and_marked_sockets_go_direct() {
     let marked = Probe {
         cgroup: Some(&cg),
         flags: vec!["--mark".into(), "4242".into()],
+        ..Probe::default()
     }
     .run(&fake.addr.to_string());
     assert_direct(&marked);
@@ -318,4 +320,30 @@ fn provider_addresses_follow_dns() {
     // The old address was removed from the kernel map.
     assert_direct(&probe_in(&cg, &first.addr.to_string()));
     assert!(dns.queries() >= 2);
+}
+
+#[test]
+fn connections_from_another_network_namespace_are_left_alone() {
+    let cg = TestCgroup::new("netns");
+    let fake = EchoServer::start("127.0.0.2:0");
+    let agent = agent_for(&cg, fake.addr.port(), &["127.0.0.2"], "");
+    let ns = TestNetns::new();
+    let out = Probe {
+        cgroup: Some(&cg),
+        netns: Some(&ns.name),
+        flags: vec!["--timeout-ms".into(), "500".into()],
+    }
+    .run(&fake.addr.to_string());
+    // Nothing listens on 127.0.0.2 inside the new namespace; what matters is that the hook
+    // did not point the app at a loopback listener that is not there.
+    assert_eq!(out["ok"], false, "{out}");
+    assert_eq!(
+        agent.metric("llmtrace_ebpf_events_total", "foreign_netns"),
+        1.0
+    );
+    assert_eq!(
+        agent.metric("llmtrace_redirected_connections_total", ""),
+        0.0
+    );
+    assert_eq!(fake.accepted(), 0);
 }

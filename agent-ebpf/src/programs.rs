@@ -106,6 +106,20 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Resul
         bump(Stat::SelfSkipped);
         return Ok(Verdict::Pass);
     }
+    // SAFETY: the helper takes the program context (valid for the invocation) or NULL, for
+    // which it returns the initial network namespace's cookie.
+    let (netns_cookie, init_netns_cookie) = unsafe {
+        (
+            bpf_get_netns_cookie(ctx.sock_addr.cast()),
+            bpf_get_netns_cookie(core::ptr::null_mut()),
+        )
+    };
+    // The agent listens on the host's loopback; from a pod's namespace 127.0.0.1 is the pod's
+    // own loopback, so redirecting there would break the app. Leave such connections alone.
+    if netns_cookie != init_netns_cookie {
+        bump(Stat::ForeignNetns);
+        return Ok(Verdict::Pass);
+    }
     if !heartbeat_fresh(cfg.heartbeat_timeout_ns) {
         if cfg.fail_closed != 0 {
             bump(Stat::FailClosed);
@@ -116,10 +130,9 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Resul
     }
     let uid_gid = bpf_get_current_uid_gid();
     // SAFETY: these helpers take the program context, which is valid for the whole invocation.
-    let (cookie, netns_cookie, cgroup_id, now) = unsafe {
+    let (cookie, cgroup_id, now) = unsafe {
         (
             bpf_get_socket_cookie(ctx.sock_addr.cast()),
-            bpf_get_netns_cookie(ctx.sock_addr.cast()),
             bpf_get_current_cgroup_id(),
             bpf_ktime_get_ns(),
         )

@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod dns;
 pub mod echo;
 pub mod net;
+pub mod netns;
 pub mod probe;
 
 /// Path of a binary built by this workspace next to the test binaries (same profile dir).

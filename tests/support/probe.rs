@@ -11,6 +11,8 @@ use crate::cgroup::TestCgroup;
 pub struct Probe<'a> {
     /// Run inside this cgroup (else in the test's own cgroup, outside interception).
     pub cgroup: Option<&'a TestCgroup>,
+    /// Run inside this network namespace (by `ip netns` name).
+    pub netns: Option<&'a str>,
     /// Extra flags (`--count`, `--mark`, …).
     pub flags: Vec<String>,
 }
@@ -23,7 +25,14 @@ impl Probe<'_> {
             // The shell joins the cgroup, then becomes the probe: the probe's sockets are
             // created inside the cgroup from the first instruction.
             Some(cg) => {
-                let mut c = Command::new("sh");
+                let mut c = match self.netns {
+                    Some(ns) => {
+                        let mut c = Command::new("ip");
+                        c.args(["netns", "exec", ns, "sh"]);
+                        c
+                    }
+                    None => Command::new("sh"),
+                };
                 c.arg("-c")
                     .arg(format!(
                         "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
@@ -55,7 +64,7 @@ impl Probe<'_> {
 pub fn probe_in(cgroup: &TestCgroup, addr: &str) -> Value {
     Probe {
         cgroup: Some(cgroup),
-        flags: Vec::new(),
+        ..Probe::default()
     }
     .run(addr)
 }

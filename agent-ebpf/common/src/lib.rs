@@ -203,11 +203,14 @@ pub enum Stat {
     RecordFailed = 4,
     /// getpeername calls answered with the original destination.
     PeerRewritten = 5,
+    /// Provider connections from another network namespace (a pod), left alone: the agent's
+    /// loopback listener is not reachable from there.
+    ForeignNetns = 6,
 }
 
 impl Stat {
     /// Number of counters (the size of the STATS array).
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
     /// Every counter, for userspace iteration.
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Redirected,
@@ -216,6 +219,7 @@ impl Stat {
         Stat::SelfSkipped,
         Stat::RecordFailed,
         Stat::PeerRewritten,
+        Stat::ForeignNetns,
     ];
 }
 

@@ -42,6 +42,7 @@ pub fn stat_name(stat: Stat) -> &'static str {
         Stat::SelfSkipped => "self_skipped",
         Stat::RecordFailed => "record_failed",
         Stat::PeerRewritten => "peer_rewritten",
+        Stat::ForeignNetns => "foreign_netns",
     }
 }
 
