@@ -84,7 +84,7 @@ fn ipv4_connection_is_redirected_attributed_and_hidden() {
     );
     assert_eq!(
         agent.metric("llmtrace_redirected_connections_total", "api.openai.com"),
-        1.0
+        1
     );
     assert!(
         agent.log().contains("redirected connection"),
@@ -110,10 +110,7 @@ fn ipv6_and_v4_mapped_connections_are_redirected() {
     assert_via_agent(&out);
     assert_eq!(out["peer"], mapped);
     assert_eq!(v4.accepted(), 1);
-    assert_eq!(
-        agent.metric("llmtrace_redirected_connections_total", ""),
-        2.0
-    );
+    assert_eq!(agent.metric("llmtrace_redirected_connections_total", ""), 2);
 }
 
 #[test]
@@ -138,13 +135,10 @@ fn other_processes_destinations_and_marked_sockets_go_direct() {
     }
     .run(&fake.addr.to_string());
     assert_direct(&marked);
-    assert_eq!(
-        agent.metric("llmtrace_redirected_connections_total", ""),
-        0.0
-    );
+    assert_eq!(agent.metric("llmtrace_redirected_connections_total", ""), 0);
     assert_eq!(
         agent.metric("llmtrace_ebpf_events_total", "self_skipped"),
-        1.0
+        1
     );
     // And the configured destination from inside is redirected.
     assert_via_agent(&probe_in(&cg, &fake.addr.to_string()));
@@ -158,6 +152,7 @@ fn time_until_direct(cg: &TestCgroup, addr: &str, limit: Duration) -> Duration {
         let out = Probe {
             cgroup: Some(cg),
             flags: flags.clone(),
+            ..Probe::default()
         }
         .run(addr);
         (out["ok"] == true && out["via_agent"] == false).then_some(())
@@ -252,17 +247,18 @@ fn ten_thousand_connections_are_all_attributed_and_tables_drain() {
         flags: ["--count", "10000", "--concurrency", "16"]
             .map(String::from)
             .to_vec(),
+        ..Probe::default()
     }
     .run(&fake.addr.to_string());
     assert_eq!(out["via_agent"], 10_000, "{out}");
     assert_eq!(out["failed"], 0, "{out}");
     assert_eq!(
         agent.metric("llmtrace_redirected_connections_total", ""),
-        10_000.0
+        10_000
     );
     assert_eq!(
         agent.metric("llmtrace_unattributed_connections_total", ""),
-        0.0
+        0
     );
     let drained = wait_for(Duration::from_secs(10), || {
         let k = agent.status()["kernel"].clone();
@@ -275,7 +271,7 @@ fn ten_thousand_connections_are_all_attributed_and_tables_drain() {
         "kernel tables back to baseline: {}",
         agent.status()["kernel"]
     );
-    assert_eq!(agent.metric("llmtrace_active_connections", ""), 0.0);
+    assert_eq!(agent.metric("llmtrace_active_connections", ""), 0);
 }
 
 #[test]
@@ -327,7 +323,7 @@ fn connections_from_another_network_namespace_are_left_alone() {
     let cg = TestCgroup::new("netns");
     let fake = EchoServer::start("127.0.0.2:0");
     let agent = agent_for(&cg, fake.addr.port(), &["127.0.0.2"], "");
-    let ns = TestNetns::new();
+    let ns = TestNetns::default();
     let out = Probe {
         cgroup: Some(&cg),
         netns: Some(&ns.name),
@@ -339,11 +335,8 @@ fn connections_from_another_network_namespace_are_left_alone() {
     assert_eq!(out["ok"], false, "{out}");
     assert_eq!(
         agent.metric("llmtrace_ebpf_events_total", "foreign_netns"),
-        1.0
+        1
     );
-    assert_eq!(
-        agent.metric("llmtrace_redirected_connections_total", ""),
-        0.0
-    );
+    assert_eq!(agent.metric("llmtrace_redirected_connections_total", ""), 0);
     assert_eq!(fake.accepted(), 0);
 }

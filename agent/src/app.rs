@@ -1,7 +1,7 @@
 //! Wiring: `Config → App::start → run until a signal → shutdown`.
 
 use std::{
-    net::SocketAddr,
+    net::{Ipv6Addr, SocketAddr},
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use prometheus_client::registry::Registry;
-use tokio::sync::Semaphore;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
@@ -22,7 +22,7 @@ use crate::{
         metrics::TransportMetrics,
         status::{KernelStatus, RecentConnections, StatusReport, unix_now},
     },
-    config::{Config, FailMode, effective_providers},
+    config::{Config, FailMode, InterceptConfig, effective_providers},
     dns::{self, ProviderTable, SystemResolver},
     ebpf::{Kernel, KernelOptions, cgroup, stats_name},
     transport::{listener, passthrough::Passthrough},
@@ -47,33 +47,9 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     let metrics = Arc::new(TransportMetrics::register(&mut registry));
 
     // Listeners first: the hook must never point at a closed port.
-    let i = &config.intercept;
-    let v4 = SocketAddr::from((i.listen_ipv4, i.listen_port));
-    let v6 = SocketAddr::from((i.listen_ipv6, i.listen_port));
-    let mut listeners = listener::bind(&[v4])?;
-    let listen_ipv6 = match listener::bind(&[v6]) {
-        Ok(mut l) => {
-            listeners.append(&mut l);
-            Some(i.listen_ipv6)
-        }
-        Err(e) => {
-            warn!(error = %e, "no IPv6 listener; IPv6 provider connections will not be intercepted");
-            None
-        }
-    };
+    let (listeners, listen_ipv6) = bind_listeners(&config.intercept)?;
     let admin_listener = admin::server::bind(config.admin.listen).await?;
-
-    let kernel = Kernel::attach(&KernelOptions {
-        cgroup: cgroup.clone(),
-        listen_ipv4: i.listen_ipv4,
-        listen_ipv6,
-        listen_port: i.listen_port,
-        fail_closed: i.fail_mode == FailMode::Closed,
-        heartbeat_timeout_ns: i.heartbeat_timeout_ms * 1_000_000,
-        socket_mark: i.socket_mark,
-        max_tracked_connections: i.max_tracked_connections,
-        bpffs: i.bpffs.clone(),
-    })?;
+    let kernel = attach_kernel(&config.intercept, &cgroup, listen_ipv6)?;
     registry.register_collector(Box::new(kernel.stats.clone()));
 
     let shutdown = CancellationToken::new();
@@ -91,7 +67,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
 
     let recent = Arc::new(RecentConnections::new(config.admin.recent_connections));
     let handler = Arc::new(Passthrough {
-        socket_mark: i.socket_mark,
+        socket_mark: config.intercept.socket_mark,
         connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
         metrics: metrics.clone(),
         recent: recent.clone(),
@@ -149,8 +125,50 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     for l in accept_loops {
         let _ = l.await;
     }
-    // Detach before draining: new connections go direct while old ones finish.
     drop(acceptor);
+    drain(kernel, tasks).await;
+    let _ = admin_task.await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Binds the IPv4 listener, and the IPv6 one when the host has IPv6 (returns its address).
+fn bind_listeners(i: &InterceptConfig) -> Result<(Vec<TcpListener>, Option<Ipv6Addr>)> {
+    let v4 = SocketAddr::from((i.listen_ipv4, i.listen_port));
+    let v6 = SocketAddr::from((i.listen_ipv6, i.listen_port));
+    let mut listeners = listener::bind(&[v4])?;
+    match listener::bind(&[v6]) {
+        Ok(mut l) => {
+            listeners.append(&mut l);
+            Ok((listeners, Some(i.listen_ipv6)))
+        }
+        Err(e) => {
+            warn!(error = %e, "no IPv6 listener; IPv6 provider connections will not be intercepted");
+            Ok((listeners, None))
+        }
+    }
+}
+
+fn attach_kernel(
+    i: &InterceptConfig,
+    cgroup: &std::path::Path,
+    listen_ipv6: Option<Ipv6Addr>,
+) -> Result<Kernel> {
+    Ok(Kernel::attach(&KernelOptions {
+        cgroup: cgroup.to_path_buf(),
+        listen_ipv4: i.listen_ipv4,
+        listen_ipv6,
+        listen_port: i.listen_port,
+        fail_closed: i.fail_mode == FailMode::Closed,
+        heartbeat_timeout_ns: i.heartbeat_timeout_ms * 1_000_000,
+        socket_mark: i.socket_mark,
+        max_tracked_connections: i.max_tracked_connections,
+        bpffs: i.bpffs.clone(),
+    })?)
+}
+
+/// Detaches the hook first, so new connections go direct while open ones finish.
+async fn drain(kernel: Kernel, tasks: TaskTracker) {
     kernel.detach();
     tasks.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
@@ -159,9 +177,6 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     {
         warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after the drain timeout; closing them");
     }
-    let _ = admin_task.await;
-    info!("stopped");
-    Ok(())
 }
 
 fn spawn_heartbeat(

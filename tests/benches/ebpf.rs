@@ -24,7 +24,7 @@ fn connects() -> usize {
 }
 
 /// (runs, run time ns) of connect4 so far.
-fn connect4(agent: &Agent) -> (f64, f64) {
+fn connect4(agent: &Agent) -> (u64, u64) {
     (
         agent.metric("llmtrace_ebpf_program_runs_total", "llt_connect4"),
         agent.metric("llmtrace_ebpf_program_run_time_ns_total", "llt_connect4"),
@@ -33,7 +33,7 @@ fn connect4(agent: &Agent) -> (f64, f64) {
 
 struct Row {
     label: &'static str,
-    ns_per_call: Option<f64>,
+    ns_per_call: Option<Duration>,
     p50: f64,
     p99: f64,
 }
@@ -43,6 +43,7 @@ fn measure(label: &'static str, agent: &Agent, cg: Option<&TestCgroup>, addr: &s
     let before = connect4(agent);
     let out = Probe {
         cgroup: cg,
+        netns: None,
         flags: vec![
             "--count".into(),
             n.to_string(),
@@ -56,7 +57,9 @@ fn measure(label: &'static str, agent: &Agent, cg: Option<&TestCgroup>, addr: &s
     let runs = after.0 - before.0;
     Row {
         label,
-        ns_per_call: (runs > 0.0).then(|| (after.1 - before.1) / runs),
+        ns_per_call: (runs > 0).then(|| {
+            Duration::from_nanos(after.1 - before.1) / u32::try_from(runs).unwrap_or(u32::MAX)
+        }),
         p50: out["p50_us"].as_f64().unwrap_or(f64::NAN),
         p99: out["p99_us"].as_f64().unwrap_or(f64::NAN),
     }
@@ -109,9 +112,10 @@ fn main() {
     println!("| case | connect4 cost per call | connect+close p50 | p99 |");
     println!("|---|---|---|---|");
     for r in &rows {
-        let cost = r
-            .ns_per_call
-            .map_or_else(|| "–".to_owned(), |ns| format!("{:.2} µs", ns / 1000.0));
+        let cost = r.ns_per_call.map_or_else(
+            || "–".to_owned(),
+            |d| format!("{:.2} µs", d.as_secs_f64() * 1e6),
+        );
         println!(
             "| {} | {} | {:.1} µs | {:.1} µs |",
             r.label, cost, r.p50, r.p99

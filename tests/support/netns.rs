@@ -26,9 +26,9 @@ fn ip(args: &[&str]) {
     );
 }
 
-impl TestNetns {
+impl Default for TestNetns {
     /// Creates `llmt-<pid>-<n>`.
-    pub fn new() -> Self {
+    fn default() -> Self {
         let name = format!(
             "llmt-{}-{}",
             std::process::id(),

@@ -22,20 +22,18 @@ impl Probe<'_> {
     pub fn run(&self, addr: &str) -> Value {
         let bin = crate::workspace_bin("llmtrace-probe");
         let mut cmd = match self.cgroup {
-            // The shell joins the cgroup, then becomes the probe: the probe's sockets are
-            // created inside the cgroup from the first instruction.
+            // The shell joins the cgroup, then becomes the probe (through `ip netns exec`, which
+            // remounts /sys, so the cgroup is joined before entering the namespace): the probe's
+            // sockets are created inside the cgroup from its first instruction.
             Some(cg) => {
-                let mut c = match self.netns {
-                    Some(ns) => {
-                        let mut c = Command::new("ip");
-                        c.args(["netns", "exec", ns, "sh"]);
-                        c
-                    }
-                    None => Command::new("sh"),
-                };
+                let enter = self
+                    .netns
+                    .map(|ns| format!("ip netns exec {ns} "))
+                    .unwrap_or_default();
+                let mut c = Command::new("sh");
                 c.arg("-c")
                     .arg(format!(
-                        "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+                        "echo $$ > {}/cgroup.procs && exec {enter}\"$0\" \"$@\"",
                         cg.path.display()
                     ))
                     .arg(&bin);

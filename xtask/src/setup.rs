@@ -77,11 +77,10 @@ fn nightly_llvm() -> Result<(PathBuf, String, u32)> {
     let name = fs::read_dir(&lib)?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so")))
+        .find(|n| n.starts_with("libLLVM.so."))
         .with_context(|| format!("no libLLVM in {}", lib.display()))?;
     let digits: String = name
         .trim_start_matches("libLLVM.so.")
-        .trim_start_matches("libLLVM-")
         .chars()
         .take_while(char::is_ascii_digit)
         .collect();

@@ -288,7 +288,7 @@ fn remove_stale_pins(dir: &Path) {
     for entry in entries.flatten() {
         match std::fs::remove_file(entry.path()) {
             Ok(()) => {
-                info!(pin = %entry.path().display(), "removed a link pinned by an earlier agent")
+                info!(pin = %entry.path().display(), "removed a link pinned by an earlier agent");
             }
             Err(e) => warn!(pin = %entry.path().display(), error = %e, "cannot remove a stale pin"),
         }

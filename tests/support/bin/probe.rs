@@ -153,16 +153,17 @@ fn connect_only(args: &Args) {
         }
     }
     micros.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
+    // Nearest-rank percentile, in per mille.
+    let pct = |per_mille: usize| {
         micros
-            .get(((micros.len() as f64 - 1.0) * p).round() as usize)
+            .get(micros.len().saturating_sub(1) * per_mille / 1000)
             .copied()
             .unwrap_or(f64::NAN)
     };
     println!(
         "{}",
         json!({"pid": std::process::id(), "connects": micros.len(), "failed": failed,
-               "p50_us": pct(0.5), "p99_us": pct(0.99)})
+               "p50_us": pct(500), "p99_us": pct(990)})
     );
 }
 
