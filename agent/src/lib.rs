@@ -4,6 +4,7 @@
 //! listeners ([`transport`]), which attribute each connection and relay it. The provider
 //! map is kept in sync by [`dns`]; [`admin`] serves metrics and status. [`app`] wires it all
 //! from a [`config::Config`]; [`cli`] holds the subcommands beyond `run`.
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;

@@ -1,4 +1,5 @@
 //! `llmtrace`: the command line of the host agent.
+#![forbid(unsafe_code)]
 
 use std::{path::PathBuf, process::ExitCode};
 

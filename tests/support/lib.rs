@@ -2,6 +2,7 @@
 //!
 //! Everything here targets loopback only (127.0.0.0/8 and ::1): a connection that is not
 //! redirected must never leave the machine.
+#![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod cgroup;

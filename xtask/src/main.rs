@@ -2,6 +2,7 @@
 //!
 //! Every install step the project needs lives here (and nowhere else), so a fresh Debian
 //! machine goes from clone to a running agent or a full test run with one command.
+#![forbid(unsafe_code)]
 
 mod bench;
 mod cmd;

@@ -10,6 +10,7 @@
 //!
 //! Usage: llmtrace-probe ADDR [--count N] [--concurrency C] [--mark M] [--timeout-ms T]
 //!        [--connect-only 1]
+#![forbid(unsafe_code)]
 
 use std::{
     io::{BufRead, BufReader, Write},
