@@ -1,1 +1,4 @@
+//! Test harness shared by the integration tests of llmtrace.
 
+pub mod clickhouse;
+pub mod tee;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// `[sink]`: where trace rows go.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinkConfig {
     /// `[sink.clickhouse]`: the ClickHouse destination.
@@ -13,8 +13,17 @@ pub struct SinkConfig {
     /// `[sink.spool]`: the durable local spool every row is written to first.
     pub spool: SpoolConfig,
     /// Rows queued between the proxy and the spool writer; rows beyond it are dropped and counted.
-    #[serde(default = "default_queue_rows")]
     pub queue_rows: usize,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            clickhouse: ClickHouseConfig::default(),
+            spool: SpoolConfig::default(),
+            queue_rows: 16_384,
+        }
+    }
 }
 
 /// `[sink.clickhouse]`.
@@ -100,10 +109,7 @@ pub struct ConfigError {
 }
 
 const MIN_SPOOL_BYTES: u64 = 1 << 20;
-
-fn default_queue_rows() -> usize {
-    16_384
-}
+const MAX_RETENTION_DAYS: u32 = 36_500;
 
 impl Default for ClickHouseConfig {
     fn default() -> Self {
@@ -188,6 +194,10 @@ impl SinkConfig {
         if ch.max_backoff_ms == 0 {
             return bad("sink.clickhouse.max_backoff_ms", "must be at least 1");
         }
+        if ch.retention_days > MAX_RETENTION_DAYS {
+            // `toDate(start_time) + INTERVAL n DAY` must stay below Date's 2149 limit.
+            return bad("sink.clickhouse.retention_days", "must be at most 36500");
+        }
         if ch.body_retention_days == 0 || ch.retention_days < ch.body_retention_days {
             return bad(
                 "sink.clickhouse.body_retention_days",
@@ -224,6 +234,7 @@ mod tests {
     fn defaults_validate_and_embedded_default_has_no_clickhouse() {
         let cfg: SinkConfig = toml::from_str("").unwrap();
         cfg.validate().unwrap();
+        assert_eq!(cfg, SinkConfig::default());
         assert!(cfg.clickhouse.url.is_none());
         assert_eq!(cfg.clickhouse.database, "llmtrace");
         assert_eq!(cfg.clickhouse.table, "traces");

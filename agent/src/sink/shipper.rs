@@ -193,6 +193,7 @@ impl Shipper {
             }
             let draining = self.is_draining();
             let wait = if batch.is_empty() {
+                self.reader.ack_if_advanced()?;
                 self.metrics.oldest_unshipped_age_seconds.set(0.0);
                 if draining {
                     return Ok(None);

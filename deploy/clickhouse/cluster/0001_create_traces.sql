@@ -38,8 +38,8 @@ CREATE TABLE IF NOT EXISTS ${database}.${table}_local ON CLUSTER ${cluster}
     output_tokens Nullable(UInt64),
     cost_usd Nullable(Float64),
     -- Bodies are the bulk of the bytes: strong compression, shorter retention.
-    request_body String CODEC(ZSTD(3)) TTL toDateTime(start_time) + INTERVAL ${body_retention_days} DAY,
-    response_body String CODEC(ZSTD(3)) TTL toDateTime(start_time) + INTERVAL ${body_retention_days} DAY,
+    request_body String CODEC(ZSTD(3)) TTL toDate(start_time) + INTERVAL ${body_retention_days} DAY,
+    response_body String CODEC(ZSTD(3)) TTL toDate(start_time) + INTERVAL ${body_retention_days} DAY,
     request_bytes UInt64,
     response_bytes UInt64,
     request_dropped_bytes UInt64,
@@ -66,7 +66,7 @@ PARTITION BY toDate(start_time)
 -- Security questions start from a host (or its pods/processes), a provider/model, and a time
 -- range; trace_id last makes the key unique so ReplacingMergeTree collapses only replays.
 ORDER BY (host, provider, model, toStartOfHour(start_time), trace_id)
-TTL toDateTime(start_time) + INTERVAL ${retention_days} DAY
+TTL toDate(start_time) + INTERVAL ${retention_days} DAY
 SETTINGS replicated_deduplication_window = 10000;
 
 -- Sharding by trace_id sends a replayed row to the shard holding the original, where

@@ -160,6 +160,15 @@ impl SpoolReader {
         Ok(())
     }
 
+    /// Acknowledges the read position when reading moved past records that
+    /// need no shipping (segment ends), so their segments can be deleted.
+    pub fn ack_if_advanced(&mut self) -> Result<(), SpoolError> {
+        if self.ledger.state.inflight.is_none() && self.pos > self.ledger.state.acked {
+            self.ack(self.pos)?;
+        }
+        Ok(())
+    }
+
     /// Moves the read position (used to replay from the acknowledged position).
     pub fn seek(&mut self, pos: Position) {
         self.pos = pos;

@@ -42,7 +42,10 @@ fn appended_records_are_read_once_in_order_across_segments() {
     }
     // Rolling a segment commits it; the rows of the active one wait for the commit.
     let mut seen = read_all(&mut r);
-    assert!(seen.len() < rows.len(), "uncommitted rows must not be visible");
+    assert!(
+        seen.len() < rows.len(),
+        "uncommitted rows must not be visible"
+    );
     w.commit().unwrap();
     seen.extend(read_all(&mut r));
     assert_eq!(seen, rows);
