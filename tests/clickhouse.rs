@@ -79,7 +79,7 @@ async fn every_column_round_trips() {
     for r in &rows {
         assert!(h.record(r.clone()));
     }
-    wait_until("2 rows shipped", Duration::from_secs(60), || {
+    wait_until("2 rows shipped", Duration::from_mins(1), || {
         h.metrics().rows_shipped.get() == 2
     })
     .await;
@@ -135,7 +135,7 @@ async fn outage_kill_and_freeze_lose_nothing_and_count_once() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     ch.thaw();
     producer.await.unwrap();
-    wait_until("all rows shipped", Duration::from_secs(120), || {
+    wait_until("all rows shipped", Duration::from_mins(2), || {
         h.metrics().rows_shipped.get() >= N
     })
     .await;
@@ -228,11 +228,9 @@ async fn sigkill_with_rows_in_the_spool_ships_all_after_restart() {
     }
 
     let (h, task) = Sink::start(&config(&ch.url()), state.path(), SinkMetrics::default()).unwrap();
-    wait_until(
-        "spool shipped and emptied",
-        Duration::from_secs(120),
-        || h.metrics().spool_bytes.get() == 0 && h.metrics().rows_shipped.get() > 0,
-    )
+    wait_until("spool shipped and emptied", Duration::from_mins(2), || {
+        h.metrics().spool_bytes.get() == 0 && h.metrics().rows_shipped.get() > 0
+    })
     .await;
     assert_eq!(h.metrics().rows_failed.get(), 0);
     stop(h, task).await;
@@ -279,7 +277,7 @@ async fn invalid_rows_go_to_dead_letter_and_the_rest_flows() {
         w.commit().unwrap();
     }
     let (h, task) = Sink::start(&cfg, state.path(), SinkMetrics::default()).unwrap();
-    wait_until("19 shipped, 1 failed", Duration::from_secs(60), || {
+    wait_until("19 shipped, 1 failed", Duration::from_mins(1), || {
         h.metrics().rows_shipped.get() == 19 && h.metrics().rows_failed.get() == 1
     })
     .await;
@@ -299,7 +297,7 @@ async fn invalid_rows_go_to_dead_letter_and_the_rest_flows() {
     for n in 20..30 {
         assert!(h.record(row(n)));
     }
-    wait_until("later rows shipped", Duration::from_secs(60), || {
+    wait_until("later rows shipped", Duration::from_mins(1), || {
         h.metrics().rows_shipped.get() == 29
     })
     .await;
@@ -346,7 +344,7 @@ async fn chdb_accepts_the_production_ddl_and_the_exact_bytes_sent() {
     for r in &rows {
         assert!(h.record(r.clone()));
     }
-    wait_until("3 rows shipped", Duration::from_secs(60), || {
+    wait_until("3 rows shipped", Duration::from_mins(1), || {
         h.metrics().rows_shipped.get() == 3
     })
     .await;

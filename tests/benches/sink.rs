@@ -48,6 +48,8 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+// Figures are printed, not computed on: f64 precision is ample.
+#[allow(clippy::cast_precision_loss)]
 async fn run(label: &'static str, compression: Compression, rows: u64) -> Run {
     let ch = ClickHouseServer::start();
     let state = tempfile::tempdir().unwrap();
@@ -92,8 +94,10 @@ async fn run(label: &'static str, compression: Compression, rows: u64) -> Run {
     }
     let wall = started.elapsed();
     let (agent_cpu, server_cpu) = (
-        cpu_of("self") - cpu0,
-        cpu_of(&ch.process_id().to_string()) - server0,
+        cpu_of("self").checked_sub(cpu0).unwrap(),
+        cpu_of(&ch.process_id().to_string())
+            .checked_sub(server0)
+            .unwrap(),
     );
     let peak = peak_rss_mib();
     h.shutdown().await;
@@ -107,10 +111,11 @@ async fn run(label: &'static str, compression: Compression, rows: u64) -> Run {
         agent_cpu,
         server_cpu,
         peak_rss_mib: peak,
-        spool_mib: spool_peak as f64 / 1048576.0,
+        spool_mib: spool_peak as f64 / 1_048_576.0,
     }
 }
 
+#[allow(clippy::cast_precision_loss)] // rates for display
 fn main() {
     let rows: u64 = std::env::var("LLMTRACE_BENCH_ROWS")
         .ok()

@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 const SERVER_BIN: &str = "/usr/sbin/clickhouse-server";
 const CONFIG_DIR: &str = "/etc/clickhouse-server";
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+const START_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// A running (or deliberately stopped) ClickHouse server.
 #[derive(Debug)]

@@ -156,10 +156,10 @@ impl SinkConfig {
             })
         };
         let ch = &self.clickhouse;
-        if let Some(url) = &ch.url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return bad("sink.clickhouse.url", "must start with http:// or https://");
-            }
+        if let Some(url) = &ch.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad("sink.clickhouse.url", "must start with http:// or https://");
         }
         if !is_identifier(&ch.database) {
             return bad(

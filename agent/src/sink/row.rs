@@ -227,7 +227,7 @@ pub fn sample_row(n: u64) -> TraceRow {
     row.api = "chat".into();
     row.model = "gpt-4o-mini".into();
     row.response_model = "gpt-4o-mini-2024-07-18".into();
-    row.stream = n % 2 == 0;
+    row.stream = n.is_multiple_of(2);
     row.ttft_ms = Some(345.678);
     row.duration_ms = 1234.567;
     row.push_tokens("input", 812 + n % 100);

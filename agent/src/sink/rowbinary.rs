@@ -96,7 +96,7 @@ pub fn encode(row: &TraceRow, out: &mut Vec<u8>) {
     out.extend_from_slice(&row.connection_id.to_le_bytes());
     out.extend_from_slice(&row.start_time.to_le_bytes());
     put_opt(out, row.first_byte_time, |o, v| {
-        o.extend_from_slice(&v.to_le_bytes())
+        o.extend_from_slice(&v.to_le_bytes());
     });
     out.extend_from_slice(&row.end_time.to_le_bytes());
     put_str(out, &row.host);
@@ -123,28 +123,28 @@ pub fn encode(row: &TraceRow, out: &mut Vec<u8>) {
         put_str(out, s);
     }
     put_opt(out, row.status, |o, v| {
-        o.extend_from_slice(&v.to_le_bytes())
+        o.extend_from_slice(&v.to_le_bytes());
     });
     for s in [&row.provider, &row.api, &row.model, &row.response_model] {
         put_str(out, s);
     }
     out.push(u8::from(row.stream));
     put_opt(out, row.ttft_ms, |o, v| {
-        o.extend_from_slice(&v.to_le_bytes())
+        o.extend_from_slice(&v.to_le_bytes());
     });
     out.extend_from_slice(&row.duration_ms.to_le_bytes());
     put_array(out, &row.token_kinds, |o, s| put_str(o, s));
     put_array(out, &row.token_counts, |o, v| {
-        o.extend_from_slice(&v.to_le_bytes())
+        o.extend_from_slice(&v.to_le_bytes());
     });
     put_opt(out, row.input_tokens, |o, v| {
-        o.extend_from_slice(&v.to_le_bytes())
+        o.extend_from_slice(&v.to_le_bytes());
     });
     put_opt(out, row.output_tokens, |o, v| {
-        o.extend_from_slice(&v.to_le_bytes())
+        o.extend_from_slice(&v.to_le_bytes());
     });
     put_opt(out, row.cost_usd, |o, v| {
-        o.extend_from_slice(&v.to_le_bytes())
+        o.extend_from_slice(&v.to_le_bytes());
     });
     put_str(out, &row.request_body);
     put_str(out, &row.response_body);
@@ -162,7 +162,7 @@ pub fn encode(row: &TraceRow, out: &mut Vec<u8>) {
     put_array(out, &row.findings, |o, f| put_str(o, &f.kind));
     put_array(out, &row.findings, |o, f| put_str(o, &f.severity));
     put_array(out, &row.findings, |o, f| {
-        o.extend_from_slice(&f.confidence.to_le_bytes())
+        o.extend_from_slice(&f.confidence.to_le_bytes());
     });
     put_array(out, &row.findings, |o, f| put_str(o, &f.location));
     put_array(out, &row.findings, |o, f| put_str(o, &f.excerpt));

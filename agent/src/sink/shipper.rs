@@ -198,13 +198,13 @@ impl Shipper {
                 if draining {
                     return Ok(None);
                 }
-                Duration::from_secs(3600)
+                Duration::from_hours(1)
             } else {
                 let started = *opened.get_or_insert_with(Instant::now);
                 if draining || started.elapsed() >= flush {
                     return Ok(Some(batch));
                 }
-                flush - started.elapsed()
+                flush.checked_sub(started.elapsed()).unwrap()
             };
             let mut drain_rx = self.draining.clone();
             tokio::select! {
@@ -305,7 +305,7 @@ impl Shipper {
             .with_timeouts(t, t);
         match self.flavor {
             Some(Flavor::Modern) => {
-                insert = insert.with_setting("insert_deduplication_token", token)
+                insert = insert.with_setting("insert_deduplication_token", token);
             }
             Some(Flavor::Cluster) => {
                 // Synchronous distributed inserts forward the token to the shard.

@@ -131,10 +131,10 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
 
 fn remove_segment(dir: &Path, id: u64) {
     let path = segment_path(dir, id);
-    if let Err(e) = std::fs::remove_file(&path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "could not delete a shipped spool segment");
-        }
+    if let Err(e) = std::fs::remove_file(&path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not delete a shipped spool segment");
     }
 }
 

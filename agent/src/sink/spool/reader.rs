@@ -118,9 +118,9 @@ impl SpoolReader {
                         "spool record is corrupt; skipping the rest of its segment");
                     self.shared.metrics.dropped(DropReason::Corrupt, 1);
                     if self.pos.segment < limit.segment {
-                        self.next_segment()
+                        self.next_segment();
                     } else {
-                        self.seek(limit)
+                        self.seek(limit);
                     }
                 }
             }
@@ -184,13 +184,13 @@ impl SpoolReader {
 
     /// If the writer dropped the segment we were in (size cap), jump ahead.
     fn skip_dropped(&mut self) {
-        if let Some(first) = self.shared.next_segment_from(0) {
-            if first > self.pos.segment {
-                self.seek(Position {
-                    segment: first,
-                    offset: 0,
-                });
-            }
+        if let Some(first) = self.shared.next_segment_from(0)
+            && first > self.pos.segment
+        {
+            self.seek(Position {
+                segment: first,
+                offset: 0,
+            });
         }
     }
 

@@ -192,10 +192,6 @@ fn open_segment(shared: &Shared, id: u64) -> Result<File, SpoolError> {
         .open(&path)
         .map_err(|e| SpoolError::io(&path, e))?;
     sync_dir(&shared.dir)?;
-    shared
-        .lock()
-        .segments
-        .entry(id)
-        .or_insert(SegMeta::default());
+    shared.lock().segments.entry(id).or_default();
     Ok(file)
 }
