@@ -24,8 +24,9 @@ pub mod spool;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -38,6 +39,8 @@ pub use self::row::{Finding, ToolCall, TraceRow};
 
 /// Rows buffered for each slow `tail` subscriber before it starts missing rows.
 const TAIL_CAPACITY: usize = 4096;
+/// Lost rows are logged at ERROR at most this often.
+const DROP_LOG_EVERY_SECS: u64 = 10;
 
 /// Starting the sink failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +120,16 @@ impl Sink {
                 let _ = tokio::task::spawn_blocking(move || t.join()).await;
             }
         });
-        Ok((SinkHandle { tx, tail, metrics }, join))
+        let last_drop_log = Arc::new(AtomicU64::new(0));
+        Ok((
+            SinkHandle {
+                tx,
+                tail,
+                metrics,
+                last_drop_log,
+            },
+            join,
+        ))
     }
 }
 
@@ -127,6 +139,8 @@ pub struct SinkHandle {
     tx: SyncSender<Msg>,
     tail: broadcast::Sender<Arc<TraceRow>>,
     metrics: SinkMetrics,
+    /// Seconds since the epoch of the last queue-full log line (rate limit).
+    last_drop_log: Arc<AtomicU64>,
 }
 
 impl SinkHandle {
@@ -138,13 +152,33 @@ impl SinkHandle {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 self.metrics.dropped(DropReason::QueueFull, 1);
-                tracing::warn!("sink queue full; trace row dropped");
+                self.log_queue_full();
                 false
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.metrics.dropped(DropReason::Closed, 1);
                 false
             }
+        }
+    }
+
+    /// Logs lost rows at ERROR, at most once per interval.
+    fn log_queue_full(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let last = self.last_drop_log.load(Ordering::Relaxed);
+        if now >= last + DROP_LOG_EVERY_SECS
+            && self
+                .last_drop_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                total_dropped = self.metrics.dropped_count(DropReason::QueueFull),
+                "sink queue is full: trace rows are being dropped (spool disk too slow?)"
+            );
         }
     }
 
@@ -195,5 +229,39 @@ impl SinkHandle {
         tokio::task::spawn_blocking(move || tx.send(msg).is_ok())
             .await
             .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::row::sample_row;
+    use crate::sink::spool::Batch;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_clickhouse_rows_are_spooled_and_tailed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SinkConfig::default();
+        let (h, task) = Sink::start(&cfg, dir.path(), SinkMetrics::default()).unwrap();
+        let mut tail = h.subscribe();
+        assert!(h.record(sample_row(1)));
+        assert_eq!(*tail.recv().await.unwrap(), sample_row(1));
+        h.flush().await;
+        assert_eq!(h.metrics().rows_spooled.get(), 1);
+        h.shutdown().await;
+        task.await.unwrap();
+        assert!(!h.record(sample_row(2)), "rows after shutdown are refused");
+        assert_eq!(h.metrics().dropped_count(DropReason::Closed), 1);
+
+        // The row waits in the spool for a ClickHouse configured later.
+        let m = SinkMetrics::default();
+        let (_w, mut r) = spool::open(&cfg.spool_dir(dir.path()), &cfg.spool, &m).unwrap();
+        let mut batch = Batch::default();
+        r.fill(&mut batch, usize::MAX, usize::MAX, r.committed())
+            .unwrap();
+        assert_eq!(
+            rowbinary::decode_all(&batch.data).unwrap(),
+            vec![sample_row(1)]
+        );
     }
 }
