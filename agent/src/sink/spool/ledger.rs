@@ -53,15 +53,26 @@ impl Ledger {
     /// Loads the ledger in `dir`, or starts a new one.
     pub fn open(dir: &Path) -> Result<Self, SpoolError> {
         let path = dir.join(FILE);
+        let fresh = || LedgerState {
+            spool_id: Uuid::new_v4(),
+            acked: Position::default(),
+            inflight: None,
+            next_seq: 0,
+        };
         let state = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| SpoolError::Ledger(path.clone(), e.to_string()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LedgerState {
-                spool_id: Uuid::new_v4(),
-                acked: Position::default(),
-                inflight: None,
-                next_seq: 0,
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(state) => state,
+                Err(e) => {
+                    // Starting over re-ships the spool: duplicates, which the table
+                    // collapses, are better than an agent that cannot start.
+                    let aside = dir.join("ledger.json.corrupt");
+                    tracing::error!(path = %path.display(), error = %e, moved_to = %aside.display(),
+                        "spool ledger is unreadable; re-shipping every spooled row");
+                    fs::rename(&path, &aside).map_err(|e| SpoolError::io(&path, e))?;
+                    fresh()
+                }
             },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fresh(),
             Err(e) => return Err(SpoolError::io(&path, e)),
         };
         let ledger = Self {
@@ -109,5 +120,14 @@ mod tests {
         l.save().unwrap();
         let again = Ledger::open(dir.path()).unwrap();
         assert_eq!(again.state, l.state);
+    }
+
+    #[test]
+    fn a_corrupt_ledger_starts_over_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(FILE), b"{not json").unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        assert_eq!(l.state.acked, Position::default());
+        assert!(dir.path().join("ledger.json.corrupt").exists());
     }
 }

@@ -58,9 +58,6 @@ pub enum SpoolError {
     /// A file operation failed.
     #[error("spool I/O on {0}: {1}")]
     Io(PathBuf, #[source] std::io::Error),
-    /// The ledger file could not be parsed.
-    #[error("spool ledger {0} is unreadable: {1}")]
-    Ledger(PathBuf, String),
 }
 
 impl SpoolError {

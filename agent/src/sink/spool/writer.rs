@@ -2,6 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -189,6 +190,7 @@ fn open_segment(shared: &Shared, id: u64) -> Result<File, SpoolError> {
     let file = OpenOptions::new()
         .append(true)
         .create_new(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| SpoolError::io(&path, e))?;
     sync_dir(&shared.dir)?;
