@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use llmtrace_agent::sink::config::{Compression, SpoolConfig};
 use llmtrace_agent::sink::metrics::DropReason;
-use llmtrace_agent::sink::row::sample_row;
 use llmtrace_agent::sink::rowbinary::{self, COLUMNS};
+use llmtrace_agent::sink::sample::sample_row;
 use llmtrace_agent::sink::{Sink, SinkConfig, SinkHandle, SinkMetrics, TraceRow, migrate, spool};
 use testkit::clickhouse::ClickHouseServer;
 use testkit::tee::Tee;

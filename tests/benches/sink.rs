@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use llmtrace_agent::sink::config::Compression;
-use llmtrace_agent::sink::row::sample_row;
+use llmtrace_agent::sink::sample::sample_row;
 use llmtrace_agent::sink::{Sink, SinkConfig, SinkMetrics, TraceRow, client, migrate};
 use testkit::clickhouse::ClickHouseServer;
 use uuid::Uuid;

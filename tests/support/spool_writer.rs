@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use llmtrace_agent::sink::row::sample_row;
+use llmtrace_agent::sink::sample::sample_row;
 use llmtrace_agent::sink::{Sink, SinkConfig, SinkMetrics};
 
 #[tokio::main]

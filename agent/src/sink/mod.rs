@@ -19,6 +19,7 @@ pub mod migrate;
 pub mod retry;
 pub mod row;
 pub mod rowbinary;
+pub mod sample;
 pub mod shipper;
 pub mod spool;
 
@@ -235,7 +236,7 @@ impl SinkHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::row::sample_row;
+    use crate::sink::sample::sample_row;
     use crate::sink::spool::Batch;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
