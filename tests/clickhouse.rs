@@ -131,9 +131,14 @@ async fn outage_kill_and_freeze_lose_nothing_and_count_once() {
     tokio::task::block_in_place(|| ch.restart());
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Frozen well past the 1 s insert timeout: inserts time out and may land later.
+    let retries_before_freeze = h.metrics().insert_retries.get();
     ch.freeze();
     tokio::time::sleep(Duration::from_secs(3)).await;
     ch.thaw();
+    assert!(
+        h.metrics().insert_retries.get() > retries_before_freeze,
+        "no insert timed out while the server was frozen"
+    );
     producer.await.unwrap();
     wait_until("all rows shipped", Duration::from_mins(2), || {
         h.metrics().rows_shipped.get() >= N
