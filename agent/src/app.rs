@@ -25,6 +25,7 @@ use crate::{
     config::{Config, FailMode, InterceptConfig, effective_providers},
     dns::{self, ProviderTable, SystemResolver},
     ebpf::{Kernel, KernelOptions, cgroup, stats_name},
+    sink::{Sink, SinkMetrics},
     transport::{listener, passthrough::Passthrough},
 };
 
@@ -65,12 +66,16 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         shutdown.clone(),
     ));
 
+    let sink_metrics = SinkMetrics::register(&mut registry);
+    let (sink, sink_task) = Sink::start(&config.sink, &config.state_dir, sink_metrics)?;
     let recent = Arc::new(RecentConnections::new(config.admin.recent_connections));
     let handler = Arc::new(Passthrough {
         socket_mark: config.intercept.socket_mark,
         connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
         metrics: metrics.clone(),
         recent: recent.clone(),
+        sink: sink.clone(),
+        host: Arc::from(crate::trace::host_name()),
     });
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
@@ -105,6 +110,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
             registry: Arc::new(registry),
             status,
             ready: ready.clone(),
+            sink: sink.clone(),
         },
         shutdown.clone(),
     ));
@@ -127,6 +133,9 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     }
     drop(acceptor);
     drain(kernel, tasks).await;
+    // Every connection has ended, so every row is queued: flush them to the spool.
+    sink.shutdown().await;
+    let _ = sink_task.await;
     let _ = admin_task.await;
     info!("stopped");
     Ok(())

@@ -13,4 +13,6 @@ pub mod config;
 pub mod dns;
 pub mod ebpf;
 pub mod identity;
+pub mod sink;
+pub mod trace;
 pub mod transport;

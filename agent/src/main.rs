@@ -38,6 +38,11 @@ enum Command {
     /// Manage the local root CA (create, show, install in the trust store, rotate).
     #[command(subcommand)]
     Ca(cli::ca::CaCommand),
+    /// Follow completed traces live from the running agent.
+    Tail(cli::tail::TailArgs),
+    /// ClickHouse schema: create or upgrade it, check the connection.
+    #[command(subcommand)]
+    Clickhouse(cli::clickhouse::ClickHouseCmd),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +73,8 @@ fn run(cli: Cli) -> Result<()> {
                 .collect();
             cli::ca::run(&cmd, &config.ca_dir(), &hosts, config.ca.name_constraints)
         }
+        Command::Tail(args) => runtime.block_on(cli::tail::run(&args, config.admin.listen)),
+        Command::Clickhouse(cmd) => runtime.block_on(cli::clickhouse::run(cmd, &config.sink)),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(())

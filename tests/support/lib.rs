@@ -6,11 +6,13 @@
 
 pub mod agent;
 pub mod cgroup;
+pub mod clickhouse;
 pub mod dns;
 pub mod echo;
 pub mod net;
 pub mod netns;
 pub mod probe;
+pub mod tee;
 
 /// Path of a binary built by this workspace next to the test binaries (same profile dir).
 pub fn workspace_bin(name: &str) -> std::path::PathBuf {

@@ -11,12 +11,15 @@ use crate::cmd;
 pub enum Which {
     /// Kernel hook cost per connect (bpf_stats) and connect latency, direct vs redirected.
     Ebpf,
+    /// Trace rows per second through spool and shipper into a real ClickHouse, LZ4 and not.
+    Sink,
 }
 
 pub fn run(which: Which) -> Result<()> {
     cmd::cargo(&["build", "--release", "--workspace", "--bins"])?;
     let name = match which {
         Which::Ebpf => "ebpf",
+        Which::Sink => "sink",
     };
     cmd::cargo(&["bench", "-p", "llmtrace-tests", "--bench", name])
 }

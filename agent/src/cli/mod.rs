@@ -1,3 +1,5 @@
 //! Command-line subcommands other than running the agent.
 
 pub mod ca;
+pub mod clickhouse;
+pub mod tail;

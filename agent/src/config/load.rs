@@ -104,6 +104,7 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     for (n, p) in c.providers.iter().enumerate() {
         validate_provider(n, p)?;
     }
+    c.sink.validate().map_err(|e| invalid(e.key, e.problem))?;
     Ok(())
 }
 

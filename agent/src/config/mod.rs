@@ -37,6 +37,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The local root CA that signs the certificates of intercepted hosts.
     pub ca: CaConfig,
+    /// Where trace rows go: the durable spool and, when configured, ClickHouse.
+    pub sink: crate::sink::SinkConfig,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             admin: AdminConfig::default(),
             ca: CaConfig::default(),
+            sink: crate::sink::SinkConfig::default(),
         }
     }
 }
@@ -247,7 +250,18 @@ mod docs_tests {
             }
         });
         // Optional keys have no serialized default; they must still be documented.
-        for key in ["cgroup", "dir", "addresses", "name", "host", "port"] {
+        for key in [
+            "cgroup",
+            "dir",
+            "addresses",
+            "name",
+            "host",
+            "port",
+            "url",
+            "user",
+            "password_file",
+            "cluster",
+        ] {
             if !reference.contains(&format!("{key} =")) {
                 missing.push(key.to_owned());
             }

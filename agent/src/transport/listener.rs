@@ -135,7 +135,7 @@ impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
             conn = id,
             client = %peer,
             orig_dst = %redirect.orig_dst,
-            provider,
+            provider = %provider,
             pid = redirect.process.pid,
             comm = %redirect.process.comm,
             uid = redirect.process.uid,
@@ -146,6 +146,7 @@ impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
             stream,
             client: peer,
             redirect,
+            provider,
             accepted_at: SystemTime::now(),
         })
     }
