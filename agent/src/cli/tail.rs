@@ -1,6 +1,6 @@
 //! `llmtrace tail`: follow completed traces live from the running agent.
 
-use std::io::Write as _;
+use std::{fmt::Write as _, io::Write as _};
 
 use clap::Args;
 use serde_json::Value;
@@ -65,17 +65,17 @@ pub fn render(v: &Value) -> String {
         status = n("status").map_or_else(|| "-".to_owned(), |c| c.to_string()),
     );
     if !s("model").is_empty() {
-        line.push_str(&format!(" model={}", s("model")));
+        let _ = write!(line, " model={}", s("model"));
     }
     if let (Some(i), Some(o)) = (n("input_tokens"), n("output_tokens")) {
-        line.push_str(&format!(" tokens={i}/{o}"));
+        let _ = write!(line, " tokens={i}/{o}");
     }
     if let Some(t) = f("ttft_ms") {
-        line.push_str(&format!(" ttft={t:.0}ms"));
+        let _ = write!(line, " ttft={t:.0}ms");
     }
-    line.push_str(&format!(" {:.0}ms", f("duration_ms").unwrap_or(0.0)));
+    let _ = write!(line, " {:.0}ms", f("duration_ms").unwrap_or(0.0));
     if let Some(c) = f("cost_usd") {
-        line.push_str(&format!(" ${c:.6}"));
+        let _ = write!(line, " ${c:.6}");
     }
     let findings: Vec<String> = v
         .get("findings")
@@ -93,19 +93,16 @@ pub fn render(v: &Value) -> String {
         })
         .unwrap_or_default();
     if !findings.is_empty() {
-        line.push_str(&format!(" findings=[{}]", findings.join(",")));
+        let _ = write!(line, " findings=[{}]", findings.join(","));
     }
     if !s("action").is_empty() {
-        line.push_str(&format!(" action={}", s("action")));
+        let _ = write!(line, " action={}", s("action"));
     }
     if v.get("intercepted") == Some(&Value::Bool(false)) {
-        line.push_str(&format!(
-            " (not intercepted: {})",
-            s("not_intercepted_reason")
-        ));
+        let _ = write!(line, " (not intercepted: {})", s("not_intercepted_reason"));
     }
     if let Some(e) = v.get("error").and_then(Value::as_str) {
-        line.push_str(&format!(" error={e}"));
+        let _ = write!(line, " error={e}");
     }
     line
 }

@@ -48,7 +48,7 @@ pub fn relayed_connection(
     row.request_bytes = bytes_up;
     row.response_bytes = bytes_down;
     row.intercepted = false;
-    row.not_intercepted_reason = reason.to_owned();
+    reason.clone_into(&mut row.not_intercepted_reason);
     // Nothing was captured: the bytes were never decrypted.
     row.capture_complete = false;
     row.error = error;
@@ -58,7 +58,7 @@ pub fn relayed_connection(
 /// Copies connection and process facts into `row`.
 pub fn fill_connection(row: &mut TraceRow, facts: &ConnectionFacts<'_>) {
     row.connection_id = facts.connection_id;
-    row.host = facts.host.to_owned();
+    facts.host.clone_into(&mut row.host);
     row.pid = facts.process.pid;
     row.uid = facts.process.uid;
     row.comm.clone_from(&facts.process.comm);
@@ -68,7 +68,7 @@ pub fn fill_connection(row: &mut TraceRow, facts: &ConnectionFacts<'_>) {
     row.pod_uid = facts.details.pod_uid.clone().unwrap_or_default();
     row.dst_addr = facts.orig_dst.ip();
     row.dst_port = facts.orig_dst.port();
-    row.provider = facts.provider.to_owned();
+    facts.provider.clone_into(&mut row.provider);
 }
 
 /// This machine's host name (for the `host` column), read once at startup.
