@@ -25,7 +25,7 @@ pub use block::{BlockResponse, block_response, stream_error_event};
 pub use finding::{Finding, Location, Severity};
 pub use monitor::StreamMonitor;
 pub use policy::{Action, PolicyConfig, PolicyRule};
-pub use redact::{Redacted, redact_body};
+pub use redact::{Redacted, mask_findings, must_mask, redact_body};
 
 /// Analysis settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -48,10 +48,22 @@ fn redact_text(text: &str, analyzer: &Analyzer, policy: &PolicyConfig, masked: &
     if hits.is_empty() {
         return None;
     }
-    hits.sort_by_key(|f| f.span.start);
+    let out = mask_findings(text, &hits);
+    masked.extend(hits);
+    Some(out)
+}
+
+/// Replaces the spans of `findings` in `text` with `[REDACTED:kind]` (overlaps skipped): used on
+/// the texts stored in the trace, so secrets never reach storage or output.
+pub fn mask_findings<'a>(text: &str, findings: impl IntoIterator<Item = &'a Finding>) -> String {
+    let mut spans: Vec<&Finding> = findings.into_iter().filter(|f| !f.span.is_empty() && text.get(f.span.clone()).is_some()).collect();
+    if spans.is_empty() {
+        return text.to_owned();
+    }
+    spans.sort_by_key(|f| f.span.start);
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
-    for f in &hits {
+    for f in spans {
         if f.span.start < last {
             continue;
         }
@@ -62,8 +74,13 @@ fn redact_text(text: &str, analyzer: &Analyzer, policy: &PolicyConfig, masked: &
         last = f.span.end;
     }
     out.push_str(&text[last..]);
-    masked.extend(hits);
-    Some(out)
+    out
+}
+
+/// True for findings whose text is always masked in stored copies: every secret, and anything
+/// the policy redacts or blocks.
+pub fn must_mask(f: &Finding, policy: &PolicyConfig) -> bool {
+    matches!(f.category(), "secret" | "pii") && (f.category() == "secret" || policy.action_for(f) >= Action::Redact)
 }
 
 /// Byte ranges (quotes included) of the string literals of a JSON text.

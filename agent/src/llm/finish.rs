@@ -7,7 +7,7 @@ use super::decode::decode_body;
 use super::exchange::{Exchange, FinishParts};
 use super::model::ResponseInfo;
 use super::outcome::ExchangeAnalysis;
-use crate::analysis::{Action, Finding, Location};
+use crate::analysis::{Action, Finding, Location, mask_findings, must_mask};
 
 pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     let FinishParts {
@@ -57,7 +57,7 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     out.prompt = request.prompt;
     out.request_truncated |= request.prompt_truncated;
     fill_response(&mut out, info);
-    let response_findings = scan_response(&engine, &mut out);
+    let response_findings = scan_response(&engine, &mut out, &request_findings);
     out.action = settle(&engine.config.analysis.policy, request_action, &request_findings, &response_findings, out.early_stopped).as_str();
     out.findings = request_findings;
     out.findings.extend(response_findings);
@@ -82,18 +82,28 @@ fn fill_response(out: &mut ExchangeAnalysis, info: ResponseInfo) {
     }
 }
 
-fn scan_response(engine: &super::engine::Engine, out: &mut ExchangeAnalysis) -> Vec<Finding> {
+/// Runs the response detectors and masks secrets in every stored text.
+fn scan_response(engine: &super::engine::Engine, out: &mut ExchangeAnalysis, request: &[Finding]) -> Vec<Finding> {
     if !engine.config.analysis.enabled {
         return Vec::new();
     }
+    let policy = &engine.config.analysis.policy;
+    let mask = |text: &str, found: &[Finding]| mask_findings(text, found.iter().filter(|f| must_mask(f, policy)));
+    out.prompt = mask(&out.prompt, request);
     let scan = engine.analyzer.scan_text(&out.response_text, Location::Response);
     out.analysis_truncated |= scan.truncated;
+    out.response_text = mask(&out.response_text, &scan.findings);
     let mut findings = scan.findings;
-    for call in &out.tool_calls {
+    for call in &mut out.tool_calls {
         let scan = engine.analyzer.scan_tool_call(&call.name, &call.arguments);
         out.analysis_truncated |= scan.truncated;
+        call.arguments = mask(&call.arguments, &scan.findings);
         findings.extend(scan.findings);
     }
+    let mut reasoning = Vec::new();
+    engine.analyzer.scan_maskable(&out.reasoning_text, Location::Response, &mut reasoning);
+    out.reasoning_text = mask(&out.reasoning_text, &reasoning);
+    findings.extend(reasoning);
     findings
 }
 

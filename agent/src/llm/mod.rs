@@ -35,12 +35,18 @@ pub mod decode;
 pub mod engine;
 pub mod exchange;
 mod finish;
+#[cfg(test)]
+mod enforce_tests;
+#[cfg(test)]
+mod fixture_tests;
 pub mod fingerprint;
 pub mod gemini;
 pub mod model;
 pub mod openai;
 pub mod outcome;
 pub mod pricing;
+#[cfg(test)]
+mod prop_tests;
 pub mod provider;
 pub mod sse;
 pub mod timing;
