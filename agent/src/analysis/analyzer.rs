@@ -62,7 +62,10 @@ impl Analyzer {
         self.secrets.scan(text, location, &mut findings);
         self.pii.scan(text, location, &mut findings);
         self.injection.scan(text, location, &mut findings);
-        Scan { findings, truncated }
+        Scan {
+            findings,
+            truncated,
+        }
     }
 
     /// Runs the detectors that can be masked (secrets, PII): used for redaction.
@@ -76,10 +79,14 @@ impl Analyzer {
     pub fn scan_tool_call(&self, name: &str, arguments: &str) -> Scan {
         let (args, truncated) = self.bounded(arguments);
         let mut findings = Vec::new();
-        self.tools.scan(name, args, Location::ToolCall, &mut findings);
+        self.tools
+            .scan(name, args, Location::ToolCall, &mut findings);
         self.secrets.scan(args, Location::ToolCall, &mut findings);
         self.pii.scan(args, Location::ToolCall, &mut findings);
-        Scan { findings, truncated }
+        Scan {
+            findings,
+            truncated,
+        }
     }
 }
 

@@ -66,8 +66,12 @@ mod tests {
     fn shapes_parse_as_provider_errors() {
         let r = block_response(Dialect::Anthropic, "no");
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!((r.status, v["error"]["type"].as_str()), (403, Some("permission_error")));
-        let v: serde_json::Value = serde_json::from_slice(&block_response(Dialect::OpenAi, "no").body).unwrap();
+        assert_eq!(
+            (r.status, v["error"]["type"].as_str()),
+            (403, Some("permission_error"))
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&block_response(Dialect::OpenAi, "no").body).unwrap();
         assert_eq!(v["error"]["message"], "no");
         let events = parse_all(&stream_error_event(Dialect::Anthropic, "stop"));
         assert_eq!(events[0].event, "error");

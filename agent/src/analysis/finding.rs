@@ -84,7 +84,10 @@ pub fn mask_email(s: &str) -> String {
 pub(crate) fn drop_overlaps(findings: &mut Vec<Finding>, from: usize) {
     let mut kept: Vec<Finding> = Vec::with_capacity(findings.len() - from);
     for f in findings.drain(from..) {
-        if !kept.iter().any(|k| k.span.start < f.span.end && f.span.start < k.span.end) {
+        if !kept
+            .iter()
+            .any(|k| k.span.start < f.span.end && f.span.start < k.span.end)
+        {
             kept.push(f);
         }
     }

@@ -10,13 +10,13 @@ pub mod analyzer;
 pub mod block;
 pub mod finding;
 pub mod injection;
+pub mod monitor;
 mod patterns;
 pub mod pii;
 pub mod policy;
 pub mod redact;
 pub mod secrets;
 pub mod tools;
-pub mod monitor;
 
 use serde::{Deserialize, Serialize};
 

@@ -25,7 +25,12 @@ pub struct StreamMonitor {
 
 impl StreamMonitor {
     /// Feeds a response text delta; returns the blocking finding the first time one appears.
-    pub fn feed(&mut self, delta: &str, analyzer: &Analyzer, policy: &PolicyConfig) -> Option<Finding> {
+    pub fn feed(
+        &mut self,
+        delta: &str,
+        analyzer: &Analyzer,
+        policy: &PolicyConfig,
+    ) -> Option<Finding> {
         if self.stopped || self.seen >= analyzer.max_bytes() {
             return None;
         }
@@ -47,7 +52,10 @@ impl StreamMonitor {
 
     fn scan(&mut self, analyzer: &Analyzer, policy: &PolicyConfig) -> Option<Finding> {
         let scan = analyzer.scan_text(&self.window, Location::Response);
-        let hit = scan.findings.into_iter().find(|f| policy.action_for(f) == Action::Block);
+        let hit = scan
+            .findings
+            .into_iter()
+            .find(|f| policy.action_for(f) == Action::Block);
         let mut keep = self.window.len().saturating_sub(OVERLAP);
         while !self.window.is_char_boundary(keep) {
             keep += 1;
@@ -77,7 +85,11 @@ mod tests {
             }],
         };
         let mut m = StreamMonitor::default();
-        let text = format!("{}here: AKIAIOSF{}", "filler ".repeat(30), "ODNN7EXAMPLE and more text");
+        let text = format!(
+            "{}here: AKIAIOSF{}",
+            "filler ".repeat(30),
+            "ODNN7EXAMPLE and more text"
+        );
         let mut stop = None;
         for chunk in text.as_bytes().chunks(5) {
             let s = std::str::from_utf8(chunk).unwrap();

@@ -60,8 +60,12 @@ impl PatternSet {
         for i in &self.set.matches(bytes) {
             let spec = &self.specs[i];
             for caps in self.regexes[i].captures_iter(bytes) {
-                let Some(m) = caps.get(spec.group) else { continue };
-                let Some(part) = text.get(m.range()) else { continue };
+                let Some(m) = caps.get(spec.group) else {
+                    continue;
+                };
+                let Some(part) = text.get(m.range()) else {
+                    continue;
+                };
                 if spec.validate.is_some_and(|v| !v(part)) {
                     continue;
                 }
@@ -70,7 +74,12 @@ impl PatternSet {
                     severity: spec.severity,
                     confidence: spec.confidence,
                     location,
-                    excerpt: excerpt(text, caps.get(0).map_or(m.range(), |w| w.range()), m.range(), spec.mask),
+                    excerpt: excerpt(
+                        text,
+                        caps.get(0).map_or(m.range(), |w| w.range()),
+                        m.range(),
+                        spec.mask,
+                    ),
                     span: m.range(),
                 });
             }
@@ -80,12 +89,24 @@ impl PatternSet {
 }
 
 /// The whole match with its sensitive part masked, cut to a readable length.
-fn excerpt(text: &str, whole: std::ops::Range<usize>, part: std::ops::Range<usize>, mask: fn(&str) -> String) -> String {
+fn excerpt(
+    text: &str,
+    whole: std::ops::Range<usize>,
+    part: std::ops::Range<usize>,
+    mask: fn(&str) -> String,
+) -> String {
     let before = text.get(whole.start..part.start).unwrap_or("");
     let after = text.get(part.end..whole.end).unwrap_or("");
     let masked = mask(text.get(part).unwrap_or(""));
     let tail: String = after.chars().take(16).collect();
-    let head: String = before.chars().rev().take(32).collect::<Vec<_>>().into_iter().rev().collect();
+    let head: String = before
+        .chars()
+        .rev()
+        .take(32)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     format!("{head}{masked}{tail}")
 }
 
@@ -95,9 +116,12 @@ pub(crate) fn not_placeholder(s: &str) -> bool {
     let first = s.chars().next().unwrap_or('*');
     !(matches!(first, '<' | '$' | '{' | '*' | '%' | '[')
         || s.chars().all(|c| c == s.chars().next().unwrap_or('x'))
-        || ["password", "passwd", "pass", "secret", "changeme", "example", "xxxx", "your", "redacted", "none", "null", "true", "false"]
-            .iter()
-            .any(|p| lower == *p || lower.starts_with("your"))
+        || [
+            "password", "passwd", "pass", "secret", "changeme", "example", "xxxx", "your",
+            "redacted", "none", "null", "true", "false",
+        ]
+        .iter()
+        .any(|p| lower == *p || lower.starts_with("your"))
         || lower.contains("redacted"))
 }
 

@@ -5,7 +5,10 @@ use super::finding::{Finding, Location, Severity, mask_email, mask_tail};
 use super::patterns::{PatternSet, Spec};
 
 fn digits(s: &str) -> Vec<u8> {
-    s.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect()
+    s.bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect()
 }
 
 /// Luhn checksum plus a known card-network prefix and length.
@@ -15,17 +18,29 @@ pub fn is_payment_card(s: &str) -> bool {
         return false;
     }
     let prefix2 = d[0] * 10 + d[1];
-    let network = d[0] == 4 || (51..=55).contains(&prefix2) || (22..=27).contains(&prefix2) || prefix2 == 34 || prefix2 == 37 || d[0] == 6 || prefix2 == 35 || prefix2 == 36 || prefix2 == 30;
+    let network = d[0] == 4
+        || (51..=55).contains(&prefix2)
+        || (22..=27).contains(&prefix2)
+        || prefix2 == 34
+        || prefix2 == 37
+        || d[0] == 6
+        || prefix2 == 35
+        || prefix2 == 36
+        || prefix2 == 30;
     let sum: u32 = d
         .iter()
         .rev()
         .enumerate()
         .map(|(i, &x)| {
             let x = u32::from(x);
-            if i % 2 == 1 { if x * 2 > 9 { x * 2 - 9 } else { x * 2 } } else { x }
+            if i % 2 == 1 {
+                if x * 2 > 9 { x * 2 - 9 } else { x * 2 }
+            } else {
+                x
+            }
         })
         .sum();
-    network && sum % 10 == 0
+    network && sum.is_multiple_of(10)
 }
 
 /// ISO 13616 IBAN check: length 15–34 and mod-97 remainder 1.
@@ -42,7 +57,11 @@ pub fn is_iban(s: &str) -> bool {
             b'A'..=b'Z' => u32::from(b - b'A') + 10,
             _ => return false,
         };
-        rem = if v >= 10 { (rem * 100 + v) % 97 } else { (rem * 10 + v) % 97 };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
     }
     rem == 1
 }
@@ -146,11 +165,20 @@ mod tests {
 
     #[test]
     fn positives() {
-        assert_eq!(found("card 4111 1111 1111 1111 exp"), vec![("pii.payment_card", "**** **** **** 1111".into())]);
+        assert_eq!(
+            found("card 4111 1111 1111 1111 exp"),
+            vec![("pii.payment_card", "**** **** **** 1111".into())]
+        );
         assert_eq!(found("pay to GB82 WEST 1234 5698 7654 32")[0].0, "pii.iban");
         assert_eq!(found("DE89370400440532013000")[0].0, "pii.iban");
-        assert_eq!(found("ssn 123-45-6789."), vec![("pii.us_ssn", "***-**-6789".into())]);
-        assert_eq!(found("mail jane.doe@example.com now"), vec![("pii.email", "j***@example.com".into())]);
+        assert_eq!(
+            found("ssn 123-45-6789."),
+            vec![("pii.us_ssn", "***-**-6789".into())]
+        );
+        assert_eq!(
+            found("mail jane.doe@example.com now"),
+            vec![("pii.email", "j***@example.com".into())]
+        );
         assert_eq!(found("call (415) 555-0132 today")[0].0, "pii.phone");
         assert_eq!(found("call +14155550132")[0].0, "pii.phone");
     }
@@ -158,8 +186,8 @@ mod tests {
     #[test]
     fn negatives() {
         for t in [
-            "card 4111 1111 1111 1112",   // Luhn-invalid
-            "order 1234567890123",        // no network prefix / Luhn
+            "card 4111 1111 1111 1112",    // Luhn-invalid
+            "order 1234567890123",         // no network prefix / Luhn
             "GB82 WEST 1234 5698 7654 33", // bad IBAN checksum
             "ssn 000-12-3456 666-12-3456 912-34-5678",
             "version 1.2.3 at 2024-01-15",

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use super::finding::{Finding, Location, Severity};
 
 /// What to do about a finding.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Record nothing beyond the trace.
@@ -63,7 +65,9 @@ pub struct PolicyRule {
 
 impl PolicyRule {
     fn matches(&self, f: &Finding) -> bool {
-        self.kind.as_deref().is_none_or(|k| k == f.kind || k == f.category())
+        self.kind
+            .as_deref()
+            .is_none_or(|k| k == f.kind || k == f.category())
             && self.min_severity.is_none_or(|s| f.severity >= s)
             && self.location.is_none_or(|l| l == f.location)
     }
@@ -158,6 +162,9 @@ mod tests {
     #[test]
     fn unknown_fields_rejected_and_defaults() {
         assert!(toml::from_str::<PolicyConfig>("defaults = \"flag\"").is_err());
-        assert_eq!(toml::from_str::<PolicyConfig>("").unwrap(), PolicyConfig::default());
+        assert_eq!(
+            toml::from_str::<PolicyConfig>("").unwrap(),
+            PolicyConfig::default()
+        );
     }
 }

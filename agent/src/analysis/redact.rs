@@ -23,7 +23,9 @@ pub fn redact_body(body: &str, analyzer: &Analyzer, policy: &PolicyConfig) -> Op
     for (start, end) in string_literals(body.as_bytes()) {
         any_literal = true;
         let literal = &body[start..end];
-        let Ok(value) = serde_json::from_str::<String>(literal) else { continue };
+        let Ok(value) = serde_json::from_str::<String>(literal) else {
+            continue;
+        };
         if let Some(new) = redact_text(&value, analyzer, policy, &mut masked) {
             out.push_str(&body[last..start]);
             out.push_str(&serde_json::to_string(&new).expect("strings serialise"));
@@ -31,7 +33,8 @@ pub fn redact_body(body: &str, analyzer: &Analyzer, policy: &PolicyConfig) -> Op
         }
     }
     if !any_literal {
-        return redact_text(body, analyzer, policy, &mut masked).map(|body| Redacted { body, masked });
+        return redact_text(body, analyzer, policy, &mut masked)
+            .map(|body| Redacted { body, masked });
     }
     if masked.is_empty() {
         return None;
@@ -41,10 +44,18 @@ pub fn redact_body(body: &str, analyzer: &Analyzer, policy: &PolicyConfig) -> Op
 }
 
 /// Masks redact-action findings in `text`; `None` when there were none.
-fn redact_text(text: &str, analyzer: &Analyzer, policy: &PolicyConfig, masked: &mut Vec<Finding>) -> Option<String> {
+fn redact_text(
+    text: &str,
+    analyzer: &Analyzer,
+    policy: &PolicyConfig,
+    masked: &mut Vec<Finding>,
+) -> Option<String> {
     let mut found = Vec::new();
     analyzer.scan_maskable(text, Location::Request, &mut found);
-    let mut hits: Vec<Finding> = found.into_iter().filter(|f| policy.action_for(f) == Action::Redact).collect();
+    let hits: Vec<Finding> = found
+        .into_iter()
+        .filter(|f| policy.action_for(f) == Action::Redact)
+        .collect();
     if hits.is_empty() {
         return None;
     }
@@ -56,7 +67,10 @@ fn redact_text(text: &str, analyzer: &Analyzer, policy: &PolicyConfig, masked: &
 /// Replaces the spans of `findings` in `text` with `[REDACTED:kind]` (overlaps skipped): used on
 /// the texts stored in the trace, so secrets never reach storage or output.
 pub fn mask_findings<'a>(text: &str, findings: impl IntoIterator<Item = &'a Finding>) -> String {
-    let mut spans: Vec<&Finding> = findings.into_iter().filter(|f| !f.span.is_empty() && text.get(f.span.clone()).is_some()).collect();
+    let mut spans: Vec<&Finding> = findings
+        .into_iter()
+        .filter(|f| !f.span.is_empty() && text.get(f.span.clone()).is_some())
+        .collect();
     if spans.is_empty() {
         return text.to_owned();
     }
@@ -80,7 +94,8 @@ pub fn mask_findings<'a>(text: &str, findings: impl IntoIterator<Item = &'a Find
 /// True for findings whose text is always masked in stored copies: every secret, and anything
 /// the policy redacts or blocks.
 pub fn must_mask(f: &Finding, policy: &PolicyConfig) -> bool {
-    matches!(f.category(), "secret" | "pii") && (f.category() == "secret" || policy.action_for(f) >= Action::Redact)
+    matches!(f.category(), "secret" | "pii")
+        && (f.category() == "secret" || policy.action_for(f) >= Action::Redact)
 }
 
 /// Byte ranges (quotes included) of the string literals of a JSON text.
@@ -129,16 +144,29 @@ mod tests {
         let a = Analyzer::new(1 << 20);
         let r = redact_body(body, &a, &redact_policy()).unwrap();
         assert!(!r.body.contains("AKIAIOSFODNN7EXAMPLE"));
-        assert!(r.body.starts_with(r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "#));
+        assert!(
+            r.body
+                .starts_with(r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "#)
+        );
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-        assert_eq!(v["messages"][0]["content"], "key \"[REDACTED:secret.aws_access_key]\"\nplease");
+        assert_eq!(
+            v["messages"][0]["content"],
+            "key \"[REDACTED:secret.aws_access_key]\"\nplease"
+        );
         assert_eq!(r.masked.len(), 1);
     }
 
     #[test]
     fn flag_only_policy_changes_nothing() {
         let a = Analyzer::new(1 << 20);
-        assert!(redact_body(r#"{"c":"AKIAIOSFODNN7EXAMPLE"}"#, &a, &PolicyConfig::default()).is_none());
+        assert!(
+            redact_body(
+                r#"{"c":"AKIAIOSFODNN7EXAMPLE"}"#,
+                &a,
+                &PolicyConfig::default()
+            )
+            .is_none()
+        );
         assert!(redact_body(r#"{"c":"hello"}"#, &a, &redact_policy()).is_none());
     }
 

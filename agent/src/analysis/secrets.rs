@@ -4,7 +4,12 @@
 use super::finding::{Finding, Location, Severity, mask_secret};
 use super::patterns::{PatternSet, Spec, not_placeholder};
 
-const fn spec(kind: &'static str, severity: Severity, confidence: f32, pattern: &'static str) -> Spec {
+const fn spec(
+    kind: &'static str,
+    severity: Severity,
+    confidence: f32,
+    pattern: &'static str,
+) -> Spec {
     Spec {
         kind,
         severity,
@@ -26,13 +31,33 @@ fn password(s: &str) -> bool {
 }
 
 const SPECS: &[Spec] = &[
-    spec("secret.private_key", Severity::Critical, 0.99, r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----"),
-    spec("secret.anthropic_key", Severity::Critical, 0.99, r"\bsk-ant-(?:api|admin|oat)[0-9]{2}-[A-Za-z0-9_\-]{20,}"),
+    spec(
+        "secret.private_key",
+        Severity::Critical,
+        0.99,
+        r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----",
+    ),
+    spec(
+        "secret.anthropic_key",
+        Severity::Critical,
+        0.99,
+        r"\bsk-ant-(?:api|admin|oat)[0-9]{2}-[A-Za-z0-9_\-]{20,}",
+    ),
     Spec {
         validate: Some(mixed),
-        ..spec("secret.openai_key", Severity::Critical, 0.9, r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{32,}")
+        ..spec(
+            "secret.openai_key",
+            Severity::Critical,
+            0.9,
+            r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{32,}",
+        )
     },
-    spec("secret.aws_access_key", Severity::Critical, 0.95, r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
+    spec(
+        "secret.aws_access_key",
+        Severity::Critical,
+        0.95,
+        r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
+    ),
     Spec {
         group: 1,
         ..spec(
@@ -42,21 +67,51 @@ const SPECS: &[Spec] = &[
             r#"(?i)aws_?secret_?(?:access_?)?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+=]{40})\b"#,
         )
     },
-    spec("secret.gcp_api_key", Severity::High, 0.95, r"\bAIza[0-9A-Za-z_\-]{35}"),
+    spec(
+        "secret.gcp_api_key",
+        Severity::High,
+        0.95,
+        r"\bAIza[0-9A-Za-z_\-]{35}",
+    ),
     Spec {
         group: 1,
-        ..spec("secret.azure_key", Severity::Critical, 0.9, r"(?i)\b(?:AccountKey|SharedAccessKey)=([A-Za-z0-9+/=]{40,})")
+        ..spec(
+            "secret.azure_key",
+            Severity::Critical,
+            0.9,
+            r"(?i)\b(?:AccountKey|SharedAccessKey)=([A-Za-z0-9+/=]{40,})",
+        )
     },
-    spec("secret.github_token", Severity::High, 0.95, r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{60,})"),
-    spec("secret.slack_token", Severity::High, 0.9, r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),
-    spec("secret.stripe_key", Severity::Critical, 0.95, r"\b[sr]k_live_[A-Za-z0-9]{20,}"),
+    spec(
+        "secret.github_token",
+        Severity::High,
+        0.95,
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{60,})",
+    ),
+    spec(
+        "secret.slack_token",
+        Severity::High,
+        0.9,
+        r"\bxox[abposr]-[A-Za-z0-9\-]{10,}",
+    ),
+    spec(
+        "secret.stripe_key",
+        Severity::Critical,
+        0.95,
+        r"\b[sr]k_live_[A-Za-z0-9]{20,}",
+    ),
     spec(
         "secret.provider_key",
         Severity::High,
         0.85,
         r"\b(?:gsk_[A-Za-z0-9]{40,}|xai-[A-Za-z0-9]{40,}|hf_[A-Za-z0-9]{30,}|ya29\.[A-Za-z0-9_\-]{20,}|pplx-[A-Za-z0-9]{40,}|fw_[A-Za-z0-9]{20,})",
     ),
-    spec("secret.jwt", Severity::High, 0.9, r"\beyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"),
+    spec(
+        "secret.jwt",
+        Severity::High,
+        0.9,
+        r"\beyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",
+    ),
     Spec {
         group: 1,
         validate: Some(password),
@@ -114,15 +169,42 @@ mod tests {
     fn detects_each_kind() {
         let cases = [
             ("my key is AKIAIOSFODNN7EXAMPLE ok", "secret.aws_access_key"),
-            ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "secret.aws_secret_key"),
-            ("sk-proj-abcdefghij1234567890ABCDEFGHIJklmnop", "secret.openai_key"),
-            ("sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789", "secret.anthropic_key"),
-            ("AIzaSyA1234567890abcdefghijklmnopqrstuv", "secret.gcp_api_key"),
-            ("DefaultEndpointsProtocol=https;AccountName=x;AccountKey=abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH==", "secret.azure_key"),
-            ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn", "secret.private_key"),
-            ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "secret.jwt"),
-            ("postgres://app:s3cr3tPa55@db.internal:5432/x", "secret.connection_password"),
-            ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", "secret.github_token"),
+            (
+                "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "secret.aws_secret_key",
+            ),
+            (
+                "sk-proj-abcdefghij1234567890ABCDEFGHIJklmnop",
+                "secret.openai_key",
+            ),
+            (
+                "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789",
+                "secret.anthropic_key",
+            ),
+            (
+                "AIzaSyA1234567890abcdefghijklmnopqrstuv",
+                "secret.gcp_api_key",
+            ),
+            (
+                "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH==",
+                "secret.azure_key",
+            ),
+            (
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn",
+                "secret.private_key",
+            ),
+            (
+                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+                "secret.jwt",
+            ),
+            (
+                "postgres://app:s3cr3tPa55@db.internal:5432/x",
+                "secret.connection_password",
+            ),
+            (
+                "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+                "secret.github_token",
+            ),
             ("password = \"Tr0ub4dor&3\"", "secret.password_assignment"),
         ];
         for (text, kind) in cases {
@@ -151,7 +233,11 @@ mod tests {
         SecretDetector::default().scan(text, Location::Request, &mut out);
         assert_eq!(out.len(), 2);
         for f in &out {
-            assert!(!f.excerpt.contains("AKIAIOSFODNN7EXAMPLE") && !f.excerpt.contains("s3cr3tPa55"), "{}", f.excerpt);
+            assert!(
+                !f.excerpt.contains("AKIAIOSFODNN7EXAMPLE") && !f.excerpt.contains("s3cr3tPa55"),
+                "{}",
+                f.excerpt
+            );
         }
         assert_eq!(out[0].excerpt, "AKIA****(20)");
         assert_eq!(&text[out[0].span.clone()], "AKIAIOSFODNN7EXAMPLE");

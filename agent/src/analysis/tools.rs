@@ -32,14 +32,29 @@ const RISKY_ARGS: &[(&str, &str, Severity)] = &[
     ("/proc/self/environ", "tool.file", Severity::High),
     (".env", "tool.file", Severity::Medium),
     ("169.254.169.254", "tool.network", Severity::Critical),
-    ("metadata.google.internal", "tool.network", Severity::Critical),
+    (
+        "metadata.google.internal",
+        "tool.network",
+        Severity::Critical,
+    ),
     ("webhook.site", "tool.network", Severity::High),
     ("pastebin.com", "tool.network", Severity::High),
     ("ngrok", "tool.network", Severity::Medium),
 ];
 
 /// Tool name fragments → kind of tool.
-const SHELL_NAMES: &[&str] = &["bash", "shell", "exec", "terminal", "command", "cmd", "powershell", "subprocess", "run_code", "computer"];
+const SHELL_NAMES: &[&str] = &[
+    "bash",
+    "shell",
+    "exec",
+    "terminal",
+    "command",
+    "cmd",
+    "powershell",
+    "subprocess",
+    "run_code",
+    "computer",
+];
 
 /// Risky tool call detector.
 #[derive(Debug)]
@@ -66,7 +81,10 @@ impl ToolDetector {
         let mut worst: Option<(usize, std::ops::Range<usize>)> = None;
         for m in self.ac.find_iter(arguments) {
             let i = m.pattern().as_usize();
-            if worst.as_ref().is_none_or(|(w, _)| RISKY_ARGS[i].2 > RISKY_ARGS[*w].2) {
+            if worst
+                .as_ref()
+                .is_none_or(|(w, _)| RISKY_ARGS[i].2 > RISKY_ARGS[*w].2)
+            {
                 worst = Some((i, m.range()));
             }
         }
@@ -75,7 +93,11 @@ impl ToolDetector {
             out.push(Finding {
                 kind,
                 severity,
-                confidence: if is_shell || kind != "tool.shell" { 0.9 } else { 0.6 },
+                confidence: if is_shell || kind != "tool.shell" {
+                    0.9
+                } else {
+                    0.6
+                },
                 location,
                 excerpt: format!("{}: {needle}", truncate(name, 48)),
                 span,
@@ -109,10 +131,25 @@ mod tests {
 
     #[test]
     fn classifies() {
-        assert_eq!(scan("bash", r#"{"command":"rm -rf / --no-preserve-root"}"#), vec![("tool.shell", Severity::Critical)]);
-        assert_eq!(scan("run_shell", r#"{"cmd":"ls"}"#), vec![("tool.shell", Severity::Medium)]);
-        assert_eq!(scan("read_file", r#"{"path":"/home/u/.aws/credentials"}"#), vec![("tool.file", Severity::Critical)]);
-        assert_eq!(scan("http_get", r#"{"url":"http://169.254.169.254/latest/meta-data"}"#), vec![("tool.network", Severity::Critical)]);
+        assert_eq!(
+            scan("bash", r#"{"command":"rm -rf / --no-preserve-root"}"#),
+            vec![("tool.shell", Severity::Critical)]
+        );
+        assert_eq!(
+            scan("run_shell", r#"{"cmd":"ls"}"#),
+            vec![("tool.shell", Severity::Medium)]
+        );
+        assert_eq!(
+            scan("read_file", r#"{"path":"/home/u/.aws/credentials"}"#),
+            vec![("tool.file", Severity::Critical)]
+        );
+        assert_eq!(
+            scan(
+                "http_get",
+                r#"{"url":"http://169.254.169.254/latest/meta-data"}"#
+            ),
+            vec![("tool.network", Severity::Critical)]
+        );
     }
 
     #[test]

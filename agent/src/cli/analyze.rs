@@ -40,25 +40,35 @@ pub fn run(args: &AnalyzeArgs, config: &AnalysisConfig) -> anyhow::Result<()> {
     let input: Box<dyn Read> = match args.input.as_deref() {
         None => Box::new(std::io::stdin()),
         Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdin()),
-        Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?),
+        Some(p) => Box::new(
+            std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+        ),
     };
     let stdout = std::io::stdout();
     run_on(args, config, BufReader::new(input), &mut stdout.lock())
 }
 
 /// Runs the command on any reader and writer.
-pub fn run_on(args: &AnalyzeArgs, config: &AnalysisConfig, mut input: impl BufRead, out: &mut impl Write) -> anyhow::Result<()> {
+pub fn run_on(
+    args: &AnalyzeArgs,
+    config: &AnalysisConfig,
+    mut input: impl BufRead,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let analyzer = Analyzer::new(args.max_bytes.unwrap_or(config.max_analysis_bytes));
     let mut first = String::new();
     input.read_line(&mut first).context("cannot read input")?;
     let jsonl = match args.format {
         Format::Jsonl => true,
         Format::Text => false,
-        Format::Auto => serde_json::from_str::<Value>(first.trim()).is_ok_and(|v| v.get("text").is_some_and(Value::is_string)),
+        Format::Auto => serde_json::from_str::<Value>(first.trim())
+            .is_ok_and(|v| v.get("text").is_some_and(Value::is_string)),
     };
     if !jsonl {
         let mut text = first;
-        input.read_to_string(&mut text).context("cannot read input")?;
+        input
+            .read_to_string(&mut text)
+            .context("cannot read input")?;
         return emit(out, &analyzer, config, &text, json!({}));
     }
     let mut line_no = 0u64;
@@ -68,7 +78,8 @@ pub fn run_on(args: &AnalyzeArgs, config: &AnalysisConfig, mut input: impl BufRe
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(&line).with_context(|| format!("line {line_no}: not JSON"))?;
+        let v: Value =
+            serde_json::from_str(&line).with_context(|| format!("line {line_no}: not JSON"))?;
         let text = v
             .get("text")
             .and_then(Value::as_str)
@@ -84,7 +95,13 @@ pub fn run_on(args: &AnalyzeArgs, config: &AnalysisConfig, mut input: impl BufRe
     Ok(())
 }
 
-fn emit(out: &mut impl Write, analyzer: &Analyzer, config: &AnalysisConfig, text: &str, mut meta: Value) -> anyhow::Result<()> {
+fn emit(
+    out: &mut impl Write,
+    analyzer: &Analyzer,
+    config: &AnalysisConfig,
+    text: &str,
+    mut meta: Value,
+) -> anyhow::Result<()> {
     let scan = analyzer.scan_text(text, Location::Request);
     meta["action"] = json!(config.policy.decide(&scan.findings).as_str());
     meta["truncated"] = json!(scan.truncated);
@@ -105,10 +122,18 @@ mod tests {
             max_bytes: None,
         };
         let mut out = Vec::new();
-        run_on(&args, &AnalysisConfig::default(), input.as_bytes(), &mut out).unwrap();
+        run_on(
+            &args,
+            &AnalysisConfig::default(),
+            input.as_bytes(),
+            &mut out,
+        )
+        .unwrap();
         let s = String::from_utf8(out).unwrap();
         assert!(!s.contains("AKIAIOSFODNN7EXAMPLE"), "raw key printed: {s}");
-        s.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        s.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     #[test]
@@ -118,7 +143,10 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(r[0]["findings"][0]["kind"], "secret.aws_access_key");
         assert_eq!(r[0]["findings"][0]["excerpt"], "AKIA****(20)");
-        assert_eq!((r[0]["label"].as_str(), r[0]["action"].as_str()), (Some("secret"), Some("flag")));
+        assert_eq!(
+            (r[0]["label"].as_str(), r[0]["action"].as_str()),
+            (Some("secret"), Some("flag"))
+        );
         assert_eq!(r[1]["findings"].as_array().unwrap().len(), 0);
         assert_eq!(r[1]["action"], "allow");
     }
@@ -132,8 +160,18 @@ mod tests {
 
     #[test]
     fn bad_jsonl_line_is_a_clear_error() {
-        let args = AnalyzeArgs { input: None, format: Format::Jsonl, max_bytes: None };
-        let err = run_on(&args, &AnalysisConfig::default(), "{\"text\":\"a\"}\nnot json\n".as_bytes(), &mut Vec::new()).unwrap_err();
+        let args = AnalyzeArgs {
+            input: None,
+            format: Format::Jsonl,
+            max_bytes: None,
+        };
+        let err = run_on(
+            &args,
+            &AnalysisConfig::default(),
+            "{\"text\":\"a\"}\nnot json\n".as_bytes(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("line 2"));
     }
 }

@@ -5,7 +5,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::model::{PromptBuilder, RequestInfo, ResponseInfo, ToolCall, content_text, error_message};
+use super::model::{
+    PromptBuilder, RequestInfo, ResponseInfo, ToolCall, content_text, error_message,
+};
 use super::usage::{Usage, num};
 
 /// Parses a Messages request body.
@@ -14,7 +16,12 @@ pub fn parse_request(v: &Value) -> RequestInfo {
     if let Some(system) = v.get("system") {
         p.add("system", &content_text(system));
     }
-    for m in v.get("messages").and_then(Value::as_array).into_iter().flatten() {
+    for m in v
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
         match m.get("content") {
             Some(Value::Array(blocks)) => {
@@ -48,13 +55,19 @@ fn block_text(b: &Value) -> String {
     let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("");
     match s("type") {
         "text" => s("text").to_owned(),
-        "tool_use" => format!("[tool_call {}({})]", s("name"), b.get("input").map(Value::to_string).unwrap_or_default()),
+        "tool_use" => format!(
+            "[tool_call {}({})]",
+            s("name"),
+            b.get("input").map(Value::to_string).unwrap_or_default()
+        ),
         "tool_result" => content_text(b.get("content").unwrap_or(&Value::Null)),
         "thinking" | "redacted_thinking" => String::new(),
         other => format!("[{other}]"),
     }
 }
 
+// Field names mirror the wire format.
+#[allow(clippy::struct_field_names)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct AnUsage {
@@ -110,7 +123,12 @@ impl MessagesAcc {
             self.info.finish_reason = Some(r.to_owned());
         }
         self.usage(m.get("usage"));
-        for b in m.get("content").and_then(Value::as_array).into_iter().flatten() {
+        for b in m
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             self.whole_block(b);
         }
     }
@@ -121,7 +139,9 @@ impl MessagesAcc {
             "text" => self.info.push_text(s("text")),
             "thinking" => self.info.push_reasoning(s("thinking")),
             "tool_use" | "server_tool_use" => {
-                let input = b.get("input").filter(|i| i.as_object().is_none_or(|o| !o.is_empty()));
+                let input = b
+                    .get("input")
+                    .filter(|i| i.as_object().is_none_or(|o| !o.is_empty()));
                 self.info.tool_calls.push(ToolCall {
                     id: Some(s("id").to_owned()).filter(|i| !i.is_empty()),
                     name: s("name").to_owned(),
@@ -133,9 +153,14 @@ impl MessagesAcc {
     }
 
     fn block_start(&mut self, v: &Value) {
-        let Some(b) = v.get("content_block") else { return };
+        let Some(b) = v.get("content_block") else {
+            return;
+        };
         let index = num(v, "index").unwrap_or(0);
-        let is_tool = matches!(b.get("type").and_then(Value::as_str), Some("tool_use" | "server_tool_use"));
+        let is_tool = matches!(
+            b.get("type").and_then(Value::as_str),
+            Some("tool_use" | "server_tool_use")
+        );
         self.whole_block(b);
         if is_tool {
             self.blocks.push((index, self.info.tool_calls.len() - 1));
@@ -151,7 +176,9 @@ impl MessagesAcc {
             "input_json_delta" => {
                 let index = num(v, "index").unwrap_or(0);
                 if let Some((_, slot)) = self.blocks.iter().find(|(i, _)| *i == index) {
-                    self.info.tool_calls[*slot].arguments.push_str(s("partial_json"));
+                    self.info.tool_calls[*slot]
+                        .arguments
+                        .push_str(s("partial_json"));
                 }
             }
             _ => {}
@@ -159,12 +186,18 @@ impl MessagesAcc {
     }
 
     fn usage(&mut self, u: Option<&Value>) {
-        let Some(u) = u.and_then(|u| AnUsage::deserialize(u).ok()) else { return };
+        let Some(u) = u.and_then(|u| AnUsage::deserialize(u).ok()) else {
+            return;
+        };
         // message_delta carries cumulative counts; keep the latest of each.
         self.raw.input_tokens = u.input_tokens.or(self.raw.input_tokens);
         self.raw.output_tokens = u.output_tokens.or(self.raw.output_tokens);
-        self.raw.cache_creation_input_tokens = u.cache_creation_input_tokens.or(self.raw.cache_creation_input_tokens);
-        self.raw.cache_read_input_tokens = u.cache_read_input_tokens.or(self.raw.cache_read_input_tokens);
+        self.raw.cache_creation_input_tokens = u
+            .cache_creation_input_tokens
+            .or(self.raw.cache_creation_input_tokens);
+        self.raw.cache_read_input_tokens = u
+            .cache_read_input_tokens
+            .or(self.raw.cache_read_input_tokens);
     }
 
     fn normalised(&self) -> Usage {

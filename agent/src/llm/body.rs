@@ -75,7 +75,8 @@ impl ResponseParser {
     /// A parser for `ep`; `content_type` selects SSE (`text/event-stream`) or JSON framing.
     /// `max_doc` bounds one JSON document or SSE line.
     pub fn new(ep: &Endpoint, content_type: Option<&str>, max_doc: usize) -> Self {
-        let sse = content_type.is_some_and(|c| c.to_ascii_lowercase().contains("text/event-stream"));
+        let sse =
+            content_type.is_some_and(|c| c.to_ascii_lowercase().contains("text/event-stream"));
         Self {
             framing: if sse {
                 Framing::Sse(SseParser::new(max_doc))
@@ -119,6 +120,8 @@ impl ResponseParser {
     }
 }
 
+// Four independent lexer flags; a state enum would make the byte loop harder to follow.
+#[allow(clippy::struct_excessive_bools)]
 /// Splits a byte stream into JSON documents: a top-level object is one document; the elements of
 /// a top-level array (Gemini's JSON stream) are one document each.
 #[derive(Debug)]
@@ -158,7 +161,13 @@ impl JsonSplitter {
     }
 
     fn byte(&mut self, b: u8, on_doc: &mut dyn FnMut(&str)) {
-        let base = *self.base.get_or_insert_with(|| if b.is_ascii_whitespace() { u32::MAX } else { u32::from(b == b'[') });
+        let base = *self.base.get_or_insert_with(|| {
+            if b.is_ascii_whitespace() {
+                u32::MAX
+            } else {
+                u32::from(b == b'[')
+            }
+        });
         if base == u32::MAX {
             self.base = None;
             return;
@@ -219,7 +228,10 @@ mod tests {
 
     #[test]
     fn object_and_array_streams() {
-        assert_eq!(docs(br#" {"a":"}{","b":[1]} "#, 100), vec![r#"{"a":"}{","b":[1]}"#]);
+        assert_eq!(
+            docs(br#" {"a":"}{","b":[1]} "#, 100),
+            vec![r#"{"a":"}{","b":[1]}"#]
+        );
         assert_eq!(
             docs(b"[{\"x\":\"\\\"]\"}\r\n,\r\n{\"y\":[{}]}\n]", 100),
             vec![r#"{"x":"\"]"}"#, r#"{"y":[{}]}"#]
@@ -228,7 +240,10 @@ mod tests {
 
     #[test]
     fn oversized_document_skipped_next_kept() {
-        let out = docs(br#"[{"big":"0123456789012345678901234567890"},{"k":1}]"#, 16);
+        let out = docs(
+            br#"[{"big":"0123456789012345678901234567890"},{"k":1}]"#,
+            16,
+        );
         assert_eq!(out, vec![r#"{"k":1}"#]);
     }
 }

@@ -41,11 +41,21 @@ pub enum DecodeError {
 
 /// Decodes `body` per a `Content-Encoding` value (`gzip`, `x-gzip`, `br`, `zstd`, `deflate`,
 /// `identity`, or a comma list applied in order). Returns the input unchanged when not encoded.
-pub fn decode_body(encoding: Option<&str>, body: &[u8], limits: DecodeLimits) -> Result<Vec<u8>, DecodeError> {
+pub fn decode_body(
+    encoding: Option<&str>,
+    body: &[u8],
+    limits: DecodeLimits,
+) -> Result<Vec<u8>, DecodeError> {
     let mut data = body.to_vec();
-    let Some(encoding) = encoding else { return Ok(data) };
+    let Some(encoding) = encoding else {
+        return Ok(data);
+    };
     // Codings are listed in the order they were applied; undo them in reverse.
-    for coding in encoding.rsplit(',').map(str::trim).filter(|c| !c.is_empty()) {
+    for coding in encoding
+        .rsplit(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
         data = decode_one(&coding.to_ascii_lowercase(), &data, limits)?;
     }
     Ok(data)
@@ -60,14 +70,19 @@ fn decode_one(coding: &str, input: &[u8], limits: DecodeLimits) -> Result<Vec<u8
             if input.first().is_some_and(|b| b & 0x0f == 8) {
                 ("deflate", Box::new(flate2::read::ZlibDecoder::new(input)))
             } else {
-                ("deflate", Box::new(flate2::read::DeflateDecoder::new(input)))
+                (
+                    "deflate",
+                    Box::new(flate2::read::DeflateDecoder::new(input)),
+                )
             }
         }
         "br" => ("br", Box::new(brotli::Decompressor::new(input, 4096))),
         "zstd" => {
-            let d = ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| DecodeError::Corrupt {
-                encoding: "zstd",
-                source: io::Error::other(e.to_string()),
+            let d = ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| {
+                DecodeError::Corrupt {
+                    encoding: "zstd",
+                    source: io::Error::other(e.to_string()),
+                }
             })?;
             ("zstd", Box::new(d))
         }
@@ -76,11 +91,19 @@ fn decode_one(coding: &str, input: &[u8], limits: DecodeLimits) -> Result<Vec<u8
     read_bounded(name, reader, input.len(), limits)
 }
 
-fn read_bounded(name: &'static str, mut r: impl Read, input_len: usize, limits: DecodeLimits) -> Result<Vec<u8>, DecodeError> {
+fn read_bounded(
+    name: &'static str,
+    mut r: impl Read,
+    input_len: usize,
+    limits: DecodeLimits,
+) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
-        let n = r.read(&mut buf).map_err(|source| DecodeError::Corrupt { encoding: name, source })?;
+        let n = r.read(&mut buf).map_err(|source| DecodeError::Corrupt {
+            encoding: name,
+            source,
+        })?;
         if n == 0 {
             return Ok(out);
         }
@@ -100,7 +123,8 @@ mod tests {
 
     use super::*;
 
-    const TEXT: &[u8] = b"{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}";
+    const TEXT: &[u8] =
+        b"{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}";
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -114,11 +138,17 @@ mod tests {
         assert_eq!(decode_body(Some("gzip"), &gzip(TEXT), lim).unwrap(), TEXT);
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(TEXT).unwrap();
-        assert_eq!(decode_body(Some("deflate"), &z.finish().unwrap(), lim).unwrap(), TEXT);
+        assert_eq!(
+            decode_body(Some("deflate"), &z.finish().unwrap(), lim).unwrap(),
+            TEXT
+        );
         let mut br = Vec::new();
-        brotli::CompressorWriter::new(&mut br, 4096, 5, 22).write_all(TEXT).unwrap();
+        brotli::CompressorWriter::new(&mut br, 4096, 5, 22)
+            .write_all(TEXT)
+            .unwrap();
         assert_eq!(decode_body(Some("br"), &br, lim).unwrap(), TEXT);
-        let zs = ruzstd::encoding::compress_to_vec(TEXT, ruzstd::encoding::CompressionLevel::Fastest);
+        let zs =
+            ruzstd::encoding::compress_to_vec(TEXT, ruzstd::encoding::CompressionLevel::Fastest);
         assert_eq!(decode_body(Some("zstd"), &zs, lim).unwrap(), TEXT);
         assert_eq!(decode_body(None, TEXT, lim).unwrap(), TEXT);
         assert_eq!(decode_body(Some("identity"), TEXT, lim).unwrap(), TEXT);
@@ -127,16 +157,34 @@ mod tests {
     #[test]
     fn bomb_is_refused() {
         let bomb = gzip(&vec![0u8; 8 << 20]);
-        let small = DecodeLimits { max_output: 1 << 20, max_ratio: 1000 };
-        assert!(matches!(decode_body(Some("gzip"), &bomb, small), Err(DecodeError::TooLarge(_))));
-        let ratio = DecodeLimits { max_output: 64 << 20, max_ratio: 100 };
-        assert!(matches!(decode_body(Some("gzip"), &bomb, ratio), Err(DecodeError::Ratio(_))));
+        let small = DecodeLimits {
+            max_output: 1 << 20,
+            max_ratio: 1000,
+        };
+        assert!(matches!(
+            decode_body(Some("gzip"), &bomb, small),
+            Err(DecodeError::TooLarge(_))
+        ));
+        let ratio = DecodeLimits {
+            max_output: 64 << 20,
+            max_ratio: 100,
+        };
+        assert!(matches!(
+            decode_body(Some("gzip"), &bomb, ratio),
+            Err(DecodeError::Ratio(_))
+        ));
     }
 
     #[test]
     fn corrupt_and_unsupported() {
         let lim = DecodeLimits::default();
-        assert!(matches!(decode_body(Some("gzip"), b"not gzip", lim), Err(DecodeError::Corrupt { .. })));
-        assert!(matches!(decode_body(Some("compress"), TEXT, lim), Err(DecodeError::Unsupported(_))));
+        assert!(matches!(
+            decode_body(Some("gzip"), b"not gzip", lim),
+            Err(DecodeError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode_body(Some("compress"), TEXT, lim),
+            Err(DecodeError::Unsupported(_))
+        ));
     }
 }

@@ -98,7 +98,12 @@ impl Engine {
     /// Starts analysing an exchange; `None` when the request is not an LLM API call (the proxy
     /// then records a plain trace). `start` is when the request head was received.
     pub fn exchange(self: &Arc<Self>, head: &RequestHead<'_>, start: Instant) -> Option<Exchange> {
-        let endpoint = provider::detect(head.host, head.path, head.query, head.headers.iter().copied())?;
+        let endpoint = provider::detect(
+            head.host,
+            head.path,
+            head.query,
+            head.headers.iter().copied(),
+        )?;
         Some(Exchange::new(Arc::clone(self), endpoint, head, start))
     }
 }

@@ -13,7 +13,9 @@ use super::outcome::ExchangeAnalysis;
 use super::provider::{Dialect, Endpoint};
 use super::timing::Timing;
 use super::{anthropic, gemini, openai};
-use crate::analysis::{Action, BlockResponse, Finding, Location, StreamMonitor, block, redact_body};
+use crate::analysis::{
+    Action, BlockResponse, Finding, Location, StreamMonitor, block, redact_body,
+};
 
 /// The request head as the proxy saw it. Header names in any case.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +74,10 @@ struct ResponseState {
 }
 
 fn header<'a>(headers: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
 }
 
 fn encoding(headers: &[(&str, &str)]) -> Option<String> {
@@ -82,8 +87,17 @@ fn encoding(headers: &[(&str, &str)]) -> Option<String> {
 }
 
 impl Exchange {
-    pub(crate) fn new(engine: Arc<Engine>, endpoint: Endpoint, head: &RequestHead<'_>, start: Instant) -> Self {
-        let key_fingerprint = api_key_fingerprint(head.headers.iter().copied(), head.query, &engine.fingerprint_key);
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        endpoint: Endpoint,
+        head: &RequestHead<'_>,
+        start: Instant,
+    ) -> Self {
+        let key_fingerprint = api_key_fingerprint(
+            head.headers.iter().copied(),
+            head.query,
+            &engine.fingerprint_key,
+        );
         let out = ExchangeAnalysis {
             provider: endpoint.provider.as_str(),
             api: endpoint.api.as_str(),
@@ -115,7 +129,11 @@ impl Exchange {
     /// `complete` is false when the capture bound cut it. Returns the enforcement verdict.
     pub fn request_body(&mut self, body: &[u8], complete: bool) -> RequestVerdict {
         self.out.request_truncated = !complete;
-        let decoded = match decode_body(self.request_encoding.as_deref(), body, self.engine.decode_limits()) {
+        let decoded = match decode_body(
+            self.request_encoding.as_deref(),
+            body,
+            self.engine.decode_limits(),
+        ) {
             Ok(d) => d,
             Err(e) => {
                 self.out.error = Some(format!("request body not analysed: {e}"));
@@ -128,7 +146,10 @@ impl Exchange {
         if !self.engine.config.analysis.enabled {
             return self.verdict(Action::Allow, None);
         }
-        let scan = self.engine.analyzer.scan_text(&self.request.prompt, Location::Request);
+        let scan = self
+            .engine
+            .analyzer
+            .scan_text(&self.request.prompt, Location::Request);
         self.out.analysis_truncated |= scan.truncated;
         self.request_findings = scan.findings;
         let policy = &self.engine.config.analysis.policy;
@@ -162,8 +183,11 @@ impl Exchange {
         self.request_action = action;
         let block = (action == Action::Block).then(|| {
             let policy = &self.engine.config.analysis.policy;
-            let blocking: Vec<&Finding> =
-                self.request_findings.iter().filter(|f| policy.action_for(f) == Action::Block).collect();
+            let blocking: Vec<&Finding> = self
+                .request_findings
+                .iter()
+                .filter(|f| policy.action_for(f) == Action::Block)
+                .collect();
             block::block_response(self.endpoint.dialect, &block::block_message(&blocking))
         });
         RequestVerdict {
@@ -183,11 +207,17 @@ impl Exchange {
             self.engine.config.max_document_bytes,
         );
         let analysis = &self.engine.config.analysis;
-        let monitor = (analysis.enabled && analysis.stream_monitor && parser.is_sse()).then(StreamMonitor::default);
-        let header_request_id = ["x-request-id", "request-id", "apim-request-id", "x-goog-request-id"]
-            .iter()
-            .find_map(|h| header(headers, h))
-            .map(str::to_owned);
+        let monitor = (analysis.enabled && analysis.stream_monitor && parser.is_sse())
+            .then(StreamMonitor::default);
+        let header_request_id = [
+            "x-request-id",
+            "request-id",
+            "apim-request-id",
+            "x-goog-request-id",
+        ]
+        .iter()
+        .find_map(|h| header(headers, h))
+        .map(str::to_owned);
         self.response = Some(ResponseState {
             encoded: encoding(headers).map(|e| (e, Vec::new())),
             parser,
@@ -247,7 +277,9 @@ impl Exchange {
             request_action: self.request_action,
             out: self.out,
             timing: self.timing,
-            response: self.response.map(|r| (r.parser, r.encoded, r.header_request_id)),
+            response: self
+                .response
+                .map(|r| (r.parser, r.encoded, r.header_request_id)),
         }
     }
 }
@@ -263,5 +295,8 @@ pub(crate) struct FinishParts {
     pub request_action: Action,
     pub out: ExchangeAnalysis,
     pub timing: Timing,
-    pub response: Option<(ResponseParser, Option<(String, Vec<u8>)>, Option<String>)>,
+    pub response: Option<FinishResponse>,
 }
+
+/// Response parser, buffered compressed body (encoding, bytes), request id header.
+pub(crate) type FinishResponse = (ResponseParser, Option<(String, Vec<u8>)>, Option<String>);

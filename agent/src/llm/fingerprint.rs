@@ -8,7 +8,8 @@ use sha2::Sha256;
 pub const FINGERPRINT_HEX_LEN: usize = 16;
 
 /// Header names that carry credentials (never stored).
-pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+pub const CREDENTIAL_HEADERS: &[&str] =
+    &["authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
 /// Fingerprint of the credential in the headers or the `key=` query parameter, if any.
 pub fn api_key_fingerprint<'a>(
@@ -23,7 +24,10 @@ pub fn api_key_fingerprint<'a>(
         }
         let v = value.trim();
         let v = if name == "authorization" {
-            v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim()
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .unwrap_or(v)
+                .trim()
         } else {
             v
         };
@@ -61,8 +65,17 @@ mod tests {
         assert_eq!(a.len(), FINGERPRINT_HEX_LEN);
         assert!(a == b && b == c);
         assert!(!a.contains("sk-test"));
-        assert_ne!(a, api_key_fingerprint([("api-key", "other")], None, s).unwrap());
-        assert_ne!(a, api_key_fingerprint([("api-key", "sk-test-123")], None, b"other-secret").unwrap());
-        assert_eq!(api_key_fingerprint([("content-type", "x")], Some("alt=sse"), s), None);
+        assert_ne!(
+            a,
+            api_key_fingerprint([("api-key", "other")], None, s).unwrap()
+        );
+        assert_ne!(
+            a,
+            api_key_fingerprint([("api-key", "sk-test-123")], None, b"other-secret").unwrap()
+        );
+        assert_eq!(
+            api_key_fingerprint([("content-type", "x")], Some("alt=sse"), s),
+            None
+        );
     }
 }

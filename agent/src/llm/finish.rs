@@ -41,8 +41,14 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         info.usage.estimate_missing(&request.prompt, &info.text);
     }
     let t = timing.summary(end);
-    out.model = request.model.clone().or(endpoint.path_model.clone()).or(endpoint.deployment.clone());
-    out.cost_usd = engine.prices.cost(info.model.as_deref().or(out.model.as_deref()), &info.usage);
+    out.model = request
+        .model
+        .clone()
+        .or(endpoint.path_model.clone())
+        .or(endpoint.deployment.clone());
+    out.cost_usd = engine
+        .prices
+        .cost(info.model.as_deref().or(out.model.as_deref()), &info.usage);
     out.ttft_ms = t.ttft_ms;
     out.first_byte_ms = t.first_byte_ms;
     out.duration_ms = t.duration_ms;
@@ -58,7 +64,14 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     out.request_truncated |= request.prompt_truncated;
     fill_response(&mut out, info);
     let response_findings = scan_response(&engine, &mut out, &request_findings);
-    out.action = settle(&engine.config.analysis.policy, request_action, &request_findings, &response_findings, out.early_stopped).as_str();
+    out.action = settle(
+        &engine.config.analysis.policy,
+        request_action,
+        &request_findings,
+        &response_findings,
+        out.early_stopped,
+    )
+    .as_str();
     out.findings = request_findings;
     out.findings.extend(response_findings);
     out
@@ -83,14 +96,22 @@ fn fill_response(out: &mut ExchangeAnalysis, info: ResponseInfo) {
 }
 
 /// Runs the response detectors and masks secrets in every stored text.
-fn scan_response(engine: &super::engine::Engine, out: &mut ExchangeAnalysis, request: &[Finding]) -> Vec<Finding> {
+fn scan_response(
+    engine: &super::engine::Engine,
+    out: &mut ExchangeAnalysis,
+    request: &[Finding],
+) -> Vec<Finding> {
     if !engine.config.analysis.enabled {
         return Vec::new();
     }
     let policy = &engine.config.analysis.policy;
-    let mask = |text: &str, found: &[Finding]| mask_findings(text, found.iter().filter(|f| must_mask(f, policy)));
+    let mask = |text: &str, found: &[Finding]| {
+        mask_findings(text, found.iter().filter(|f| must_mask(f, policy)))
+    };
     out.prompt = mask(&out.prompt, request);
-    let scan = engine.analyzer.scan_text(&out.response_text, Location::Response);
+    let scan = engine
+        .analyzer
+        .scan_text(&out.response_text, Location::Response);
     out.analysis_truncated |= scan.truncated;
     out.response_text = mask(&out.response_text, &scan.findings);
     let mut findings = scan.findings;
@@ -101,7 +122,9 @@ fn scan_response(engine: &super::engine::Engine, out: &mut ExchangeAnalysis, req
         findings.extend(scan.findings);
     }
     let mut reasoning = Vec::new();
-    engine.analyzer.scan_maskable(&out.reasoning_text, Location::Response, &mut reasoning);
+    engine
+        .analyzer
+        .scan_maskable(&out.reasoning_text, Location::Response, &mut reasoning);
     out.reasoning_text = mask(&out.reasoning_text, &reasoning);
     findings.extend(reasoning);
     findings

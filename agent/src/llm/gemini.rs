@@ -4,26 +4,41 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::model::{PromptBuilder, RequestInfo, ResponseInfo, ToolCall, content_text, error_message};
+use super::model::{
+    PromptBuilder, RequestInfo, ResponseInfo, ToolCall, content_text, error_message,
+};
 use super::usage::{Usage, num};
 
 /// Parses a generateContent request body; the model comes from the path.
 pub fn parse_request(v: &Value, path_model: Option<&str>, stream: bool) -> RequestInfo {
     let mut p = PromptBuilder::default();
-    if let Some(si) = v.get("systemInstruction").or_else(|| v.get("system_instruction")) {
+    if let Some(si) = v
+        .get("systemInstruction")
+        .or_else(|| v.get("system_instruction"))
+    {
         p.add("system", &parts_text(si.get("parts")));
     }
-    for c in v.get("contents").and_then(Value::as_array).into_iter().flatten() {
+    for c in v
+        .get("contents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let role = c.get("role").and_then(Value::as_str).unwrap_or("user");
         p.add(role, &parts_text(c.get("parts")));
     }
-    let cfg = v.get("generationConfig").or_else(|| v.get("generation_config"));
+    let cfg = v
+        .get("generationConfig")
+        .or_else(|| v.get("generation_config"));
     RequestInfo {
         model: path_model.map(str::to_owned),
         stream,
         include_usage: true,
-        max_tokens: cfg.and_then(|c| num(c, "maxOutputTokens").or_else(|| num(c, "max_output_tokens"))),
-        temperature: cfg.and_then(|c| c.get("temperature")).and_then(Value::as_f64),
+        max_tokens: cfg
+            .and_then(|c| num(c, "maxOutputTokens").or_else(|| num(c, "max_output_tokens"))),
+        temperature: cfg
+            .and_then(|c| c.get("temperature"))
+            .and_then(Value::as_f64),
         tools: v
             .get("tools")
             .and_then(Value::as_array)
@@ -50,7 +65,10 @@ fn parts_text(parts: Option<&Value>) -> String {
             out.push(t.to_owned());
         } else if let Some(fc) = part.get("functionCall") {
             let name = fc.get("name").and_then(Value::as_str).unwrap_or("?");
-            out.push(format!("[tool_call {name}({})]", fc.get("args").map(Value::to_string).unwrap_or_default()));
+            out.push(format!(
+                "[tool_call {name}({})]",
+                fc.get("args").map(Value::to_string).unwrap_or_default()
+            ));
         } else if let Some(fr) = part.get("functionResponse") {
             out.push(content_text(fr.get("response").unwrap_or(&Value::Null)));
         } else if let Some(k) = part.as_object().and_then(|o| o.keys().next()) {
@@ -60,6 +78,8 @@ fn parts_text(parts: Option<&Value>) -> String {
     out.join("\n")
 }
 
+// Field names mirror the wire format.
+#[allow(clippy::struct_field_names)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct GUsage {
@@ -97,9 +117,14 @@ impl GeminiAcc {
             self.info.error = Some(e);
             return;
         }
-        self.info.set_id(v.get("responseId").and_then(Value::as_str));
-        self.info.set_model(v.get("modelVersion").and_then(Value::as_str));
-        if let Some(u) = v.get("usageMetadata").and_then(|u| GUsage::deserialize(u).ok()) {
+        self.info
+            .set_id(v.get("responseId").and_then(Value::as_str));
+        self.info
+            .set_model(v.get("modelVersion").and_then(Value::as_str));
+        if let Some(u) = v
+            .get("usageMetadata")
+            .and_then(|u| GUsage::deserialize(u).ok())
+        {
             self.info.usage = Usage {
                 input: u.prompt_token_count,
                 output: match (u.candidates_token_count, u.thoughts_token_count) {
@@ -112,13 +137,22 @@ impl GeminiAcc {
                 estimated: false,
             };
         }
-        let Some(cand) = v.get("candidates").and_then(Value::as_array).and_then(|c| c.first()) else {
+        let Some(cand) = v
+            .get("candidates")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+        else {
             return;
         };
         if let Some(r) = cand.get("finishReason").and_then(Value::as_str) {
             self.info.finish_reason = Some(r.to_owned());
         }
-        for part in cand.pointer("/content/parts").and_then(Value::as_array).into_iter().flatten() {
+        for part in cand
+            .pointer("/content/parts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             self.part(part);
         }
     }
@@ -127,7 +161,11 @@ impl GeminiAcc {
         if let Some(fc) = part.get("functionCall") {
             self.info.tool_calls.push(ToolCall {
                 id: fc.get("id").and_then(Value::as_str).map(str::to_owned),
-                name: fc.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
+                name: fc
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
                 arguments: fc.get("args").map(Value::to_string).unwrap_or_default(),
             });
         } else if let Some(t) = part.get("text").and_then(Value::as_str) {
@@ -157,7 +195,13 @@ mod tests {
         assert_eq!((r.max_tokens, r.tools.len()), (Some(64), 1));
         let mut a = GeminiAcc::default();
         a.document(r#"{"candidates":[{"content":{"parts":[{"text":"think","thought":true},{"text":"ans"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2,"thoughtsTokenCount":5}}"#);
-        assert_eq!((a.info.text.as_str(), a.info.reasoning.as_str()), ("ans", "think"));
-        assert_eq!((a.info.usage.output, a.info.usage.reasoning), (Some(7), Some(5)));
+        assert_eq!(
+            (a.info.text.as_str(), a.info.reasoning.as_str()),
+            ("ans", "think")
+        );
+        assert_eq!(
+            (a.info.usage.output, a.info.usage.reasoning),
+            (Some(7), Some(5))
+        );
     }
 }

@@ -32,14 +32,14 @@
 pub mod anthropic;
 pub mod body;
 pub mod decode;
-pub mod engine;
-pub mod exchange;
-mod finish;
 #[cfg(test)]
 mod enforce_tests;
+pub mod engine;
+pub mod exchange;
+pub mod fingerprint;
+mod finish;
 #[cfg(test)]
 mod fixture_tests;
-pub mod fingerprint;
 pub mod gemini;
 pub mod model;
 pub mod openai;

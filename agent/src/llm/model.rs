@@ -79,7 +79,12 @@ impl ResponseInfo {
     /// Total bytes of output produced so far (text + tool arguments), to tell which chunks
     /// carried output.
     pub fn output_len(&self) -> usize {
-        self.text.len() + self.tool_calls.iter().map(|t| t.name.len() + t.arguments.len()).sum::<usize>()
+        self.text.len()
+            + self
+                .tool_calls
+                .iter()
+                .map(|t| t.name.len() + t.arguments.len())
+                .sum::<usize>()
     }
 }
 
@@ -112,7 +117,10 @@ pub(crate) fn content_text(v: &Value) -> String {
                         Some(t) => t.to_owned(),
                         None => match o.get("content") {
                             Some(c) if !c.is_null() => content_text(c),
-                            _ => format!("[{}]", o.get("type").and_then(Value::as_str).unwrap_or("part")),
+                            _ => format!(
+                                "[{}]",
+                                o.get("type").and_then(Value::as_str).unwrap_or("part")
+                            ),
                         },
                     },
                     _ => continue,
@@ -178,7 +186,9 @@ mod tests {
     fn content_shapes() {
         assert_eq!(content_text(&json!("hi")), "hi");
         assert_eq!(
-            content_text(&json!([{"type":"text","text":"a"},{"type":"image_url"},{"type":"input_text","text":"b"}])),
+            content_text(
+                &json!([{"type":"text","text":"a"},{"type":"image_url"},{"type":"input_text","text":"b"}])
+            ),
             "a\n[image_url]\nb"
         );
     }

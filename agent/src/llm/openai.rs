@@ -4,7 +4,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::model::{PromptBuilder, RequestInfo, ResponseInfo, ToolCall, content_text, error_message};
+use super::model::{
+    PromptBuilder, RequestInfo, ResponseInfo, ToolCall, content_text, error_message,
+};
 use super::provider::ApiKind;
 use super::usage::{Usage, num};
 
@@ -41,7 +43,10 @@ pub fn parse_request(api: ApiKind, v: &Value) -> RequestInfo {
         }
     }
     if api == ApiKind::Embeddings && p.text.is_empty() {
-        p.add("input", &v.get("input").map(Value::to_string).unwrap_or_default());
+        p.add(
+            "input",
+            &v.get("input").map(Value::to_string).unwrap_or_default(),
+        );
     }
     info.prompt = p.text;
     info.prompt_truncated = p.truncated;
@@ -54,16 +59,39 @@ fn add_message(p: &mut PromptBuilder, item: &Value, default_role: &str) {
         return;
     }
     let role = item.get("role").and_then(Value::as_str);
-    let kind = item.get("type").and_then(Value::as_str).unwrap_or("message");
+    let kind = item
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message");
     match (role, kind) {
-        (_, "function_call") => p.add("assistant", &call_text(item.get("name"), item.get("arguments"))),
-        (_, "function_call_output") => p.add("tool", &content_text(item.get("output").unwrap_or(&Value::Null))),
+        (_, "function_call") => p.add(
+            "assistant",
+            &call_text(item.get("name"), item.get("arguments")),
+        ),
+        (_, "function_call_output") => p.add(
+            "tool",
+            &content_text(item.get("output").unwrap_or(&Value::Null)),
+        ),
         (role, _) => {
             let role = role.unwrap_or(default_role);
-            p.add(role, &content_text(item.get("content").unwrap_or(&Value::Null)));
-            for call in item.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            p.add(
+                role,
+                &content_text(item.get("content").unwrap_or(&Value::Null)),
+            );
+            for call in item
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let f = call.get("function");
-                p.add(role, &call_text(f.and_then(|f| f.get("name")), f.and_then(|f| f.get("arguments"))));
+                p.add(
+                    role,
+                    &call_text(
+                        f.and_then(|f| f.get("name")),
+                        f.and_then(|f| f.get("arguments")),
+                    ),
+                );
             }
         }
     }
@@ -71,7 +99,9 @@ fn add_message(p: &mut PromptBuilder, item: &Value, default_role: &str) {
 
 fn call_text(name: Option<&Value>, args: Option<&Value>) -> String {
     let name = name.and_then(Value::as_str).unwrap_or("?");
-    let args = args.map(|a| a.as_str().map_or_else(|| a.to_string(), str::to_owned)).unwrap_or_default();
+    let args = args
+        .map(|a| a.as_str().map_or_else(|| a.to_string(), str::to_owned))
+        .unwrap_or_default();
     format!("[tool_call {name}({args})]")
 }
 
@@ -228,14 +258,13 @@ impl ChatAcc {
     }
 
     fn call(&mut self, index: usize, d: CallDelta) {
-        let slot = match self.call_slots.iter().find(|(i, _)| *i == index) {
-            Some((_, s)) => *s,
-            None => {
-                self.info.tool_calls.push(ToolCall::default());
-                let s = self.info.tool_calls.len() - 1;
-                self.call_slots.push((index, s));
-                s
-            }
+        let slot = if let Some((_, s)) = self.call_slots.iter().find(|(i, _)| *i == index) {
+            *s
+        } else {
+            self.info.tool_calls.push(ToolCall::default());
+            let s = self.info.tool_calls.len() - 1;
+            self.call_slots.push((index, s));
+            s
         };
         let call = &mut self.info.tool_calls[slot];
         if d.id.is_some() {
@@ -272,10 +301,12 @@ impl ResponsesAcc {
         match kind {
             "response.output_text.delta" | "response.refusal.delta" => {
                 self.saw_delta = true;
-                self.info.push_text(v.get("delta").and_then(Value::as_str).unwrap_or(""));
+                self.info
+                    .push_text(v.get("delta").and_then(Value::as_str).unwrap_or(""));
             }
             "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
-                self.info.push_reasoning(v.get("delta").and_then(Value::as_str).unwrap_or(""));
+                self.info
+                    .push_reasoning(v.get("delta").and_then(Value::as_str).unwrap_or(""));
             }
             "response.output_item.added" | "response.output_item.done" => {
                 if let Some(item) = v.get("item") {
@@ -289,7 +320,10 @@ impl ResponsesAcc {
                     self.info.tool_calls[slot].arguments.push_str(d);
                 }
             }
-            "error" => self.info.error = Some(error_message(&serde_json::json!({ "error": v })).unwrap_or_default()),
+            "error" => {
+                self.info.error =
+                    Some(error_message(&serde_json::json!({ "error": v })).unwrap_or_default());
+            }
             k if k.starts_with("response.") => {
                 if let Some(r) = v.get("response") {
                     self.response(r);
@@ -308,14 +342,22 @@ impl ResponsesAcc {
         if item.get("type").and_then(Value::as_str) != Some("function_call") {
             return;
         }
-        let id = item.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+        let id = item
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let slot = self.slot(&id).unwrap_or_else(|| {
             self.info.tool_calls.push(ToolCall::default());
             self.items.push((id, self.info.tool_calls.len() - 1));
             self.info.tool_calls.len() - 1
         });
         let call = &mut self.info.tool_calls[slot];
-        let s = |k: &str| item.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let s = |k: &str| {
+            item.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
         if let Some(c) = s("call_id").or(s("id")) {
             call.id = Some(c.to_owned());
         }
@@ -335,18 +377,28 @@ impl ResponsesAcc {
         self.info.set_id(r.get("id").and_then(Value::as_str));
         self.info.set_model(r.get("model").and_then(Value::as_str));
         if let Some(status) = r.get("status").and_then(Value::as_str) {
-            let reason = r.pointer("/incomplete_details/reason").and_then(Value::as_str);
+            let reason = r
+                .pointer("/incomplete_details/reason")
+                .and_then(Value::as_str);
             self.info.finish_reason = Some(reason.unwrap_or(status).to_owned());
         }
-        if let Some(u) = r.get("usage").filter(|u| !u.is_null()) {
-            if let Ok(u) = OaUsage::deserialize(u) {
-                self.info.usage = u.into_usage();
-            }
+        if let Some(Ok(u)) = r
+            .get("usage")
+            .filter(|u| !u.is_null())
+            .map(OaUsage::deserialize)
+        {
+            self.info.usage = u.into_usage();
         }
-        for item in r.get("output").and_then(Value::as_array).into_iter().flatten() {
+        for item in r
+            .get("output")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             self.item(item);
             if !self.saw_delta && item.get("type").and_then(Value::as_str) == Some("message") {
-                self.info.push_text(&content_text(item.get("content").unwrap_or(&Value::Null)));
+                self.info
+                    .push_text(&content_text(item.get("content").unwrap_or(&Value::Null)));
             }
         }
         if !self.info.text.is_empty() {
@@ -378,7 +430,10 @@ mod tests {
         assert!(r.stream && r.include_usage);
         assert_eq!((r.max_tokens, r.temperature), (Some(50), Some(0.2)));
         assert_eq!(r.tools, vec!["get_weather"]);
-        assert_eq!(r.prompt, "system: be brief\nuser: hi\nassistant: [tool_call f({})]");
+        assert_eq!(
+            r.prompt,
+            "system: be brief\nuser: hi\nassistant: [tool_call f({})]"
+        );
     }
 
     #[test]
@@ -393,7 +448,12 @@ mod tests {
         ] {
             a.document(d);
         }
-        let calls: Vec<_> = a.info.tool_calls.iter().map(|c| (c.name.as_str(), c.arguments.as_str())).collect();
+        let calls: Vec<_> = a
+            .info
+            .tool_calls
+            .iter()
+            .map(|c| (c.name.as_str(), c.arguments.as_str()))
+            .collect();
         assert_eq!(calls, vec![("f", "{\"x\":1}"), ("g", "{\"y\":2}")]);
         assert_eq!(a.info.finish_reason.as_deref(), Some("tool_calls"));
         assert_eq!(a.info.parse_errors, 0);

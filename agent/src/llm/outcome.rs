@@ -10,6 +10,8 @@ use super::usage::Usage;
 use crate::analysis::Finding;
 
 /// The analysis of one exchange.
+// The trace row has independent completeness flags; an enum would not fit them.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ExchangeAnalysis {
     pub provider: &'static str,

@@ -97,7 +97,9 @@ impl PriceTable {
         self.models
             .iter()
             .filter(|(k, _)| {
-                model.len() > k.len() && model.starts_with(k.as_str()) && model.as_bytes()[k.len()] == b'-'
+                model.len() > k.len()
+                    && model.starts_with(k.as_str())
+                    && model.as_bytes()[k.len()] == b'-'
             })
             .max_by_key(|(k, _)| k.len())
             .map(|(_, p)| p)
@@ -111,6 +113,8 @@ impl PriceTable {
         let cached = usage.cached_input.unwrap_or(0);
         let write = usage.cache_write.unwrap_or(0);
         let plain = input.saturating_sub(cached).saturating_sub(write);
+        // Token counts stay far below 2^52, so the conversion is exact.
+        #[allow(clippy::cast_precision_loss)]
         let per = |n: u64, price: f64| n as f64 * price / 1_000_000.0;
         Some(
             per(plain, p.input)
@@ -138,12 +142,18 @@ mod tests {
     fn builtin_parses_and_prices() {
         let t = PriceTable::builtin();
         assert!(!t.version().is_empty());
-        let c = t.cost(Some("gpt-4o-2024-08-06"), &usage(1_000_000, 1_000_000, 0)).unwrap();
+        let c = t
+            .cost(Some("gpt-4o-2024-08-06"), &usage(1_000_000, 1_000_000, 0))
+            .unwrap();
         assert!((c - 12.5).abs() < 1e-9);
         // gpt-4o-mini must not fall back to gpt-4o.
-        let c = t.cost(Some("gpt-4o-mini"), &usage(1_000_000, 0, 0)).unwrap();
+        let c = t
+            .cost(Some("gpt-4o-mini"), &usage(1_000_000, 0, 0))
+            .unwrap();
         assert!((c - 0.15).abs() < 1e-9);
-        let c = t.cost(Some("gpt-4o"), &usage(1_000_000, 0, 500_000)).unwrap();
+        let c = t
+            .cost(Some("gpt-4o"), &usage(1_000_000, 0, 500_000))
+            .unwrap();
         assert!((c - (1.25 + 0.625)).abs() < 1e-9);
         assert!(t.lookup("openai/gpt-4o").is_some());
         assert!(t.lookup("claude-3-5-sonnet-20241022").is_some());
@@ -162,7 +172,9 @@ mod tests {
         let cfg: PricingConfig =
             toml::from_str("[models.my-finetune]\ninput = 1.0\noutput = 2.0\n").unwrap();
         let t = PriceTable::builtin().with_overrides(&cfg);
-        let c = t.cost(Some("my-finetune"), &usage(1_000_000, 1_000_000, 0)).unwrap();
+        let c = t
+            .cost(Some("my-finetune"), &usage(1_000_000, 1_000_000, 0))
+            .unwrap();
         assert!((c - 3.0).abs() < 1e-9);
         assert!(toml::from_str::<PricingConfig>("[models.x]\ninput=1\noutput=1\nbogus=1").is_err());
     }

@@ -1,6 +1,13 @@
 //! Property tests: accumulators give the same result however the stream is chunked, and tool
 //! call arguments split into arbitrary deltas reassemble exactly.
 
+// Test code: short names for the exchange under test and its parts read best here.
+#![allow(
+    clippy::many_single_char_names,
+    clippy::format_push_string,
+    clippy::float_cmp
+)]
+
 use proptest::prelude::*;
 
 use super::body::ResponseParser;
@@ -29,11 +36,36 @@ fn split<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
 }
 
 const FIXTURES: &[(&str, &str, &str, &[u8])] = &[
-    ("api.openai.com", "/v1/chat/completions", "text/event-stream", include_bytes!("fixtures/openai_chat_stream.sse")),
-    ("api.openai.com", "/v1/responses", "text/event-stream", include_bytes!("fixtures/openai_responses_stream.sse")),
-    ("api.anthropic.com", "/v1/messages", "text/event-stream", include_bytes!("fixtures/anthropic_stream.sse")),
-    ("generativelanguage.googleapis.com", "/v1beta/models/g:streamGenerateContent", "text/event-stream", include_bytes!("fixtures/gemini_stream.sse")),
-    ("generativelanguage.googleapis.com", "/v1beta/models/g:streamGenerateContent", "application/json", include_bytes!("fixtures/gemini_stream_array.json")),
+    (
+        "api.openai.com",
+        "/v1/chat/completions",
+        "text/event-stream",
+        include_bytes!("fixtures/openai_chat_stream.sse"),
+    ),
+    (
+        "api.openai.com",
+        "/v1/responses",
+        "text/event-stream",
+        include_bytes!("fixtures/openai_responses_stream.sse"),
+    ),
+    (
+        "api.anthropic.com",
+        "/v1/messages",
+        "text/event-stream",
+        include_bytes!("fixtures/anthropic_stream.sse"),
+    ),
+    (
+        "generativelanguage.googleapis.com",
+        "/v1beta/models/g:streamGenerateContent",
+        "text/event-stream",
+        include_bytes!("fixtures/gemini_stream.sse"),
+    ),
+    (
+        "generativelanguage.googleapis.com",
+        "/v1beta/models/g:streamGenerateContent",
+        "application/json",
+        include_bytes!("fixtures/gemini_stream_array.json"),
+    ),
 ];
 
 proptest! {

@@ -97,22 +97,82 @@ enum HostMatch {
 
 /// Built-in host table: host → (provider, dialect).
 const HOSTS: &[(HostMatch, Provider, Dialect)] = &[
-    (HostMatch::Exact("api.openai.com"), Provider::OpenAi, Dialect::OpenAi),
-    (HostMatch::Exact("api.anthropic.com"), Provider::Anthropic, Dialect::Anthropic),
-    (HostMatch::Exact("generativelanguage.googleapis.com"), Provider::Gemini, Dialect::Gemini),
-    (HostMatch::Suffix(".openai.azure.com"), Provider::AzureOpenAi, Dialect::OpenAi),
-    (HostMatch::Suffix(".cognitiveservices.azure.com"), Provider::AzureOpenAi, Dialect::OpenAi),
-    (HostMatch::Exact("api.mistral.ai"), Provider::Mistral, Dialect::OpenAi),
-    (HostMatch::Exact("api.groq.com"), Provider::Groq, Dialect::OpenAi),
-    (HostMatch::Exact("api.deepseek.com"), Provider::DeepSeek, Dialect::OpenAi),
-    (HostMatch::Exact("openrouter.ai"), Provider::OpenRouter, Dialect::OpenAi),
-    (HostMatch::Exact("api.together.xyz"), Provider::Together, Dialect::OpenAi),
-    (HostMatch::Exact("api.together.ai"), Provider::Together, Dialect::OpenAi),
+    (
+        HostMatch::Exact("api.openai.com"),
+        Provider::OpenAi,
+        Dialect::OpenAi,
+    ),
+    (
+        HostMatch::Exact("api.anthropic.com"),
+        Provider::Anthropic,
+        Dialect::Anthropic,
+    ),
+    (
+        HostMatch::Exact("generativelanguage.googleapis.com"),
+        Provider::Gemini,
+        Dialect::Gemini,
+    ),
+    (
+        HostMatch::Suffix(".openai.azure.com"),
+        Provider::AzureOpenAi,
+        Dialect::OpenAi,
+    ),
+    (
+        HostMatch::Suffix(".cognitiveservices.azure.com"),
+        Provider::AzureOpenAi,
+        Dialect::OpenAi,
+    ),
+    (
+        HostMatch::Exact("api.mistral.ai"),
+        Provider::Mistral,
+        Dialect::OpenAi,
+    ),
+    (
+        HostMatch::Exact("api.groq.com"),
+        Provider::Groq,
+        Dialect::OpenAi,
+    ),
+    (
+        HostMatch::Exact("api.deepseek.com"),
+        Provider::DeepSeek,
+        Dialect::OpenAi,
+    ),
+    (
+        HostMatch::Exact("openrouter.ai"),
+        Provider::OpenRouter,
+        Dialect::OpenAi,
+    ),
+    (
+        HostMatch::Exact("api.together.xyz"),
+        Provider::Together,
+        Dialect::OpenAi,
+    ),
+    (
+        HostMatch::Exact("api.together.ai"),
+        Provider::Together,
+        Dialect::OpenAi,
+    ),
     (HostMatch::Exact("api.x.ai"), Provider::XAi, Dialect::OpenAi),
-    (HostMatch::Exact("api.fireworks.ai"), Provider::Fireworks, Dialect::OpenAi),
-    (HostMatch::Exact("api.cohere.com"), Provider::Cohere, Dialect::OpenAi),
-    (HostMatch::Exact("api.cohere.ai"), Provider::Cohere, Dialect::OpenAi),
-    (HostMatch::Exact("api.perplexity.ai"), Provider::Perplexity, Dialect::OpenAi),
+    (
+        HostMatch::Exact("api.fireworks.ai"),
+        Provider::Fireworks,
+        Dialect::OpenAi,
+    ),
+    (
+        HostMatch::Exact("api.cohere.com"),
+        Provider::Cohere,
+        Dialect::OpenAi,
+    ),
+    (
+        HostMatch::Exact("api.cohere.ai"),
+        Provider::Cohere,
+        Dialect::OpenAi,
+    ),
+    (
+        HostMatch::Exact("api.perplexity.ai"),
+        Provider::Perplexity,
+        Dialect::OpenAi,
+    ),
 ];
 
 /// OpenAI-shaped path suffixes (after any `/v1`, `/openai/v1`, `/compatibility/v1`… prefix).
@@ -151,7 +211,11 @@ pub fn detect<'a>(
 ) -> Option<Endpoint> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let host = host.rsplit_once(':').map_or(host.as_str(), |(h, p)| {
-        if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host.as_str() }
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host.as_str()
+        }
     });
     let by_host = HOSTS.iter().find(|(m, ..)| match m {
         HostMatch::Exact(h) => host == *h,
@@ -259,12 +323,27 @@ mod tests {
     #[test]
     fn builtin_providers() {
         let e = d("api.openai.com", "/v1/chat/completions", None).unwrap();
-        assert_eq!((e.provider, e.api), (Provider::OpenAi, ApiKind::ChatCompletions));
-        assert_eq!(d("api.openai.com", "/v1/responses", None).unwrap().api, ApiKind::Responses);
-        assert_eq!(d("api.openai.com", "/v1/embeddings", None).unwrap().api, ApiKind::Embeddings);
-        assert_eq!(d("api.openai.com", "/v1/completions", None).unwrap().api, ApiKind::Completions);
+        assert_eq!(
+            (e.provider, e.api),
+            (Provider::OpenAi, ApiKind::ChatCompletions)
+        );
+        assert_eq!(
+            d("api.openai.com", "/v1/responses", None).unwrap().api,
+            ApiKind::Responses
+        );
+        assert_eq!(
+            d("api.openai.com", "/v1/embeddings", None).unwrap().api,
+            ApiKind::Embeddings
+        );
+        assert_eq!(
+            d("api.openai.com", "/v1/completions", None).unwrap().api,
+            ApiKind::Completions
+        );
         let e = d("API.Anthropic.com:443", "/v1/messages", None).unwrap();
-        assert_eq!((e.provider, e.api), (Provider::Anthropic, ApiKind::Messages));
+        assert_eq!(
+            (e.provider, e.api),
+            (Provider::Anthropic, ApiKind::Messages)
+        );
         for (h, p) in [
             ("api.mistral.ai", Provider::Mistral),
             ("api.groq.com", Provider::Groq),
@@ -277,7 +356,10 @@ mod tests {
             ("api.perplexity.ai", Provider::Perplexity),
         ] {
             let e = d(h, "/openai/v1/chat/completions", None).unwrap();
-            assert_eq!((e.provider, e.dialect, e.api), (p, Dialect::OpenAi, ApiKind::ChatCompletions));
+            assert_eq!(
+                (e.provider, e.dialect, e.api),
+                (p, Dialect::OpenAi, ApiKind::ChatCompletions)
+            );
         }
     }
 
@@ -315,7 +397,13 @@ mod tests {
 
     #[test]
     fn unknown_host_by_shape_or_not_at_all() {
-        let e = detect("llm.internal", "/v1/messages", None, [("Anthropic-Version", "2023-06-01")]).unwrap();
+        let e = detect(
+            "llm.internal",
+            "/v1/messages",
+            None,
+            [("Anthropic-Version", "2023-06-01")],
+        )
+        .unwrap();
         assert_eq!((e.provider, e.api), (Provider::Unknown, ApiKind::Messages));
         assert!(d("example.com", "/index.html", None).is_none());
     }

@@ -200,7 +200,8 @@ mod tests {
 
     #[test]
     fn every_split_gives_same_events() {
-        let input: &[u8] = b"event: e\r\ndata: h\xc3\xa9llo\r\n\r\n:c\rid: 7\rdata: a\r\rdata: b\n\n";
+        let input: &[u8] =
+            b"event: e\r\ndata: h\xc3\xa9llo\r\n\r\n:c\rid: 7\rdata: a\r\rdata: b\n\n";
         let whole = parse_all(input);
         assert_eq!(whole.len(), 3);
         assert_eq!(whole[0].data, "héllo");
