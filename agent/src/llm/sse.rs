@@ -220,6 +220,31 @@ mod tests {
     }
 
     #[test]
+    fn fixtures_split_at_every_byte_boundary() {
+        let fixtures: [&[u8]; 7] = [
+            include_bytes!("fixtures/openai_chat_stream.sse"),
+            include_bytes!("fixtures/openai_chat_stream_nousage.sse"),
+            include_bytes!("fixtures/openai_responses_stream.sse"),
+            include_bytes!("fixtures/openai_completions_stream.sse"),
+            include_bytes!("fixtures/anthropic_stream.sse"),
+            include_bytes!("fixtures/gemini_stream.sse"),
+            include_bytes!("fixtures/azure_chat_stream.sse"),
+        ];
+        for fx in fixtures {
+            let whole = parse_all(fx);
+            assert!(whole.len() >= 3);
+            for i in 0..=fx.len() {
+                let mut p = SseParser::default();
+                let mut out = Vec::new();
+                p.push(&fx[..i], &mut |e| out.push(e));
+                p.push(&fx[i..], &mut |e| out.push(e));
+                p.finish(&mut |e| out.push(e));
+                assert_eq!(out, whole, "split at {i}");
+            }
+        }
+    }
+
+    #[test]
     fn overlong_line_dropped_and_parser_recovers() {
         let mut p = SseParser::new(16);
         let mut out = Vec::new();
