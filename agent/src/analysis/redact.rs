@@ -13,15 +13,16 @@ pub struct Redacted {
     pub masked: Vec<Finding>,
 }
 
-/// Redacts `body` (JSON, or plain text when it has no string literal). `None` when nothing was
-/// masked.
+/// Redacts `body`: inside its string literals when it is JSON (numbers, keys' structure and
+/// spacing untouched), else as plain text. `None` when nothing was masked.
 pub fn redact_body(body: &str, analyzer: &Analyzer, policy: &PolicyConfig) -> Option<Redacted> {
-    let mut out = String::with_capacity(body.len());
     let mut masked = Vec::new();
+    if serde_json::from_str::<serde::de::IgnoredAny>(body).is_err() {
+        return redact_text(body, analyzer, policy, &mut masked).map(|body| Redacted { body, masked });
+    }
+    let mut out = String::with_capacity(body.len());
     let mut last = 0;
-    let mut any_literal = false;
     for (start, end) in string_literals(body.as_bytes()) {
-        any_literal = true;
         let literal = &body[start..end];
         let Ok(value) = serde_json::from_str::<String>(literal) else {
             continue;
@@ -31,10 +32,6 @@ pub fn redact_body(body: &str, analyzer: &Analyzer, policy: &PolicyConfig) -> Op
             out.push_str(&serde_json::to_string(&new).expect("strings serialise"));
             last = end;
         }
-    }
-    if !any_literal {
-        return redact_text(body, analyzer, policy, &mut masked)
-            .map(|body| Redacted { body, masked });
     }
     if masked.is_empty() {
         return None;
@@ -168,6 +165,15 @@ mod tests {
             .is_none()
         );
         assert!(redact_body(r#"{"c":"hello"}"#, &a, &redact_policy()).is_none());
+    }
+
+    #[test]
+    fn json_without_strings_is_left_alone() {
+        let a = Analyzer::new(1 << 20);
+        let p = PolicyConfig { default_action: Action::Redact, rules: Vec::new() };
+        assert!(redact_body("22222220222222", &a, &p).is_none());
+        let r = redact_body("say \"hi\" AKIAIOSFODNN7EXAMPLE", &a, &p).unwrap();
+        assert_eq!(r.body, "say \"hi\" [REDACTED:secret.aws_access_key]");
     }
 
     #[test]
