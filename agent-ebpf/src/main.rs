@@ -209,7 +209,10 @@ pub fn llmtrace_getpeername4(ctx: SockAddrContext) -> i32 {
     if let Some(record) = redirected(&ctx) {
         if is_v4_mapped(&record.orig_addr) {
             let o = record.orig_addr;
-            addr::write_user_ip4(ctx.sock_addr, u32::from_ne_bytes([o[12], o[13], o[14], o[15]]));
+            addr::write_user_ip4(
+                ctx.sock_addr,
+                u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+            );
             addr::write_user_port(ctx.sock_addr, record.orig_port);
             bump(Stat::PeerRewritten);
         }

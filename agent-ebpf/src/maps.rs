@@ -5,10 +5,7 @@ use core::ptr::read_volatile;
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_ns,
     macros::map,
-    maps::{
-        Array, LpmTrie, LruHashMap, PerCpuArray,
-        lpm_trie::Key,
-    },
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
 };
 use llmtrace_common::{
     AgentConfig, ClientKey, ConnRecord, PROVIDER_KEY_PORT_BITS, ProviderKey, ProviderValue, Stat,

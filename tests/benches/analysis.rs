@@ -36,7 +36,10 @@ const SPICE: &[&str] = &[
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         ((self.0 >> 33) as usize) % n
     }
 }
@@ -68,10 +71,19 @@ fn corpus() -> Vec<Sample> {
         .map(|i| {
             let size = [512, 1024, 2048, 4096, 16384][rng.next(5)];
             let tool = match i % 4 {
-                0 => ("bash".into(), r#"{"command":"ls -la /var/log && tail -n 50 app.log"}"#.into()),
+                0 => (
+                    "bash".into(),
+                    r#"{"command":"ls -la /var/log && tail -n 50 app.log"}"#.into(),
+                ),
                 1 => ("read_file".into(), r#"{"path":"src/main.rs"}"#.into()),
-                2 => ("get_weather".into(), r#"{"city":"Paris","unit":"celsius"}"#.into()),
-                _ => ("http_get".into(), r#"{"url":"https://example.com/api/v1/items?page=2"}"#.into()),
+                2 => (
+                    "get_weather".into(),
+                    r#"{"city":"Paris","unit":"celsius"}"#.into(),
+                ),
+                _ => (
+                    "http_get".into(),
+                    r#"{"url":"https://example.com/api/v1/items?page=2"}"#.into(),
+                ),
             };
             Sample {
                 prompt: text(&mut rng, size, i % 3 == 0),
@@ -82,9 +94,16 @@ fn corpus() -> Vec<Sample> {
         .collect()
 }
 
+/// Kilobytes of prompt + response text in the corpus.
+// The corpus is a few MB: far below f64's exact integer range.
+#[allow(clippy::cast_precision_loss)]
+fn corpus_kb(samples: &[Sample]) -> f64 {
+    samples.iter().map(|s| s.prompt.len() + s.response.len()).sum::<usize>() as f64 / 1024.0
+}
+
 /// Runs `f` over the corpus until ~`budget` elapsed; returns µs per KB.
 fn measure(samples: &[Sample], budget: Duration, mut f: impl FnMut(&Sample)) -> f64 {
-    let kb: f64 = samples.iter().map(|s| (s.prompt.len() + s.response.len()) as f64 / 1024.0).sum();
+    let kb = corpus_kb(samples);
     for s in samples.iter().take(20) {
         f(s); // warm-up
     }
@@ -100,7 +119,8 @@ fn measure(samples: &[Sample], budget: Duration, mut f: impl FnMut(&Sample)) -> 
 }
 
 fn exchange_json(s: &Sample) -> (Vec<u8>, Vec<u8>) {
-    let req = serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": s.prompt}]});
+    let req =
+        serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": s.prompt}]});
     let resp = serde_json::json!({"id": "chatcmpl-1", "model": "gpt-4o-2024-08-06", "choices": [{"index": 0,
         "message": {"role": "assistant", "content": s.response, "tool_calls": [{"id": "call_1", "type": "function",
         "function": {"name": s.tool.0, "arguments": s.tool.1}}]}, "finish_reason": "tool_calls"}],
@@ -110,7 +130,7 @@ fn exchange_json(s: &Sample) -> (Vec<u8>, Vec<u8>) {
 
 fn main() {
     let samples = corpus();
-    let kb: f64 = samples.iter().map(|s| (s.prompt.len() + s.response.len()) as f64 / 1024.0).sum();
+    let kb = corpus_kb(&samples);
     let a = Analyzer::new(256 * 1024);
     let budget = Duration::from_millis(800);
     let mut out = Vec::new();
@@ -147,14 +167,23 @@ fn main() {
         let (req, resp) = &bodies[idx % bodies.len()];
         idx += 1;
         let t = Instant::now();
-        let head = RequestHead { method: "POST", host: "api.openai.com", path: "/v1/chat/completions", query: None, headers: &[] };
+        let head = RequestHead {
+            method: "POST",
+            host: "api.openai.com",
+            path: "/v1/chat/completions",
+            query: None,
+            headers: &[],
+        };
         let mut ex = engine.exchange(&head, t).expect("endpoint");
         black_box(ex.request_body(req, true));
         ex.response_head(200, &[("content-type", "application/json")]);
         black_box(ex.response_chunk(resp, t));
         black_box(ex.finish(t));
     });
-    println!("analysis benchmark: {} exchanges, {kb:.0} KB of prompt+response text", samples.len());
+    println!(
+        "analysis benchmark: {} exchanges, {kb:.0} KB of prompt+response text",
+        samples.len()
+    );
     println!("{:<34} {:>10}", "detector", "µs/KB");
     for (name, v) in [
         ("secrets", secrets),
@@ -166,5 +195,8 @@ fn main() {
     ] {
         println!("{name:<34} {v:>10.2}");
     }
-    println!("goal: total detectors <= 20 µs/KB -> {}", if total <= 20.0 { "met" } else { "NOT met" });
+    println!(
+        "goal: total detectors <= 20 µs/KB -> {}",
+        if total <= 20.0 { "met" } else { "NOT met" }
+    );
 }

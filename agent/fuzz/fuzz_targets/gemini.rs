@@ -7,9 +7,17 @@ use llmtrace_agent::llm::body::ResponseParser;
 use llmtrace_agent::llm::provider::detect;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cut, body)) = data.split_first() else { return };
+    let Some((&cut, body)) = data.split_first() else {
+        return;
+    };
     let cut = usize::from(cut) * body.len() / 255;
-    let ep = detect("generativelanguage.googleapis.com", "/v1beta/models/gemini-2.0-flash:streamGenerateContent", None, []).expect("known endpoint");
+    let ep = detect(
+        "generativelanguage.googleapis.com",
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+        None,
+        [],
+    )
+    .expect("known endpoint");
     for ct in ["text/event-stream", "application/json"] {
         let mut whole = ResponseParser::new(&ep, Some(ct), 1 << 16);
         whole.push(body);

@@ -5,7 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use llmtrace_agent::llm::body::JsonSplitter;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cut, body)) = data.split_first() else { return };
+    let Some((&cut, body)) = data.split_first() else {
+        return;
+    };
     let cut = usize::from(cut) * body.len() / 255;
     let mut a = Vec::new();
     JsonSplitter::new(4096).push(body, &mut |d| a.push(d.to_owned()));

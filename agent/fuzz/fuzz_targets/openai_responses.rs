@@ -7,7 +7,9 @@ use llmtrace_agent::llm::body::ResponseParser;
 use llmtrace_agent::llm::provider::detect;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cut, body)) = data.split_first() else { return };
+    let Some((&cut, body)) = data.split_first() else {
+        return;
+    };
     let cut = usize::from(cut) * body.len() / 255;
     let ep = detect("api.openai.com", "/v1/responses", None, []).expect("known endpoint");
     for ct in ["text/event-stream", "application/json"] {

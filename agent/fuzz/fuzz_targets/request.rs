@@ -8,18 +8,30 @@ use std::time::Instant;
 use libfuzzer_sys::fuzz_target;
 use llmtrace_agent::llm::{Engine, LlmConfig, RequestHead};
 
-static ENGINE: LazyLock<Arc<Engine>> = LazyLock::new(|| Engine::new(LlmConfig::default(), b"fuzz".to_vec()));
+static ENGINE: LazyLock<Arc<Engine>> =
+    LazyLock::new(|| Engine::new(LlmConfig::default(), b"fuzz".to_vec()));
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&which, body)) = data.split_first() else { return };
+    let Some((&which, body)) = data.split_first() else {
+        return;
+    };
     let (host, path) = match which % 4 {
         0 => ("api.openai.com", "/v1/chat/completions"),
         1 => ("api.openai.com", "/v1/responses"),
         2 => ("api.anthropic.com", "/v1/messages"),
-        _ => ("generativelanguage.googleapis.com", "/v1beta/models/gemini-2.5-pro:generateContent"),
+        _ => (
+            "generativelanguage.googleapis.com",
+            "/v1beta/models/gemini-2.5-pro:generateContent",
+        ),
     };
     let t = Instant::now();
-    let head = RequestHead { method: "POST", host, path, query: None, headers: &[] };
+    let head = RequestHead {
+        method: "POST",
+        host,
+        path,
+        query: None,
+        headers: &[],
+    };
     let mut ex = ENGINE.exchange(&head, t).expect("known endpoint");
     let v = ex.request_body(body, true);
     ex.response_head(200, &[("content-type", "text/event-stream")]);

@@ -5,7 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use llmtrace_agent::llm::sse::{SseParser, parse_all};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cut, body)) = data.split_first() else { return };
+    let Some((&cut, body)) = data.split_first() else {
+        return;
+    };
     let whole = parse_all(body);
     let cut = usize::from(cut) * body.len() / 255;
     let mut p = SseParser::new(64);

@@ -18,7 +18,8 @@ pub struct Redacted {
 pub fn redact_body(body: &str, analyzer: &Analyzer, policy: &PolicyConfig) -> Option<Redacted> {
     let mut masked = Vec::new();
     if serde_json::from_str::<serde::de::IgnoredAny>(body).is_err() {
-        return redact_text(body, analyzer, policy, &mut masked).map(|body| Redacted { body, masked });
+        return redact_text(body, analyzer, policy, &mut masked)
+            .map(|body| Redacted { body, masked });
     }
     let mut out = String::with_capacity(body.len());
     let mut last = 0;
@@ -170,7 +171,10 @@ mod tests {
     #[test]
     fn json_without_strings_is_left_alone() {
         let a = Analyzer::new(1 << 20);
-        let p = PolicyConfig { default_action: Action::Redact, rules: Vec::new() };
+        let p = PolicyConfig {
+            default_action: Action::Redact,
+            rules: Vec::new(),
+        };
         assert!(redact_body("22222220222222", &a, &p).is_none());
         let r = redact_body("say \"hi\" AKIAIOSFODNN7EXAMPLE", &a, &p).unwrap();
         assert_eq!(r.body, "say \"hi\" [REDACTED:secret.aws_access_key]");
