@@ -98,7 +98,11 @@ fn corpus() -> Vec<Sample> {
 // The corpus is a few MB: far below f64's exact integer range.
 #[allow(clippy::cast_precision_loss)]
 fn corpus_kb(samples: &[Sample]) -> f64 {
-    samples.iter().map(|s| s.prompt.len() + s.response.len()).sum::<usize>() as f64 / 1024.0
+    samples
+        .iter()
+        .map(|s| s.prompt.len() + s.response.len())
+        .sum::<usize>() as f64
+        / 1024.0
 }
 
 /// Runs `f` over the corpus until ~`budget` elapsed; returns µs per KB.

@@ -105,6 +105,22 @@ mod tests {
     }
 
     #[test]
+    fn common_benign_tokens_are_quiet() {
+        let a = Analyzer::new(1 << 20);
+        for text in [
+            "request id 550e8400-e29b-41d4-a716-446655440000 done",
+            "commit 3f786850e387550fdab836ed7e6dc881de23001b fixed it",
+            "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
+            "timestamp 1741570283 and 2026-11-27T10:15:02Z, version 1.95.0, port 8443",
+            "def f(x): return x * 2  # ignore the previous value",
+        ] {
+            let s = a.scan_text(text, Location::Request);
+            assert!(s.findings.is_empty(), "{text}: {:?}", s.findings);
+        }
+    }
+
+    #[test]
     fn bounded_respects_char_boundaries() {
         let a = Analyzer::new(3);
         assert_eq!(a.bounded("aéb"), ("aé", true));
