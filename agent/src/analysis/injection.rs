@@ -2,7 +2,7 @@
 //! case-insensitive Aho-Corasick pass; one finding per category, confidence from the summed
 //! weights.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 use super::finding::{Finding, Location, Severity};
 
@@ -69,6 +69,8 @@ impl Default for InjectionDetector {
         let ac = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostLongest)
+            // A full DFA: a few dozen short phrases stay small, and scanning is fastest.
+            .kind(Some(AhoCorasickKind::DFA))
             .build(meta.iter().map(|m| m.2))
             .expect("built-in phrases compile");
         Self { ac, meta }

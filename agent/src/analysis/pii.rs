@@ -93,6 +93,7 @@ const SPECS: &[Spec] = &[
         group: 0,
         validate: Some(is_payment_card),
         mask: mask4,
+        alone: false,
     },
     Spec {
         kind: "pii.iban",
@@ -102,6 +103,7 @@ const SPECS: &[Spec] = &[
         group: 0,
         validate: Some(is_iban),
         mask: mask4,
+        alone: false,
     },
     Spec {
         kind: "pii.us_ssn",
@@ -111,6 +113,7 @@ const SPECS: &[Spec] = &[
         group: 0,
         validate: Some(is_ssn),
         mask: mask4,
+        alone: false,
     },
     Spec {
         kind: "pii.email",
@@ -120,6 +123,7 @@ const SPECS: &[Spec] = &[
         group: 0,
         validate: None,
         mask: mask_email,
+        alone: true,
     },
     Spec {
         kind: "pii.phone",
@@ -129,6 +133,7 @@ const SPECS: &[Spec] = &[
         group: 0,
         validate: None,
         mask: mask2,
+        alone: false,
     },
 ];
 

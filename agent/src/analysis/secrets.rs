@@ -18,6 +18,7 @@ const fn spec(
         group: 0,
         validate: None,
         mask: mask_secret,
+        alone: true,
     }
 }
 

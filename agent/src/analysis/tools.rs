@@ -1,7 +1,7 @@
 //! Risky tool calls: shell, file and network tools, and dangerous arguments whatever the tool
 //! name (destructive commands, credential paths, cloud metadata and exfiltration endpoints).
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 use super::finding::{Finding, Location, Severity};
 
@@ -67,6 +67,8 @@ impl Default for ToolDetector {
         let ac = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostLongest)
+            // A full DFA: a few dozen short phrases stay small, and scanning is fastest.
+            .kind(Some(AhoCorasickKind::DFA))
             .build(RISKY_ARGS.iter().map(|r| r.0))
             .expect("built-in needles compile");
         Self { ac }
