@@ -7,12 +7,14 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod analysis;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod ebpf;
 pub mod identity;
+pub mod llm;
 pub mod sink;
 pub mod trace;
 pub mod transport;

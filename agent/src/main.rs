@@ -38,6 +38,8 @@ enum Command {
     /// Manage the local root CA (create, show, install in the trust store, rotate).
     #[command(subcommand)]
     Ca(cli::ca::CaCommand),
+    /// Run the detectors offline on text or JSON lines (`{"text": …}`), one JSON result per line.
+    Analyze(cli::analyze::AnalyzeArgs),
     /// Follow completed traces live from the running agent.
     Tail(cli::tail::TailArgs),
     /// ClickHouse schema: create or upgrade it, check the connection.
@@ -73,6 +75,7 @@ fn run(cli: Cli) -> Result<()> {
                 .collect();
             cli::ca::run(&cmd, &config.ca_dir(), &hosts, config.ca.name_constraints)
         }
+        Command::Analyze(args) => cli::analyze::run(&args, &config.llm.analysis),
         Command::Tail(args) => runtime.block_on(cli::tail::run(&args, config.admin.listen)),
         Command::Clickhouse(cmd) => runtime.block_on(cli::clickhouse::run(cmd, &config.sink)),
         Command::Config => {

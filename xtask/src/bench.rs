@@ -13,6 +13,8 @@ pub enum Which {
     Ebpf,
     /// Trace rows per second through spool and shipper into a real ClickHouse, LZ4 and not.
     Sink,
+    /// Analysis cost per KB of prompt and response, per detector and in total.
+    Analysis,
 }
 
 pub fn run(which: Which) -> Result<()> {
@@ -20,6 +22,7 @@ pub fn run(which: Which) -> Result<()> {
     let name = match which {
         Which::Ebpf => "ebpf",
         Which::Sink => "sink",
+        Which::Analysis => "analysis",
     };
     cmd::cargo(&["bench", "-p", "llmtrace-tests", "--bench", name])
 }

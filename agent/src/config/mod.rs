@@ -39,6 +39,8 @@ pub struct Config {
     pub ca: CaConfig,
     /// Where trace rows go: the durable spool and, when configured, ClickHouse.
     pub sink: crate::sink::SinkConfig,
+    /// LLM traffic analysis: capture limits, detectors, enforcement policy, pricing.
+    pub llm: crate::llm::LlmConfig,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             ca: CaConfig::default(),
             sink: crate::sink::SinkConfig::default(),
+            llm: crate::llm::LlmConfig::default(),
         }
     }
 }
