@@ -6,6 +6,7 @@
 
 mod bench;
 mod cmd;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -39,7 +40,13 @@ enum Task {
         #[arg(long)]
         no_setup: bool,
     },
-    /// Benchmarks: `ebpf` (kernel hook cost and connect latency).
+    /// Fuzz every parser target for a bounded time each.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+    },
+    /// Benchmarks (bounded, loopback only): `ebpf`, `sink`, `analysis`.
     Bench {
         /// Which benchmark.
         #[arg(value_enum)]
@@ -72,6 +79,10 @@ fn main() -> Result<()> {
                 setup::run()?;
             }
             test::run()
+        }
+        Task::Fuzz { seconds } => {
+            setup::run()?;
+            fuzz::run(seconds)
         }
         Task::Bench { which } => {
             setup::run()?;

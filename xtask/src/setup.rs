@@ -34,6 +34,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 pub fn run() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     apt_packages()?;
     python_venv()?;
     eprintln!("xtask: setup complete");
@@ -123,6 +124,14 @@ fn bpf_linker() -> Result<()> {
     cmd::status(&mut c)?;
     fs::write(&stamp, &llvm)?;
     Ok(())
+}
+
+/// cargo-fuzz, for the parser fuzz targets in agent/fuzz.
+fn cargo_fuzz() -> Result<()> {
+    if cmd::succeeds("cargo", &["fuzz", "--version"]) {
+        return Ok(());
+    }
+    cmd::cargo(&["install", "cargo-fuzz", "--version", "0.13.2", "--locked"])
 }
 
 fn apt_packages() -> Result<()> {

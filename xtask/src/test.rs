@@ -29,6 +29,8 @@ pub fn run() -> Result<()> {
         .current_dir(crate::root())
         .env("LLMTRACE_PYTHON", python);
     cmd::status(&mut c)?;
+    // A short run of every parser fuzz target (longer runs: `cargo xtask fuzz`).
+    crate::fuzz::run(5)?;
     eprintln!("xtask: all checks and tests passed");
     Ok(())
 }
