@@ -1,0 +1,84 @@
+//! Trace rows from the real agent to a real ClickHouse: an agent killed with rows still in its
+//! spool ships every one of them after a restart, and none twice.
+
+use std::time::Duration;
+
+use testkit::{
+    agent::{Agent, AgentConfig},
+    cgroup::TestCgroup,
+    clickhouse::ClickHouseServer,
+    echo::EchoServer,
+    probe::Probe,
+    wait_for,
+};
+
+fn agent(cg: &TestCgroup, port: u16, ch: &ClickHouseServer, state: &std::path::Path) -> Agent {
+    Agent::start(
+        cg,
+        &AgentConfig {
+            intercept: String::new(),
+            rest: format!(
+                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
+                 [sink.clickhouse]\nurl = \"{url}\"\ncompression = \"none\"\nflush_interval_ms = 200\n\
+                 timeout_ms = 1000\nmax_backoff_ms = 500\n\
+                 [sink.spool]\ndir = \"{spool}\"\nfsync_interval_ms = 10\n",
+                url = ch.url(),
+                spool = state.display(),
+            ),
+        },
+    )
+}
+
+#[test]
+fn rows_spooled_by_a_killed_agent_are_shipped_after_restart() {
+    let ch = ClickHouseServer::start();
+    let cg = TestCgroup::new("sink");
+    let fake = EchoServer::start("127.0.0.2:0");
+    let spool = tempfile::tempdir().unwrap();
+    let mut first = agent(&cg, fake.addr.port(), &ch, spool.path());
+    // The schema exists once the shipper has connected.
+    let table = wait_for(Duration::from_secs(20), || {
+        (ch.query_u64(
+            "SELECT count() FROM system.tables WHERE database = 'llmtrace' AND name = 'traces'",
+        ) == 1)
+            .then_some(())
+    });
+    assert!(table.is_some(), "schema not created:\n{}", first.log());
+
+    // ClickHouse stops answering; the agent keeps serving and spools.
+    ch.freeze();
+    let out = Probe {
+        cgroup: Some(&cg),
+        flags: ["--count", "300", "--concurrency", "8"]
+            .map(String::from)
+            .to_vec(),
+        ..Probe::default()
+    }
+    .run(&fake.addr.to_string());
+    assert_eq!(out["via_agent"], 300, "{out}");
+    // Rows reach the spool within the group-commit interval.
+    std::thread::sleep(Duration::from_millis(300));
+    first.kill();
+    ch.thaw();
+
+    let second = agent(&cg, fake.addr.port(), &ch, spool.path());
+    let shipped = wait_for(Duration::from_secs(30), || {
+        let n = ch.query_u64("SELECT uniqExact(trace_id) FROM llmtrace.traces");
+        (n >= 300).then_some(n)
+    });
+    assert_eq!(
+        shipped,
+        Some(300),
+        "shipped after restart:\n{}",
+        second.log()
+    );
+    // Nothing counted twice, whatever the server deduplicated or merged.
+    assert_eq!(
+        ch.query_u64("SELECT count() FROM llmtrace.traces FINAL"),
+        300
+    );
+    assert_eq!(
+        ch.query_u64("SELECT count() FROM llmtrace.traces FINAL WHERE comm = 'llmtrace-probe' AND intercepted = 0"),
+        300
+    );
+}
