@@ -1,0 +1,268 @@
+//! The local root CA on disk: create, load, rotate, and mint leaves from it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use rcgen::{Issuer, PublicKeyData};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::constraints::HostConstraints;
+use crate::files::{self, CERT_MODE, KEY_MODE};
+use crate::key::CaKey;
+use crate::leaf::{self, LeafPolicy, MintedLeaf};
+use crate::{CaError, root};
+
+/// What a new root is created with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaOptions {
+    /// Host patterns configured for interception (`api.openai.com`, `*.openai.azure.com`).
+    pub intercept_hosts: Vec<String>,
+    /// Limit the root to `intercept_hosts` with X.509 Name Constraints.
+    pub name_constraints: bool,
+}
+
+impl Default for CaOptions {
+    fn default() -> Self {
+        Self {
+            intercept_hosts: Vec::new(),
+            name_constraints: true,
+        }
+    }
+}
+
+impl CaOptions {
+    /// The constraints a root created with these options carries.
+    pub fn constraints(&self) -> Result<HostConstraints, CaError> {
+        if self.name_constraints {
+            HostConstraints::from_patterns(&self.intercept_hosts)
+        } else {
+            Ok(HostConstraints::unconstrained())
+        }
+    }
+}
+
+/// File locations inside a CA directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaPaths {
+    /// The directory itself.
+    pub dir: PathBuf,
+    /// Root certificate, PEM (`ca.pem`).
+    pub cert: PathBuf,
+    /// Root private key, PKCS#8 PEM, mode 0600 (`ca.key`).
+    pub key: PathBuf,
+    /// The root replaced by the last rotation, kept so operators can find and uninstall it.
+    pub prev_cert: PathBuf,
+}
+
+impl CaPaths {
+    /// Paths of the CA stored in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            cert: dir.join("ca.pem"),
+            key: dir.join("ca.key"),
+            prev_cert: dir.join("ca.prev.pem"),
+        }
+    }
+
+    fn any_exists(&self) -> bool {
+        self.cert.exists() || self.key.exists()
+    }
+}
+
+/// A loaded root CA able to mint leaves.
+pub struct CertificateAuthority {
+    paths: CaPaths,
+    cert_der: CertificateDer<'static>,
+    cert_pem: String,
+    issuer: Issuer<'static, CaKey>,
+    constraints: HostConstraints,
+    not_after: SystemTime,
+}
+
+impl CertificateAuthority {
+    /// Creates a root in `dir`. An existing CA is only replaced when `force` is set.
+    pub fn init(dir: &Path, opts: &CaOptions, force: bool) -> Result<Self, CaError> {
+        let paths = CaPaths::new(dir);
+        if paths.any_exists() && !force {
+            return Err(CaError::AlreadyExists(paths.dir));
+        }
+        Self::create(paths, opts)
+    }
+
+    /// Replaces the root with a new key and certificate; the old certificate is kept as
+    /// `ca.prev.pem`. Creates a root when there is none.
+    pub fn rotate(dir: &Path, opts: &CaOptions) -> Result<Self, CaError> {
+        Self::create(CaPaths::new(dir), opts)
+    }
+
+    /// Loads the CA in `dir`, creating it when the directory holds none.
+    pub fn load_or_init(dir: &Path, opts: &CaOptions) -> Result<Self, CaError> {
+        if CaPaths::new(dir).any_exists() {
+            Self::load(dir)
+        } else {
+            Self::init(dir, opts, false)
+        }
+    }
+
+    /// Loads the CA in `dir`, checking the key's permissions and that it matches the root.
+    pub fn load(dir: &Path) -> Result<Self, CaError> {
+        let paths = CaPaths::new(dir);
+        let cert_pem = files::read_optional(&paths.cert)?;
+        let key_pem = files::read_optional(&paths.key)?.map(zeroize::Zeroizing::new);
+        let (cert_pem, key_pem) = match (cert_pem, key_pem) {
+            (Some(c), Some(k)) => (c, k),
+            (None, None) => return Err(CaError::NotFound(paths.dir)),
+            (None, Some(_)) => return Err(CaError::Incomplete(paths.dir, "ca.pem")),
+            (Some(_), None) => return Err(CaError::Incomplete(paths.dir, "ca.key")),
+        };
+        files::check_key_mode(&paths.key)?;
+        let parse_err = |what, path: &Path, detail: String| CaError::Parse {
+            what,
+            path: path.to_path_buf(),
+            detail,
+        };
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| parse_err("certificate", &paths.cert, e.to_string()))?;
+        let info =
+            root::inspect(&cert_der).map_err(|e| parse_err("certificate", &paths.cert, e))?;
+        let key = CaKey::from_pem(&key_pem)
+            .map_err(|e| parse_err("private key", &paths.key, e.to_string()))?;
+        if key.subject_public_key_info() != info.spki {
+            return Err(CaError::KeyMismatch(paths.dir));
+        }
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key)
+            .map_err(|e| parse_err("certificate", &paths.cert, e.to_string()))?;
+        Ok(Self {
+            paths,
+            cert_der,
+            cert_pem,
+            issuer,
+            constraints: info.constraints,
+            not_after: info.not_after,
+        })
+    }
+
+    fn create(paths: CaPaths, opts: &CaOptions) -> Result<Self, CaError> {
+        let constraints = opts.constraints()?;
+        let new = root::generate(&constraints, SystemTime::now())?;
+        files::ensure_dir(&paths.dir)?;
+        // Stage everything first so a failure leaves the old CA intact.
+        let key = files::stage(&paths.key, new.key_pem.as_bytes(), KEY_MODE)?;
+        let cert = files::stage(&paths.cert, new.cert_pem.as_bytes(), CERT_MODE)?;
+        if let Some(old) = files::read_optional(&paths.cert)? {
+            files::stage(&paths.prev_cert, old.as_bytes(), CERT_MODE)?.commit()?;
+        }
+        key.commit()?;
+        cert.commit()?;
+        let info = root::inspect(&new.cert_der).map_err(|detail| CaError::Parse {
+            what: "generated certificate",
+            path: paths.cert.clone(),
+            detail,
+        })?;
+        tracing::info!(dir = %paths.dir.display(), "Created a new llmtrace root CA.");
+        Ok(Self {
+            paths,
+            cert_der: new.cert_der,
+            cert_pem: new.cert_pem,
+            issuer: new.issuer,
+            constraints,
+            not_after: info.not_after,
+        })
+    }
+
+    /// The root certificate, DER.
+    pub fn root_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    /// The root certificate, PEM.
+    pub fn root_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Where the CA's files live.
+    pub fn paths(&self) -> &CaPaths {
+        &self.paths
+    }
+
+    /// The root's name constraints as read from the certificate.
+    pub fn constraints(&self) -> &HostConstraints {
+        &self.constraints
+    }
+
+    /// Whether the root may vouch for `host`.
+    pub fn covers(&self, host: &str) -> bool {
+        self.constraints.covers(host)
+    }
+
+    /// The configured host patterns the root cannot vouch for; report these at startup with the
+    /// fix (`llmtrace ca rotate`).
+    pub fn uncovered<'a, S: AsRef<str>>(&self, patterns: &'a [S]) -> Vec<&'a str> {
+        patterns
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|p| !self.constraints.covers_pattern(p))
+            .collect()
+    }
+
+    /// End of the root's validity.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+
+    /// SHA-256 fingerprint of the root, colon-separated hex (as browsers and openssl show it).
+    pub fn fingerprint_sha256(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.cert_der);
+        let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        hex.join(":")
+    }
+
+    /// Mints a leaf for `sni` with the default policy, valid from now.
+    pub fn mint_leaf(&self, sni: &str) -> Result<MintedLeaf, CaError> {
+        self.mint_leaf_with(sni, &LeafPolicy::default(), SystemTime::now())
+    }
+
+    /// Mints a leaf for `sni`; refuses names the root's constraints do not permit, so the agent
+    /// never presents a certificate that clients would reject anyway.
+    pub fn mint_leaf_with(
+        &self,
+        sni: &str,
+        policy: &LeafPolicy,
+        now: SystemTime,
+    ) -> Result<MintedLeaf, CaError> {
+        if !self.covers(sni) {
+            return Err(CaError::NotCovered(sni.to_string()));
+        }
+        leaf::sign(&self.issuer, &self.cert_der, sni, policy, now)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn mint_unchecked(&self, sni: &str) -> MintedLeaf {
+        leaf::sign(
+            &self.issuer,
+            &self.cert_der,
+            sni,
+            &LeafPolicy::default(),
+            SystemTime::now(),
+        )
+        .unwrap()
+    }
+}
+
+impl fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("dir", &self.paths.dir)
+            .field("fingerprint", &self.fingerprint_sha256())
+            .field("constraints", &self.constraints)
+            .field("key", &self.issuer.key())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+#[path = "authority_tests.rs"]
+mod tests;
