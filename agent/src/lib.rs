@@ -11,4 +11,6 @@ pub mod config;
 pub mod dns;
 pub mod ebpf;
 pub mod identity;
+pub mod proxy;
+pub mod tls;
 pub mod transport;
