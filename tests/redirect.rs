@@ -1,1 +1,321 @@
+//! The kernel redirect, end to end: real eBPF programs attached to a per-test cgroup, the real
+//! agent binary, a fake provider on loopback and the probe client.
 
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use testkit::{
+    agent::{Agent, AgentConfig},
+    cgroup::TestCgroup,
+    dns::FakeDns,
+    echo::EchoServer,
+    net::free_port,
+    probe::{Probe, probe_in, probe_outside},
+    wait_for,
+};
+
+/// An agent whose only provider is `addrs` on `port`.
+fn agent_for(cg: &TestCgroup, port: u16, addrs: &[&str], intercept: &str) -> Agent {
+    let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    Agent::start(
+        cg,
+        &AgentConfig {
+            intercept: intercept.to_owned(),
+            rest: format!(
+                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [{}]\n",
+                list.join(", ")
+            ),
+        },
+    )
+}
+
+fn recent(agent: &Agent) -> Vec<Value> {
+    agent.status()["recent_connections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn assert_via_agent(out: &Value) {
+    assert_eq!(out["ok"], true, "{out}");
+    assert_eq!(
+        out["via_agent"], true,
+        "expected the connection to pass through the agent: {out}"
+    );
+}
+
+fn assert_direct(out: &Value) {
+    assert_eq!(out["ok"], true, "{out}");
+    assert_eq!(
+        out["via_agent"], false,
+        "expected a direct connection: {out}"
+    );
+}
+
+#[test]
+fn ipv4_connection_is_redirected_attributed_and_hidden() {
+    let cg = TestCgroup::new("v4");
+    let fake = EchoServer::start("127.0.0.2:0");
+    let agent = agent_for(&cg, fake.addr.port(), &["127.0.0.2"], "");
+    let out = probe_in(&cg, &fake.addr.to_string());
+    assert_via_agent(&out);
+    // getpeername() in the app shows the address it asked for, not the agent's.
+    assert_eq!(out["peer"], fake.addr.to_string());
+    let pid = out["pid"].as_u64().unwrap();
+    let conns = recent(&agent);
+    let c = conns
+        .iter()
+        .find(|c| c["pid"] == pid)
+        .unwrap_or_else(|| panic!("pid {pid} not in {conns:?}"));
+    assert_eq!(c["orig_dst"], fake.addr.to_string());
+    assert_eq!(c["comm"], "llmtrace-probe");
+    assert_eq!(c["client"], out["local"]);
+    assert!(
+        c["process"]["exe"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("llmtrace-probe"),
+        "{c}"
+    );
+    assert_eq!(
+        agent.metric("llmtrace_redirected_connections_total", "api.openai.com"),
+        1.0
+    );
+    assert!(
+        agent.log().contains("redirected connection"),
+        "the agent logs each redirected connection"
+    );
+}
+
+#[test]
+fn ipv6_and_v4_mapped_connections_are_redirected() {
+    let cg = TestCgroup::new("v6");
+    let v6 = EchoServer::start("[::1]:0");
+    let port = v6.addr.port();
+    let v4 = EchoServer::start(&format!("127.0.0.2:{port}"));
+    let agent = agent_for(&cg, port, &["::1", "127.0.0.2"], "");
+
+    let out = probe_in(&cg, &v6.addr.to_string());
+    assert_via_agent(&out);
+    assert_eq!(out["peer"], v6.addr.to_string());
+
+    // An AF_INET6 socket to ::ffff:127.0.0.2 goes through connect6, not connect4.
+    let mapped = format!("[::ffff:127.0.0.2]:{port}");
+    let out = probe_in(&cg, &mapped);
+    assert_via_agent(&out);
+    assert_eq!(out["peer"], mapped);
+    assert_eq!(v4.accepted(), 1);
+    assert_eq!(
+        agent.metric("llmtrace_redirected_connections_total", ""),
+        2.0
+    );
+}
+
+#[test]
+fn other_processes_destinations_and_marked_sockets_go_direct() {
+    let cg = TestCgroup::new("direct");
+    let fake = EchoServer::start("127.0.0.2:0");
+    let port = fake.addr.port();
+    let other_port = EchoServer::start("127.0.0.2:0");
+    let other_addr = EchoServer::start(&format!("127.0.0.3:{port}"));
+    let agent = agent_for(&cg, port, &["127.0.0.2"], "socket_mark = 4242");
+
+    // A process outside the cgroup.
+    assert_direct(&probe_outside(&fake.addr.to_string()));
+    // A port that is not configured, and an address that is not.
+    assert_direct(&probe_in(&cg, &other_port.addr.to_string()));
+    assert_direct(&probe_in(&cg, &other_addr.addr.to_string()));
+    // A socket carrying the agent's mark.
+    let marked = Probe {
+        cgroup: Some(&cg),
+        flags: vec!["--mark".into(), "4242".into()],
+    }
+    .run(&fake.addr.to_string());
+    assert_direct(&marked);
+    assert_eq!(
+        agent.metric("llmtrace_redirected_connections_total", ""),
+        0.0
+    );
+    assert_eq!(
+        agent.metric("llmtrace_ebpf_events_total", "self_skipped"),
+        1.0
+    );
+    // And the configured destination from inside is redirected.
+    assert_via_agent(&probe_in(&cg, &fake.addr.to_string()));
+}
+
+/// Probes until the connection goes direct; returns how long that took.
+fn time_until_direct(cg: &TestCgroup, addr: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    let flags = vec!["--timeout-ms".to_owned(), "300".to_owned()];
+    wait_for(limit, || {
+        let out = Probe {
+            cgroup: Some(cg),
+            flags: flags.clone(),
+        }
+        .run(addr);
+        (out["ok"] == true && out["via_agent"] == false).then_some(())
+    })
+    .unwrap_or_else(|| panic!("connections did not go direct within {limit:?}"));
+    start.elapsed()
+}
+
+#[test]
+fn fail_open_when_the_agent_is_frozen_or_killed() {
+    let cg = TestCgroup::new("failopen");
+    let fake = EchoServer::start("127.0.0.2:0");
+    let mut agent = agent_for(
+        &cg,
+        fake.addr.port(),
+        &["127.0.0.2"],
+        "heartbeat_timeout_ms = 500",
+    );
+    assert_via_agent(&probe_in(&cg, &fake.addr.to_string()));
+
+    agent.signal(Signal::SIGSTOP);
+    let took = time_until_direct(&cg, &fake.addr.to_string(), Duration::from_millis(1500));
+    eprintln!("frozen agent: direct after {took:?}");
+    agent.signal(Signal::SIGCONT);
+    // Thawed, it heartbeats again and intercepts again.
+    let back = wait_for(Duration::from_secs(3), || {
+        let out = probe_in(&cg, &fake.addr.to_string());
+        (out["via_agent"] == true).then_some(())
+    });
+    assert!(back.is_some(), "a thawed agent intercepts again");
+
+    agent.kill();
+    // A killed fail-open agent's links die with it: direct at once.
+    assert_direct(&probe_in(&cg, &fake.addr.to_string()));
+}
+
+#[test]
+fn fail_closed_refuses_while_the_agent_is_down_even_after_death() {
+    let cg = TestCgroup::new("failclosed");
+    let fake = EchoServer::start("127.0.0.2:0");
+    let mut agent = agent_for(
+        &cg,
+        fake.addr.port(),
+        &["127.0.0.2"],
+        "fail_mode = \"closed\"\nheartbeat_timeout_ms = 500",
+    );
+    assert_via_agent(&probe_in(&cg, &fake.addr.to_string()));
+    assert!(agent.pin_dir().exists(), "fail-closed pins the programs");
+
+    agent.kill();
+    std::thread::sleep(Duration::from_millis(700));
+    let out = probe_in(&cg, &fake.addr.to_string());
+    assert_eq!(out["ok"], false, "{out}");
+    assert!(
+        out["error"]
+            .as_str()
+            .unwrap()
+            .contains("Operation not permitted"),
+        "{out}"
+    );
+    // Other destinations are untouched.
+    let other = EchoServer::start("127.0.0.3:0");
+    assert_direct(&probe_in(&cg, &other.addr.to_string()));
+    assert_eq!(fake.accepted(), 1);
+}
+
+#[test]
+fn clean_exit_detaches_everything() {
+    let cg = TestCgroup::new("exit");
+    let fake = EchoServer::start("127.0.0.2:0");
+    let mut agent = agent_for(
+        &cg,
+        fake.addr.port(),
+        &["127.0.0.2"],
+        "fail_mode = \"closed\"",
+    );
+    assert_via_agent(&probe_in(&cg, &fake.addr.to_string()));
+    let status = agent.stop();
+    assert!(status.success(), "{status}\n{}", agent.log());
+    assert!(!agent.pin_dir().exists(), "pins removed on clean exit");
+    assert_direct(&probe_in(&cg, &fake.addr.to_string()));
+}
+
+#[test]
+fn ten_thousand_connections_are_all_attributed_and_tables_drain() {
+    let cg = TestCgroup::new("many");
+    let fake = EchoServer::start("127.0.0.2:0");
+    let agent = agent_for(&cg, fake.addr.port(), &["127.0.0.2"], "");
+    let before = agent.status()["kernel"].clone();
+    let out = Probe {
+        cgroup: Some(&cg),
+        flags: ["--count", "10000", "--concurrency", "16"]
+            .map(String::from)
+            .to_vec(),
+    }
+    .run(&fake.addr.to_string());
+    assert_eq!(out["via_agent"], 10_000, "{out}");
+    assert_eq!(out["failed"], 0, "{out}");
+    assert_eq!(
+        agent.metric("llmtrace_redirected_connections_total", ""),
+        10_000.0
+    );
+    assert_eq!(
+        agent.metric("llmtrace_unattributed_connections_total", ""),
+        0.0
+    );
+    let drained = wait_for(Duration::from_secs(10), || {
+        let k = agent.status()["kernel"].clone();
+        (k["tracked_connections"] == before["tracked_connections"]
+            && k["pending_records"] == before["pending_records"])
+            .then_some(k)
+    });
+    assert!(
+        drained.is_some(),
+        "kernel tables back to baseline: {}",
+        agent.status()["kernel"]
+    );
+    assert_eq!(agent.metric("llmtrace_active_connections", ""), 0.0);
+}
+
+#[test]
+fn provider_addresses_follow_dns() {
+    let cg = TestCgroup::new("dns");
+    let port = free_port("127.0.0.4");
+    let first = EchoServer::start(&format!("127.0.0.4:{port}"));
+    let second = EchoServer::start(&format!("127.0.0.5:{port}"));
+    let dns = FakeDns::start("llm.provider.test", &[Ipv4Addr::new(127, 0, 0, 4)], 1);
+    let agent = Agent::start(
+        &cg,
+        &AgentConfig {
+            intercept: String::new(),
+            rest: format!(
+                "[[providers]]\nhost = \"llm.provider.test\"\nport = {port}\n\
+                 [dns]\nnameservers = [\"{}\"]\nmin_refresh_ms = 200\nretry_ms = 100\n",
+                dns.addr
+            ),
+        },
+    );
+    let addresses = |agent: &Agent| agent.status()["providers"][0]["addresses"].clone();
+    let resolved = wait_for(Duration::from_secs(5), || {
+        (addresses(&agent) == serde_json::json!(["127.0.0.4"])).then_some(())
+    });
+    assert!(
+        resolved.is_some(),
+        "resolved: {}",
+        agent.status()["providers"]
+    );
+    assert_via_agent(&probe_in(&cg, &first.addr.to_string()));
+
+    dns.set(&[Ipv4Addr::new(127, 0, 0, 5)]);
+    let moved = wait_for(Duration::from_secs(5), || {
+        (addresses(&agent) == serde_json::json!(["127.0.0.5"])).then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "re-resolved: {}",
+        agent.status()["providers"]
+    );
+    assert_via_agent(&probe_in(&cg, &second.addr.to_string()));
+    // The old address was removed from the kernel map.
+    assert_direct(&probe_in(&cg, &first.addr.to_string()));
+    assert!(dns.queries() >= 2);
+}

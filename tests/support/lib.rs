@@ -1,1 +1,42 @@
+//! The end-to-end test kit: cgroups, a running agent, fake providers and the probe client.
+//!
+//! Everything here targets loopback only (127.0.0.0/8 and ::1): a connection that is not
+//! redirected must never leave the machine.
 
+pub mod agent;
+pub mod cgroup;
+pub mod dns;
+pub mod echo;
+pub mod net;
+pub mod probe;
+
+/// Path of a binary built by this workspace next to the test binaries (same profile dir).
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`, done by `cargo xtask test`)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `f` every 20 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,204 @@
+//! Running the real `llmtrace` binary against a test cgroup.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::unix::fs::MetadataExt,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::Duration,
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+use serde_json::Value;
+
+use crate::{cgroup::TestCgroup, net::free_port, wait_for};
+
+/// Settings of a test agent beyond the ones every test needs.
+#[derive(Debug, Default)]
+pub struct AgentConfig {
+    /// Extra keys for the `[intercept]` table (TOML lines).
+    pub intercept: String,
+    /// Extra top-level TOML (e.g. `[[providers]]` tables, `[dns]`).
+    pub rest: String,
+}
+
+/// A running agent process; killed (and its pins removed) when dropped.
+#[derive(Debug)]
+pub struct Agent {
+    child: Option<Child>,
+    /// Admin endpoint.
+    pub admin: SocketAddr,
+    /// Port of the redirect listener.
+    pub listen_port: u16,
+    /// The config file it runs with.
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+    pin_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts an agent intercepting `cgroup` and waits until it is ready.
+    pub fn start(cgroup: &TestCgroup, cfg: &AgentConfig) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listen_port = free_port("127.0.0.1");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+            .parse()
+            .unwrap();
+        let config_path = dir.path().join("config.toml");
+        let text = format!(
+            "state_dir = \"{state}\"\n\
+             [intercept]\n\
+             cgroup = \"{cg}\"\n\
+             listen_port = {listen_port}\n\
+             builtin_providers = false\n\
+             {intercept}\n\
+             [admin]\n\
+             listen = \"{admin}\"\n\
+             {rest}\n",
+            state = dir.path().join("state").display(),
+            cg = cgroup.path.display(),
+            intercept = cfg.intercept,
+            rest = cfg.rest,
+        );
+        std::fs::write(&config_path, text).expect("write config");
+        let log_path = dir.path().join("agent.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(crate::workspace_bin("llmtrace"))
+            .arg("--config")
+            .arg(&config_path)
+            .arg("run")
+            .env("LLMTRACE_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn llmtrace");
+        let ino = std::fs::metadata(&cgroup.path).expect("cgroup").ino();
+        let mut agent = Self {
+            child: Some(child),
+            admin,
+            listen_port,
+            config_path,
+            log_path,
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/llmtrace/cg{ino}")),
+            _dir: dir,
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&mut self) {
+        let ready = wait_for(Duration::from_secs(20), || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("agent exited during startup ({status}):\n{}", self.log());
+            }
+            http_get(self.admin, "/readyz").filter(|(code, _)| *code == 200)
+        });
+        assert!(ready.is_some(), "agent not ready in time:\n{}", self.log());
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The `/status` report.
+    pub fn status(&self) -> Value {
+        let (code, body) = http_get(self.admin, "/status").expect("admin reachable");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("status JSON")
+    }
+
+    /// Sum of every sample of metric `name` whose label text contains `labels`.
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        let (_, body) = http_get(self.admin, "/metrics").expect("admin reachable");
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Sends `sig` to the agent.
+    pub fn signal(&self, sig: Signal) {
+        nix::sys::signal::kill(Pid::from_raw(self.pid() as i32), sig).expect("signal agent");
+    }
+
+    /// SIGTERM and wait for exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait()
+    }
+
+    /// SIGKILL and wait for exit.
+    pub fn kill(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGKILL);
+        self.wait()
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = wait_for(Duration::from_secs(15), || child.try_wait().ok().flatten());
+        status.unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("agent did not exit in time:\n{}", self.log())
+        })
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Where a fail-closed agent pins its programs.
+    pub fn pin_dir(&self) -> &std::path::Path {
+        &self.pin_dir
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // A killed fail-closed agent leaves its programs pinned; unpinning detaches them.
+        if let Ok(entries) = std::fs::read_dir(&self.pin_dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+            let _ = std::fs::remove_dir(&self.pin_dir);
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET; `None` when the endpoint is not reachable.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+/// Runs `llmtrace` with `args` and returns (exit status, stderr).
+pub fn run_cli(args: &[&str]) -> (ExitStatus, String) {
+    let out = Command::new(crate::workspace_bin("llmtrace"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run llmtrace");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,183 @@
+//! `llmtrace-probe`: a tiny TCP client for the end-to-end tests.
+//!
+//! It connects to an address (optionally many times, concurrently, or with a socket mark),
+//! says hello, and reads the fake provider's answer, which names the peer address the
+//! provider saw. Comparing that with the probe's own local address tells whether the
+//! connection went through the agent (different) or direct (same). Prints one JSON object.
+//!
+//! Usage: llmtrace-probe ADDR [--count N] [--concurrency C] [--mark M] [--timeout-ms T]
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{SocketAddr, TcpStream},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use serde_json::json;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+struct Args {
+    addr: SocketAddr,
+    count: usize,
+    concurrency: usize,
+    mark: Option<u32>,
+    timeout: Duration,
+}
+
+fn parse_args() -> Args {
+    let mut it = std::env::args().skip(1);
+    let addr = it
+        .next()
+        .expect("usage: llmtrace-probe ADDR [options]")
+        .parse()
+        .expect("ADDR");
+    let mut args = Args {
+        addr,
+        count: 1,
+        concurrency: 1,
+        mark: None,
+        timeout: Duration::from_secs(3),
+    };
+    while let Some(flag) = it.next() {
+        let value = it.next().expect("flag value");
+        match flag.as_str() {
+            "--count" => args.count = value.parse().expect("--count"),
+            "--concurrency" => args.concurrency = value.parse().expect("--concurrency"),
+            "--mark" => args.mark = Some(value.parse().expect("--mark")),
+            "--timeout-ms" => {
+                args.timeout = Duration::from_millis(value.parse().expect("--timeout-ms"));
+            }
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    args
+}
+
+/// What one connection saw.
+struct Outcome {
+    local: SocketAddr,
+    peer: SocketAddr,
+    server_saw: String,
+}
+
+fn probe_once(args: &Args) -> Result<Outcome, String> {
+    let socket = Socket::new(
+        Domain::for_address(args.addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    if let Some(mark) = args.mark {
+        socket.set_mark(mark).map_err(|e| format!("SO_MARK: {e}"))?;
+    }
+    socket
+        .connect_timeout(&SockAddr::from(args.addr), args.timeout)
+        .map_err(|e| format!("connect: {e}"))?;
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(args.timeout))
+        .map_err(|e| e.to_string())?;
+    let local = stream
+        .local_addr()
+        .map_err(|e| format!("getsockname: {e}"))?;
+    let peer = stream
+        .peer_addr()
+        .map_err(|e| format!("getpeername: {e}"))?;
+    (&stream)
+        .write_all(b"hello\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(|e| format!("read: {e}"))?;
+    let server_saw = line
+        .trim()
+        .strip_prefix("peer=")
+        .ok_or_else(|| format!("unexpected answer {line:?}"))?
+        .to_owned();
+    Ok(Outcome {
+        local,
+        peer,
+        server_saw,
+    })
+}
+
+/// Normalises `::ffff:a.b.c.d` so addresses compare across families.
+fn plain(addr: &str) -> String {
+    addr.parse::<SocketAddr>()
+        .map(|a| match a {
+            SocketAddr::V6(v6) => v6
+                .ip()
+                .to_ipv4_mapped()
+                .map_or(a, |v4| SocketAddr::new(v4.into(), v6.port())),
+            SocketAddr::V4(_) => a,
+        })
+        .map_or_else(|_| addr.to_owned(), |a| a.to_string())
+}
+
+fn via_agent(o: &Outcome) -> bool {
+    plain(&o.server_saw) != plain(&o.local.to_string())
+}
+
+#[derive(Default)]
+struct Tally {
+    via_agent: usize,
+    direct: usize,
+    failed: usize,
+    errors: Vec<String>,
+}
+
+fn main() {
+    let args = Arc::new(parse_args());
+    if args.count == 1 {
+        let out = match probe_once(&args) {
+            Ok(o) => json!({
+                "ok": true,
+                "pid": std::process::id(),
+                "local": o.local.to_string(),
+                "peer": o.peer.to_string(),
+                "server_saw": o.server_saw,
+                "via_agent": via_agent(&o),
+            }),
+            Err(e) => json!({"ok": false, "pid": std::process::id(), "error": e}),
+        };
+        println!("{out}");
+        return;
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let workers: Vec<_> = (0..args.concurrency.max(1))
+        .map(|_| {
+            let (args, next, tally) = (args.clone(), next.clone(), tally.clone());
+            std::thread::spawn(move || {
+                while next.fetch_add(1, Ordering::Relaxed) < args.count {
+                    let r = probe_once(&args);
+                    let mut t = tally.lock().expect("tally");
+                    match r {
+                        Ok(o) if via_agent(&o) => t.via_agent += 1,
+                        Ok(_) => t.direct += 1,
+                        Err(e) => {
+                            t.failed += 1;
+                            if t.errors.len() < 5 {
+                                t.errors.push(e);
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let t = tally.lock().expect("tally");
+    println!(
+        "{}",
+        json!({"pid": std::process::id(), "via_agent": t.via_agent, "direct": t.direct,
+               "failed": t.failed, "errors": t.errors})
+    );
+}
