@@ -1,7 +1,7 @@
 //! The local root CA on disk: create, load, rotate, and mint leaves from it.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use rcgen::{Issuer, PublicKeyData};
@@ -12,65 +12,8 @@ use crate::constraints::HostConstraints;
 use crate::files::{self, CERT_MODE, KEY_MODE};
 use crate::key::CaKey;
 use crate::leaf::{self, LeafPolicy, MintedLeaf};
+pub(crate) use crate::options::{CaOptions, CaPaths};
 use crate::{CaError, root};
-
-/// What a new root is created with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaOptions {
-    /// Host patterns configured for interception (`api.openai.com`, `*.openai.azure.com`).
-    pub intercept_hosts: Vec<String>,
-    /// Limit the root to `intercept_hosts` with X.509 Name Constraints.
-    pub name_constraints: bool,
-}
-
-impl Default for CaOptions {
-    fn default() -> Self {
-        Self {
-            intercept_hosts: Vec::new(),
-            name_constraints: true,
-        }
-    }
-}
-
-impl CaOptions {
-    /// The constraints a root created with these options carries.
-    pub fn constraints(&self) -> Result<HostConstraints, CaError> {
-        if self.name_constraints {
-            HostConstraints::from_patterns(&self.intercept_hosts)
-        } else {
-            Ok(HostConstraints::unconstrained())
-        }
-    }
-}
-
-/// File locations inside a CA directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaPaths {
-    /// The directory itself.
-    pub dir: PathBuf,
-    /// Root certificate, PEM (`ca.pem`).
-    pub cert: PathBuf,
-    /// Root private key, PKCS#8 PEM, mode 0600 (`ca.key`).
-    pub key: PathBuf,
-    /// The root replaced by the last rotation, kept so operators can find and uninstall it.
-    pub prev_cert: PathBuf,
-}
-
-impl CaPaths {
-    /// Paths of the CA stored in `dir`.
-    pub fn new(dir: &Path) -> Self {
-        Self {
-            dir: dir.to_path_buf(),
-            cert: dir.join("ca.pem"),
-            key: dir.join("ca.key"),
-            prev_cert: dir.join("ca.prev.pem"),
-        }
-    }
-
-    fn any_exists(&self) -> bool {
-        self.cert.exists() || self.key.exists()
-    }
-}
 
 /// A loaded root CA able to mint leaves.
 pub struct CertificateAuthority {
@@ -206,6 +149,22 @@ impl CertificateAuthority {
             .map(AsRef::as_ref)
             .filter(|p| !self.constraints.covers_pattern(p))
             .collect()
+    }
+
+    /// A sentence for the startup log when configured patterns fall outside the root's
+    /// constraints, naming them and the fix; `None` when everything is covered.
+    pub fn coverage_problem<S: AsRef<str>>(&self, patterns: &[S]) -> Option<String> {
+        let missing = self.uncovered(patterns);
+        if missing.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "The llmtrace root CA in {} is not allowed to issue certificates for {} (its name \
+             constraints predate this configuration), so that traffic will not be intercepted. \
+             Run `llmtrace ca rotate` and reinstall the new root to cover them.",
+            self.paths.dir.display(),
+            missing.join(", ")
+        ))
     }
 
     /// End of the root's validity.

@@ -158,6 +158,9 @@ fn uncovered_lists_configured_patterns_the_root_cannot_serve() {
         "*.openai.azure.com".to_string(),
     ];
     assert_eq!(ca.uncovered(&configured), ["*.openai.azure.com"]);
+    let problem = ca.coverage_problem(&configured).unwrap();
+    assert!(problem.contains("*.openai.azure.com") && problem.contains("llmtrace ca rotate"));
+    assert!(ca.coverage_problem(&configured[..1]).is_none());
     assert!(matches!(
         ca.mint_leaf("x.openai.azure.com"),
         Err(CaError::NotCovered(_))

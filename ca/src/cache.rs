@@ -35,7 +35,7 @@ impl Default for LeafCacheConfig {
         Self {
             capacity: 1024,
             policy: LeafPolicy::default(),
-            refresh_margin: Duration::from_secs(24 * 3600),
+            refresh_margin: Duration::from_hours(24),
         }
     }
 }
@@ -237,7 +237,11 @@ mod tests {
         let config = LeafCacheConfig::default();
         let cache = LeafCache::with_clock(ca(dir.path()), config, clock);
         let first = cache.get("a.example.com").unwrap();
-        let just_before = config.policy.validity - config.refresh_margin - Duration::from_secs(1);
+        let just_before = config
+            .policy
+            .validity
+            .checked_sub(config.refresh_margin + Duration::from_secs(1))
+            .unwrap();
         *lock(&offset) = just_before;
         assert!(Arc::ptr_eq(&first, &cache.get("a.example.com").unwrap()));
         *lock(&offset) = just_before + Duration::from_secs(2);

@@ -27,8 +27,8 @@ pub struct LeafPolicy {
 impl Default for LeafPolicy {
     fn default() -> Self {
         Self {
-            validity: Duration::from_secs(7 * 24 * 3600),
-            backdate: Duration::from_secs(3600),
+            validity: Duration::from_hours(7 * 24),
+            backdate: Duration::from_hours(1),
             include_root: false,
         }
     }

@@ -132,7 +132,12 @@ mod tests {
         assert_eq!(cache.mint_count(), 2);
 
         // A name the root does not cover gets no certificate: the handshake fails.
-        let refused = round_trip(server, client, "example.org").await;
+        let refused = round_trip(server.clone(), client.clone(), "example.org").await;
+        assert!(refused.is_err(), "{refused:?}");
+        // Without SNI there is no name to vouch for: no certificate either.
+        let mut no_sni = (*client).clone();
+        no_sni.enable_sni = false;
+        let refused = round_trip(server, Arc::new(no_sni), "api.openai.com").await;
         assert!(refused.is_err(), "{refused:?}");
         assert_eq!(cache.mint_count(), 2);
     }

@@ -16,9 +16,9 @@ use crate::constraints::HostConstraints;
 use crate::key::CaKey;
 
 /// How long a root is valid. Long, because replacing a root means reinstalling it everywhere.
-const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+const ROOT_VALIDITY: Duration = Duration::from_hours(10 * 365 * 24);
 /// Back-dating for clock skew between this host and clients.
-const BACKDATE: Duration = Duration::from_secs(3600);
+const BACKDATE: Duration = Duration::from_hours(1);
 
 /// A freshly generated root: key, issuer state and certificate.
 pub(crate) struct NewRoot {

@@ -1,0 +1,3 @@
+//! Command-line subcommands other than running the agent.
+
+pub mod ca;
