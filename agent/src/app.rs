@@ -25,11 +25,9 @@ use crate::{
     config::{Config, FailMode, effective_providers},
     dns::{self, ProviderTable, SystemResolver},
     ebpf::{Kernel, KernelOptions, cgroup, stats_name},
-    transport::{listener, passthrough::Passthrough},
+    proxy,
+    transport::listener,
 };
-
-/// How long shutdown waits for open connections before closing them.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
@@ -39,7 +37,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     };
     cgroup::check(&cgroup).context("intercept.cgroup")?;
     let providers = effective_providers(&config);
-    let table = ProviderTable::new(providers, Instant::now());
+    let table = ProviderTable::new(providers.clone(), Instant::now());
     let provider_names = Arc::new(table.names());
     let table = Arc::new(Mutex::new(table));
 
@@ -90,18 +88,24 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     ));
 
     let recent = Arc::new(RecentConnections::new(config.admin.recent_connections));
-    let handler = Arc::new(Passthrough {
-        socket_mark: i.socket_mark,
-        connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
-        metrics: metrics.clone(),
-        recent: recent.clone(),
-    });
+    let built = proxy::build::from_config(
+        &config,
+        &providers,
+        &mut registry,
+        metrics.clone(),
+        recent.clone(),
+        shutdown.clone(),
+    )?;
+    let records_task = tokio::spawn(proxy::build::log_records(built.records));
+    let handler = built.handler;
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
         handler,
         provider_names,
         metrics,
-        limit: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS.min(100_000))),
+        limit: Arc::new(Semaphore::new(
+            config.proxy.max_connections.min(Semaphore::MAX_PERMITS),
+        )),
         next_id: AtomicU64::new(1),
     });
     let listen_names: Vec<String> = listeners
@@ -153,12 +157,11 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     drop(acceptor);
     kernel.detach();
     tasks.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
-        .await
-        .is_err()
-    {
-        warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after the drain timeout; closing them");
+    let drain = Duration::from_millis(config.proxy.drain_timeout_ms);
+    if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
+        warn!(timeout = ?drain, "connections still open after the drain timeout; closing them");
     }
+    records_task.abort();
     let _ = admin_task.await;
     info!("stopped");
     Ok(())

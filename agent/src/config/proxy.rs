@@ -64,7 +64,10 @@ impl ProxyConfig {
     /// Checks ranges serde cannot; returns the offending key and why.
     pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
         let positive: [(&'static str, u64); 6] = [
-            ("proxy.client_hello_timeout_ms", self.client_hello_timeout_ms),
+            (
+                "proxy.client_hello_timeout_ms",
+                self.client_hello_timeout_ms,
+            ),
             ("proxy.handshake_timeout_ms", self.handshake_timeout_ms),
             ("proxy.header_read_timeout_ms", self.header_read_timeout_ms),
             ("proxy.idle_timeout_ms", self.idle_timeout_ms),

@@ -81,7 +81,11 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts an exchange (the request phase's first step).
-    pub fn start(proxy: &Arc<Intercept>, conn: &Arc<ConnectionContext>, head: &hyper::http::request::Parts) -> Self {
+    pub fn start(
+        proxy: &Arc<Intercept>,
+        conn: &Arc<ConnectionContext>,
+        head: &hyper::http::request::Parts,
+    ) -> Self {
         let seq = conn.exchanges.fetch_add(1, Ordering::Relaxed) + 1;
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
         proxy.metrics.active_exchanges.inc();
@@ -130,7 +134,11 @@ impl Recorder {
         c.conn.bytes_down.fetch_add(bytes_down, Ordering::Relaxed);
         let m = &self.proxy.metrics;
         m.active_exchanges.dec();
-        m.exchange(if c.error.is_some() && c.status.is_none() { None } else { c.status });
+        m.exchange(if c.error.is_some() && c.status.is_none() {
+            None
+        } else {
+            c.status
+        });
         let record = ExchangeRecord {
             connection_id: c.conn.id,
             exchange_seq: c.seq,
@@ -160,13 +168,17 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        self.finish(0, Some("the exchange was abandoned before it completed".to_owned()));
+        self.finish(
+            0,
+            Some("the exchange was abandoned before it completed".to_owned()),
+        );
     }
 }
 
 /// Microseconds since the epoch.
 pub fn micros_since_epoch(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// `HTTP/1.1`, `HTTP/2.0`, …

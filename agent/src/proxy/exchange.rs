@@ -12,8 +12,7 @@ use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
 use hyper::{
-    Request, Response, StatusCode, body::Incoming, header, header::HeaderValue,
-    upgrade::OnUpgrade,
+    Request, Response, StatusCode, body::Incoming, header, header::HeaderValue, upgrade::OnUpgrade,
 };
 use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
@@ -86,8 +85,7 @@ async fn phases(
     ctx.upstream_alpn = Some(sent.alpn);
     ctx.first_byte = Some(ctx.started.elapsed());
     ctx.status = Some(head.status.as_u16());
-    if let Verdict::Block { status, message } = proxy.hook.on_response(recorder.ctx(), &mut head)
-    {
+    if let Verdict::Block { status, message } = proxy.hook.on_response(recorder.ctx(), &mut head) {
         return Err(ProxyError::Blocked { status, message });
     }
     headers::prepare_response(&mut head);
@@ -138,4 +136,3 @@ fn rescue(mut recorder: Recorder, e: &ProxyError) -> Response<ResponseBody> {
     h.insert("x-llmtrace-error", HeaderValue::from_static("1"));
     resp
 }
-

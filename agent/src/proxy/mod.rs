@@ -9,6 +9,7 @@
 
 pub mod activity;
 pub mod body;
+pub mod build;
 pub mod context;
 pub mod error;
 pub mod exchange;
@@ -240,17 +241,20 @@ impl ConnectionHandler for Intercept {
             sni: None,
         };
         let l = &self.limits;
-        let sniffed =
-            match sniff::read_client_hello(&mut stream, l.max_client_hello_bytes, l.client_hello_timeout)
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    info!(conn = id, error = %e, "the app's connection failed before its ClientHello");
-                    meta.finish(&self, false, None, 0, 0, Some(e.to_string()));
-                    return;
-                }
-            };
+        let sniffed = match sniff::read_client_hello(
+            &mut stream,
+            l.max_client_hello_bytes,
+            l.client_hello_timeout,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                info!(conn = id, error = %e, "the app's connection failed before its ClientHello");
+                meta.finish(&self, false, None, 0, 0, Some(e.to_string()));
+                return;
+            }
+        };
         meta.sni = sniffed.hello.as_ref().ok().and_then(|h| h.sni.clone());
         let decision = route::decide(&sniffed.hello, &self.names, |sni| {
             self.rejected.contains(meta.who(), sni, Instant::now())
@@ -259,7 +263,11 @@ impl ConnectionHandler for Intercept {
             Decision::Splice(reason) => {
                 self.metrics.connection("splice", reason.as_str());
                 if let SpliceReason::NotHello(why) = reason {
-                    info!(conn = id, reason = why.as_str(), "no usable TLS ClientHello; relaying untouched");
+                    info!(
+                        conn = id,
+                        reason = why.as_str(),
+                        "no usable TLS ClientHello; relaying untouched"
+                    );
                 }
                 splice::relay(&self, &meta, stream, sniffed.buffered, reason).await;
             }
@@ -311,7 +319,9 @@ impl ConnectionMeta {
         bytes_down: u64,
         error: Option<String>,
     ) {
-        proxy.recent.closed(self.id, bytes_up, bytes_down, error.clone());
+        proxy
+            .recent
+            .closed(self.id, bytes_up, bytes_down, error.clone());
         proxy.tee.emit(ExchangeRecord {
             connection_id: self.id,
             exchange_seq: 0,

@@ -37,7 +37,10 @@ impl RejectedCerts {
         }
         if entries.len() >= self.capacity {
             // Still full of live entries: forget the oldest.
-            if let Some(oldest) = entries.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone())
+            if let Some(oldest) = entries
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
             {
                 entries.remove(&oldest);
             }
@@ -61,7 +64,10 @@ impl RejectedCerts {
 
     /// Number of remembered pairs (expired ones included until touched).
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("rejected-cert memory poisoned").len()
+        self.entries
+            .lock()
+            .expect("rejected-cert memory poisoned")
+            .len()
     }
 
     /// Whether nothing is remembered.
@@ -82,7 +88,11 @@ mod tests {
         assert!(m.contains("/usr/bin/curl", "api.openai.com", t0));
         assert!(!m.contains("/usr/bin/python3", "api.openai.com", t0));
         assert!(!m.contains("/usr/bin/curl", "api.anthropic.com", t0));
-        assert!(!m.contains("/usr/bin/curl", "api.openai.com", t0 + Duration::from_secs(11)));
+        assert!(!m.contains(
+            "/usr/bin/curl",
+            "api.openai.com",
+            t0 + Duration::from_secs(11)
+        ));
     }
 
     #[test]

@@ -144,11 +144,16 @@ mod tests {
         assert_eq!(d, Decision::Splice(SpliceReason::NotIntercepted));
         let d = decide(&hello(None, &[]), &names, |_| false);
         assert_eq!(d, Decision::Splice(SpliceReason::NoSni));
-        let d = decide(&hello(Some("api.openai.com"), &[b"imap"]), &names, |_| false);
+        let d = decide(&hello(Some("api.openai.com"), &[b"imap"]), &names, |_| {
+            false
+        });
         assert_eq!(d, Decision::Splice(SpliceReason::UnsupportedAlpn));
         let d = decide(&hello(Some("api.openai.com"), &[]), &names, |_| true);
         assert_eq!(d, Decision::Splice(SpliceReason::RejectedCertificate));
         let d = decide(&Err(NotHello::NotTls), &names, |_| false);
-        assert_eq!(d.clone(), Decision::Splice(SpliceReason::NotHello(NotHello::NotTls)));
+        assert_eq!(
+            d.clone(),
+            Decision::Splice(SpliceReason::NotHello(NotHello::NotTls))
+        );
     }
 }

@@ -16,16 +16,17 @@ pub async fn relay(
     reason: SpliceReason,
 ) {
     let dst = meta.redirect.orig_dst;
-    let mut upstream =
-        match connect_marked(dst, proxy.socket_mark, proxy.limits.connect_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
-                proxy.transport_metrics.upstream_connect_errors.inc();
-                warn!(conn = meta.id, error = %e, "cannot reach the original destination; closing the client connection");
-                meta.finish(proxy, false, Some(reason), 0, 0, Some(e.to_string()));
-                return;
-            }
-        };
+    let mut upstream = match connect_marked(dst, proxy.socket_mark, proxy.limits.connect_timeout)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            proxy.transport_metrics.upstream_connect_errors.inc();
+            warn!(conn = meta.id, error = %e, "cannot reach the original destination; closing the client connection");
+            meta.finish(proxy, false, Some(reason), 0, 0, Some(e.to_string()));
+            return;
+        }
+    };
     let mut client = Prefixed::new(buffered, stream);
     let (up, down, error) = match splice_io(&mut client, &mut upstream).await {
         Ok(s) => (s.bytes_up, s.bytes_down, None),

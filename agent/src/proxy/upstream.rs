@@ -98,7 +98,10 @@ fn take_request(
     let body = body.expect("the request body is present until the request is sent");
     prepare_request(head, &key.sni, matches!(sender, Sender::H2(_)), upgrade)?;
     let placeholder = Request::new(()).into_parts().0;
-    Ok(Request::from_parts(std::mem::replace(head, placeholder), body))
+    Ok(Request::from_parts(
+        std::mem::replace(head, placeholder),
+        body,
+    ))
 }
 
 async fn try_send(
