@@ -15,7 +15,9 @@ pub mod error;
 pub mod exchange;
 pub mod headers;
 pub mod hook;
+pub mod meta;
 pub mod metrics;
+mod mitm;
 pub mod pool;
 pub mod record;
 pub mod rejected;
@@ -25,22 +27,20 @@ pub mod splice;
 pub mod upstream;
 
 use std::{
-    net::SocketAddr,
-    sync::{Arc, atomic::AtomicU64},
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use rustls::server::ResolvesServerCert;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
+pub use self::meta::ConnectionMeta;
 use self::{
-    context::{ConnectionContext, micros_since_epoch},
     hook::ExchangeHook,
     metrics::ProxyMetrics,
     pool::Pool,
-    record::{ExchangeRecord, RecordTee},
+    record::RecordTee,
     rejected::RejectedCerts,
     route::{Decision, InterceptNames, SpliceReason},
 };
@@ -48,8 +48,8 @@ use crate::{
     admin::{metrics::TransportMetrics, status::RecentConnections},
     config::{ProxyConfig, UpstreamConfig},
     identity::ProcessDetails,
-    tls::{Alpn, ServerTls, UpstreamTls},
-    transport::{Accepted, ConnectionHandler, Redirect, prefixed::Prefixed, sniff},
+    tls::{ServerTls, UpstreamTls},
+    transport::{Accepted, ConnectionHandler, prefixed::Prefixed, sniff},
 };
 
 /// Limits and timeouts, from `[proxy]` and `[upstream]`.
@@ -164,60 +164,6 @@ impl Intercept {
     pub fn rejected(&self) -> &RejectedCerts {
         &self.rejected
     }
-
-    async fn mitm(
-        self: &Arc<Self>,
-        meta: &ConnectionMeta,
-        stream: Prefixed<TcpStream>,
-        sni: String,
-        protocols: Vec<Vec<u8>>,
-    ) {
-        let accepted = self
-            .server_tls
-            .accept(stream, &protocols, self.limits.handshake_timeout)
-            .await;
-        let tls = match accepted {
-            Ok(tls) => tls,
-            Err(failure) => {
-                self.metrics.handshake_failure(failure.cause());
-                if failure.is_certificate_rejection() {
-                    self.rejected.remember(meta.who(), &sni, Instant::now());
-                    self.metrics.rejected_certificate_remembered.inc();
-                    warn!(conn = meta.id, sni, exe = meta.who(), error = %failure,
-                        "the app does not trust the llmtrace CA for this name; its next connections to it are relayed untouched");
-                } else {
-                    warn!(conn = meta.id, sni, error = %failure, "TLS handshake with the app failed");
-                }
-                meta.finish(self, true, None, 0, 0, Some(failure.to_string()));
-                return;
-            }
-        };
-        let alpn = Alpn::from_negotiated(tls.get_ref().1.alpn_protocol());
-        let ctx = Arc::new(ConnectionContext {
-            id: meta.id,
-            client: meta.client,
-            orig_dst: meta.redirect.orig_dst,
-            process: meta.redirect.process.clone(),
-            exe: meta.exe.clone(),
-            sni: sni.as_str().into(),
-            alpn,
-            exchanges: std::sync::atomic::AtomicU32::new(0),
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-            bytes_up: AtomicU64::new(0),
-            bytes_down: AtomicU64::new(0),
-        });
-        debug!(conn = meta.id, sni, alpn = alpn.as_str(), "intercepting");
-        let result = serve::serve_http(self.clone(), ctx.clone(), tls).await;
-        let error = result.err().map(|e| e.to_string());
-        if let Some(e) = &error {
-            debug!(conn = meta.id, error = %e, "intercepted connection ended with an error");
-        }
-        let (up, down) = (
-            ctx.bytes_up.load(std::sync::atomic::Ordering::Relaxed),
-            ctx.bytes_down.load(std::sync::atomic::Ordering::Relaxed),
-        );
-        self.recent.closed(meta.id, up, down, error);
-    }
 }
 
 impl ConnectionHandler for Intercept {
@@ -277,73 +223,5 @@ impl ConnectionHandler for Intercept {
                 self.mitm(&meta, stream, sni, protocols).await;
             }
         }
-    }
-}
-
-/// What is known about a connection before (or without) HTTP.
-#[derive(Debug)]
-pub struct ConnectionMeta {
-    /// Connection id.
-    pub id: u64,
-    /// The app's endpoint.
-    pub client: SocketAddr,
-    /// Destination and process.
-    pub redirect: Redirect,
-    /// Start (monotonic).
-    pub started: Instant,
-    /// Start (wall clock).
-    pub started_at: SystemTime,
-    /// Executable path.
-    pub exe: Option<String>,
-    /// Server name from the ClientHello.
-    pub sni: Option<String>,
-}
-
-impl ConnectionMeta {
-    /// The app's identity for the rejected-certificate memory: its executable, or its command
-    /// name when the executable cannot be read.
-    pub fn who(&self) -> &str {
-        self.exe
-            .as_deref()
-            .unwrap_or(self.redirect.process.comm.as_str())
-    }
-
-    /// Records a connection that carried no HTTP exchange of its own (relayed, or failed
-    /// before HTTP), and closes it in `/status`.
-    pub fn finish(
-        &self,
-        proxy: &Intercept,
-        intercepted: bool,
-        reason: Option<SpliceReason>,
-        bytes_up: u64,
-        bytes_down: u64,
-        error: Option<String>,
-    ) {
-        proxy
-            .recent
-            .closed(self.id, bytes_up, bytes_down, error.clone());
-        proxy.tee.emit(ExchangeRecord {
-            connection_id: self.id,
-            exchange_seq: 0,
-            started_at_us: micros_since_epoch(self.started_at),
-            first_byte_us: None,
-            duration_us: self.started.elapsed().as_micros() as u64,
-            sni: self.sni.clone(),
-            alpn: Alpn::None.as_str(),
-            upstream_alpn: None,
-            http_version: None,
-            method: None,
-            path: None,
-            status: None,
-            bytes_up,
-            bytes_down,
-            client: self.client,
-            orig_dst: self.redirect.orig_dst,
-            process: self.redirect.process.clone(),
-            exe: self.exe.clone(),
-            error,
-            intercepted,
-            not_intercepted_reason: reason.map(SpliceReason::as_str),
-        });
     }
 }

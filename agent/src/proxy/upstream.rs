@@ -74,9 +74,14 @@ pub async fn send(
     }
     let sender = open(proxy, &key, upgrade).await?;
     let req = take_request(&mut head, body.take(), &key, &sender, upgrade)?;
-    try_send(proxy, &key, sender, req)
+    let mut sent = try_send(proxy, &key, sender, req)
         .await
-        .map_err(|e| ProxyError::UpstreamRequest(e.into_error()))
+        .map_err(|e| ProxyError::UpstreamRequest(e.into_error()))?;
+    if upgrade {
+        // An upgraded connection belongs to its tunnel; it never goes back to the pool.
+        sent.pool_return = None;
+    }
+    Ok(sent)
 }
 
 fn checkout(proxy: &Intercept, key: &PoolKey) -> Option<Sender> {

@@ -89,7 +89,11 @@ pub async fn read_client_hello<S: AsyncRead + Unpin>(
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let mut chunk = [0u8; 4096];
-        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await;
+        // Never read past the bound: bytes beyond it are not ours to hold.
+        let room = max_bytes
+            .saturating_sub(buffered.len())
+            .clamp(1, chunk.len());
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk[..room])).await;
         let hello = match read {
             Err(_) => Err(NotHello::Timeout),
             Ok(Err(e)) => return Err(e),

@@ -74,11 +74,11 @@ async fn event_delays(addr: SocketAddr, ca: &Path, h2: bool) -> Vec<u64> {
 fn summary(mut d: Vec<u64>) -> String {
     d.sort_unstable();
     let mean = d.iter().sum::<u64>() / d.len() as u64;
-    let p = |q: f64| d[((d.len() - 1) as f64 * q) as usize];
+    let p = |percent: usize| d[(d.len() - 1) * percent / 100];
     format!(
         "mean {mean:>5} µs  p50 {:>5} µs  p99 {:>5} µs  max {:>6} µs",
-        p(0.5),
-        p(0.99),
+        p(50),
+        p(99),
         d[d.len() - 1]
     )
 }

@@ -70,5 +70,9 @@ impl ResolvesServerCert for BySni {
 /// SHA-256 of a certificate, hex.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    d.as_ref().iter().fold(String::new(), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }

@@ -68,10 +68,12 @@ impl World {
         });
         let upstream = FakeUpstream::start("127.0.0.3", resolver).await;
 
-        let mut config = Config::default();
-        config.state_dir = dir.path().join("state");
+        let mut config = Config {
+            state_dir: dir.path().join("state"),
+            proxy: proxy_config,
+            ..Config::default()
+        };
         config.upstream.extra_root_certs = vec![upstream_ca_pem.clone()];
-        config.proxy = proxy_config;
         let providers: Vec<ProviderSpec> = [NAME, BAD_NAME]
             .iter()
             .map(|h| ProviderSpec {
