@@ -61,6 +61,18 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     };
     let admin_listener = admin::server::bind(config.admin.listen).await?;
 
+    // The CA and trust store before the hook: a broken CA must not redirect anything.
+    let shutdown = CancellationToken::new();
+    let recent = Arc::new(RecentConnections::new(config.admin.recent_connections));
+    let built = proxy::build::from_config(
+        &config,
+        &providers,
+        &mut registry,
+        metrics.clone(),
+        recent.clone(),
+        shutdown.clone(),
+    )?;
+
     let kernel = Kernel::attach(&KernelOptions {
         cgroup: cgroup.clone(),
         listen_ipv4: i.listen_ipv4,
@@ -74,7 +86,6 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     })?;
     registry.register_collector(Box::new(kernel.stats.clone()));
 
-    let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let heartbeat = spawn_heartbeat(&kernel, &config, &shutdown);
 
@@ -87,15 +98,6 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         shutdown.clone(),
     ));
 
-    let recent = Arc::new(RecentConnections::new(config.admin.recent_connections));
-    let built = proxy::build::from_config(
-        &config,
-        &providers,
-        &mut registry,
-        metrics.clone(),
-        recent.clone(),
-        shutdown.clone(),
-    )?;
     let records_task = tokio::spawn(proxy::build::log_records(built.records));
     let handler = built.handler;
     let acceptor = Arc::new(listener::Acceptor {
