@@ -134,11 +134,10 @@ impl Recorder {
         c.conn.bytes_down.fetch_add(bytes_down, Ordering::Relaxed);
         let m = &self.proxy.metrics;
         m.active_exchanges.dec();
-        m.exchange(if c.error.is_some() && c.status.is_none() {
-            None
-        } else {
-            c.status
-        });
+        m.exchange(c.status);
+        if c.error.is_some() {
+            m.exchange_errors.inc();
+        }
         let record = ExchangeRecord {
             connection_id: c.conn.id,
             exchange_seq: c.seq,

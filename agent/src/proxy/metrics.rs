@@ -36,6 +36,8 @@ pub struct ProxyMetrics {
     connections: Family<DecisionLabels, Counter>,
     handshake_failures: Family<CauseLabel, Counter>,
     exchanges: Family<ClassLabel, Counter>,
+    /// Exchanges that ended with an error (a synthetic response, a failed or abandoned body).
+    pub exchange_errors: Counter,
     /// Provider certificates that failed verification.
     pub upstream_tls_verify_failures: Counter,
     /// Upstream connections opened (TCP + TLS + HTTP handshake).
@@ -67,6 +69,11 @@ impl ProxyMetrics {
             "proxy_exchanges",
             "Completed HTTP exchanges by response status class (error: no response)",
             m.exchanges.clone(),
+        );
+        r.register(
+            "proxy_exchange_errors",
+            "Exchanges that ended with an error (synthetic response, failed or abandoned body)",
+            m.exchange_errors.clone(),
         );
         r.register(
             "proxy_upstream_tls_verify_failures",

@@ -53,7 +53,6 @@ where
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .max_header_size(limits.max_header_bytes)
-            .max_buf_size(limits.max_header_bytes.max(8192) + 8192)
             .serve_connection(io, service)
             .with_upgrades();
         let graceful = http1::UpgradeableConnection::graceful_shutdown;

@@ -149,11 +149,10 @@ async fn keep_alive_and_h2_multiplexing_reuse_one_app_connection() {
         if version == "--http2" {
             a.push("--parallel".into());
         }
-        let before = w.transport.active.get();
         let out = curl(w.dir.path(), a).await;
         assert_eq!(out.exit, 0, "{version}: {}", out.stderr);
         assert_eq!(out.body.len(), 100_000);
-        assert_eq!(before, 0);
+        w.wait_for_no_active_connections().await;
     }
     w.wait_for_no_active_connections().await;
     let text = w.metrics_text();

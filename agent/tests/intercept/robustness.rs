@@ -162,6 +162,7 @@ async fn a_provider_reset_mid_body_fails_only_that_exchange() {
         "{reset:#?}"
     );
     assert_eq!(w.metrics.active_exchanges.get(), 0);
+    assert_eq!(w.metrics.exchange_errors.get(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

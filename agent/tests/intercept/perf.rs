@@ -1,0 +1,90 @@
+//! Figures, not assertions: latency and process CPU per request, direct vs through the proxy.
+//! Run with `cargo test --release -p llmtrace-agent --test intercept perf -- --ignored
+//! --nocapture`. Client, proxy and fake provider share this process, so the proxy's cost is
+//! the difference between the two CPU figures.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use nix::sys::resource::{UsageWho, getrusage};
+
+use crate::support::{NAME, World, client};
+
+fn cpu_time() -> Duration {
+    let u = getrusage(UsageWho::RUSAGE_SELF).unwrap();
+    let t = |tv: nix::sys::time::TimeVal| {
+        Duration::from_secs(tv.tv_sec().unsigned_abs())
+            + Duration::from_micros(tv.tv_usec().unsigned_abs())
+    };
+    t(u.user_time()) + t(u.system_time())
+}
+
+/// `n` sequential requests on one kept-alive HTTP/1.1 connection; returns latencies.
+async fn run_connection(addr: SocketAddr, ca: &Path, n: usize) -> Vec<Duration> {
+    let config = client::config(ca, &[b"http/1.1"]);
+    let io = TokioIo::new(client::connect(addr, NAME, config).await.unwrap());
+    let (mut s, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let body = Bytes::from(vec![b'{'; 512]);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let req = Request::post("/bytes?n=4096&chunk=4096")
+            .header("host", NAME)
+            .header("content-type", "application/json")
+            .body(Full::new(body.clone()))
+            .unwrap();
+        let start = Instant::now();
+        let resp = s.send_request(req).await.unwrap();
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        out.push(start.elapsed());
+        assert_eq!(got.len(), 4096);
+    }
+    out
+}
+
+async fn measure(addr: SocketAddr, ca: &Path, concurrency: usize, per_conn: usize) -> String {
+    // Warm up (TLS sessions, leaf minting, pool).
+    run_connection(addr, ca, 20).await;
+    let cpu = cpu_time();
+    let wall = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let ca = ca.to_path_buf();
+            tokio::spawn(async move { run_connection(addr, &ca, per_conn).await })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let (cpu, wall) = (cpu_time().saturating_sub(cpu), wall.elapsed());
+    lat.sort_unstable();
+    let n = lat.len() as u32;
+    format!(
+        "{:>7.0} req/s  p50 {:>6} µs  p99 {:>6} µs  CPU {:>5} µs/req",
+        f64::from(n) / wall.as_secs_f64(),
+        lat[lat.len() / 2].as_micros(),
+        lat[lat.len() * 99 / 100].as_micros(),
+        (cpu / n).as_micros()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints figures; run in release"]
+async fn perf_figures() {
+    let w = World::start().await;
+    for (concurrency, per_conn) in [(1, 2000), (16, 250)] {
+        let direct = measure(w.upstream.addr, &w.upstream_ca_pem, concurrency, per_conn).await;
+        let proxied = measure(w.proxy_addr, &w.llmtrace_ca_pem, concurrency, per_conn).await;
+        println!("h1 keep-alive, 512 B request, 4 KiB response, concurrency {concurrency}:");
+        println!("  direct   {direct}");
+        println!("  proxied  {proxied}");
+    }
+}
