@@ -101,7 +101,10 @@ async fn an_app_rejecting_the_llmtrace_certificate_is_relayed_next_time() {
     );
     let first = curl(w.dir.path(), untrusting.clone()).await;
     assert_ne!(first.exit, 0, "the first handshake must fail: {first:?}");
-    assert_eq!(w.metrics.handshake_failures_for("rejected_certificate"), 1);
+    w.eventually("the rejection is counted", |w| {
+        w.metrics.handshake_failures_for("rejected_certificate") == 1
+    })
+    .await;
     let second = curl(w.dir.path(), untrusting).await;
     assert_eq!((second.exit, second.status), (0, 200), "{second:?}");
     assert_eq!(second.header("x-upstream"), Some("fake"));

@@ -168,6 +168,16 @@ impl World {
         }
     }
 
+    /// Waits (bounded) until `cond` holds: the proxy finishes a connection after the client
+    /// process has already exited.
+    pub async fn eventually(&self, what: &str, cond: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond(self) {
+            assert!(Instant::now() < deadline, "never happened: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The metrics as the admin endpoint would serve them.
     pub fn metrics_text(&self) -> String {
         let mut s = String::new();
