@@ -26,7 +26,9 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// On shutdown, open connections get this long to finish their exchanges.
     pub drain_timeout_ms: u64,
-    /// Idle upstream HTTP/1.1 connections kept per (address, server name, protocol).
+    /// Idle upstream HTTP/1.1 connections kept per (address, server name, protocol). Keep it
+    /// above the expected number of concurrent HTTP/1.1 requests per provider: connections
+    /// returned beyond it are closed, and the next request pays a new TLS handshake.
     pub pool_max_idle_per_key: usize,
     /// Idle upstream connections are closed after this long.
     pub pool_idle_timeout_ms: u64,
@@ -51,7 +53,7 @@ impl Default for ProxyConfig {
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
             drain_timeout_ms: 5_000,
-            pool_max_idle_per_key: 32,
+            pool_max_idle_per_key: 256,
             pool_idle_timeout_ms: 60_000,
             record_channel_capacity: 4096,
             rejected_cert_capacity: 4096,

@@ -40,6 +40,7 @@ async fn run_connection(addr: SocketAddr, ca: &Path, n: usize) -> Vec<Duration> 
             .header("content-type", "application/json")
             .body(Full::new(body.clone()))
             .unwrap();
+        s.ready().await.unwrap();
         let start = Instant::now();
         let resp = s.send_request(req).await.unwrap();
         let got = resp.into_body().collect().await.unwrap().to_bytes();
@@ -80,11 +81,15 @@ async fn measure(addr: SocketAddr, ca: &Path, concurrency: usize, per_conn: usiz
 #[ignore = "prints figures; run in release"]
 async fn perf_figures() {
     let w = World::start().await;
-    for (concurrency, per_conn) in [(1, 2000), (16, 250)] {
+    for (concurrency, per_conn) in [(1, 10_000), (16, 1_000), (64, 250)] {
         let direct = measure(w.upstream.addr, &w.upstream_ca_pem, concurrency, per_conn).await;
         let proxied = measure(w.proxy_addr, &w.llmtrace_ca_pem, concurrency, per_conn).await;
         println!("h1 keep-alive, 512 B request, 4 KiB response, concurrency {concurrency}:");
         println!("  direct   {direct}");
         println!("  proxied  {proxied}");
+        println!(
+            "  provider connections opened by the proxy so far: {}",
+            w.metrics.upstream_connections.get()
+        );
     }
 }

@@ -153,7 +153,13 @@ async fn route(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible>
                 .insert("x-seen-headers", HeaderValue::from_str(&seen).unwrap());
             r
         }
-        "/bytes" => bytes(&req),
+        "/bytes" => {
+            let n = query(&req, "n").unwrap_or(1000);
+            let chunk = query(&req, "chunk").unwrap_or(16 * 1024).max(1);
+            // Read the request body first so the connection can be kept alive.
+            let _ = req.into_body().collect().await;
+            bytes(n, chunk)
+        }
         "/sse" => sse(&req),
         "/trailers" => trailers(),
         "/reset" => reset(),
@@ -183,9 +189,7 @@ async fn route(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible>
     Ok(resp)
 }
 
-fn bytes(req: &Request<Incoming>) -> Response<TestBody> {
-    let n = query(req, "n").unwrap_or(1000);
-    let chunk = query(req, "chunk").unwrap_or(16 * 1024).max(1);
+fn bytes(n: usize, chunk: usize) -> Response<TestBody> {
     let (tx, body) = channel();
     tokio::spawn(async move {
         let mut i = 0;
