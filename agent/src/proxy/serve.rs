@@ -19,10 +19,6 @@ use super::{
 };
 use crate::tls::Alpn;
 
-/// HTTP/2 flow-control windows towards the app (see the provider side for why).
-const H2_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
-const H2_CONN_WINDOW: u32 = 8 * 1024 * 1024;
-
 /// Serves HTTP on `io` until the app closes, the connection idles out, or shutdown drains it.
 pub async fn serve_http<S>(
     proxy: Arc<Intercept>,
@@ -43,8 +39,6 @@ where
         let connection = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .initial_stream_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONN_WINDOW)
             .serve_connection(io, service);
         let graceful = http2::Connection::graceful_shutdown;
         drive(connection, graceful, &proxy, &conn, &activity).await

@@ -23,11 +23,6 @@ use crate::{
     transport::upstream::connect_marked,
 };
 
-/// HTTP/2 flow-control windows: large enough that one stream of a big request or response
-/// is not throttled by round trips.
-const H2_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
-const H2_CONN_WINDOW: u32 = 8 * 1024 * 1024;
-
 /// A response from the provider.
 #[derive(Debug)]
 pub struct Sent {
@@ -156,8 +151,6 @@ async fn open(proxy: &Arc<Intercept>, key: &PoolKey, upgrade: bool) -> Result<Se
     if negotiated == Alpn::H2 && !upgrade {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .initial_stream_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONN_WINDOW)
             .max_header_list_size(256 * 1024)
             .handshake(io)
             .await
