@@ -14,6 +14,7 @@ use testkit::{
     dns::FakeDns,
     echo::EchoServer,
     net::free_port,
+    netns::TestNetns,
     probe::{Probe, probe_in, probe_outside},
     wait_for,
 };
@@ -83,7 +84,7 @@ fn ipv4_connection_is_redirected_attributed_and_hidden() {
     );
     assert_eq!(
         agent.metric("llmtrace_redirected_connections_total", "api.openai.com"),
-        1.0
+        1
     );
     assert!(
         agent.log().contains("redirected connection"),
@@ -109,10 +110,7 @@ fn ipv6_and_v4_mapped_connections_are_redirected() {
     assert_via_agent(&out);
     assert_eq!(out["peer"], mapped);
     assert_eq!(v4.accepted(), 1);
-    assert_eq!(
-        agent.metric("llmtrace_redirected_connections_total", ""),
-        2.0
-    );
+    assert_eq!(agent.metric("llmtrace_redirected_connections_total", ""), 2);
 }
 
 #[test]
@@ -133,16 +131,14 @@ fn other_processes_destinations_and_marked_sockets_go_direct() {
     let marked = Probe {
         cgroup: Some(&cg),
         flags: vec!["--mark".into(), "4242".into()],
+        ..Probe::default()
     }
     .run(&fake.addr.to_string());
     assert_direct(&marked);
-    assert_eq!(
-        agent.metric("llmtrace_redirected_connections_total", ""),
-        0.0
-    );
+    assert_eq!(agent.metric("llmtrace_redirected_connections_total", ""), 0);
     assert_eq!(
         agent.metric("llmtrace_ebpf_events_total", "self_skipped"),
-        1.0
+        1
     );
     // And the configured destination from inside is redirected.
     assert_via_agent(&probe_in(&cg, &fake.addr.to_string()));
@@ -156,6 +152,7 @@ fn time_until_direct(cg: &TestCgroup, addr: &str, limit: Duration) -> Duration {
         let out = Probe {
             cgroup: Some(cg),
             flags: flags.clone(),
+            ..Probe::default()
         }
         .run(addr);
         (out["ok"] == true && out["via_agent"] == false).then_some(())
@@ -250,17 +247,18 @@ fn ten_thousand_connections_are_all_attributed_and_tables_drain() {
         flags: ["--count", "10000", "--concurrency", "16"]
             .map(String::from)
             .to_vec(),
+        ..Probe::default()
     }
     .run(&fake.addr.to_string());
     assert_eq!(out["via_agent"], 10_000, "{out}");
     assert_eq!(out["failed"], 0, "{out}");
     assert_eq!(
         agent.metric("llmtrace_redirected_connections_total", ""),
-        10_000.0
+        10_000
     );
     assert_eq!(
         agent.metric("llmtrace_unattributed_connections_total", ""),
-        0.0
+        0
     );
     let drained = wait_for(Duration::from_secs(10), || {
         let k = agent.status()["kernel"].clone();
@@ -273,7 +271,7 @@ fn ten_thousand_connections_are_all_attributed_and_tables_drain() {
         "kernel tables back to baseline: {}",
         agent.status()["kernel"]
     );
-    assert_eq!(agent.metric("llmtrace_active_connections", ""), 0.0);
+    assert_eq!(agent.metric("llmtrace_active_connections", ""), 0);
 }
 
 #[test]
@@ -318,4 +316,27 @@ fn provider_addresses_follow_dns() {
     // The old address was removed from the kernel map.
     assert_direct(&probe_in(&cg, &first.addr.to_string()));
     assert!(dns.queries() >= 2);
+}
+
+#[test]
+fn connections_from_another_network_namespace_are_left_alone() {
+    let cg = TestCgroup::new("netns");
+    let fake = EchoServer::start("127.0.0.2:0");
+    let agent = agent_for(&cg, fake.addr.port(), &["127.0.0.2"], "");
+    let ns = TestNetns::default();
+    let out = Probe {
+        cgroup: Some(&cg),
+        netns: Some(&ns.name),
+        flags: vec!["--timeout-ms".into(), "500".into()],
+    }
+    .run(&fake.addr.to_string());
+    // Nothing listens on 127.0.0.2 inside the new namespace; what matters is that the hook
+    // did not point the app at a loopback listener that is not there.
+    assert_eq!(out["ok"], false, "{out}");
+    assert_eq!(
+        agent.metric("llmtrace_ebpf_events_total", "foreign_netns"),
+        1
+    );
+    assert_eq!(agent.metric("llmtrace_redirected_connections_total", ""), 0);
+    assert_eq!(fake.accepted(), 0);
 }

@@ -1,7 +1,7 @@
 //! Wiring: `Config → App::start → run until a signal → shutdown`.
 
 use std::{
-    net::SocketAddr,
+    net::{Ipv6Addr, SocketAddr},
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use prometheus_client::registry::Registry;
-use tokio::sync::Semaphore;
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
@@ -22,10 +22,11 @@ use crate::{
         metrics::TransportMetrics,
         status::{KernelStatus, RecentConnections, StatusReport, unix_now},
     },
-    config::{Config, FailMode, effective_providers},
+    config::{Config, FailMode, InterceptConfig, effective_providers},
     dns::{self, ProviderTable, SystemResolver},
     ebpf::{Kernel, KernelOptions, cgroup, stats_name},
-    proxy,
+    proxy::build,
+    sink::{Sink, SinkMetrics},
     transport::listener,
 };
 
@@ -45,45 +46,12 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     let metrics = Arc::new(TransportMetrics::register(&mut registry));
 
     // Listeners first: the hook must never point at a closed port.
-    let i = &config.intercept;
-    let v4 = SocketAddr::from((i.listen_ipv4, i.listen_port));
-    let v6 = SocketAddr::from((i.listen_ipv6, i.listen_port));
-    let mut listeners = listener::bind(&[v4])?;
-    let listen_ipv6 = match listener::bind(&[v6]) {
-        Ok(mut l) => {
-            listeners.append(&mut l);
-            Some(i.listen_ipv6)
-        }
-        Err(e) => {
-            warn!(error = %e, "no IPv6 listener; IPv6 provider connections will not be intercepted");
-            None
-        }
-    };
+    let (listeners, listen_ipv6) = bind_listeners(&config.intercept)?;
     let admin_listener = admin::server::bind(config.admin.listen).await?;
-
     // The CA and trust store before the hook: a broken CA must not redirect anything.
     let shutdown = CancellationToken::new();
-    let recent = Arc::new(RecentConnections::new(config.admin.recent_connections));
-    let built = proxy::build::from_config(
-        &config,
-        &providers,
-        &mut registry,
-        metrics.clone(),
-        recent.clone(),
-        shutdown.clone(),
-    )?;
-
-    let kernel = Kernel::attach(&KernelOptions {
-        cgroup: cgroup.clone(),
-        listen_ipv4: i.listen_ipv4,
-        listen_ipv6,
-        listen_port: i.listen_port,
-        fail_closed: i.fail_mode == FailMode::Closed,
-        heartbeat_timeout_ns: i.heartbeat_timeout_ms * 1_000_000,
-        socket_mark: i.socket_mark,
-        max_tracked_connections: i.max_tracked_connections,
-        bpffs: i.bpffs.clone(),
-    })?;
+    let built = build::from_config(&config, &providers, &mut registry, &metrics, &shutdown)?;
+    let kernel = attach_kernel(&config.intercept, &cgroup, listen_ipv6)?;
     registry.register_collector(Box::new(kernel.stats.clone()));
 
     let tasks = TaskTracker::new();
@@ -98,16 +66,16 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         shutdown.clone(),
     ));
 
-    let records_task = tokio::spawn(proxy::build::log_records(built.records));
-    let handler = built.handler;
+    let sink_metrics = SinkMetrics::register(&mut registry);
+    let (sink, sink_task) = Sink::start(&config.sink, &config.state_dir, sink_metrics)?;
+    let host = crate::trace::host_name().into();
+    let records = tokio::spawn(build::records_to_sink(built.records, sink.clone(), host));
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
-        handler,
+        handler: built.handler,
         provider_names,
         metrics,
-        limit: Arc::new(Semaphore::new(
-            config.proxy.max_connections.min(Semaphore::MAX_PERMITS),
-        )),
+        limit: Arc::new(Semaphore::new(config.proxy.max_connections)),
         next_id: AtomicU64::new(1),
     });
     let listen_names: Vec<String> = listeners
@@ -126,7 +94,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         &config,
         config_file,
         table,
-        recent,
+        built.recent,
         listen_names.clone(),
     );
     let admin_task = tokio::spawn(admin::server::serve(
@@ -135,6 +103,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
             registry: Arc::new(registry),
             status,
             ready: ready.clone(),
+            sink: sink.clone(),
         },
         shutdown.clone(),
     ));
@@ -155,18 +124,69 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     for l in accept_loops {
         let _ = l.await;
     }
-    // Detach before draining: new connections go direct while old ones finish.
     drop(acceptor);
-    kernel.detach();
-    tasks.close();
-    let drain = Duration::from_millis(config.proxy.drain_timeout_ms);
-    if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
-        warn!(timeout = ?drain, "connections still open after the drain timeout; closing them");
-    }
-    records_task.abort();
+    drain(kernel, tasks, records, config.proxy.drain_timeout_ms).await;
+    // Every connection has ended, so every row is queued: flush them to the spool.
+    sink.shutdown().await;
+    let _ = sink_task.await;
     let _ = admin_task.await;
     info!("stopped");
     Ok(())
+}
+
+/// Binds the IPv4 listener, and the IPv6 one when the host has IPv6 (returns its address).
+fn bind_listeners(i: &InterceptConfig) -> Result<(Vec<TcpListener>, Option<Ipv6Addr>)> {
+    let v4 = SocketAddr::from((i.listen_ipv4, i.listen_port));
+    let v6 = SocketAddr::from((i.listen_ipv6, i.listen_port));
+    let mut listeners = listener::bind(&[v4])?;
+    match listener::bind(&[v6]) {
+        Ok(mut l) => {
+            listeners.append(&mut l);
+            Ok((listeners, Some(i.listen_ipv6)))
+        }
+        Err(e) => {
+            warn!(error = %e, "no IPv6 listener; IPv6 provider connections will not be intercepted");
+            Ok((listeners, None))
+        }
+    }
+}
+
+fn attach_kernel(
+    i: &InterceptConfig,
+    cgroup: &std::path::Path,
+    listen_ipv6: Option<Ipv6Addr>,
+) -> Result<Kernel> {
+    Ok(Kernel::attach(&KernelOptions {
+        cgroup: cgroup.to_path_buf(),
+        listen_ipv4: i.listen_ipv4,
+        listen_ipv6,
+        listen_port: i.listen_port,
+        fail_closed: i.fail_mode == FailMode::Closed,
+        heartbeat_timeout_ns: i.heartbeat_timeout_ms * 1_000_000,
+        socket_mark: i.socket_mark,
+        max_tracked_connections: i.max_tracked_connections,
+        bpffs: i.bpffs.clone(),
+    })?)
+}
+
+/// Detaches the hook first, so new connections go direct while open ones finish; then waits
+/// for their last exchange records (the stream ends with the last connection).
+async fn drain(kernel: Kernel, tasks: TaskTracker, records: JoinHandle<()>, timeout_ms: u64) {
+    let timeout = Duration::from_millis(timeout_ms);
+    kernel.detach();
+    tasks.close();
+    if tokio::time::timeout(timeout, tasks.wait()).await.is_err() {
+        warn!(
+            ?timeout,
+            "connections still open after the drain timeout; closing them"
+        );
+    }
+    if tokio::time::timeout(Duration::from_secs(1), records)
+        .await
+        .is_err()
+    {
+        warn!("exchange records still pending after the drain; dropping them");
+    }
 }
 
 fn spawn_heartbeat(

@@ -1,4 +1,5 @@
 //! `llmtrace`: the command line of the host agent.
+#![forbid(unsafe_code)]
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -6,7 +7,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use llmtrace_agent::{
     admin::{client, status::StatusReport},
-    app, config,
+    app, cli, config,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +35,16 @@ enum Command {
     },
     /// Check the configuration and print it with every default filled in.
     Config,
+    /// Manage the local root CA (create, show, install in the trust store, rotate).
+    #[command(subcommand)]
+    Ca(cli::ca::CaCommand),
+    /// Run the detectors offline on text or JSON lines (`{"text": …}`), one JSON result per line.
+    Analyze(cli::analyze::AnalyzeArgs),
+    /// Follow completed traces live from the running agent.
+    Tail(cli::tail::TailArgs),
+    /// ClickHouse schema: create or upgrade it, check the connection.
+    #[command(subcommand)]
+    Clickhouse(cli::clickhouse::ClickHouseCmd),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +68,16 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run => runtime.block_on(app::run(config, file)),
         Command::Status { json } => runtime.block_on(status(&config, json)),
+        Command::Ca(cmd) => {
+            let hosts: Vec<String> = config::effective_providers(&config)
+                .into_iter()
+                .map(|p| p.host)
+                .collect();
+            cli::ca::run(&cmd, &config.ca_dir(), &hosts, config.ca.name_constraints)
+        }
+        Command::Analyze(args) => cli::analyze::run(&args, &config.llm.analysis),
+        Command::Tail(args) => runtime.block_on(cli::tail::run(&args, config.admin.listen)),
+        Command::Clickhouse(cmd) => runtime.block_on(cli::clickhouse::run(cmd, &config.sink)),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(())

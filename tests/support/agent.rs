@@ -114,19 +114,20 @@ impl Agent {
         serde_json::from_str(&body).expect("status JSON")
     }
 
-    /// Sum of every sample of metric `name` whose label text contains `labels`.
-    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+    /// Sum of every sample of metric `name` whose label text contains `labels` (counters and
+    /// gauges of the agent are integers).
+    pub fn metric(&self, name: &str, labels: &str) -> u64 {
         let (_, body) = http_get(self.admin, "/metrics").expect("admin reachable");
         body.lines()
             .filter(|l| !l.starts_with('#'))
             .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(labels))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     }
 
     /// Sends `sig` to the agent.
     pub fn signal(&self, sig: Signal) {
-        nix::sys::signal::kill(Pid::from_raw(self.pid() as i32), sig).expect("signal agent");
+        nix::sys::signal::kill(Pid::from_raw(self.pid().cast_signed()), sig).expect("signal agent");
     }
 
     /// SIGTERM and wait for exit.
@@ -164,7 +165,8 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
+            let _ =
+                nix::sys::signal::kill(Pid::from_raw(child.id().cast_signed()), Signal::SIGCONT);
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -56,7 +56,7 @@ impl Drop for TestCgroup {
     fn drop(&mut self) {
         for pid in self.procs() {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
+                nix::unistd::Pid::from_raw(pid.cast_signed()),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }

@@ -56,7 +56,7 @@ fn serve(listener: &TcpListener, accepted: &AtomicUsize, stop: &AtomicBool) {
         match listener.accept() {
             Ok((stream, peer)) => {
                 accepted.fetch_add(1, Ordering::SeqCst);
-                std::thread::spawn(move || answer(stream, peer));
+                std::thread::spawn(move || answer(&stream, peer));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(2));
@@ -66,10 +66,10 @@ fn serve(listener: &TcpListener, accepted: &AtomicUsize, stop: &AtomicBool) {
     }
 }
 
-fn answer(stream: std::net::TcpStream, peer: SocketAddr) {
+fn answer(stream: &std::net::TcpStream, peer: SocketAddr) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut line = String::new();
-    let _ = BufReader::new(&stream).read_line(&mut line);
-    let _ = (&stream).write_all(format!("peer={peer}\n").as_bytes());
+    let _ = BufReader::new(stream).read_line(&mut line);
+    let _ = (&*stream).write_all(format!("peer={peer}\n").as_bytes());
 }

@@ -2,13 +2,17 @@
 //!
 //! Everything here targets loopback only (127.0.0.0/8 and ::1): a connection that is not
 //! redirected must never leave the machine.
+#![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod cgroup;
+pub mod clickhouse;
 pub mod dns;
 pub mod echo;
 pub mod net;
+pub mod netns;
 pub mod probe;
+pub mod tee;
 
 /// Path of a binary built by this workspace next to the test binaries (same profile dir).
 pub fn workspace_bin(name: &str) -> std::path::PathBuf {

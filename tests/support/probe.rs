@@ -11,6 +11,8 @@ use crate::cgroup::TestCgroup;
 pub struct Probe<'a> {
     /// Run inside this cgroup (else in the test's own cgroup, outside interception).
     pub cgroup: Option<&'a TestCgroup>,
+    /// Run inside this network namespace (by `ip netns` name).
+    pub netns: Option<&'a str>,
     /// Extra flags (`--count`, `--mark`, …).
     pub flags: Vec<String>,
 }
@@ -20,13 +22,18 @@ impl Probe<'_> {
     pub fn run(&self, addr: &str) -> Value {
         let bin = crate::workspace_bin("llmtrace-probe");
         let mut cmd = match self.cgroup {
-            // The shell joins the cgroup, then becomes the probe: the probe's sockets are
-            // created inside the cgroup from the first instruction.
+            // The shell joins the cgroup, then becomes the probe (through `ip netns exec`, which
+            // remounts /sys, so the cgroup is joined before entering the namespace): the probe's
+            // sockets are created inside the cgroup from its first instruction.
             Some(cg) => {
+                let enter = self
+                    .netns
+                    .map(|ns| format!("ip netns exec {ns} "))
+                    .unwrap_or_default();
                 let mut c = Command::new("sh");
                 c.arg("-c")
                     .arg(format!(
-                        "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+                        "echo $$ > {}/cgroup.procs && exec {enter}\"$0\" \"$@\"",
                         cg.path.display()
                     ))
                     .arg(&bin);
@@ -55,7 +62,7 @@ impl Probe<'_> {
 pub fn probe_in(cgroup: &TestCgroup, addr: &str) -> Value {
     Probe {
         cgroup: Some(cgroup),
-        flags: Vec::new(),
+        ..Probe::default()
     }
     .run(addr)
 }

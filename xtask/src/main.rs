@@ -1,1 +1,81 @@
-fn main() {}
+//! `cargo xtask`: set up the machine, build, run, test and benchmark llmtrace.
+//!
+//! Every install step the project needs lives here (and nowhere else), so a fresh Debian
+//! machine goes from clone to a running agent or a full test run with one command.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod cmd;
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "llmtrace developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what is missing: nightly rust-src, bpf-linker, Debian packages, Python venv.
+    Setup,
+    /// Build the agent (release).
+    Build,
+    /// Set up if needed, build, and run the agent in the foreground with built-in defaults.
+    Run {
+        /// Arguments passed to `llmtrace run` (e.g. `--config FILE`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The whole suite: formatting, lints, unit, integration and privileged tests.
+    Test {
+        /// Skip `cargo xtask setup` (when you know the machine is ready).
+        #[arg(long)]
+        no_setup: bool,
+    },
+    /// Benchmarks: `ebpf` (kernel hook cost and connect latency).
+    Bench {
+        /// Which benchmark.
+        #[arg(value_enum)]
+        which: bench::Which,
+    },
+}
+
+/// The workspace root (the parent of xtask/).
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Build => cmd::cargo(&["build", "--release", "-p", "llmtrace-agent"]),
+        Task::Run { args } => {
+            setup::run()?;
+            cmd::cargo(&["build", "--release", "-p", "llmtrace-agent"])?;
+            let bin = root().join("target/release/llmtrace");
+            let mut full = vec!["run".to_owned()];
+            full.extend(args);
+            cmd::exec_as_root(&bin, &full)
+        }
+        Task::Test { no_setup } => {
+            if !no_setup {
+                setup::run()?;
+            }
+            test::run()
+        }
+        Task::Bench { which } => {
+            setup::run()?;
+            bench::run(which)
+        }
+    }
+}

@@ -25,13 +25,16 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
 }
 
-/// Program names (the Rust function names in the eBPF object).
+/// Program names (the Rust function names in the eBPF object). The kernel keeps 15 bytes of
+/// a program name, so they are short enough to stay distinct in `bpftool prog` and in stats.
 pub mod programs {
-    pub const CONNECT4: &str = "llmtrace_connect4";
-    pub const CONNECT6: &str = "llmtrace_connect6";
-    pub const GETPEERNAME4: &str = "llmtrace_getpeername4";
-    pub const GETPEERNAME6: &str = "llmtrace_getpeername6";
-    pub const SOCK_OPS: &str = "llmtrace_sock_ops";
+    pub const CONNECT4: &str = "llt_connect4";
+    pub const CONNECT6: &str = "llt_connect6";
+    pub const GETPEERNAME4: &str = "llt_getpeer4";
+    pub const GETPEERNAME6: &str = "llt_getpeer6";
+    pub const SOCK_OPS: &str = "llt_sock_ops";
+    /// Every program, in attach order.
+    pub const ALL: [&str; 5] = [CONNECT4, CONNECT6, GETPEERNAME4, GETPEERNAME6, SOCK_OPS];
 }
 
 /// `AF_INET` as the kernel numbers it.
@@ -200,11 +203,14 @@ pub enum Stat {
     RecordFailed = 4,
     /// getpeername calls answered with the original destination.
     PeerRewritten = 5,
+    /// Provider connections from another network namespace (a pod), left alone: the agent's
+    /// loopback listener is not reachable from there.
+    ForeignNetns = 6,
 }
 
 impl Stat {
     /// Number of counters (the size of the STATS array).
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
     /// Every counter, for userspace iteration.
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Redirected,
@@ -213,6 +219,7 @@ impl Stat {
         Stat::SelfSkipped,
         Stat::RecordFailed,
         Stat::PeerRewritten,
+        Stat::ForeignNetns,
     ];
 }
 

@@ -66,3 +66,53 @@ async fn get_inner(addr: SocketAddr, path: &str) -> Result<Bytes, AdminClientErr
     }
     Ok(body)
 }
+
+/// GETs `path` and calls `on_line` for every line of the (endless) body, until the agent
+/// closes the stream or `on_line` returns false.
+pub async fn stream_lines(
+    addr: SocketAddr,
+    path: &str,
+    mut on_line: impl FnMut(&str) -> bool,
+) -> Result<(), AdminClientError> {
+    let http = |e: hyper::Error| AdminClientError::Http {
+        addr,
+        message: e.to_string(),
+    };
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| AdminClientError::Timeout { addr })?
+        .map_err(|source| AdminClientError::Connect { addr, source })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| AdminClientError::Http {
+            addr,
+            message: e.to_string(),
+        })?;
+    let resp = sender.send_request(req).await.map_err(http)?;
+    if !resp.status().is_success() {
+        return Err(AdminClientError::Status {
+            addr,
+            status: resp.status(),
+        });
+    }
+    let mut body = resp.into_body();
+    let mut pending = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(http)?.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if !on_line(String::from_utf8_lossy(&line).trim_end()) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}

@@ -10,7 +10,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
 use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
@@ -32,6 +32,8 @@ pub struct AdminState {
     pub status: StatusFn,
     /// Set once the kernel hook is attached and the listeners are up.
     pub ready: Arc<AtomicBool>,
+    /// Completed traces, for `/tail`.
+    pub sink: crate::sink::SinkHandle,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -81,7 +83,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: Cancellat
     }
 }
 
-fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(state: &AdminState, req: &Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
     }
@@ -101,6 +103,14 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/tail" => {
+            let mut r = Response::new(super::tail::body(&state.sink));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/x-ndjson"),
+            );
+            r
+        }
         "/readyz" => {
             if state.ready.load(Ordering::Acquire) {
                 text(StatusCode::OK, "ready\n")
@@ -122,12 +132,16 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+fn text(status: StatusCode, body: &'static str) -> Response<BoxBody<Bytes, Infallible>> {
     respond(status, "text/plain; charset=utf-8", body.to_owned())
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<BoxBody<Bytes, Infallible>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

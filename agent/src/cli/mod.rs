@@ -1,3 +1,6 @@
 //! Command-line subcommands other than running the agent.
 
+pub mod analyze;
 pub mod ca;
+pub mod clickhouse;
+pub mod tail;

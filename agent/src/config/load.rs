@@ -81,16 +81,16 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             "must be at least 64",
         ));
     }
-    if let Some(cg) = &i.cgroup {
-        if !cg.is_dir() {
-            return Err(invalid(
-                "intercept.cgroup",
-                format!(
-                    "{} is not a directory (a cgroup v2 path is expected)",
-                    cg.display()
-                ),
-            ));
-        }
+    if let Some(cg) = &i.cgroup
+        && !cg.is_dir()
+    {
+        return Err(invalid(
+            "intercept.cgroup",
+            format!(
+                "{} is not a directory (a cgroup v2 path is expected)",
+                cg.display()
+            ),
+        ));
     }
     if c.dns.min_refresh_ms == 0 || c.dns.min_refresh_ms > c.dns.max_refresh_ms {
         return Err(invalid(
@@ -107,6 +107,7 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     for (n, p) in c.providers.iter().enumerate() {
         validate_provider(n, p)?;
     }
+    c.sink.validate().map_err(|e| invalid(e.key, e.problem))?;
     Ok(())
 }
 

@@ -39,6 +39,12 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The interception proxy: limits, timeouts, rejected-certificate memory.
     pub proxy: ProxyConfig,
+    /// The local root CA that signs the certificates of intercepted hosts.
+    pub ca: CaConfig,
+    /// Where trace rows go: the durable spool and, when configured, ClickHouse.
+    pub sink: crate::sink::SinkConfig,
+    /// LLM traffic analysis: capture limits, detectors, enforcement policy, pricing.
+    pub llm: crate::llm::LlmConfig,
 }
 
 impl Default for Config {
@@ -51,6 +57,39 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             admin: AdminConfig::default(),
             proxy: ProxyConfig::default(),
+            ca: CaConfig::default(),
+            sink: crate::sink::SinkConfig::default(),
+            llm: crate::llm::LlmConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Directory of the CA: `ca.dir`, else `state_dir/ca`.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.ca
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("ca"))
+    }
+}
+
+/// The local root CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaConfig {
+    /// Directory holding `ca.pem` and `ca.key` (mode 0600). Default: `state_dir/ca`.
+    pub dir: Option<PathBuf>,
+    /// Limit the root to the intercepted domains with X.509 Name Constraints, so a stolen key
+    /// cannot impersonate anything else.
+    pub name_constraints: bool,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            name_constraints: true,
         }
     }
 }
@@ -192,6 +231,72 @@ impl Default for AdminConfig {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9464)),
             recent_connections: 256,
+        }
+    }
+}
+
+#[cfg(test)]
+mod docs_tests {
+    /// Every configuration key must be documented, with its default, in README.md.
+    #[test]
+    fn every_key_is_documented_in_the_readme() {
+        let readme = include_str!("../../../README.md");
+        let reference = readme
+            .split("```toml")
+            .nth(1)
+            .and_then(|s| s.split("```").next())
+            .expect("README has a TOML configuration reference");
+        let defaults = toml::Value::try_from(super::Config::default()).expect("serialize");
+        let mut missing = Vec::new();
+        walk(&defaults, "", &mut |key, value| {
+            let line = reference
+                .lines()
+                .map(|l| l.trim_start_matches("# ").trim_start())
+                .find(|l| l.starts_with(&format!("{key} =")));
+            match line {
+                None => missing.push(format!("{key} (not documented)")),
+                Some(l) if !value.is_empty() && !l.contains(value.as_str()) => {
+                    missing.push(format!("{key} (default {value} not shown)"));
+                }
+                Some(_) => {}
+            }
+        });
+        // Optional keys have no serialized default; they must still be documented.
+        for key in [
+            "cgroup",
+            "dir",
+            "addresses",
+            "name",
+            "host",
+            "port",
+            "url",
+            "user",
+            "password_file",
+            "cluster",
+        ] {
+            if !reference.contains(&format!("{key} =")) {
+                missing.push(key.to_owned());
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "README configuration reference is missing: {missing:?}"
+        );
+    }
+
+    fn walk(v: &toml::Value, _prefix: &str, f: &mut impl FnMut(&str, String)) {
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t {
+                match v {
+                    toml::Value::Table(_) => walk(v, k, f),
+                    // `[[providers]]` is documented as a table array, shown by its fields.
+                    toml::Value::Array(_) if k == "providers" => {}
+                    toml::Value::Array(a) if a.is_empty() => f(k, "[]".to_owned()),
+                    toml::Value::Array(_) => f(k, String::new()),
+                    toml::Value::String(s) => f(k, format!("\"{s}\"")),
+                    other => f(k, other.to_string()),
+                }
+            }
         }
     }
 }

@@ -86,8 +86,8 @@ impl ProxyConfig {
         if self.max_header_bytes < 8192 {
             return Err(("proxy.max_header_bytes", "must be at least 8192"));
         }
-        if self.max_connections == 0 {
-            return Err(("proxy.max_connections", "must be positive"));
+        if self.max_connections == 0 || self.max_connections > 1 << 24 {
+            return Err(("proxy.max_connections", "must be between 1 and 16777216"));
         }
         if self.record_channel_capacity == 0 {
             return Err(("proxy.record_channel_capacity", "must be positive"));

@@ -8,7 +8,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// Whether `path` is on a bpffs.
 pub fn is_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|fs| i64::from(fs.filesystem_type().0) == BPF_FS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC)
 }
 
 /// Mounts bpffs at `path` unless one is already there.

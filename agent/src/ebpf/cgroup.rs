@@ -24,7 +24,7 @@ pub fn detect_root() -> Result<PathBuf, CgroupError> {
 pub fn check(path: &Path) -> Result<(), CgroupError> {
     const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
     match nix::sys::statfs::statfs(path) {
-        Ok(fs) if i64::from(fs.filesystem_type().0) == CGROUP2_SUPER_MAGIC => Ok(()),
+        Ok(fs) if fs.filesystem_type().0 == CGROUP2_SUPER_MAGIC => Ok(()),
         _ => Err(CgroupError::NotCgroup2(path.to_path_buf())),
     }
 }

@@ -130,6 +130,7 @@ impl Kernel {
         })?;
         let pin_dir = pin_dir(&opts.bpffs, &opts.cgroup)?;
         let links = attach_all(&mut ebpf, &cgroup_file, opts.fail_closed)?;
+        let program_ids = program_ids(&ebpf);
         // Old pins (a crashed fail-closed agent, or a mode switch) go only now.
         remove_stale_pins(&pin_dir);
         let pinned = if opts.fail_closed {
@@ -152,7 +153,7 @@ impl Kernel {
             providers: Arc::new(Mutex::new(ProviderMap::new(maps.providers))),
             orig_dst: Arc::new(KernelOriginalDst::new(maps.conns)),
             heartbeat: Arc::new(Mutex::new(Heartbeat::new(maps.heartbeat))),
-            stats: KernelStats::new(maps.stats),
+            stats: KernelStats::new(maps.stats, program_ids),
         })
     }
 
@@ -257,6 +258,17 @@ fn attach_all(
     Ok(links)
 }
 
+/// Kernel ids of the loaded programs, for per-program run statistics.
+fn program_ids(ebpf: &Ebpf) -> Vec<(&'static str, u32)> {
+    programs::ALL
+        .iter()
+        .filter_map(|name| {
+            let info = ebpf.program(name)?.info().ok()?;
+            Some((*name, info.id()))
+        })
+        .collect()
+}
+
 /// `<bpffs>/llmtrace/cg<inode>`: one directory per attach cgroup, so agents attached to
 /// different cgroups (and tests) never touch each other's pins.
 fn pin_dir(bpffs: &Path, cgroup: &Path) -> Result<PathBuf, KernelError> {
@@ -276,7 +288,7 @@ fn remove_stale_pins(dir: &Path) {
     for entry in entries.flatten() {
         match std::fs::remove_file(entry.path()) {
             Ok(()) => {
-                info!(pin = %entry.path().display(), "removed a link pinned by an earlier agent")
+                info!(pin = %entry.path().display(), "removed a link pinned by an earlier agent");
             }
             Err(e) => warn!(pin = %entry.path().display(), error = %e, "cannot remove a stale pin"),
         }

@@ -63,7 +63,7 @@ impl ProviderMap {
                     self.current.insert(*route, *index);
                 }
                 Err(e) => {
-                    warn!(prefix = %route.prefix, port = route.port, error = %e, "cannot add a provider route (map full?)")
+                    warn!(prefix = %route.prefix, port = route.port, error = %e, "cannot add a provider route (map full?)");
                 }
             }
         }
@@ -80,7 +80,7 @@ impl ProviderMap {
                     self.current.remove(&route);
                 }
                 Err(e) => {
-                    warn!(prefix = %route.prefix, port = route.port, error = %e, "cannot remove a provider route")
+                    warn!(prefix = %route.prefix, port = route.port, error = %e, "cannot remove a provider route");
                 }
             }
         }

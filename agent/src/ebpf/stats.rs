@@ -14,6 +14,7 @@ use prometheus_client::{
 #[derive(Clone)]
 pub struct KernelStats {
     map: Arc<Mutex<PerCpuArray<MapData, u64>>>,
+    programs: Arc<Vec<(&'static str, u32)>>,
 }
 
 impl std::fmt::Debug for KernelStats {
@@ -27,6 +28,11 @@ struct EventLabel {
     event: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProgramLabel {
+    program: &'static str,
+}
+
 /// Metric label of a counter.
 pub fn stat_name(stat: Stat) -> &'static str {
     match stat {
@@ -36,14 +42,32 @@ pub fn stat_name(stat: Stat) -> &'static str {
         Stat::SelfSkipped => "self_skipped",
         Stat::RecordFailed => "record_failed",
         Stat::PeerRewritten => "peer_rewritten",
+        Stat::ForeignNetns => "foreign_netns",
     }
 }
 
 impl KernelStats {
-    pub(super) fn new(map: PerCpuArray<MapData, u64>) -> Self {
+    pub(super) fn new(map: PerCpuArray<MapData, u64>, programs: Vec<(&'static str, u32)>) -> Self {
         Self {
             map: Arc::new(Mutex::new(map)),
+            programs: Arc::new(programs),
         }
+    }
+
+    /// Run count and total run time of each of our programs, as the kernel accounts them
+    /// while `kernel.bpf_stats_enabled` is 1 (zero otherwise).
+    pub fn program_runs(&self) -> Vec<(&'static str, u64, std::time::Duration)> {
+        let mut out: Vec<_> = self
+            .programs
+            .iter()
+            .map(|(n, _)| (*n, 0, std::time::Duration::ZERO))
+            .collect();
+        for info in aya::programs::loaded_programs().flatten() {
+            if let Some(i) = self.programs.iter().position(|(_, id)| *id == info.id()) {
+                out[i] = (self.programs[i].0, info.run_count(), info.run_time());
+            }
+        }
+        out
     }
 
     /// Every counter summed over CPUs.
@@ -74,6 +98,26 @@ impl Collector for KernelStats {
                 event: stat_name(stat),
             };
             ConstCounter::new(value).encode(metric.encode_family(&label)?)?;
+        }
+        let runs = self.program_runs();
+        let mut metric = encoder.encode_descriptor(
+            "ebpf_program_runs",
+            "Invocations of each program (counted while kernel.bpf_stats_enabled=1)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (program, count, _) in &runs {
+            ConstCounter::new(*count).encode(metric.encode_family(&ProgramLabel { program })?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "ebpf_program_run_time_ns",
+            "Time spent in each program (counted while kernel.bpf_stats_enabled=1)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (program, _, time) in &runs {
+            let ns = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+            ConstCounter::new(ns).encode(metric.encode_family(&ProgramLabel { program })?)?;
         }
         Ok(())
     }

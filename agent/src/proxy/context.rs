@@ -12,7 +12,7 @@ use std::{
 use hyper::{Method, Version};
 
 use super::{Intercept, record::ExchangeRecord};
-use crate::{tls::Alpn, transport::ProcessInfo};
+use crate::{identity::ProcessDetails, tls::Alpn, transport::ProcessInfo};
 
 /// What every exchange of one intercepted connection shares.
 #[derive(Debug)]
@@ -25,8 +25,10 @@ pub struct ConnectionContext {
     pub orig_dst: SocketAddr,
     /// Who the app is.
     pub process: ProcessInfo,
-    /// Executable path, if readable.
-    pub exe: Option<String>,
+    /// Provider name from the provider list.
+    pub provider: Arc<str>,
+    /// Executable, command line, container (from /proc at accept).
+    pub details: Arc<ProcessDetails>,
     /// Server name from the ClientHello.
     pub sni: Arc<str>,
     /// Protocol negotiated with the app.
@@ -156,7 +158,8 @@ impl Recorder {
             client: c.conn.client,
             orig_dst: c.conn.orig_dst,
             process: c.conn.process.clone(),
-            exe: c.conn.exe.clone(),
+            provider: c.conn.provider.clone(),
+            details: c.conn.details.clone(),
             error: c.error.take(),
             intercepted: true,
             not_intercepted_reason: None,

@@ -2,11 +2,12 @@
 
 use std::{
     net::SocketAddr,
+    sync::Arc,
     time::{Instant, SystemTime},
 };
 
 use super::{Intercept, context::micros_since_epoch, record::ExchangeRecord, route::SpliceReason};
-use crate::{tls::Alpn, transport::Redirect};
+use crate::{identity::ProcessDetails, tls::Alpn, transport::Redirect};
 
 /// What is known about a connection before (or without) HTTP.
 #[derive(Debug)]
@@ -21,8 +22,10 @@ pub struct ConnectionMeta {
     pub started: Instant,
     /// Start (wall clock).
     pub started_at: SystemTime,
-    /// Executable path.
-    pub exe: Option<String>,
+    /// Provider name from the provider list.
+    pub provider: Arc<str>,
+    /// Executable, command line, container (from /proc at accept).
+    pub details: Arc<ProcessDetails>,
     /// Server name from the ClientHello.
     pub sni: Option<String>,
 }
@@ -31,7 +34,8 @@ impl ConnectionMeta {
     /// The app's identity for the rejected-certificate memory: its executable, or its command
     /// name when the executable cannot be read.
     pub fn who(&self) -> &str {
-        self.exe
+        self.details
+            .exe
             .as_deref()
             .unwrap_or(self.redirect.process.comm.as_str())
     }
@@ -68,7 +72,8 @@ impl ConnectionMeta {
             client: self.client,
             orig_dst: self.redirect.orig_dst,
             process: self.redirect.process.clone(),
-            exe: self.exe.clone(),
+            provider: self.provider.clone(),
+            details: self.details.clone(),
             error,
             intercepted,
             not_intercepted_reason: reason.map(SpliceReason::as_str),

@@ -28,7 +28,7 @@ pub mod upstream;
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use rustls::server::ResolvesServerCert;
@@ -175,15 +175,17 @@ impl ConnectionHandler for Intercept {
             mut stream,
             client,
             redirect,
-            ..
+            provider,
+            accepted_at,
         } = conn;
         let mut meta = ConnectionMeta {
             id,
             client,
             redirect,
             started: Instant::now(),
-            started_at: SystemTime::now(),
-            exe: details.exe,
+            started_at: accepted_at,
+            provider: provider.into(),
+            details: Arc::new(details),
             sni: None,
         };
         let l = &self.limits;

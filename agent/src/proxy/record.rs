@@ -3,14 +3,13 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::metrics::ProxyMetrics;
-use crate::transport::ProcessInfo;
+use crate::{identity::ProcessDetails, transport::ProcessInfo};
 
 /// One HTTP exchange, or one relayed connection (`intercepted == false`: only metadata).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ExchangeRecord {
     /// Agent-wide connection id.
     pub connection_id: u64,
@@ -46,8 +45,10 @@ pub struct ExchangeRecord {
     pub orig_dst: SocketAddr,
     /// The calling process as the kernel saw it.
     pub process: ProcessInfo,
-    /// Executable path, when it could be read.
-    pub exe: Option<String>,
+    /// Provider name from the provider list.
+    pub provider: Arc<str>,
+    /// Executable, command line, container (from /proc at accept).
+    pub details: Arc<ProcessDetails>,
     /// What went wrong, if anything.
     pub error: Option<String>,
     /// Whether the agent terminated TLS and proxied HTTP.
@@ -115,7 +116,8 @@ mod tests {
                 cgroup_id: 0,
                 netns_cookie: 0,
             },
-            exe: None,
+            provider: "test".into(),
+            details: Arc::default(),
             error: None,
             intercepted: false,
             not_intercepted_reason: None,

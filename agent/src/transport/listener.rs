@@ -111,20 +111,18 @@ impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
             debug!(error = %e, "setting TCP_NODELAY failed");
         }
         let peer = canonical(peer);
-        let redirect = match self.orig_dst.lookup(peer) {
-            Some(r) => r,
+        let redirect = if let Some(r) = self.orig_dst.lookup(peer) {
+            r
+        } else {
             // The record is written before the client's final ACK, so a miss is rare; one
             // yield covers a lookup that raced the map update on another CPU.
-            None => {
-                tokio::task::yield_now().await;
-                if let Some(r) = self.orig_dst.lookup(peer) {
-                    r
-                } else {
-                    self.metrics.unattributed.inc();
-                    warn!(client = %peer, "closing a connection with no redirect record (not sent by the kernel hook)");
-                    return None;
-                }
-            }
+            tokio::task::yield_now().await;
+            let Some(r) = self.orig_dst.lookup(peer) else {
+                self.metrics.unattributed.inc();
+                warn!(client = %peer, "closing a connection with no redirect record (not sent by the kernel hook)");
+                return None;
+            };
+            r
         };
         let provider = self
             .provider_names
@@ -137,7 +135,7 @@ impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
             conn = id,
             client = %peer,
             orig_dst = %redirect.orig_dst,
-            provider,
+            provider = %provider,
             pid = redirect.process.pid,
             comm = %redirect.process.comm,
             uid = redirect.process.uid,
@@ -148,6 +146,7 @@ impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
             stream,
             client: peer,
             redirect,
+            provider,
             accepted_at: SystemTime::now(),
         })
     }

@@ -30,6 +30,8 @@ pub struct Accepted {
     pub client: SocketAddr,
     /// Where the app was going and who it is.
     pub redirect: Redirect,
+    /// Provider name of the matching provider-list entry.
+    pub provider: String,
     /// When the agent accepted it.
     pub accepted_at: SystemTime,
 }

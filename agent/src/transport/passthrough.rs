@@ -1,7 +1,10 @@
 //! The pass-through handler: relays a redirected connection to its original destination
 //! untouched, and records it (metadata only: nothing is decrypted).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use tracing::{info, warn};
 
@@ -9,6 +12,8 @@ use super::{Accepted, ConnectionHandler, splice::splice, upstream::connect_marke
 use crate::{
     admin::{metrics::TransportMetrics, status::RecentConnections},
     identity::ProcessDetails,
+    sink::SinkHandle,
+    trace::{ConnectionFacts, relayed_connection},
 };
 
 /// Relays every connection byte for byte to where the app was going.
@@ -22,6 +27,10 @@ pub struct Passthrough {
     pub metrics: Arc<TransportMetrics>,
     /// Where `/status` finds recent connections.
     pub recent: Arc<RecentConnections>,
+    /// Where trace rows go.
+    pub sink: SinkHandle,
+    /// This machine's host name.
+    pub host: Arc<str>,
 }
 
 impl ConnectionHandler for Passthrough {
@@ -29,19 +38,18 @@ impl ConnectionHandler for Passthrough {
         let details = ProcessDetails::inspect(conn.redirect.process.pid);
         self.recent.opened(&conn, &details);
         let dst = conn.redirect.orig_dst;
-        let mut upstream = match connect_marked(dst, self.socket_mark, self.connect_timeout).await {
-            Ok(s) => s,
+        let (up, down, error) = match connect_marked(dst, self.socket_mark, self.connect_timeout)
+            .await
+        {
+            Ok(mut upstream) => match splice(&mut conn.stream, &mut upstream).await {
+                Ok(s) => (s.bytes_up, s.bytes_down, None),
+                Err(e) => (0, 0, Some(e.to_string())),
+            },
             Err(e) => {
                 self.metrics.upstream_connect_errors.inc();
                 warn!(conn = conn.id, error = %e, "cannot reach the original destination; closing the client connection");
-                self.recent.closed(conn.id, 0, 0, Some(e.to_string()));
-                return;
+                (0, 0, Some(e.to_string()))
             }
-        };
-        let result = splice(&mut conn.stream, &mut upstream).await;
-        let (up, down, error) = match result {
-            Ok(s) => (s.bytes_up, s.bytes_down, None),
-            Err(e) => (0, 0, Some(e.to_string())),
         };
         self.metrics.bytes_up.inc_by(up);
         self.metrics.bytes_down.inc_by(down);
@@ -52,6 +60,23 @@ impl ConnectionHandler for Passthrough {
             error = error.as_deref(),
             "connection closed"
         );
+        let facts = ConnectionFacts {
+            connection_id: conn.id,
+            host: &self.host,
+            orig_dst: dst,
+            provider: &conn.provider,
+            process: &conn.redirect.process,
+            details: &details,
+        };
+        self.sink.record(relayed_connection(
+            &facts,
+            conn.accepted_at,
+            SystemTime::now(),
+            up,
+            down,
+            "passthrough",
+            error.clone(),
+        ));
         self.recent.closed(conn.id, up, down, error);
     }
 }

@@ -5,7 +5,12 @@
 //! provider saw. Comparing that with the probe's own local address tells whether the
 //! connection went through the agent (different) or direct (same). Prints one JSON object.
 //!
+//! With `--connect-only` it only connects and closes, and reports connect+close latency
+//! percentiles (for the eBPF benchmark).
+//!
 //! Usage: llmtrace-probe ADDR [--count N] [--concurrency C] [--mark M] [--timeout-ms T]
+//!        [--connect-only 1]
+#![forbid(unsafe_code)]
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -26,6 +31,7 @@ struct Args {
     concurrency: usize,
     mark: Option<u32>,
     timeout: Duration,
+    connect_only: bool,
 }
 
 fn parse_args() -> Args {
@@ -41,6 +47,7 @@ fn parse_args() -> Args {
         concurrency: 1,
         mark: None,
         timeout: Duration::from_secs(3),
+        connect_only: false,
     };
     while let Some(flag) = it.next() {
         let value = it.next().expect("flag value");
@@ -51,6 +58,7 @@ fn parse_args() -> Args {
             "--timeout-ms" => {
                 args.timeout = Duration::from_millis(value.parse().expect("--timeout-ms"));
             }
+            "--connect-only" => args.connect_only = value == "1",
             other => panic!("unknown flag {other}"),
         }
     }
@@ -131,8 +139,41 @@ struct Tally {
     errors: Vec<String>,
 }
 
+/// Connects and closes `count` times in a row; prints latency percentiles in microseconds.
+fn connect_only(args: &Args) {
+    let mut micros = Vec::with_capacity(args.count);
+    let mut failed = 0usize;
+    for _ in 0..args.count {
+        let start = std::time::Instant::now();
+        match TcpStream::connect_timeout(&args.addr, args.timeout) {
+            Ok(s) => {
+                drop(s);
+                micros.push(start.elapsed().as_secs_f64() * 1e6);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    micros.sort_by(f64::total_cmp);
+    // Nearest-rank percentile, in per mille.
+    let pct = |per_mille: usize| {
+        micros
+            .get(micros.len().saturating_sub(1) * per_mille / 1000)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "{}",
+        json!({"pid": std::process::id(), "connects": micros.len(), "failed": failed,
+               "p50_us": pct(500), "p99_us": pct(990)})
+    );
+}
+
 fn main() {
     let args = Arc::new(parse_args());
+    if args.connect_only {
+        connect_only(&args);
+        return;
+    }
     if args.count == 1 {
         let out = match probe_once(&args) {
             Ok(o) => json!({

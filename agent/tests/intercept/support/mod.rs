@@ -14,7 +14,7 @@ use std::{
 };
 
 use llmtrace_agent::{
-    admin::{metrics::TransportMetrics, status::RecentConnections},
+    admin::metrics::TransportMetrics,
     config::{Config, ProviderSpec, ProxyConfig},
     proxy::{self, Intercept, metrics::ProxyMetrics, record::ExchangeRecord},
     transport::{FixedOriginalDst, ProcessInfo, Redirect, listener},
@@ -86,15 +86,9 @@ impl World {
         let mut registry = Registry::default();
         let transport = Arc::new(TransportMetrics::register(&mut registry));
         let shutdown = CancellationToken::new();
-        let built = proxy::build::from_config(
-            &config,
-            &providers,
-            &mut registry,
-            transport.clone(),
-            Arc::new(RecentConnections::new(16)),
-            shutdown.clone(),
-        )
-        .unwrap();
+        let built =
+            proxy::build::from_config(&config, &providers, &mut registry, &transport, &shutdown)
+                .unwrap();
         let llmtrace_ca_pem = built.ca.paths().cert.clone();
         let handler = built.handler;
         let metrics = handler.metrics().clone();

@@ -1,0 +1,29 @@
+//! gemini response parser, as SSE and as JSON, split at a fuzzer-chosen point: never panics and
+//! gives the same result however the body is split.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use llmtrace_agent::llm::body::ResponseParser;
+use llmtrace_agent::llm::provider::detect;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&cut, body)) = data.split_first() else {
+        return;
+    };
+    let cut = usize::from(cut) * body.len() / 255;
+    let ep = detect(
+        "generativelanguage.googleapis.com",
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+        None,
+        [],
+    )
+    .expect("known endpoint");
+    for ct in ["text/event-stream", "application/json"] {
+        let mut whole = ResponseParser::new(&ep, Some(ct), 1 << 16);
+        whole.push(body);
+        let mut split = ResponseParser::new(&ep, Some(ct), 1 << 16);
+        split.push(&body[..cut]);
+        split.push(&body[cut..]);
+        assert_eq!(whole.finish(), split.finish());
+    }
+});

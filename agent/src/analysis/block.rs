@@ -1,0 +1,82 @@
+//! Provider-shaped refusals: a 403 error body the client SDK understands, and an SSE error event
+//! that ends a stream early. Messages name the finding kinds, never the matched text.
+
+use crate::llm::provider::Dialect;
+
+use super::finding::Finding;
+
+/// A synthetic response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// The human message for a block, naming the finding kinds.
+pub fn block_message(findings: &[&Finding]) -> String {
+    let mut kinds: Vec<&str> = findings.iter().map(|f| f.kind).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    format!("Blocked by llmtrace policy: {}", kinds.join(", "))
+}
+
+fn error_json(dialect: Dialect, message: &str) -> serde_json::Value {
+    match dialect {
+        Dialect::OpenAi => serde_json::json!({
+            "error": {"message": message, "type": "policy_violation", "param": null, "code": "llmtrace_blocked"}
+        }),
+        Dialect::Anthropic => serde_json::json!({
+            "type": "error",
+            "error": {"type": "permission_error", "message": message}
+        }),
+        Dialect::Gemini => serde_json::json!({
+            "error": {"code": 403, "message": message, "status": "PERMISSION_DENIED"}
+        }),
+    }
+}
+
+/// A 403 JSON error in the provider's shape.
+pub fn block_response(dialect: Dialect, message: &str) -> BlockResponse {
+    BlockResponse {
+        status: 403,
+        content_type: "application/json",
+        body: error_json(dialect, message).to_string().into_bytes(),
+    }
+}
+
+/// SSE bytes that end a stream with an error the SDKs raise: Anthropic `event: error`, OpenAI
+/// and Gemini an `error` object in a `data:` line (OpenAI then `[DONE]`).
+pub fn stream_error_event(dialect: Dialect, message: &str) -> Vec<u8> {
+    let json = error_json(dialect, message).to_string();
+    match dialect {
+        Dialect::Anthropic => format!("event: error\ndata: {json}\n\n"),
+        Dialect::OpenAi => format!("data: {json}\n\ndata: [DONE]\n\n"),
+        Dialect::Gemini => format!("data: {json}\n\n"),
+    }
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::sse::parse_all;
+
+    #[test]
+    fn shapes_parse_as_provider_errors() {
+        let r = block_response(Dialect::Anthropic, "no");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            (r.status, v["error"]["type"].as_str()),
+            (403, Some("permission_error"))
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&block_response(Dialect::OpenAi, "no").body).unwrap();
+        assert_eq!(v["error"]["message"], "no");
+        let events = parse_all(&stream_error_event(Dialect::Anthropic, "stop"));
+        assert_eq!(events[0].event, "error");
+        let events = parse_all(&stream_error_event(Dialect::OpenAi, "stop"));
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].data, "[DONE]");
+    }
+}

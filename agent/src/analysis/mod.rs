@@ -1,0 +1,67 @@
+//! Findings and enforcement on LLM traffic: secrets, PII, prompt injection / jailbreak and risky
+//! tool call detectors ([`Analyzer`]), the policy mapping findings to actions
+//! ([`PolicyConfig`]), request redaction ([`redact_body`]), provider-shaped refusals
+//! ([`block_response`], [`stream_error_event`]) and the streaming monitor ([`StreamMonitor`]).
+//!
+//! Findings carry a masked excerpt and never the matched text. Detectors are linear-time regex
+//! and Aho-Corasick scans over at most [`AnalysisConfig::max_analysis_bytes`] per text.
+
+pub mod analyzer;
+pub mod block;
+pub mod finding;
+pub mod injection;
+pub mod monitor;
+mod patterns;
+pub mod pii;
+pub mod policy;
+pub mod redact;
+pub mod secrets;
+pub mod tools;
+
+use serde::{Deserialize, Serialize};
+
+pub use analyzer::{Analyzer, Scan};
+pub use block::{BlockResponse, block_response, stream_error_event};
+pub use finding::{Finding, Location, Severity};
+pub use monitor::StreamMonitor;
+pub use policy::{Action, PolicyConfig, PolicyRule};
+pub use redact::{Redacted, mask_findings, must_mask, redact_body};
+
+/// Analysis settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// Run the detectors at all. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Bytes of each text (prompt, response, tool arguments) analysed; the rest is skipped and
+    /// the trace marked. Default: 262144 (256 KiB).
+    #[serde(default = "default_max_analysis_bytes")]
+    pub max_analysis_bytes: usize,
+    /// Watch streamed responses and end the stream on a finding the policy blocks.
+    /// Default: true.
+    #[serde(default = "default_true")]
+    pub stream_monitor: bool,
+    /// Finding → action policy. Default: flag everything.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_analysis_bytes: default_max_analysis_bytes(),
+            stream_monitor: true,
+            policy: PolicyConfig::default(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_max_analysis_bytes() -> usize {
+    256 * 1024
+}

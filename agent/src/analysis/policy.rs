@@ -1,0 +1,170 @@
+//! Enforcement policy: maps findings to actions. Rules are tried in order; the first rule whose
+//! kind (exact `secret.aws_access_key` or category `secret`), minimum severity and location all
+//! match decides; otherwise `default_action` applies. An exchange takes the strongest action of
+//! its findings (`block` > `redact` > `flag` > `allow`).
+//!
+//! ```toml
+//! [analysis.policy]
+//! default_action = "flag"
+//! [[analysis.policy.rules]]
+//! kind = "secret"
+//! min_severity = "critical"
+//! action = "block"
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::finding::{Finding, Location, Severity};
+
+/// What to do about a finding.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Record nothing beyond the trace.
+    Allow,
+    /// Record the finding on the trace.
+    #[default]
+    Flag,
+    /// Mask the matched text in the forwarded request (responses: flag).
+    Redact,
+    /// Refuse the request with a provider-shaped 403; on a streamed response, stop the stream.
+    Block,
+}
+
+impl Action {
+    /// Stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Flag => "flag",
+            Self::Redact => "redact",
+            Self::Block => "block",
+        }
+    }
+}
+
+/// One policy rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRule {
+    /// Finding kind (`pii.email`) or category (`pii`); absent matches every kind.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Lowest severity the rule applies to; absent matches every severity.
+    #[serde(default)]
+    pub min_severity: Option<Severity>,
+    /// Where the finding was made; absent matches everywhere.
+    #[serde(default)]
+    pub location: Option<Location>,
+    /// The action.
+    #[serde(default)]
+    pub action: Action,
+}
+
+impl PolicyRule {
+    fn matches(&self, f: &Finding) -> bool {
+        self.kind
+            .as_deref()
+            .is_none_or(|k| k == f.kind || k == f.category())
+            && self.min_severity.is_none_or(|s| f.severity >= s)
+            && self.location.is_none_or(|l| l == f.location)
+    }
+}
+
+/// The policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Action for findings no rule matches. Default: `flag`.
+    #[serde(default)]
+    pub default_action: Action,
+    /// Rules, first match wins. Default: none (everything flagged).
+    #[serde(default)]
+    pub rules: Vec<PolicyRule>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            default_action: Action::Flag,
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The action for one finding.
+    pub fn action_for(&self, f: &Finding) -> Action {
+        self.rules
+            .iter()
+            .find(|r| r.matches(f))
+            .map_or(self.default_action, |r| r.action)
+    }
+
+    /// The strongest action over `findings` (`allow` when there are none).
+    pub fn decide<'a>(&self, findings: impl IntoIterator<Item = &'a Finding>) -> Action {
+        findings
+            .into_iter()
+            .map(|f| self.action_for(f))
+            .max()
+            .unwrap_or(Action::Allow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(kind: &'static str, severity: Severity) -> Finding {
+        Finding {
+            kind,
+            severity,
+            confidence: 1.0,
+            location: Location::Request,
+            excerpt: String::new(),
+            span: 0..0,
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_strongest_action_decides() {
+        let p: PolicyConfig = toml::from_str(
+            r#"
+            default_action = "flag"
+            [[rules]]
+            kind = "pii.email"
+            action = "allow"
+            [[rules]]
+            kind = "secret"
+            min_severity = "critical"
+            action = "block"
+            [[rules]]
+            kind = "pii"
+            action = "redact"
+            "#,
+        )
+        .unwrap();
+        let email = finding("pii.email", Severity::Low);
+        let card = finding("pii.payment_card", Severity::High);
+        let aws = finding("secret.aws_access_key", Severity::Critical);
+        let jwt = finding("secret.jwt", Severity::High);
+        assert_eq!(p.action_for(&email), Action::Allow);
+        assert_eq!(p.action_for(&card), Action::Redact);
+        assert_eq!(p.action_for(&aws), Action::Block);
+        assert_eq!(p.action_for(&jwt), Action::Flag);
+        assert_eq!(p.decide([&email, &card]), Action::Redact);
+        assert_eq!(p.decide([&email, &card, &aws]), Action::Block);
+        assert_eq!(p.decide([]), Action::Allow);
+    }
+
+    #[test]
+    fn unknown_fields_rejected_and_defaults() {
+        assert!(toml::from_str::<PolicyConfig>("defaults = \"flag\"").is_err());
+        assert_eq!(
+            toml::from_str::<PolicyConfig>("").unwrap(),
+            PolicyConfig::default()
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! Request redaction: masks the spans of findings whose action is `redact` inside every JSON
+//! string literal of a body, keeping all other bytes (structure, key order, spacing) as they
+//! were, so the result stays valid JSON.
+
+use super::analyzer::Analyzer;
+use super::finding::{Finding, Location};
+use super::policy::{Action, PolicyConfig};
+
+/// Redacted body plus the findings that were masked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redacted {
+    pub body: String,
+    pub masked: Vec<Finding>,
+}
+
+/// Redacts `body`: inside its string literals when it is JSON (numbers, keys' structure and
+/// spacing untouched), else as plain text. `None` when nothing was masked.
+pub fn redact_body(body: &str, analyzer: &Analyzer, policy: &PolicyConfig) -> Option<Redacted> {
+    let mut masked = Vec::new();
+    if serde_json::from_str::<serde::de::IgnoredAny>(body).is_err() {
+        return redact_text(body, analyzer, policy, &mut masked)
+            .map(|body| Redacted { body, masked });
+    }
+    let mut out = String::with_capacity(body.len());
+    let mut last = 0;
+    for (start, end) in string_literals(body.as_bytes()) {
+        let literal = &body[start..end];
+        let Ok(value) = serde_json::from_str::<String>(literal) else {
+            continue;
+        };
+        if let Some(new) = redact_text(&value, analyzer, policy, &mut masked) {
+            out.push_str(&body[last..start]);
+            out.push_str(&serde_json::to_string(&new).expect("strings serialise"));
+            last = end;
+        }
+    }
+    if masked.is_empty() {
+        return None;
+    }
+    out.push_str(&body[last..]);
+    Some(Redacted { body: out, masked })
+}
+
+/// Masks redact-action findings in `text`; `None` when there were none.
+fn redact_text(
+    text: &str,
+    analyzer: &Analyzer,
+    policy: &PolicyConfig,
+    masked: &mut Vec<Finding>,
+) -> Option<String> {
+    let mut found = Vec::new();
+    analyzer.scan_maskable(text, Location::Request, &mut found);
+    let hits: Vec<Finding> = found
+        .into_iter()
+        .filter(|f| policy.action_for(f) == Action::Redact)
+        .collect();
+    if hits.is_empty() {
+        return None;
+    }
+    let out = mask_findings(text, &hits);
+    masked.extend(hits);
+    Some(out)
+}
+
+/// Replaces the spans of `findings` in `text` with `[REDACTED:kind]` (overlaps skipped): used on
+/// the texts stored in the trace, so secrets never reach storage or output.
+pub fn mask_findings<'a>(text: &str, findings: impl IntoIterator<Item = &'a Finding>) -> String {
+    let mut spans: Vec<&Finding> = findings
+        .into_iter()
+        .filter(|f| !f.span.is_empty() && text.get(f.span.clone()).is_some())
+        .collect();
+    if spans.is_empty() {
+        return text.to_owned();
+    }
+    spans.sort_by_key(|f| f.span.start);
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for f in spans {
+        if f.span.start < last {
+            continue;
+        }
+        out.push_str(&text[last..f.span.start]);
+        out.push_str("[REDACTED:");
+        out.push_str(f.kind);
+        out.push(']');
+        last = f.span.end;
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// True for findings whose text is always masked in stored copies: every secret, and anything
+/// the policy redacts or blocks.
+pub fn must_mask(f: &Finding, policy: &PolicyConfig) -> bool {
+    matches!(f.category(), "secret" | "pii")
+        && (f.category() == "secret" || policy.action_for(f) >= Action::Redact)
+}
+
+/// Byte ranges (quotes included) of the string literals of a JSON text.
+fn string_literals(b: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        i += 1;
+        while i < b.len() && b[i] != b'"' {
+            i += if b[i] == b'\\' { 2 } else { 1 };
+        }
+        if i >= b.len() {
+            break;
+        }
+        i += 1;
+        out.push((start, i));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::policy::PolicyRule;
+
+    fn redact_policy() -> PolicyConfig {
+        PolicyConfig {
+            default_action: Action::Flag,
+            rules: vec![PolicyRule {
+                kind: Some("secret".into()),
+                min_severity: None,
+                location: None,
+                action: Action::Redact,
+            }],
+        }
+    }
+
+    #[test]
+    fn masks_inside_json_and_keeps_it_valid() {
+        let body = r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "key \"AKIAIOSFODNN7EXAMPLE\"\nplease"}]}"#;
+        let a = Analyzer::new(1 << 20);
+        let r = redact_body(body, &a, &redact_policy()).unwrap();
+        assert!(!r.body.contains("AKIAIOSFODNN7EXAMPLE"));
+        assert!(
+            r.body
+                .starts_with(r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "#)
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(
+            v["messages"][0]["content"],
+            "key \"[REDACTED:secret.aws_access_key]\"\nplease"
+        );
+        assert_eq!(r.masked.len(), 1);
+    }
+
+    #[test]
+    fn flag_only_policy_changes_nothing() {
+        let a = Analyzer::new(1 << 20);
+        assert!(
+            redact_body(
+                r#"{"c":"AKIAIOSFODNN7EXAMPLE"}"#,
+                &a,
+                &PolicyConfig::default()
+            )
+            .is_none()
+        );
+        assert!(redact_body(r#"{"c":"hello"}"#, &a, &redact_policy()).is_none());
+    }
+
+    #[test]
+    fn json_without_strings_is_left_alone() {
+        let a = Analyzer::new(1 << 20);
+        let p = PolicyConfig {
+            default_action: Action::Redact,
+            rules: Vec::new(),
+        };
+        assert!(redact_body("22222220222222", &a, &p).is_none());
+        let r = redact_body("say \"hi\" AKIAIOSFODNN7EXAMPLE", &a, &p).unwrap();
+        assert_eq!(r.body, "say \"hi\" [REDACTED:secret.aws_access_key]");
+    }
+
+    #[test]
+    fn plain_text_body() {
+        let a = Analyzer::new(1 << 20);
+        let r = redact_body("id AKIAIOSFODNN7EXAMPLE", &a, &redact_policy()).unwrap();
+        assert_eq!(r.body, "id [REDACTED:secret.aws_access_key]");
+    }
+}

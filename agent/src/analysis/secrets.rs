@@ -1,0 +1,246 @@
+//! Secret detectors: provider API keys, cloud keys, private keys, JWTs, passwords in connection
+//! strings and assignments. Patterns are ordered most specific first.
+
+use super::finding::{Finding, Location, Severity, mask_secret};
+use super::patterns::{PatternSet, Spec, not_placeholder};
+
+const fn spec(
+    kind: &'static str,
+    severity: Severity,
+    confidence: f32,
+    pattern: &'static str,
+) -> Spec {
+    Spec {
+        kind,
+        severity,
+        confidence,
+        pattern,
+        group: 0,
+        validate: None,
+        mask: mask_secret,
+        alone: true,
+    }
+}
+
+/// Letters and digits both present: tells real tokens from hyphenated words (`sk-learn-…`).
+fn mixed(s: &str) -> bool {
+    s.bytes().any(|b| b.is_ascii_digit()) && s.bytes().filter(u8::is_ascii_alphabetic).count() >= 8
+}
+
+fn password(s: &str) -> bool {
+    not_placeholder(s)
+}
+
+const SPECS: &[Spec] = &[
+    spec(
+        "secret.private_key",
+        Severity::Critical,
+        0.99,
+        r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----",
+    ),
+    spec(
+        "secret.anthropic_key",
+        Severity::Critical,
+        0.99,
+        r"\bsk-ant-(?:api|admin|oat)[0-9]{2}-[A-Za-z0-9_\-]{20,}",
+    ),
+    Spec {
+        validate: Some(mixed),
+        ..spec(
+            "secret.openai_key",
+            Severity::Critical,
+            0.9,
+            r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{32,}",
+        )
+    },
+    spec(
+        "secret.aws_access_key",
+        Severity::Critical,
+        0.95,
+        r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
+    ),
+    Spec {
+        group: 1,
+        ..spec(
+            "secret.aws_secret_key",
+            Severity::Critical,
+            0.9,
+            r#"(?i)aws_?secret_?(?:access_?)?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+=]{40})\b"#,
+        )
+    },
+    spec(
+        "secret.gcp_api_key",
+        Severity::High,
+        0.95,
+        r"\bAIza[0-9A-Za-z_\-]{35}",
+    ),
+    Spec {
+        group: 1,
+        ..spec(
+            "secret.azure_key",
+            Severity::Critical,
+            0.9,
+            r"(?i)\b(?:AccountKey|SharedAccessKey)=([A-Za-z0-9+/=]{40,})",
+        )
+    },
+    spec(
+        "secret.github_token",
+        Severity::High,
+        0.95,
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{60,})",
+    ),
+    spec(
+        "secret.slack_token",
+        Severity::High,
+        0.9,
+        r"\bxox[abposr]-[A-Za-z0-9\-]{10,}",
+    ),
+    spec(
+        "secret.stripe_key",
+        Severity::Critical,
+        0.95,
+        r"\b[sr]k_live_[A-Za-z0-9]{20,}",
+    ),
+    spec(
+        "secret.provider_key",
+        Severity::High,
+        0.85,
+        r"\b(?:gsk_[A-Za-z0-9]{40,}|xai-[A-Za-z0-9]{40,}|hf_[A-Za-z0-9]{30,}|ya29\.[A-Za-z0-9_\-]{20,}|pplx-[A-Za-z0-9]{40,}|fw_[A-Za-z0-9]{20,})",
+    ),
+    spec(
+        "secret.jwt",
+        Severity::High,
+        0.9,
+        r"\beyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",
+    ),
+    Spec {
+        group: 1,
+        validate: Some(password),
+        ..spec(
+            "secret.connection_password",
+            Severity::High,
+            0.9,
+            r#"\b[a-zA-Z][a-zA-Z0-9+.\-]{1,20}://[^\s:/@"'\\]{1,64}:([^\s@/"'\\]{1,128})@[^\s/"'\\]"#,
+        )
+    },
+    Spec {
+        group: 1,
+        validate: Some(password),
+        ..spec(
+            "secret.password_assignment",
+            Severity::Medium,
+            0.6,
+            r#"(?i)\b(?:password|passwd|pwd|client_secret|api[_\-]?key|access[_\-]?token|secret[_\-]?key)["']?\s*[:=]\s*["']?([^\s"',;\\]{6,128})"#,
+        )
+    },
+];
+
+/// Secret detector.
+#[derive(Debug)]
+pub struct SecretDetector {
+    set: PatternSet,
+}
+
+impl Default for SecretDetector {
+    fn default() -> Self {
+        Self {
+            set: PatternSet::new(SPECS),
+        }
+    }
+}
+
+impl SecretDetector {
+    /// Appends secret findings in `text`.
+    pub fn scan(&self, text: &str, location: Location, out: &mut Vec<Finding>) {
+        self.set.scan(text, location, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(text: &str) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        SecretDetector::default().scan(text, Location::Request, &mut out);
+        out.iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn detects_each_kind() {
+        let cases = [
+            ("my key is AKIAIOSFODNN7EXAMPLE ok", "secret.aws_access_key"),
+            (
+                "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "secret.aws_secret_key",
+            ),
+            (
+                "sk-proj-abcdefghij1234567890ABCDEFGHIJklmnop",
+                "secret.openai_key",
+            ),
+            (
+                "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789",
+                "secret.anthropic_key",
+            ),
+            (
+                "AIzaSyA1234567890abcdefghijklmnopqrstuv",
+                "secret.gcp_api_key",
+            ),
+            (
+                "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH==",
+                "secret.azure_key",
+            ),
+            (
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn",
+                "secret.private_key",
+            ),
+            (
+                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+                "secret.jwt",
+            ),
+            (
+                "postgres://app:s3cr3tPa55@db.internal:5432/x",
+                "secret.connection_password",
+            ),
+            (
+                "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+                "secret.github_token",
+            ),
+            ("password = \"Tr0ub4dor&3\"", "secret.password_assignment"),
+        ];
+        for (text, kind) in cases {
+            assert_eq!(kinds(text), vec![kind], "{text}");
+        }
+    }
+
+    #[test]
+    fn negatives() {
+        for text in [
+            "use sk-learn-classification-pipeline-for-everything",
+            "AKIA is a prefix, AKIAshort",
+            "postgres://user:${DB_PASSWORD}@db/x",
+            "password: <your password>",
+            "the quick brown fox",
+            "-----BEGIN PUBLIC KEY-----",
+        ] {
+            assert!(kinds(text).is_empty(), "{text}: {:?}", kinds(text));
+        }
+    }
+
+    #[test]
+    fn excerpt_never_holds_the_secret() {
+        let mut out = Vec::new();
+        let text = "creds AKIAIOSFODNN7EXAMPLE and postgres://app:s3cr3tPa55@db/x";
+        SecretDetector::default().scan(text, Location::Request, &mut out);
+        assert_eq!(out.len(), 2);
+        for f in &out {
+            assert!(
+                !f.excerpt.contains("AKIAIOSFODNN7EXAMPLE") && !f.excerpt.contains("s3cr3tPa55"),
+                "{}",
+                f.excerpt
+            );
+        }
+        assert_eq!(out[0].excerpt, "AKIA****(20)");
+        assert_eq!(&text[out[0].span.clone()], "AKIAIOSFODNN7EXAMPLE");
+    }
+}

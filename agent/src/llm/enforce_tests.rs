@@ -1,0 +1,147 @@
+//! Enforcement through the exchange API: block, redact, stream stop; secrets masked everywhere.
+
+// Test code: short names for the exchange under test and its parts read best here.
+#![allow(
+    clippy::many_single_char_names,
+    clippy::format_push_string,
+    clippy::float_cmp
+)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Engine, LlmConfig, RequestHead};
+use crate::analysis::{Action, PolicyRule};
+
+const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+
+fn engine(action: Action) -> Arc<Engine> {
+    let mut cfg = LlmConfig::default();
+    cfg.analysis.policy.rules.push(PolicyRule {
+        kind: Some("secret".into()),
+        min_severity: Some(crate::analysis::Severity::High),
+        location: None,
+        action,
+    });
+    Engine::new(cfg, b"k".to_vec())
+}
+
+fn head<'a>(host: &'a str, path: &'a str) -> RequestHead<'a> {
+    RequestHead {
+        method: "POST",
+        host,
+        path,
+        query: None,
+        headers: &[],
+    }
+}
+
+fn body() -> Vec<u8> {
+    format!(r#"{{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{{"role":"user","content":"deploy with {KEY} please"}}]}}"#).into_bytes()
+}
+
+#[test]
+fn block_gives_provider_shaped_403_and_masked_trace() {
+    let e = engine(Action::Block);
+    let t = Instant::now();
+    let mut ex = e
+        .exchange(&head("api.anthropic.com", "/v1/messages"), t)
+        .unwrap();
+    let v = ex.request_body(&body(), true);
+    assert_eq!(v.action, Action::Block);
+    let b = v.block.expect("block response");
+    assert_eq!(b.status, 403);
+    let j: serde_json::Value = serde_json::from_slice(&b.body).unwrap();
+    assert_eq!(j["type"], "error");
+    assert_eq!(j["error"]["type"], "permission_error");
+    let a = ex.finish(t);
+    assert_eq!(a.action, "block");
+    assert_eq!(a.input_tokens, None, "nothing was sent upstream");
+    let all = format!(
+        "{}{}{a:?}",
+        String::from_utf8_lossy(&b.body),
+        serde_json::to_string(&a).unwrap()
+    );
+    assert!(!all.contains(KEY), "{all}");
+}
+
+#[test]
+fn redact_forwards_valid_json_without_the_key() {
+    let e = engine(Action::Redact);
+    let t = Instant::now();
+    let mut ex = e
+        .exchange(&head("api.openai.com", "/v1/chat/completions"), t)
+        .unwrap();
+    let v = ex.request_body(&body(), true);
+    assert_eq!(v.action, Action::Redact);
+    let fwd = v.redacted_body.expect("redacted body");
+    let j: serde_json::Value = serde_json::from_slice(&fwd).unwrap();
+    assert_eq!(
+        j["messages"][0]["content"],
+        "deploy with [REDACTED:secret.aws_access_key] please"
+    );
+    assert!(v.findings.iter().all(|f| !f.excerpt.contains(KEY)));
+    let a = ex.finish(t);
+    assert_eq!(a.action, "redact");
+    assert!(!serde_json::to_string(&a).unwrap().contains(KEY));
+}
+
+#[test]
+fn streamed_secret_stops_the_stream_with_an_error_event() {
+    let e = engine(Action::Block);
+    let t = Instant::now();
+    let mut ex = e
+        .exchange(&head("api.openai.com", "/v1/chat/completions"), t)
+        .unwrap();
+    ex.request_body(
+        br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        true,
+    );
+    ex.response_head(200, &[("content-type", "text/event-stream")]);
+    let text = format!(
+        "Sure, the production credentials are {KEY} and the region is us-east-1. {}",
+        "More text. ".repeat(20)
+    );
+    let mut stop = None;
+    for piece in text.as_bytes().chunks(6) {
+        let delta = serde_json::json!({"choices":[{"index":0,"delta":{"content":String::from_utf8_lossy(piece)}}]});
+        if let Some(s) = ex.response_chunk(format!("data: {delta}\n\n").as_bytes(), Instant::now())
+        {
+            stop = Some(s);
+            break;
+        }
+    }
+    let stop = stop.expect("stream stopped");
+    assert_eq!(stop.finding.kind, "secret.aws_access_key");
+    let ev = String::from_utf8(stop.event).unwrap();
+    assert!(
+        ev.starts_with("data: {\"error\"") && ev.ends_with("data: [DONE]\n\n") && !ev.contains(KEY)
+    );
+    let a = ex.finish(Instant::now());
+    assert!(a.early_stopped);
+    assert_eq!(a.action, "block");
+    assert!(!serde_json::to_string(&a).unwrap().contains(KEY));
+}
+
+#[test]
+fn bad_input_is_survived() {
+    let e = engine(Action::Block);
+    let t = Instant::now();
+    let mut ex = e
+        .exchange(&head("api.openai.com", "/v1/chat/completions"), t)
+        .unwrap();
+    let v = ex.request_body(b"\x1f\x8b not really gzip", false);
+    assert_eq!(v.action, Action::Allow);
+    ex.response_head(
+        500,
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "br"),
+        ],
+    );
+    ex.response_chunk(b"\x00\x01\x02garbage", t);
+    let a = ex.finish(t);
+    assert!(a.request_truncated);
+    assert!(a.error.is_some());
+    assert_eq!(a.status, Some(500));
+}

@@ -1,0 +1,109 @@
+//! The shared, immutable analysis engine: compiled detectors, policy, prices, limits and the
+//! fingerprint key. Built once at startup; every exchange borrows it through an `Arc`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::decode::DecodeLimits;
+use super::exchange::{Exchange, RequestHead};
+use super::pricing::{PriceTable, PricingConfig};
+use super::provider;
+use crate::analysis::{AnalysisConfig, Analyzer};
+
+/// LLM tee settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// Detectors and policy. Default: see [`AnalysisConfig`].
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
+    /// Pricing overrides. Default: none (built-in table).
+    #[serde(default)]
+    pub pricing: PricingConfig,
+    /// Largest JSON document or SSE line parsed from a response; bigger ones are skipped and the
+    /// trace marked. Default: 8388608 (8 MiB).
+    #[serde(default = "default_max_document_bytes")]
+    pub max_document_bytes: usize,
+    /// Largest decoded (decompressed) body analysed. Default: 16777216 (16 MiB).
+    #[serde(default = "default_max_decoded_bytes")]
+    pub max_decoded_bytes: usize,
+    /// Largest decompression ratio accepted before a body is treated as a bomb. Default: 200.
+    #[serde(default = "default_max_ratio")]
+    pub max_decompression_ratio: usize,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            analysis: AnalysisConfig::default(),
+            pricing: PricingConfig::default(),
+            max_document_bytes: default_max_document_bytes(),
+            max_decoded_bytes: default_max_decoded_bytes(),
+            max_decompression_ratio: default_max_ratio(),
+        }
+    }
+}
+
+fn default_max_document_bytes() -> usize {
+    8 << 20
+}
+
+fn default_max_decoded_bytes() -> usize {
+    16 << 20
+}
+
+fn default_max_ratio() -> usize {
+    200
+}
+
+/// Compiled engine.
+#[derive(Debug)]
+pub struct Engine {
+    pub(crate) config: LlmConfig,
+    pub(crate) analyzer: Analyzer,
+    pub(crate) prices: PriceTable,
+    pub(crate) fingerprint_key: Vec<u8>,
+}
+
+impl Engine {
+    /// Builds the engine; `fingerprint_key` is the per-host secret for API key fingerprints.
+    pub fn new(config: LlmConfig, fingerprint_key: Vec<u8>) -> Arc<Self> {
+        Arc::new(Self {
+            analyzer: Analyzer::new(config.analysis.max_analysis_bytes),
+            prices: PriceTable::builtin().with_overrides(&config.pricing),
+            config,
+            fingerprint_key,
+        })
+    }
+
+    /// The detectors (shared with the offline `analyze` command).
+    pub fn analyzer(&self) -> &Analyzer {
+        &self.analyzer
+    }
+
+    /// The pricing table in use.
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
+    pub(crate) fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_output: self.config.max_decoded_bytes,
+            max_ratio: self.config.max_decompression_ratio,
+        }
+    }
+
+    /// Starts analysing an exchange; `None` when the request is not an LLM API call (the proxy
+    /// then records a plain trace). `start` is when the request head was received.
+    pub fn exchange(self: &Arc<Self>, head: &RequestHead<'_>, start: Instant) -> Option<Exchange> {
+        let endpoint = provider::detect(
+            head.host,
+            head.path,
+            head.query,
+            head.headers.iter().copied(),
+        )?;
+        Some(Exchange::new(Arc::clone(self), endpoint, head, start))
+    }
+}

@@ -1,0 +1,302 @@
+//! One exchange through the tee: request head → request body (verdict) → response head →
+//! response chunks (optional early stop) → `finish`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::body::ResponseParser;
+use super::decode::decode_body;
+use super::engine::Engine;
+use super::fingerprint::api_key_fingerprint;
+use super::model::RequestInfo;
+use super::outcome::ExchangeAnalysis;
+use super::provider::{Dialect, Endpoint};
+use super::timing::Timing;
+use super::{anthropic, gemini, openai};
+use crate::analysis::{
+    Action, BlockResponse, Finding, Location, StreamMonitor, block, redact_body,
+};
+
+/// The request head as the proxy saw it. Header names in any case.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    /// SNI or `Host`/`:authority` (port allowed).
+    pub host: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+/// What to do with the request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestVerdict {
+    pub action: Action,
+    pub findings: Vec<Finding>,
+    /// `redact`: the body to forward instead, identity-encoded (drop `Content-Encoding`, fix
+    /// `Content-Length`).
+    pub redacted_body: Option<Vec<u8>>,
+    /// `block`: the response to send instead of forwarding.
+    pub block: Option<BlockResponse>,
+}
+
+/// Returned by [`Exchange::response_chunk`] when the stream must end: send `event` to the
+/// client after the chunk, then close the response body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyStop {
+    pub finding: Finding,
+    pub event: Vec<u8>,
+}
+
+/// Per-exchange state. Not `Sync`; one per HTTP exchange.
+#[derive(Debug)]
+pub struct Exchange {
+    engine: Arc<Engine>,
+    endpoint: Endpoint,
+    key_fingerprint: Option<String>,
+    request_encoding: Option<String>,
+    request: RequestInfo,
+    request_findings: Vec<Finding>,
+    request_action: Action,
+    out: ExchangeAnalysis,
+    timing: Timing,
+    response: Option<ResponseState>,
+}
+
+#[derive(Debug)]
+struct ResponseState {
+    parser: ResponseParser,
+    /// Compressed body kept for decoding at the end (bounded).
+    encoded: Option<(String, Vec<u8>)>,
+    monitor: Option<StreamMonitor>,
+    text_seen: usize,
+    header_request_id: Option<String>,
+}
+
+fn header<'a>(headers: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
+}
+
+fn encoding(headers: &[(&str, &str)]) -> Option<String> {
+    header(headers, "content-encoding")
+        .map(|e| e.trim().to_ascii_lowercase())
+        .filter(|e| !e.is_empty() && e != "identity")
+}
+
+impl Exchange {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        endpoint: Endpoint,
+        head: &RequestHead<'_>,
+        start: Instant,
+    ) -> Self {
+        let key_fingerprint = api_key_fingerprint(
+            head.headers.iter().copied(),
+            head.query,
+            &engine.fingerprint_key,
+        );
+        let out = ExchangeAnalysis {
+            provider: endpoint.provider.as_str(),
+            api: endpoint.api.as_str(),
+            azure_deployment: endpoint.deployment.clone(),
+            api_version: endpoint.api_version.clone(),
+            stream: endpoint.path_stream,
+            ..ExchangeAnalysis::default()
+        };
+        Self {
+            engine,
+            key_fingerprint,
+            request_encoding: encoding(head.headers),
+            request: RequestInfo::default(),
+            request_findings: Vec::new(),
+            request_action: Action::Allow,
+            out,
+            timing: Timing::new(start),
+            response: None,
+            endpoint,
+        }
+    }
+
+    /// The detected endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Feeds the request body exactly as received (the exchange decodes `Content-Encoding`);
+    /// `complete` is false when the capture bound cut it. Returns the enforcement verdict.
+    pub fn request_body(&mut self, body: &[u8], complete: bool) -> RequestVerdict {
+        self.out.request_truncated = !complete;
+        let decoded = match decode_body(
+            self.request_encoding.as_deref(),
+            body,
+            self.engine.decode_limits(),
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                self.out.error = Some(format!("request body not analysed: {e}"));
+                return self.verdict(Action::Allow, None);
+            }
+        };
+        let text = String::from_utf8_lossy(&decoded);
+        self.request = self.parse_request(&text);
+        self.out.stream |= self.request.stream;
+        if !self.engine.config.analysis.enabled {
+            return self.verdict(Action::Allow, None);
+        }
+        let scan = self
+            .engine
+            .analyzer
+            .scan_text(&self.request.prompt, Location::Request);
+        self.out.analysis_truncated |= scan.truncated;
+        self.request_findings = scan.findings;
+        let policy = &self.engine.config.analysis.policy;
+        let action = policy.decide(&self.request_findings);
+        match action {
+            Action::Redact => match redact_body(&text, &self.engine.analyzer, policy) {
+                Some(r) => self.verdict(Action::Redact, Some(r.body.into_bytes())),
+                None => self.verdict(Action::Flag, None),
+            },
+            other => self.verdict(other, None),
+        }
+    }
+
+    fn parse_request(&self, text: &str) -> RequestInfo {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+            // Not JSON (or cut by the capture bound): analyse the raw text.
+            return RequestInfo {
+                prompt: text.to_owned(),
+                ..RequestInfo::default()
+            };
+        };
+        let ep = &self.endpoint;
+        match ep.dialect {
+            Dialect::OpenAi => openai::parse_request(ep.api, &v),
+            Dialect::Anthropic => anthropic::parse_request(&v),
+            Dialect::Gemini => gemini::parse_request(&v, ep.path_model.as_deref(), ep.path_stream),
+        }
+    }
+
+    fn verdict(&mut self, action: Action, redacted_body: Option<Vec<u8>>) -> RequestVerdict {
+        self.request_action = action;
+        let block = (action == Action::Block).then(|| {
+            let policy = &self.engine.config.analysis.policy;
+            let blocking: Vec<&Finding> = self
+                .request_findings
+                .iter()
+                .filter(|f| policy.action_for(f) == Action::Block)
+                .collect();
+            block::block_response(self.endpoint.dialect, &block::block_message(&blocking))
+        });
+        RequestVerdict {
+            action,
+            findings: self.request_findings.clone(),
+            redacted_body,
+            block,
+        }
+    }
+
+    /// Response status and headers.
+    pub fn response_head(&mut self, status: u16, headers: &[(&str, &str)]) {
+        self.out.status = Some(status);
+        let parser = ResponseParser::new(
+            &self.endpoint,
+            header(headers, "content-type"),
+            self.engine.config.max_document_bytes,
+        );
+        let analysis = &self.engine.config.analysis;
+        let monitor = (analysis.enabled && analysis.stream_monitor && parser.is_sse())
+            .then(StreamMonitor::default);
+        let header_request_id = [
+            "x-request-id",
+            "request-id",
+            "apim-request-id",
+            "x-goog-request-id",
+        ]
+        .iter()
+        .find_map(|h| header(headers, h))
+        .map(str::to_owned);
+        self.response = Some(ResponseState {
+            encoded: encoding(headers).map(|e| (e, Vec::new())),
+            parser,
+            monitor,
+            text_seen: 0,
+            header_request_id,
+        });
+    }
+
+    /// Feeds a response body chunk exactly as forwarded, with its arrival time. Returns an
+    /// early stop when the monitor finds something the policy blocks.
+    pub fn response_chunk(&mut self, chunk: &[u8], at: Instant) -> Option<EarlyStop> {
+        let limit = self.engine.config.max_decoded_bytes;
+        let r = self.response.as_mut()?;
+        if self.out.early_stopped {
+            return None;
+        }
+        if let Some((_, buf)) = &mut r.encoded {
+            // Compressed: decoded at the end; every chunk counts as output for timing.
+            if buf.len() + chunk.len() > limit {
+                self.out.response_truncated = true;
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+            self.timing.chunk(at, true);
+            return None;
+        }
+        let before = r.parser.info().output_len();
+        r.parser.push(chunk);
+        let info = r.parser.info();
+        self.timing.chunk(at, info.output_len() > before);
+        let monitor = r.monitor.as_mut()?;
+        let delta = info.text.get(r.text_seen..).unwrap_or("");
+        r.text_seen = info.text.len();
+        let policy = &self.engine.config.analysis.policy;
+        let finding = monitor.feed(delta, &self.engine.analyzer, policy)?;
+        self.out.early_stopped = true;
+        let msg = block::block_message(&[&finding]);
+        Some(EarlyStop {
+            event: block::stream_error_event(self.endpoint.dialect, &msg),
+            finding,
+        })
+    }
+
+    /// Ends the exchange at `end` (also after errors: whatever was seen is summarised).
+    pub fn finish(self, end: Instant) -> ExchangeAnalysis {
+        super::finish::finish(self, end)
+    }
+
+    pub(crate) fn into_parts(self) -> FinishParts {
+        FinishParts {
+            engine: self.engine,
+            endpoint: self.endpoint,
+            key_fingerprint: self.key_fingerprint,
+            request: self.request,
+            request_findings: self.request_findings,
+            request_action: self.request_action,
+            out: self.out,
+            timing: self.timing,
+            response: self
+                .response
+                .map(|r| (r.parser, r.encoded, r.header_request_id)),
+        }
+    }
+}
+
+/// The state `finish` consumes.
+#[derive(Debug)]
+pub(crate) struct FinishParts {
+    pub engine: Arc<Engine>,
+    pub endpoint: Endpoint,
+    pub key_fingerprint: Option<String>,
+    pub request: RequestInfo,
+    pub request_findings: Vec<Finding>,
+    pub request_action: Action,
+    pub out: ExchangeAnalysis,
+    pub timing: Timing,
+    pub response: Option<FinishResponse>,
+}
+
+/// Response parser, buffered compressed body (encoding, bytes), request id header.
+pub(crate) type FinishResponse = (ResponseParser, Option<(String, Vec<u8>)>, Option<String>);

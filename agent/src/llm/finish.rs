@@ -1,0 +1,153 @@
+//! The record phase of an exchange: decode what was buffered, close the parsers, estimate missing
+//! usage, price it, run the response detectors and settle the enforced action.
+
+use std::time::Instant;
+
+use super::decode::decode_body;
+use super::exchange::{Exchange, FinishParts};
+use super::model::ResponseInfo;
+use super::outcome::ExchangeAnalysis;
+use crate::analysis::{Action, Finding, Location, mask_findings, must_mask};
+
+pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
+    let FinishParts {
+        engine,
+        endpoint,
+        key_fingerprint,
+        request,
+        request_findings,
+        request_action,
+        mut out,
+        timing,
+        response,
+    } = ex.into_parts();
+    let responded = response.is_some();
+    let (mut info, header_id) = match response {
+        Some((mut parser, encoded, header_id)) => {
+            if let Some((enc, buf)) = encoded {
+                match decode_body(Some(&enc), &buf, engine.decode_limits()) {
+                    Ok(d) => parser.push(&d),
+                    Err(e) => out.error = Some(format!("response body not analysed: {e}")),
+                }
+            }
+            let (info, dropped) = parser.finish();
+            out.response_truncated |= dropped;
+            (info, header_id)
+        }
+        None => (ResponseInfo::default(), None),
+    };
+    let ok = out.status.is_some_and(|s| (200..300).contains(&s));
+    if responded && ok && info.usage.is_empty() {
+        info.usage.estimate_missing(&request.prompt, &info.text);
+    }
+    let t = timing.summary(end);
+    out.model = request
+        .model
+        .clone()
+        .or(endpoint.path_model.clone())
+        .or(endpoint.deployment.clone());
+    out.cost_usd = engine
+        .prices
+        .cost(info.model.as_deref().or(out.model.as_deref()), &info.usage);
+    out.ttft_ms = t.ttft_ms;
+    out.first_byte_ms = t.first_byte_ms;
+    out.duration_ms = t.duration_ms;
+    out.inter_chunk_p50_ms = t.inter_chunk_p50_ms;
+    out.inter_chunk_max_ms = t.inter_chunk_max_ms;
+    out.chunks = t.chunks;
+    out.request_id = header_id.or(info.response_id.take());
+    out.api_key_fingerprint = key_fingerprint;
+    out.max_tokens = request.max_tokens;
+    out.temperature = request.temperature;
+    out.tools = request.tools;
+    out.prompt = request.prompt;
+    out.request_truncated |= request.prompt_truncated;
+    fill_response(&mut out, info);
+    let response_findings = scan_response(&engine, &mut out, &request_findings);
+    out.action = settle(
+        &engine.config.analysis.policy,
+        request_action,
+        &request_findings,
+        &response_findings,
+        out.early_stopped,
+    )
+    .as_str();
+    out.findings = request_findings;
+    out.findings.extend(response_findings);
+    out
+}
+
+fn fill_response(out: &mut ExchangeAnalysis, info: ResponseInfo) {
+    out.response_model = info.model;
+    out.input_tokens = info.usage.input;
+    out.output_tokens = info.usage.output;
+    out.tokens = info.usage.by_kind();
+    out.usage_estimated = info.usage.estimated;
+    out.usage = info.usage;
+    out.tool_calls = info.tool_calls;
+    out.response_text = info.text;
+    out.reasoning_text = info.reasoning;
+    out.finish_reason = info.finish_reason;
+    out.response_truncated |= info.text_truncated;
+    out.parse_errors = info.parse_errors;
+    if let Some(e) = info.error {
+        out.error.get_or_insert(e);
+    }
+}
+
+/// Runs the response detectors and masks secrets in every stored text.
+fn scan_response(
+    engine: &super::engine::Engine,
+    out: &mut ExchangeAnalysis,
+    request: &[Finding],
+) -> Vec<Finding> {
+    if !engine.config.analysis.enabled {
+        return Vec::new();
+    }
+    let policy = &engine.config.analysis.policy;
+    let mask = |text: &str, found: &[Finding]| {
+        mask_findings(text, found.iter().filter(|f| must_mask(f, policy)))
+    };
+    out.prompt = mask(&out.prompt, request);
+    let scan = engine
+        .analyzer
+        .scan_text(&out.response_text, Location::Response);
+    out.analysis_truncated |= scan.truncated;
+    out.response_text = mask(&out.response_text, &scan.findings);
+    let mut findings = scan.findings;
+    for call in &mut out.tool_calls {
+        let scan = engine.analyzer.scan_tool_call(&call.name, &call.arguments);
+        out.analysis_truncated |= scan.truncated;
+        call.arguments = mask(&call.arguments, &scan.findings);
+        findings.extend(scan.findings);
+    }
+    let mut reasoning = Vec::new();
+    engine
+        .analyzer
+        .scan_maskable(&out.reasoning_text, Location::Response, &mut reasoning);
+    out.reasoning_text = mask(&out.reasoning_text, &reasoning);
+    findings.extend(reasoning);
+    findings
+}
+
+/// The action actually enforced: a request block or redaction, a stream stop, else `flag` when
+/// any finding is flagged (a response `block` that could not stop anything counts as `flag`).
+fn settle(
+    policy: &crate::analysis::PolicyConfig,
+    request_action: Action,
+    request: &[Finding],
+    response: &[Finding],
+    early_stopped: bool,
+) -> Action {
+    if matches!(request_action, Action::Block | Action::Redact) {
+        return request_action;
+    }
+    if early_stopped {
+        return Action::Block;
+    }
+    if policy.decide(request.iter().chain(response)) >= Action::Flag {
+        Action::Flag
+    } else {
+        Action::Allow
+    }
+}

@@ -1,0 +1,278 @@
+//! `[sink]` configuration: the ClickHouse destination and the local spool.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// `[sink]`: where trace rows go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// `[sink.clickhouse]`: the ClickHouse destination.
+    pub clickhouse: ClickHouseConfig,
+    /// `[sink.spool]`: the durable local spool every row is written to first.
+    pub spool: SpoolConfig,
+    /// Rows queued between the proxy and the spool writer; rows beyond it are dropped and counted.
+    pub queue_rows: usize,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            clickhouse: ClickHouseConfig::default(),
+            spool: SpoolConfig::default(),
+            queue_rows: 16_384,
+        }
+    }
+}
+
+/// `[sink.clickhouse]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// HTTP(S) URL of ClickHouse, e.g. `http://127.0.0.1:8123`; none keeps rows in the spool only.
+    pub url: Option<String>,
+    /// Database holding the traces table.
+    pub database: String,
+    /// Traces table name.
+    pub table: String,
+    /// User name; none uses the server's `default` user.
+    pub user: Option<String>,
+    /// File holding the password (first line); never put the password itself in config.
+    pub password_file: Option<PathBuf>,
+    /// Wire compression of inserts: `lz4` or `none`.
+    pub compression: Compression,
+    /// Maximum rows per insert.
+    pub batch_rows: usize,
+    /// Maximum uncompressed bytes per insert.
+    pub batch_bytes: usize,
+    /// Ship a partial batch once its first row waited this long (ms).
+    pub flush_interval_ms: u64,
+    /// Timeout of each insert's send and of waiting for its response (ms).
+    pub timeout_ms: u64,
+    /// Longest pause between retries of a failed insert (ms).
+    pub max_backoff_ms: u64,
+    /// Create or upgrade the schema when the shipper connects.
+    pub migrate_on_start: bool,
+    /// Cluster name for the `ON CLUSTER` schema (Replicated + Distributed); none is single node.
+    pub cluster: Option<String>,
+    /// Days trace metadata is kept (table TTL; modern servers only).
+    pub retention_days: u32,
+    /// Days request/response bodies are kept (column TTL; modern servers only).
+    pub body_retention_days: u32,
+}
+
+/// Insert compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// ClickHouse's LZ4 block framing.
+    #[default]
+    Lz4,
+    /// No compression (loopback or a fast LAN).
+    None,
+}
+
+/// `[sink.spool]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Spool directory; none means `<state_dir>/spool`.
+    pub dir: Option<PathBuf>,
+    /// Size cap of all segment files together.
+    pub max_bytes: u64,
+    /// Group commit: rows are flushed and fsynced at most this many ms after being written.
+    pub fsync_interval_ms: u64,
+    /// What to do when the spool is full.
+    pub full_policy: FullPolicy,
+}
+
+/// Policy when the spool reaches `max_bytes`. Both lose data and say so at ERROR.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicy {
+    /// Delete the oldest segment to make room (keeps the newest data).
+    #[default]
+    DropOldest,
+    /// Refuse new rows until the shipper frees space (keeps the oldest data).
+    DropNewest,
+}
+
+/// A configuration value is out of range.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid sink config: `{key}` {problem}")]
+pub struct ConfigError {
+    /// Full key, e.g. `sink.clickhouse.batch_rows`.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+const MIN_SPOOL_BYTES: u64 = 1 << 20;
+const MAX_RETENTION_DAYS: u32 = 36_500;
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            database: "llmtrace".into(),
+            table: "traces".into(),
+            user: None,
+            password_file: None,
+            compression: Compression::Lz4,
+            // Big, infrequent inserts: many agents writing to one cluster must not create
+            // more than about one part per second between them.
+            batch_rows: 50_000,
+            batch_bytes: 16 << 20,
+            flush_interval_ms: 5_000,
+            timeout_ms: 30_000,
+            max_backoff_ms: 30_000,
+            migrate_on_start: true,
+            cluster: None,
+            retention_days: 180,
+            body_retention_days: 30,
+        }
+    }
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_bytes: 1 << 30,
+            fsync_interval_ms: 50,
+            full_policy: FullPolicy::DropOldest,
+        }
+    }
+}
+
+impl SinkConfig {
+    /// Checks every value once at startup.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, problem: &str| {
+            Err(ConfigError {
+                key,
+                problem: problem.into(),
+            })
+        };
+        let ch = &self.clickhouse;
+        if let Some(url) = &ch.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad("sink.clickhouse.url", "must start with http:// or https://");
+        }
+        if !is_identifier(&ch.database) {
+            return bad(
+                "sink.clickhouse.database",
+                "must be a plain identifier [A-Za-z0-9_]",
+            );
+        }
+        if !is_identifier(&ch.table) {
+            return bad(
+                "sink.clickhouse.table",
+                "must be a plain identifier [A-Za-z0-9_]",
+            );
+        }
+        if ch.cluster.as_deref().is_some_and(|c| !is_identifier(c)) {
+            return bad(
+                "sink.clickhouse.cluster",
+                "must be a plain identifier [A-Za-z0-9_]",
+            );
+        }
+        if ch.batch_rows == 0 {
+            return bad("sink.clickhouse.batch_rows", "must be at least 1");
+        }
+        if ch.batch_bytes < 4096 {
+            return bad("sink.clickhouse.batch_bytes", "must be at least 4096");
+        }
+        if ch.timeout_ms == 0 {
+            return bad(
+                "sink.clickhouse.timeout_ms",
+                "must be at least 1 (a hung server must not stall the shipper)",
+            );
+        }
+        if ch.max_backoff_ms == 0 {
+            return bad("sink.clickhouse.max_backoff_ms", "must be at least 1");
+        }
+        if ch.retention_days > MAX_RETENTION_DAYS {
+            // `toDate(start_time) + INTERVAL n DAY` must stay below Date's 2149 limit.
+            return bad("sink.clickhouse.retention_days", "must be at most 36500");
+        }
+        if ch.body_retention_days == 0 || ch.retention_days < ch.body_retention_days {
+            return bad(
+                "sink.clickhouse.body_retention_days",
+                "must be at least 1 and not above retention_days",
+            );
+        }
+        if self.spool.max_bytes < MIN_SPOOL_BYTES {
+            return bad("sink.spool.max_bytes", "must be at least 1048576");
+        }
+        if self.queue_rows == 0 {
+            return bad("sink.queue_rows", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The spool directory for `state_dir`.
+    pub fn spool_dir(&self, state_dir: &Path) -> PathBuf {
+        self.spool
+            .dir
+            .clone()
+            .unwrap_or_else(|| state_dir.join("spool"))
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_embedded_default_has_no_clickhouse() {
+        let cfg: SinkConfig = toml::from_str("").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg, SinkConfig::default());
+        assert!(cfg.clickhouse.url.is_none());
+        assert_eq!(cfg.clickhouse.database, "llmtrace");
+        assert_eq!(cfg.clickhouse.table, "traces");
+    }
+
+    #[test]
+    fn parses_a_full_section() {
+        let cfg: SinkConfig = toml::from_str(
+            r#"
+            [clickhouse]
+            url = "http://127.0.0.1:8123"
+            compression = "none"
+            batch_rows = 1000
+            [spool]
+            dir = "/var/lib/llmtrace/spool"
+            full_policy = "drop_newest"
+            "#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.clickhouse.compression, Compression::None);
+        assert_eq!(cfg.spool.full_policy, FullPolicy::DropNewest);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        assert!(toml::from_str::<SinkConfig>("[clickhouse]\nurll = \"x\"").is_err());
+        let mut cfg = SinkConfig::default();
+        cfg.clickhouse.table = "traces; DROP".into();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("sink.clickhouse.table"), "{err}");
+        let mut cfg = SinkConfig::default();
+        cfg.clickhouse.timeout_ms = 0;
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("timeout_ms")
+        );
+    }
+}

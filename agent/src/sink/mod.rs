@@ -1,0 +1,268 @@
+//! Trace storage: a durable local spool and a batching ClickHouse shipper.
+//!
+//! ```text
+//! proxy ── SinkHandle::record (non-blocking queue push) ──► writer thread
+//!            encode RowBinary ─► tail subscribers (broadcast)
+//!                             └► spool segment files (group commit fsync)
+//! shipper thread ── reads committed records ─► batches ─► ClickHouse (HTTP, RowBinary)
+//!                └─ ledger: acknowledged position, in-flight batch
+//! ```
+//! With no ClickHouse URL the shipper does not run: the spool keeps rows up to
+//! its cap and `llmtrace tail` still sees every row.
+
+pub mod client;
+pub mod config;
+pub mod deadletter;
+mod ingest;
+pub mod metrics;
+pub mod migrate;
+pub mod retry;
+pub mod row;
+pub mod rowbinary;
+pub mod sample;
+pub mod shipper;
+pub mod spool;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use self::config::SinkConfig;
+use self::ingest::Msg;
+use self::metrics::DropReason;
+pub use self::metrics::SinkMetrics;
+pub use self::row::{Finding, ToolCall, TraceRow};
+
+/// Rows buffered for each slow `tail` subscriber before it starts missing rows.
+const TAIL_CAPACITY: usize = 4096;
+/// Lost rows are logged at ERROR at most this often.
+const DROP_LOG_EVERY_SECS: u64 = 10;
+
+/// Starting the sink failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
+    /// The ClickHouse client could not be built.
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    /// A thread could not be started.
+    #[error("cannot start the {0} thread: {1}")]
+    Thread(&'static str, #[source] std::io::Error),
+}
+
+/// Entry point of the sink.
+#[derive(Debug)]
+pub struct Sink;
+
+impl Sink {
+    /// Opens (recovering) the spool and starts the writer and, when a URL is
+    /// configured, the shipper. The returned task ends after
+    /// [`SinkHandle::shutdown`] once the spool is flushed and, if reachable,
+    /// ClickHouse has what was spooled.
+    pub fn start(
+        cfg: &SinkConfig,
+        state_dir: &Path,
+        metrics: SinkMetrics,
+    ) -> Result<(SinkHandle, JoinHandle<()>), SinkError> {
+        cfg.validate()?;
+        let dir = cfg.spool_dir(state_dir);
+        let (writer, reader) = spool::open(&dir, &cfg.spool, &metrics)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue_rows);
+        let (tail, _) = broadcast::channel(TAIL_CAPACITY);
+        let (drain_tx, drain_rx) = watch::channel(false);
+
+        let shipper = match cfg.clickhouse.url {
+            Some(_) => {
+                let dead = deadletter::DeadLetter::new(&dir.join("dead-letter"));
+                Some(shipper::Shipper::new(
+                    reader,
+                    &cfg.clickhouse,
+                    metrics.clone(),
+                    dead,
+                    drain_rx,
+                )?)
+            }
+            None => None,
+        };
+        let fsync = Duration::from_millis(cfg.spool.fsync_interval_ms);
+        let (tail_w, metrics_w) = (tail.clone(), metrics.clone());
+        let writer_thread = std::thread::Builder::new()
+            .name("llmtrace-spool".into())
+            .spawn(move || ingest::run(&rx, writer, &tail_w, fsync, &metrics_w))
+            .map_err(|e| SinkError::Thread("spool writer", e))?;
+        let shipper_thread = shipper
+            .map(|s| {
+                std::thread::Builder::new().name("llmtrace-ship".into()).spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                    match rt {
+                        Ok(rt) => rt.block_on(s.run()),
+                        Err(e) => tracing::error!(error = %e, "cannot start the shipper runtime; rows stay in the spool"),
+                    }
+                })
+            })
+            .transpose()
+            .map_err(|e| SinkError::Thread("shipper", e))?;
+
+        let join = tokio::spawn(async move {
+            // The shipper drains only after the writer's final commit.
+            let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+            let _ = drain_tx.send(true);
+            if let Some(t) = shipper_thread {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+        });
+        let last_drop_log = Arc::new(AtomicU64::new(0));
+        Ok((
+            SinkHandle {
+                tx,
+                tail,
+                metrics,
+                last_drop_log,
+            },
+            join,
+        ))
+    }
+}
+
+/// The proxy's view of the sink; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SinkHandle {
+    tx: SyncSender<Msg>,
+    tail: broadcast::Sender<Arc<TraceRow>>,
+    metrics: SinkMetrics,
+    /// Seconds since the epoch of the last queue-full log line (rate limit).
+    last_drop_log: Arc<AtomicU64>,
+}
+
+impl SinkHandle {
+    /// Queues a finished trace without blocking. When the queue is full (or
+    /// the sink is shut down) the row is dropped and counted; returns whether
+    /// it was queued.
+    pub fn record(&self, row: TraceRow) -> bool {
+        match self.tx.try_send(Msg::Row(Arc::new(row))) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.metrics.dropped(DropReason::QueueFull, 1);
+                self.log_queue_full();
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.dropped(DropReason::Closed, 1);
+                false
+            }
+        }
+    }
+
+    /// Logs lost rows at ERROR, at most once per interval.
+    fn log_queue_full(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let last = self.last_drop_log.load(Ordering::Relaxed);
+        if now >= last + DROP_LOG_EVERY_SECS
+            && self
+                .last_drop_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                total_dropped = self.metrics.dropped_count(DropReason::QueueFull),
+                "sink queue is full: trace rows are being dropped (spool disk too slow?)"
+            );
+        }
+    }
+
+    /// Queues a trace, waiting while the queue is full (for tools and
+    /// benchmarks; the proxy uses [`Self::record`]). False after shutdown.
+    pub async fn record_wait(&self, row: TraceRow) -> bool {
+        let mut msg = Msg::Row(Arc::new(row));
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(m)) => {
+                    msg = m;
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+    }
+
+    /// A live feed of every row recorded from now on (for `llmtrace tail`).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<TraceRow>> {
+        self.tail.subscribe()
+    }
+
+    /// Waits until every row recorded before this call is durable on disk.
+    pub async fn flush(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.send_control(Msg::Flush(done_tx)).await {
+            let _ = done_rx.await;
+        }
+    }
+
+    /// Starts shutdown: the writer commits everything queued and stops, then
+    /// the shipper ships what it can within its timeout. Await the task
+    /// returned by [`Sink::start`] to know when it is done.
+    pub async fn shutdown(&self) {
+        self.send_control(Msg::Shutdown).await;
+    }
+
+    /// The sink's metrics.
+    pub fn metrics(&self) -> &SinkMetrics {
+        &self.metrics
+    }
+
+    /// Control messages must not be dropped: wait for room off the runtime.
+    async fn send_control(&self, msg: Msg) -> bool {
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || tx.send(msg).is_ok())
+            .await
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::sample::sample_row;
+    use crate::sink::spool::Batch;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_clickhouse_rows_are_spooled_and_tailed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SinkConfig::default();
+        let (h, task) = Sink::start(&cfg, dir.path(), SinkMetrics::default()).unwrap();
+        let mut tail = h.subscribe();
+        assert!(h.record(sample_row(1)));
+        assert_eq!(*tail.recv().await.unwrap(), sample_row(1));
+        h.flush().await;
+        assert_eq!(h.metrics().rows_spooled.get(), 1);
+        h.shutdown().await;
+        task.await.unwrap();
+        assert!(!h.record(sample_row(2)), "rows after shutdown are refused");
+        assert_eq!(h.metrics().dropped_count(DropReason::Closed), 1);
+
+        // The row waits in the spool for a ClickHouse configured later.
+        let m = SinkMetrics::default();
+        let (_w, mut r) = spool::open(&cfg.spool_dir(dir.path()), &cfg.spool, &m).unwrap();
+        let mut batch = Batch::default();
+        r.fill(&mut batch, usize::MAX, usize::MAX, r.committed())
+            .unwrap();
+        assert_eq!(
+            rowbinary::decode_all(&batch.data).unwrap(),
+            vec![sample_row(1)]
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! Ships spooled rows to ClickHouse: batch, insert, retry, acknowledge.
+//!
+//! Delivery is at least once: an insert that timed out may still land. Each
+//! batch is therefore sent with `insert_deduplication_token =
+//! <spool id>-<seq>` (modern servers), and a batch replayed after a restart
+//! is re-read from the same spool positions with the same `seq` (see the
+//! ledger), so the server discards the repeat. The table is a
+//! `ReplacingMergeTree` keyed by `trace_id` as a second line of defence
+//! (and the only one on 18.16): rows of a replay are byte-identical and
+//! collapse on merge. See `deploy/clickhouse/README.md` for queries.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::client::{self, ClientError};
+use super::config::ClickHouseConfig;
+use super::deadletter::DeadLetter;
+use super::metrics::SinkMetrics;
+use super::migrate::{self, Flavor, MigrateError};
+use super::retry::{Backoff, Class, classify};
+use super::rowbinary::COLUMNS;
+use super::spool::{Batch, SpoolError, SpoolReader};
+
+/// Chunk size handed to the HTTP body (each chunk is one LZ4 block).
+const CHUNK: usize = 1 << 20;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why shipping a batch stopped early.
+#[derive(Debug, thiserror::Error)]
+enum ShipError {
+    /// Shutdown interrupted the retries; the batch stays in the spool.
+    #[error("shutdown while the batch was unacknowledged")]
+    Aborted,
+    /// The spool or dead-letter files failed.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+/// Outcome of one insert with retries.
+enum Sent {
+    Ok,
+    Invalid(String),
+}
+
+/// The shipper task's state.
+#[derive(Debug)]
+pub struct Shipper {
+    reader: SpoolReader,
+    client: clickhouse::Client,
+    cfg: ClickHouseConfig,
+    metrics: SinkMetrics,
+    dead: DeadLetter,
+    /// Becomes true once the writer has committed its last row: drain and stop.
+    draining: watch::Receiver<bool>,
+    insert_sql: String,
+    flavor: Option<Flavor>,
+}
+
+impl Shipper {
+    /// A shipper reading `reader` and writing to the configured server.
+    pub fn new(
+        reader: SpoolReader,
+        cfg: &ClickHouseConfig,
+        metrics: SinkMetrics,
+        dead: DeadLetter,
+        draining: watch::Receiver<bool>,
+    ) -> Result<Self, ClientError> {
+        let client = client::build(cfg)?;
+        let insert_sql = format!(
+            "INSERT INTO {}.{} ({}) FORMAT RowBinary",
+            cfg.database,
+            cfg.table,
+            COLUMNS
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(Self {
+            reader,
+            client,
+            cfg: cfg.clone(),
+            metrics,
+            dead,
+            draining,
+            insert_sql,
+            flavor: None,
+        })
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.timeout_ms)
+    }
+
+    fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Runs until draining is requested and the spool is shipped (or the
+    /// server is unreachable while draining: rows stay for the next start).
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::new(
+            FIRST_BACKOFF,
+            Duration::from_millis(self.cfg.max_backoff_ms),
+        );
+        while self.flavor.is_none() {
+            match self.connect().await {
+                Ok(flavor) => self.flavor = Some(flavor),
+                Err(e) if self.is_draining() => {
+                    tracing::warn!(error = %e, "ClickHouse unreachable at shutdown; rows stay in the spool");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt = backoff.attempts(), "ClickHouse not ready; rows wait in the spool");
+                    self.pause(backoff.next_delay()).await;
+                }
+            }
+        }
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            let batch = match self.next_batch().await {
+                Ok(Some(b)) => b,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the spool; retrying");
+                    self.pause(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if self.is_draining() {
+                let deadline =
+                    *drain_deadline.get_or_insert_with(|| Instant::now() + self.timeout());
+                if Instant::now() > deadline {
+                    tracing::warn!("shutdown deadline reached; remaining rows stay in the spool");
+                    return;
+                }
+            }
+            match self.ship(batch).await {
+                Ok(()) => {}
+                Err(ShipError::Aborted) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "spool bookkeeping failed; retrying the batch");
+                    self.pause(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Learns the server version, migrates if configured, checks columns.
+    async fn connect(&self) -> Result<Flavor, MigrateError> {
+        let version = client::server_version(&self.client, self.timeout()).await?;
+        if self.cfg.migrate_on_start {
+            migrate::migrate(&self.client, &self.cfg, self.timeout()).await?;
+        }
+        migrate::check_columns(&self.client, &self.cfg, self.timeout()).await?;
+        let flavor = Flavor::choose(version, &self.cfg);
+        tracing::info!(?version, ?flavor, "connected to ClickHouse");
+        Ok(flavor)
+    }
+
+    /// Sleeps, waking early when draining starts.
+    async fn pause(&mut self, d: Duration) {
+        let mut draining = self.draining.clone();
+        tokio::select! {
+            () = tokio::time::sleep(d) => {}
+            _ = draining.wait_for(|d| *d) => {}
+        }
+    }
+
+    /// The next batch: the replayed in-flight batch first, then new rows by
+    /// rows, bytes or age. `None` when draining and caught up.
+    async fn next_batch(&mut self) -> Result<Option<Batch>, SpoolError> {
+        let mut batch = Batch::default();
+        if let Some(inflight) = self.reader.inflight() {
+            self.reader.seek(inflight.start);
+            self.reader
+                .fill(&mut batch, usize::MAX, usize::MAX, inflight.end)?;
+            if !batch.is_empty() {
+                return Ok(Some(batch));
+            }
+        }
+        let mut committed = self.reader.watch_committed();
+        let flush = Duration::from_millis(self.cfg.flush_interval_ms);
+        let mut opened: Option<Instant> = None;
+        loop {
+            let limit = *committed.borrow_and_update();
+            self.reader
+                .fill(&mut batch, self.cfg.batch_rows, self.cfg.batch_bytes, limit)?;
+            if batch.rows() >= self.cfg.batch_rows || batch.data.len() >= self.cfg.batch_bytes {
+                return Ok(Some(batch));
+            }
+            let draining = self.is_draining();
+            let wait = if batch.is_empty() {
+                self.reader.ack_if_advanced()?;
+                self.metrics.oldest_unshipped_age_seconds.set(0.0);
+                if draining {
+                    return Ok(None);
+                }
+                Duration::from_hours(1)
+            } else {
+                let started = *opened.get_or_insert_with(Instant::now);
+                if draining || started.elapsed() >= flush {
+                    return Ok(Some(batch));
+                }
+                flush.checked_sub(started.elapsed()).unwrap()
+            };
+            let mut drain_rx = self.draining.clone();
+            tokio::select! {
+                _ = committed.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+                _ = drain_rx.wait_for(|d| *d), if !draining => {}
+            }
+        }
+    }
+
+    async fn ship(&mut self, batch: Batch) -> Result<(), ShipError> {
+        if let Some(oldest) = batch.oldest_written_at_us {
+            self.metrics
+                .oldest_unshipped_age_seconds
+                .set(age_seconds(oldest));
+        }
+        let seq = self.reader.begin(&batch)?;
+        let token = format!("{}-{seq}", self.reader.spool_id());
+        let data = Bytes::from(batch.data);
+        let ends = batch.row_ends;
+        self.ship_rows(&data, &ends, 0, ends.len(), token).await?;
+        self.reader.ack(batch.end)?;
+        Ok(())
+    }
+
+    /// Inserts rows `lo..hi`; when the server calls them invalid, splits
+    /// them until the bad rows are isolated and quarantines only those.
+    async fn ship_rows(
+        &mut self,
+        data: &Bytes,
+        ends: &[usize],
+        lo: usize,
+        hi: usize,
+        token: String,
+    ) -> Result<(), ShipError> {
+        let start = if lo == 0 { 0 } else { ends[lo - 1] };
+        let piece = data.slice(start..ends[hi - 1]);
+        match self.send(&piece, &token).await? {
+            Sent::Ok => {
+                self.metrics.rows_shipped.inc_by((hi - lo) as u64);
+                Ok(())
+            }
+            Sent::Invalid(error) if hi - lo == 1 => {
+                self.dead.write(&token, &piece, 1, &error)?;
+                self.metrics.rows_failed.inc();
+                Ok(())
+            }
+            Sent::Invalid(error) => {
+                tracing::warn!(
+                    rows = hi - lo,
+                    error,
+                    "ClickHouse rejected a batch as invalid; splitting it to isolate the bad rows"
+                );
+                let mid = lo + (hi - lo) / 2;
+                Box::pin(self.ship_rows(data, ends, lo, mid, format!("{token}a"))).await?;
+                Box::pin(self.ship_rows(data, ends, mid, hi, format!("{token}b"))).await
+            }
+        }
+    }
+
+    /// One insert, retried with backoff until it succeeds or is invalid.
+    async fn send(&mut self, data: &Bytes, token: &str) -> Result<Sent, ShipError> {
+        let mut backoff = Backoff::new(
+            FIRST_BACKOFF,
+            Duration::from_millis(self.cfg.max_backoff_ms),
+        );
+        loop {
+            let started = Instant::now();
+            match self.insert(data, token).await {
+                Ok(()) => {
+                    self.metrics
+                        .batch_latency_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    return Ok(Sent::Ok);
+                }
+                Err(e) if classify(&e) == Class::Invalid => {
+                    return Ok(Sent::Invalid(e.to_string()));
+                }
+                Err(e) => {
+                    self.metrics.insert_retries.inc();
+                    if self.is_draining() {
+                        tracing::warn!(error = %e, "insert failed during shutdown; the batch stays in the spool");
+                        return Err(ShipError::Aborted);
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, attempt = backoff.attempts(), retry_in = ?delay, "ClickHouse insert failed; will retry");
+                    self.pause(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn insert(&self, data: &Bytes, token: &str) -> clickhouse::error::Result<()> {
+        let t = Some(self.timeout());
+        let mut insert = self
+            .client
+            .insert_formatted_with(self.insert_sql.clone())
+            .with_timeouts(t, t);
+        match self.flavor {
+            Some(Flavor::Modern) => {
+                insert = insert.with_setting("insert_deduplication_token", token);
+            }
+            Some(Flavor::Cluster) => {
+                // Synchronous distributed inserts forward the token to the shard.
+                insert = insert
+                    .with_setting("insert_deduplication_token", token)
+                    .with_setting("insert_distributed_sync", "1");
+            }
+            Some(Flavor::Legacy) | None => {}
+        }
+        let mut at = 0;
+        while at < data.len() {
+            let end = (at + CHUNK).min(data.len());
+            insert.send(data.slice(at..end)).await?;
+            at = end;
+        }
+        insert.end().await
+    }
+}
+
+fn age_seconds(written_at_us: u64) -> f64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let then = Duration::from_micros(written_at_us);
+    now.saturating_sub(then).as_secs_f64()
+}

@@ -1,0 +1,199 @@
+//! The append side of the spool: one writer, group commit, size cap.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::record::{frame, framed_len};
+use super::{Position, SegMeta, Shared, SpoolError, remove_segment, segment_path, sync_dir};
+use crate::sink::config::{FullPolicy, SpoolConfig};
+use crate::sink::metrics::DropReason;
+
+const MAX_SEGMENT_BYTES: u64 = 64 << 20;
+const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+/// Data loss is logged at ERROR, but at most this often.
+const FULL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Appends records; see the module docs of `spool` for the design.
+#[derive(Debug)]
+pub struct SpoolWriter {
+    shared: Arc<Shared>,
+    file: BufWriter<File>,
+    segment: u64,
+    offset: u64,
+    segment_bytes: u64,
+    max_bytes: u64,
+    policy: FullPolicy,
+    dirty: bool,
+    frame_buf: Vec<u8>,
+    last_full_log: Option<Instant>,
+}
+
+impl SpoolWriter {
+    pub(super) fn create(
+        shared: Arc<Shared>,
+        segment: u64,
+        cfg: &SpoolConfig,
+    ) -> Result<Self, SpoolError> {
+        let file = open_segment(&shared, segment)?;
+        Ok(Self {
+            shared,
+            file: BufWriter::with_capacity(256 << 10, file),
+            segment,
+            offset: 0,
+            segment_bytes: (cfg.max_bytes / 8).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
+            max_bytes: cfg.max_bytes,
+            policy: cfg.full_policy,
+            dirty: false,
+            frame_buf: Vec::new(),
+            last_full_log: None,
+        })
+    }
+
+    /// Appends one record; `Ok(false)` means the spool was full and the row
+    /// was dropped (counted). The record is durable after [`Self::commit`].
+    pub fn append(&mut self, payload: &[u8], written_at_us: u64) -> Result<bool, SpoolError> {
+        let len = framed_len(payload.len());
+        if self.offset > 0 && self.offset + len > self.segment_bytes {
+            self.roll()?;
+        }
+        if !self.make_room(len) {
+            return Ok(false);
+        }
+        self.frame_buf.clear();
+        frame(payload, written_at_us, &mut self.frame_buf);
+        let path = segment_path(&self.shared.dir, self.segment);
+        self.file
+            .write_all(&self.frame_buf)
+            .map_err(|e| SpoolError::io(&path, e))?;
+        self.offset += len;
+        self.dirty = true;
+        let mut st = self.shared.lock();
+        let meta = st.segments.entry(self.segment).or_default();
+        meta.bytes += len;
+        meta.records += 1;
+        st.total_bytes += len;
+        self.shared
+            .metrics
+            .spool_bytes
+            .set(i64::try_from(st.total_bytes).unwrap_or(i64::MAX));
+        self.shared.metrics.rows_spooled.inc();
+        Ok(true)
+    }
+
+    /// Whether appended records await a commit.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Flushes and fsyncs, then lets the shipper see the new records.
+    pub fn commit(&mut self) -> Result<(), SpoolError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let path = segment_path(&self.shared.dir, self.segment);
+        self.file.flush().map_err(|e| SpoolError::io(&path, e))?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .map_err(|e| SpoolError::io(&path, e))?;
+        self.dirty = false;
+        self.shared.committed.send_replace(Position {
+            segment: self.segment,
+            offset: self.offset,
+        });
+        Ok(())
+    }
+
+    fn roll(&mut self) -> Result<(), SpoolError> {
+        self.commit()?;
+        let next = self.segment + 1;
+        let file = open_segment(&self.shared, next)?;
+        self.file = BufWriter::with_capacity(256 << 10, file);
+        self.segment = next;
+        self.offset = 0;
+        self.shared.committed.send_replace(Position {
+            segment: next,
+            offset: 0,
+        });
+        Ok(())
+    }
+
+    /// Applies the full policy until `len` more bytes fit; false drops the row.
+    fn make_room(&mut self, len: u64) -> bool {
+        let mut st = self.shared.lock();
+        let mut lost_rows = 0;
+        while st.total_bytes + len > self.max_bytes {
+            let oldest = st
+                .segments
+                .keys()
+                .next()
+                .copied()
+                .filter(|id| *id != self.segment);
+            let Some(id) = oldest.filter(|_| self.policy == FullPolicy::DropOldest) else {
+                drop(st);
+                self.shared.metrics.dropped(DropReason::SpoolFull, 1);
+                self.log_full(1);
+                return false;
+            };
+            let meta = st.segments.remove(&id).unwrap_or_default();
+            st.total_bytes -= meta.bytes;
+            lost_rows += unacked_records(id, meta, st.acked);
+            remove_segment(&self.shared.dir, id);
+        }
+        drop(st);
+        if lost_rows > 0 {
+            self.shared
+                .metrics
+                .dropped(DropReason::SpoolFull, lost_rows);
+            self.log_full(lost_rows);
+        }
+        true
+    }
+
+    fn log_full(&mut self, rows: u64) {
+        if self
+            .last_full_log
+            .is_none_or(|t| t.elapsed() >= FULL_LOG_EVERY)
+        {
+            self.last_full_log = Some(Instant::now());
+            tracing::error!(
+                policy = ?self.policy,
+                max_bytes = self.max_bytes,
+                lost_rows = rows,
+                total_lost = self.shared.metrics.dropped_count(DropReason::SpoolFull),
+                "spool is full: trace rows are being dropped (ClickHouse unreachable or too slow?)"
+            );
+        }
+    }
+}
+
+/// Rows of a dropped segment that ClickHouse had not acknowledged; for the
+/// segment holding the acknowledged position, estimated by bytes.
+fn unacked_records(id: u64, meta: SegMeta, acked: Position) -> u64 {
+    match id.cmp(&acked.segment) {
+        std::cmp::Ordering::Less => 0,
+        std::cmp::Ordering::Greater => meta.records,
+        std::cmp::Ordering::Equal if meta.bytes == 0 => 0,
+        std::cmp::Ordering::Equal => {
+            let left = meta.bytes.saturating_sub(acked.offset);
+            u64::try_from(u128::from(meta.records) * u128::from(left) / u128::from(meta.bytes))
+                .unwrap_or(meta.records)
+        }
+    }
+}
+
+fn open_segment(shared: &Shared, id: u64) -> Result<File, SpoolError> {
+    let path = segment_path(&shared.dir, id);
+    let file = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| SpoolError::io(&path, e))?;
+    sync_dir(&shared.dir)?;
+    shared.lock().segments.entry(id).or_default();
+    Ok(file)
+}

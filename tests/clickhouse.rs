@@ -1,0 +1,421 @@
+//! The sink against a real ClickHouse 18.16 server (and the modern engine via chdb-core).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use llmtrace_agent::sink::config::{Compression, SpoolConfig};
+use llmtrace_agent::sink::metrics::DropReason;
+use llmtrace_agent::sink::rowbinary::{self, COLUMNS};
+use llmtrace_agent::sink::sample::sample_row;
+use llmtrace_agent::sink::{Sink, SinkConfig, SinkHandle, SinkMetrics, TraceRow, migrate, spool};
+use testkit::clickhouse::ClickHouseServer;
+use testkit::tee::Tee;
+use uuid::Uuid;
+
+const TABLE: &str = "llmtrace.traces";
+
+fn row(n: u64) -> TraceRow {
+    let mut r = sample_row(n);
+    r.connection_id = n;
+    r
+}
+
+/// A row with every optional field empty and awkward values elsewhere.
+fn sparse_row(n: u64) -> TraceRow {
+    let mut r = TraceRow::new(Uuid::new_v4(), -1, i64::MAX);
+    r.connection_id = n;
+    r.dst_addr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1));
+    r.host = "hôte-ünïcode ✓".into();
+    r.path = "/v1/messages?x=\t\n\\'\"".into();
+    r.token_kinds = vec!["reasoning".into()];
+    r.token_counts = vec![u64::MAX];
+    r.capture_complete = true;
+    r.intercepted = false;
+    r.not_intercepted_reason = "sni_not_configured".into();
+    r
+}
+
+fn config(url: &str) -> SinkConfig {
+    let mut cfg = SinkConfig::default();
+    cfg.clickhouse.url = Some(url.to_string());
+    cfg.clickhouse.batch_rows = 500;
+    cfg.clickhouse.flush_interval_ms = 100;
+    cfg.clickhouse.timeout_ms = 1_000;
+    cfg.clickhouse.max_backoff_ms = 500;
+    cfg.spool.fsync_interval_ms = 10;
+    cfg
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stop(handle: SinkHandle, task: tokio::task::JoinHandle<()>) {
+    handle.shutdown().await;
+    task.await.unwrap();
+}
+
+fn column_list() -> String {
+    COLUMNS
+        .iter()
+        .map(|c| format!("`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_column_round_trips() {
+    let ch = ClickHouseServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let (h, task) = Sink::start(&config(&ch.url()), state.path(), SinkMetrics::default()).unwrap();
+    let rows = vec![row(1), sparse_row(2)];
+    for r in &rows {
+        assert!(h.record(r.clone()));
+    }
+    wait_until("2 rows shipped", Duration::from_mins(1), || {
+        h.metrics().rows_shipped.get() == 2
+    })
+    .await;
+
+    let bytes = ch.query(&format!(
+        "SELECT {} FROM {TABLE} ORDER BY connection_id FORMAT RowBinary",
+        column_list()
+    ));
+    assert_eq!(rowbinary::decode_all(&bytes).unwrap(), rows);
+
+    // The server reads the values as meant, not merely the same bytes back.
+    let text = ch.query_text(&format!(
+        "SELECT toString(trace_id), IPv6NumToString(dst_addr), status, cost_usd, findings.kind, findings.severity, \
+         token_kinds, token_counts, stream, error FROM {TABLE} WHERE connection_id = 1 FORMAT TSV"
+    ));
+    let r = &rows[0];
+    let expected = format!(
+        "{}\t::ffff:127.0.0.2\t200\t0.0002754\t['secret','prompt_injection']\t['high','medium']\t['input','output','cached']\t[813,256,512]\t0\tupstream reset after 1024 bytes",
+        r.trace_id
+    );
+    assert_eq!(text, expected);
+    let sparse = ch.query_text(&format!("SELECT status, cost_usd, error, IPv6NumToString(dst_addr) FROM {TABLE} WHERE connection_id = 2 FORMAT TSV"));
+    assert_eq!(sparse, "\\N\t\\N\t\\N\tfd00::1");
+    stop(h, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_kill_and_freeze_lose_nothing_and_count_once() {
+    const N: u64 = 12_000;
+    let mut ch = ClickHouseServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = config(&ch.url());
+    cfg.clickhouse.batch_rows = 200;
+    let (h, task) = Sink::start(&cfg, state.path(), SinkMetrics::default()).unwrap();
+    let producer = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            for n in 0..N {
+                assert!(h.record_wait(row(n)).await);
+                if n % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| ch.kill());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| ch.restart());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Frozen well past the 1 s insert timeout: inserts time out and may land later.
+    let retries_before_freeze = h.metrics().insert_retries.get();
+    ch.freeze();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ch.thaw();
+    assert!(
+        h.metrics().insert_retries.get() > retries_before_freeze,
+        "no insert timed out while the server was frozen"
+    );
+    producer.await.unwrap();
+    wait_until("all rows shipped", Duration::from_mins(2), || {
+        h.metrics().rows_shipped.get() >= N
+    })
+    .await;
+    assert!(
+        h.metrics().insert_retries.get() > 0,
+        "the outage was not noticed"
+    );
+    assert_eq!(h.metrics().rows_shipped.get(), N);
+    stop(h, task).await;
+
+    let raw = ch.query_u64(&format!("SELECT count() FROM {TABLE}"));
+    assert_eq!(
+        ch.query_u64(&format!("SELECT count(DISTINCT trace_id) FROM {TABLE}")),
+        N
+    );
+    assert_eq!(
+        ch.query_u64(&format!("SELECT count() FROM {TABLE} FINAL")),
+        N,
+        "raw rows: {raw}"
+    );
+    ch.query(&format!("OPTIMIZE TABLE {TABLE} FINAL"));
+    assert_eq!(
+        ch.query_u64(&format!("SELECT count() FROM {TABLE}")),
+        N,
+        "after merge (raw before: {raw})"
+    );
+    assert_eq!(
+        ch.query_u64(&format!("SELECT uniqExact(connection_id) FROM {TABLE}")),
+        N
+    );
+    eprintln!("outage: {N} rows, {raw} raw rows before merge");
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_rows_in_the_spool_ships_all_after_restart() {
+    const DURABLE: u64 = 3_000;
+    let ch = ClickHouseServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let spool_dir = state.path().join("spool");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llmtrace-spool-writer"))
+        .arg(state.path())
+        .arg(ch.url())
+        .arg(DURABLE.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), format!("durable {DURABLE}"));
+    // Let it keep writing and shipping, then kill it mid-flight.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let shipped_before = ch.query_u64(&format!("SELECT count(DISTINCT trace_id) FROM {TABLE}"));
+
+    // A crash during an append leaves a torn record at the tail.
+    let newest = segments(&spool_dir).pop().unwrap();
+    let good_len = std::fs::metadata(&newest).unwrap().len();
+    let mut torn = Vec::new();
+    let mut payload = Vec::new();
+    rowbinary::encode(&row(999_999), &mut payload);
+    spool::frame(&payload, 1, &mut torn);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&newest)
+        .unwrap()
+        .write_all(&torn[..torn.len() / 2])
+        .unwrap();
+    {
+        let m = SinkMetrics::default();
+        let _spool = spool::open(&spool_dir, &SpoolConfig::default(), &m).unwrap();
+        assert_eq!(
+            std::fs::metadata(&newest).unwrap().len(),
+            good_len,
+            "torn tail truncated"
+        );
+        assert_eq!(m.dropped_count(DropReason::Corrupt), 1);
+    }
+
+    let (h, task) = Sink::start(&config(&ch.url()), state.path(), SinkMetrics::default()).unwrap();
+    wait_until("spool shipped and emptied", Duration::from_mins(2), || {
+        h.metrics().spool_bytes.get() == 0 && h.metrics().rows_shipped.get() > 0
+    })
+    .await;
+    assert_eq!(h.metrics().rows_failed.get(), 0);
+    stop(h, task).await;
+    assert_eq!(
+        ch.query_u64(&format!(
+            "SELECT uniqExact(connection_id) FROM {TABLE} WHERE connection_id < {DURABLE}"
+        )),
+        DURABLE
+    );
+    let distinct = ch.query_u64(&format!("SELECT count(DISTINCT trace_id) FROM {TABLE}"));
+    assert_eq!(
+        ch.query_u64(&format!("SELECT count() FROM {TABLE} FINAL")),
+        distinct
+    );
+    assert_eq!(
+        ch.query_u64(&format!(
+            "SELECT count() FROM {TABLE} WHERE connection_id = 999999"
+        )),
+        0
+    );
+    eprintln!("crash: {shipped_before} rows shipped before SIGKILL, {distinct} after restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_rows_go_to_dead_letter_and_the_rest_flows() {
+    let ch = ClickHouseServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let spool_dir = state.path().join("spool");
+    let mut cfg = config(&ch.url());
+    cfg.clickhouse.batch_rows = 1_000;
+    let mut garbage = Vec::new();
+    {
+        // Rows as the agent spools them, with one record ClickHouse cannot parse.
+        let (mut w, _r) = spool::open(&spool_dir, &cfg.spool, &SinkMetrics::default()).unwrap();
+        for n in 0..20 {
+            let mut buf = Vec::new();
+            rowbinary::encode(&row(n), &mut buf);
+            if n == 10 {
+                buf.truncate(20);
+                garbage.clone_from(&buf);
+            }
+            assert!(w.append(&buf, 1).unwrap());
+        }
+        w.commit().unwrap();
+    }
+    let (h, task) = Sink::start(&cfg, state.path(), SinkMetrics::default()).unwrap();
+    wait_until("19 shipped, 1 failed", Duration::from_mins(1), || {
+        h.metrics().rows_shipped.get() == 19 && h.metrics().rows_failed.get() == 1
+    })
+    .await;
+    let dead: Vec<PathBuf> = std::fs::read_dir(spool_dir.join("dead-letter"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let data: Vec<&PathBuf> = dead
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "rowbinary"))
+        .collect();
+    assert_eq!(data.len(), 1, "{dead:?}");
+    assert_eq!(std::fs::read(data[0]).unwrap(), garbage);
+    let note = std::fs::read_to_string(data[0].with_extension("error.txt")).unwrap();
+    assert!(note.contains("Code: "), "{note}");
+
+    for n in 20..30 {
+        assert!(h.record(row(n)));
+    }
+    wait_until("later rows shipped", Duration::from_mins(1), || {
+        h.metrics().rows_shipped.get() == 29
+    })
+    .await;
+    stop(h, task).await;
+    assert_eq!(
+        ch.query_u64(&format!("SELECT count() FROM {TABLE} FINAL")),
+        29
+    );
+    assert_eq!(
+        ch.query_u64(&format!(
+            "SELECT count() FROM {TABLE} WHERE connection_id = 10"
+        )),
+        0
+    );
+}
+
+fn python() -> PathBuf {
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let path = std::env::var_os("LLMTRACE_PYTHON").map_or(default, PathBuf::from);
+    assert!(
+        path.exists(),
+        "python with chdb-core not found at {} (set LLMTRACE_PYTHON or `python3 -m venv .venv && .venv/bin/pip install chdb-core`)",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chdb_accepts_the_production_ddl_and_the_exact_bytes_sent() {
+    let python = python();
+    let ch = ClickHouseServer::start();
+    let tee = Tee::start(ch.http_port);
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = config(&format!("http://127.0.0.1:{}", tee.port));
+    // Uncompressed, so the captured body is the RowBinary itself (LZ4 is only framing).
+    cfg.clickhouse.compression = Compression::None;
+    cfg.clickhouse.batch_rows = 1_000;
+    cfg.clickhouse.flush_interval_ms = 500;
+    // The sample rows are dated 2025 (and 1969): keep the TTL from expiring them on insert.
+    cfg.clickhouse.retention_days = 36_500;
+    cfg.clickhouse.body_retention_days = 36_500;
+    let (h, task) = Sink::start(&cfg, state.path(), SinkMetrics::default()).unwrap();
+    let rows = vec![row(1), sparse_row(2), row(3)];
+    for r in &rows {
+        assert!(h.record(r.clone()));
+    }
+    wait_until("3 rows shipped", Duration::from_mins(1), || {
+        h.metrics().rows_shipped.get() == 3
+    })
+    .await;
+    stop(h, task).await;
+
+    let inserts: Vec<_> = tee
+        .requests()
+        .into_iter()
+        .filter(|r| r.request_line.contains("INSERT"))
+        .collect();
+    assert_eq!(inserts.len(), 1, "one batch expected");
+    let sent = &inserts[0].body;
+    assert!(
+        !sent.is_empty(),
+        "empty insert body captured: {:?}",
+        inserts[0].request_line
+    );
+    assert_eq!(rowbinary::decode_all(sent).unwrap(), rows);
+
+    let work = tempfile::tempdir().unwrap();
+    let ddl: String = std::iter::once(&migrate::BOOTSTRAP)
+        .chain(migrate::MIGRATIONS)
+        .map(|m| migrate::render(m.sql(migrate::Flavor::Modern), &cfg.clickhouse) + "\n")
+        .collect();
+    std::fs::write(work.path().join("ddl.sql"), ddl).unwrap();
+    std::fs::write(work.path().join("batch.bin"), sent).unwrap();
+    let out = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("chdb_check.py"))
+        .arg(work.path())
+        .arg(COLUMNS.join(","))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chdb_check.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    eprintln!("chdb_check.py: {}", String::from_utf8_lossy(&out.stdout));
+    // Every field: chdb's RowBinary output of the stored rows is the agent's bytes.
+    let echoed = std::fs::read(work.path().join("echo.bin")).unwrap();
+    assert_eq!(rowbinary::decode_all(&echoed).unwrap(), rows);
+    assert_eq!(echoed, *sent);
+    // And the modern types mean what the agent meant.
+    let json = std::fs::read_to_string(work.path().join("typed.json")).unwrap();
+    let typed: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(typed.len(), 3);
+    for (r, t) in rows.iter().zip(&typed) {
+        assert_eq!(t["trace_id"], r.trace_id.to_string());
+        assert_eq!(t["start_us"].as_str().unwrap(), r.start_time.to_string());
+        assert_eq!(t["stream"], r.stream);
+        assert_eq!(t["capture_complete"], r.capture_complete);
+        let addr = match r.dst_addr {
+            IpAddr::V4(v4) => format!("::ffff:{v4}"),
+            IpAddr::V6(v6) => v6.to_string(),
+        };
+        assert_eq!(t["dst_addr"], addr);
+        assert_eq!(
+            t["finding_kinds"],
+            serde_json::json!(r.findings.iter().map(|f| &f.kind).collect::<Vec<_>>())
+        );
+    }
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("dedup_count=3"), "{report}");
+}

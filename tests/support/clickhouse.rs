@@ -1,0 +1,260 @@
+//! A private ClickHouse server for tests: temp data dir, free loopback ports,
+//! killed on drop. Uses the Debian `clickhouse-server` binary (18.16 here).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const SERVER_BIN: &str = "/usr/sbin/clickhouse-server";
+const CONFIG_DIR: &str = "/etc/clickhouse-server";
+const START_TIMEOUT: Duration = Duration::from_mins(1);
+
+/// A running (or deliberately stopped) ClickHouse server.
+#[derive(Debug)]
+pub struct ClickHouseServer {
+    dir: tempfile::TempDir,
+    /// HTTP port on 127.0.0.1.
+    pub http_port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl ClickHouseServer {
+    /// Starts a fresh server and waits until `/ping` answers.
+    pub fn start() -> Self {
+        assert!(
+            Path::new(SERVER_BIN).exists(),
+            "{SERVER_BIN} missing: apt-get install clickhouse-server"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_port();
+        write_config(dir.path(), http_port, free_port(), free_port());
+        let mut server = Self {
+            dir,
+            http_port,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Base URL for clients.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The temp directory (config, data, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn spawn(&mut self) {
+        let d = self.dir.path();
+        let out = std::fs::File::create(d.join("stdout.txt")).unwrap();
+        let child = Command::new(SERVER_BIN)
+            .arg(format!("--config-file={}", d.join("config.xml").display()))
+            .current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "clickhouse-server exited with {status}: {}",
+                    self.log_tail()
+                );
+            }
+            if http(self.http_port, "GET /ping HTTP/1.0\r\n\r\n")
+                .is_some_and(|r| r.ends_with(b"Ok.\n"))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clickhouse-server not ready: {}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("log/clickhouse-server.err.log"))
+            .unwrap_or_default();
+        let out = std::fs::read_to_string(self.dir.path().join("stdout.txt")).unwrap_or_default();
+        let tail = |s: &str| {
+            s.lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        format!("{}\n{}", tail(&out), tail(&log))
+    }
+
+    /// Process id of the running server.
+    pub fn process_id(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.as_ref().expect("server running").id()).unwrap())
+    }
+
+    /// SIGKILLs the server and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(
+                Pid::from_raw(i32::try_from(child.id()).unwrap()),
+                Signal::SIGCONT,
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Freezes the server (SIGSTOP): connections hang.
+    pub fn freeze(&self) {
+        kill(self.pid(), Signal::SIGSTOP).unwrap();
+    }
+
+    /// Thaws a frozen server (SIGCONT).
+    pub fn thaw(&self) {
+        kill(self.pid(), Signal::SIGCONT).unwrap();
+    }
+
+    /// Runs `sql` over HTTP and returns the body; panics on a server error.
+    pub fn query(&self, sql: &str) -> Vec<u8> {
+        let req = format!(
+            "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
+            sql.len()
+        );
+        let resp = http(self.http_port, &req).unwrap_or_else(|| panic!("no answer to {sql}"));
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("HTTP response");
+        let (head, body) = (&resp[..split], resp[split + 4..].to_vec());
+        assert!(
+            head.starts_with(b"HTTP/1.0 200") || head.starts_with(b"HTTP/1.1 200"),
+            "query {sql} failed: {}",
+            String::from_utf8_lossy(&body)
+        );
+        body
+    }
+
+    /// Runs `sql` and returns the body as trimmed text.
+    pub fn query_text(&self, sql: &str) -> String {
+        String::from_utf8(self.query(sql))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Runs a query returning one number.
+    pub fn query_u64(&self, sql: &str) -> u64 {
+        let text = self.query_text(sql);
+        text.parse()
+            .unwrap_or_else(|_| panic!("{sql} returned {text:?}"))
+    }
+}
+
+impl Drop for ClickHouseServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One HTTP/1.0 exchange; `None` when the server does not answer.
+fn http(port: u16, request: &str) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    s.write_all(request.as_bytes()).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    Some(out)
+}
+
+/// Copies the system config and points every path and port at `dir`.
+fn write_config(dir: &Path, http: u16, tcp: u16, interserver: u16) {
+    let d = dir.display();
+    let config = std::fs::read_to_string(PathBuf::from(CONFIG_DIR).join("config.xml")).unwrap();
+    let config = config
+        .replace(
+            "<path>/var/lib/clickhouse/</path>",
+            &format!("<path>{d}/data/</path>"),
+        )
+        .replace("/var/lib/clickhouse/tmp/", &format!("{d}/tmp/"))
+        .replace(
+            "/var/lib/clickhouse/user_files/",
+            &format!("{d}/user_files/"),
+        )
+        .replace(
+            "/var/lib/clickhouse/format_schemas/",
+            &format!("{d}/format_schemas/"),
+        )
+        .replace("/var/log/clickhouse-server/", &format!("{d}/log/"))
+        .replace(
+            "<http_port>8123</http_port>",
+            &format!("<http_port>{http}</http_port>"),
+        )
+        .replace(
+            "<tcp_port>9000</tcp_port>",
+            &format!("<tcp_port>{tcp}</tcp_port>"),
+        )
+        .replace(
+            "<interserver_http_port>9009</interserver_http_port>",
+            &format!("<interserver_http_port>{interserver}</interserver_http_port>"),
+        )
+        // Loopback IPv4 only (network hygiene: nothing listens beyond 127.0.0.1).
+        .replace("<listen_host>::1</listen_host>", "");
+    for (what, port) in [
+        ("http_port", http),
+        ("tcp_port", tcp),
+        ("interserver_http_port", interserver),
+    ] {
+        assert!(
+            config.contains(&format!("<{what}>{port}</{what}>")),
+            "config.xml has no {what} to rewrite"
+        );
+    }
+    assert!(
+        config.contains(&format!("<path>{d}/data/</path>")),
+        "config.xml has no <path> to rewrite"
+    );
+    std::fs::write(dir.join("config.xml"), config).unwrap();
+    std::fs::copy(
+        PathBuf::from(CONFIG_DIR).join("users.xml"),
+        dir.join("users.xml"),
+    )
+    .unwrap();
+}

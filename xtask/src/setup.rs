@@ -1,0 +1,190 @@
+//! `cargo xtask setup`: idempotent; installs only what is missing, and is fast when nothing is.
+//!
+//! - nightly's `rust-src` (the eBPF crate is built with `-Z build-std=core`);
+//! - bpf-linker 0.13, built against the nightly's own LLVM and rebuilt when a nightly update
+//!   changes that LLVM (recorded in a stamp file next to the binary);
+//! - the Debian packages the tests and benchmarks use;
+//! - a Python venv (`.venv`) with the real client SDKs the tests drive.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cmd;
+
+/// Debian packages: ClickHouse (sink tests), nginx and wrk (proxy benchmark peers and load),
+/// curl (a real h1/h2 client), iproute2, and python3-venv for the SDK venv.
+const APT_PACKAGES: &[&str] = &[
+    "clickhouse-server",
+    "clickhouse-client",
+    "nginx",
+    "wrk",
+    "curl",
+    "iproute2",
+    "python3-venv",
+    "ca-certificates",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    nightly_rust_src()?;
+    bpf_linker()?;
+    apt_packages()?;
+    python_venv()?;
+    eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let installed = cmd::output("rustup", &["toolchain", "list"]).unwrap_or_default();
+    if !installed.lines().any(|l| l.starts_with("nightly")) {
+        cmd::run(
+            "rustup",
+            &["toolchain", "install", "nightly", "--profile", "minimal"],
+        )?;
+    }
+    let components = cmd::output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .unwrap_or_default();
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        cmd::run(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", "nightly"],
+        )?;
+    }
+    Ok(())
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"),
+        PathBuf::from,
+    )
+}
+
+/// The nightly's LLVM shared library (e.g. `libLLVM.so.22.1-rust-1.97.0-nightly`).
+fn nightly_llvm() -> Result<(PathBuf, String, u32)> {
+    let sysroot = cmd::output("rustc", &["+nightly", "--print", "sysroot"])
+        .context("the nightly toolchain has no sysroot")?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let name = fs::read_dir(&lib)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .with_context(|| format!("no libLLVM in {}", lib.display()))?;
+    let digits: String = name
+        .trim_start_matches("libLLVM.so.")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let major = digits
+        .parse()
+        .with_context(|| format!("LLVM version of {name}"))?;
+    Ok((lib, name, major))
+}
+
+fn bpf_linker() -> Result<()> {
+    let (lib, llvm, major) = nightly_llvm()?;
+    let stamp = cargo_home().join("bin/.bpf-linker-llvm");
+    let current = fs::read_to_string(&stamp).unwrap_or_default();
+    if current.trim() == llvm && cmd::succeeds("bpf-linker", &["--version"]) {
+        return Ok(());
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {llvm} (about 2 minutes)");
+    let prefix = cargo_home().join("llmtrace-llvm");
+    fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(lib.join(&llvm), &link)?;
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--locked",
+        "--force",
+        "--no-default-features",
+        "--features",
+        &format!("llvm-{major}"),
+    ])
+    .env("LLVM_PREFIX", &prefix)
+    .env(
+        "RUSTFLAGS",
+        format!("-C link-arg=-Wl,-rpath,{}", lib.display()),
+    );
+    cmd::status(&mut c)?;
+    fs::write(&stamp, &llvm)?;
+    Ok(())
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            cmd::output("dpkg-query", &["-W", "-f=${Status}", p])
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !cmd::is_root() {
+        bail!(
+            "missing Debian packages {missing:?}: run `cargo xtask setup` as root (or apt-get install them)"
+        );
+    }
+    let mut update = Command::new("apt-get");
+    update
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    cmd::status(&mut update)?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    cmd::status(&mut install)
+}
+
+/// The venv and the stamp recording which requirements it was built from.
+fn python_venv() -> Result<()> {
+    let root = crate::root();
+    let venv = root.join(".venv");
+    let reqs_path = root.join("tests/requirements.txt");
+    let reqs = fs::read_to_string(&reqs_path).context("tests/requirements.txt")?;
+    let stamp = venv.join(".llmtrace-requirements");
+    let python = venv.join("bin/python");
+    if python.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == reqs) {
+        return Ok(());
+    }
+    if !python.exists() {
+        cmd::run(
+            "python3",
+            &["-m", "venv", venv.to_str().context("venv path")?],
+        )?;
+    }
+    let py = python.to_str().context("venv path")?;
+    cmd::run(
+        py,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            reqs_path.to_str().context("path")?,
+        ],
+    )?;
+    fs::write(&stamp, reqs)?;
+    Ok(())
+}
