@@ -12,7 +12,7 @@ use std::{
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use nix::sys::resource::{UsageWho, getrusage};
 
 use crate::support::{NAME, World, client};
@@ -50,6 +50,66 @@ async fn run_connection(addr: SocketAddr, ca: &Path, n: usize) -> Vec<Duration> 
     out
 }
 
+/// `concurrency` streams at a time on one HTTP/2 connection, `per_stream` requests each.
+async fn run_h2(
+    addr: SocketAddr,
+    ca: &Path,
+    concurrency: usize,
+    per_stream: usize,
+) -> Vec<Duration> {
+    let config = client::config(ca, &[b"h2"]);
+    let io = TokioIo::new(client::connect(addr, NAME, config).await.unwrap());
+    let (s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let mut s = s.clone();
+            tokio::spawn(async move {
+                let mut out = Vec::with_capacity(per_stream);
+                for _ in 0..per_stream {
+                    let req = Request::post(format!("https://{NAME}/bytes?n=4096&chunk=4096"))
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(vec![b'{'; 512])))
+                        .unwrap();
+                    let start = Instant::now();
+                    let resp = s.send_request(req).await.unwrap();
+                    let got = resp.into_body().collect().await.unwrap().to_bytes();
+                    out.push(start.elapsed());
+                    assert_eq!(got.len(), 4096);
+                }
+                out
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    lat
+}
+
+async fn measure_h2(addr: SocketAddr, ca: &Path, concurrency: usize, per_stream: usize) -> String {
+    run_h2(addr, ca, 4, 20).await;
+    let cpu = cpu_time();
+    let wall = Instant::now();
+    let lat = run_h2(addr, ca, concurrency, per_stream).await;
+    summarize(lat, cpu_time().saturating_sub(cpu), wall.elapsed())
+}
+
+fn summarize(mut lat: Vec<Duration>, cpu: Duration, wall: Duration) -> String {
+    lat.sort_unstable();
+    let n = lat.len() as u32;
+    format!(
+        "{:>7.0} req/s  p50 {:>6} µs  p99 {:>6} µs  CPU {:>5} µs/req",
+        f64::from(n) / wall.as_secs_f64(),
+        lat[lat.len() / 2].as_micros(),
+        lat[lat.len() * 99 / 100].as_micros(),
+        (cpu / n).as_micros()
+    )
+}
+
 async fn measure(addr: SocketAddr, ca: &Path, concurrency: usize, per_conn: usize) -> String {
     // Warm up (TLS sessions, leaf minting, pool).
     run_connection(addr, ca, 20).await;
@@ -65,16 +125,7 @@ async fn measure(addr: SocketAddr, ca: &Path, concurrency: usize, per_conn: usiz
     for t in tasks {
         lat.extend(t.await.unwrap());
     }
-    let (cpu, wall) = (cpu_time().saturating_sub(cpu), wall.elapsed());
-    lat.sort_unstable();
-    let n = lat.len() as u32;
-    format!(
-        "{:>7.0} req/s  p50 {:>6} µs  p99 {:>6} µs  CPU {:>5} µs/req",
-        f64::from(n) / wall.as_secs_f64(),
-        lat[lat.len() / 2].as_micros(),
-        lat[lat.len() * 99 / 100].as_micros(),
-        (cpu / n).as_micros()
-    )
+    summarize(lat, cpu_time().saturating_sub(cpu), wall.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,5 +142,13 @@ async fn perf_figures() {
             "  provider connections opened by the proxy so far: {}",
             w.metrics.upstream_connections.get()
         );
+    }
+    for concurrency in [1, 16, 64] {
+        let per_stream = 10_000 / concurrency;
+        let direct = measure_h2(w.upstream.addr, &w.upstream_ca_pem, concurrency, per_stream).await;
+        let proxied = measure_h2(w.proxy_addr, &w.llmtrace_ca_pem, concurrency, per_stream).await;
+        println!("h2, one connection, {concurrency} concurrent streams, same request mix:");
+        println!("  direct   {direct}");
+        println!("  proxied  {proxied}");
     }
 }
