@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use prometheus_client::registry::Registry;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
@@ -25,12 +25,10 @@ use crate::{
     config::{Config, FailMode, InterceptConfig, effective_providers},
     dns::{self, ProviderTable, SystemResolver},
     ebpf::{Kernel, KernelOptions, cgroup, stats_name},
+    proxy::build,
     sink::{Sink, SinkMetrics},
-    transport::{listener, passthrough::Passthrough},
+    transport::listener,
 };
-
-/// How long shutdown waits for open connections before closing them.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
@@ -40,7 +38,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     };
     cgroup::check(&cgroup).context("intercept.cgroup")?;
     let providers = effective_providers(&config);
-    let table = ProviderTable::new(providers, Instant::now());
+    let table = ProviderTable::new(providers.clone(), Instant::now());
     let provider_names = Arc::new(table.names());
     let table = Arc::new(Mutex::new(table));
 
@@ -50,10 +48,12 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     // Listeners first: the hook must never point at a closed port.
     let (listeners, listen_ipv6) = bind_listeners(&config.intercept)?;
     let admin_listener = admin::server::bind(config.admin.listen).await?;
+    // The CA and trust store before the hook: a broken CA must not redirect anything.
+    let shutdown = CancellationToken::new();
+    let built = build::from_config(&config, &providers, &mut registry, &metrics, &shutdown)?;
     let kernel = attach_kernel(&config.intercept, &cgroup, listen_ipv6)?;
     registry.register_collector(Box::new(kernel.stats.clone()));
 
-    let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let heartbeat = spawn_heartbeat(&kernel, &config, &shutdown);
 
@@ -68,21 +68,14 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
 
     let sink_metrics = SinkMetrics::register(&mut registry);
     let (sink, sink_task) = Sink::start(&config.sink, &config.state_dir, sink_metrics)?;
-    let recent = Arc::new(RecentConnections::new(config.admin.recent_connections));
-    let handler = Arc::new(Passthrough {
-        socket_mark: config.intercept.socket_mark,
-        connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
-        metrics: metrics.clone(),
-        recent: recent.clone(),
-        sink: sink.clone(),
-        host: Arc::from(crate::trace::host_name()),
-    });
+    let host = crate::trace::host_name().into();
+    let records = tokio::spawn(build::records_to_sink(built.records, sink.clone(), host));
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
-        handler,
+        handler: built.handler,
         provider_names,
         metrics,
-        limit: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS.min(100_000))),
+        limit: Arc::new(Semaphore::new(config.proxy.max_connections)),
         next_id: AtomicU64::new(1),
     });
     let listen_names: Vec<String> = listeners
@@ -101,7 +94,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         &config,
         config_file,
         table,
-        recent,
+        built.recent,
         listen_names.clone(),
     );
     let admin_task = tokio::spawn(admin::server::serve(
@@ -132,7 +125,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         let _ = l.await;
     }
     drop(acceptor);
-    drain(kernel, tasks).await;
+    drain(kernel, tasks, records, config.proxy.drain_timeout_ms).await;
     // Every connection has ended, so every row is queued: flush them to the spool.
     sink.shutdown().await;
     let _ = sink_task.await;
@@ -176,15 +169,23 @@ fn attach_kernel(
     })?)
 }
 
-/// Detaches the hook first, so new connections go direct while open ones finish.
-async fn drain(kernel: Kernel, tasks: TaskTracker) {
+/// Detaches the hook first, so new connections go direct while open ones finish; then waits
+/// for their last exchange records (the stream ends with the last connection).
+async fn drain(kernel: Kernel, tasks: TaskTracker, records: JoinHandle<()>, timeout_ms: u64) {
+    let timeout = Duration::from_millis(timeout_ms);
     kernel.detach();
     tasks.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
+    if tokio::time::timeout(timeout, tasks.wait()).await.is_err() {
+        warn!(
+            ?timeout,
+            "connections still open after the drain timeout; closing them"
+        );
+    }
+    if tokio::time::timeout(Duration::from_secs(1), records)
         .await
         .is_err()
     {
-        warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after the drain timeout; closing them");
+        warn!("exchange records still pending after the drain; dropping them");
     }
 }
 

@@ -15,6 +15,8 @@ pub mod dns;
 pub mod ebpf;
 pub mod identity;
 pub mod llm;
+pub mod proxy;
 pub mod sink;
+pub mod tls;
 pub mod trace;
 pub mod transport;

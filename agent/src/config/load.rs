@@ -101,6 +101,9 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.upstream.connect_timeout_ms == 0 {
         return Err(invalid("upstream.connect_timeout_ms", "must be positive"));
     }
+    c.proxy
+        .check()
+        .map_err(|(key, message)| invalid(key, message))?;
     for (n, p) in c.providers.iter().enumerate() {
         validate_provider(n, p)?;
     }

@@ -7,6 +7,7 @@
 mod load;
 mod net;
 mod providers;
+mod proxy;
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use load::{ConfigError, DEFAULT_CONFIG_PATH, load};
 pub use net::IpPrefix;
 pub use providers::{BuiltinProviders, ProviderSpec, builtin_providers, effective_providers};
+pub use proxy::ProxyConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +37,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// The admin HTTP endpoint (metrics, health, status).
     pub admin: AdminConfig,
+    /// The interception proxy: limits, timeouts, rejected-certificate memory.
+    pub proxy: ProxyConfig,
     /// The local root CA that signs the certificates of intercepted hosts.
     pub ca: CaConfig,
     /// Where trace rows go: the durable spool and, when configured, ClickHouse.
@@ -52,6 +56,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             upstream: UpstreamConfig::default(),
             admin: AdminConfig::default(),
+            proxy: ProxyConfig::default(),
             ca: CaConfig::default(),
             sink: crate::sink::SinkConfig::default(),
             llm: crate::llm::LlmConfig::default(),
@@ -197,12 +202,16 @@ impl Default for DnsConfig {
 pub struct UpstreamConfig {
     /// Give up connecting to an original destination after this long.
     pub connect_timeout_ms: u64,
+    /// PEM files of extra root certificates trusted for provider certificates, on top of the
+    /// system trust store (e.g. a corporate or test CA).
+    pub extra_root_certs: Vec<PathBuf>,
 }
 
 impl Default for UpstreamConfig {
     fn default() -> Self {
         Self {
             connect_timeout_ms: 10_000,
+            extra_root_certs: Vec::new(),
         }
     }
 }

@@ -8,6 +8,8 @@
 pub mod listener;
 pub mod orig_dst;
 pub mod passthrough;
+pub mod prefixed;
+pub mod sniff;
 pub mod splice;
 pub mod upstream;
 

@@ -1,0 +1,97 @@
+//! Settings of the interception proxy: limits, timeouts, and the memory of clients that
+//! rejected the llmtrace certificate.
+
+use serde::{Deserialize, Serialize};
+
+/// The `[proxy]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Wait this long for a complete TLS ClientHello; a client that sends none in time (or a
+    /// protocol where the server speaks first) is relayed untouched.
+    pub client_hello_timeout_ms: u64,
+    /// Largest ClientHello read before deciding; larger ones are relayed untouched.
+    pub max_client_hello_bytes: usize,
+    /// Give up a TLS handshake (with the app, or with the provider) after this long.
+    pub handshake_timeout_ms: u64,
+    /// An HTTP/1.1 request head must arrive within this long. hyper also runs this timer while
+    /// a kept-alive connection waits for its next request, so it bounds HTTP/1.1 idle time too.
+    pub header_read_timeout_ms: u64,
+    /// Close an app connection with no request in flight and no bytes moving for this long.
+    pub idle_timeout_ms: u64,
+    /// Largest request head (HTTP/1.1 start line and headers; HTTP/2 header list) in bytes;
+    /// larger ones get `431`.
+    pub max_header_bytes: usize,
+    /// At most this many redirected connections are served at once; more are closed at accept.
+    pub max_connections: usize,
+    /// On shutdown, open connections get this long to finish their exchanges.
+    pub drain_timeout_ms: u64,
+    /// Idle upstream HTTP/1.1 connections kept per (address, server name, protocol). Keep it
+    /// above the expected number of concurrent HTTP/1.1 requests per provider: connections
+    /// returned beyond it are closed, and the next request pays a new TLS handshake.
+    pub pool_max_idle_per_key: usize,
+    /// Idle upstream connections are closed after this long.
+    pub pool_idle_timeout_ms: u64,
+    /// Capacity of the exchange-record channel to analysis and storage; records that do not
+    /// fit are dropped and counted, never waited for.
+    pub record_channel_capacity: usize,
+    /// How many (executable, server name) pairs whose TLS client rejected the llmtrace
+    /// certificate are remembered; their connections are relayed untouched.
+    pub rejected_cert_capacity: usize,
+    /// How long a rejection is remembered.
+    pub rejected_cert_ttl_s: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            client_hello_timeout_ms: 10_000,
+            max_client_hello_bytes: 64 * 1024,
+            handshake_timeout_ms: 10_000,
+            header_read_timeout_ms: 60_000,
+            idle_timeout_ms: 120_000,
+            max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
+            drain_timeout_ms: 5_000,
+            pool_max_idle_per_key: 256,
+            pool_idle_timeout_ms: 60_000,
+            record_channel_capacity: 4096,
+            rejected_cert_capacity: 4096,
+            rejected_cert_ttl_s: 3600,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Checks ranges serde cannot; returns the offending key and why.
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        let positive: [(&'static str, u64); 6] = [
+            (
+                "proxy.client_hello_timeout_ms",
+                self.client_hello_timeout_ms,
+            ),
+            ("proxy.handshake_timeout_ms", self.handshake_timeout_ms),
+            ("proxy.header_read_timeout_ms", self.header_read_timeout_ms),
+            ("proxy.idle_timeout_ms", self.idle_timeout_ms),
+            ("proxy.pool_idle_timeout_ms", self.pool_idle_timeout_ms),
+            ("proxy.rejected_cert_ttl_s", self.rejected_cert_ttl_s),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err((key, "must be positive"));
+        }
+        if self.max_client_hello_bytes < 512 {
+            return Err(("proxy.max_client_hello_bytes", "must be at least 512"));
+        }
+        // hyper's HTTP/1.1 read buffer cannot be smaller than 8 KiB.
+        if self.max_header_bytes < 8192 {
+            return Err(("proxy.max_header_bytes", "must be at least 8192"));
+        }
+        if self.max_connections == 0 || self.max_connections > 1 << 24 {
+            return Err(("proxy.max_connections", "must be between 1 and 16777216"));
+        }
+        if self.record_channel_capacity == 0 {
+            return Err(("proxy.record_channel_capacity", "must be positive"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,238 @@
+//! Building the [`Intercept`] handler from the configuration (used by `app`).
+
+use std::sync::Arc;
+
+use llmtrace_ca::{
+    CaError, CaOptions, CertificateAuthority, LeafCache, LeafCacheConfig, SniResolver,
+};
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::{
+    Intercept, InterceptParts,
+    hook::NoHook,
+    metrics::ProxyMetrics,
+    record::{ExchangeRecord, RecordTee},
+    route::InterceptNames,
+};
+use crate::{
+    admin::{metrics::TransportMetrics, status::RecentConnections},
+    config::{Config, ProviderSpec},
+    sink::{SinkHandle, TraceRow},
+    tls::{UpstreamTls, upstream::RootsError},
+    trace::{ConnectionFacts, fill_connection},
+};
+
+/// Why the proxy cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("local CA in {dir}: {source}")]
+    Ca { dir: String, source: CaError },
+    #[error("upstream.extra_root_certs: {0}")]
+    Roots(#[from] RootsError),
+}
+
+/// The handler and the receiving end of its exchange records.
+#[derive(Debug)]
+pub struct Built {
+    /// The connection handler.
+    pub handler: Arc<Intercept>,
+    /// Exchange records (one per exchange and per relayed connection).
+    pub records: mpsc::Receiver<ExchangeRecord>,
+    /// The CA whose leaves apps see.
+    pub ca: Arc<CertificateAuthority>,
+    /// Recent connections, for `/status`.
+    pub recent: Arc<RecentConnections>,
+}
+
+/// Loads (or creates) the CA (`ca.dir`, default `state_dir/ca`), the upstream trust store,
+/// and the handler.
+/// Provider names the CA's name constraints do not cover are reported and relayed untouched.
+pub fn from_config(
+    config: &Config,
+    providers: &[ProviderSpec],
+    registry: &mut Registry,
+    transport_metrics: &Arc<TransportMetrics>,
+    shutdown: &CancellationToken,
+) -> Result<Built, BuildError> {
+    let recent = Arc::new(RecentConnections::new(config.admin.recent_connections));
+    let hosts: Vec<String> = providers.iter().map(|p| p.host.clone()).collect();
+    let dir = config.ca_dir();
+    let options = CaOptions {
+        intercept_hosts: hosts.clone(),
+        name_constraints: config.ca.name_constraints,
+    };
+    let ca =
+        CertificateAuthority::load_or_init(&dir, &options).map_err(|source| BuildError::Ca {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    let ca = Arc::new(ca);
+    let uncovered = ca.uncovered(&hosts);
+    if !uncovered.is_empty() {
+        warn!(
+            hosts = ?uncovered,
+            "the local CA's name constraints do not cover these provider names; their connections are relayed untouched (run `llmtrace ca rotate` and reinstall the CA to intercept them)"
+        );
+    }
+    let covered: Vec<&str> = hosts
+        .iter()
+        .map(String::as_str)
+        .filter(|h| !uncovered.contains(h))
+        .collect();
+    let cache = Arc::new(LeafCache::new(ca.clone(), LeafCacheConfig::default()));
+    let upstream_tls = UpstreamTls::new(true, &config.upstream.extra_root_certs)?;
+    let metrics = Arc::new(ProxyMetrics::register(registry));
+    let (tee, records) = RecordTee::channel(config.proxy.record_channel_capacity, metrics.clone());
+    let handler = Intercept::new(
+        &config.proxy,
+        &config.upstream,
+        InterceptParts {
+            names: InterceptNames::new(&covered),
+            resolver: Arc::new(SniResolver::new(cache)),
+            upstream_tls,
+            socket_mark: config.intercept.socket_mark,
+            metrics,
+            transport_metrics: transport_metrics.clone(),
+            recent: recent.clone(),
+            tee,
+            hook: Arc::new(NoHook),
+            shutdown: shutdown.clone(),
+        },
+    );
+    info!(ca = %ca.paths().cert.display(), names = covered.len(), "TLS interception is on");
+    Ok(Built {
+        handler: Arc::new(handler),
+        records,
+        ca,
+        recent,
+    })
+}
+
+/// Turns exchange records into trace rows for the sink. Intercepted exchanges carry the
+/// HTTP facts only; LLM analysis fills the rest once it runs on the data path.
+pub async fn records_to_sink(
+    mut records: mpsc::Receiver<ExchangeRecord>,
+    sink: SinkHandle,
+    host: Arc<str>,
+) {
+    while let Some(r) = records.recv().await {
+        debug!(
+            conn = r.connection_id,
+            seq = r.exchange_seq,
+            sni = r.sni.as_deref(),
+            method = r.method.as_deref(),
+            path = r.path.as_deref(),
+            status = r.status,
+            intercepted = r.intercepted,
+            reason = r.not_intercepted_reason,
+            error = r.error.as_deref(),
+            "exchange"
+        );
+        sink.record(trace_row(&r, &host));
+    }
+}
+
+/// The trace row of one record.
+pub fn trace_row(r: &ExchangeRecord, host: &str) -> TraceRow {
+    let facts = ConnectionFacts {
+        connection_id: r.connection_id,
+        host,
+        orig_dst: r.orig_dst,
+        provider: &r.provider,
+        process: &r.process,
+        details: &r.details,
+    };
+    let start = i64::try_from(r.started_at_us).unwrap_or(i64::MAX);
+    let end = start.saturating_add(i64::try_from(r.duration_us).unwrap_or(i64::MAX));
+    let mut row = TraceRow::new(Uuid::new_v4(), start, end);
+    fill_connection(&mut row, &facts);
+    row.first_byte_time = r
+        .first_byte_us
+        .map(|us| start.saturating_add(i64::try_from(us).unwrap_or(i64::MAX)));
+    #[allow(clippy::cast_precision_loss)] // durations in µs are far below 2^52
+    {
+        row.duration_ms = r.duration_us as f64 / 1000.0;
+    }
+    row.sni = r.sni.clone().unwrap_or_default();
+    r.alpn.clone_into(&mut row.alpn);
+    r.http_version
+        .unwrap_or_default()
+        .clone_into(&mut row.http_version);
+    row.method = r.method.clone().unwrap_or_default();
+    row.path = r.path.clone().unwrap_or_default();
+    row.status = r.status;
+    row.request_bytes = r.bytes_up;
+    row.response_bytes = r.bytes_down;
+    row.intercepted = r.intercepted;
+    r.not_intercepted_reason
+        .unwrap_or_default()
+        .clone_into(&mut row.not_intercepted_reason);
+    // Bodies are not captured here (analysis does that).
+    row.capture_complete = false;
+    row.error.clone_from(&r.error);
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::ProcessInfo;
+
+    #[test]
+    fn records_map_onto_trace_rows() {
+        let record = ExchangeRecord {
+            connection_id: 7,
+            exchange_seq: 2,
+            started_at_us: 1_000_000,
+            first_byte_us: Some(1500),
+            duration_us: 4000,
+            sni: Some("api.openai.com".into()),
+            alpn: "h2",
+            upstream_alpn: Some("h2"),
+            http_version: Some("HTTP/2.0"),
+            method: Some("POST".into()),
+            path: Some("/v1/chat/completions".into()),
+            status: Some(200),
+            bytes_up: 10,
+            bytes_down: 20,
+            client: "127.0.0.1:5000".parse().unwrap(),
+            orig_dst: "127.0.0.2:443".parse().unwrap(),
+            process: ProcessInfo {
+                pid: 42,
+                tid: 42,
+                uid: 1000,
+                gid: 1000,
+                comm: "python3".into(),
+                cgroup_id: 1,
+                netns_cookie: 1,
+            },
+            provider: "openai".into(),
+            details: Arc::default(),
+            error: None,
+            intercepted: true,
+            not_intercepted_reason: None,
+        };
+        let row = trace_row(&record, "host-a");
+        assert_eq!((row.connection_id, row.pid, row.status), (7, 42, Some(200)));
+        assert_eq!((row.start_time, row.end_time), (1_000_000, 1_004_000));
+        assert_eq!(row.first_byte_time, Some(1_001_500));
+        assert_eq!(row.path, "/v1/chat/completions");
+        assert_eq!(
+            (row.provider.as_str(), row.host.as_str()),
+            ("openai", "host-a")
+        );
+        assert!(row.intercepted && row.not_intercepted_reason.is_empty());
+        let relayed = ExchangeRecord {
+            intercepted: false,
+            not_intercepted_reason: Some("not_tls"),
+            ..record
+        };
+        let row = trace_row(&relayed, "host-a");
+        assert!(!row.intercepted);
+        assert_eq!(row.not_intercepted_reason, "not_tls");
+    }
+}

@@ -1,0 +1,196 @@
+//! Typed per-connection and per-exchange context, and the record phase over it.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use hyper::{Method, Version};
+
+use super::{Intercept, record::ExchangeRecord};
+use crate::{identity::ProcessDetails, tls::Alpn, transport::ProcessInfo};
+
+/// What every exchange of one intercepted connection shares.
+#[derive(Debug)]
+pub struct ConnectionContext {
+    /// Agent-wide connection id.
+    pub id: u64,
+    /// The app's endpoint.
+    pub client: SocketAddr,
+    /// Where the app was going.
+    pub orig_dst: SocketAddr,
+    /// Who the app is.
+    pub process: ProcessInfo,
+    /// Provider name from the provider list.
+    pub provider: Arc<str>,
+    /// Executable, command line, container (from /proc at accept).
+    pub details: Arc<ProcessDetails>,
+    /// Server name from the ClientHello.
+    pub sni: Arc<str>,
+    /// Protocol negotiated with the app.
+    pub alpn: Alpn,
+    /// Exchanges started so far.
+    pub exchanges: AtomicU32,
+    /// Exchanges in flight (an idle connection has none).
+    pub in_flight: AtomicUsize,
+    /// Body bytes app → provider over all exchanges.
+    pub bytes_up: AtomicU64,
+    /// Body bytes provider → app over all exchanges.
+    pub bytes_down: AtomicU64,
+}
+
+/// What one exchange knows so far; filled phase by phase.
+#[derive(Debug)]
+pub struct ExchangeContext {
+    /// The connection.
+    pub conn: Arc<ConnectionContext>,
+    /// Position on the connection (1-based).
+    pub seq: u32,
+    /// Start (monotonic).
+    pub started: Instant,
+    /// Start (wall clock).
+    pub started_at: SystemTime,
+    /// Request method.
+    pub method: Method,
+    /// Request path, without the query.
+    pub path: String,
+    /// HTTP version of the app's request.
+    pub version: Version,
+    /// Protocol negotiated with the provider, once connected.
+    pub upstream_alpn: Option<Alpn>,
+    /// Status sent to the app, once known.
+    pub status: Option<u16>,
+    /// Time to the response head.
+    pub first_byte: Option<Duration>,
+    /// Request body bytes sent so far (shared with the request body).
+    pub bytes_up: Arc<AtomicU64>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// Owns an exchange's context; emitting the record is its last act, whichever way the
+/// exchange ends (including being dropped mid-stream).
+#[derive(Debug)]
+pub struct Recorder {
+    ctx: ExchangeContext,
+    proxy: Arc<Intercept>,
+    done: bool,
+}
+
+impl Recorder {
+    /// Starts an exchange (the request phase's first step).
+    pub fn start(
+        proxy: &Arc<Intercept>,
+        conn: &Arc<ConnectionContext>,
+        head: &hyper::http::request::Parts,
+    ) -> Self {
+        let seq = conn.exchanges.fetch_add(1, Ordering::Relaxed) + 1;
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        proxy.metrics.active_exchanges.inc();
+        Self {
+            ctx: ExchangeContext {
+                conn: conn.clone(),
+                seq,
+                started: Instant::now(),
+                started_at: SystemTime::now(),
+                method: head.method.clone(),
+                path: head.uri.path().to_owned(),
+                version: head.version,
+                upstream_alpn: None,
+                status: None,
+                first_byte: None,
+                bytes_up: Arc::new(AtomicU64::new(0)),
+                error: None,
+            },
+            proxy: proxy.clone(),
+            done: false,
+        }
+    }
+
+    /// The context, for reading.
+    pub fn ctx(&self) -> &ExchangeContext {
+        &self.ctx
+    }
+
+    /// The context, for filling in.
+    pub fn ctx_mut(&mut self) -> &mut ExchangeContext {
+        &mut self.ctx
+    }
+
+    /// The record phase: builds the record, counts it, and hands it to the tee.
+    pub fn finish(&mut self, bytes_down: u64, error: Option<String>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let c = &mut self.ctx;
+        if error.is_some() {
+            c.error = error;
+        }
+        c.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let bytes_up = c.bytes_up.load(Ordering::Relaxed);
+        c.conn.bytes_up.fetch_add(bytes_up, Ordering::Relaxed);
+        c.conn.bytes_down.fetch_add(bytes_down, Ordering::Relaxed);
+        let m = &self.proxy.metrics;
+        m.active_exchanges.dec();
+        m.exchange(c.status);
+        if c.error.is_some() {
+            m.exchange_errors.inc();
+        }
+        let record = ExchangeRecord {
+            connection_id: c.conn.id,
+            exchange_seq: c.seq,
+            started_at_us: micros_since_epoch(c.started_at),
+            first_byte_us: c.first_byte.map(|d| d.as_micros() as u64),
+            duration_us: c.started.elapsed().as_micros() as u64,
+            sni: Some(c.conn.sni.to_string()),
+            alpn: c.conn.alpn.as_str(),
+            upstream_alpn: c.upstream_alpn.map(Alpn::as_str),
+            http_version: Some(version_str(c.version)),
+            method: Some(c.method.to_string()),
+            path: Some(std::mem::take(&mut c.path)),
+            status: c.status,
+            bytes_up,
+            bytes_down,
+            client: c.conn.client,
+            orig_dst: c.conn.orig_dst,
+            process: c.conn.process.clone(),
+            provider: c.conn.provider.clone(),
+            details: c.conn.details.clone(),
+            error: c.error.take(),
+            intercepted: true,
+            not_intercepted_reason: None,
+        };
+        self.proxy.tee.emit(record);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.finish(
+            0,
+            Some("the exchange was abandoned before it completed".to_owned()),
+        );
+    }
+}
+
+/// Microseconds since the epoch.
+pub fn micros_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// `HTTP/1.1`, `HTTP/2.0`, …
+pub fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,138 @@
+//! One HTTP exchange as phases over its [`ExchangeContext`]:
+//!
+//! 1. request — record the head, let the hook judge it, prepare it for the provider;
+//! 2. upstream — send it on a pooled or new provider connection;
+//! 3. response — let the hook judge the head, strip hop-by-hop headers, stream the body;
+//! 4. record — when the response body ends, fails or is dropped ([`Recorder`]).
+//!
+//! Errors of any phase become a synthetic response in [`rescue`]; the record phase runs then
+//! too.
+
+use std::{convert::Infallible, sync::Arc};
+
+use bytes::Bytes;
+use hyper::{
+    Request, Response, StatusCode, body::Incoming, header, header::HeaderValue, upgrade::OnUpgrade,
+};
+use hyper_util::rt::TokioIo;
+use tracing::{debug, warn};
+
+pub use super::context::{ConnectionContext, ExchangeContext};
+use super::{
+    Intercept,
+    body::{RequestBody, ResponseBody},
+    context::Recorder,
+    error::ProxyError,
+    headers,
+    hook::Verdict,
+    pool::PoolKey,
+    upstream,
+};
+
+/// The hyper service: serves one request of an intercepted connection.
+pub async fn serve(
+    proxy: Arc<Intercept>,
+    conn: Arc<ConnectionContext>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let upgrade = headers::is_upgrade(req.headers(), req.version());
+    let app_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (head, body) = req.into_parts();
+    let mut recorder = Recorder::start(&proxy, &conn, &head);
+    let result = phases(&proxy, &conn, &mut recorder, head, body, app_upgrade).await;
+    Ok(match result {
+        Ok((head, body, pool_return)) => {
+            Response::from_parts(head, ResponseBody::stream(body, recorder, pool_return))
+        }
+        Err(e) => rescue(recorder, &e),
+    })
+}
+
+type Streamed = (
+    hyper::http::response::Parts,
+    Incoming,
+    Option<super::pool::PoolReturn>,
+);
+
+async fn phases(
+    proxy: &Arc<Intercept>,
+    conn: &Arc<ConnectionContext>,
+    recorder: &mut Recorder,
+    mut head: hyper::http::request::Parts,
+    body: Incoming,
+    app_upgrade: Option<OnUpgrade>,
+) -> Result<Streamed, ProxyError> {
+    // Request phase.
+    if let Verdict::Block { status, message } = proxy.hook.on_request(recorder.ctx(), &mut head) {
+        return Err(ProxyError::Blocked { status, message });
+    }
+    let body = RequestBody::new(body, recorder.ctx().bytes_up.clone());
+    let key = PoolKey {
+        addr: conn.orig_dst,
+        sni: conn.sni.clone(),
+        alpn: conn.alpn,
+    };
+
+    // Upstream phase.
+    let sent = upstream::send(proxy, key, head, body, app_upgrade.is_some()).await?;
+    let mut response = sent.response;
+    let upstream_upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| hyper::upgrade::on(&mut response));
+
+    // Response phase.
+    let (mut head, body) = response.into_parts();
+    let ctx = recorder.ctx_mut();
+    ctx.upstream_alpn = Some(sent.alpn);
+    ctx.first_byte = Some(ctx.started.elapsed());
+    ctx.status = Some(head.status.as_u16());
+    if let Verdict::Block { status, message } = proxy.hook.on_response(recorder.ctx(), &mut head) {
+        return Err(ProxyError::Blocked { status, message });
+    }
+    headers::prepare_response(&mut head);
+    if let (Some(app), Some(provider)) = (app_upgrade, upstream_upgrade) {
+        tunnel(conn.id, app, provider);
+    }
+    Ok((head, body, sent.pool_return))
+}
+
+/// Relays an upgraded connection (WebSocket) both ways once both sides have switched.
+fn tunnel(conn_id: u64, app: OnUpgrade, provider: OnUpgrade) {
+    tokio::spawn(async move {
+        let (app, provider) = match tokio::try_join!(app, provider) {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(conn = conn_id, error = %e, "protocol upgrade failed");
+                return;
+            }
+        };
+        let (mut app, mut provider) = (TokioIo::new(app), TokioIo::new(provider));
+        match tokio::io::copy_bidirectional(&mut app, &mut provider).await {
+            Ok((up, down)) => debug!(conn = conn_id, up, down, "upgraded connection closed"),
+            Err(e) => debug!(conn = conn_id, error = %e, "upgraded connection ended with an error"),
+        }
+    });
+}
+
+/// The one place errors become responses the app sees.
+fn rescue(mut recorder: Recorder, e: &ProxyError) -> Response<ResponseBody> {
+    let status = e.synthetic_status();
+    let ctx = recorder.ctx_mut();
+    ctx.status = Some(status.as_u16());
+    ctx.first_byte = Some(ctx.started.elapsed());
+    ctx.error = Some(e.to_string());
+    if e.is_upstream() {
+        warn!(conn = ctx.conn.id, sni = %ctx.conn.sni, error = %e, "request failed at the provider; answering {status}");
+    } else {
+        debug!(conn = ctx.conn.id, error = %e, "request answered by the proxy with {status}");
+    }
+    let body = Bytes::from(format!("llmtrace: {e}\n"));
+    let mut resp = Response::new(ResponseBody::full(body, Some(recorder)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert("x-llmtrace-error", HeaderValue::from_static("1"));
+    resp
+}

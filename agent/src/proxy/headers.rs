@@ -1,0 +1,190 @@
+//! Request and response heads across the proxy: hop-by-hop headers stay on their hop, and the
+//! request target takes the form the provider's protocol needs.
+
+use hyper::{
+    HeaderMap, Uri, Version,
+    header::{self, HeaderName, HeaderValue},
+    http::{request, response, uri},
+};
+
+use super::error::ProxyError;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::UPGRADE,
+];
+
+/// Whether the request asks for a protocol upgrade (WebSocket): HTTP/1.1 with
+/// `Connection: upgrade` and an `Upgrade` header.
+pub fn is_upgrade(headers: &HeaderMap, version: Version) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers. `keep_upgrade` keeps `Connection`/`Upgrade` for upgrades;
+/// `TE: trailers` is kept (it tells the provider the app accepts trailers).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    for name in &HOP_BY_HOP {
+        let is_upgrade_header = *name == header::CONNECTION || *name == header::UPGRADE;
+        if keep_upgrade && is_upgrade_header {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Prepares a request head for the provider: `h2` needs an absolute URI (`:scheme`,
+/// `:authority`) and no `Host`; HTTP/1.1 needs origin-form and a `Host` header.
+pub fn prepare_request(
+    head: &mut request::Parts,
+    sni: &str,
+    upstream_h2: bool,
+    upgrade: bool,
+) -> Result<(), ProxyError> {
+    let authority = authority_of(head, sni)?;
+    strip_hop_by_hop(&mut head.headers, upgrade);
+    let path = head
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
+    if upstream_h2 {
+        head.headers.remove(header::HOST);
+        head.uri = Uri::builder()
+            .scheme(uri::Scheme::HTTPS)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        head.version = Version::HTTP_2;
+    } else {
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        head.headers.insert(header::HOST, host);
+        head.uri = Uri::from(path);
+        head.version = Version::HTTP_11;
+    }
+    Ok(())
+}
+
+/// The request's authority: from the URI (h2 `:authority`, absolute-form), else `Host`, else
+/// the server name.
+fn authority_of(head: &request::Parts, sni: &str) -> Result<uri::Authority, ProxyError> {
+    if let Some(a) = head.uri.authority() {
+        return Ok(a.clone());
+    }
+    let host = head
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(sni);
+    host.parse()
+        .map_err(|_| ProxyError::BadRequest(format!("invalid Host header `{host}`")))
+}
+
+/// Prepares a provider's response head for the app.
+pub fn prepare_response(head: &mut response::Parts) {
+    let upgrade = head.status == hyper::StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(&mut head.headers, upgrade);
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper::Request;
+
+    use super::*;
+
+    fn parts(req: Request<()>) -> request::Parts {
+        req.into_parts().0
+    }
+
+    #[test]
+    fn h1_request_to_h2_provider_gets_an_absolute_uri_and_no_host() {
+        let mut head = parts(
+            Request::post("/v1/chat/completions?x=1")
+                .header("host", "api.openai.com")
+                .header("connection", "keep-alive, x-private")
+                .header("x-private", "1")
+                .header("te", "trailers, deflate")
+                .header("authorization", "Bearer k")
+                .body(())
+                .unwrap(),
+        );
+        prepare_request(&mut head, "api.openai.com", true, false).unwrap();
+        assert_eq!(
+            head.uri.to_string(),
+            "https://api.openai.com/v1/chat/completions?x=1"
+        );
+        assert!(head.headers.get("host").is_none());
+        assert!(head.headers.get("x-private").is_none());
+        assert!(head.headers.get("connection").is_none());
+        assert_eq!(head.headers["te"], "trailers");
+        assert_eq!(head.headers["authorization"], "Bearer k");
+    }
+
+    #[test]
+    fn h2_request_to_h1_provider_gets_origin_form_and_host() {
+        let mut head = parts(
+            Request::get("https://api.openai.com:443/v1/models")
+                .version(Version::HTTP_2)
+                .body(())
+                .unwrap(),
+        );
+        prepare_request(&mut head, "api.openai.com", false, false).unwrap();
+        assert_eq!(head.uri.to_string(), "/v1/models");
+        assert_eq!(head.headers["host"], "api.openai.com:443");
+        assert_eq!(head.version, Version::HTTP_11);
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let mut head = parts(
+            Request::get("/ws")
+                .header("host", "api.openai.com")
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket")
+                .body(())
+                .unwrap(),
+        );
+        assert!(is_upgrade(&head.headers, head.version));
+        prepare_request(&mut head, "api.openai.com", false, true).unwrap();
+        assert_eq!(head.headers["upgrade"], "websocket");
+        assert_eq!(head.headers["connection"], "upgrade");
+    }
+}

@@ -1,0 +1,72 @@
+//! Terminating an intercepted connection's TLS and serving HTTP on it.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use super::{Intercept, context::ConnectionContext, meta::ConnectionMeta, serve};
+use crate::{tls::Alpn, transport::prefixed::Prefixed};
+
+impl Intercept {
+    pub(super) async fn mitm(
+        self: &Arc<Self>,
+        meta: &ConnectionMeta,
+        stream: Prefixed<TcpStream>,
+        sni: String,
+        protocols: Vec<Vec<u8>>,
+    ) {
+        let accepted = self
+            .server_tls
+            .accept(stream, &protocols, self.limits.handshake_timeout)
+            .await;
+        let tls = match accepted {
+            Ok(tls) => tls,
+            Err(failure) => {
+                self.metrics.handshake_failure(failure.cause());
+                if failure.is_certificate_rejection() {
+                    self.rejected.remember(meta.who(), &sni, Instant::now());
+                    self.metrics.rejected_certificate_remembered.inc();
+                    warn!(conn = meta.id, sni, exe = meta.who(), error = %failure,
+                        "the app does not trust the llmtrace CA for this name; its next connections to it are relayed untouched");
+                } else {
+                    warn!(conn = meta.id, sni, error = %failure, "TLS handshake with the app failed");
+                }
+                meta.finish(self, true, None, 0, 0, Some(failure.to_string()));
+                return;
+            }
+        };
+        let alpn = Alpn::from_negotiated(tls.get_ref().1.alpn_protocol());
+        let ctx = Arc::new(ConnectionContext {
+            id: meta.id,
+            client: meta.client,
+            orig_dst: meta.redirect.orig_dst,
+            process: meta.redirect.process.clone(),
+            provider: meta.provider.clone(),
+            details: meta.details.clone(),
+            sni: sni.as_str().into(),
+            alpn,
+            exchanges: AtomicU32::new(0),
+            in_flight: AtomicUsize::new(0),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+        });
+        debug!(conn = meta.id, sni, alpn = alpn.as_str(), "intercepting");
+        let result = serve::serve_http(self.clone(), ctx.clone(), tls).await;
+        let error = result.err().map(|e| e.to_string());
+        if let Some(e) = &error {
+            debug!(conn = meta.id, error = %e, "intercepted connection ended with an error");
+        }
+        let (up, down) = (
+            ctx.bytes_up.load(Ordering::Relaxed),
+            ctx.bytes_down.load(Ordering::Relaxed),
+        );
+        self.recent.closed(meta.id, up, down, error);
+    }
+}

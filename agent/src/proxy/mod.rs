@@ -1,0 +1,229 @@
+//! The interception proxy: the [`Intercept`] connection handler.
+//!
+//! For each redirected connection it reads the ClientHello ([`crate::transport::sniff`]),
+//! decides ([`route`]) between relaying it untouched ([`splice`]) and terminating TLS with a
+//! leaf from the local CA ([`crate::tls`]), and then serves HTTP/1.1 or HTTP/2 ([`serve`]),
+//! proxying each exchange to the provider over verified TLS in phases ([`exchange`]). Every
+//! exchange and every relayed connection ends in an [`record::ExchangeRecord`] on a bounded
+//! tee; inline analysis plugs in at [`hook::ExchangeHook`].
+
+pub mod activity;
+pub mod body;
+pub mod build;
+pub mod context;
+pub mod error;
+pub mod exchange;
+pub mod headers;
+pub mod hook;
+pub mod meta;
+pub mod metrics;
+mod mitm;
+pub mod pool;
+pub mod record;
+pub mod rejected;
+pub mod route;
+pub mod serve;
+pub mod splice;
+pub mod upstream;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rustls::server::ResolvesServerCert;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use self::meta::ConnectionMeta;
+use self::{
+    hook::ExchangeHook,
+    metrics::ProxyMetrics,
+    pool::Pool,
+    record::RecordTee,
+    rejected::RejectedCerts,
+    route::{Decision, InterceptNames, SpliceReason},
+};
+use crate::{
+    admin::{metrics::TransportMetrics, status::RecentConnections},
+    config::{ProxyConfig, UpstreamConfig},
+    identity::ProcessDetails,
+    tls::{ServerTls, UpstreamTls},
+    transport::{Accepted, ConnectionHandler, prefixed::Prefixed, sniff},
+};
+
+/// Limits and timeouts, from `[proxy]` and `[upstream]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wait for a complete ClientHello.
+    pub client_hello_timeout: Duration,
+    /// Largest ClientHello read.
+    pub max_client_hello_bytes: usize,
+    /// TLS handshakes (both legs).
+    pub handshake_timeout: Duration,
+    /// HTTP/1.1 request head.
+    pub header_read_timeout: Duration,
+    /// No exchange and no bytes for this long closes an app connection.
+    pub idle_timeout: Duration,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+    /// TCP connect to providers.
+    pub connect_timeout: Duration,
+}
+
+impl Limits {
+    /// From the configuration sections.
+    pub fn from_config(proxy: &ProxyConfig, upstream: &UpstreamConfig) -> Self {
+        Self {
+            client_hello_timeout: Duration::from_millis(proxy.client_hello_timeout_ms),
+            max_client_hello_bytes: proxy.max_client_hello_bytes,
+            handshake_timeout: Duration::from_millis(proxy.handshake_timeout_ms),
+            header_read_timeout: Duration::from_millis(proxy.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(proxy.idle_timeout_ms),
+            max_header_bytes: proxy.max_header_bytes,
+            connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
+        }
+    }
+}
+
+/// What [`Intercept::new`] is built from besides configuration.
+#[derive(Debug)]
+pub struct InterceptParts {
+    /// Server names to intercept (those the CA covers).
+    pub names: InterceptNames,
+    /// Leaf certificates per server name (the CA crate's `SniResolver` in the agent).
+    pub resolver: Arc<dyn ResolvesServerCert>,
+    /// TLS to providers.
+    pub upstream_tls: UpstreamTls,
+    /// `SO_MARK` of the agent's upstream sockets.
+    pub socket_mark: u32,
+    /// Proxy metrics.
+    pub metrics: Arc<ProxyMetrics>,
+    /// Transport metrics (relayed bytes, connect errors).
+    pub transport_metrics: Arc<TransportMetrics>,
+    /// Where `/status` finds recent connections.
+    pub recent: Arc<RecentConnections>,
+    /// Where exchange records go.
+    pub tee: RecordTee,
+    /// Inline analysis.
+    pub hook: Arc<dyn ExchangeHook>,
+    /// Cancelled on shutdown: connections drain.
+    pub shutdown: CancellationToken,
+}
+
+/// The connection handler that intercepts configured names and relays everything else.
+#[derive(Debug)]
+pub struct Intercept {
+    names: InterceptNames,
+    server_tls: ServerTls,
+    upstream_tls: UpstreamTls,
+    pool: Pool,
+    limits: Limits,
+    socket_mark: u32,
+    rejected: RejectedCerts,
+    metrics: Arc<ProxyMetrics>,
+    transport_metrics: Arc<TransportMetrics>,
+    recent: Arc<RecentConnections>,
+    tee: RecordTee,
+    hook: Arc<dyn ExchangeHook>,
+    shutdown: CancellationToken,
+}
+
+impl Intercept {
+    /// Builds the handler.
+    pub fn new(proxy: &ProxyConfig, upstream: &UpstreamConfig, parts: InterceptParts) -> Self {
+        Self {
+            names: parts.names,
+            server_tls: ServerTls::new(&parts.resolver),
+            upstream_tls: parts.upstream_tls,
+            pool: Pool::new(
+                proxy.pool_max_idle_per_key,
+                Duration::from_millis(proxy.pool_idle_timeout_ms),
+            ),
+            limits: Limits::from_config(proxy, upstream),
+            socket_mark: parts.socket_mark,
+            rejected: RejectedCerts::new(
+                proxy.rejected_cert_capacity,
+                Duration::from_secs(proxy.rejected_cert_ttl_s),
+            ),
+            metrics: parts.metrics,
+            transport_metrics: parts.transport_metrics,
+            recent: parts.recent,
+            tee: parts.tee,
+            hook: parts.hook,
+            shutdown: parts.shutdown,
+        }
+    }
+
+    /// The proxy's metrics.
+    pub fn metrics(&self) -> &Arc<ProxyMetrics> {
+        &self.metrics
+    }
+
+    /// The memory of apps that rejected the llmtrace certificate.
+    pub fn rejected(&self) -> &RejectedCerts {
+        &self.rejected
+    }
+}
+
+impl ConnectionHandler for Intercept {
+    async fn handle(self: Arc<Self>, conn: Accepted) {
+        let details = ProcessDetails::inspect(conn.redirect.process.pid);
+        self.recent.opened(&conn, &details);
+        let Accepted {
+            id,
+            mut stream,
+            client,
+            redirect,
+            provider,
+            accepted_at,
+        } = conn;
+        let mut meta = ConnectionMeta {
+            id,
+            client,
+            redirect,
+            started: Instant::now(),
+            started_at: accepted_at,
+            provider: provider.into(),
+            details: Arc::new(details),
+            sni: None,
+        };
+        let l = &self.limits;
+        let sniffed = match sniff::read_client_hello(
+            &mut stream,
+            l.max_client_hello_bytes,
+            l.client_hello_timeout,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                info!(conn = id, error = %e, "the app's connection failed before its ClientHello");
+                meta.finish(&self, false, None, 0, 0, Some(e.to_string()));
+                return;
+            }
+        };
+        meta.sni = sniffed.hello.as_ref().ok().and_then(|h| h.sni.clone());
+        let decision = route::decide(&sniffed.hello, &self.names, |sni| {
+            self.rejected.contains(meta.who(), sni, Instant::now())
+        });
+        match decision {
+            Decision::Splice(reason) => {
+                self.metrics.connection("splice", reason.as_str());
+                if let SpliceReason::NotHello(why) = reason {
+                    info!(
+                        conn = id,
+                        reason = why.as_str(),
+                        "no usable TLS ClientHello; relaying untouched"
+                    );
+                }
+                splice::relay(&self, &meta, stream, sniffed.buffered, reason).await;
+            }
+            Decision::Mitm { sni, protocols } => {
+                self.metrics.connection("mitm", "intercepted_name");
+                let stream = Prefixed::new(sniffed.buffered, stream);
+                self.mitm(&meta, stream, sni, protocols).await;
+            }
+        }
+    }
+}

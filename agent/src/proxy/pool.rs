@@ -1,0 +1,156 @@
+//! Upstream HTTP connections kept for reuse, per (address, server name, app protocol).
+//!
+//! An HTTP/2 connection is shared by every exchange for its key (multiplexed); HTTP/1.1
+//! connections are lent to one exchange at a time and come back when its response body has
+//! been read to the end. Idle connections expire; the number kept per key is bounded.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use hyper::client::conn::{http1, http2};
+
+use super::body::RequestBody;
+use crate::tls::Alpn;
+
+/// What upstream connections are pooled by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Original destination.
+    pub addr: SocketAddr,
+    /// Server name sent upstream (the app's).
+    pub sni: Arc<str>,
+    /// Protocol negotiated with the app (mirrored upstream).
+    pub alpn: Alpn,
+}
+
+#[derive(Default)]
+struct Entry {
+    h2: Option<http2::SendRequest<RequestBody>>,
+    h1: Vec<(http1::SendRequest<RequestBody>, Instant)>,
+}
+
+/// The pool.
+pub struct Pool {
+    entries: Mutex<HashMap<PoolKey, Entry>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("max_idle", &self.max_idle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// Keeps at most `max_idle` HTTP/1.1 connections per key, each for at most `idle_timeout`.
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Entry>> {
+        self.entries.lock().expect("upstream pool poisoned")
+    }
+
+    /// The shared HTTP/2 connection for `key`, if it is still open.
+    pub fn h2(&self, key: &PoolKey) -> Option<http2::SendRequest<RequestBody>> {
+        let mut entries = self.lock();
+        let entry = entries.get_mut(key)?;
+        match &entry.h2 {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some(_) => {
+                entry.h2 = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Shares `sender` for `key` (replacing a previous one).
+    pub fn put_h2(&self, key: &PoolKey, sender: http2::SendRequest<RequestBody>) {
+        self.lock().entry(key.clone()).or_default().h2 = Some(sender);
+    }
+
+    /// An idle HTTP/1.1 connection for `key`, newest first; expired and closed ones are dropped.
+    pub fn take_h1(&self, key: &PoolKey) -> Option<http1::SendRequest<RequestBody>> {
+        let mut entries = self.lock();
+        let entry = entries.get_mut(key)?;
+        let now = Instant::now();
+        while let Some((sender, since)) = entry.h1.pop() {
+            if !sender.is_closed() && now.duration_since(since) < self.idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Returns an HTTP/1.1 connection after its exchange.
+    pub fn put_h1(&self, key: &PoolKey, sender: http1::SendRequest<RequestBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut entries = self.lock();
+        let entry = entries.entry(key.clone()).or_default();
+        let now = Instant::now();
+        let timeout = self.idle_timeout;
+        entry
+            .h1
+            .retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < timeout);
+        if entry.h1.len() >= self.max_idle {
+            entry.h1.remove(0);
+        }
+        if self.max_idle > 0 {
+            entry.h1.push((sender, now));
+        }
+    }
+
+    /// Idle HTTP/1.1 connections kept for `key` (tests and status).
+    pub fn idle_h1(&self, key: &PoolKey) -> usize {
+        self.lock().get(key).map_or(0, |e| e.h1.len())
+    }
+}
+
+/// An HTTP/1.1 connection lent to an exchange, returned when its response has been read.
+pub struct PoolReturn {
+    pool: Arc<super::Intercept>,
+    key: PoolKey,
+    sender: http1::SendRequest<RequestBody>,
+}
+
+impl std::fmt::Debug for PoolReturn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolReturn")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolReturn {
+    /// Lends `sender` (of `key`) until [`PoolReturn::give_back`].
+    pub fn new(
+        proxy: Arc<super::Intercept>,
+        key: PoolKey,
+        sender: http1::SendRequest<RequestBody>,
+    ) -> Self {
+        Self {
+            pool: proxy,
+            key,
+            sender,
+        }
+    }
+
+    /// Puts the connection back into the pool.
+    pub fn give_back(self) {
+        self.pool.pool.put_h1(&self.key, self.sender);
+    }
+}

@@ -1,0 +1,89 @@
+//! Why a TLS handshake with an app failed.
+
+use std::io;
+
+use rustls::AlertDescription;
+
+/// A failed handshake with the app, classified.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeFailure {
+    #[error("the app rejected the llmtrace certificate (alert {0:?})")]
+    RejectedCertificate(AlertDescription),
+    #[error("the app closed the connection during the TLS handshake")]
+    ClosedDuringHandshake,
+    #[error("the TLS handshake with the app timed out")]
+    Timeout,
+    #[error("no leaf certificate for this server name")]
+    NoCertificate,
+    #[error("TLS handshake with the app failed: {0}")]
+    Protocol(String),
+}
+
+impl HandshakeFailure {
+    /// Classifies an error from `tokio_rustls::TlsAcceptor::accept`.
+    pub fn from_io(e: &io::Error) -> Self {
+        if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return match tls {
+                rustls::Error::AlertReceived(
+                    alert @ (AlertDescription::UnknownCA
+                    | AlertDescription::BadCertificate
+                    | AlertDescription::CertificateUnknown
+                    | AlertDescription::UnsupportedCertificate
+                    | AlertDescription::AccessDenied),
+                ) => Self::RejectedCertificate(*alert),
+                rustls::Error::General(m) if m.contains("certificate") => Self::NoCertificate,
+                other => Self::Protocol(other.to_string()),
+            };
+        }
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe => Self::ClosedDuringHandshake,
+            _ => Self::Protocol(e.to_string()),
+        }
+    }
+
+    /// Whether this looks like an app that does not trust the llmtrace CA: it refused the
+    /// certificate, or hung up right after seeing it.
+    pub fn is_certificate_rejection(&self) -> bool {
+        matches!(
+            self,
+            Self::RejectedCertificate(_) | Self::ClosedDuringHandshake
+        )
+    }
+
+    /// Short stable name, for metric labels.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Self::RejectedCertificate(_) => "rejected_certificate",
+            Self::ClosedDuringHandshake => "closed_during_handshake",
+            Self::Timeout => "timeout",
+            Self::NoCertificate => "no_certificate",
+            Self::Protocol(_) => "protocol",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_alerts_and_closes() {
+        let alert = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+        );
+        let f = HandshakeFailure::from_io(&alert);
+        assert!(f.is_certificate_rejection(), "{f}");
+        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof");
+        assert!(HandshakeFailure::from_io(&eof).is_certificate_rejection());
+        let other = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::ProtocolVersion),
+        );
+        let f = HandshakeFailure::from_io(&other);
+        assert!(!f.is_certificate_rejection());
+        assert_eq!(f.cause(), "protocol");
+    }
+}
