@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{
     Intercept, InterceptParts,
     hook::NoHook,
+    keyfile::{self, KeyError},
     metrics::ProxyMetrics,
     record::{ExchangeRecord, RecordTee},
     route::InterceptNames,
@@ -21,9 +22,10 @@ use super::{
 use crate::{
     admin::{metrics::TransportMetrics, status::RecentConnections},
     config::{Config, ProviderSpec},
+    llm::Engine,
     sink::{SinkHandle, TraceRow},
     tls::{UpstreamTls, upstream::RootsError},
-    trace::{ConnectionFacts, fill_connection},
+    trace::{ConnectionFacts, analysis::fill_analysis, fill_connection},
 };
 
 /// Why the proxy cannot start.
@@ -33,6 +35,8 @@ pub enum BuildError {
     Ca { dir: String, source: CaError },
     #[error("upstream.extra_root_certs: {0}")]
     Roots(#[from] RootsError),
+    #[error("API key fingerprint key: {0}")]
+    FingerprintKey(#[from] KeyError),
 }
 
 /// The handler and the receiving end of its exchange records.
@@ -86,6 +90,10 @@ pub fn from_config(
     let cache = Arc::new(LeafCache::new(ca.clone(), LeafCacheConfig::default()));
     let upstream_tls = UpstreamTls::new(true, &config.upstream.extra_root_certs)?;
     let metrics = Arc::new(ProxyMetrics::register(registry));
+    let engine = Engine::new(
+        config.llm.clone(),
+        keyfile::load_or_create(&config.state_dir)?,
+    );
     let (tee, records) = RecordTee::channel(config.proxy.record_channel_capacity, metrics.clone());
     let handler = Intercept::new(
         &config.proxy,
@@ -100,6 +108,7 @@ pub fn from_config(
             recent: recent.clone(),
             tee,
             hook: Arc::new(NoHook),
+            engine: Some(engine),
             shutdown: shutdown.clone(),
         },
     );
@@ -112,8 +121,8 @@ pub fn from_config(
     })
 }
 
-/// Turns exchange records into trace rows for the sink. Intercepted exchanges carry the
-/// HTTP facts only; LLM analysis fills the rest once it runs on the data path.
+/// Turns exchange records into trace rows for the sink: HTTP facts for every exchange, and
+/// the LLM analysis for those the engine recognised.
 pub async fn records_to_sink(
     mut records: mpsc::Receiver<ExchangeRecord>,
     sink: SinkHandle,
@@ -171,9 +180,17 @@ pub fn trace_row(r: &ExchangeRecord, host: &str) -> TraceRow {
     r.not_intercepted_reason
         .unwrap_or_default()
         .clone_into(&mut row.not_intercepted_reason);
-    // Bodies are not captured here (analysis does that).
-    row.capture_complete = false;
     row.error.clone_from(&r.error);
+    match &r.llm {
+        Some(llm) => fill_analysis(
+            &mut row,
+            &llm.analysis,
+            &r.provider,
+            llm.request_dropped_bytes,
+        ),
+        // Not an LLM call: no body was captured.
+        None => row.capture_complete = false,
+    }
     row
 }
 
@@ -215,6 +232,7 @@ mod tests {
             error: None,
             intercepted: true,
             not_intercepted_reason: None,
+            llm: None,
         };
         let row = trace_row(&record, "host-a");
         assert_eq!((row.connection_id, row.pid, row.status), (7, 42, Some(200)));

@@ -9,9 +9,10 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use bytes::Bytes;
 use hyper::{Method, Version};
 
-use super::{Intercept, record::ExchangeRecord};
+use super::{Intercept, record::ExchangeRecord, tap::LlmTap};
 use crate::{identity::ProcessDetails, tls::Alpn, transport::ProcessInfo};
 
 /// What every exchange of one intercepted connection shares.
@@ -70,6 +71,8 @@ pub struct ExchangeContext {
     pub bytes_up: Arc<AtomicU64>,
     /// What went wrong, if anything.
     pub error: Option<String>,
+    /// The LLM analysis of the exchange (inactive when the engine does not recognise it).
+    pub llm: LlmTap,
 }
 
 /// Owns an exchange's context; emitting the record is its last act, whichever way the
@@ -105,6 +108,7 @@ impl Recorder {
                 first_byte: None,
                 bytes_up: Arc::new(AtomicU64::new(0)),
                 error: None,
+                llm: LlmTap::default(),
             },
             proxy: proxy.clone(),
             done: false,
@@ -119,6 +123,15 @@ impl Recorder {
     /// The context, for filling in.
     pub fn ctx_mut(&mut self) -> &mut ExchangeContext {
         &mut self.ctx
+    }
+
+    /// Tees a response chunk being forwarded into the analysis; returns the bytes that end
+    /// the stream when the analysis stops it early.
+    pub fn tee_chunk(&mut self, chunk: &[u8]) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        self.ctx.llm.response_chunk(chunk)
     }
 
     /// The record phase: builds the record, counts it, and hands it to the tee.
@@ -163,6 +176,7 @@ impl Recorder {
             error: c.error.take(),
             intercepted: true,
             not_intercepted_reason: None,
+            llm: c.llm.finish(m, bytes_up).map(Box::new),
         };
         self.proxy.tee.emit(record);
     }

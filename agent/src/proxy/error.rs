@@ -3,7 +3,7 @@
 
 use hyper::StatusCode;
 
-use crate::{tls::UpstreamTlsError, transport::upstream::ConnectError};
+use crate::{analysis::BlockResponse, tls::UpstreamTlsError, transport::upstream::ConnectError};
 
 /// Why an exchange could not be completed.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +20,9 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("blocked by analysis: {message}")]
     Blocked { status: StatusCode, message: String },
+    /// The analysis policy refused the request; the app gets the provider-shaped refusal.
+    #[error("refused by policy before reaching the provider")]
+    Policy(BlockResponse),
 }
 
 impl ProxyError {
@@ -34,11 +37,15 @@ impl ProxyError {
             | Self::UpstreamRequest(_) => StatusCode::BAD_GATEWAY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Blocked { status, .. } => *status,
+            Self::Policy(r) => StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
         }
     }
 
     /// Whether the error is on the provider's side (for logs: the app did nothing wrong).
     pub fn is_upstream(&self) -> bool {
-        !matches!(self, Self::BadRequest(_) | Self::Blocked { .. })
+        !matches!(
+            self,
+            Self::BadRequest(_) | Self::Blocked { .. } | Self::Policy(_)
+        )
     }
 }

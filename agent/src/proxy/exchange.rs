@@ -26,6 +26,7 @@ use super::{
     headers,
     hook::Verdict,
     pool::PoolKey,
+    tap::LlmTap,
     upstream,
 };
 
@@ -66,7 +67,16 @@ async fn phases(
     if let Verdict::Block { status, message } = proxy.hook.on_request(recorder.ctx(), &mut head) {
         return Err(ProxyError::Blocked { status, message });
     }
-    let body = RequestBody::new(body, recorder.ctx().bytes_up.clone());
+    let sent = recorder.ctx().bytes_up.clone();
+    let body = match &proxy.engine {
+        Some(engine) => {
+            let ctx = recorder.ctx_mut();
+            ctx.llm = LlmTap::start(engine, &head, &conn.sni, ctx.started);
+            let bound = engine.config.max_document_bytes;
+            ctx.llm.request(&mut head, body, bound, sent).await?
+        }
+        None => RequestBody::new(body, sent),
+    };
     let key = PoolKey {
         addr: conn.orig_dst,
         sni: conn.sni.clone(),
@@ -88,6 +98,7 @@ async fn phases(
     if let Verdict::Block { status, message } = proxy.hook.on_response(recorder.ctx(), &mut head) {
         return Err(ProxyError::Blocked { status, message });
     }
+    recorder.ctx_mut().llm.response_head(&head);
     headers::prepare_response(&mut head);
     if let (Some(app), Some(provider)) = (app_upgrade, upstream_upgrade) {
         tunnel(conn.id, app, provider);
@@ -119,6 +130,18 @@ fn rescue(mut recorder: Recorder, e: &ProxyError) -> Response<ResponseBody> {
     let ctx = recorder.ctx_mut();
     ctx.status = Some(status.as_u16());
     ctx.first_byte = Some(ctx.started.elapsed());
+    if let ProxyError::Policy(refusal) = e {
+        // Not an error: the policy answered in the provider's shape; the trace says `block`.
+        debug!(conn = ctx.conn.id, "request refused by policy");
+        let body = Bytes::from(refusal.body.clone());
+        let mut resp = Response::new(ResponseBody::full(body, Some(recorder)));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(refusal.content_type),
+        );
+        return resp;
+    }
     ctx.error = Some(e.to_string());
     if e.is_upstream() {
         warn!(conn = ctx.conn.id, sni = %ctx.conn.sni, error = %e, "request failed at the provider; answering {status}");

@@ -77,6 +77,7 @@ impl ConnectionMeta {
             error,
             intercepted,
             not_intercepted_reason: reason.map(SpliceReason::as_str),
+            llm: None,
         });
     }
 }

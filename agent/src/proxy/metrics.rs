@@ -1,11 +1,20 @@
 //! Metrics of the interception proxy. Every label value is a fixed string chosen in code,
 //! never taken from traffic.
 
+use std::time::Duration;
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
+
+use crate::llm::ExchangeAnalysis;
 
 /// `decision` (`mitm` or `splice`) and `reason`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,8 +39,22 @@ pub struct ClassLabel {
     pub class: &'static str,
 }
 
+/// An `action` label (`allow`, `flag`, `redact`, `block`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    /// Enforced action.
+    pub action: &'static str,
+}
+
+/// A `kind` label: a finding kind from the detectors' fixed list.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// Finding kind (`secret.aws_access_key`, …).
+    pub kind: &'static str,
+}
+
 /// Counters of the proxy.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ProxyMetrics {
     connections: Family<DecisionLabels, Counter>,
     handshake_failures: Family<CauseLabel, Counter>,
@@ -48,6 +71,33 @@ pub struct ProxyMetrics {
     pub rejected_certificate_remembered: Counter,
     /// Exchanges in flight.
     pub active_exchanges: Gauge,
+    llm_exchanges: Family<ActionLabel, Counter>,
+    llm_findings: Family<KindLabel, Counter>,
+    /// Streams the analysis ended early.
+    pub llm_early_stops: Counter,
+    /// Time spent in the analysis engine per exchange, seconds.
+    pub llm_analysis_seconds: Histogram,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self {
+            connections: Family::default(),
+            handshake_failures: Family::default(),
+            exchanges: Family::default(),
+            exchange_errors: Counter::default(),
+            upstream_tls_verify_failures: Counter::default(),
+            upstream_connections: Counter::default(),
+            record_drops: Counter::default(),
+            rejected_certificate_remembered: Counter::default(),
+            active_exchanges: Gauge::default(),
+            llm_exchanges: Family::default(),
+            llm_findings: Family::default(),
+            llm_early_stops: Counter::default(),
+            // 10 µs … ~160 ms.
+            llm_analysis_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 15)),
+        }
+    }
 }
 
 impl ProxyMetrics {
@@ -100,7 +150,50 @@ impl ProxyMetrics {
             "HTTP exchanges in flight",
             m.active_exchanges.clone(),
         );
+        r.register(
+            "llm_exchanges",
+            "Analysed LLM exchanges by enforced action (allow, flag, redact, block)",
+            m.llm_exchanges.clone(),
+        );
+        r.register(
+            "llm_findings",
+            "Findings of the analysis by kind",
+            m.llm_findings.clone(),
+        );
+        r.register(
+            "llm_early_stops",
+            "Streamed responses the analysis ended early",
+            m.llm_early_stops.clone(),
+        );
+        r.register(
+            "llm_analysis_seconds",
+            "Time spent analysing one exchange (request, response chunks and record phase)",
+            m.llm_analysis_seconds.clone(),
+        );
         m
+    }
+
+    /// Counts an analysed exchange that took `spent` in the engine.
+    pub fn llm_exchange(&self, a: &ExchangeAnalysis, spent: Duration) {
+        self.llm_exchanges
+            .get_or_create(&ActionLabel { action: a.action })
+            .inc();
+        for f in &a.findings {
+            self.llm_findings
+                .get_or_create(&KindLabel { kind: f.kind })
+                .inc();
+        }
+        if a.early_stopped {
+            self.llm_early_stops.inc();
+        }
+        self.llm_analysis_seconds.observe(spent.as_secs_f64());
+    }
+
+    /// Current count of analysed exchanges with `action`.
+    pub fn llm_exchanges_for(&self, action: &'static str) -> u64 {
+        self.llm_exchanges
+            .get_or_create(&ActionLabel { action })
+            .get()
     }
 
     /// Counts a routing decision.

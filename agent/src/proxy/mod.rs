@@ -5,7 +5,8 @@
 //! leaf from the local CA ([`crate::tls`]), and then serves HTTP/1.1 or HTTP/2 ([`serve`]),
 //! proxying each exchange to the provider over verified TLS in phases ([`exchange`]). Every
 //! exchange and every relayed connection ends in an [`record::ExchangeRecord`] on a bounded
-//! tee; inline analysis plugs in at [`hook::ExchangeHook`].
+//! tee; the LLM analysis runs inline through [`tap`], and other inline checks plug in at
+//! [`hook::ExchangeHook`].
 
 pub mod activity;
 pub mod body;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod exchange;
 pub mod headers;
 pub mod hook;
+pub mod keyfile;
 pub mod meta;
 pub mod metrics;
 mod mitm;
@@ -24,6 +26,7 @@ pub mod rejected;
 pub mod route;
 pub mod serve;
 pub mod splice;
+pub mod tap;
 pub mod upstream;
 
 use std::{
@@ -48,6 +51,7 @@ use crate::{
     admin::{metrics::TransportMetrics, status::RecentConnections},
     config::{ProxyConfig, UpstreamConfig},
     identity::ProcessDetails,
+    llm::Engine,
     tls::{ServerTls, UpstreamTls},
     transport::{Accepted, ConnectionHandler, prefixed::Prefixed, sniff},
 };
@@ -107,6 +111,8 @@ pub struct InterceptParts {
     pub tee: RecordTee,
     /// Inline analysis.
     pub hook: Arc<dyn ExchangeHook>,
+    /// The LLM analysis engine (`None`: exchanges are recorded with HTTP facts only).
+    pub engine: Option<Arc<Engine>>,
     /// Cancelled on shutdown: connections drain.
     pub shutdown: CancellationToken,
 }
@@ -126,6 +132,7 @@ pub struct Intercept {
     recent: Arc<RecentConnections>,
     tee: RecordTee,
     hook: Arc<dyn ExchangeHook>,
+    engine: Option<Arc<Engine>>,
     shutdown: CancellationToken,
 }
 
@@ -151,6 +158,7 @@ impl Intercept {
             recent: parts.recent,
             tee: parts.tee,
             hook: parts.hook,
+            engine: parts.engine,
             shutdown: parts.shutdown,
         }
     }

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use tokio::sync::mpsc;
 
-use super::metrics::ProxyMetrics;
+use super::{metrics::ProxyMetrics, tap::LlmRecord};
 use crate::{identity::ProcessDetails, transport::ProcessInfo};
 
 /// One HTTP exchange, or one relayed connection (`intercepted == false`: only metadata).
@@ -55,6 +55,8 @@ pub struct ExchangeRecord {
     pub intercepted: bool,
     /// Why not, for relayed connections.
     pub not_intercepted_reason: Option<&'static str>,
+    /// The LLM analysis, for exchanges the engine recognised.
+    pub llm: Option<Box<LlmRecord>>,
 }
 
 /// Sends records to a bounded channel; a full channel drops the record and counts it.
@@ -121,6 +123,7 @@ mod tests {
             error: None,
             intercepted: false,
             not_intercepted_reason: None,
+            llm: None,
         };
         tee.emit(record.clone());
         tee.emit(record);

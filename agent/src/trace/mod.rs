@@ -1,6 +1,8 @@
 //! Turning what the data path saw into trace rows: the one place that maps connection and
 //! exchange facts onto [`TraceRow`] columns.
 
+pub mod analysis;
+
 use std::{net::SocketAddr, time::SystemTime};
 
 use uuid::Uuid;

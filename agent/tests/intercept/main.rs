@@ -2,6 +2,7 @@
 //! loop, real TLS on both legs over loopback, a fake provider with its own CA, and curl.
 
 mod fidelity;
+mod llm;
 mod perf;
 mod protocol;
 mod robustness;

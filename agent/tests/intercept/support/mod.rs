@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod client;
 pub mod curl;
+pub mod llm;
 pub mod upstream;
 
 use std::{
@@ -16,6 +17,7 @@ use std::{
 use llmtrace_agent::{
     admin::metrics::TransportMetrics,
     config::{Config, ProviderSpec, ProxyConfig},
+    llm::LlmConfig,
     proxy::{self, Intercept, metrics::ProxyMetrics, record::ExchangeRecord},
     transport::{FixedOriginalDst, ProcessInfo, Redirect, listener},
 };
@@ -57,6 +59,11 @@ impl World {
     }
 
     pub async fn with(proxy_config: ProxyConfig) -> Self {
+        Self::with_llm(proxy_config, LlmConfig::default()).await
+    }
+
+    /// With the given analysis settings.
+    pub async fn with_llm(proxy_config: ProxyConfig, llm: LlmConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let good_ca = TestCa::new("fake provider CA");
         let untrusted_ca = TestCa::new("untrusted CA");
@@ -71,6 +78,7 @@ impl World {
         let mut config = Config {
             state_dir: dir.path().join("state"),
             proxy: proxy_config,
+            llm,
             ..Config::default()
         };
         config.upstream.extra_root_certs = vec![upstream_ca_pem.clone()];

@@ -47,7 +47,7 @@ impl Body for ChannelBody {
     }
 }
 
-fn channel() -> (mpsc::Sender<Result<Frame<Bytes>, io::Error>>, TestBody) {
+pub fn channel() -> (mpsc::Sender<Result<Frame<Bytes>, io::Error>>, TestBody) {
     let (tx, rx) = mpsc::channel(16);
     (tx, ChannelBody(rx).boxed())
 }
@@ -61,6 +61,8 @@ pub fn pattern(i: usize) -> u8 {
 pub struct FakeUpstream {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicUsize>,
+    /// Requests to the LLM routes, as received.
+    pub seen: super::llm::Seen,
 }
 
 impl FakeUpstream {
@@ -78,6 +80,8 @@ impl FakeUpstream {
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let connections = Arc::new(AtomicUsize::new(0));
         let count = connections.clone();
+        let seen = super::llm::Seen::default();
+        let seen_by_routes = seen.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -86,13 +90,14 @@ impl FakeUpstream {
                 tcp.set_nodelay(true).unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
                 let acceptor = acceptor.clone();
+                let seen = seen_by_routes.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     let io = TokioIo::new(tls);
-                    let svc = service_fn(route);
+                    let svc = service_fn(move |req| route(req, seen.clone()));
                     if h2 {
                         let _ = http2::Builder::new(TokioExecutor::new())
                             .serve_connection(io, svc)
@@ -106,7 +111,11 @@ impl FakeUpstream {
                 });
             }
         });
-        Self { addr, connections }
+        Self {
+            addr,
+            connections,
+            seen,
+        }
     }
 }
 
@@ -117,7 +126,7 @@ fn query(req: &Request<Incoming>, key: &str) -> Option<usize> {
     })
 }
 
-fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<TestBody> {
+pub fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<TestBody> {
     let mut r = Response::new(
         http_body_util::Full::new(body.into())
             .map_err(|e: Infallible| match e {})
@@ -143,9 +152,13 @@ fn seen_headers(headers: &HeaderMap) -> String {
     names.join(",")
 }
 
-async fn route(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+async fn route(
+    req: Request<Incoming>,
+    seen: super::llm::Seen,
+) -> Result<Response<TestBody>, Infallible> {
     let path = req.uri().path().to_owned();
     let mut resp = match path.as_str() {
+        "/v1/chat/completions" | "/v1/messages" => super::llm::route(req, &seen).await,
         "/echo" => {
             let seen = seen_headers(req.headers());
             let mut r = Response::new(req.into_body().map_err(Into::into).boxed());

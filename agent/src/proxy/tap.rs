@@ -1,0 +1,204 @@
+//! The LLM tee on the data path: each exchange the engine recognises gets an
+//! [`llm::Exchange`](crate::llm::Exchange) that sees the request body (bounded, before anything
+//! goes upstream, so a verdict can block or redact it), every response chunk as it is
+//! forwarded (so a stream can be stopped early), and ends in the record phase, exactly once.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt as _;
+use hyper::{
+    HeaderMap,
+    body::{Body as _, Incoming},
+    header::{self, HeaderValue},
+    http::{request, response},
+};
+
+use super::{body::RequestBody, error::ProxyError, metrics::ProxyMetrics};
+use crate::{
+    analysis::Action,
+    llm::{Engine, Exchange, ExchangeAnalysis, RequestHead},
+};
+
+/// The analysis state of one exchange (empty when the engine did not recognise it).
+#[derive(Debug, Default)]
+pub struct LlmTap {
+    exchange: Option<Exchange>,
+    /// Time spent in the engine, over all phases.
+    spent: Duration,
+    /// Request body bytes analysed, when the bound cut the body (the rest went on unseen).
+    request_inspected: Option<u64>,
+    /// The policy asked for a redaction that could not be applied (body cut by the bound).
+    redaction_skipped: bool,
+}
+
+/// What the analysis adds to an exchange record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmRecord {
+    /// The engine's summary.
+    pub analysis: ExchangeAnalysis,
+    /// Request body bytes forwarded without being analysed.
+    pub request_dropped_bytes: u64,
+}
+
+fn pairs(headers: &HeaderMap) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect()
+}
+
+impl LlmTap {
+    /// Starts analysing when `engine` recognises the request as an LLM API call.
+    pub fn start(engine: &Arc<Engine>, head: &request::Parts, sni: &str, at: Instant) -> Self {
+        let t = Instant::now();
+        let headers = pairs(&head.headers);
+        let req = RequestHead {
+            method: head.method.as_str(),
+            host: sni,
+            path: head.uri.path(),
+            query: head.uri.query(),
+            headers: &headers,
+        };
+        let exchange = engine.exchange(&req, at);
+        Self {
+            exchange,
+            spent: t.elapsed(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether the engine is analysing this exchange.
+    pub fn active(&self) -> bool {
+        self.exchange.is_some()
+    }
+
+    /// The request phase: buffers up to `bound` bytes of the body, asks for a verdict and
+    /// applies it. Returns the body to forward (what was buffered, possibly redacted, then the
+    /// rest of the stream untouched) or the provider-shaped refusal.
+    pub async fn request(
+        &mut self,
+        head: &mut request::Parts,
+        body: Incoming,
+        bound: usize,
+        sent: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<RequestBody, ProxyError> {
+        let Some(ex) = self.exchange.as_mut() else {
+            return Ok(RequestBody::new(body, sent));
+        };
+        let buffered = buffer(body, bound).await?;
+        let t = Instant::now();
+        let verdict = ex.request_body(&buffered.data, buffered.rest.is_none());
+        self.spent += t.elapsed();
+        if let Some(refusal) = verdict.block {
+            return Err(ProxyError::Policy(refusal));
+        }
+        let mut data = buffered.data.freeze();
+        match (verdict.redacted_body, &buffered.rest) {
+            (Some(redacted), None) => {
+                data = Bytes::from(redacted);
+                // The engine returns the redacted body identity-encoded.
+                head.headers.remove(header::CONTENT_ENCODING);
+                if head.headers.contains_key(header::CONTENT_LENGTH) {
+                    head.headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(data.len()));
+                }
+            }
+            (Some(_), Some(_)) => self.redaction_skipped = true,
+            (None, _) => {}
+        }
+        if buffered.rest.is_some() {
+            self.request_inspected = Some(data.len() as u64);
+        }
+        Ok(RequestBody::buffered(
+            data,
+            buffered.rest,
+            buffered.trailers,
+            sent,
+        ))
+    }
+
+    /// The response head, before it goes to the app.
+    pub fn response_head(&mut self, head: &response::Parts) {
+        if let Some(ex) = self.exchange.as_mut() {
+            let t = Instant::now();
+            ex.response_head(head.status.as_u16(), &pairs(&head.headers));
+            self.spent += t.elapsed();
+        }
+    }
+
+    /// A response chunk that is being forwarded; returns the bytes that end the stream when
+    /// the monitor stops it.
+    pub fn response_chunk(&mut self, chunk: &[u8]) -> Option<Bytes> {
+        let ex = self.exchange.as_mut()?;
+        let t = Instant::now();
+        let stop = ex.response_chunk(chunk, t);
+        self.spent += t.elapsed();
+        stop.map(|s| Bytes::from(s.event))
+    }
+
+    /// The record phase: finishes the analysis (once) and counts it. `bytes_up` is what was
+    /// forwarded of the request body.
+    pub fn finish(&mut self, metrics: &ProxyMetrics, bytes_up: u64) -> Option<LlmRecord> {
+        let ex = self.exchange.take()?;
+        let t = Instant::now();
+        let mut analysis = ex.finish(t);
+        self.spent += t.elapsed();
+        if self.redaction_skipped && analysis.action == Action::Redact.as_str() {
+            // Nothing was masked upstream: the trace must not claim otherwise.
+            analysis.action = Action::Flag.as_str();
+            analysis.error.get_or_insert_with(|| {
+                "redaction not applied: the request body exceeded the inspection bound".to_owned()
+            });
+        }
+        metrics.llm_exchange(&analysis, self.spent);
+        Some(LlmRecord {
+            analysis,
+            request_dropped_bytes: self
+                .request_inspected
+                .map_or(0, |seen| bytes_up.saturating_sub(seen)),
+        })
+    }
+}
+
+/// A request body read up to a bound.
+struct Buffered {
+    data: BytesMut,
+    /// The unread rest, when the bound was reached before the end.
+    rest: Option<Incoming>,
+    trailers: Option<HeaderMap>,
+}
+
+async fn buffer(mut body: Incoming, bound: usize) -> Result<Buffered, ProxyError> {
+    let mut data = BytesMut::new();
+    while data.len() <= bound {
+        let Some(frame) = body.frame().await else {
+            return Ok(Buffered {
+                data,
+                rest: None,
+                trailers: None,
+            });
+        };
+        let frame = frame
+            .map_err(|e| ProxyError::BadRequest(format!("the app's request body failed: {e}")))?;
+        match frame.into_data() {
+            Ok(chunk) => data.extend_from_slice(&chunk),
+            Err(frame) => {
+                return Ok(Buffered {
+                    data,
+                    rest: None,
+                    trailers: frame.into_trailers().ok(),
+                });
+            }
+        }
+    }
+    let rest = (!body.is_end_stream()).then_some(body);
+    Ok(Buffered {
+        data,
+        rest,
+        trailers: None,
+    })
+}

@@ -1,0 +1,138 @@
+//! The LLM analysis columns of a trace row. Every text stored here comes from the analysis,
+//! already masked, and is bounded again so one exchange cannot make a huge row. Headers are
+//! never stored; the API key only as its keyed fingerprint.
+
+use crate::{
+    analysis::{Finding, Location, Severity},
+    llm::ExchangeAnalysis,
+    sink::{TraceRow, row},
+};
+
+/// Largest prompt or response text kept in a row; the rest is counted as dropped.
+pub const MAX_STORED_TEXT: usize = 256 * 1024;
+
+/// Fills the analysis columns. `provider_list_name` is used when the engine did not know the
+/// provider (an OpenAI-compatible endpoint recognised by its shape);
+/// `request_dropped_bytes` counts request body bytes forwarded without analysis.
+pub fn fill_analysis(
+    row: &mut TraceRow,
+    a: &ExchangeAnalysis,
+    provider_list_name: &str,
+    request_dropped_bytes: u64,
+) {
+    provider_list_name.clone_into(&mut row.provider);
+    if a.provider != "unknown" && !a.provider.is_empty() {
+        a.provider.clone_into(&mut row.provider);
+    }
+    a.api.clone_into(&mut row.api);
+    row.model = a.model.clone().unwrap_or_default();
+    row.response_model = a.response_model.clone().unwrap_or_default();
+    row.stream = a.stream;
+    row.ttft_ms = a.ttft_ms;
+    for (kind, count) in &a.tokens {
+        row.push_tokens(*kind, *count);
+    }
+    row.input_tokens = a.input_tokens;
+    row.output_tokens = a.output_tokens;
+    row.cost_usd = a.cost_usd;
+    let (request_body, request_cut) = bounded(&a.prompt);
+    let (response_body, response_cut) = bounded(&a.response_text);
+    row.request_body = request_body;
+    row.response_body = response_body;
+    row.request_dropped_bytes = request_dropped_bytes + request_cut;
+    row.response_dropped_bytes = response_cut;
+    row.tool_calls = a
+        .tool_calls
+        .iter()
+        .map(|c| row::ToolCall {
+            id: c.id.clone().unwrap_or_default(),
+            name: c.name.clone(),
+            arguments: bounded(&c.arguments).0,
+        })
+        .collect();
+    row.findings = a.findings.iter().map(finding).collect();
+    a.action.clone_into(&mut row.action);
+    row.capture_complete = !a.request_truncated
+        && !a.response_truncated
+        && request_dropped_bytes == 0
+        && request_cut == 0
+        && response_cut == 0;
+    row.api_key_fingerprint = a.api_key_fingerprint.clone().unwrap_or_default();
+    if row.error.is_none() {
+        row.error.clone_from(&a.error);
+    }
+}
+
+fn finding(f: &Finding) -> row::Finding {
+    row::Finding {
+        kind: f.kind.to_owned(),
+        severity: severity(f.severity).to_owned(),
+        confidence: f.confidence,
+        location: location(f.location).to_owned(),
+        excerpt: f.excerpt.clone(),
+    }
+}
+
+fn severity(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+        Severity::Critical => "critical",
+    }
+}
+
+fn location(l: Location) -> &'static str {
+    match l {
+        Location::Request => "request",
+        Location::Response => "response",
+        Location::ToolCall => "tool_call",
+    }
+}
+
+/// `text` cut to [`MAX_STORED_TEXT`] on a character boundary, and how many bytes were cut.
+fn bounded(text: &str) -> (String, u64) {
+    if text.len() <= MAX_STORED_TEXT {
+        return (text.to_owned(), 0);
+    }
+    let mut end = MAX_STORED_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (text[..end].to_owned(), (text.len() - end) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn analysis_fills_the_llm_columns() {
+        let a = ExchangeAnalysis {
+            provider: "unknown",
+            api: "chat",
+            model: Some("gpt-4o-mini".into()),
+            response_model: Some("gpt-4o-mini-2024-07-18".into()),
+            tokens: BTreeMap::from([("input", 12), ("output", 5)]),
+            input_tokens: Some(12),
+            output_tokens: Some(5),
+            prompt: "é".repeat(MAX_STORED_TEXT),
+            action: "flag",
+            ..ExchangeAnalysis::default()
+        };
+        let mut row = TraceRow::new(Uuid::nil(), 0, 0);
+        fill_analysis(&mut row, &a, "openai-compatible", 0);
+        assert_eq!(row.provider, "openai-compatible");
+        assert_eq!(row.token_kinds, ["input", "output"]);
+        assert_eq!(row.token_counts, [12, 5]);
+        assert_eq!(row.request_body.len(), MAX_STORED_TEXT);
+        assert_eq!(row.request_dropped_bytes, MAX_STORED_TEXT as u64);
+        assert!(!row.capture_complete);
+        assert_eq!(row.action, "flag");
+    }
+}
