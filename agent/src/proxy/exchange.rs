@@ -98,7 +98,7 @@ async fn phases(
     if let Verdict::Block { status, message } = proxy.hook.on_response(recorder.ctx(), &mut head) {
         return Err(ProxyError::Blocked { status, message });
     }
-    recorder.ctx_mut().llm.response_head(&head);
+    recorder.ctx_mut().llm.response_head(&mut head);
     headers::prepare_response(&mut head);
     if let (Some(app), Some(provider)) = (app_upgrade, upstream_upgrade) {
         tunnel(conn.id, app, provider);

@@ -3,8 +3,8 @@
 //! Analysis that must act inline (block a request, rewrite headers, refuse a response) plugs
 //! in here; everything else consumes [`super::record::ExchangeRecord`]s from the tee. The
 //! hook runs in the request phase (before anything is sent upstream) and in the response
-//! phase (before the response head goes to the app). Body-level inspection (redaction, early
-//! stop of a stream) belongs in the body wrappers of [`super::body`], driven by this hook.
+//! phase (before the response head goes to the app). The LLM analysis, which also needs the
+//! bodies (redaction, early stop of a stream), runs in [`super::tap`] instead.
 
 use hyper::{StatusCode, http::request, http::response};
 

@@ -33,6 +33,8 @@ pub struct LlmTap {
     request_inspected: Option<u64>,
     /// The policy asked for a redaction that could not be applied (body cut by the bound).
     redaction_skipped: bool,
+    /// The stream monitor is on, so an event stream may be ended early.
+    may_stop: bool,
 }
 
 /// What the analysis adds to an exchange record.
@@ -64,8 +66,10 @@ impl LlmTap {
             headers: &headers,
         };
         let exchange = engine.exchange(&req, at);
+        let a = &engine.config.analysis;
         Self {
             exchange,
+            may_stop: a.enabled && a.stream_monitor,
             spent: t.elapsed(),
             ..Self::default()
         }
@@ -76,8 +80,8 @@ impl LlmTap {
         self.exchange.is_some()
     }
 
-    /// The request phase: buffers up to `bound` bytes of the body, asks for a verdict and
-    /// applies it. Returns the body to forward (what was buffered, possibly redacted, then the
+    /// The request phase: buffers the body until it ends or `bound` bytes are exceeded (so at
+    /// most `bound` plus one read), asks for a verdict and applies it. Returns the body to forward (what was buffered, possibly redacted, then the
     /// rest of the stream untouched) or the provider-shaped refusal.
     pub async fn request(
         &mut self,
@@ -121,9 +125,18 @@ impl LlmTap {
         ))
     }
 
-    /// The response head, before it goes to the app.
-    pub fn response_head(&mut self, head: &response::Parts) {
+    /// The response head, before it goes to the app. An event stream the monitor may end
+    /// early loses its `Content-Length`: the stop event changes the length.
+    pub fn response_head(&mut self, head: &mut response::Parts) {
         if let Some(ex) = self.exchange.as_mut() {
+            let sse = head
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+            if self.may_stop && sse {
+                head.headers.remove(header::CONTENT_LENGTH);
+            }
             let t = Instant::now();
             ex.response_head(head.status.as_u16(), &pairs(&head.headers));
             self.spent += t.elapsed();

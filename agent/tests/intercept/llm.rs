@@ -17,7 +17,7 @@ use llmtrace_agent::{
 use serde_json::{Value, json};
 
 use crate::support::{
-    NAME, World, client,
+    BAD_NAME, NAME, World, client,
     llm::{AFTER_STOP, AWS_KEY, RESPONSE_MODEL},
 };
 
@@ -29,19 +29,24 @@ struct Reply {
 
 /// POSTs `body` to `path` through the proxy (HTTP/2 when `h2`).
 async fn post(w: &World, path: &str, body: &Value, h2: bool) -> Reply {
+    post_to(w, NAME, path, body, h2).await
+}
+
+/// POSTs `body` to `path` through the proxy as server name `name`.
+async fn post_to(w: &World, name: &str, path: &str, body: &Value, h2: bool) -> Reply {
     let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
-    let tls = client::connect(w.proxy_addr, NAME, client::config(&w.llmtrace_ca_pem, alpn))
+    let tls = client::connect(w.proxy_addr, name, client::config(&w.llmtrace_ca_pem, alpn))
         .await
         .unwrap();
     let io = TokioIo::new(tls);
     let bytes = Bytes::from(body.to_string());
     let uri = if h2 {
-        format!("https://{NAME}{path}")
+        format!("https://{name}{path}")
     } else {
         path.to_owned()
     };
     let mut req = Request::post(uri)
-        .header("host", NAME)
+        .header("host", name)
         .header("content-type", "application/json")
         .header("content-length", bytes.len())
         .header("authorization", "Bearer sk-test-secret-key-0123456789");
@@ -345,4 +350,72 @@ async fn a_non_llm_path_on_a_provider_host_still_gets_a_metadata_row() {
     assert!(row.api.is_empty() && row.action.is_empty());
     assert!(row.request_body.is_empty(), "non-LLM bodies are not stored");
     assert!(!row.capture_complete);
+}
+
+#[tokio::test]
+async fn a_body_beyond_the_bound_goes_upstream_whole_and_unredacted() {
+    let mut cfg = policy(Action::Redact);
+    cfg.max_document_bytes = 256;
+    let mut w = World::with_llm(ProxyConfig::default(), cfg).await;
+    // Far more than one read: the bound cuts it (a body that arrives in one read is whole).
+    let prompt = format!("deploy with {AWS_KEY} please {}", "x".repeat(1 << 20));
+    let body = chat(&prompt, false);
+    for h2 in [false, true] {
+        let r = post(&w, "/v1/chat/completions", &body, h2).await;
+        assert_eq!(r.status, 200);
+        let row = next_row(&mut w).await;
+        assert_eq!(row.action, "flag", "a cut body cannot be redacted");
+        assert!(!row.capture_complete);
+        assert!(
+            row.request_dropped_bytes > 900_000,
+            "{}",
+            row.request_dropped_bytes
+        );
+        assert!(
+            row.error
+                .as_deref()
+                .unwrap()
+                .contains("redaction not applied")
+        );
+        assert!(!serde_json::to_string(&row).unwrap().contains(AWS_KEY));
+    }
+    for (_, seen) in w.upstream.seen.all() {
+        assert_eq!(
+            seen,
+            body.to_string().as_bytes(),
+            "the provider got it unchanged"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_exchange_still_gets_its_analysis() {
+    let mut w = World::start().await;
+    let r = post_to(
+        &w,
+        BAD_NAME,
+        "/v1/chat/completions",
+        &chat("Say hello", false),
+        false,
+    )
+    .await;
+    assert_eq!(r.status, 502);
+    let row = next_row(&mut w).await;
+    assert_eq!(row.status, Some(502));
+    assert!(row.error.is_some());
+    assert_eq!(
+        (row.api.as_str(), row.model.as_str()),
+        ("chat_completions", "gpt-4o-mini")
+    );
+    assert!(row.request_body.contains("Say hello"));
+    assert_eq!(
+        (row.input_tokens, row.cost_usd),
+        (None, None),
+        "nothing was answered"
+    );
+    assert_eq!(
+        w.metrics.llm_exchanges_for("allow"),
+        1,
+        "finished exactly once"
+    );
 }
