@@ -287,6 +287,21 @@ async fn block_answers_in_the_provider_shape_without_contacting_it() {
     assert!(row.error.is_none(), "{:?}", row.error);
     assert_key_masked(&row);
     assert_eq!(w.metrics.llm_exchanges_for("block"), 1);
+
+    let body = json!({"model": "claude-3-5-haiku-20241022", "max_tokens": 64,
+                      "messages": [{"role": "user", "content": prompt}]});
+    let r = post(&w, "/v1/messages", &body, true).await;
+    assert_eq!(r.status, 403);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (&v["type"], &v["error"]["type"]),
+        (&json!("error"), &json!("permission_error"))
+    );
+    assert!(
+        w.upstream.seen.all().is_empty(),
+        "the provider saw the request"
+    );
+    assert_eq!(next_row(&mut w).await.action, "block");
 }
 
 #[tokio::test]
@@ -319,22 +334,25 @@ async fn redact_forwards_the_masked_body() {
 #[tokio::test]
 async fn a_streamed_secret_stops_the_stream_under_block() {
     let mut w = World::with_llm(ProxyConfig::default(), policy(Action::Block)).await;
-    let r = post(&w, "/v1/chat/completions", &chat("LEAK it", true), false).await;
-    assert_eq!(r.status, 200);
-    let text = String::from_utf8_lossy(&r.body);
-    assert!(text.contains("llmtrace_blocked"), "no stop event: {text}");
-    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    assert!(!text.contains(AFTER_STOP), "the stream went on: {text}");
-    let row = next_row(&mut w).await;
-    assert_eq!(row.action, "block");
-    let json = serde_json::to_string(&row).unwrap();
-    assert!(!json.contains(AWS_KEY), "raw key stored: {json}");
-    assert!(
-        row.findings
-            .iter()
-            .any(|f| f.kind == "secret.aws_access_key" && f.location == "response")
-    );
-    assert_eq!(w.metrics.llm_early_stops.get(), 1);
+    for h2 in [false, true] {
+        let r = post(&w, "/v1/chat/completions", &chat("LEAK it", true), h2).await;
+        assert_eq!(r.status, 200);
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(text.contains("llmtrace_blocked"), "no stop event: {text}");
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        assert!(!text.contains(AFTER_STOP), "the stream went on: {text}");
+        let row = next_row(&mut w).await;
+        assert_eq!(row.action, "block");
+        assert!(row.error.is_none(), "{:?}", row.error);
+        let json = serde_json::to_string(&row).unwrap();
+        assert!(!json.contains(AWS_KEY), "raw key stored: {json}");
+        assert!(
+            row.findings
+                .iter()
+                .any(|f| f.kind == "secret.aws_access_key" && f.location == "response")
+        );
+    }
+    assert_eq!(w.metrics.llm_early_stops.get(), 2);
 }
 
 #[tokio::test]
