@@ -89,7 +89,7 @@ fn price(model: &str) -> (f64, f64) {
     )
 }
 
-fn assert_trace(t: &Value, provider: &str, model: &str, usage: (u64, u64), pid: &Value) {
+fn assert_trace(t: &Value, provider: &str, model: &str, usage: (u32, u32), pid: &Value) {
     assert_eq!(t["provider"], provider, "{t}");
     assert_eq!(t["pid"], *pid, "{t}");
     assert_eq!(t["method"], "POST", "{t}");
@@ -133,7 +133,7 @@ fn openai_sdk_plain_streamed_and_tool_calls_are_traced_exactly() {
         assert_eq!(t["model"], "gpt-4o-mini", "{t}");
         assert_eq!(t["stream"], mode == "stream", "{t}");
         let cost = t["cost_usd"].as_f64().expect("cost known for gpt-4o-mini");
-        let expected = openai::USAGE.0 as f64 * pin + openai::USAGE.1 as f64 * pout;
+        let expected = f64::from(openai::USAGE.0) * pin + f64::from(openai::USAGE.1) * pout;
         assert!((cost - expected).abs() < 1e-12, "cost {cost} != {expected}");
         if tools {
             assert_eq!(t["tool_calls"][0]["name"], "get_weather", "{t}");
@@ -192,7 +192,7 @@ fn anthropic_sdk_plain_streamed_and_tool_use_are_traced_exactly() {
         let cost = t["cost_usd"]
             .as_f64()
             .expect("cost known for claude-3-5-haiku");
-        let expected = anthropic::USAGE.0 as f64 * pin + anthropic::USAGE.1 as f64 * pout;
+        let expected = f64::from(anthropic::USAGE.0) * pin + f64::from(anthropic::USAGE.1) * pout;
         assert!((cost - expected).abs() < 1e-12, "cost {cost} != {expected}");
         if tools {
             assert_eq!(t["tool_calls"][0]["name"], "get_weather", "{t}");

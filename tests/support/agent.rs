@@ -185,10 +185,10 @@ impl Agent {
             }
             for line in lines {
                 let Ok(line) = line else { return };
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    return;
                 }
             }
         });
