@@ -8,6 +8,7 @@ Prints one JSON object: what the SDK returned, or the error it raised.
 
 import argparse
 import json
+import os
 import socket
 import sys
 
@@ -113,9 +114,10 @@ def main():
     try:
         out = run_openai(args) if args.sdk == "openai" else run_anthropic(args)
         out["ok"] = True
+        out["pid"] = os.getpid()
     except Exception as e:  # the error itself is the result (e.g. a policy block)
         out = {"ok": False, "error": f"{type(e).__name__}: {e}",
-               "status": getattr(e, "status_code", None)}
+               "status": getattr(e, "status_code", None), "pid": os.getpid()}
     print(json.dumps(out))
 
 

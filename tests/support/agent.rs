@@ -35,6 +35,7 @@ pub struct Agent {
     pub config_path: PathBuf,
     log_path: PathBuf,
     pin_dir: PathBuf,
+    state_dir: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -82,6 +83,7 @@ impl Agent {
             config_path,
             log_path,
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/llmtrace/cg{ino}")),
+            state_dir: dir.path().join("state"),
             _dir: dir,
         };
         agent.wait_ready();
@@ -156,6 +158,45 @@ impl Agent {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The agent's `state_dir` (its CA is `ca/ca.pem` below it).
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
+    }
+
+    /// The agent's root CA certificate (PEM), which clients must trust.
+    pub fn ca_pem(&self) -> PathBuf {
+        self.state_dir.join("ca/ca.pem")
+    }
+
+    /// Follows `/tail`: completed traces, as they happen, from now on.
+    pub fn follow(&self) -> Follow {
+        let mut s = TcpStream::connect_timeout(&self.admin, Duration::from_secs(2)).expect("admin");
+        // HTTP/1.0: the body is the rest of the stream, one JSON object per line.
+        write!(s, "GET /tail HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin).expect("request");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            let mut lines = std::io::BufReader::new(s).lines();
+            // Skip the response head.
+            for line in lines.by_ref() {
+                if line.map_or(true, |l| l.trim().is_empty()) {
+                    break;
+                }
+            }
+            for line in lines {
+                let Ok(line) = line else { return };
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        // The subscription exists once the head arrived; give the agent a moment to register it.
+        std::thread::sleep(Duration::from_millis(100));
+        Follow { rx }
+    }
+
     /// Where a fail-closed agent pins its programs.
     pub fn pin_dir(&self) -> &std::path::Path {
         &self.pin_dir
@@ -177,6 +218,19 @@ impl Drop for Agent {
             }
             let _ = std::fs::remove_dir(&self.pin_dir);
         }
+    }
+}
+
+/// Completed traces streamed from a running agent.
+#[derive(Debug)]
+pub struct Follow {
+    rx: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Follow {
+    /// The next trace, or `None` after `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<Value> {
+        self.rx.recv_timeout(timeout).ok()
     }
 }
 

@@ -40,31 +40,49 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<Bytes, AdminClientError
 }
 
 async fn get_inner(addr: SocketAddr, path: &str) -> Result<Bytes, AdminClientError> {
-    let http = |e: hyper::Error| AdminClientError::Http {
+    let resp = send_get(addr, path).await?;
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| http_error(addr, &e))?;
+    Ok(body.to_bytes())
+}
+
+fn http_error(addr: SocketAddr, e: &impl std::fmt::Display) -> AdminClientError {
+    AdminClientError::Http {
         addr,
         message: e.to_string(),
-    };
+    }
+}
+
+/// Connects, sends `GET path`, and returns the response once its head is in (success only).
+async fn send_get(
+    addr: SocketAddr,
+    path: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, AdminClientError> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|source| AdminClientError::Connect { addr, source })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(http)?;
+        .map_err(|e| http_error(addr, &e))?;
     tokio::spawn(conn);
     let req = Request::get(path)
         .header(hyper::header::HOST, addr.to_string())
         .body(Empty::<Bytes>::new())
-        .map_err(|e| AdminClientError::Http {
+        .map_err(|e| http_error(addr, &e))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| http_error(addr, &e))?;
+    if !resp.status().is_success() {
+        return Err(AdminClientError::Status {
             addr,
-            message: e.to_string(),
-        })?;
-    let resp = sender.send_request(req).await.map_err(http)?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
-    if !status.is_success() {
-        return Err(AdminClientError::Status { addr, status });
+            status: resp.status(),
+        });
     }
-    Ok(body)
+    Ok(resp)
 }
 
 /// GETs `path` and calls `on_line` for every line of the (endless) body, until the agent
@@ -74,36 +92,13 @@ pub async fn stream_lines(
     path: &str,
     mut on_line: impl FnMut(&str) -> bool,
 ) -> Result<(), AdminClientError> {
-    let http = |e: hyper::Error| AdminClientError::Http {
-        addr,
-        message: e.to_string(),
-    };
-    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+    let resp = tokio::time::timeout(Duration::from_secs(5), send_get(addr, path))
         .await
-        .map_err(|_| AdminClientError::Timeout { addr })?
-        .map_err(|source| AdminClientError::Connect { addr, source })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(http)?;
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| AdminClientError::Http {
-            addr,
-            message: e.to_string(),
-        })?;
-    let resp = sender.send_request(req).await.map_err(http)?;
-    if !resp.status().is_success() {
-        return Err(AdminClientError::Status {
-            addr,
-            status: resp.status(),
-        });
-    }
+        .map_err(|_| AdminClientError::Timeout { addr })??;
     let mut body = resp.into_body();
     let mut pending = Vec::new();
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(http)?.into_data() else {
+        let Ok(data) = frame.map_err(|e| http_error(addr, &e))?.into_data() else {
             continue;
         };
         pending.extend_from_slice(&data);

@@ -4,17 +4,19 @@
 //! here, in which case the kernel-side facts (pid, uid, comm, cgroup id) still attribute it.
 
 mod cgroup_path;
+mod mask;
 
 use serde::{Deserialize, Serialize};
 
 pub use cgroup_path::{container_id, pod_uid};
+pub use mask::mask_cmdline;
 
 /// Details of a process beyond what the kernel hook records.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessDetails {
     /// Path of the executable (`/proc/PID/exe`).
     pub exe: Option<String>,
-    /// Command line, arguments joined by spaces, bounded.
+    /// Command line, arguments joined by spaces, bounded, credentials masked.
     pub cmdline: Option<String>,
     /// cgroup v2 path of the process.
     pub cgroup: Option<String>,
@@ -49,7 +51,7 @@ impl ProcessDetails {
                     .unwrap_or(0);
                 s.truncate(cut);
             }
-            s
+            mask_cmdline(&s)
         });
         let cgroup = std::fs::read_to_string(dir.join("cgroup"))
             .ok()

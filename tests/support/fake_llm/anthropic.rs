@@ -9,7 +9,7 @@ pub const MODEL: &str = "claude-3-5-haiku-20241022";
 /// The answer text.
 pub const TEXT: &str = "Hello from the fake provider.";
 /// Usage reported: input and output tokens.
-pub const USAGE: (u64, u64) = (20, 9);
+pub const USAGE: (u32, u32) = (20, 9);
 
 /// `POST /v1/messages`.
 pub fn messages(req: &Value) -> Reply {

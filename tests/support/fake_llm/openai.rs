@@ -9,7 +9,7 @@ pub const MODEL: &str = "gpt-4o-mini-2024-07-18";
 /// The answer text.
 pub const TEXT: &str = "Hello from the fake provider.";
 /// Usage reported: prompt and completion tokens.
-pub const USAGE: (u64, u64) = (12, 7);
+pub const USAGE: (u32, u32) = (12, 7);
 
 fn tool_requested(req: &Value) -> bool {
     req.get("tools")

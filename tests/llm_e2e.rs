@@ -1,0 +1,299 @@
+//! The official Python SDKs, unmodified, through the real eBPF redirect and TLS interception
+//! to a fake provider: the app gets exactly what the provider sent, and the trace says exactly
+//! what happened (model, tokens, text, tool calls, cost, findings), with secrets masked.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde_json::Value;
+use testkit::{
+    agent::{Agent, AgentConfig},
+    cgroup::TestCgroup,
+    fake_llm::{FakeLlm, anthropic, openai},
+    probe::command_in,
+};
+
+const FAKE_AWS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+
+struct World {
+    cg: TestCgroup,
+    fake: FakeLlm,
+    agent: Agent,
+}
+
+fn world(name: &str, policy: &str) -> World {
+    let cg = TestCgroup::new(name);
+    let fake = FakeLlm::start("127.0.0.2:0");
+    let port = fake.addr.port();
+    let agent = Agent::start(
+        &cg,
+        &AgentConfig {
+            intercept: String::new(),
+            rest: format!(
+                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
+                 [[providers]]\nhost = \"api.anthropic.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
+                 [upstream]\nextra_root_certs = [\"{ca}\"]\n{policy}\n",
+                ca = fake.ca_pem_path.display(),
+            ),
+        },
+    );
+    World { cg, fake, agent }
+}
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("LLMTRACE_PYTHON").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+        PathBuf::from,
+    );
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo xtask setup`",
+        p.display()
+    );
+    p
+}
+
+/// Runs the SDK client inside the test cgroup, trusting only the llmtrace CA.
+fn sdk(w: &World, which: &str, mode: &str, tools: bool, prompt: &str) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/llm_client.py");
+    let mut c = command_in(&w.cg, &python());
+    c.arg(script)
+        .args(["--sdk", which, "--mode", mode, "--prompt", prompt])
+        .args([
+            "--port",
+            &w.fake.addr.port().to_string(),
+            "--address",
+            "127.0.0.2",
+        ])
+        .env("SSL_CERT_FILE", w.agent.ca_pem());
+    if tools {
+        c.arg("--tools");
+    }
+    let out = c.output().expect("run the SDK client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// USD per token from the shipped pricing table (USD per 1M tokens).
+fn price(model: &str) -> (f64, f64) {
+    let table: toml::Value =
+        toml::from_str(include_str!("../agent/pricing.toml")).expect("pricing table");
+    let m = &table["models"][model];
+    (
+        m["input"].as_float().unwrap() / 1e6,
+        m["output"].as_float().unwrap() / 1e6,
+    )
+}
+
+fn assert_trace(t: &Value, provider: &str, model: &str, usage: (u32, u32), pid: &Value) {
+    assert_eq!(t["provider"], provider, "{t}");
+    assert_eq!(t["pid"], *pid, "{t}");
+    assert_eq!(t["method"], "POST", "{t}");
+    assert_eq!(t["status"], 200, "{t}");
+    assert_eq!(t["intercepted"], true, "{t}");
+    assert_eq!(t["response_model"], model, "{t}");
+    assert_eq!(t["input_tokens"], usage.0, "{t}");
+    assert_eq!(t["output_tokens"], usage.1, "{t}");
+    assert!(t["exe"].as_str().unwrap_or("").contains("python"), "{t}");
+}
+
+#[test]
+fn openai_sdk_plain_streamed_and_tool_calls_are_traced_exactly() {
+    let w = world("openai", "");
+    let follow = w.agent.follow();
+    let (pin, pout) = price("gpt-4o-mini");
+    for (mode, tools) in [
+        ("sync", false),
+        ("stream", false),
+        ("sync", true),
+        ("stream", true),
+    ] {
+        let out = sdk(&w, "openai", mode, tools, "Say hello.");
+        assert_eq!(out["ok"], true, "{mode} tools={tools}: {out}");
+        assert_eq!(out["model"], openai::MODEL, "{out}");
+        if tools {
+            assert_eq!(out["tool_calls"][0]["name"], "get_weather", "{out}");
+            assert_eq!(
+                out["tool_calls"][0]["arguments"], "{\"city\":\"Paris\"}",
+                "{out}"
+            );
+        } else {
+            assert_eq!(out["text"], openai::TEXT, "{out}");
+        }
+        let t = follow
+            .next(Duration::from_secs(10))
+            .expect("a trace for the call");
+        assert_trace(&t, "openai", openai::MODEL, openai::USAGE, &out["pid"]);
+        assert_eq!(t["sni"], "api.openai.com");
+        assert_eq!(t["path"], "/v1/chat/completions");
+        assert_eq!(t["model"], "gpt-4o-mini", "{t}");
+        assert_eq!(t["stream"], mode == "stream", "{t}");
+        let cost = t["cost_usd"].as_f64().expect("cost known for gpt-4o-mini");
+        let expected = f64::from(openai::USAGE.0) * pin + f64::from(openai::USAGE.1) * pout;
+        assert!((cost - expected).abs() < 1e-12, "cost {cost} != {expected}");
+        if tools {
+            assert_eq!(t["tool_calls"][0]["name"], "get_weather", "{t}");
+            assert_eq!(
+                t["tool_calls"][0]["arguments"], "{\"city\":\"Paris\"}",
+                "{t}"
+            );
+        } else {
+            assert!(
+                t["response_body"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(openai::TEXT),
+                "{t}"
+            );
+        }
+        if mode == "stream" {
+            assert!(t["ttft_ms"].as_f64().is_some(), "{t}");
+        }
+    }
+}
+
+#[test]
+fn anthropic_sdk_plain_streamed_and_tool_use_are_traced_exactly() {
+    let w = world("anthropic", "");
+    let follow = w.agent.follow();
+    let (pin, pout) = price("claude-3-5-haiku");
+    for (mode, tools) in [
+        ("sync", false),
+        ("stream", false),
+        ("sync", true),
+        ("stream", true),
+    ] {
+        let out = sdk(&w, "anthropic", mode, tools, "Say hello.");
+        assert_eq!(out["ok"], true, "{mode} tools={tools}: {out}");
+        assert_eq!(out["model"], anthropic::MODEL, "{out}");
+        assert_eq!(out["usage"]["input"], anthropic::USAGE.0, "{out}");
+        if tools {
+            assert_eq!(out["tool_calls"][0]["name"], "get_weather", "{out}");
+        } else {
+            assert_eq!(out["text"], anthropic::TEXT, "{out}");
+        }
+        let t = follow
+            .next(Duration::from_secs(10))
+            .expect("a trace for the call");
+        assert_trace(
+            &t,
+            "anthropic",
+            anthropic::MODEL,
+            anthropic::USAGE,
+            &out["pid"],
+        );
+        assert_eq!(t["sni"], "api.anthropic.com");
+        assert_eq!(t["path"], "/v1/messages");
+        assert_eq!(t["stream"], mode == "stream", "{t}");
+        let cost = t["cost_usd"]
+            .as_f64()
+            .expect("cost known for claude-3-5-haiku");
+        let expected = f64::from(anthropic::USAGE.0) * pin + f64::from(anthropic::USAGE.1) * pout;
+        assert!((cost - expected).abs() < 1e-12, "cost {cost} != {expected}");
+        if tools {
+            assert_eq!(t["tool_calls"][0]["name"], "get_weather", "{t}");
+            let args: Value =
+                serde_json::from_str(t["tool_calls"][0]["arguments"].as_str().unwrap()).unwrap();
+            assert_eq!(args["city"], "Paris", "{t}");
+        }
+    }
+}
+
+fn finding_kinds(t: &Value) -> Vec<String> {
+    t["findings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f["kind"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_secret_in_a_prompt_is_flagged_and_masked_everywhere() {
+    let w = world("flag", "");
+    let follow = w.agent.follow();
+    let prompt = format!("My key is {FAKE_AWS_KEY}, please keep it safe.");
+    let out = sdk(&w, "openai", "sync", false, &prompt);
+    assert_eq!(out["ok"], true, "flagging does not block: {out}");
+    let t = follow.next(Duration::from_secs(10)).expect("trace");
+    assert!(
+        finding_kinds(&t)
+            .iter()
+            .any(|k| k == "secret.aws_access_key"),
+        "{t}"
+    );
+    assert_eq!(t["action"], "flag", "{t}");
+    assert!(
+        !t.to_string().contains(FAKE_AWS_KEY),
+        "raw key stored in the trace: {t}"
+    );
+    assert!(
+        !w.agent.log().contains(FAKE_AWS_KEY),
+        "raw key in the agent's log"
+    );
+    // Flagging forwards the request as the app sent it.
+    let sent = w.fake.received();
+    assert!(String::from_utf8_lossy(&sent.last().unwrap().body).contains(FAKE_AWS_KEY));
+    // API keys only as fingerprints: no credential header or key anywhere in the row.
+    assert!(!t.to_string().contains("sk-test-llmtrace"), "{t}");
+    assert!(
+        !t["api_key_fingerprint"].as_str().unwrap_or("").is_empty(),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_block_policy_answers_with_a_provider_shaped_403_and_never_reaches_the_provider() {
+    let w = world(
+        "block",
+        "[[llm.analysis.policy.rules]]\nkind = \"secret\"\naction = \"block\"\n",
+    );
+    let follow = w.agent.follow();
+    let prompt = format!("My key is {FAKE_AWS_KEY}.");
+    for which in ["openai", "anthropic"] {
+        let out = sdk(&w, which, "sync", false, &prompt);
+        assert_eq!(out["ok"], false, "{out}");
+        assert_eq!(out["status"], 403, "{which}: {out}");
+        assert!(
+            out["error"].as_str().unwrap().contains("PermissionDenied"),
+            "{which}: {out}"
+        );
+        let t = follow.next(Duration::from_secs(10)).expect("trace");
+        assert_eq!(t["action"], "block", "{t}");
+        assert_eq!(t["status"], 403, "{t}");
+        assert!(!t.to_string().contains(FAKE_AWS_KEY), "{t}");
+    }
+    assert!(
+        w.fake.received().is_empty(),
+        "a blocked request reached the provider"
+    );
+}
+
+#[test]
+fn a_redact_policy_forwards_the_prompt_with_the_secret_masked() {
+    let w = world(
+        "redact",
+        "[[llm.analysis.policy.rules]]\nkind = \"secret\"\naction = \"redact\"\n",
+    );
+    let follow = w.agent.follow();
+    let prompt = format!("My key is {FAKE_AWS_KEY}.");
+    let out = sdk(&w, "openai", "sync", false, &prompt);
+    assert_eq!(out["ok"], true, "{out}");
+    let sent = w.fake.received();
+    let body = String::from_utf8_lossy(&sent.last().unwrap().body).into_owned();
+    assert!(
+        !body.contains(FAKE_AWS_KEY),
+        "the provider saw the secret: {body}"
+    );
+    let json: Value = serde_json::from_str(&body).expect("the redacted body is still JSON");
+    assert_eq!(json["model"], "gpt-4o-mini");
+    let t = follow.next(Duration::from_secs(10)).expect("trace");
+    assert_eq!(t["action"], "redact", "{t}");
+    assert!(!t.to_string().contains(FAKE_AWS_KEY), "{t}");
+}
