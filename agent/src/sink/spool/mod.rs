@@ -148,6 +148,9 @@ pub fn open(
     metrics: &SinkMetrics,
 ) -> Result<(SpoolWriter, SpoolReader), SpoolError> {
     std::fs::create_dir_all(dir).map_err(|e| SpoolError::io(dir, e))?;
+    // Rows hold prompts and responses: only the agent's user may read them.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| SpoolError::io(dir, e))?;
     let ledger = Ledger::open(dir)?;
     let segments = recover::recover(dir, ledger.state.acked.segment, metrics)?;
     let next_id = segments
