@@ -7,9 +7,8 @@ use std::{path::PathBuf, time::Duration};
 use serde_json::Value;
 use testkit::{
     agent::{Agent, AgentConfig},
-    cgroup::TestCgroup,
+    cgroup::{TestCgroup, command_in},
     fake_llm::{FakeLlm, anthropic, openai},
-    probe::command_in,
 };
 
 const FAKE_AWS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -55,7 +54,7 @@ fn python() -> PathBuf {
 /// Runs the SDK client inside the test cgroup, trusting only the llmtrace CA.
 fn sdk(w: &World, which: &str, mode: &str, tools: bool, prompt: &str) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/llm_client.py");
-    let mut c = command_in(&w.cg, &python());
+    let mut c = command_in(Some(&w.cg), python());
     c.arg(script)
         .args(["--sdk", which, "--mode", mode, "--prompt", prompt])
         .args([

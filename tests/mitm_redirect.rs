@@ -6,9 +6,8 @@ use std::process::Command;
 
 use testkit::{
     agent::{Agent, AgentConfig},
-    cgroup::TestCgroup,
+    cgroup::{TestCgroup, command_in},
     fake_llm::FakeLlm,
-    probe::command_in,
 };
 
 const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}"#;
@@ -74,7 +73,7 @@ fn curl_h1_and_h2_through_the_agent_match_direct() {
     for version in ["--http1.1", "--http2"] {
         let direct = curl(&mut Command::new("curl"), version, port, &fake.ca_pem_path);
         let through = curl(
-            &mut command_in(&cg, std::path::Path::new("/usr/bin/curl")),
+            &mut command_in(Some(&cg), "/usr/bin/curl"),
             version,
             port,
             &agent.ca_pem(),

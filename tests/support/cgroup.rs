@@ -73,3 +73,24 @@ impl Drop for TestCgroup {
         );
     }
 }
+
+/// A command running `program`, inside `cgroup` when given: a shell joins the cgroup and then
+/// becomes the program, so its sockets are created inside the cgroup from the start.
+pub fn command_in(
+    cgroup: Option<&TestCgroup>,
+    program: impl AsRef<std::ffi::OsStr>,
+) -> std::process::Command {
+    match cgroup {
+        Some(cg) => {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c")
+                .arg(format!(
+                    "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+                    cg.path.display()
+                ))
+                .arg(program);
+            c
+        }
+        None => std::process::Command::new(program),
+    }
+}

@@ -12,8 +12,13 @@ pub mod echo;
 pub mod fake_llm;
 pub mod net;
 pub mod netns;
+pub mod nginx;
+pub mod pki;
 pub mod probe;
+pub mod procstat;
+pub mod proxy_peers;
 pub mod tee;
+pub mod wrk;
 
 /// Path of a binary built by this workspace next to the test binaries (same profile dir).
 pub fn workspace_bin(name: &str) -> std::path::PathBuf {

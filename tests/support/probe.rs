@@ -71,15 +71,3 @@ pub fn probe_in(cgroup: &TestCgroup, addr: &str) -> Value {
 pub fn probe_outside(addr: &str) -> Value {
     Probe::default().run(addr)
 }
-
-/// A command that runs `program` inside `cgroup` (joined before `program` starts).
-pub fn command_in(cgroup: &TestCgroup, program: &std::path::Path) -> Command {
-    let mut c = Command::new("sh");
-    c.arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
-            cgroup.path.display()
-        ))
-        .arg(program);
-    c
-}

@@ -46,7 +46,7 @@ enum Task {
         #[arg(long, default_value_t = 30)]
         seconds: u32,
     },
-    /// Benchmarks (bounded, loopback only): `ebpf`, `sink`, `analysis`.
+    /// Benchmarks (bounded, loopback only): `ebpf`, `sink`, `analysis`, `proxy`.
     Bench {
         /// Which benchmark.
         #[arg(value_enum)]

@@ -1,0 +1,260 @@
+//! `cargo xtask bench proxy`: what the interception proxy costs, next to its peers, in one run.
+//!
+//! Upstream: nginx (1 worker, TLS with a test CA, SAN api.openai.com) on 127.0.0.3 answering
+//! `POST /v1/chat/completions` with a fixed ~4 KB chat.completion (and `?stream=true` with an
+//! SSE-shaped body, sent at once). Targets, all reached with SNI and Host `api.openai.com`:
+//! direct; through llmtrace (wrk runs inside the agent's cgroup and connects to the upstream
+//! address, so the real eBPF redirect, both TLS legs, parsing and records are measured); nginx
+//! as a TLS-terminating reverse proxy (upstream keepalive, verified upstream TLS); mitmproxy in
+//! reverse mode (skipped with a note when `.venv/bench` has no mitmdump). Load: wrk, one thread,
+//! keep-alive, concurrency 1/16/64 (SSE at 16), `LLMTRACE_BENCH_SECONDS` per cell (default 5)
+//! after a 1 s warm-up. One-shot: sequential curl requests, each on a new connection.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use testkit::{
+    agent::{Agent, AgentConfig},
+    cgroup::TestCgroup,
+    procstat,
+    proxy_peers::{self, Mitmproxy, Upstream, nginx_proxy, one_shot},
+    wrk::{Wrk, WrkReport},
+};
+
+const ONE_SHOTS: usize = 50;
+
+fn seconds() -> u64 {
+    std::env::var("LLMTRACE_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+/// A place requests can be sent to.
+struct Target<'a> {
+    name: &'static str,
+    connect: SocketAddr,
+    cgroup: Option<&'a TestCgroup>,
+    /// The proxy process whose CPU and memory are measured.
+    pid: Option<u32>,
+    /// The CA a verifying client (curl) trusts for this target.
+    ca: PathBuf,
+}
+
+struct Row {
+    target: &'static str,
+    mix: &'static str,
+    c: u32,
+    report: WrkReport,
+    cpu_us_per_req: Option<f64>,
+    rss_mib: Option<f64>,
+}
+
+fn load(t: &Target, dir: &Path, url: &str, body: &str, c: u32, secs: u64) -> WrkReport {
+    Wrk {
+        cgroup: t.cgroup,
+        connect: t.connect,
+        url: url.to_owned(),
+        body,
+        connections: c,
+        duration: Duration::from_secs(secs),
+    }
+    .run(dir)
+}
+
+#[allow(clippy::cast_precision_loss)] // figures for display
+fn measure(t: &Target, dir: &Path, mix: &'static str, url: &str, body: &str, c: u32) -> Row {
+    let _ = load(t, dir, url, body, c, 1);
+    let before = t.pid.map(procstat::cpu_time);
+    let report = load(t, dir, url, body, c, seconds());
+    let cpu = t
+        .pid
+        .zip(before)
+        .map(|(pid, b)| procstat::cpu_time(pid).saturating_sub(b));
+    Row {
+        target: t.name,
+        mix,
+        c,
+        report,
+        cpu_us_per_req: cpu.map(|d| d.as_secs_f64() * 1e6 / report.requests.max(1) as f64),
+        rss_mib: t.pid.map(|p| procstat::rss_kib(p) as f64 / 1024.0),
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+fn print_load(rows: &[Row]) {
+    println!(
+        "| target | mix | c | req/s | p50 ms | p99 ms | added p50 ms | proxy CPU µs/req | proxy RSS MiB | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let direct = rows
+            .iter()
+            .find(|d| d.target == "direct" && d.mix == r.mix && d.c == r.c);
+        let added = direct
+            .filter(|d| d.target != r.target)
+            .map(|d| r.report.p50_ms - d.report.p50_ms);
+        println!(
+            "| {} | {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} |",
+            r.target,
+            r.mix,
+            r.c,
+            r.report.rps,
+            r.report.p50_ms,
+            r.report.p99_ms,
+            opt(added, 3),
+            opt(r.cpu_us_per_req, 0),
+            opt(r.rss_mib, 1),
+            r.report.errors
+        );
+    }
+    println!();
+    for r in rows.iter().filter(|r| r.target == "llmtrace") {
+        if let Some(n) = rows
+            .iter()
+            .find(|n| n.target == "nginx proxy" && n.mix == r.mix && n.c == r.c)
+        {
+            println!(
+                "llmtrace / nginx requests/s, {} c={}: {:.2}",
+                r.mix,
+                r.c,
+                r.report.rps / n.report.rps
+            );
+        }
+    }
+}
+
+fn start_agent(cg: &TestCgroup, upstream: &Upstream) -> Agent {
+    Agent::start(
+        cg,
+        &AgentConfig {
+            intercept: String::new(),
+            rest: format!(
+                "[upstream]\nextra_root_certs = [\"{ca}\"]\n\
+                 [[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.3\"]\n",
+                ca = upstream.pki.ca_pem.display(),
+                port = upstream.addr.port(),
+            ),
+        },
+    )
+}
+
+/// Sequential new-connection requests to every target; prints their table.
+fn one_shots(targets: &[Target], url: &str, dir: &Path, body: &str) {
+    let body_file = dir.join("request.json");
+    std::fs::write(&body_file, body).expect("write body");
+    let shots: Vec<_> = targets
+        .iter()
+        .map(|t| {
+            let expect = proxy_peers::response_json().len();
+            let r = one_shot(
+                t.cgroup, t.connect, url, &t.ca, &body_file, expect, ONE_SHOTS,
+            );
+            (t.name, r)
+        })
+        .collect();
+    println!(
+        "\none-shot ({ONE_SHOTS} sequential curl --http1.1, new TLS connection each, median time_total)\n"
+    );
+    println!("| target | median ms | added ms | failures |");
+    println!("|---|---|---|---|");
+    let direct_ms = shots
+        .iter()
+        .find(|(n, _)| *n == "direct")
+        .map(|(_, r)| r.median_ms);
+    for (name, r) in &shots {
+        let added = direct_ms
+            .filter(|_| *name != "direct")
+            .map(|d| r.median_ms - d);
+        println!(
+            "| {name} | {:.2} | {} | {} |",
+            r.median_ms,
+            opt(added, 2),
+            r.failures
+        );
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upstream = Upstream::start(dir.path());
+    let port = upstream.addr.port();
+    let url = format!("https://api.openai.com:{port}/v1/chat/completions");
+    let sse_url = format!("{url}?stream=true");
+    let body = proxy_peers::request_body();
+    let cg = TestCgroup::new("bench-proxy");
+    let agent = start_agent(&cg, &upstream);
+    let agent_ca = agent.config_path.with_file_name("state").join("ca/ca.pem");
+    let proxy = nginx_proxy(dir.path(), &upstream);
+    let mitm = Mitmproxy::start(dir.path(), &upstream);
+    let mut targets = vec![
+        Target {
+            name: "direct",
+            connect: upstream.addr,
+            cgroup: None,
+            pid: None,
+            ca: upstream.pki.ca_pem.clone(),
+        },
+        Target {
+            name: "llmtrace",
+            connect: upstream.addr,
+            cgroup: Some(&cg),
+            pid: Some(agent.pid()),
+            ca: agent_ca,
+        },
+        Target {
+            name: "nginx proxy",
+            connect: proxy.1,
+            cgroup: None,
+            pid: Some(proxy.0.pid()),
+            ca: upstream.pki.ca_pem.clone(),
+        },
+    ];
+    match &mitm {
+        Ok(m) => targets.push(Target {
+            name: "mitmproxy",
+            connect: m.addr,
+            cgroup: None,
+            pid: Some(m.pid()),
+            ca: m.ca_pem(),
+        }),
+        Err(note) => println!("note: mitmproxy skipped: {note}"),
+    }
+    let mut rows = Vec::new();
+    for (mix, u, c) in [
+        ("json", &url, 1),
+        ("json", &url, 16),
+        ("json", &url, 64),
+        ("sse", &sse_url, 16),
+    ] {
+        for t in &targets {
+            eprintln!("bench proxy: {} {mix} c={c}", t.name);
+            rows.push(measure(t, dir.path(), mix, u, &body, c));
+        }
+    }
+    let exchanges = agent.metric("llmtrace_proxy_exchanges_total", "2xx");
+    let secs = seconds();
+    println!(
+        "\nllmtrace proxy benchmark: wrk -t1, keep-alive, {secs} s per cell after 1 s warm-up; \
+         request {} B JSON, response {} B JSON (sse: {} B event stream); upstream nginx on {}\n",
+        body.len(),
+        proxy_peers::response_json().len(),
+        proxy_peers::response_sse().len(),
+        upstream.addr
+    );
+    print_load(&rows);
+    one_shots(&targets, &url, dir.path(), &body);
+    println!("\nllmtrace counted {exchanges} intercepted 2xx exchanges (MITM path, agent metric)");
+    println!(
+        "goals: llmtrace CPU ≤ 80 µs/req at c=16/64; req/s ≥ 0.8× nginx proxy; added p50 ≤ 0.3 ms at c=1"
+    );
+    drop(mitm);
+    drop(proxy);
+    drop(agent);
+}

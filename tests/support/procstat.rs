@@ -1,0 +1,95 @@
+//! CPU time and memory of a process and its descendants, from `/proc` (benchmarks compare
+//! proxies by CPU per request; machine-wide `/proc/stat` under-counts on shared VMs).
+
+use std::time::Duration;
+
+/// Kernel clock ticks per second (`getconf CLK_TCK`; 100 on Linux when it cannot be asked).
+pub fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+/// The fields of `/proc/PID/stat` after the command name (field 3 onwards).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself contain spaces or parentheses.
+    let (_, rest) = text.rsplit_once(") ")?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// `pid` and every live descendant of it.
+pub fn tree(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(|p| Some((p, stat_fields(p)?.get(1)?.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    out
+}
+
+/// User + system CPU time used so far by `pid` and its live descendants.
+pub fn cpu_time(pid: u32) -> Duration {
+    let ticks: u64 = tree(pid)
+        .into_iter()
+        .filter_map(|p| {
+            let f = stat_fields(p)?;
+            // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    let tck = clock_ticks();
+    Duration::from_secs(ticks / tck)
+        + Duration::from_secs(ticks % tck) / u32::try_from(tck).unwrap_or(100)
+}
+
+/// Resident memory of `pid` and its live descendants, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    tree(pid)
+        .into_iter()
+        .filter_map(|p| {
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn own_process_has_cpu_and_memory() {
+        let me = std::process::id();
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {}
+        assert!(super::cpu_time(me) > std::time::Duration::ZERO);
+        assert!(super::rss_kib(me) > 0);
+        assert_eq!(super::tree(me)[0], me);
+    }
+}
