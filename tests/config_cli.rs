@@ -53,6 +53,13 @@ fn missing_config_file_is_named() {
 
 #[test]
 fn status_without_an_agent_says_so() {
-    let e = config_error("[admin]\nlisten = \"127.0.0.1:1\"\n", &["status"]);
+    let dir = tempfile::tempdir().unwrap();
+    let e = config_error(
+        &format!(
+            "state_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:1\"\n",
+            dir.path().display()
+        ),
+        &["status"],
+    );
     assert!(e.contains("llmtrace run"), "{e}");
 }

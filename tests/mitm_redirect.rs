@@ -1,6 +1,6 @@
 //! curl over HTTP/1.1 and HTTP/2 through the real eBPF redirect and TLS interception gets the
 //! same status and body as directly from the provider, and sees the llmtrace certificate only
-//! for intercepted names.
+//! for names configured for interception.
 
 use std::process::Command;
 
@@ -12,8 +12,19 @@ use testkit::{
 
 const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}"#;
 
-/// (status, body, issuer of the certificate curl saw).
 fn curl(
+    cmd: &mut Command,
+    version: &str,
+    port: u16,
+    cacert: &std::path::Path,
+) -> (String, String, String) {
+    curl_to("api.openai.com", cmd, version, port, cacert)
+}
+
+/// (status, body, issuer of the certificate curl saw).
+fn curl_to(
+    host: &str,
+
     cmd: &mut Command,
     version: &str,
     port: u16,
@@ -29,7 +40,7 @@ fn curl(
             "\n%{http_code} %{http_version}",
             "-v",
         ])
-        .args(["--resolve", &format!("api.openai.com:{port}:127.0.0.2")])
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.2")])
         .arg("--cacert")
         .arg(cacert)
         .args([
@@ -39,7 +50,7 @@ fn curl(
             "authorization: Bearer sk-test-0000",
         ])
         .args(["--data", BODY])
-        .arg(format!("https://api.openai.com:{port}/v1/chat/completions"))
+        .arg(format!("https://{host}:{port}/v1/chat/completions"))
         .output()
         .expect("run curl");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -91,8 +102,22 @@ fn curl_h1_and_h2_through_the_agent_match_direct() {
             through.2
         );
     }
+    // A name that is not configured for interception, at the same redirected address: relayed
+    // untouched, so curl sees the provider's own certificate.
+    let spliced = curl_to(
+        "api.anthropic.com",
+        &mut command_in(Some(&cg), "/usr/bin/curl"),
+        "--http1.1",
+        port,
+        &fake.ca_pem_path,
+    );
+    assert!(
+        spliced.2.contains("fake provider"),
+        "spliced issuer: {}",
+        spliced.2
+    );
     let received = fake.received();
-    assert_eq!(received.len(), 4);
+    assert_eq!(received.len(), 5);
     // The provider receives the app's request body unchanged.
     assert!(received.iter().all(|r| r.body == BODY.as_bytes()));
 }

@@ -340,3 +340,23 @@ fn connections_from_another_network_namespace_are_left_alone() {
     assert_eq!(agent.metric("llmtrace_redirected_connections_total", ""), 0);
     assert_eq!(fake.accepted(), 0);
 }
+
+#[test]
+fn traces_and_process_details_are_only_on_the_owner_only_socket() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cg = TestCgroup::new("admin");
+    let fake = EchoServer::start("127.0.0.2:0");
+    let agent = agent_for(&cg, fake.addr.port(), &["127.0.0.2"], "");
+    let mode = std::fs::metadata(agent.admin_socket())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "admin socket mode {mode:o}");
+    for path in ["/status", "/tail"] {
+        let (code, _) = testkit::agent::http_get(agent.admin, path).expect("admin TCP reachable");
+        assert_eq!(code, 404, "{path} must not be served on TCP");
+    }
+    let (code, _) = testkit::agent::http_get(agent.admin, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(agent.status()["kernel"]["cgroup"].is_string());
+}

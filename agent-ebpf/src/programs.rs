@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::{
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
-        BPF_TCP_CLOSE, bpf_sock_addr,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE, bpf_sock_addr,
     },
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
@@ -152,9 +152,13 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Resul
         connect_ns: now,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    // Without a record the agent could not find the original destination: go direct instead.
+    // Without a record the agent could not find the original destination: go direct instead,
+    // unless the operator chose to refuse what cannot be inspected.
     if CONN_BY_COOKIE.insert(&cookie, &record, 0).is_err() {
         bump(Stat::RecordFailed);
+        if cfg.fail_closed != 0 {
+            return Err(DENY);
+        }
         return Ok(Verdict::Pass);
     }
     bump(Stat::Redirected);
@@ -178,11 +182,22 @@ fn socket_mark(sa: *mut bpf_sock_addr) -> u32 {
 #[sock_ops]
 pub fn llt_sock_ops(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
+        BPF_SOCK_OPS_TCP_CONNECT_CB => on_connect(&ctx),
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => on_established(&ctx),
         BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => on_close(&ctx),
         _ => {}
     }
     1
+}
+
+/// Asks for state callbacks on redirected sockets as soon as the SYN goes out, so a connect
+/// that is refused or times out (and never reaches ESTABLISHED) still deletes its record.
+fn on_connect(ctx: &SockOpsContext) {
+    // SAFETY: the sock_ops context is valid for the invocation.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+    if CONN_BY_COOKIE.get_ptr(&cookie).is_some() {
+        let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+    }
 }
 
 /// Re-keys a redirected socket's record by its local endpoint, which the agent sees as peer.
@@ -194,13 +209,13 @@ fn on_established(ctx: &SockOpsContext) {
     };
     // SAFETY: the pointer came from a successful lookup; the value is copied out at once.
     let record = unsafe { *record };
+    // State callbacks on this socket only, to delete both records when it closes (set again
+    // here in case the connect callback could not).
+    let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
     let key = addr::client_key(ctx.ops);
     if CONN_BY_CLIENT.insert(&key, &record, 0).is_err() {
         bump(Stat::RecordFailed);
-        return;
     }
-    // Ask for state callbacks on this socket only, to delete both records when it closes.
-    let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
 }
 
 fn on_close(ctx: &SockOpsContext) {

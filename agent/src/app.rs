@@ -48,16 +48,21 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     // Listeners first: the hook must never point at a closed port.
     let (listeners, listen_ipv6) = bind_listeners(&config.intercept)?;
     let admin_listener = admin::server::bind(config.admin.listen).await?;
+    let admin_socket = admin::server::bind_private(&config.admin_socket())?;
     // The CA and trust store before the hook: a broken CA must not redirect anything.
     let shutdown = CancellationToken::new();
     let built = build::from_config(&config, &providers, &mut registry, &metrics, &shutdown)?;
+    // Everything else that can fail also comes before the hook: a fail-closed hook attached by
+    // an agent that then exits with an error would refuse provider traffic until fixed.
+    let resolver = SystemResolver::new(&config.dns.nameservers).map_err(anyhow::Error::msg)?;
+    let sink_metrics = SinkMetrics::register(&mut registry);
+    let (sink, sink_task) = Sink::start(&config.sink, &config.state_dir, sink_metrics)?;
     let kernel = attach_kernel(&config.intercept, &cgroup, listen_ipv6)?;
     registry.register_collector(Box::new(kernel.stats.clone()));
 
     let tasks = TaskTracker::new();
     let heartbeat = spawn_heartbeat(&kernel, &config, &shutdown);
 
-    let resolver = SystemResolver::new(&config.dns.nameservers).map_err(anyhow::Error::msg)?;
     let dns_task = tokio::spawn(dns::run(
         table.clone(),
         kernel.providers.clone(),
@@ -66,8 +71,6 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         shutdown.clone(),
     ));
 
-    let sink_metrics = SinkMetrics::register(&mut registry);
-    let (sink, sink_task) = Sink::start(&config.sink, &config.state_dir, sink_metrics)?;
     let host = crate::trace::host_name().into();
     let records = tokio::spawn(build::records_to_sink(built.records, sink.clone(), host));
     let acceptor = Arc::new(listener::Acceptor {
@@ -97,14 +100,20 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         built.recent,
         listen_names.clone(),
     );
+    let admin_state = admin::server::AdminState {
+        registry: Arc::new(registry),
+        status,
+        ready: ready.clone(),
+        sink: sink.clone(),
+    };
+    let admin_private = tokio::spawn(admin::server::serve_private(
+        admin_socket,
+        admin_state.clone(),
+        shutdown.clone(),
+    ));
     let admin_task = tokio::spawn(admin::server::serve(
         admin_listener,
-        admin::server::AdminState {
-            registry: Arc::new(registry),
-            status,
-            ready: ready.clone(),
-            sink: sink.clone(),
-        },
+        admin_state,
         shutdown.clone(),
     ));
     ready.store(true, Ordering::Release);
@@ -118,6 +127,9 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
 
     wait_for_signal().await?;
     info!("shutting down: detaching the kernel hook, then draining connections");
+    // Detach while the listeners are still open: no new connection may be sent to a closed
+    // port; from here on they go direct.
+    kernel.detach();
     shutdown.cancel();
     let _ = heartbeat.await;
     let _ = dns_task.await;
@@ -125,11 +137,13 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         let _ = l.await;
     }
     drop(acceptor);
-    drain(kernel, tasks, records, config.proxy.drain_timeout_ms).await;
+    drain(tasks, records, config.proxy.drain_timeout_ms).await;
     // Every connection has ended, so every row is queued: flush them to the spool.
     sink.shutdown().await;
     let _ = sink_task.await;
     let _ = admin_task.await;
+    let _ = admin_private.await;
+    let _ = std::fs::remove_file(config.admin_socket());
     info!("stopped");
     Ok(())
 }
@@ -169,11 +183,10 @@ fn attach_kernel(
     })?)
 }
 
-/// Detaches the hook first, so new connections go direct while open ones finish; then waits
-/// for their last exchange records (the stream ends with the last connection).
-async fn drain(kernel: Kernel, tasks: TaskTracker, records: JoinHandle<()>, timeout_ms: u64) {
+/// Lets open connections finish (the hook is already detached, so new ones go direct), then
+/// waits for their last exchange records (the stream ends with the last connection).
+async fn drain(tasks: TaskTracker, records: JoinHandle<()>, timeout_ms: u64) {
     let timeout = Duration::from_millis(timeout_ms);
-    kernel.detach();
     tasks.close();
     if tokio::time::timeout(timeout, tasks.wait()).await.is_err() {
         warn!(

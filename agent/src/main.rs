@@ -76,7 +76,7 @@ fn run(cli: Cli) -> Result<()> {
             cli::ca::run(&cmd, &config.ca_dir(), &hosts, config.ca.name_constraints)
         }
         Command::Analyze(args) => cli::analyze::run(&args, &config.llm.analysis),
-        Command::Tail(args) => runtime.block_on(cli::tail::run(&args, config.admin.listen)),
+        Command::Tail(args) => runtime.block_on(cli::tail::run(&args, &config.admin_socket())),
         Command::Clickhouse(cmd) => runtime.block_on(cli::clickhouse::run(cmd, &config.sink)),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&config)?);
@@ -86,7 +86,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 async fn status(config: &config::Config, json: bool) -> Result<()> {
-    let body = client::get(config.admin.listen, "/status").await?;
+    let body = client::get(&config.admin_socket(), "/status").await?;
     if json {
         println!("{}", String::from_utf8_lossy(&body));
         return Ok(());

@@ -111,7 +111,8 @@ impl Agent {
 
     /// The `/status` report.
     pub fn status(&self) -> Value {
-        let (code, body) = http_get(self.admin, "/status").expect("admin reachable");
+        let (code, body) =
+            socket_get(&self.admin_socket(), "/status").expect("admin socket reachable");
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).expect("status JSON")
     }
@@ -163,6 +164,11 @@ impl Agent {
         &self.state_dir
     }
 
+    /// The owner-only admin socket serving `/status` and `/tail`.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.state_dir.join("admin.sock")
+    }
+
     /// The agent's root CA certificate (PEM), which clients must trust.
     pub fn ca_pem(&self) -> PathBuf {
         self.state_dir.join("ca/ca.pem")
@@ -170,9 +176,10 @@ impl Agent {
 
     /// Follows `/tail`: completed traces, as they happen, from now on.
     pub fn follow(&self) -> Follow {
-        let mut s = TcpStream::connect_timeout(&self.admin, Duration::from_secs(2)).expect("admin");
+        let mut s =
+            std::os::unix::net::UnixStream::connect(self.admin_socket()).expect("admin socket");
         // HTTP/1.0: the body is the rest of the stream, one JSON object per line.
-        write!(s, "GET /tail HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin).expect("request");
+        write!(s, "GET /tail HTTP/1.0\r\nHost: llmtrace\r\n\r\n").expect("request");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead as _;
@@ -232,6 +239,18 @@ impl Follow {
     pub fn next(&self, timeout: Duration) -> Option<Value> {
         self.rx.recv_timeout(timeout).ok()
     }
+}
+
+/// A plain HTTP/1.0 GET over the admin socket; `None` when it is not reachable.
+pub fn socket_get(socket: &std::path::Path, path: &str) -> Option<(u16, String)> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: llmtrace\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
 }
 
 /// A plain HTTP/1.0 GET; `None` when the endpoint is not reachable.

@@ -7,6 +7,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
 use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -54,40 +55,106 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     })
 }
 
-/// Serves until `shutdown`.
+/// Serves the public routes (`/metrics`, `/healthz`, `/readyz`) on TCP until `shutdown`.
 pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
     loop {
-        let (stream, _) = tokio::select! {
+        let stream = tokio::select! {
             () = shutdown.cancelled() => return,
             r = listener.accept() => match r {
-                Ok(pair) => pair,
+                Ok((stream, _)) => stream,
                 Err(e) => {
-                    warn!(error = %e, "admin accept failed");
+                    warn!(error = %e, "admin accept failed; retrying shortly");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
         };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(error = %e, "admin connection ended with an error");
-            }
-        });
+        tokio::spawn(serve_connection(stream, state.clone(), Access::Public));
     }
 }
 
-fn route(state: &AdminState, req: &Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+/// Serves every route, `/status` and `/tail` included, on the owner-only Unix socket.
+pub async fn serve_private(listener: UnixListener, state: AdminState, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    warn!(error = %e, "admin socket accept failed; retrying shortly");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(serve_connection(stream, state.clone(), Access::Private));
+    }
+}
+
+/// Binds the admin socket with mode 0600 (a stale socket from a dead agent is replaced).
+pub fn bind_private(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot bind the admin socket {}: {e}", path.display()),
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Which routes a listener serves: traces and process details only to the socket's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Public,
+    Private,
+}
+
+/// A slow or idle admin client cannot hold a connection open forever (except `/tail`, which
+/// streams by design).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+async fn serve_connection<S>(stream: S, state: AdminState, access: Access)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(route(&state, &req, access)) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        debug!(error = %e, "admin connection ended with an error");
+    }
+}
+
+fn route(
+    state: &AdminState,
+    req: &Request<Incoming>,
+    access: Access,
+) -> Response<BoxBody<Bytes, Infallible>> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
     }
-    match req.uri().path() {
+    let path = req.uri().path();
+    if access == Access::Public && matches!(path, "/status" | "/tail") {
+        // Traces hold prompts and responses; process details hold command lines.
+        return text(
+            StatusCode::NOT_FOUND,
+            "/status and /tail are served on the agent's admin socket only (llmtrace status, llmtrace tail)\n",
+        );
+    }
+    match path {
         "/metrics" => {
             let mut body = String::new();
             match prometheus_client::encoding::text::encode(&mut body, &state.registry) {

@@ -119,6 +119,18 @@ fn string_literals(b: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
+/// Known secret formats, compiled once for the stored-text safety net below.
+static SECRETS: std::sync::LazyLock<super::secrets::SecretDetector> =
+    std::sync::LazyLock::new(super::secrets::SecretDetector::default);
+
+/// `text` with every recognisable secret replaced by `[REDACTED:kind]`, whatever the policy and
+/// whether analysis is on: the last step before any text is stored or printed.
+pub fn mask_known_secrets(text: &str) -> String {
+    let mut findings = Vec::new();
+    SECRETS.scan(text, super::finding::Location::Request, &mut findings);
+    mask_findings(text, &findings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

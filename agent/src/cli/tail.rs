@@ -18,8 +18,8 @@ pub struct TailArgs {
     pub count: Option<usize>,
 }
 
-/// Follows `/tail` on the admin endpoint at `admin` until interrupted (or `--count` traces).
-pub async fn run(args: &TailArgs, admin: std::net::SocketAddr) -> anyhow::Result<()> {
+/// Follows `/tail` on the admin socket `admin` until interrupted (or `--count` traces).
+pub async fn run(args: &TailArgs, admin: &std::path::Path) -> anyhow::Result<()> {
     let mut seen = 0usize;
     let mut out = std::io::stdout().lock();
     client::stream_lines(admin, "/tail", |line| {

@@ -65,6 +65,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The admin socket: `admin.socket`, else `state_dir/admin.sock`.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.admin
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("admin.sock"))
+    }
+
     /// Directory of the CA: `ca.dir`, else `state_dir/ca`.
     pub fn ca_dir(&self) -> PathBuf {
         self.ca
@@ -220,8 +228,12 @@ impl Default for UpstreamConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Address of the admin HTTP server (`/metrics`, `/healthz`, `/readyz`, `/status`).
+    /// Address of the admin HTTP server for `/metrics`, `/healthz` and `/readyz`.
     pub listen: SocketAddr,
+    /// Unix socket (mode 0600) serving everything, `/status` and `/tail` included: traces hold
+    /// prompts and responses, so only the agent's user may read them. Default:
+    /// `state_dir/admin.sock`.
+    pub socket: Option<PathBuf>,
     /// How many recent connections `/status` (and `llmtrace status`) shows.
     pub recent_connections: usize,
 }
@@ -230,6 +242,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9464)),
+            socket: None,
             recent_connections: 256,
         }
     }

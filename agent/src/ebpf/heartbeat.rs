@@ -25,9 +25,4 @@ impl Heartbeat {
     pub fn beat(&mut self) -> Result<(), aya::maps::MapError> {
         self.map.set(0, monotonic_ns(), 0)
     }
-
-    /// Marks the agent down at once (used on shutdown before draining).
-    pub fn stop(&mut self) -> Result<(), aya::maps::MapError> {
-        self.map.set(0, 0, 0)
-    }
 }

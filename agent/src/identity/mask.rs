@@ -6,26 +6,27 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::analysis::{finding::Location, redact::mask_findings, secrets::SecretDetector};
-
-/// Known key formats (provider keys, cloud keys, tokens, JWTs, private keys…).
-static SECRETS: LazyLock<SecretDetector> = LazyLock::new(SecretDetector::default);
+use crate::analysis::redact::mask_known_secrets;
 
 /// Values of credential-carrying options and headers, whatever their format.
 static CREDENTIAL_ARGS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)(authorization:\s*(?:bearer|basic|token)?\s*|bearer\s+|x-api-key:\s*|api-key:\s*|x-goog-api-key:\s*|--?(?:api[-_]?key|token|password|passwd|secret)[=\s]+|(?:api[-_]?key|token|password|passwd|secret)=)([^\s'\x22]+)",
+        r"(?i)(authorization:\s*(?:bearer|basic|token)?\s*|bearer\s+|x-api-key:\s*|api-key:\s*|x-goog-api-key:\s*|(?:^|\s)(?:-u|--user)[=\s]+|--?[\w-]*(?:key|token|password|passwd|secret)[=\s]+|(?:api[-_]?key|token|password|passwd|secret)=)([^\s'\x22]+)",
     )
     .expect("credential pattern compiles")
 });
 
+/// Passwords in URLs (`scheme://user:password@host`).
+static URL_USERINFO: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(://[^/\s:@]+:)([^@\s/]+)(@)").expect("userinfo pattern compiles")
+});
+
 /// `cmdline` with every credential replaced by `[REDACTED]`.
 pub fn mask_cmdline(cmdline: &str) -> String {
-    let mut findings = Vec::new();
-    SECRETS.scan(cmdline, Location::Request, &mut findings);
-    let known = mask_findings(cmdline, &findings);
-    CREDENTIAL_ARGS
-        .replace_all(&known, "${1}[REDACTED]")
+    let known = mask_known_secrets(cmdline);
+    let args = CREDENTIAL_ARGS.replace_all(&known, "${1}[REDACTED]");
+    URL_USERINFO
+        .replace_all(&args, "${1}[REDACTED]${3}")
         .into_owned()
 }
 
@@ -54,6 +55,10 @@ mod tests {
                 "AKIAIOSFODNN7EXAMPLE",
             ),
             ("curl -H 'x-api-key: sk-ant-xyz' url", "sk-ant-xyz"),
+            ("curl -u alice:hunter2 https://api.openai.com", "hunter2"),
+            ("curl https://alice:hunter2@api.openai.com/v1", "hunter2"),
+            ("psql postgres://u:hunter2@db/app", "hunter2"),
+            ("agent --openai-key hunter2", "hunter2"),
         ];
         for (line, secret) in cases {
             let masked = mask_cmdline(line);

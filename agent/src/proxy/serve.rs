@@ -38,6 +38,9 @@ where
     if conn.alpn == Alpn::H2 {
         let connection = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            // Each LLM request may be held for inspection (bounded per request): bound how many
+            // one connection can have in flight.
+            .max_concurrent_streams(100)
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .serve_connection(io, service);
         let graceful = http2::Connection::graceful_shutdown;

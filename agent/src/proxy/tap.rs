@@ -185,10 +185,23 @@ struct Buffered {
     trailers: Option<HeaderMap>,
 }
 
+/// How long inspection waits for the rest of a request body. A client that stalls mid-body
+/// does not hold the buffer: what arrived is forwarded unanalysed (like a body over the bound)
+/// and the rest streams through as it comes.
+const INSPECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn buffer(mut body: Incoming, bound: usize) -> Result<Buffered, ProxyError> {
     let mut data = BytesMut::new();
+    let deadline = tokio::time::Instant::now() + INSPECT_WAIT;
     while data.len() <= bound {
-        let Some(frame) = body.frame().await else {
+        let Ok(next) = tokio::time::timeout_at(deadline, body.frame()).await else {
+            return Ok(Buffered {
+                data,
+                rest: Some(body),
+                trailers: None,
+            });
+        };
+        let Some(frame) = next else {
             return Ok(Buffered {
                 data,
                 rest: None,

@@ -3,7 +3,7 @@
 //! never stored; the API key only as its keyed fingerprint.
 
 use crate::{
-    analysis::{Finding, Location, Severity},
+    analysis::{Finding, Location, Severity, redact::mask_known_secrets},
     llm::ExchangeAnalysis,
     sink::{TraceRow, row},
 };
@@ -91,16 +91,14 @@ fn location(l: Location) -> &'static str {
     }
 }
 
-/// `text` cut to [`MAX_STORED_TEXT`] on a character boundary, and how many bytes were cut.
+/// `text` cut to [`MAX_STORED_TEXT`] on a character boundary, with known secrets masked (also
+/// when analysis is off or did not reach this far into the text), and how many bytes were cut.
 fn bounded(text: &str) -> (String, u64) {
-    if text.len() <= MAX_STORED_TEXT {
-        return (text.to_owned(), 0);
-    }
-    let mut end = MAX_STORED_TEXT;
+    let mut end = text.len().min(MAX_STORED_TEXT);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    (text[..end].to_owned(), (text.len() - end) as u64)
+    (mask_known_secrets(&text[..end]), (text.len() - end) as u64)
 }
 
 #[cfg(test)]
@@ -134,5 +132,24 @@ mod tests {
         assert_eq!(row.request_dropped_bytes, MAX_STORED_TEXT as u64);
         assert!(!row.capture_complete);
         assert_eq!(row.action, "flag");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_stored_text_even_without_analysis() {
+        // As when `[llm.analysis] enabled = false`: texts arrive unmasked, without findings.
+        let a = ExchangeAnalysis {
+            prompt: "user: my key is AKIAIOSFODNN7EXAMPLE".into(),
+            response_text: "echo AKIAIOSFODNN7EXAMPLE".into(),
+            ..ExchangeAnalysis::default()
+        };
+        let mut row = TraceRow::new(Uuid::nil(), 0, 0);
+        fill_analysis(&mut row, &a, "openai", 0);
+        let json = serde_json::to_string(&row).unwrap();
+        assert!(!json.contains("AKIAIOSFODNN7EXAMPLE"), "{json}");
+        assert!(
+            row.request_body.contains("[REDACTED:"),
+            "{}",
+            row.request_body
+        );
     }
 }
