@@ -106,16 +106,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         ready: ready.clone(),
         sink: sink.clone(),
     };
-    let admin_private = tokio::spawn(admin::server::serve_private(
-        admin_socket,
-        admin_state.clone(),
-        shutdown.clone(),
-    ));
-    let admin_task = tokio::spawn(admin::server::serve(
-        admin_listener,
-        admin_state,
-        shutdown.clone(),
-    ));
+    let admin_tasks = spawn_admin(admin_listener, admin_socket, admin_state, &shutdown);
     ready.store(true, Ordering::Release);
     info!(
         cgroup = %cgroup.display(),
@@ -141,8 +132,9 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     // Every connection has ended, so every row is queued: flush them to the spool.
     sink.shutdown().await;
     let _ = sink_task.await;
-    let _ = admin_task.await;
-    let _ = admin_private.await;
+    for t in admin_tasks {
+        let _ = t.await;
+    }
     let _ = std::fs::remove_file(config.admin_socket());
     info!("stopped");
     Ok(())
@@ -200,6 +192,23 @@ async fn drain(tasks: TaskTracker, records: JoinHandle<()>, timeout_ms: u64) {
     {
         warn!("exchange records still pending after the drain; dropping them");
     }
+}
+
+/// The public admin listener (metrics, health) and the owner-only socket (everything).
+fn spawn_admin(
+    tcp: TcpListener,
+    socket: tokio::net::UnixListener,
+    state: admin::server::AdminState,
+    shutdown: &CancellationToken,
+) -> [JoinHandle<()>; 2] {
+    [
+        tokio::spawn(admin::server::serve_private(
+            socket,
+            state.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(admin::server::serve(tcp, state, shutdown.clone())),
+    ]
 }
 
 fn spawn_heartbeat(
