@@ -3,7 +3,6 @@
 
 mod fidelity;
 mod llm;
-mod perf;
 mod protocol;
 mod robustness;
 mod routing;
