@@ -1,9 +1,7 @@
 //! `cargo xtask bench …`: benchmarks that print their figures side by side. They are bounded
 //! in count and time and only target loopback.
 
-use std::fs;
-
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::ValueEnum;
 
 use crate::cmd;
@@ -41,33 +39,5 @@ pub fn run(which: Which) -> Result<()> {
 /// `.venv/bench`: the proxy benchmark's Python peers (mitmproxy), apart from the test venv
 /// because their pins clash with the SDKs' (h11), and only paid for by this benchmark.
 fn bench_venv() -> Result<()> {
-    let root = crate::root();
-    let venv = root.join(".venv/bench");
-    let reqs_path = root.join("tests/bench-requirements.txt");
-    let reqs = fs::read_to_string(&reqs_path).context("tests/bench-requirements.txt")?;
-    let stamp = venv.join(".llmtrace-requirements");
-    let python = venv.join("bin/python");
-    if python.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == reqs) {
-        return Ok(());
-    }
-    if !python.exists() {
-        cmd::run(
-            "python3",
-            &["-m", "venv", venv.to_str().context("venv path")?],
-        )?;
-    }
-    cmd::run(
-        python.to_str().context("venv path")?,
-        &[
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-            reqs_path.to_str().context("path")?,
-        ],
-    )?;
-    fs::write(&stamp, reqs)?;
-    Ok(())
+    crate::setup::venv(".venv/bench", "tests/bench-requirements.txt")
 }

@@ -164,12 +164,18 @@ fn apt_packages() -> Result<()> {
     cmd::status(&mut install)
 }
 
-/// The venv and the stamp recording which requirements it was built from.
+/// The test venv (`.venv`) with the SDKs the end-to-end tests drive.
 fn python_venv() -> Result<()> {
+    venv(".venv", "tests/requirements.txt")
+}
+
+/// A venv at `dir` (relative to the workspace) holding `requirements`, with a stamp recording
+/// which requirements it was built from, so an unchanged venv costs nothing.
+pub fn venv(dir: &str, requirements: &str) -> Result<()> {
     let root = crate::root();
-    let venv = root.join(".venv");
-    let reqs_path = root.join("tests/requirements.txt");
-    let reqs = fs::read_to_string(&reqs_path).context("tests/requirements.txt")?;
+    let venv = root.join(dir);
+    let reqs_path = root.join(requirements);
+    let reqs = fs::read_to_string(&reqs_path).with_context(|| requirements.to_owned())?;
     let stamp = venv.join(".llmtrace-requirements");
     let python = venv.join("bin/python");
     if python.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == reqs) {
