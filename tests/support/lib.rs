@@ -20,18 +20,25 @@ pub mod proxy_peers;
 pub mod tee;
 pub mod wrk;
 
-/// Path of a binary built by this workspace next to the test binaries (same profile dir).
+/// Path of a binary built by this workspace: in `LLMTRACE_BIN_DIR` when set (`cargo xtask test`
+/// points it at the release build it shares with `run` and `bench`), else next to the test
+/// binaries (same profile dir).
 pub fn workspace_bin(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("target dir");
+    let dir = std::env::var_os("LLMTRACE_BIN_DIR").map_or_else(
+        || {
+            let exe = std::env::current_exe().expect("current exe");
+            // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+            exe.parent()
+                .and_then(std::path::Path::parent)
+                .expect("target dir")
+                .to_path_buf()
+        },
+        std::path::PathBuf::from,
+    );
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the workspace first (`cargo build --workspace`, done by `cargo xtask test`)",
+        "{} is missing: build the workspace first (`cargo build --workspace --bins`; `cargo xtask test` builds it)",
         path.display()
     );
     path

@@ -20,7 +20,7 @@ pub enum Which {
 }
 
 pub fn run(which: Which) -> Result<()> {
-    cmd::cargo(&["build", "--release", "--workspace", "--bins"])?;
+    cmd::build_release()?;
     let name = match which {
         Which::Ebpf => "ebpf",
         Which::Sink => "sink",

@@ -35,6 +35,17 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     status(&mut c)
 }
 
+/// The one release build of every workspace binary (the agent, the test kit's helpers) that
+/// `run`, `test` and `bench` share, so none of them rebuilds what another just built.
+pub fn build_release() -> Result<()> {
+    cargo(&["build", "--release", "--workspace", "--bins"])
+}
+
+/// Where [`build_release`] leaves the binaries.
+pub fn release_dir() -> std::path::PathBuf {
+    crate::root().join("target/release")
+}
+
 /// Whether `program args…` succeeds, quietly.
 pub fn succeeds(program: &str, args: &[&str]) -> bool {
     Command::new(program)

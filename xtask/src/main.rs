@@ -65,11 +65,11 @@ fn root() -> PathBuf {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
-        Task::Build => cmd::cargo(&["build", "--release", "-p", "llmtrace-agent"]),
+        Task::Build => cmd::build_release(),
         Task::Run { args } => {
             setup::run()?;
-            cmd::cargo(&["build", "--release", "-p", "llmtrace-agent"])?;
-            let bin = root().join("target/release/llmtrace");
+            cmd::build_release()?;
+            let bin = cmd::release_dir().join("llmtrace");
             let mut full = vec!["run".to_owned()];
             full.extend(args);
             cmd::exec_as_root(&bin, &full)
