@@ -57,3 +57,22 @@ pub fn wait_for<T>(timeout: std::time::Duration, mut f: impl FnMut() -> Option<T
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// First line of a privileged test: without root (eBPF programs, cgroups, network namespaces)
+/// the test says why and returns instead of failing half-way through its setup.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!(
+                "skipped: this test attaches eBPF programs and creates cgroups or network namespaces, which needs root (run the suite with `sudo -E cargo xtask test`)"
+            );
+            return;
+        }
+    };
+}
