@@ -101,6 +101,10 @@ def upgrade(sess, work, columns):
         "CSV",
     ).bytes().decode().strip().replace('"', "")
     print(f"upgrade_old_row={old}")
+    indexes = sess.query(
+        "SELECT name FROM system.data_skipping_indices WHERE database = 'llmtrace_v1' AND table = 'traces'", "CSV"
+    ).bytes().decode().replace('"', "").split()
+    print(f"upgrade_indexes={sorted(indexes)}")
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ async fn every_column_round_trips() {
         "SELECT exchange_seq, upstream_alpn, request_id, finish_reason, max_tokens, temperature, \
          usage_estimated, analysis_truncated, first_body_byte_ms, inter_chunk_p50_ms, inter_chunk_max_ms, \
          response_chunks, container_runtime, k8s_pod_uid, k8s_namespace, k8s_pod, k8s_container, \
-         k8s_workload_kind, k8s_workload, node, netns, agent_version, cluster \
+         k8s_workload_kind, k8s_workload, node, netns, agent_version, cluster, tools_offered, parse_errors \
          FROM {TABLE} WHERE connection_id = 1 FORMAT TSV"
     ));
     assert_eq!(
@@ -116,7 +116,7 @@ async fn every_column_round_trips() {
         format!(
             "2\th2\treq_00000001\tstop\t1024\t0.2\t0\t0\t340.5\t12.25\t180\t57\tcontainerd\t\
              0d6a2f7e-91c4-4b2d-8a3e-5c1b9d7f2e40\tteam-search\tagent-app-6f9c7d-x2k4p\tapp\tDeployment\t\
-             agent-app\tnode-7\t4026532201\t{}\tprod-eu",
+             agent-app\tnode-7\t4026532201\t{}\tprod-eu\t['search_tickets','run_shell']\t0",
             env!("CARGO_PKG_VERSION")
         )
     );
@@ -371,7 +371,7 @@ async fn migrate_upgrades_a_table_of_the_previous_schema() {
     );
     assert_eq!(
         migrate::migrate(&client, ch_cfg, timeout).await.unwrap(),
-        [2]
+        [2, 3]
     );
     migrate::check_columns(&client, ch_cfg, timeout)
         .await
@@ -543,4 +543,5 @@ async fn chdb_accepts_the_production_ddl_and_the_exact_bytes_sent() {
         "{report}"
     );
     assert!(report.contains("upgrade_missing=[]"), "{report}");
+    assert!(report.contains("'idx_k8s_pod_uid'"), "{report}");
 }

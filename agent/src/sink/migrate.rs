@@ -159,7 +159,18 @@ pub const MIGRATIONS: &[Migration] = &[
             "netns",
             "agent_version",
             "cluster",
+            "tools_offered",
+            "parse_errors",
         ]),
+    },
+    Migration {
+        version: 3,
+        name: "k8s_pod_uid_index",
+        change: Change::Files {
+            modern: ddl!("modern", "0003_k8s_pod_uid_index.sql"),
+            cluster: ddl!("cluster", "0003_k8s_pod_uid_index.sql"),
+            legacy: ddl!("legacy-18.16", "0003_k8s_pod_uid_index.sql"),
+        },
     },
 ];
 

@@ -219,6 +219,10 @@ trace_row! {
         agent_version: String => "LowCardinality(String)",
         /// Fleet label from `[sink] cluster_label`; empty when not set.
         cluster: String => "LowCardinality(String)",
+        /// Names of the tools the request offered the model.
+        tools_offered: Vec<String> => "Array(LowCardinality(String))",
+        /// Stream events or documents the analysis could not parse.
+        parse_errors: u32 => "UInt32",
     }
 }
 

@@ -106,5 +106,7 @@ pub fn sample_row(n: u64) -> TraceRow {
     row.netns = 4_026_532_201;
     row.agent_version = env!("CARGO_PKG_VERSION").into();
     row.cluster = "prod-eu".into();
+    row.tools_offered = vec!["search_tickets".into(), "run_shell".into()];
+    row.parse_errors = u32::from(n.is_multiple_of(4));
     row
 }

@@ -36,6 +36,8 @@ pub fn fill_analysis(
     fill_timing(row, a);
     row.usage_estimated = a.usage_estimated;
     row.analysis_truncated = a.analysis_truncated;
+    row.tools_offered.clone_from(&a.tools);
+    row.parse_errors = a.parse_errors;
     for (kind, count) in &a.tokens {
         row.push_tokens(*kind, *count);
     }
@@ -147,6 +149,8 @@ mod tests {
             finish_reason: Some("length".into()),
             request_id: Some("req_123".into()),
             analysis_truncated: true,
+            tools: vec!["get_weather".into()],
+            parse_errors: 2,
             action: "flag",
             ..ExchangeAnalysis::default()
         };
@@ -175,6 +179,10 @@ mod tests {
             (Some(120.0), Some(80.5), Some(11.0), Some(250.0), 42)
         );
         assert!(row.usage_estimated && row.analysis_truncated);
+        assert_eq!(
+            (row.tools_offered.as_slice(), row.parse_errors),
+            (&["get_weather".to_owned()][..], 2)
+        );
         let known = ExchangeAnalysis {
             provider: Provider::Anthropic,
             ..ExchangeAnalysis::default()
