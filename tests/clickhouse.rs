@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use llmtrace_agent::sink::config::{Compression, SpoolConfig};
+use llmtrace_agent::sink::config::{ClickHouseConfig, Compression, SpoolConfig};
 use llmtrace_agent::sink::metrics::DropReason;
 use llmtrace_agent::sink::rowbinary::{self, COLUMNS};
 use llmtrace_agent::sink::sample::sample_row;
@@ -103,6 +103,23 @@ async fn every_column_round_trips() {
     assert_eq!(text, expected);
     let sparse = ch.query_text(&format!("SELECT status, cost_usd, error, IPv6NumToString(dst_addr) FROM {TABLE} WHERE connection_id = 2 FORMAT TSV"));
     assert_eq!(sparse, "\\N\t\\N\t\\N\tfd00::1");
+    // The analysis, identity and fleet columns, as the server reads them.
+    let added = ch.query_text(&format!(
+        "SELECT exchange_seq, upstream_alpn, request_id, finish_reason, max_tokens, temperature, \
+         usage_estimated, analysis_truncated, first_body_byte_ms, inter_chunk_p50_ms, inter_chunk_max_ms, \
+         response_chunks, container_runtime, k8s_pod_uid, k8s_namespace, k8s_pod, k8s_container, \
+         k8s_workload_kind, k8s_workload, node, netns, agent_version, cluster, tools_offered, parse_errors \
+         FROM {TABLE} WHERE connection_id = 1 FORMAT TSV"
+    ));
+    assert_eq!(
+        added,
+        format!(
+            "2\th2\treq_00000001\tstop\t1024\t0.2\t0\t0\t340.5\t12.25\t180\t57\tcontainerd\t\
+             0d6a2f7e-91c4-4b2d-8a3e-5c1b9d7f2e40\tteam-search\tagent-app-6f9c7d-x2k4p\tapp\tDeployment\t\
+             agent-app\tnode-7\t4026532201\t{}\tprod-eu\t['search_tickets','run_shell']\t0",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
     stop(h, task).await;
 }
 
@@ -319,6 +336,106 @@ async fn invalid_rows_go_to_dead_letter_and_the_rest_flows() {
     );
 }
 
+/// A table of the previous schema (migration 1, as the agent before these columns made it)
+/// with one row the old agent wrote; the agent's migrate adds the columns, the old row reads
+/// with empty new columns (its pod UID through `k8s_pod_uid`), and full rows round-trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_upgrades_a_table_of_the_previous_schema() {
+    let ch = ClickHouseServer::start();
+    let cfg = config(&ch.url());
+    let ch_cfg = &cfg.clickhouse;
+    for m in [&migrate::BOOTSTRAP, &migrate::MIGRATIONS[0]] {
+        for stmt in migrate::statements(&migrate::render(m.sql(migrate::Flavor::Legacy), ch_cfg)) {
+            ch.query(&stmt);
+        }
+    }
+    ch.query("INSERT INTO llmtrace.schema_migrations (version, name) VALUES (1, 'create_traces')");
+    ch.query(&format!(
+        "INSERT INTO {TABLE} (trace_id, connection_id, start_time, end_time, host, container_id, pod_uid, model) \
+         VALUES ('61f0c404-5cb3-11e7-907b-a6006ad3dba0', 77, 1, 2, 'old-host', 'c0ffee', \
+         '0d6a2f7e-91c4-4b2d-8a3e-5c1b9d7f2e40', 'gpt-old')"
+    ));
+    let before: Vec<String> = ch
+        .query_text("SELECT name FROM system.columns WHERE database = 'llmtrace' AND table = 'traces' FORMAT TSV")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(!before.iter().any(|c| c == "k8s_pod_uid"));
+
+    let client = llmtrace_agent::sink::client::build(ch_cfg).unwrap();
+    let timeout = Duration::from_secs(30);
+    let missing = migrate::check_columns(&client, ch_cfg, timeout).await;
+    assert!(
+        matches!(missing, Err(migrate::MigrateError::MissingColumns { .. })),
+        "{missing:?}"
+    );
+    assert_eq!(
+        migrate::migrate(&client, ch_cfg, timeout).await.unwrap(),
+        [2, 3]
+    );
+    migrate::check_columns(&client, ch_cfg, timeout)
+        .await
+        .unwrap();
+    // Run again: nothing left to do.
+    assert!(
+        migrate::migrate(&client, ch_cfg, timeout)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let old = ch.query_text(&format!(
+        "SELECT toString(trace_id), host, container_id, model, k8s_pod_uid, container_runtime, node, netns, \
+         exchange_seq, usage_estimated, finish_reason, max_tokens FROM {TABLE} WHERE connection_id = 77 FORMAT TSV"
+    ));
+    assert_eq!(
+        old,
+        "61f0c404-5cb3-11e7-907b-a6006ad3dba0\told-host\tc0ffee\tgpt-old\t0d6a2f7e-91c4-4b2d-8a3e-5c1b9d7f2e40\t\t\t0\t0\t0\t\t\\N"
+    );
+
+    // New rows, every column, into the upgraded table.
+    let state = tempfile::tempdir().unwrap();
+    let (h, task) = Sink::start(&cfg, state.path(), SinkMetrics::default()).unwrap();
+    let rows = vec![row(1), sparse_row(2)];
+    for r in &rows {
+        assert!(h.record(r.clone()));
+    }
+    wait_until("2 rows shipped", Duration::from_mins(1), || {
+        h.metrics().rows_shipped.get() == 2
+    })
+    .await;
+    stop(h, task).await;
+    let bytes = ch.query(&format!(
+        "SELECT {} FROM {TABLE} WHERE connection_id != 77 ORDER BY connection_id FORMAT RowBinary",
+        column_list()
+    ));
+    assert_eq!(rowbinary::decode_all(&bytes).unwrap(), rows);
+}
+
+/// The modern DDL for chdb: the current schema (`ddl.sql`), the previous one in database
+/// `llmtrace_v1` (`ddl_v1.sql`) and the migrations after it (`upgrade.sql`).
+fn write_ddl(work: &Path, ch_cfg: &ClickHouseConfig) {
+    let ddl: String = std::iter::once(&migrate::BOOTSTRAP)
+        .chain(migrate::MIGRATIONS)
+        .map(|m| migrate::render(m.sql(migrate::Flavor::Modern), ch_cfg) + "\n")
+        .collect();
+    std::fs::write(work.join("ddl.sql"), ddl).unwrap();
+    // The previous schema (migration 1 only) in its own database, and the upgrade after it.
+    let mut old_cfg = ch_cfg.clone();
+    old_cfg.database = "llmtrace_v1".into();
+    let (first, rest) = migrate::MIGRATIONS.split_at(1);
+    let v1: String = [&migrate::BOOTSTRAP, &first[0]]
+        .iter()
+        .map(|m| migrate::render(m.sql(migrate::Flavor::Modern), &old_cfg) + "\n")
+        .collect();
+    let upgrade: String = rest
+        .iter()
+        .map(|m| migrate::render(m.sql(migrate::Flavor::Modern), &old_cfg) + "\n")
+        .collect();
+    std::fs::write(work.join("ddl_v1.sql"), v1).unwrap();
+    std::fs::write(work.join("upgrade.sql"), upgrade).unwrap();
+}
+
 fn python() -> PathBuf {
     let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     let path = std::env::var_os("LLMTRACE_PYTHON").map_or(default, PathBuf::from);
@@ -370,11 +487,7 @@ async fn chdb_accepts_the_production_ddl_and_the_exact_bytes_sent() {
     assert_eq!(rowbinary::decode_all(sent).unwrap(), rows);
 
     let work = tempfile::tempdir().unwrap();
-    let ddl: String = std::iter::once(&migrate::BOOTSTRAP)
-        .chain(migrate::MIGRATIONS)
-        .map(|m| migrate::render(m.sql(migrate::Flavor::Modern), &cfg.clickhouse) + "\n")
-        .collect();
-    std::fs::write(work.path().join("ddl.sql"), ddl).unwrap();
+    write_ddl(work.path(), &cfg.clickhouse);
     std::fs::write(work.path().join("batch.bin"), sent).unwrap();
     let out = Command::new(&python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("chdb_check.py"))
@@ -418,4 +531,17 @@ async fn chdb_accepts_the_production_ddl_and_the_exact_bytes_sent() {
     }
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("dedup_count=3"), "{report}");
+    for (r, t) in rows.iter().zip(&typed) {
+        assert_eq!(t["usage_estimated"], r.usage_estimated);
+        assert_eq!(t["container_runtime"], r.container_runtime.as_str());
+        assert_eq!(t["netns"].as_str().unwrap(), r.netns.to_string());
+        assert_eq!(t["k8s_pod_uid"], r.k8s_pod_uid);
+        assert_eq!(t["cluster"], r.cluster);
+    }
+    assert!(
+        report.contains("upgrade_old_row=gpt-old,0d6a2f7e-91c4-4b2d-8a3e-5c1b9d7f2e40,,0"),
+        "{report}"
+    );
+    assert!(report.contains("upgrade_missing=[]"), "{report}");
+    assert!(report.contains("'idx_k8s_pod_uid'"), "{report}");
 }

@@ -98,6 +98,24 @@ fn assert_trace(t: &Value, provider: &str, model: &str, usage: (u32, u32), pid: 
     assert_eq!(t["input_tokens"], usage.0, "{t}");
     assert_eq!(t["output_tokens"], usage.1, "{t}");
     assert!(t["exe"].as_str().unwrap_or("").contains("python"), "{t}");
+    // Connection, identity and fleet columns of the real data path.
+    assert!(t["exchange_seq"].as_u64() >= Some(1), "{t}");
+    assert!(
+        ["h2", "http/1.1"].contains(&t["upstream_alpn"].as_str().unwrap_or("")),
+        "{t}"
+    );
+    assert_eq!(t["request_id"], "req_fake_1", "{t}");
+    assert!(t["first_body_byte_ms"].as_f64().is_some(), "{t}");
+    assert_eq!(t["usage_estimated"], false, "{t}");
+    let netns = std::fs::metadata("/proc/self/ns/net").expect("own network namespace");
+    assert_eq!(
+        t["netns"].as_u64(),
+        Some(std::os::unix::fs::MetadataExt::ino(&netns)),
+        "the client runs in this test's network namespace: {t}"
+    );
+    assert_eq!(t["agent_version"], env!("CARGO_PKG_VERSION"), "{t}");
+    assert!(!t["node"].as_str().unwrap_or("").is_empty(), "{t}");
+    assert_eq!(t["container_runtime"], "", "{t}");
 }
 
 #[test]
@@ -151,6 +169,13 @@ fn openai_sdk_plain_streamed_and_tool_calls_are_traced_exactly() {
         }
         if mode == "stream" {
             assert!(t["ttft_ms"].as_f64().is_some(), "{t}");
+            assert!(t["response_chunks"].as_u64() > Some(1), "{t}");
+            assert!(t["inter_chunk_max_ms"].as_f64().is_some(), "{t}");
+        }
+        let finish = if tools { "tool_calls" } else { "stop" };
+        assert_eq!(t["finish_reason"], finish, "{t}");
+        if tools {
+            assert_eq!(t["tools_offered"][0], "get_weather", "{t}");
         }
     }
 }

@@ -71,8 +71,8 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         shutdown.clone(),
     ));
 
-    let host = crate::trace::host_name().into();
-    let records = tokio::spawn(build::records_to_sink(built.records, sink.clone(), host));
+    let fleet = Arc::new(crate::trace::Fleet::detect(&config.sink.cluster_label));
+    let records = tokio::spawn(build::records_to_sink(built.records, sink.clone(), fleet));
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
         handler: built.handler,

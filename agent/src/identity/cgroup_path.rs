@@ -1,16 +1,38 @@
-//! Container ids and Kubernetes pod UIDs from cgroup paths.
+//! Container ids, runtimes and Kubernetes pod UIDs from cgroup paths.
 //!
 //! Runtimes name cgroups differently: `docker-<64 hex>.scope`, `cri-containerd-<64 hex>.scope`,
-//! `crio-<64 hex>.scope`, or a bare `<64 hex>` directory (cgroupfs driver); kubelet puts pods
-//! under `kubepods[-<qos>]-pod<uid>.slice` (systemd driver, `_` instead of `-` in the uid) or
+//! `crio-<64 hex>.scope`, `libpod-<64 hex>.scope` (systemd driver), or a bare `<64 hex>`
+//! directory (cgroupfs driver, under `/docker/` for Docker); kubelet puts pods under
+//! `kubepods[-<qos>]-pod<uid>.slice` (systemd driver, `_` instead of `-` in the uid) or
 //! `kubepods/<qos>/pod<uid>` (cgroupfs driver).
+
+use super::ContainerRuntime;
 
 /// The innermost 64-hex-digit container id in `path`.
 pub fn container_id(path: &str) -> Option<String> {
-    path.rsplit('/').find_map(|segment| {
+    container(path).map(|(id, _)| id)
+}
+
+/// The innermost container id in `path` and the runtime its cgroup name reveals
+/// ([`ContainerRuntime::Unknown`] for a bare id outside `/docker/`).
+pub fn container(path: &str) -> Option<(String, ContainerRuntime)> {
+    let segments: Vec<&str> = path.split('/').collect();
+    segments.iter().enumerate().rev().find_map(|(i, segment)| {
         let s = segment.strip_suffix(".scope").unwrap_or(segment);
         let id = s.rsplit(['-', ':']).next().unwrap_or(s);
-        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let prefix = &s[..s.len() - id.len()];
+        let runtime = match prefix {
+            "docker-" => ContainerRuntime::Docker,
+            "cri-containerd-" => ContainerRuntime::Containerd,
+            "crio-" => ContainerRuntime::CriO,
+            "libpod-" => ContainerRuntime::Podman,
+            "" if i > 0 && segments[i - 1] == "docker" => ContainerRuntime::Docker,
+            _ => ContainerRuntime::Unknown,
+        };
+        Some((id.to_owned(), runtime))
     })
 }
 
@@ -40,19 +62,29 @@ mod tests {
     const ID: &str = "4f1c2a0e9b8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180716253443526170ab";
 
     #[test]
-    fn container_ids_of_common_runtimes() {
-        for path in [
-            format!("/system.slice/docker-{ID}.scope"),
-            format!("/kubepods.slice/kubepods-besteffort.slice/x/cri-containerd-{ID}.scope"),
-            format!("/kubepods/burstable/pod1/{ID}"),
-            format!("/machine.slice/libpod-conmon/crio-{ID}.scope"),
+    fn container_ids_and_runtimes_of_common_runtimes() {
+        use ContainerRuntime::{Containerd, CriO, Docker, Podman, Unknown};
+        for (path, runtime) in [
+            (format!("/system.slice/docker-{ID}.scope"), Docker),
+            (format!("/docker/{ID}"), Docker),
+            (
+                format!("/kubepods.slice/kubepods-besteffort.slice/x/cri-containerd-{ID}.scope"),
+                Containerd,
+            ),
+            (format!("/kubepods/burstable/pod1/{ID}"), Unknown),
+            (
+                format!("/machine.slice/libpod-conmon/crio-{ID}.scope"),
+                CriO,
+            ),
+            (
+                format!("/machine.slice/libpod-{ID}.scope/container"),
+                Podman,
+            ),
         ] {
+            assert_eq!(container(&path), Some((ID.to_owned(), runtime)), "{path}");
             assert_eq!(container_id(&path).as_deref(), Some(ID), "{path}");
         }
-        assert_eq!(
-            container_id("/user.slice/user-0.slice/session-1.scope"),
-            None
-        );
+        assert_eq!(container("/user.slice/user-0.slice/session-1.scope"), None);
     }
 
     #[test]

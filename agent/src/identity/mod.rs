@@ -1,15 +1,20 @@
-//! Who is behind a process id: executable, command line, container and Kubernetes pod.
+//! Who is behind a process id: executable, command line, network namespace, container and
+//! Kubernetes pod.
 //!
 //! Read from `/proc` at accept time, best effort: a process can exit between `connect()` and
 //! here, in which case the kernel-side facts (pid, uid, comm, cgroup id) still attribute it.
 
 mod cgroup_path;
+mod k8s;
 mod mask;
+mod runtime;
 
 use serde::{Deserialize, Serialize};
 
-pub use cgroup_path::{container_id, pod_uid};
+pub use cgroup_path::{container, container_id, pod_uid};
+pub use k8s::{NoPodDirectory, PodDirectory, PodMeta};
 pub use mask::mask_cmdline;
+pub use runtime::ContainerRuntime;
 
 /// Details of a process beyond what the kernel hook records.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,10 +25,19 @@ pub struct ProcessDetails {
     pub cmdline: Option<String>,
     /// cgroup v2 path of the process.
     pub cgroup: Option<String>,
-    /// Container id parsed from the cgroup path (docker, containerd, CRI-O).
+    /// Container id parsed from the cgroup path (docker, containerd, CRI-O, podman).
     pub container_id: Option<String>,
+    /// Container runtime named by the cgroup path.
+    #[serde(default)]
+    pub container_runtime: ContainerRuntime,
     /// Kubernetes pod UID parsed from the cgroup path.
     pub pod_uid: Option<String>,
+    /// Kubernetes names of the pod, when a [`PodDirectory`] knows them.
+    #[serde(default)]
+    pub pod: Option<PodMeta>,
+    /// Inode of the process's network namespace (`/proc/PID/ns/net`).
+    #[serde(default)]
+    pub netns: Option<u64>,
 }
 
 /// The command line is for display: keep rows bounded.
@@ -56,16 +70,30 @@ impl ProcessDetails {
         let cgroup = std::fs::read_to_string(dir.join("cgroup"))
             .ok()
             .and_then(|text| unified_path(&text));
-        let container_id = cgroup.as_deref().and_then(container_id);
+        let (container_id, container_runtime) = cgroup
+            .as_deref()
+            .and_then(container)
+            .map_or((None, ContainerRuntime::Unknown), |(id, rt)| (Some(id), rt));
         let pod_uid = cgroup.as_deref().and_then(pod_uid);
+        let netns = std::fs::read_link(dir.join("ns/net"))
+            .ok()
+            .and_then(|link| namespace_inode(&link.to_string_lossy()));
         Self {
             exe,
             cmdline,
             cgroup,
             container_id,
+            container_runtime,
             pod_uid,
+            pod: None,
+            netns,
         }
     }
+}
+
+/// The inode in a namespace link's target (`net:[4026531840]`).
+fn namespace_inode(target: &str) -> Option<u64> {
+    target.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
 }
 
 /// The cgroup v2 entry (`0::/path`) of `/proc/PID/cgroup`.
@@ -84,6 +112,15 @@ mod tests {
         let me = ProcessDetails::inspect(std::process::id());
         assert!(me.exe.is_some());
         assert!(me.cmdline.is_some());
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap();
+        assert_eq!(me.netns, Some(std::os::unix::fs::MetadataExt::ino(&own)));
+    }
+
+    #[test]
+    fn namespace_links_yield_their_inode() {
+        assert_eq!(namespace_inode("net:[4026531840]"), Some(4_026_531_840));
+        assert_eq!(namespace_inode("net:[x]"), None);
+        assert_eq!(namespace_inode("/proc/1/ns/net"), None);
     }
 
     #[test]

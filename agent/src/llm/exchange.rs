@@ -99,10 +99,8 @@ impl Exchange {
             &engine.fingerprint_key,
         );
         let out = ExchangeAnalysis {
-            provider: endpoint.provider.as_str(),
+            provider: endpoint.provider,
             api: endpoint.api.as_str(),
-            azure_deployment: endpoint.deployment.clone(),
-            api_version: endpoint.api_version.clone(),
             stream: endpoint.path_stream,
             ..ExchangeAnalysis::default()
         };

@@ -62,8 +62,9 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     out.tools = request.tools;
     out.prompt = request.prompt;
     out.request_truncated |= request.prompt_truncated;
+    let reasoning = std::mem::take(&mut info.reasoning);
     fill_response(&mut out, info);
-    let response_findings = scan_response(&engine, &mut out, &request_findings);
+    let response_findings = scan_response(&engine, &mut out, &request_findings, &reasoning);
     out.action = settle(
         &engine.config.analysis.policy,
         request_action,
@@ -86,7 +87,6 @@ fn fill_response(out: &mut ExchangeAnalysis, info: ResponseInfo) {
     out.usage = info.usage;
     out.tool_calls = info.tool_calls;
     out.response_text = info.text;
-    out.reasoning_text = info.reasoning;
     out.finish_reason = info.finish_reason;
     out.response_truncated |= info.text_truncated;
     out.parse_errors = info.parse_errors;
@@ -100,6 +100,7 @@ fn scan_response(
     engine: &super::engine::Engine,
     out: &mut ExchangeAnalysis,
     request: &[Finding],
+    reasoning_text: &str,
 ) -> Vec<Finding> {
     if !engine.config.analysis.enabled {
         return Vec::new();
@@ -121,11 +122,11 @@ fn scan_response(
         call.arguments = mask(&call.arguments, &scan.findings);
         findings.extend(scan.findings);
     }
+    // Reasoning is scanned for findings but not stored: its text is not kept.
     let mut reasoning = Vec::new();
     engine
         .analyzer
-        .scan_maskable(&out.reasoning_text, Location::Response, &mut reasoning);
-    out.reasoning_text = mask(&out.reasoning_text, &reasoning);
+        .scan_maskable(reasoning_text, Location::Response, &mut reasoning);
     findings.extend(reasoning);
     findings
 }

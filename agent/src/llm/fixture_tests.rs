@@ -92,7 +92,12 @@ fn semantic(mut a: ExchangeAnalysis) -> ExchangeAnalysis {
 fn check(case: &Case, e: &Expect) {
     let whole = run(case, &[case.response]);
     let a = &whole;
-    assert_eq!((a.provider, a.api), (e.provider, e.api), "{}", case.name);
+    assert_eq!(
+        (a.provider.as_str(), a.api),
+        (e.provider, e.api),
+        "{}",
+        case.name
+    );
     assert_eq!(a.model.as_deref(), e.model, "{}", case.name);
     assert_eq!(
         a.response_model.as_deref(),
@@ -465,10 +470,6 @@ fn anthropic_stream_with_thinking_and_tool_use() {
     );
     let a = run(&case, &[case.response]);
     assert_eq!(
-        a.reasoning_text,
-        "The user wants weather; I should call the tool."
-    );
-    assert_eq!(
         a.tool_calls[0].id.as_deref(),
         Some("toolu_01T1x1fJ34qAmk2tNTrN7Up6")
     );
@@ -600,7 +601,6 @@ fn azure_stream_with_filter_results_and_compatible_providers() {
         },
     );
     let a = run(&case, &[case.response]);
-    assert_eq!(a.api_version.as_deref(), Some("2024-10-21"));
     assert!(a.cost_usd.is_some(), "priced by the returned model");
     for (host, provider) in [
         ("api.groq.com", "groq"),
@@ -620,7 +620,7 @@ fn azure_stream_with_filter_results_and_compatible_providers() {
         };
         let a = run(&case, &[case.response]);
         assert_eq!(
-            (a.provider, a.response_text.as_str()),
+            (a.provider.as_str(), a.response_text.as_str()),
             (provider, "Hello! Checking now.")
         );
     }
@@ -661,7 +661,7 @@ fn unknown_path_on_provider_host_keeps_metadata() {
     ex.response_chunk(br#"{"object":"list","data":[{"id":"gpt-4o"}]}"#, t0);
     let a = ex.finish(t0);
     assert_eq!(
-        (a.provider, a.api, a.status),
+        (a.provider.as_str(), a.api, a.status),
         ("openai", "unknown", Some(200))
     );
     assert_eq!(a.cost_usd, None);

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::model::ToolCall;
+use super::provider::Provider;
 use super::usage::Usage;
 use crate::analysis::Finding;
 
@@ -14,14 +15,14 @@ use crate::analysis::Finding;
 #[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ExchangeAnalysis {
-    pub provider: &'static str,
+    /// `Unknown` when recognised only by the request's shape.
+    #[serde(serialize_with = "provider_name")]
+    pub provider: Provider,
     pub api: &'static str,
     /// Requested model (body, else Gemini path model, else Azure deployment).
     pub model: Option<String>,
     /// Model named in the response.
     pub response_model: Option<String>,
-    pub azure_deployment: Option<String>,
-    pub api_version: Option<String>,
     pub stream: bool,
     pub max_tokens: Option<u64>,
     pub temperature: Option<f64>,
@@ -49,7 +50,6 @@ pub struct ExchangeAnalysis {
     pub action: &'static str,
     pub prompt: String,
     pub response_text: String,
-    pub reasoning_text: String,
     pub finish_reason: Option<String>,
     /// Provider request id (response header), else the response/message id.
     pub request_id: Option<String>,
@@ -65,4 +65,10 @@ pub struct ExchangeAnalysis {
     /// The stream was ended early by the monitor.
     pub early_stopped: bool,
     pub parse_errors: u32,
+}
+
+/// The provider as the trace row names it.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` passes a reference
+fn provider_name<S: serde::Serializer>(p: &Provider, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.as_str())
 }

@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 /// Known providers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     OpenAi,
@@ -24,6 +24,7 @@ pub enum Provider {
     Cohere,
     Perplexity,
     /// Recognised only by its request shape (headers or path) on an unlisted host.
+    #[default]
     Unknown,
 }
 
@@ -193,8 +194,6 @@ pub struct Endpoint {
     pub path_model: Option<String>,
     /// Azure deployment name from `/openai/deployments/{name}/…`.
     pub deployment: Option<String>,
-    /// Azure `api-version` query value.
-    pub api_version: Option<String>,
     /// The path alone says the response streams (Gemini `streamGenerateContent`).
     pub path_stream: bool,
     /// Gemini `alt=sse` query.
@@ -231,7 +230,6 @@ pub fn detect<'a>(
         api: ApiKind::Unknown,
         path_model: None,
         deployment: None,
-        api_version: query_param(query, "api-version"),
         path_stream: false,
         sse_query: query_param(query, "alt").as_deref() == Some("sse"),
     };
@@ -377,7 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn azure_deployment_and_version() {
+    fn azure_deployment() {
         let e = d(
             "myres.openai.azure.com",
             "/openai/deployments/gpt4o-prod/chat/completions",
@@ -386,7 +384,6 @@ mod tests {
         .unwrap();
         assert_eq!(e.provider, Provider::AzureOpenAi);
         assert_eq!(e.deployment.as_deref(), Some("gpt4o-prod"));
-        assert_eq!(e.api_version.as_deref(), Some("2024-10-21"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::{
     llm::Engine,
     sink::{SinkHandle, TraceRow},
     tls::{UpstreamTls, upstream::RootsError},
-    trace::{ConnectionFacts, analysis::fill_analysis, fill_connection},
+    trace::{ConnectionFacts, Fleet, analysis::fill_analysis, fill_connection},
 };
 
 /// Why the proxy cannot start.
@@ -126,7 +126,7 @@ pub fn from_config(
 pub async fn records_to_sink(
     mut records: mpsc::Receiver<ExchangeRecord>,
     sink: SinkHandle,
-    host: Arc<str>,
+    fleet: Arc<Fleet>,
 ) {
     while let Some(r) = records.recv().await {
         debug!(
@@ -141,15 +141,15 @@ pub async fn records_to_sink(
             error = r.error.as_deref(),
             "exchange"
         );
-        sink.record(trace_row(&r, &host));
+        sink.record(trace_row(&r, &fleet));
     }
 }
 
 /// The trace row of one record.
-pub fn trace_row(r: &ExchangeRecord, host: &str) -> TraceRow {
+pub fn trace_row(r: &ExchangeRecord, fleet: &Fleet) -> TraceRow {
     let facts = ConnectionFacts {
         connection_id: r.connection_id,
-        host,
+        fleet,
         orig_dst: r.orig_dst,
         provider: &r.provider,
         process: &r.process,
@@ -168,6 +168,10 @@ pub fn trace_row(r: &ExchangeRecord, host: &str) -> TraceRow {
     }
     row.sni = r.sni.clone().unwrap_or_default();
     r.alpn.clone_into(&mut row.alpn);
+    row.exchange_seq = r.exchange_seq;
+    r.upstream_alpn
+        .unwrap_or_default()
+        .clone_into(&mut row.upstream_alpn);
     r.http_version
         .unwrap_or_default()
         .clone_into(&mut row.http_version);
@@ -234,8 +238,13 @@ mod tests {
             not_intercepted_reason: None,
             llm: None,
         };
-        let row = trace_row(&record, "host-a");
+        let fleet = Fleet {
+            host: "host-a".into(),
+            ..Fleet::default()
+        };
+        let row = trace_row(&record, &fleet);
         assert_eq!((row.connection_id, row.pid, row.status), (7, 42, Some(200)));
+        assert_eq!((row.exchange_seq, row.upstream_alpn.as_str()), (2, "h2"));
         assert_eq!((row.start_time, row.end_time), (1_000_000, 1_004_000));
         assert_eq!(row.first_byte_time, Some(1_001_500));
         assert_eq!(row.path, "/v1/chat/completions");
@@ -249,7 +258,7 @@ mod tests {
             not_intercepted_reason: Some("not_tls"),
             ..record
         };
-        let row = trace_row(&relayed, "host-a");
+        let row = trace_row(&relayed, &fleet);
         assert!(!row.intercepted);
         assert_eq!(row.not_intercepted_reason, "not_tls");
     }

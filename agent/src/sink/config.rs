@@ -14,6 +14,9 @@ pub struct SinkConfig {
     pub spool: SpoolConfig,
     /// Rows queued between the proxy and the spool writer; rows beyond it are dropped and counted.
     pub queue_rows: usize,
+    /// Fleet label stored in every row's `cluster` column (e.g. `prod-eu`); empty for none.
+    /// Not the ClickHouse cluster (`[sink.clickhouse] cluster`).
+    pub cluster_label: String,
 }
 
 impl Default for SinkConfig {
@@ -22,6 +25,7 @@ impl Default for SinkConfig {
             clickhouse: ClickHouseConfig::default(),
             spool: SpoolConfig::default(),
             queue_rows: 16_384,
+            cluster_label: String::new(),
         }
     }
 }

@@ -1,13 +1,18 @@
-//! Schema creation and upgrades, from the DDL files in `deploy/clickhouse/`.
+//! Schema creation and upgrades, from the DDL files in `deploy/clickhouse/` and the row
+//! declaration.
 //!
-//! The files are embedded here so they are the single source of the schema.
-//! Migration `0000` (database + `schema_migrations`) always runs; numbered
-//! migrations after it run once, in order, and are recorded. Every statement
-//! is idempotent (`IF NOT EXISTS`), so a migration interrupted half way is
-//! simply run again.
+//! The table is created by the embedded DDL files (layout, codecs, TTLs, indexes); columns
+//! added later are generated from [`TraceRow::SCHEMA`](crate::sink::TraceRow) by name
+//! ([`Change::AddColumns`]), so their type is written once. Migration `0000` (database +
+//! `schema_migrations`) always runs; numbered migrations after it run once, in order, and are
+//! recorded. Every migration is idempotent (`IF NOT EXISTS`, or on 18.16 adding only missing
+//! columns), so a migration interrupted half way is simply run again.
 
-use std::time::Duration;
+mod added;
 
+use std::{sync::LazyLock, time::Duration};
+
+pub use self::added::legacy_type;
 use super::client::{ClientError, Version};
 use super::config::ClickHouseConfig;
 use super::rowbinary::COLUMNS;
@@ -41,20 +46,61 @@ pub struct Migration {
     pub version: u32,
     /// Short name.
     pub name: &'static str,
-    modern: &'static str,
-    cluster: &'static str,
-    legacy: &'static str,
+    /// What it does.
+    pub change: Change,
+}
+
+/// What a migration does.
+#[derive(Debug)]
+pub enum Change {
+    /// Runs a DDL file per flavor.
+    Files {
+        /// ClickHouse 22.3+, single node.
+        modern: &'static str,
+        /// ClickHouse 22.3+ cluster.
+        cluster: &'static str,
+        /// 18.16 stand-ins.
+        legacy: &'static str,
+    },
+    /// Adds declared row columns at the end of the table, in this order: `name`, or
+    /// `name DEFAULT expr` so rows written before read a value from older columns.
+    AddColumns(&'static [&'static str]),
 }
 
 impl Migration {
     /// The DDL text for `flavor`, before placeholder substitution.
     pub fn sql(&self, flavor: Flavor) -> &'static str {
-        match flavor {
-            Flavor::Modern => self.modern,
-            Flavor::Cluster => self.cluster,
-            Flavor::Legacy => self.legacy,
+        match self.change {
+            Change::Files {
+                modern,
+                cluster,
+                legacy,
+            } => match flavor {
+                Flavor::Modern => modern,
+                Flavor::Cluster => cluster,
+                Flavor::Legacy => legacy,
+            },
+            Change::AddColumns(_) => generated(self.version, flavor),
         }
     }
+}
+
+/// The generated DDL of column-adding migrations, made once.
+fn generated(version: u32, flavor: Flavor) -> &'static str {
+    static DDL: LazyLock<Vec<(u32, Flavor, String)>> = LazyLock::new(|| {
+        let mut out = Vec::new();
+        for m in MIGRATIONS {
+            if let Change::AddColumns(entries) = m.change {
+                for f in [Flavor::Modern, Flavor::Cluster, Flavor::Legacy] {
+                    out.push((m.version, f, added::statements(entries.iter().copied(), f)));
+                }
+            }
+        }
+        out
+    });
+    DDL.iter()
+        .find(|(v, f, _)| *v == version && *f == flavor)
+        .map_or("", |(_, _, sql)| sql.as_str())
 }
 
 macro_rules! ddl {
@@ -67,19 +113,70 @@ macro_rules! ddl {
 pub const BOOTSTRAP: Migration = Migration {
     version: 0,
     name: "schema_migrations",
-    modern: ddl!("modern", "0000_schema_migrations.sql"),
-    cluster: ddl!("cluster", "0000_schema_migrations.sql"),
-    legacy: ddl!("legacy-18.16", "0000_schema_migrations.sql"),
+    change: Change::Files {
+        modern: ddl!("modern", "0000_schema_migrations.sql"),
+        cluster: ddl!("cluster", "0000_schema_migrations.sql"),
+        legacy: ddl!("legacy-18.16", "0000_schema_migrations.sql"),
+    },
 };
 
 /// All migrations, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "create_traces",
-    modern: ddl!("modern", "0001_create_traces.sql"),
-    cluster: ddl!("cluster", "0001_create_traces.sql"),
-    legacy: ddl!("legacy-18.16", "0001_create_traces.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "create_traces",
+        change: Change::Files {
+            modern: ddl!("modern", "0001_create_traces.sql"),
+            cluster: ddl!("cluster", "0001_create_traces.sql"),
+            legacy: ddl!("legacy-18.16", "0001_create_traces.sql"),
+        },
+    },
+    Migration {
+        version: 2,
+        name: "analysis_identity_fleet_columns",
+        change: Change::AddColumns(&[
+            "exchange_seq",
+            "upstream_alpn",
+            "request_id",
+            "finish_reason",
+            "max_tokens",
+            "temperature",
+            "usage_estimated",
+            "analysis_truncated",
+            "first_body_byte_ms",
+            "inter_chunk_p50_ms",
+            "inter_chunk_max_ms",
+            "response_chunks",
+            "container_runtime",
+            // Rows written before read their pod UID through the new name.
+            "k8s_pod_uid DEFAULT pod_uid",
+            "k8s_namespace",
+            "k8s_pod",
+            "k8s_container",
+            "k8s_workload_kind",
+            "k8s_workload",
+            "node",
+            "netns",
+            "agent_version",
+            "cluster",
+            "tools_offered",
+            "parse_errors",
+        ]),
+    },
+    Migration {
+        version: 3,
+        name: "k8s_pod_uid_index",
+        change: Change::Files {
+            modern: ddl!("modern", "0003_k8s_pod_uid_index.sql"),
+            cluster: ddl!("cluster", "0003_k8s_pod_uid_index.sql"),
+            legacy: ddl!("legacy-18.16", "0003_k8s_pod_uid_index.sql"),
+        },
+    },
+];
+
+/// Columns older agents wrote and this one no longer does; they stay in the table for the
+/// rows that have them (`pod_uid` is read as `k8s_pod_uid` since migration 2).
+pub const RETIRED: &[&str] = &["pod_uid"];
 
 /// Migration failures.
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +306,19 @@ async fn apply(
     cfg: &ClickHouseConfig,
     timeout: Duration,
 ) -> Result<(), MigrateError> {
-    for stmt in statements(&render(m.sql(flavor), cfg)) {
+    let sql = match m.change {
+        // 18.16 has no `ADD COLUMN IF NOT EXISTS`: add only what is missing.
+        Change::AddColumns(entries) if flavor == Flavor::Legacy => {
+            let have = table_columns(client, cfg, timeout).await?;
+            let missing = entries
+                .iter()
+                .copied()
+                .filter(|e| !have.iter().any(|h| h == added::split_entry(e).0));
+            added::statements(missing, flavor)
+        }
+        _ => m.sql(flavor).to_owned(),
+    };
+    for stmt in statements(&render(&sql, cfg)) {
         execute(client, &stmt, timeout)
             .await
             .map_err(|source| MigrateError::Statement {
@@ -221,25 +330,34 @@ async fn apply(
     Ok(())
 }
 
+/// The column names of the traces table.
+async fn table_columns(
+    client: &clickhouse::Client,
+    cfg: &ClickHouseConfig,
+    timeout: Duration,
+) -> Result<Vec<String>, MigrateError> {
+    let fut = client
+        .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
+        .bind(&cfg.database)
+        .bind(&cfg.table)
+        .fetch_all::<String>();
+    Ok(tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))?
+        .map_err(ClientError::from)?)
+}
+
 /// Checks that the table has every column the agent writes.
 pub async fn check_columns(
     client: &clickhouse::Client,
     cfg: &ClickHouseConfig,
     timeout: Duration,
 ) -> Result<(), MigrateError> {
-    let fut = client
-        .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
-        .bind(&cfg.database)
-        .bind(&cfg.table)
-        .fetch_all::<String>();
-    let have = tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| ClientError::Timeout(timeout))?
-        .map_err(ClientError::from)?;
+    let have = table_columns(client, cfg, timeout).await?;
     let missing: Vec<String> = COLUMNS
         .iter()
         .filter(|c| !have.iter().any(|h| h == *c))
-        .map(|c| (*c).to_string())
+        .cloned()
         .collect();
     if missing.is_empty() {
         Ok(())
@@ -255,29 +373,98 @@ pub async fn check_columns(
 mod tests {
     use super::*;
 
-    /// Every flavor declares the agent's columns in the encoder's order.
+    use crate::sink::TraceRow;
+
+    /// `(name, type)` of each column of the first `CREATE TABLE` in `sql`, without codecs,
+    /// TTLs and defaults.
+    fn created_columns(sql: &str) -> Vec<(String, String)> {
+        let start = sql.find("CREATE TABLE").expect("a CREATE TABLE");
+        let body = &sql[start..];
+        let body = &body[body.find("\n(\n").expect("column list") + 3..];
+        let body = &body[..body.find("\n)").expect("end of column list")];
+        body.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("--") && !l.starts_with("INDEX "))
+            .map(|l| {
+                let l = l.trim_end_matches(',');
+                let (name, rest) = l.split_once(' ').expect("name and type");
+                let end = [" CODEC(", " TTL ", " DEFAULT "]
+                    .iter()
+                    .filter_map(|k| rest.find(k))
+                    .min()
+                    .unwrap_or(rest.len());
+                (name.to_owned(), rest[..end].to_owned())
+            })
+            .collect()
+    }
+
+    /// Every flavor's DDL files and the column-adding migrations after them give exactly the
+    /// row's columns, in RowBinary order, with the declared types: a column changed in one
+    /// place and not the other fails here.
     #[test]
-    fn ddl_files_list_the_encoder_columns_in_order() {
+    fn ddl_files_and_migrations_match_the_row() {
         let cfg = ClickHouseConfig::default();
+        let added: Vec<&str> = MIGRATIONS
+            .iter()
+            .filter_map(|m| match m.change {
+                Change::AddColumns(entries) => Some(entries),
+                Change::Files { .. } => None,
+            })
+            .flatten()
+            .map(|e| added::split_entry(e).0)
+            .collect();
         for flavor in [Flavor::Modern, Flavor::Cluster, Flavor::Legacy] {
             let sql = render(MIGRATIONS[0].sql(flavor), &cfg);
-            let mut at = 0;
-            for col in COLUMNS {
-                let (nested, field) = col
-                    .split_once('.')
-                    .map_or((*col, None), |(n, f)| (n, Some(f)));
-                let needle = format!("\n    {nested} ");
-                let found = sql[at..]
-                    .find(&needle)
-                    .unwrap_or_else(|| panic!("{flavor:?}: {col} missing or out of order"));
-                at += found;
-                if let Some(field) = field {
-                    let line = sql[at..].lines().nth(1).unwrap_or_default();
-                    assert!(line.contains(&format!("{field} ")), "{flavor:?}: {col}");
-                }
-            }
             assert!(!sql.contains("${"), "{flavor:?}: unsubstituted placeholder");
+            let created = created_columns(&sql);
+            for retired in RETIRED {
+                assert!(created.iter().any(|(n, _)| n == retired), "{retired}");
+            }
+            let created: Vec<_> = created
+                .into_iter()
+                .filter(|(n, _)| !RETIRED.contains(&n.as_str()))
+                .collect();
+            let declared: Vec<(String, String)> = TraceRow::SCHEMA
+                .iter()
+                .map(|c| (c.name.to_owned(), added::flavor_type(c, flavor)))
+                .collect();
+            assert_eq!(
+                created,
+                declared[..created.len()],
+                "{flavor:?}: CREATE TABLE differs from TraceRow"
+            );
+            let rest: Vec<&str> = declared[created.len()..]
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            assert_eq!(rest, added, "{flavor:?}: columns no migration adds");
         }
+    }
+
+    #[test]
+    fn generated_migrations_render_for_every_flavor() {
+        let cfg = ClickHouseConfig::default();
+        for flavor in [Flavor::Modern, Flavor::Cluster, Flavor::Legacy] {
+            let sql = render(MIGRATIONS[1].sql(flavor), &cfg);
+            let stmts = statements(&sql);
+            let per_column = if flavor == Flavor::Cluster { 2 } else { 1 };
+            let Change::AddColumns(entries) = MIGRATIONS[1].change else {
+                panic!("migration 2 adds columns");
+            };
+            assert_eq!(stmts.len(), entries.len() * per_column, "{flavor:?}");
+            assert!(
+                stmts
+                    .iter()
+                    .all(|s| s.contains("ALTER TABLE llmtrace.traces"))
+            );
+            assert!(!sql.contains("${"), "{flavor:?}");
+        }
+        let legacy = MIGRATIONS[1].sql(Flavor::Legacy);
+        assert!(legacy.contains("ADD COLUMN netns UInt64;"), "{legacy}");
+        assert!(
+            legacy.contains("ADD COLUMN usage_estimated UInt8;"),
+            "{legacy}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use uuid::Uuid;
 
 use super::row::{Finding, ToolCall, TraceRow};
+use crate::identity::ContainerRuntime;
 
 /// A fully populated, realistic row (≈ 2 KB encoded) for tests and
 /// benchmarks; `n` selects the trace id and varies a few fields.
@@ -24,7 +25,6 @@ pub fn sample_row(n: u64) -> TraceRow {
     row.exe = "/usr/bin/python3.11".into();
     row.cmdline = "python3 -m agent_app --workers 4 --config /etc/app/config.yaml".into();
     row.container_id = "3f4e0c1d2b7a9e8f6c5d4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e".into();
-    row.pod_uid = "0d6a2f7e-91c4-4b2d-8a3e-5c1b9d7f2e40".into();
     row.dst_addr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     row.dst_port = 443;
     row.sni = "api.openai.com".into();
@@ -83,5 +83,30 @@ pub fn sample_row(n: u64) -> TraceRow {
     row.error = Some("upstream reset after 1024 bytes".into());
     row.intercepted = true;
     row.not_intercepted_reason = String::new();
+    row.exchange_seq = u32::try_from(n % 5).unwrap_or(0) + 1;
+    row.upstream_alpn = "h2".into();
+    row.request_id = format!("req_{n:08x}");
+    row.finish_reason = "stop".into();
+    row.max_tokens = Some(1024);
+    row.temperature = Some(0.2);
+    row.usage_estimated = n.is_multiple_of(3);
+    row.analysis_truncated = n.is_multiple_of(5);
+    row.first_body_byte_ms = Some(340.5);
+    row.inter_chunk_p50_ms = Some(12.25);
+    row.inter_chunk_max_ms = Some(180.0);
+    row.response_chunks = 57;
+    row.container_runtime = ContainerRuntime::Containerd;
+    row.k8s_pod_uid = "0d6a2f7e-91c4-4b2d-8a3e-5c1b9d7f2e40".into();
+    row.k8s_namespace = "team-search".into();
+    row.k8s_pod = "agent-app-6f9c7d-x2k4p".into();
+    row.k8s_container = "app".into();
+    row.k8s_workload_kind = "Deployment".into();
+    row.k8s_workload = "agent-app".into();
+    row.node = "node-7".into();
+    row.netns = 4_026_532_201;
+    row.agent_version = env!("CARGO_PKG_VERSION").into();
+    row.cluster = "prod-eu".into();
+    row.tools_offered = vec!["search_tickets".into(), "run_shell".into()];
+    row.parse_errors = u32::from(n.is_multiple_of(4));
     row
 }

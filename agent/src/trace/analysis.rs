@@ -4,7 +4,7 @@
 
 use crate::{
     analysis::{Finding, Location, Severity, redact::mask_known_secrets},
-    llm::ExchangeAnalysis,
+    llm::{ExchangeAnalysis, Provider},
     sink::{TraceRow, row},
 };
 
@@ -20,15 +20,24 @@ pub fn fill_analysis(
     provider_list_name: &str,
     request_dropped_bytes: u64,
 ) {
-    provider_list_name.clone_into(&mut row.provider);
-    if a.provider != "unknown" && !a.provider.is_empty() {
-        a.provider.clone_into(&mut row.provider);
-    }
+    let provider = match a.provider {
+        Provider::Unknown => provider_list_name,
+        known => known.as_str(),
+    };
+    provider.clone_into(&mut row.provider);
     a.api.clone_into(&mut row.api);
     row.model = a.model.clone().unwrap_or_default();
     row.response_model = a.response_model.clone().unwrap_or_default();
     row.stream = a.stream;
-    row.ttft_ms = a.ttft_ms;
+    row.max_tokens = a.max_tokens;
+    row.temperature = a.temperature;
+    row.request_id = a.request_id.clone().unwrap_or_default();
+    row.finish_reason = a.finish_reason.clone().unwrap_or_default();
+    fill_timing(row, a);
+    row.usage_estimated = a.usage_estimated;
+    row.analysis_truncated = a.analysis_truncated;
+    row.tools_offered.clone_from(&a.tools);
+    row.parse_errors = a.parse_errors;
     for (kind, count) in &a.tokens {
         row.push_tokens(*kind, *count);
     }
@@ -61,6 +70,15 @@ pub fn fill_analysis(
     if row.error.is_none() {
         row.error.clone_from(&a.error);
     }
+}
+
+/// Stream timing as the analysis measured it (relative to the request, in ms).
+fn fill_timing(row: &mut TraceRow, a: &ExchangeAnalysis) {
+    row.ttft_ms = a.ttft_ms;
+    row.first_body_byte_ms = a.first_byte_ms;
+    row.inter_chunk_p50_ms = a.inter_chunk_p50_ms;
+    row.inter_chunk_max_ms = a.inter_chunk_max_ms;
+    row.response_chunks = a.chunks;
 }
 
 fn finding(f: &Finding) -> row::Finding {
@@ -112,14 +130,27 @@ mod tests {
     #[test]
     fn analysis_fills_the_llm_columns() {
         let a = ExchangeAnalysis {
-            provider: "unknown",
+            provider: Provider::Unknown,
             api: "chat",
             model: Some("gpt-4o-mini".into()),
             response_model: Some("gpt-4o-mini-2024-07-18".into()),
+            max_tokens: Some(256),
+            temperature: Some(0.2),
+            ttft_ms: Some(120.0),
+            first_byte_ms: Some(80.5),
+            inter_chunk_p50_ms: Some(11.0),
+            inter_chunk_max_ms: Some(250.0),
+            chunks: 42,
             tokens: BTreeMap::from([("input", 12), ("output", 5)]),
             input_tokens: Some(12),
             output_tokens: Some(5),
+            usage_estimated: true,
             prompt: "é".repeat(MAX_STORED_TEXT),
+            finish_reason: Some("length".into()),
+            request_id: Some("req_123".into()),
+            analysis_truncated: true,
+            tools: vec!["get_weather".into()],
+            parse_errors: 2,
             action: "flag",
             ..ExchangeAnalysis::default()
         };
@@ -132,6 +163,32 @@ mod tests {
         assert_eq!(row.request_dropped_bytes, MAX_STORED_TEXT as u64);
         assert!(!row.capture_complete);
         assert_eq!(row.action, "flag");
+        assert_eq!((row.max_tokens, row.temperature), (Some(256), Some(0.2)));
+        assert_eq!(
+            (row.request_id.as_str(), row.finish_reason.as_str()),
+            ("req_123", "length")
+        );
+        assert_eq!(
+            (
+                row.ttft_ms,
+                row.first_body_byte_ms,
+                row.inter_chunk_p50_ms,
+                row.inter_chunk_max_ms,
+                row.response_chunks
+            ),
+            (Some(120.0), Some(80.5), Some(11.0), Some(250.0), 42)
+        );
+        assert!(row.usage_estimated && row.analysis_truncated);
+        assert_eq!(
+            (row.tools_offered.as_slice(), row.parse_errors),
+            (&["get_weather".to_owned()][..], 2)
+        );
+        let known = ExchangeAnalysis {
+            provider: Provider::Anthropic,
+            ..ExchangeAnalysis::default()
+        };
+        fill_analysis(&mut row, &known, "openai-compatible", 0);
+        assert_eq!(row.provider, "anthropic");
     }
 
     #[test]

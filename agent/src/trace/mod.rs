@@ -2,11 +2,13 @@
 //! exchange facts onto [`TraceRow`] columns.
 
 pub mod analysis;
+mod fleet;
 
 use std::{net::SocketAddr, time::SystemTime};
 
 use uuid::Uuid;
 
+pub use self::fleet::{Fleet, host_name};
 use crate::{identity::ProcessDetails, sink::TraceRow, transport::ProcessInfo};
 
 /// Facts every row carries about the connection and its process.
@@ -14,8 +16,8 @@ use crate::{identity::ProcessDetails, sink::TraceRow, transport::ProcessInfo};
 pub struct ConnectionFacts<'a> {
     /// Agent-wide connection id.
     pub connection_id: u64,
-    /// Host name of this machine.
-    pub host: &'a str,
+    /// Which agent of the fleet writes the row.
+    pub fleet: &'a Fleet,
     /// Where the app was going.
     pub orig_dst: SocketAddr,
     /// Provider name from the provider list.
@@ -60,30 +62,37 @@ pub fn relayed_connection(
 /// Copies connection and process facts into `row`.
 pub fn fill_connection(row: &mut TraceRow, facts: &ConnectionFacts<'_>) {
     row.connection_id = facts.connection_id;
-    facts.host.clone_into(&mut row.host);
+    facts.fleet.fill(row);
     row.pid = facts.process.pid;
     row.uid = facts.process.uid;
     row.comm.clone_from(&facts.process.comm);
-    row.exe = facts.details.exe.clone().unwrap_or_default();
-    row.cmdline = facts.details.cmdline.clone().unwrap_or_default();
-    row.container_id = facts.details.container_id.clone().unwrap_or_default();
-    row.pod_uid = facts.details.pod_uid.clone().unwrap_or_default();
+    fill_identity(row, facts.details);
     row.dst_addr = facts.orig_dst.ip();
     row.dst_port = facts.orig_dst.port();
     facts.provider.clone_into(&mut row.provider);
 }
 
-/// This machine's host name (for the `host` column), read once at startup.
-pub fn host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown".to_owned())
+/// The process, container and Kubernetes columns; empty where unknown.
+fn fill_identity(row: &mut TraceRow, d: &ProcessDetails) {
+    row.exe = d.exe.clone().unwrap_or_default();
+    row.cmdline = d.cmdline.clone().unwrap_or_default();
+    row.container_id = d.container_id.clone().unwrap_or_default();
+    row.container_runtime = d.container_runtime;
+    row.k8s_pod_uid = d.pod_uid.clone().unwrap_or_default();
+    row.netns = d.netns.unwrap_or(0);
+    if let Some(pod) = &d.pod {
+        row.k8s_namespace.clone_from(&pod.namespace);
+        row.k8s_pod.clone_from(&pod.pod);
+        row.k8s_container.clone_from(&pod.container);
+        row.k8s_workload_kind.clone_from(&pod.workload_kind);
+        row.k8s_workload.clone_from(&pod.workload);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::{ContainerRuntime, PodMeta};
 
     #[test]
     fn relayed_connections_become_rows() {
@@ -98,11 +107,28 @@ mod tests {
         };
         let details = ProcessDetails {
             exe: Some("/usr/bin/python3".into()),
+            container_id: Some("c0ffee".into()),
+            container_runtime: ContainerRuntime::Containerd,
+            pod_uid: Some("6b4b5c1e-2a3d-4f5e-8a9b-0c1d2e3f4a5b".into()),
+            pod: Some(PodMeta {
+                namespace: "team-a".into(),
+                pod: "chat-7d9f".into(),
+                container: "app".into(),
+                workload_kind: "Deployment".into(),
+                workload: "chat".into(),
+            }),
+            netns: Some(4_026_531_840),
             ..ProcessDetails::default()
+        };
+        let fleet = Fleet {
+            host: "host-1".into(),
+            node: "node-1".into(),
+            cluster: "prod-eu".into(),
+            agent_version: "1.2.3".into(),
         };
         let facts = ConnectionFacts {
             connection_id: 7,
-            host: "node-1",
+            fleet: &fleet,
             orig_dst: "127.0.0.2:443".parse().unwrap(),
             provider: "openai",
             process: &process,
@@ -119,5 +145,24 @@ mod tests {
         assert!(!row.intercepted);
         assert_eq!(row.not_intercepted_reason, "sni_not_intercepted");
         assert!(!row.capture_complete);
+        assert_eq!(
+            (row.host.as_str(), row.node.as_str(), row.cluster.as_str()),
+            ("host-1", "node-1", "prod-eu")
+        );
+        assert_eq!(row.agent_version, "1.2.3");
+        assert_eq!(row.container_id, "c0ffee");
+        assert_eq!(row.container_runtime, ContainerRuntime::Containerd);
+        assert_eq!(row.k8s_pod_uid, "6b4b5c1e-2a3d-4f5e-8a9b-0c1d2e3f4a5b");
+        assert_eq!(
+            [
+                &row.k8s_namespace,
+                &row.k8s_pod,
+                &row.k8s_container,
+                &row.k8s_workload_kind,
+                &row.k8s_workload
+            ],
+            ["team-a", "chat-7d9f", "app", "Deployment", "chat"]
+        );
+        assert_eq!(row.netns, 4_026_531_840);
     }
 }

@@ -13,7 +13,7 @@ use crate::{
     admin::{metrics::TransportMetrics, status::RecentConnections},
     identity::ProcessDetails,
     sink::SinkHandle,
-    trace::{ConnectionFacts, relayed_connection},
+    trace::{ConnectionFacts, Fleet, relayed_connection},
 };
 
 /// Relays every connection byte for byte to where the app was going.
@@ -29,8 +29,8 @@ pub struct Passthrough {
     pub recent: Arc<RecentConnections>,
     /// Where trace rows go.
     pub sink: SinkHandle,
-    /// This machine's host name.
-    pub host: Arc<str>,
+    /// Which agent of the fleet writes the rows.
+    pub fleet: Arc<Fleet>,
 }
 
 impl ConnectionHandler for Passthrough {
@@ -62,7 +62,7 @@ impl ConnectionHandler for Passthrough {
         );
         let facts = ConnectionFacts {
             connection_id: conn.id,
-            host: &self.host,
+            fleet: &self.fleet,
             orig_dst: dst,
             provider: &conn.provider,
             process: &conn.redirect.process,

@@ -1,5 +1,5 @@
 -- Trace rows, one per HTTP exchange. Column order and types match the agent's RowBinary
--- encoder (agent/src/sink/rowbinary.rs); the agent names the columns in its INSERT, so a later
+-- declaration (agent/src/sink/row.rs); the agent names the columns in its INSERT, so a later
 -- migration may add columns. See README.md for how replays are deduplicated.
 -- Fleet variant: one replicated local table per shard, a Distributed table in front.
 CREATE TABLE IF NOT EXISTS ${database}.${table}_local ON CLUSTER ${cluster}
