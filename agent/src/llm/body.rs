@@ -211,8 +211,8 @@ impl JsonSplitter {
             match b {
                 b'"' => self.in_string = true,
                 b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => {
-                    self.depth = self.depth.saturating_sub(1);
+                b'}' | b']' if self.depth > 0 => {
+                    self.depth -= 1;
                     self.complete |= self.depth == 0;
                 }
                 _ => {}
@@ -272,6 +272,8 @@ mod tests {
         for (body, cut) in [
             (&br#"{"a":{"b":"}"}}"#[..], 13),
             (&b"[{\"x\":1},\n{\"y\":\"]\"}]\n"[..], 19),
+            // A stray closing bracket before any value closes nothing.
+            (&b"}{\"a\":1}"[..], 5),
         ] {
             let mut s = JsonSplitter::new(100);
             s.push(&body[..cut], &mut |_| {});
