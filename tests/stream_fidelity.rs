@@ -1,9 +1,10 @@
 //! Streamed calls as the official SDKs make them (Python `openai` and `anthropic`, Node
 //! `openai`), through the real eBPF redirect and TLS interception, against a fake provider
 //! that ends the chunked body a while after its terminal event. Several SDKs close the
-//! response as soon as the terminal event arrived; such an exchange is complete: no error, the
-//! capture whole, the tokens, TTFT and served model right. An app that abandons a stream
-//! halfway is recorded as cut short, with how far it got.
+//! response as soon as the terminal event arrived, others read on to the body's end; either
+//! way the exchange is complete: no error, the capture whole, the tokens, TTFT and served model
+//! right, and it ends at the terminal event, before the provider's late body end. An app that
+//! abandons a stream halfway is recorded as cut short, with how far it got.
 
 use std::{
     path::PathBuf,
@@ -16,6 +17,7 @@ use testkit::{
     agent::{Agent, AgentConfig, Follow},
     cgroup::{TestCgroup, command_in},
     fake_llm::{FakeLlm, Pacing, anthropic, openai},
+    wait_for,
 };
 
 /// How long the fake's body end follows the terminal event.
@@ -139,6 +141,19 @@ fn micros(t: SystemTime) -> i64 {
     i64::try_from(t.duration_since(UNIX_EPOCH).unwrap().as_micros()).unwrap()
 }
 
+/// The trace of the `n`th response (1-based) ends before the provider ended that body
+/// (END_DELAY after the terminal event): the exchange lasted until its terminal event.
+fn assert_ends_at_the_terminal_event(w: &World, t: &Value, n: usize) {
+    let ends = wait_for(Duration::from_secs(10), || {
+        Some(w.fake.body_ends()).filter(|e| e.len() >= n)
+    })
+    .expect("the provider ended the body");
+    assert!(
+        t["end_time"].as_i64().unwrap() < micros(ends[n - 1]),
+        "the trace ends after the provider's body end: {t}"
+    );
+}
+
 #[test]
 fn sdks_that_close_after_the_terminal_event_get_complete_traces() {
     let w = world(
@@ -155,13 +170,7 @@ fn sdks_that_close_after_the_terminal_event_get_complete_traces() {
     assert_eq!(out["text"], openai::TEXT, "{out}");
     let t = next_trace(&follow);
     assert_complete(&t, &out, "gpt-4o-mini", openai::MODEL, openai::USAGE);
-    // The exchange lasted until its terminal event, not until the body's late end.
-    let ended = w.fake.body_ends();
-    assert_eq!(ended.len(), 1, "the provider ended the body");
-    assert!(
-        t["end_time"].as_i64().unwrap() < micros(ended[0]),
-        "the trace ends after the provider's body end: {t}"
-    );
+    assert_ends_at_the_terminal_event(&w, &t, 1);
 
     // Python anthropic: `messages.stream`, iterated, then the final message.
     let out = python_stream(&w, "anthropic", &[]);
@@ -174,6 +183,7 @@ fn sdks_that_close_after_the_terminal_event_get_complete_traces() {
         anthropic::MODEL,
         anthropic::USAGE,
     );
+    assert_ends_at_the_terminal_event(&w, &t, 2);
 
     // Node openai: `for await` over the stream.
     let out = node_stream(&w);
@@ -182,6 +192,7 @@ fn sdks_that_close_after_the_terminal_event_get_complete_traces() {
     let t = next_trace(&follow);
     assert_complete(&t, &out, "gpt-4o-mini", openai::MODEL, openai::USAGE);
     assert!(t["exe"].as_str().unwrap_or("").contains("node"), "{t}");
+    assert_ends_at_the_terminal_event(&w, &t, 3);
 }
 
 #[test]

@@ -3,9 +3,12 @@
 //! An app that closes once its provider's stream reached the terminal event had the whole
 //! answer: several SDKs stop reading there (the Python `openai` SDK closes the response right
 //! after `data: [DONE]`), and a provider may send the end of the chunked body a few
-//! milliseconds later. That exchange is complete, and lasted until the terminal event. Only an
-//! app that closes before the terminal event cut the exchange short; its record says how far
-//! the response got.
+//! milliseconds later. That exchange is complete. Only an app that closes before the terminal
+//! event cut the exchange short; its record says how far the response got.
+//!
+//! A response that reached its terminal event lasted until that event, whether the app then
+//! read the body's end or closed: the same provider behaviour gives the same duration whichever
+//! SDK the app uses.
 
 use super::record::ExchangeRecord;
 
@@ -27,36 +30,44 @@ pub const CUT_SHORT: &str = "the app closed the exchange before the response end
 /// there is one) already in `record.llm`: it tells whether the terminal event came first.
 pub fn settle(record: &mut ExchangeRecord, end: BodyEnd) {
     match end {
-        BodyEnd::Complete => {}
+        BodyEnd::Complete => {
+            until_terminal(record);
+        }
         BodyEnd::Failed(error) => record.error = Some(error),
-        BodyEnd::AppClosed => app_closed(record),
+        BodyEnd::AppClosed => {
+            if !until_terminal(record) {
+                cut_short(record);
+            }
+        }
     }
 }
 
-fn app_closed(record: &mut ExchangeRecord) {
-    let bytes = record.bytes_down;
+/// Ends the exchange at its response's terminal event; false when none was seen.
+fn until_terminal(record: &mut ExchangeRecord) -> bool {
     let Some(analysis) = record.llm.as_mut().map(|l| &mut l.analysis) else {
-        // Not an LLM exchange: nothing tells where its response would have ended.
-        record
-            .error
-            .get_or_insert_with(|| format!("{CUT_SHORT} (after {bytes} bytes)"));
-        return;
+        return false;
     };
-    let progress = analysis.progress;
-    if let Some(ms) = progress.terminal_ms {
-        // The answer was whole: the exchange lasted until its terminal event.
-        analysis.duration_ms = ms;
-        record.duration_us = micros(ms);
-        return;
-    }
-    // What was captured is not the whole response.
-    analysis.response_truncated = true;
-    record.error.get_or_insert_with(|| {
-        format!(
-            "{CUT_SHORT} (after {} events, {bytes} bytes; no terminal event)",
-            progress.events
-        )
-    });
+    let Some(ms) = analysis.progress.terminal_ms else {
+        return false;
+    };
+    analysis.duration_ms = ms;
+    record.duration_us = micros(ms);
+    true
+}
+
+fn cut_short(record: &mut ExchangeRecord) {
+    let bytes = record.bytes_down;
+    let message = match record.llm.as_mut().map(|l| &mut l.analysis) {
+        Some(analysis) => {
+            // What was captured is not the whole response.
+            analysis.response_truncated = true;
+            let events = analysis.progress.events;
+            format!("{CUT_SHORT} (after {events} events, {bytes} bytes; no terminal event)")
+        }
+        // Not an LLM exchange: nothing tells where its response would have ended.
+        None => format!("{CUT_SHORT} (after {bytes} bytes)"),
+    };
+    record.error.get_or_insert(message);
 }
 
 // Durations are far below 2^52 µs, and never negative.
@@ -136,6 +147,19 @@ mod tests {
     }
 
     #[test]
+    fn a_body_read_to_its_late_end_also_lasted_until_the_terminal_event() {
+        let mut r = record(Some(Progress {
+            events: 9,
+            terminal_ms: Some(189.5),
+        }));
+        settle(&mut r, BodyEnd::Complete);
+        assert_eq!((r.error.as_deref(), r.duration_us), (None, 189_500));
+        let mut r = record(None);
+        settle(&mut r, BodyEnd::Complete);
+        assert_eq!((r.error.as_deref(), r.duration_us), (None, 250_000));
+    }
+
+    #[test]
     fn closing_before_the_terminal_event_is_cut_short_with_how_far_it_got() {
         let mut r = record(Some(Progress {
             events: 3,
@@ -163,7 +187,7 @@ mod tests {
         );
         let mut r = record(Some(Progress::default()));
         settle(&mut r, BodyEnd::Complete);
-        assert_eq!(r.error, None);
+        assert_eq!((r.error.as_deref(), r.duration_us), (None, 250_000));
         settle(&mut r, BodyEnd::Failed("the provider's body failed".into()));
         assert_eq!(r.error.as_deref(), Some("the provider's body failed"));
         // An earlier error (e.g. a provider error event) is kept.
