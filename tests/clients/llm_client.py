@@ -59,7 +59,11 @@ def run_openai(args):
                 "usage": {"input": r.usage.prompt_tokens, "output": r.usage.completion_tokens}}
     text, model, usage, calls = "", None, None, {}
     stream = client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs)
-    for chunk in stream:
+    for i, chunk in enumerate(stream):
+        if args.abandon_after is not None and i == args.abandon_after:
+            # An app that stops listening halfway: it closes the stream, as the SDK documents.
+            stream.close()
+            return {"model": model, "text": text, "tool_calls": [], "usage": usage, "abandoned_after": i}
         model = chunk.model
         if chunk.usage:
             usage = {"input": chunk.usage.prompt_tokens, "output": chunk.usage.completion_tokens}
@@ -109,6 +113,7 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--address", required=True, help="where provider host names resolve")
     ap.add_argument("--prompt", default="Say hello.")
+    ap.add_argument("--abandon-after", type=int, help="openai stream: close the stream after this many chunks")
     args = ap.parse_args()
     resolve_providers_to(args.address)
     try:

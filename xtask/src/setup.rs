@@ -4,7 +4,8 @@
 //! - bpf-linker 0.13, built against the nightly's own LLVM and rebuilt when a nightly update
 //!   changes that LLVM (recorded in a stamp file next to the binary);
 //! - the Debian packages the tests and benchmarks use;
-//! - a Python venv (`.venv`) with the real client SDKs the tests drive.
+//! - a Python venv (`.venv`) with the real client SDKs the tests drive;
+//! - the Node test clients' npm packages (`tests/clients/node`), pinned by their lock file.
 
 use std::{
     fs,
@@ -37,6 +38,7 @@ pub fn run() -> Result<()> {
     cargo_fuzz()?;
     apt_packages()?;
     python_venv()?;
+    node_clients()?;
     eprintln!("xtask: setup complete");
     Ok(())
 }
@@ -201,5 +203,34 @@ pub fn venv(dir: &str, requirements: &str) -> Result<()> {
         ],
     )?;
     fs::write(&stamp, reqs)?;
+    Ok(())
+}
+
+/// The Node test clients (`tests/clients/node`): `npm ci` from the committed lock file, with a
+/// stamp recording which lock file the installed packages came from, so an unchanged install
+/// costs nothing. Node.js and npm come from Debian when the machine has none.
+fn node_clients() -> Result<()> {
+    if !cmd::succeeds("npm", &["--version"]) {
+        if !cmd::is_root() {
+            bail!("Node.js and npm are missing: run `cargo xtask setup` as root");
+        }
+        let mut install = Command::new("apt-get");
+        install
+            .args(["install", "-y", "--no-install-recommends", "nodejs", "npm"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        cmd::status(&mut install)?;
+    }
+    let dir = crate::root().join("tests/clients/node");
+    let lock = fs::read_to_string(dir.join("package-lock.json"))
+        .context("tests/clients/node/package-lock.json")?;
+    let stamp = dir.join("node_modules/.llmtrace-lock");
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == lock) {
+        return Ok(());
+    }
+    let mut ci = Command::new("npm");
+    ci.args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir);
+    cmd::status(&mut ci)?;
+    fs::write(&stamp, lock)?;
     Ok(())
 }

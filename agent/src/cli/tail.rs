@@ -64,9 +64,7 @@ pub fn render(v: &Value) -> String {
         path = s("path"),
         status = n("status").map_or_else(|| "-".to_owned(), |c| c.to_string()),
     );
-    if !s("model").is_empty() {
-        let _ = write!(line, " model={}", s("model"));
-    }
+    let _ = write!(line, "{}", model(&s("model"), &s("response_model")));
     if let (Some(i), Some(o)) = (n("input_tokens"), n("output_tokens")) {
         let _ = write!(line, " tokens={i}/{o}");
     }
@@ -107,6 +105,17 @@ pub fn render(v: &Value) -> String {
     line
 }
 
+/// ` model=M`, with the model the provider says it served when that differs from the one
+/// requested (a dated snapshot, an alias resolved, a router's choice): ` model=M served=S`.
+fn model(requested: &str, served: &str) -> String {
+    match (requested, served) {
+        ("", "") => String::new(),
+        ("", m) | (m, "") => format!(" model={m}"),
+        (r, s) if r == s => format!(" model={r}"),
+        (r, s) => format!(" model={r} served={s}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,7 +125,7 @@ mod tests {
         let v = serde_json::json!({
             "pid": 42, "comm": "python3", "provider": "openai", "method": "POST",
             "sni": "api.openai.com", "path": "/v1/chat/completions", "status": 200,
-            "model": "gpt-4o-mini", "input_tokens": 12, "output_tokens": 5, "ttft_ms": 80.0,
+            "model": "gpt-4o-mini", "response_model": "gpt-4o-mini-2024-07-18", "input_tokens": 12, "output_tokens": 5, "ttft_ms": 80.0,
             "duration_ms": 120.0, "cost_usd": 0.0001,
             "findings": [{"kind": "secret.aws_access_key", "severity": "critical"}],
             "action": "flag", "intercepted": true
@@ -127,12 +136,24 @@ mod tests {
             "python3",
             "api.openai.com/v1/chat/completions",
             "200",
-            "model=gpt-4o-mini",
+            "model=gpt-4o-mini served=gpt-4o-mini-2024-07-18",
             "tokens=12/5",
             "secret.aws_access_key:critical",
             "action=flag",
         ] {
             assert!(line.contains(part), "{part} missing in {line}");
         }
+    }
+
+    #[test]
+    fn the_served_model_only_when_it_differs() {
+        assert_eq!(model("gpt-4o", "gpt-4o"), " model=gpt-4o");
+        assert_eq!(model("", "gemini-2.0-flash"), " model=gemini-2.0-flash");
+        assert_eq!(model("gpt4o-prod", ""), " model=gpt4o-prod");
+        assert_eq!(model("", ""), "");
+        assert_eq!(
+            model("claude-3-5-haiku-latest", "claude-3-5-haiku-20241022"),
+            " model=claude-3-5-haiku-latest served=claude-3-5-haiku-20241022"
+        );
     }
 }

@@ -94,7 +94,12 @@ impl MessagesAcc {
             self.info.parse_errors += 1;
             return;
         };
-        match v.get("type").and_then(Value::as_str).unwrap_or("") {
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+        // A Messages stream ends with `message_stop`, or with an `error` event.
+        if matches!(kind, "message_stop" | "error") {
+            self.info.terminal = true;
+        }
+        match kind {
             "message_start" => {
                 if let Some(m) = v.get("message") {
                     self.message(m);

@@ -69,6 +69,8 @@ enum Framing {
 pub struct ResponseParser {
     framing: Framing,
     acc: ResponseAcc,
+    /// SSE events or JSON documents handed to the accumulator.
+    events: u64,
 }
 
 impl ResponseParser {
@@ -84,6 +86,7 @@ impl ResponseParser {
                 Framing::Json(JsonSplitter::new(max_doc))
             },
             acc: ResponseAcc::for_endpoint(ep),
+            events: 0,
         }
     }
 
@@ -94,11 +97,28 @@ impl ResponseParser {
 
     /// Feeds body bytes.
     pub fn push(&mut self, bytes: &[u8]) {
-        let acc = &mut self.acc;
+        let (acc, events) = (&mut self.acc, &mut self.events);
         match &mut self.framing {
-            Framing::Sse(p) => p.push(bytes, &mut |e| acc.document(&e.data)),
-            Framing::Json(s) => s.push(bytes, &mut |d| acc.document(d)),
+            Framing::Sse(p) => p.push(bytes, &mut |e| {
+                *events += 1;
+                acc.document(&e.data);
+            }),
+            Framing::Json(s) => s.push(bytes, &mut |d| {
+                *events += 1;
+                acc.document(d);
+            }),
         }
+    }
+
+    /// SSE events or JSON documents parsed so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Whether the response is whole: the provider's terminal event was seen, or the JSON
+    /// body's top-level value closed.
+    pub fn terminal(&self) -> bool {
+        self.acc.info().terminal || matches!(&self.framing, Framing::Json(s) if s.complete)
     }
 
     /// Accumulated response so far.
@@ -107,16 +127,19 @@ impl ResponseParser {
     }
 
     /// Ends the body; returns the response and whether some input was dropped as oversized.
+    /// A JSON body whose top-level value closed counts as terminal.
     pub fn finish(mut self) -> (ResponseInfo, bool) {
         let acc = &mut self.acc;
-        let dropped = match &mut self.framing {
+        let (dropped, complete) = match &mut self.framing {
             Framing::Sse(p) => {
                 p.finish(&mut |e| acc.document(&e.data));
-                p.dropped_lines() > 0
+                (p.dropped_lines() > 0, false)
             }
-            Framing::Json(s) => s.overflowed,
+            Framing::Json(s) => (s.overflowed, s.complete),
         };
-        (self.acc.into_info(), dropped)
+        let mut info = self.acc.into_info();
+        info.terminal |= complete;
+        (info, dropped)
     }
 }
 
@@ -136,6 +159,8 @@ pub struct JsonSplitter {
     /// A document was larger than `max` and skipped.
     pub overflowed: bool,
     skipping: bool,
+    /// The top-level value (object or array) closed: the body is whole.
+    pub complete: bool,
 }
 
 impl JsonSplitter {
@@ -150,6 +175,7 @@ impl JsonSplitter {
             max,
             overflowed: false,
             skipping: false,
+            complete: false,
         }
     }
 
@@ -185,7 +211,10 @@ impl JsonSplitter {
             match b {
                 b'"' => self.in_string = true,
                 b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                b'}' | b']' if self.depth > 0 => {
+                    self.depth -= 1;
+                    self.complete |= self.depth == 0;
+                }
                 _ => {}
             }
         }
@@ -236,6 +265,22 @@ mod tests {
             docs(b"[{\"x\":\"\\\"]\"}\r\n,\r\n{\"y\":[{}]}\n]", 100),
             vec![r#"{"x":"\"]"}"#, r#"{"y":[{}]}"#]
         );
+    }
+
+    #[test]
+    fn complete_once_the_top_level_value_closes() {
+        for (body, cut) in [
+            (&br#"{"a":{"b":"}"}}"#[..], 13),
+            (&b"[{\"x\":1},\n{\"y\":\"]\"}]\n"[..], 19),
+            // A stray closing bracket before any value closes nothing.
+            (&b"}{\"a\":1}"[..], 5),
+        ] {
+            let mut s = JsonSplitter::new(100);
+            s.push(&body[..cut], &mut |_| {});
+            assert!(!s.complete, "{}", String::from_utf8_lossy(&body[..cut]));
+            s.push(&body[cut..], &mut |_| {});
+            assert!(s.complete, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

@@ -71,6 +71,8 @@ struct ResponseState {
     monitor: Option<StreamMonitor>,
     text_seen: usize,
     header_request_id: Option<String>,
+    /// Arrival of the chunk that completed the response (its terminal event).
+    terminal_at: Option<Instant>,
 }
 
 fn header<'a>(headers: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
@@ -222,6 +224,7 @@ impl Exchange {
             monitor,
             text_seen: 0,
             header_request_id,
+            terminal_at: None,
         });
     }
 
@@ -245,6 +248,9 @@ impl Exchange {
         }
         let before = r.parser.info().output_len();
         r.parser.push(chunk);
+        if r.terminal_at.is_none() && r.parser.terminal() {
+            r.terminal_at = Some(at);
+        }
         let info = r.parser.info();
         self.timing.chunk(at, info.output_len() > before);
         let monitor = r.monitor.as_mut()?;
@@ -275,9 +281,12 @@ impl Exchange {
             request_action: self.request_action,
             out: self.out,
             timing: self.timing,
-            response: self
-                .response
-                .map(|r| (r.parser, r.encoded, r.header_request_id)),
+            response: self.response.map(|r| FinishResponse {
+                parser: r.parser,
+                encoded: r.encoded,
+                header_request_id: r.header_request_id,
+                terminal_at: r.terminal_at,
+            }),
         }
     }
 }
@@ -296,5 +305,13 @@ pub(crate) struct FinishParts {
     pub response: Option<FinishResponse>,
 }
 
-/// Response parser, buffered compressed body (encoding, bytes), request id header.
-pub(crate) type FinishResponse = (ResponseParser, Option<(String, Vec<u8>)>, Option<String>);
+/// The response side `finish` consumes.
+#[derive(Debug)]
+pub(crate) struct FinishResponse {
+    pub parser: ResponseParser,
+    /// Compressed body kept for decoding (encoding, bytes).
+    pub encoded: Option<(String, Vec<u8>)>,
+    pub header_request_id: Option<String>,
+    /// Arrival of the chunk that completed the response, when seen while streaming.
+    pub terminal_at: Option<Instant>,
+}

@@ -23,16 +23,23 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     } = ex.into_parts();
     let responded = response.is_some();
     let (mut info, header_id) = match response {
-        Some((mut parser, encoded, header_id)) => {
-            if let Some((enc, buf)) = encoded {
+        Some(r) => {
+            let mut parser = r.parser;
+            if let Some((enc, buf)) = r.encoded {
                 match decode_body(Some(&enc), &buf, engine.decode_limits()) {
                     Ok(d) => parser.push(&d),
                     Err(e) => out.error = Some(format!("response body not analysed: {e}")),
                 }
             }
+            out.progress.events = parser.events();
             let (info, dropped) = parser.finish();
             out.response_truncated |= dropped;
-            (info, header_id)
+            // Seen only now (a compressed body, decoded here): it came with the last chunk.
+            let terminal_at = r
+                .terminal_at
+                .or_else(|| info.terminal.then(|| timing.last_chunk()).flatten());
+            out.progress.terminal_ms = terminal_at.map(|t| timing.since_start(t));
+            (info, r.header_request_id)
         }
         None => (ResponseInfo::default(), None),
     };
@@ -46,9 +53,10 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         .clone()
         .or(endpoint.path_model.clone())
         .or(endpoint.deployment.clone());
-    out.cost_usd = engine
+    let priced = engine
         .prices
-        .cost(info.model.as_deref().or(out.model.as_deref()), &info.usage);
+        .priced_model(info.model.as_deref(), out.model.as_deref());
+    out.cost_usd = engine.prices.cost(priced, &info.usage);
     out.ttft_ms = t.ttft_ms;
     out.first_byte_ms = t.first_byte_ms;
     out.duration_ms = t.duration_ms;

@@ -86,6 +86,8 @@ fn semantic(mut a: ExchangeAnalysis) -> ExchangeAnalysis {
     a.inter_chunk_p50_ms = None;
     a.inter_chunk_max_ms = None;
     a.chunks = 0;
+    // When the terminal event arrived depends on the chunking; that it did, does not.
+    a.progress.terminal_ms = a.progress.terminal_ms.map(|_| 0.0);
     a
 }
 
@@ -125,6 +127,7 @@ fn check(case: &Case, e: &Expect) {
     assert_eq!(a.request_id.as_deref(), e.request_id, "{}", case.name);
     assert_eq!(a.parse_errors, 0, "{}", case.name);
     assert!(a.error.is_none(), "{}: {:?}", case.name, a.error);
+    assert!(a.progress.reached_terminal(), "{}", case.name);
     assert!(
         a.api_key_fingerprint
             .as_ref()
@@ -686,4 +689,161 @@ fn gzip_response_is_decoded_for_analysis() {
     let a = run(&case, &gz.chunks(7).collect::<Vec<_>>());
     assert_eq!(a.usage.input, Some(82));
     assert_eq!(a.tool_calls.len(), 1);
+}
+
+/// Splits `case`'s response just before `marker` (the first occurrence, or the last one with
+/// `last`), feeds the two parts as chunks arriving at 10 and 20 ms, and returns when the
+/// analysis saw the terminal event: it must come with the second chunk, never the first.
+fn terminal_arrival(case: &Case, marker: &str, last: bool) -> Option<f64> {
+    let r = case.response;
+    let m = marker.as_bytes();
+    let mut at = r.windows(m.len()).enumerate().filter(|(_, w)| *w == m);
+    let cut = if last { at.next_back() } else { at.next() }
+        .unwrap_or_else(|| panic!("{}: no {marker}", case.name))
+        .0;
+    let before = run(case, &[&r[..cut]]);
+    assert_eq!(before.progress.terminal_ms, None, "{}", case.name);
+    // A JSON body's one document is not parsed until it closes.
+    assert!(
+        before.progress.events > 0 || case.name == "chat json",
+        "{}",
+        case.name
+    );
+    run(case, &[&r[..cut], &r[cut..]]).progress.terminal_ms
+}
+
+#[test]
+fn every_provider_stream_ends_with_its_terminal_event() {
+    let chat = |name, path, req, resp| openai(name, path, req, SSE, resp);
+    let anthropic = |response| Case {
+        name: "anthropic",
+        host: "api.anthropic.com",
+        path: "/v1/messages",
+        query: None,
+        request: fx!("anthropic_stream_request.json"),
+        content_type: SSE,
+        response_headers: &[],
+        response,
+    };
+    let path = "/v1beta/models/gemini-2.0-flash:streamGenerateContent";
+    let req = fx!("gemini_stream_request.json");
+    let cases = [
+        (
+            chat(
+                "chat",
+                "/v1/chat/completions",
+                fx!("openai_chat_stream_request.json"),
+                fx!("openai_chat_stream.sse"),
+            ),
+            "data: [DONE]",
+            false,
+        ),
+        (
+            chat(
+                "completions",
+                "/v1/completions",
+                fx!("openai_completions_stream_request.json"),
+                fx!("openai_completions_stream.sse"),
+            ),
+            "data: [DONE]",
+            false,
+        ),
+        (
+            chat(
+                "responses",
+                "/v1/responses",
+                fx!("openai_responses_stream_request.json"),
+                fx!("openai_responses_stream.sse"),
+            ),
+            "event: response.completed",
+            false,
+        ),
+        (
+            anthropic(fx!("anthropic_stream.sse")),
+            "event: message_stop",
+            false,
+        ),
+        (
+            anthropic(fx!("error_anthropic_stream.sse")),
+            "event: error",
+            false,
+        ),
+        // Gemini has no end event: the element whose candidate has a finish reason is last,
+        // in an event stream and in a JSON array stream alike.
+        (
+            gemini(
+                "gemini sse",
+                path,
+                Some("alt=sse"),
+                req,
+                SSE,
+                fx!("gemini_stream.sse"),
+            ),
+            "\"finishReason\"",
+            false,
+        ),
+        (
+            gemini(
+                "gemini array",
+                path,
+                None,
+                req,
+                JSON,
+                fx!("gemini_stream_array.json"),
+            ),
+            "\"finishReason\"",
+            false,
+        ),
+        // A whole JSON body is complete when its top-level value closes.
+        (
+            openai(
+                "chat json",
+                "/v1/chat/completions",
+                fx!("openai_chat_request.json"),
+                JSON,
+                fx!("openai_chat_response.json"),
+            ),
+            "}",
+            true,
+        ),
+    ];
+    for (case, marker, last) in &cases {
+        let ms = terminal_arrival(case, marker, *last);
+        assert!(
+            ms.is_some_and(|ms| (ms - 20.0).abs() < 1e-6),
+            "{}: {ms:?}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn a_terminal_event_seen_only_after_decoding_came_with_the_last_chunk() {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(fx!("anthropic_stream.sse")).unwrap();
+    let gz: &'static [u8] = Vec::leak(e.finish().unwrap());
+    let case = Case {
+        name: "gzip stream",
+        host: "api.anthropic.com",
+        path: "/v1/messages",
+        query: None,
+        request: fx!("anthropic_stream_request.json"),
+        content_type: SSE,
+        response_headers: &[("content-encoding", "gzip")],
+        response: gz,
+    };
+    let chunks: Vec<&[u8]> = gz.chunks(gz.len() / 3 + 1).collect();
+    assert_eq!(chunks.len(), 3);
+    let a = run(&case, &chunks);
+    assert!(
+        a.progress
+            .terminal_ms
+            .is_some_and(|ms| (ms - 30.0).abs() < 1e-6),
+        "{:?}",
+        a.progress
+    );
+    // Cut before its end, the decoded stream has no terminal event.
+    let a = run(&case, &chunks[..2]);
+    assert_eq!(a.progress.terminal_ms, None);
 }

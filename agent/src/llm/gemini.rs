@@ -115,6 +115,7 @@ impl GeminiAcc {
     fn element(&mut self, v: &Value) {
         if let Some(e) = error_message(v) {
             self.info.error = Some(e);
+            self.info.terminal = true;
             return;
         }
         self.info
@@ -145,7 +146,10 @@ impl GeminiAcc {
             return;
         };
         if let Some(r) = cand.get("finishReason").and_then(Value::as_str) {
+            // Gemini has no end event: the element whose candidate carries a finish reason
+            // (with the final usage) is the last one.
             self.info.finish_reason = Some(r.to_owned());
+            self.info.terminal = true;
         }
         for part in cand
             .pointer("/content/parts")

@@ -45,6 +45,7 @@ pub mod model;
 pub mod openai;
 pub mod outcome;
 pub mod pricing;
+pub mod progress;
 #[cfg(test)]
 mod prop_tests;
 pub mod provider;
@@ -56,5 +57,6 @@ pub use engine::{Engine, LlmConfig};
 pub use exchange::{EarlyStop, Exchange, RequestHead, RequestVerdict};
 pub use model::{RequestInfo, ResponseInfo, ToolCall};
 pub use outcome::ExchangeAnalysis;
+pub use progress::Progress;
 pub use provider::{ApiKind, Dialect, Endpoint, Provider};
 pub use usage::Usage;

@@ -53,6 +53,10 @@ pub struct ResponseInfo {
     pub error: Option<String>,
     /// JSON documents or events that could not be parsed.
     pub parse_errors: u32,
+    /// The provider's terminal event was seen (`[DONE]`, `message_stop`, `response.completed`,
+    /// a Gemini candidate's `finishReason`, an error event): the answer is whole, whatever
+    /// follows it on the wire.
+    pub terminal: bool,
 }
 
 impl ResponseInfo {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::model::ToolCall;
+use super::progress::Progress;
 use super::provider::Provider;
 use super::usage::Usage;
 use crate::analysis::Finding;
@@ -65,6 +66,10 @@ pub struct ExchangeAnalysis {
     /// The stream was ended early by the monitor.
     pub early_stopped: bool,
     pub parse_errors: u32,
+    /// How far the response got (events, terminal event). Not a column of its own: when the
+    /// app closes before the body's end it decides the row's error, completeness and duration.
+    #[serde(skip)]
+    pub progress: Progress,
 }
 
 /// The provider as the trace row names it.

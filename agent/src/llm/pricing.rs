@@ -105,6 +105,17 @@ impl PriceTable {
             .map(|(_, p)| p)
     }
 
+    /// The model to price an exchange by: the one the provider says it served when the table
+    /// knows it (a request for an alias, a deployment name or a router can be served by
+    /// another model), else the requested one.
+    pub fn priced_model<'a>(
+        &self,
+        served: Option<&'a str>,
+        requested: Option<&'a str>,
+    ) -> Option<&'a str> {
+        served.filter(|m| self.lookup(m).is_some()).or(requested)
+    }
+
     /// Cost in USD, `None` when the model or the token counts are unknown.
     pub fn cost(&self, model: Option<&str>, usage: &Usage) -> Option<f64> {
         let p = self.lookup(model?)?;
@@ -165,6 +176,24 @@ mod tests {
         assert_eq!(t.cost(Some("my-finetune"), &usage(10, 10, 0)), None);
         assert_eq!(t.cost(None, &usage(10, 10, 0)), None);
         assert_eq!(t.cost(Some("gpt-4o"), &Usage::default()), None);
+    }
+
+    #[test]
+    fn priced_by_the_served_model_when_known() {
+        let t = PriceTable::builtin();
+        let u = usage(1_000_000, 0, 0);
+        // A router answered a gpt-4o request with gpt-4o-mini: the mini's price.
+        let m = t.priced_model(Some("gpt-4o-mini-2024-07-18"), Some("gpt-4o"));
+        assert_eq!(m, Some("gpt-4o-mini-2024-07-18"));
+        assert!((t.cost(m, &u).unwrap() - 0.15).abs() < 1e-9);
+        // A served name the table does not know falls back to the requested model.
+        let m = t.priced_model(Some("my-private-snapshot"), Some("gpt-4o"));
+        assert!((t.cost(m, &u).unwrap() - 2.5).abs() < 1e-9);
+        // An Azure deployment name is not a model; the served model prices it.
+        let m = t.priced_model(Some("gpt-4o-2024-11-20"), Some("gpt4o-prod"));
+        assert!((t.cost(m, &u).unwrap() - 2.5).abs() < 1e-9);
+        assert_eq!(t.priced_model(None, Some("gpt-4o")), Some("gpt-4o"));
+        assert_eq!(t.priced_model(Some("nobody-knows"), None), None);
     }
 
     #[test]

@@ -67,6 +67,16 @@ impl Timing {
         self.last_chunk = Some(at);
     }
 
+    /// Arrival of the last body chunk, if any.
+    pub fn last_chunk(&self) -> Option<Instant> {
+        self.last_chunk
+    }
+
+    /// Milliseconds from the start to `t`.
+    pub fn since_start(&self, t: Instant) -> f64 {
+        ms(t.saturating_duration_since(self.start))
+    }
+
     /// Summarises at `end`.
     // Microsecond gaps stay far below 2^52, so the conversion is exact.
     #[allow(clippy::cast_precision_loss)]

@@ -17,7 +17,7 @@ use hyper::{
     body::{Body, Frame, Incoming, SizeHint},
 };
 
-use super::{context::Recorder, pool::PoolReturn};
+use super::{context::Recorder, ending::BodyEnd, pool::PoolReturn};
 
 /// The app's request body on its way to the provider: a prefix the analysis buffered (maybe
 /// rewritten), then the rest of the app's stream, then trailers seen while buffering.
@@ -147,9 +147,9 @@ impl ResponseBody {
         }
     }
 
-    fn finish(&mut self, error: Option<String>) {
+    fn finish(&mut self, end: BodyEnd) {
         if let Some(mut r) = self.recorder.take() {
-            r.finish(self.bytes, error);
+            r.finish(self.bytes, end);
         }
     }
 }
@@ -184,13 +184,13 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Err(e))) => {
                 let message = format!("the provider's response body failed: {e}");
                 this.pool_return = None;
-                this.finish(Some(message));
+                this.finish(BodyEnd::Failed(message));
             }
             Poll::Ready(None) => {
                 if let Some(p) = this.pool_return.take() {
                     p.give_back();
                 }
-                this.finish(None);
+                this.finish(BodyEnd::Complete);
             }
             Poll::Pending => {}
         }
@@ -215,7 +215,8 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         // hyper drops a body it has read to the end without polling past it when the size is
-        // known; only an unfinished stream is an abandoned exchange.
+        // known; only an unfinished stream was closed by the app (which may still have had the
+        // whole answer: the record phase judges that).
         let complete = match &self.inner {
             Inner::Stream(s) => s.is_end_stream(),
             Inner::Full(d) => d.is_none(),
@@ -224,11 +225,9 @@ impl Drop for ResponseBody {
             if let Some(p) = self.pool_return.take() {
                 p.give_back();
             }
-            self.finish(None);
+            self.finish(BodyEnd::Complete);
         } else {
-            self.finish(Some(
-                "the app closed the exchange before the response ended".to_owned(),
-            ));
+            self.finish(BodyEnd::AppClosed);
         }
     }
 }

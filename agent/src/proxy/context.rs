@@ -12,7 +12,12 @@ use std::{
 use bytes::Bytes;
 use hyper::{Method, Version};
 
-use super::{Intercept, record::ExchangeRecord, tap::LlmTap};
+use super::{
+    Intercept,
+    ending::{self, BodyEnd},
+    record::ExchangeRecord,
+    tap::LlmTap,
+};
 use crate::{identity::ProcessDetails, tls::Alpn, transport::ProcessInfo};
 
 /// What every exchange of one intercepted connection shares.
@@ -134,15 +139,13 @@ impl Recorder {
         self.ctx.llm.response_chunk(chunk)
     }
 
-    /// The record phase: builds the record, counts it, and hands it to the tee.
-    pub fn finish(&mut self, bytes_down: u64, error: Option<String>) {
+    /// The record phase: builds the record, judges how its body ended, counts it, and hands
+    /// it to the tee.
+    pub fn finish(&mut self, bytes_down: u64, end: BodyEnd) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
         let c = &mut self.ctx;
-        if error.is_some() {
-            c.error = error;
-        }
         c.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
         let bytes_up = c.bytes_up.load(Ordering::Relaxed);
         c.conn.bytes_up.fetch_add(bytes_up, Ordering::Relaxed);
@@ -150,10 +153,7 @@ impl Recorder {
         let m = &self.proxy.metrics;
         m.active_exchanges.dec();
         m.exchange(c.status);
-        if c.error.is_some() {
-            m.exchange_errors.inc();
-        }
-        let record = ExchangeRecord {
+        let mut record = ExchangeRecord {
             connection_id: c.conn.id,
             exchange_seq: c.seq,
             started_at_us: micros_since_epoch(c.started_at),
@@ -178,6 +178,10 @@ impl Recorder {
             not_intercepted_reason: None,
             llm: c.llm.finish(m, bytes_up).map(Box::new),
         };
+        ending::settle(&mut record, end);
+        if record.error.is_some() {
+            m.exchange_errors.inc();
+        }
         self.proxy.tee.emit(record);
     }
 }
@@ -186,7 +190,7 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         self.finish(
             0,
-            Some("the exchange was abandoned before it completed".to_owned()),
+            BodyEnd::Failed("the exchange was abandoned before it completed".to_owned()),
         );
     }
 }

@@ -12,6 +12,7 @@ pub mod activity;
 pub mod body;
 pub mod build;
 pub mod context;
+pub mod ending;
 pub mod error;
 pub mod exchange;
 pub mod headers;

@@ -1,6 +1,8 @@
 //! A fake LLM provider over real TLS with its own test CA, on a loopback address, speaking
 //! OpenAI- and Anthropic-shaped JSON and SSE over HTTP/1.1 and HTTP/2. It records every request
-//! it receives (headers and body) so tests can check what the agent forwarded.
+//! it receives (headers and body) so tests can check what the agent forwarded, and when it
+//! ended each response body. Its [`Pacing`] sets the gap between stream events and how long
+//! the body's end follows the last event (as real providers' can, after the terminal event).
 
 pub mod anthropic;
 pub mod openai;
@@ -13,7 +15,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
@@ -34,13 +36,31 @@ use tokio_rustls::TlsAcceptor;
 
 pub use tls::NAMES;
 
+/// How the fake paces a streamed answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// Between two events of a stream, like a model producing tokens. Default 5 ms.
+    pub gap: Duration,
+    /// From the last event (the terminal one) to the end of the body. Default none.
+    pub end_delay: Duration,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Self {
+            gap: Duration::from_millis(5),
+            end_delay: Duration::ZERO,
+        }
+    }
+}
+
 /// What the fake answers.
 #[derive(Debug)]
 pub struct Reply {
     status: StatusCode,
     content_type: &'static str,
     chunks: Vec<String>,
-    gap: Duration,
+    stream: bool,
 }
 
 impl Reply {
@@ -50,17 +70,17 @@ impl Reply {
             status: StatusCode::OK,
             content_type: "application/json",
             chunks: vec![v.to_string()],
-            gap: Duration::ZERO,
+            stream: false,
         }
     }
 
-    /// An event stream, one chunk per event, sent 5 ms apart like a model producing tokens.
+    /// An event stream, one chunk per event, paced by the fake's [`Pacing`].
     pub fn sse(events: Vec<String>) -> Self {
         Self {
             status: StatusCode::OK,
             content_type: "text/event-stream",
             chunks: events,
-            gap: Duration::from_millis(5),
+            stream: true,
         }
     }
 
@@ -72,7 +92,7 @@ impl Reply {
                 serde_json::json!({"error": {"message": message, "type": "fake_error"}})
                     .to_string(),
             ],
-            gap: Duration::ZERO,
+            stream: false,
         }
     }
 }
@@ -95,6 +115,7 @@ pub struct FakeLlm {
     /// PEM of its CA (give it to the agent as an extra upstream root).
     pub ca_pem_path: PathBuf,
     received: Arc<Mutex<Vec<Received>>>,
+    body_ends: Arc<Mutex<Vec<SystemTime>>>,
     _dir: tempfile::TempDir,
     _runtime: tokio::runtime::Runtime,
 }
@@ -108,8 +129,13 @@ impl std::fmt::Debug for FakeLlm {
 }
 
 impl FakeLlm {
-    /// Listens on `addr` (loopback only; port 0 picks one).
+    /// Listens on `addr` (loopback only; port 0 picks one), with the default [`Pacing`].
     pub fn start(addr: &str) -> Self {
+        Self::start_paced(addr, Pacing::default())
+    }
+
+    /// Listens on `addr` (loopback only; port 0 picks one), pacing streams with `pacing`.
+    pub fn start_paced(addr: &str, pacing: Pacing) -> Self {
         let addr: SocketAddr = addr.parse().expect("addr");
         assert!(addr.ip().is_loopback(), "fake providers bind loopback only");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -126,8 +152,13 @@ impl FakeLlm {
         let ca_pem_path = dir.path().join("fake-provider-ca.pem");
         std::fs::write(&ca_pem_path, ca_pem).expect("write CA");
         let received = Arc::new(Mutex::new(Vec::new()));
+        let body_ends = Arc::new(Mutex::new(Vec::new()));
         let acceptor = TlsAcceptor::from(config);
-        let log = received.clone();
+        let log = Log {
+            received: received.clone(),
+            body_ends: body_ends.clone(),
+            pacing,
+        };
         runtime.spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, log) = (acceptor.clone(), log.clone());
@@ -147,6 +178,7 @@ impl FakeLlm {
             addr,
             ca_pem_path,
             received,
+            body_ends,
             _dir: dir,
             _runtime: runtime,
         }
@@ -156,21 +188,32 @@ impl FakeLlm {
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().expect("log").clone()
     }
+
+    /// When each response body was ended so far (wall clock, just before the end was sent),
+    /// in order.
+    pub fn body_ends(&self) -> Vec<SystemTime> {
+        self.body_ends.lock().expect("log").clone()
+    }
+}
+
+/// What the request handlers share.
+#[derive(Debug, Clone)]
+struct Log {
+    received: Arc<Mutex<Vec<Received>>>,
+    body_ends: Arc<Mutex<Vec<SystemTime>>>,
+    pacing: Pacing,
 }
 
 type ReplyBody = BoxBody<Bytes, Infallible>;
 
-async fn handle(
-    req: Request<Incoming>,
-    log: Arc<Mutex<Vec<Received>>>,
-) -> Result<Response<ReplyBody>, Infallible> {
+async fn handle(req: Request<Incoming>, log: Log) -> Result<Response<ReplyBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
         .await
         .map(|b| b.to_bytes().to_vec())
         .unwrap_or_default();
-    log.lock().expect("log").push(Received {
+    log.received.lock().expect("log").push(Received {
         uri: parts.uri.to_string(),
         headers: parts
             .headers
@@ -185,26 +228,40 @@ async fn handle(
         "/v1/messages" => anthropic::messages(&json),
         _ => Reply::error(StatusCode::NOT_FOUND, "no such route on the fake provider"),
     };
-    Ok(respond(reply))
+    Ok(respond(reply, log))
 }
 
-fn respond(reply: Reply) -> Response<ReplyBody> {
+fn respond(reply: Reply, log: Log) -> Response<ReplyBody> {
     let (tx, rx) = mpsc::channel(16);
     let Reply {
         status,
         content_type,
         chunks,
-        gap,
+        stream,
     } = reply;
+    let pacing = if stream {
+        log.pacing
+    } else {
+        Pacing {
+            gap: Duration::ZERO,
+            end_delay: Duration::ZERO,
+        }
+    };
     tokio::spawn(async move {
         for (i, chunk) in chunks.into_iter().enumerate() {
-            if i > 0 && !gap.is_zero() {
-                tokio::time::sleep(gap).await;
+            if i > 0 && !pacing.gap.is_zero() {
+                tokio::time::sleep(pacing.gap).await;
             }
             if tx.send(Frame::data(Bytes::from(chunk))).await.is_err() {
                 return;
             }
         }
+        if !pacing.end_delay.is_zero() {
+            tokio::time::sleep(pacing.end_delay).await;
+        }
+        // Dropping the sender ends the body.
+        log.body_ends.lock().expect("log").push(SystemTime::now());
+        drop(tx);
     });
     let mut r = Response::new(ChannelBody(rx).boxed());
     *r.status_mut() = status;

@@ -66,6 +66,7 @@ impl ChatAcc {
     /// One stream event's `data` or a whole body.
     pub fn document(&mut self, data: &str) {
         if data.trim() == "[DONE]" {
+            self.info.terminal = true;
             return;
         }
         let Ok(v) = serde_json::from_str::<Value>(data) else {
@@ -73,7 +74,9 @@ impl ChatAcc {
             return;
         };
         if let Some(e) = error_message(&v) {
+            // The provider ends the stream after an error event.
             self.info.error = Some(e);
+            self.info.terminal = true;
             return;
         }
         let Ok(chunk) = serde_json::from_value::<Chunk>(v) else {

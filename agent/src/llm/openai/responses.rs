@@ -25,6 +25,13 @@ impl ResponsesAcc {
             return;
         };
         let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+        // Every Responses stream ends with exactly one of these.
+        if matches!(
+            kind,
+            "response.completed" | "response.incomplete" | "response.failed" | "error"
+        ) {
+            self.info.terminal = true;
+        }
         match kind {
             "response.output_text.delta" | "response.refusal.delta" => {
                 self.saw_delta = true;

@@ -1,0 +1,199 @@
+//! How a response body ended, and what the exchange's record says about it.
+//!
+//! An app that closes once its provider's stream reached the terminal event had the whole
+//! answer: several SDKs stop reading there (the Python `openai` SDK closes the response right
+//! after `data: [DONE]`), and a provider may send the end of the chunked body a few
+//! milliseconds later. That exchange is complete. Only an app that closes before the terminal
+//! event cut the exchange short; its record says how far the response got.
+//!
+//! A response that reached its terminal event lasted until that event, whether the app then
+//! read the body's end or closed: the same provider behaviour gives the same duration whichever
+//! SDK the app uses.
+
+use super::record::ExchangeRecord;
+
+/// How the data path saw a response body end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Read to its end (or a synthetic body sent whole).
+    Complete,
+    /// The exchange failed: the provider's body broke, or the exchange never got a body.
+    Failed(String),
+    /// The app went away before the body ended.
+    AppClosed,
+}
+
+/// The start of the error of an exchange the app cut short.
+pub const CUT_SHORT: &str = "the app closed the exchange before the response ended";
+
+/// Applies `end` to `record`. For [`BodyEnd::AppClosed`] this needs the LLM analysis (when
+/// there is one) already in `record.llm`: it tells whether the terminal event came first.
+pub fn settle(record: &mut ExchangeRecord, end: BodyEnd) {
+    match end {
+        BodyEnd::Complete => {
+            until_terminal(record);
+        }
+        BodyEnd::Failed(error) => record.error = Some(error),
+        BodyEnd::AppClosed => {
+            if !until_terminal(record) {
+                cut_short(record);
+            }
+        }
+    }
+}
+
+/// Ends the exchange at its response's terminal event; false when none was seen.
+fn until_terminal(record: &mut ExchangeRecord) -> bool {
+    let Some(analysis) = record.llm.as_mut().map(|l| &mut l.analysis) else {
+        return false;
+    };
+    let Some(ms) = analysis.progress.terminal_ms else {
+        return false;
+    };
+    analysis.duration_ms = ms;
+    record.duration_us = micros(ms);
+    true
+}
+
+fn cut_short(record: &mut ExchangeRecord) {
+    let bytes = record.bytes_down;
+    let message = match record.llm.as_mut().map(|l| &mut l.analysis) {
+        Some(analysis) => {
+            // What was captured is not the whole response.
+            analysis.response_truncated = true;
+            let events = analysis.progress.events;
+            format!("{CUT_SHORT} (after {events} events, {bytes} bytes; no terminal event)")
+        }
+        // Not an LLM exchange: nothing tells where its response would have ended.
+        None => format!("{CUT_SHORT} (after {bytes} bytes)"),
+    };
+    record.error.get_or_insert(message);
+}
+
+// Durations are far below 2^52 µs, and never negative.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn micros(ms: f64) -> u64 {
+    (ms * 1000.0).round() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        llm::{ExchangeAnalysis, Progress},
+        proxy::tap::LlmRecord,
+        transport::ProcessInfo,
+    };
+
+    fn record(progress: Option<Progress>) -> ExchangeRecord {
+        ExchangeRecord {
+            connection_id: 1,
+            exchange_seq: 1,
+            started_at_us: 0,
+            first_byte_us: Some(1000),
+            duration_us: 250_000,
+            sni: None,
+            alpn: "http/1.1",
+            upstream_alpn: None,
+            http_version: None,
+            method: None,
+            path: None,
+            status: Some(200),
+            bytes_up: 10,
+            bytes_down: 512,
+            client: "127.0.0.1:1".parse().unwrap(),
+            orig_dst: "127.0.0.2:443".parse().unwrap(),
+            process: ProcessInfo {
+                pid: 1,
+                tid: 1,
+                uid: 0,
+                gid: 0,
+                comm: "t".into(),
+                cgroup_id: 0,
+                netns_cookie: 0,
+            },
+            provider: "openai".into(),
+            details: Arc::default(),
+            error: None,
+            intercepted: true,
+            not_intercepted_reason: None,
+            llm: progress.map(|progress| {
+                Box::new(LlmRecord {
+                    analysis: ExchangeAnalysis {
+                        duration_ms: 250.0,
+                        progress,
+                        ..ExchangeAnalysis::default()
+                    },
+                    request_dropped_bytes: 0,
+                })
+            }),
+        }
+    }
+
+    #[test]
+    fn closing_after_the_terminal_event_is_a_complete_exchange() {
+        let mut r = record(Some(Progress {
+            events: 9,
+            terminal_ms: Some(189.5),
+        }));
+        settle(&mut r, BodyEnd::AppClosed);
+        assert_eq!(r.error, None);
+        assert_eq!(r.duration_us, 189_500);
+        let a = &r.llm.as_ref().unwrap().analysis;
+        assert!(!a.response_truncated);
+        assert!((a.duration_ms - 189.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_body_read_to_its_late_end_also_lasted_until_the_terminal_event() {
+        let mut r = record(Some(Progress {
+            events: 9,
+            terminal_ms: Some(189.5),
+        }));
+        settle(&mut r, BodyEnd::Complete);
+        assert_eq!((r.error.as_deref(), r.duration_us), (None, 189_500));
+        let mut r = record(None);
+        settle(&mut r, BodyEnd::Complete);
+        assert_eq!((r.error.as_deref(), r.duration_us), (None, 250_000));
+    }
+
+    #[test]
+    fn closing_before_the_terminal_event_is_cut_short_with_how_far_it_got() {
+        let mut r = record(Some(Progress {
+            events: 3,
+            terminal_ms: None,
+        }));
+        settle(&mut r, BodyEnd::AppClosed);
+        assert_eq!(
+            r.error.as_deref(),
+            Some(
+                "the app closed the exchange before the response ended \
+                 (after 3 events, 512 bytes; no terminal event)"
+            )
+        );
+        assert_eq!(r.duration_us, 250_000);
+        assert!(r.llm.as_ref().unwrap().analysis.response_truncated);
+    }
+
+    #[test]
+    fn other_ends() {
+        let mut r = record(None);
+        settle(&mut r, BodyEnd::AppClosed);
+        assert_eq!(
+            r.error.as_deref(),
+            Some("the app closed the exchange before the response ended (after 512 bytes)")
+        );
+        let mut r = record(Some(Progress::default()));
+        settle(&mut r, BodyEnd::Complete);
+        assert_eq!((r.error.as_deref(), r.duration_us), (None, 250_000));
+        settle(&mut r, BodyEnd::Failed("the provider's body failed".into()));
+        assert_eq!(r.error.as_deref(), Some("the provider's body failed"));
+        // An earlier error (e.g. a provider error event) is kept.
+        let mut r = record(Some(Progress::default()));
+        r.error = Some("upstream reset".into());
+        settle(&mut r, BodyEnd::AppClosed);
+        assert_eq!(r.error.as_deref(), Some("upstream reset"));
+    }
+}
