@@ -2,8 +2,9 @@
 
 Usage: chdb_queries.py WORKDIR
 WORKDIR holds ddl.sql (rendered modern DDL), seed.sql (one INSERT, run twice like a replayed
-batch) and query-N.sql files (rendered for the modern schema). Writes query-N.json, each the
-query's answer in ClickHouse's JSONCompact format. TZ in the environment sets the zone.
+batch), query-N.sql files (rendered for the modern schema) and optionally roles.sql (only
+parsed: chdb has no access control). Writes query-N.json, each the query's answer in
+ClickHouse's JSONCompact format. TZ in the environment sets the zone.
 """
 
 import glob
@@ -38,6 +39,15 @@ def main():
         answer = sess.query(sql, "JSONCompact").bytes()
         open(path[: -len(".sql")] + ".json", "wb").write(answer)
     print("queries", len(glob.glob(os.path.join(work, "query-*.json"))))
+    # The roles file: chdb has no access control to run it, but its parser must accept it.
+    roles = os.path.join(work, "roles.sql")
+    if os.path.exists(roles):
+        parsed = 0
+        for stmt in statements(open(roles).read()):
+            quoted = stmt.replace("\\", "\\\\").replace("'", "\\'")
+            sess.query(f"SELECT formatQuery('{quoted}')", "CSV")
+            parsed += 1
+        print("roles_statements", parsed)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use llmtrace_agent::cli::queries::{SavedQuery, Target};
+use llmtrace_agent::cli::queries::{GRAFANA_SINCE, QUERIES, SavedQuery, Since, Target};
 use llmtrace_agent::cli::report::{Format, format_answer};
 use llmtrace_agent::sink::{SinkConfig, migrate};
 use testkit::clickhouse::ClickHouseServer;
@@ -622,7 +622,7 @@ fn the_modern_engine_answers_the_same_over_the_production_ddl() {
             database: "llmtrace",
             table: "traces",
             legacy: false,
-            since_seconds: if *since == "1d" { 86_400 } else { 604_800 },
+            since: Since::Seconds(if *since == "1d" { 86_400 } else { 604_800 }),
         };
         let sql = SavedQuery::find(name)
             .unwrap()
@@ -630,6 +630,17 @@ fn the_modern_engine_answers_the_same_over_the_production_ddl() {
             .unwrap();
         std::fs::write(work.path().join(format!("query-{i:02}.sql")), sql).unwrap();
     }
+    // Every dashboard panel, with the time picker's macro filled in for the last 7 days.
+    let panels = dashboard_panels();
+    for (i, (_, sql)) in panels.iter().enumerate() {
+        let filled = sql.replace("$__fromTime", "toDateTime(toUInt32(now()) - 604800)");
+        std::fs::write(work.path().join(format!("query-panel-{i:02}.sql")), filled).unwrap();
+    }
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/clickhouse/roles-modern.sql"),
+        work.path().join("roles.sql"),
+    )
+    .unwrap();
     // Same zone as the 18.16 server, so times print alike.
     let zone = w.ch.query_text("SELECT timezone()");
     let out = Command::new(python())
@@ -644,6 +655,8 @@ fn the_modern_engine_answers_the_same_over_the_production_ddl() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("roles_statements 5"), "{stdout}");
     for (i, (name, params, since)) in cases.iter().enumerate() {
         let json = std::fs::read(work.path().join(format!("query-{i:02}.json"))).unwrap();
         let modern = format_answer(&json, Format::Csv).unwrap();
@@ -653,16 +666,104 @@ fn the_modern_engine_answers_the_same_over_the_production_ddl() {
             extra.extend(["--param", a.as_str()]);
         }
         let legacy = w.csv(name, &extra);
-        if *name == "silent-agents" {
-            // minutes_silent follows the clock between the two runs: compare the hosts.
-            let hosts = |csv: &str| -> Vec<String> {
-                csv.lines()
-                    .map(|l| l.split(',').next().unwrap_or("").to_owned())
-                    .collect()
-            };
-            assert_eq!(hosts(&modern), hosts(&legacy), "{name}");
-        } else {
-            assert_eq!(modern, legacy, "{name} {params:?} --since {since}");
-        }
+        assert_same_answer(name, &modern, &legacy);
     }
+    for (i, (title, sql)) in panels.iter().enumerate() {
+        let json = std::fs::read(work.path().join(format!("query-panel-{i:02}.json"))).unwrap();
+        let panel = format_answer(&json, Format::Csv).unwrap();
+        let name = QUERIES
+            .iter()
+            .find(|q| grafana_sql(q) == *sql)
+            .expect("every panel runs a saved query")
+            .name;
+        assert_same_answer(
+            &format!("panel {title:?} ({name})"),
+            &panel,
+            &w.csv(name, &[]),
+        );
+    }
+}
+
+fn assert_same_answer(what: &str, modern: &str, legacy: &str) {
+    if what.contains("silent-agents") {
+        // minutes_silent follows the clock between the two runs: compare the hosts.
+        let hosts = |csv: &str| -> Vec<String> {
+            csv.lines()
+                .map(|l| l.split(',').next().unwrap_or("").to_owned())
+                .collect()
+        };
+        assert_eq!(hosts(modern), hosts(legacy), "{what}");
+    } else {
+        assert_eq!(modern, legacy, "{what}");
+    }
+}
+
+/// A saved query as a Grafana panel runs it: modern schema, default parameters, the period
+/// from the dashboard's time picker.
+fn grafana_sql(q: &SavedQuery) -> String {
+    let target = Target {
+        database: "llmtrace",
+        table: "traces",
+        legacy: false,
+        since: Since::Sql(GRAFANA_SINCE),
+    };
+    q.render(&target, &BTreeMap::new()).unwrap()
+}
+
+/// (title, SQL) of every panel of the fleet dashboard.
+fn dashboard_panels() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/grafana/dashboards/llmtrace-fleet.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    dash["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| {
+            let title = p["title"].as_str().unwrap_or("").to_owned();
+            p["targets"]
+                .as_array()
+                .expect("targets")
+                .iter()
+                .map(move |t| {
+                    (
+                        title.clone(),
+                        t["rawSql"].as_str().expect("rawSql").to_owned(),
+                    )
+                })
+        })
+        .collect()
+}
+
+#[test]
+fn every_grafana_panel_is_a_tested_saved_query() {
+    let panels = dashboard_panels();
+    let mut used: Vec<&str> = panels
+        .iter()
+        .map(|(title, sql)| {
+            QUERIES
+                .iter()
+                .find(|q| grafana_sql(q) == *sql)
+                .unwrap_or_else(|| {
+                    panic!("panel {title:?} runs SQL that is not a saved query with its macros filled in")
+                })
+                .name
+        })
+        .collect();
+    used.sort_unstable();
+    let all: Vec<&str> = QUERIES.iter().map(|q| q.name).collect();
+    assert_eq!(used, all, "each saved query is on the dashboard once");
+    let provisioning = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/grafana/provisioning/datasources/llmtrace-clickhouse.yaml"),
+    )
+    .unwrap();
+    assert!(provisioning.contains("uid: llmtrace-clickhouse"));
+    let dash = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/grafana/dashboards/llmtrace-fleet.json"),
+    )
+    .unwrap();
+    assert!(!dash.contains("request_body") && !dash.contains("response_body"));
 }

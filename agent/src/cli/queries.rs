@@ -84,9 +84,22 @@ pub struct Target<'a> {
     pub table: &'a str,
     /// The server takes the legacy (18.16) schema, whose `start_time` is an `Int64` of µs.
     pub legacy: bool,
-    /// Period in seconds.
-    pub since_seconds: u64,
+    /// The period to look back over.
+    pub since: Since<'a>,
 }
+
+/// How far back a query looks.
+#[derive(Debug, Clone, Copy)]
+pub enum Since<'a> {
+    /// A fixed number of seconds (`llmtrace report --since`).
+    Seconds(u64),
+    /// A SQL expression of seconds, e.g. one built from a dashboard's time-range macro.
+    Sql(&'a str),
+}
+
+/// The period of a Grafana panel: from the dashboard's time picker (the ClickHouse data source
+/// plugin's `$__fromTime` macro) to now.
+pub const GRAFANA_SINCE: &str = "(toUInt32(now()) - toUInt32($__fromTime))";
 
 impl SavedQuery {
     /// Looks a query up by name.
@@ -153,7 +166,13 @@ impl SavedQuery {
             ("database".to_owned(), target.database.to_owned()),
             ("table".to_owned(), target.table.to_owned()),
             ("ts".to_owned(), ts.to_owned()),
-            ("since".to_owned(), target.since_seconds.to_string()),
+            (
+                "since".to_owned(),
+                match target.since {
+                    Since::Seconds(n) => n.to_string(),
+                    Since::Sql(expr) => expr.to_owned(),
+                },
+            ),
         ]);
         for p in params {
             let raw = values.get(&p.name).unwrap_or(&p.default);
@@ -230,7 +249,7 @@ mod tests {
             database: "llmtrace",
             table: "traces",
             legacy,
-            since_seconds: 604_800,
+            since: Since::Seconds(604_800),
         }
     }
 
@@ -278,6 +297,45 @@ mod tests {
         let bad = BTreeMap::from([("limit".to_owned(), "5; DROP".to_owned())]);
         assert!(top.render(&target(false), &bad).is_err());
         assert!(SavedQuery::find("nope").is_err());
+    }
+
+    /// Columns `llmtrace_reader` may not read (the REVOKE in roles-modern.sql).
+    fn revoked_columns() -> Vec<String> {
+        let roles = include_str!("../../../deploy/clickhouse/roles-modern.sql");
+        let revoke = roles
+            .lines()
+            .find(|l| l.starts_with("REVOKE SELECT("))
+            .expect("roles-modern.sql revokes the body columns from the reader");
+        let cols = &revoke["REVOKE SELECT(".len()..revoke.find(')').unwrap()];
+        cols.split(',')
+            .map(|c| c.trim().trim_matches('`').to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_reader_role_can_run_every_saved_query() {
+        let revoked = revoked_columns();
+        for body in ["request_body", "response_body", "tool_calls.arguments"] {
+            assert!(revoked.iter().any(|c| c == body), "{body} not revoked");
+        }
+        for q in QUERIES {
+            for c in &revoked {
+                assert!(!q.sql.contains(c.as_str()), "{} reads {c}", q.name);
+            }
+        }
+    }
+
+    #[test]
+    fn every_file_in_the_queries_directory_is_embedded() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/clickhouse/queries");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|n| n.strip_suffix(".sql").map(str::to_owned))
+            .collect();
+        files.sort();
+        let embedded: Vec<&str> = QUERIES.iter().map(|q| q.name).collect();
+        assert_eq!(files, embedded);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::queries::{QUERIES, SavedQuery, Target};
+use super::queries::{QUERIES, SavedQuery, Since, Target};
 use crate::sink::{SinkConfig, client};
 
 /// A report's answer is held in memory to be printed: a bigger one is refused, not truncated.
@@ -78,7 +78,7 @@ pub async fn run(args: &ReportArgs, cfg: &SinkConfig) -> anyhow::Result<()> {
             database: &ch.database,
             table: &ch.table,
             legacy: !version.is_modern(),
-            since_seconds,
+            since: Since::Seconds(since_seconds),
         },
         &values,
     )?;
