@@ -1,6 +1,9 @@
 -- Reader roles for the modern schema (ClickHouse 22.3 and later, SQL-driven access control).
 -- Apply as an administrator: clickhouse-client --multiquery < roles-modern.sql
 -- (with another [sink.clickhouse] database or table, change llmtrace.traces below first).
+-- On a cluster, add ON CLUSTER <name> to each statement (or run the file on every node, unless
+-- your access storage is replicated): Distributed reads check the grants on each shard's
+-- traces_local too, hence the second grant, which is harmless on a single node.
 --
 -- llmtrace_reader: every trace column except what the prompts and answers said: the request
 --   and response bodies and the tool-call arguments the model produced. Enough for every saved
@@ -17,6 +20,8 @@
 CREATE ROLE IF NOT EXISTS llmtrace_reader;
 GRANT SELECT ON llmtrace.traces TO llmtrace_reader;
 REVOKE SELECT(request_body, response_body, `tool_calls.arguments`) ON llmtrace.traces FROM llmtrace_reader;
+GRANT SELECT ON llmtrace.traces_local TO llmtrace_reader;
+REVOKE SELECT(request_body, response_body, `tool_calls.arguments`) ON llmtrace.traces_local FROM llmtrace_reader;
 
 CREATE ROLE IF NOT EXISTS llmtrace_full_reader;
 GRANT SELECT ON llmtrace.* TO llmtrace_full_reader;
