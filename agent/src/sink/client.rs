@@ -20,7 +20,7 @@ pub enum ClientError {
     #[error("ClickHouse query failed: {0}")]
     Query(#[from] clickhouse::error::Error),
     /// The TLS settings for an `https://` URL cannot be used.
-    #[error(transparent)]
+    #[error("`{key}`: {0}", key = .0.key())]
     Tls(#[from] super::tls::TlsError),
     /// `version()` returned something unexpected.
     #[error("cannot parse ClickHouse version {0:?}")]

@@ -273,11 +273,7 @@ fn check_tls(ch: &ClickHouseConfig) -> Result<(), ConfigError> {
     }
     if https {
         super::tls::client_config(ch).map_err(|e| ConfigError {
-            key: match e {
-                super::tls::TlsError::Roots(_) => "sink.clickhouse.ca_file",
-                super::tls::TlsError::Key { .. } => "sink.clickhouse.client_key_file",
-                _ => "sink.clickhouse.client_cert_file",
-            },
+            key: e.key(),
             problem: e.to_string(),
         })?;
     }
