@@ -45,6 +45,8 @@ enum Command {
     /// ClickHouse schema: create or upgrade it, check the connection.
     #[command(subcommand)]
     Clickhouse(cli::clickhouse::ClickHouseCmd),
+    /// Run a saved fleet question against ClickHouse (`--list` shows them).
+    Report(cli::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +80,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Analyze(args) => cli::analyze::run(&args, &config.llm.analysis),
         Command::Tail(args) => runtime.block_on(cli::tail::run(&args, &config.admin_socket())),
         Command::Clickhouse(cmd) => runtime.block_on(cli::clickhouse::run(cmd, &config.sink)),
+        Command::Report(args) => runtime.block_on(cli::report::run(&args, &config.sink)),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(())

@@ -20,7 +20,21 @@ pub struct ClickHouseServer {
     dir: tempfile::TempDir,
     /// HTTP port on 127.0.0.1.
     pub http_port: u16,
+    /// HTTPS port on 127.0.0.1, when started with [`HttpsOptions`].
+    pub https_port: Option<u16>,
     child: Option<Child>,
+}
+
+/// The server's HTTPS endpoint: its certificate, and optionally the CA its clients' certificates
+/// must chain to (mutual TLS: a client without one is refused during the handshake).
+#[derive(Debug, Clone)]
+pub struct HttpsOptions {
+    /// PEM chain the server presents (leaf first).
+    pub chain_pem: PathBuf,
+    /// PEM private key of the leaf.
+    pub key_pem: PathBuf,
+    /// PEM CA that client certificates must chain to; none asks for no client certificate.
+    pub client_ca_pem: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -34,16 +48,31 @@ fn free_port() -> u16 {
 impl ClickHouseServer {
     /// Starts a fresh server and waits until `/ping` answers.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a fresh server that also serves HTTPS (OpenSSL section of its config).
+    pub fn start_https(tls: &HttpsOptions) -> Self {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&HttpsOptions>) -> Self {
         assert!(
             Path::new(SERVER_BIN).exists(),
             "{SERVER_BIN} missing: apt-get install clickhouse-server"
         );
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
-        write_config(dir.path(), http_port, free_port(), free_port());
+        let secure_port = tls.map(|_| free_port());
+        let mut config = rewrite_config(dir.path(), http_port, free_port(), free_port());
+        if let (Some(tls), Some(port)) = (tls, secure_port) {
+            config = with_https(&config, port, tls);
+        }
+        std::fs::write(dir.path().join("config.xml"), config).unwrap();
         let mut server = Self {
             dir,
             http_port,
+            https_port: secure_port,
             child: None,
         };
         server.spawn();
@@ -53,6 +82,14 @@ impl ClickHouseServer {
     /// Base URL for clients.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// HTTPS base URL (by address: the test certificates name 127.0.0.1).
+    pub fn https_url(&self) -> String {
+        format!(
+            "https://127.0.0.1:{}",
+            self.https_port.expect("started with start_https")
+        )
     }
 
     /// The temp directory (config, data, logs).
@@ -204,8 +241,37 @@ fn http(port: u16, request: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Copies the system config and points every path and port at `dir`.
-fn write_config(dir: &Path, http: u16, tcp: u16, interserver: u16) {
+/// Replaces the packaged `<openSSL>` section (which points at files that do not exist) with
+/// the test's certificate, and opens `https_port` on loopback.
+fn with_https(config: &str, port: u16, tls: &HttpsOptions) -> String {
+    let start = config
+        .find("<openSSL>")
+        .expect("config.xml has an <openSSL> section");
+    let end = config.find("</openSSL>").expect("</openSSL>") + "</openSSL>".len();
+    let (mode, ca) = match &tls.client_ca_pem {
+        Some(ca) => ("strict", format!("<caConfig>{}</caConfig>", ca.display())),
+        None => ("none", String::new()),
+    };
+    let section = format!(
+        "<https_port>{port}</https_port>
+    <openSSL><server>
+        <certificateFile>{}</certificateFile>
+        <privateKeyFile>{}</privateKeyFile>
+        {ca}
+        <verificationMode>{mode}</verificationMode>
+        <loadDefaultCAFile>false</loadDefaultCAFile>
+        <cacheSessions>false</cacheSessions>
+        <disableProtocols>sslv2,sslv3</disableProtocols>
+        <preferServerCiphers>true</preferServerCiphers>
+    </server></openSSL>",
+        tls.chain_pem.display(),
+        tls.key_pem.display(),
+    );
+    format!("{}{section}{}", &config[..start], &config[end..])
+}
+
+/// Copies the system config and points every path and port at `dir`; returns config.xml.
+fn rewrite_config(dir: &Path, http: u16, tcp: u16, interserver: u16) -> String {
     let d = dir.display();
     let config = std::fs::read_to_string(PathBuf::from(CONFIG_DIR).join("config.xml")).unwrap();
     let config = config
@@ -251,10 +317,10 @@ fn write_config(dir: &Path, http: u16, tcp: u16, interserver: u16) {
         config.contains(&format!("<path>{d}/data/</path>")),
         "config.xml has no <path> to rewrite"
     );
-    std::fs::write(dir.join("config.xml"), config).unwrap();
     std::fs::copy(
         PathBuf::from(CONFIG_DIR).join("users.xml"),
         dir.join("users.xml"),
     )
     .unwrap();
+    config
 }

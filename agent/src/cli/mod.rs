@@ -3,4 +3,6 @@
 pub mod analyze;
 pub mod ca;
 pub mod clickhouse;
+pub mod queries;
+pub mod report;
 pub mod tail;

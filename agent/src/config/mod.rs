@@ -286,6 +286,10 @@ mod docs_tests {
             "user",
             "password_file",
             "cluster",
+            "ca_file",
+            "client_cert_file",
+            "client_key_file",
+            "fingerprint_key_file",
         ] {
             if !reference.contains(&format!("{key} =")) {
                 missing.push(key.to_owned());

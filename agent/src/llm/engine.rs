@@ -32,6 +32,11 @@ pub struct LlmConfig {
     /// Largest decompression ratio accepted before a body is treated as a bomb. Default: 200.
     #[serde(default = "default_max_ratio")]
     pub max_decompression_ratio: usize,
+    /// Secret shared by a fleet (e.g. a mounted Kubernetes Secret, 32+ bytes, not readable by
+    /// other users) keying API key fingerprints, so a key has the same fingerprint on every host.
+    /// Default: none (the per-host `state_dir/fingerprint.key`).
+    #[serde(default)]
+    pub fingerprint_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for LlmConfig {
@@ -42,6 +47,7 @@ impl Default for LlmConfig {
             max_document_bytes: default_max_document_bytes(),
             max_decoded_bytes: default_max_decoded_bytes(),
             max_decompression_ratio: default_max_ratio(),
+            fingerprint_key_file: None,
         }
     }
 }

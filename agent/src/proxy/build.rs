@@ -92,7 +92,10 @@ pub fn from_config(
     let metrics = Arc::new(ProxyMetrics::register(registry));
     let engine = Engine::new(
         config.llm.clone(),
-        keyfile::load_or_create(&config.state_dir)?,
+        keyfile::load(
+            config.llm.fingerprint_key_file.as_deref(),
+            &config.state_dir,
+        )?,
     );
     let (tee, records) = RecordTee::channel(config.proxy.record_channel_capacity, metrics.clone());
     let handler = Intercept::new(

@@ -19,6 +19,9 @@ pub enum ClientError {
     /// The server answered with an error.
     #[error("ClickHouse query failed: {0}")]
     Query(#[from] clickhouse::error::Error),
+    /// The TLS settings for an `https://` URL cannot be used.
+    #[error("`{key}`: {0}", key = .0.key())]
+    Tls(#[from] super::tls::TlsError),
     /// `version()` returned something unexpected.
     #[error("cannot parse ClickHouse version {0:?}")]
     Version(String),
@@ -58,9 +61,12 @@ pub fn build(cfg: &ClickHouseConfig) -> Result<clickhouse::Client, ClientError> 
     let url = cfg.url.as_deref().ok_or(ClientError::NoUrl)?;
     // Validation needs `RowBinaryWithNamesAndTypes`, which older servers lack;
     // rows are encoded by `rowbinary` and checked against `system.columns`.
-    let mut client = clickhouse::Client::default()
-        .with_url(url)
-        .with_validation(false);
+    let base = if url.starts_with("https://") {
+        super::tls::https_client(cfg)?
+    } else {
+        clickhouse::Client::default()
+    };
+    let mut client = base.with_url(url).with_validation(false);
     client = client.with_compression(match cfg.compression {
         Compression::Lz4 => clickhouse::Compression::Lz4,
         Compression::None => clickhouse::Compression::None,

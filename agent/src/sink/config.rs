@@ -64,6 +64,13 @@ pub struct ClickHouseConfig {
     pub retention_days: u32,
     /// Days request/response bodies are kept (column TTL; modern servers only).
     pub body_retention_days: u32,
+    /// PEM file of extra roots trusted for an `https://` URL, on top of the system store;
+    /// none trusts the system store only.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mutual TLS with an `https://` URL; none sends none.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file` (keep it 0600); none when no client certificate.
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// Insert compression.
@@ -135,6 +142,9 @@ impl Default for ClickHouseConfig {
             cluster: None,
             retention_days: 180,
             body_retention_days: 30,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 }
@@ -208,6 +218,7 @@ impl SinkConfig {
                 "must be at least 1 and not above retention_days",
             );
         }
+        check_tls(ch)?;
         if self.spool.max_bytes < MIN_SPOOL_BYTES {
             return bad("sink.spool.max_bytes", "must be at least 1048576");
         }
@@ -224,6 +235,53 @@ impl SinkConfig {
             .clone()
             .unwrap_or_else(|| state_dir.join("spool"))
     }
+}
+
+/// TLS keys only make sense with an `https://` URL, a certificate needs its key, and every file
+/// must load now: a mistake found at the first insert would only fill the spool.
+fn check_tls(ch: &ClickHouseConfig) -> Result<(), ConfigError> {
+    let https = ch.url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let tls_keys = [
+        ("sink.clickhouse.ca_file", ch.ca_file.is_some()),
+        (
+            "sink.clickhouse.client_cert_file",
+            ch.client_cert_file.is_some(),
+        ),
+        (
+            "sink.clickhouse.client_key_file",
+            ch.client_key_file.is_some(),
+        ),
+    ];
+    if let Some((key, _)) = tls_keys.iter().find(|(_, set)| *set)
+        && !https
+    {
+        return Err(ConfigError {
+            key,
+            problem: "needs an https:// `sink.clickhouse.url`".into(),
+        });
+    }
+    match (&ch.client_cert_file, &ch.client_key_file) {
+        (Some(_), None) => {
+            return Err(ConfigError {
+                key: "sink.clickhouse.client_key_file",
+                problem: "must be set with client_cert_file".into(),
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError {
+                key: "sink.clickhouse.client_cert_file",
+                problem: "must be set with client_key_file".into(),
+            });
+        }
+        _ => {}
+    }
+    if https {
+        super::tls::client_config(ch).map_err(|e| ConfigError {
+            key: e.key(),
+            problem: e.to_string(),
+        })?;
+    }
+    Ok(())
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -278,5 +336,41 @@ mod tests {
                 .to_string()
                 .contains("timeout_ms")
         );
+    }
+
+    #[test]
+    fn tls_keys_need_https_and_each_other() {
+        let problem = |url: &str, toml_keys: &str| {
+            let cfg: SinkConfig =
+                toml::from_str(&format!("[clickhouse]\nurl = \"{url}\"\n{toml_keys}")).unwrap();
+            cfg.validate().err().map(|e| e.to_string())
+        };
+        let e = problem("http://127.0.0.1:8123", "ca_file = \"/etc/hostname\"").unwrap();
+        assert!(
+            e.contains("sink.clickhouse.ca_file") && e.contains("https://"),
+            "{e}"
+        );
+        let e = problem(
+            "https://127.0.0.1:8443",
+            "client_cert_file = \"/etc/hostname\"",
+        )
+        .unwrap();
+        assert!(e.contains("client_key_file"), "{e}");
+        let e = problem(
+            "https://127.0.0.1:8443",
+            "client_key_file = \"/etc/hostname\"",
+        )
+        .unwrap();
+        assert!(e.contains("client_cert_file"), "{e}");
+        let e = problem(
+            "https://127.0.0.1:8443",
+            "ca_file = \"/nonexistent/ca.pem\"",
+        )
+        .unwrap();
+        assert!(
+            e.contains("sink.clickhouse.ca_file") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        assert_eq!(problem("https://127.0.0.1:8443", ""), None);
     }
 }

@@ -22,6 +22,7 @@ pub mod rowbinary;
 pub mod sample;
 pub mod shipper;
 pub mod spool;
+pub mod tls;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -135,7 +135,7 @@ fn classify(sni: &str, e: &io::Error) -> UpstreamTlsError {
     }
 }
 
-fn add_system_roots(roots: &mut RootCertStore) {
+pub(crate) fn add_system_roots(roots: &mut RootCertStore) {
     for bundle in SYSTEM_BUNDLES {
         let Ok(iter) = CertificateDer::pem_file_iter(bundle) else {
             continue;
@@ -150,7 +150,7 @@ fn add_system_roots(roots: &mut RootCertStore) {
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
 }
 
-fn add_pem_file(roots: &mut RootCertStore, path: &Path) -> Result<(), RootsError> {
+pub(crate) fn add_pem_file(roots: &mut RootCertStore, path: &Path) -> Result<(), RootsError> {
     let read_err = |detail: String| RootsError::Read {
         path: path.to_path_buf(),
         detail,

@@ -1,0 +1,769 @@
+//! The saved fleet questions (`deploy/clickhouse/queries/`) through `llmtrace report`, against a
+//! real ClickHouse 18.16 holding seeded rows whose answers are known; and the same questions on
+//! the modern engine (chdb) over the production DDL, which must answer the same. Every row is
+//! inserted twice (a replayed batch): the answers count it once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use llmtrace_agent::cli::queries::{GRAFANA_SINCE, QUERIES, SavedQuery, Since, Target};
+use llmtrace_agent::cli::report::{Format, format_answer};
+use llmtrace_agent::sink::{SinkConfig, migrate};
+use testkit::clickhouse::ClickHouseServer;
+
+const MINUTE: i64 = 60;
+const HOUR: i64 = 3_600;
+const DAY: i64 = 86_400;
+
+/// One seeded trace; `ago` is seconds before the seeding moment.
+struct Seed {
+    host: &'static str,
+    exe: &'static str,
+    comm: &'static str,
+    provider: &'static str,
+    model: &'static str,
+    sni: &'static str,
+    tokens: Option<(u64, u64)>,
+    cost: Option<f64>,
+    bytes: (u64, u64),
+    findings: &'static [(&'static str, &'static str)],
+    action: &'static str,
+    intercepted: bool,
+    reason: &'static str,
+    ago: i64,
+}
+
+const R: i64 = 10 * MINUTE;
+const S: i64 = 5 * HOUR;
+const O: i64 = 3 * DAY;
+const A: i64 = 30 * DAY;
+
+const PY: (&str, &str) = ("/usr/bin/python3", "python3");
+const NODE: (&str, &str) = ("/usr/bin/node", "node");
+const APP: (&str, &str) = ("/opt/app/agent", "agent");
+const CURL: (&str, &str) = ("/usr/bin/curl", "curl");
+
+#[allow(clippy::too_many_arguments)]
+const fn seed(
+    host: &'static str,
+    (exe, comm): (&'static str, &'static str),
+    provider: &'static str,
+    model: &'static str,
+    tokens: Option<(u64, u64)>,
+    cost: Option<f64>,
+    bytes: (u64, u64),
+    findings: &'static [(&'static str, &'static str)],
+    action: &'static str,
+    ago: i64,
+) -> Seed {
+    Seed {
+        host,
+        exe,
+        comm,
+        provider,
+        model,
+        sni: "api.openai.com",
+        tokens,
+        cost,
+        bytes,
+        findings,
+        action,
+        intercepted: true,
+        reason: "",
+        ago,
+    }
+}
+
+/// The seeded traces.
+const SEEDS: &[Seed] = &[
+    // 1: a secret sent (flagged).
+    seed(
+        "h1",
+        PY,
+        "openai",
+        "gpt-4o",
+        Some((100, 20)),
+        Some(0.25),
+        (1000, 500),
+        &[("secret.aws_access_key", "request")],
+        "flag",
+        R,
+    ),
+    // 2: PII sent masked; the secret is in the response, not sent.
+    seed(
+        "h1",
+        PY,
+        "openai",
+        "gpt-4o",
+        Some((200, 40)),
+        Some(0.5),
+        (2000, 1000),
+        &[
+            ("pii.email", "request"),
+            ("secret.github_token", "response"),
+        ],
+        "redact",
+        R + MINUTE,
+    ),
+    // 3: blocked: never sent.
+    seed(
+        "h1",
+        PY,
+        "openai",
+        "gpt-4o",
+        Some((10, 5)),
+        Some(0.125),
+        (100, 50),
+        &[("secret.aws_access_key", "request")],
+        "block",
+        R,
+    ),
+    // 4: an approved provider, first time for this process.
+    seed(
+        "h1",
+        NODE,
+        "anthropic",
+        "claude-sonnet-4-5",
+        Some((300, 60)),
+        Some(1.0),
+        (3000, 1500),
+        &[],
+        "allow",
+        R,
+    ),
+    // 5: an unapproved provider (shadow AI), first time.
+    seed(
+        "h2",
+        APP,
+        "mistral",
+        "mistral-large",
+        Some((50, 10)),
+        Some(0.0625),
+        (500, 250),
+        &[],
+        "allow",
+        R,
+    ),
+    // 6: an approved provider with an unapproved model, three days ago.
+    seed(
+        "h2",
+        APP,
+        "openai",
+        "gpt-3.5-turbo",
+        Some((5, 5)),
+        Some(0.015_625),
+        (100, 100),
+        &[],
+        "allow",
+        O,
+    ),
+    // 7: relayed uninspected: the app rejected the llmtrace certificate.
+    Seed {
+        model: "",
+        tokens: None,
+        cost: None,
+        intercepted: false,
+        reason: "client_rejected_certificate",
+        action: "",
+        ..seed("h1", PY, "openai", "", None, None, (700, 900), &[], "", R)
+    },
+    // 8: relayed uninspected: no server name.
+    Seed {
+        sni: "",
+        intercepted: false,
+        reason: "no_sni",
+        ..seed("h2", CURL, "", "", None, None, (300, 400), &[], "", R)
+    },
+    // 9: the last trace of a host that went quiet five hours ago.
+    seed(
+        "h3",
+        PY,
+        "openai",
+        "gpt-4o",
+        Some((1, 1)),
+        Some(0.031_25),
+        (10, 10),
+        &[],
+        "allow",
+        S,
+    ),
+    // 10, 11: long before the period: these pairs are not new.
+    seed(
+        "h1",
+        NODE,
+        "openai",
+        "gpt-4o",
+        Some((1, 1)),
+        Some(0.5),
+        (1, 1),
+        &[],
+        "allow",
+        A,
+    ),
+    seed(
+        "h1",
+        PY,
+        "openai",
+        "gpt-4o",
+        Some((1, 1)),
+        Some(0.5),
+        (1, 1),
+        &[],
+        "allow",
+        A,
+    ),
+];
+
+fn sql_list(items: impl Iterator<Item = String>) -> String {
+    format!("[{}]", items.collect::<Vec<_>>().join(", "))
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "NULL".to_owned(), |v| v.to_string())
+}
+
+/// One INSERT of every seed; `time` renders a start in µs for the schema at hand.
+fn seed_sql(now: i64, time: impl Fn(i64) -> String) -> String {
+    let rows: Vec<String> = SEEDS
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let t = time((now - s.ago) * 1_000_000);
+            let q = |v: &str| format!("'{v}'");
+            format!(
+                "(toUUID('00000000-0000-0000-0000-{i:012}'), {t}, {t}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                q(s.host), q(s.comm), q(s.exe), q(s.provider), q(s.model), q(s.sni),
+                opt(s.tokens.map(|t| t.0)), opt(s.tokens.map(|t| t.1)), opt(s.cost),
+                s.bytes.0, s.bytes.1,
+                sql_list(s.findings.iter().map(|f| q(f.0))),
+                sql_list(s.findings.iter().map(|_| q("high"))),
+                sql_list(s.findings.iter().map(|_| "1".to_owned())),
+                sql_list(s.findings.iter().map(|f| q(f.1))),
+                sql_list(s.findings.iter().map(|_| q(""))),
+                q(s.action), u8::from(s.intercepted), q(s.reason),
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO llmtrace.traces (trace_id, start_time, end_time, host, comm, exe, provider, model, sni, \
+         input_tokens, output_tokens, cost_usd, request_bytes, response_bytes, findings.kind, findings.severity, \
+         findings.confidence, findings.location, findings.excerpt, action, intercepted, not_intercepted_reason) VALUES {}",
+        rows.join(", ")
+    )
+}
+
+/// Inserts every seed twice (a replayed batch) into the 18.16 server (`Int64` µs times).
+fn insert(ch: &ClickHouseServer, now: i64) {
+    let sql = seed_sql(now, |us| us.to_string());
+    ch.query(&sql);
+    ch.query(&sql);
+    assert_eq!(
+        ch.query_u64("SELECT count() FROM llmtrace.traces"),
+        2 * SEEDS.len() as u64
+    );
+}
+
+struct World {
+    ch: ClickHouseServer,
+    config: tempfile::TempDir,
+    now: i64,
+}
+
+impl World {
+    fn new() -> Self {
+        let ch = ClickHouseServer::start();
+        let config = tempfile::tempdir().unwrap();
+        std::fs::write(
+            config.path().join("config.toml"),
+            format!("[sink.clickhouse]\nurl = \"{}\"\n", ch.url()),
+        )
+        .unwrap();
+        let w = Self {
+            ch,
+            config,
+            now: i64::try_from(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs(),
+            )
+            .unwrap(),
+        };
+        let out = w.llmtrace(&["clickhouse", "migrate"]);
+        assert!(out.contains("applied migrations"), "{out}");
+        insert(&w.ch, w.now);
+        w
+    }
+
+    fn config_path(&self) -> std::path::PathBuf {
+        self.config.path().join("config.toml")
+    }
+
+    /// Runs the CLI; panics with its stderr when it fails.
+    fn llmtrace(&self, args: &[&str]) -> String {
+        let out = run(&self.config_path(), args);
+        assert!(
+            out.status.success(),
+            "llmtrace {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn csv(&self, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["report", name, "--format", "csv"];
+        args.extend_from_slice(extra);
+        self.llmtrace(&args)
+    }
+
+    /// The server's rendering of a seed's start (its own time zone).
+    fn at(&self, ago: i64) -> String {
+        self.ch
+            .query_text(&format!("SELECT toString(toDateTime({}))", self.now - ago))
+    }
+
+    fn day(&self, ago: i64) -> String {
+        self.ch.query_text(&format!(
+            "SELECT toString(toDate(toDateTime({})))",
+            self.now - ago
+        ))
+    }
+}
+
+fn run(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(testkit::workspace_bin("llmtrace"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run llmtrace")
+}
+
+fn lines(header: &str, rows: &[String]) -> String {
+    let mut out = format!("{header}\n");
+    for r in rows {
+        out.push_str(r);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn every_saved_query_answers_exactly_on_seeded_rows() {
+    let w = World::new();
+    exposure(&w);
+    spending(&w);
+    inventory(&w);
+}
+
+/// Secrets and PII sent, shadow AI, blocked and redacted exchanges.
+fn exposure(w: &World) {
+    let (r, r1, o) = (w.at(R), w.at(R + MINUTE), w.at(O));
+    assert_eq!(
+        w.csv("secrets-pii-sent", &[]),
+        lines(
+            "host,exe,comm,provider,secret_exchanges,pii_exchanges,redacted,first_seen,last_seen",
+            &[format!("h1,/usr/bin/python3,python3,openai,1,1,1,{r1},{r}")]
+        )
+    );
+
+    assert_eq!(
+        w.csv("shadow-ai", &[]),
+        lines(
+            "host,exe,comm,provider,model,not_approved,exchanges,first_seen,last_seen",
+            &[format!(
+                "h2,/opt/app/agent,agent,mistral,mistral-large,provider,1,{r},{r}"
+            )]
+        )
+    );
+    assert_eq!(
+        w.csv(
+            "shadow-ai",
+            &["--param", "approved_models=gpt-4o,claude-sonnet-4-5"]
+        ),
+        lines(
+            "host,exe,comm,provider,model,not_approved,exchanges,first_seen,last_seen",
+            &[
+                format!("h2,/opt/app/agent,agent,mistral,mistral-large,provider,1,{r},{r}"),
+                format!("h2,/opt/app/agent,agent,openai,gpt-3.5-turbo,model,1,{o},{o}"),
+            ]
+        )
+    );
+
+    assert_eq!(
+        w.csv("blocked-redacted", &[]),
+        lines(
+            "host,exe,comm,provider,action,exchanges,finding_kinds,last_seen",
+            &[
+                format!("h1,/usr/bin/python3,python3,openai,block,1,secret.aws_access_key,{r}"),
+                format!(
+                    "h1,/usr/bin/python3,python3,openai,redact,1,\"pii.email,secret.github_token\",{r1}"
+                ),
+            ]
+        )
+    );
+}
+
+/// Cost per day and top talkers.
+fn spending(w: &World) {
+    // Cost per day: the day of each group comes from the server's clock and zone.
+    let mut cost: Vec<(String, &str, f64)> = vec![
+        (w.day(R), "h1,/usr/bin/node,node,1,300,60,1", 1.0),
+        (
+            w.day(R),
+            "h1,/usr/bin/python3,python3,3,310,65,0.875",
+            0.875,
+        ),
+        (w.day(R), "h2,/opt/app/agent,agent,1,50,10,0.0625", 0.0625),
+        (
+            w.day(S),
+            "h3,/usr/bin/python3,python3,1,1,1,0.03125",
+            0.031_25,
+        ),
+        (
+            w.day(O),
+            "h2,/opt/app/agent,agent,1,5,5,0.015625",
+            0.015_625,
+        ),
+    ];
+    cost.sort_by(|a, b| a.0.cmp(&b.0).then(b.2.total_cmp(&a.2)));
+    let header = "day,host,exe,comm,exchanges,input_tokens,output_tokens,cost_usd";
+    let expected: Vec<String> = cost
+        .iter()
+        .map(|(d, rest, _)| format!("{d},{rest}"))
+        .collect();
+    assert_eq!(w.csv("cost-per-day", &[]), lines(header, &expected));
+    // A shorter period leaves the three-day-old row out.
+    let recent: Vec<String> = expected
+        .iter()
+        .filter(|l| !l.ends_with(",0.015625"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        w.csv("cost-per-day", &["--since", "1d"]),
+        lines(header, &recent)
+    );
+
+    let top = [
+        "h1,/usr/bin/python3,python3,4,375,0.875,6250",
+        "h2,/opt/app/agent,agent,2,70,0.078125,950",
+        "h1,/usr/bin/node,node,1,360,1,4500",
+        "h3,/usr/bin/python3,python3,1,2,0.03125,20",
+        "h2,/usr/bin/curl,curl,1,0,0,700",
+    ]
+    .map(String::from);
+    let header = "host,exe,comm,exchanges,tokens,cost_usd,bytes";
+    assert_eq!(w.csv("top-talkers", &[]), lines(header, &top));
+    assert_eq!(
+        w.csv("top-talkers", &["--param", "limit=3"]),
+        lines(header, &top[..3])
+    );
+}
+
+/// New pairs, uninspected connections, silent agents.
+fn inventory(w: &World) {
+    let (r, s, o) = (w.at(R), w.at(S), w.at(O));
+    assert_eq!(
+        w.csv("new-pairs", &[]),
+        lines(
+            "host,exe,provider,first_seen,exchanges",
+            &[
+                format!("h1,/usr/bin/node,anthropic,{r},1"),
+                format!("h2,/opt/app/agent,mistral,{r},1"),
+                format!("h3,/usr/bin/python3,openai,{s},1"),
+                format!("h2,/opt/app/agent,openai,{o},1"),
+            ]
+        )
+    );
+
+    assert_eq!(
+        w.csv("uninspected", &[]),
+        lines(
+            "host,exe,comm,sni,reason,connections,bytes,last_seen",
+            &[
+                format!(
+                    "h1,/usr/bin/python3,python3,api.openai.com,client_rejected_certificate,1,1600,{r}"
+                ),
+                format!("h2,/usr/bin/curl,curl,,no_sni,1,700,{r}"),
+            ]
+        )
+    );
+
+    // The quiet host: minutes_silent grows with the clock, so only its floor is known.
+    let silent = w.csv("silent-agents", &[]);
+    let mut it = silent.lines();
+    assert_eq!(it.next(), Some("host,last_seen,minutes_silent,exchanges"));
+    let row: Vec<&str> = it.next().expect("one silent host").split(',').collect();
+    assert_eq!(
+        (row[0], row[1], row[3]),
+        ("h3", s.as_str(), "1"),
+        "{silent}"
+    );
+    assert!(row[2].parse::<u64>().unwrap() >= 300, "{silent}");
+    assert_eq!(it.next(), None, "{silent}");
+    assert_eq!(
+        w.csv("silent-agents", &["--param", "quiet_minutes=600"]),
+        "host,last_seen,minutes_silent,exchanges\n"
+    );
+}
+
+#[test]
+fn report_lists_prints_json_and_tables_and_refuses_bad_input() {
+    let w = World::new();
+    let list = w.llmtrace(&["report", "--list"]);
+    for name in [
+        "secrets-pii-sent",
+        "shadow-ai",
+        "silent-agents",
+        "uninspected",
+    ] {
+        assert!(list.contains(name), "{list}");
+    }
+    assert!(list.contains("--param approved_providers="), "{list}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&w.llmtrace(&["report", "top-talkers", "--format", "json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 5, "{json}");
+    assert_eq!(json[0]["host"], "h1");
+    assert_eq!(json[0]["exchanges"], 4);
+    assert_eq!(json[0]["bytes"], 6250);
+    assert_eq!(json[1]["cost_usd"], 0.078_125);
+
+    let table = w.llmtrace(&["report", "uninspected"]);
+    let mut rows = table.lines();
+    assert!(rows.next().unwrap().starts_with("host  exe "), "{table}");
+    assert!(
+        rows.next().unwrap().starts_with("h1    /usr/bin/python3  "),
+        "{table}"
+    );
+    assert!(table.ends_with("(2 rows)\n"), "{table}");
+
+    for (args, needle) in [
+        (&["report", "nope"][..], "no saved query \"nope\""),
+        (&["report", "top-talkers", "--since", "7y"], "--since"),
+        (
+            &["report", "top-talkers", "--param", "limit=1; DROP TABLE x"],
+            "limit",
+        ),
+        (
+            &["report", "shadow-ai", "--param", "approved_providers=a'b"],
+            "not a plain name",
+        ),
+        (
+            &["report", "shadow-ai", "--param", "nope=1"],
+            "no parameter \"nope\"",
+        ),
+    ] {
+        let out = run(&w.config_path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+    // Nothing was dropped by the refused parameters.
+    assert_eq!(w.ch.query_u64("SELECT count() FROM llmtrace.traces"), 22);
+}
+
+/// A saved query, its parameters and its period.
+type Case = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+fn python() -> PathBuf {
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let path = std::env::var_os("LLMTRACE_PYTHON").map_or(default, PathBuf::from);
+    assert!(
+        path.exists(),
+        "python with chdb-core not found at {} (run `cargo xtask setup`)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn the_modern_engine_answers_the_same_over_the_production_ddl() {
+    let w = World::new();
+    let cases: &[Case] = &[
+        ("secrets-pii-sent", &[], "7d"),
+        ("shadow-ai", &[], "7d"),
+        (
+            "shadow-ai",
+            &[("approved_models", "gpt-4o,claude-sonnet-4-5")],
+            "7d",
+        ),
+        ("cost-per-day", &[], "7d"),
+        ("cost-per-day", &[], "1d"),
+        ("top-talkers", &[("limit", "3")], "7d"),
+        ("new-pairs", &[], "7d"),
+        ("blocked-redacted", &[], "7d"),
+        ("uninspected", &[], "7d"),
+        ("silent-agents", &[], "7d"),
+    ];
+    let work = tempfile::tempdir().unwrap();
+    let cfg = SinkConfig::default();
+    let ddl: String = std::iter::once(&migrate::BOOTSTRAP)
+        .chain(migrate::MIGRATIONS)
+        .map(|m| migrate::render(m.sql(migrate::Flavor::Modern), &cfg.clickhouse) + "\n")
+        .collect();
+    std::fs::write(work.path().join("ddl.sql"), ddl).unwrap();
+    let modern_time = |us: i64| format!("fromUnixTimestamp64Micro(toInt64({us}), 'UTC')");
+    std::fs::write(work.path().join("seed.sql"), seed_sql(w.now, modern_time)).unwrap();
+    for (i, (name, params, since)) in cases.iter().enumerate() {
+        let values: BTreeMap<String, String> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let target = Target {
+            database: "llmtrace",
+            table: "traces",
+            legacy: false,
+            since: Since::Seconds(if *since == "1d" { 86_400 } else { 604_800 }),
+        };
+        let sql = SavedQuery::find(name)
+            .unwrap()
+            .render(&target, &values)
+            .unwrap();
+        std::fs::write(work.path().join(format!("query-{i:02}.sql")), sql).unwrap();
+    }
+    // Every dashboard panel, with the time picker's macro filled in for the last 7 days.
+    let panels = dashboard_panels();
+    for (i, (_, sql)) in panels.iter().enumerate() {
+        let filled = sql.replace("$__fromTime", "toDateTime(toUInt32(now()) - 604800)");
+        std::fs::write(work.path().join(format!("query-panel-{i:02}.sql")), filled).unwrap();
+    }
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/clickhouse/roles-modern.sql"),
+        work.path().join("roles.sql"),
+    )
+    .unwrap();
+    // Same zone as the 18.16 server, so times print alike.
+    let zone = w.ch.query_text("SELECT timezone()");
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("chdb_queries.py"))
+        .arg(work.path())
+        .env("TZ", &zone)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chdb_queries.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("roles_statements 7"), "{stdout}");
+    for (i, (name, params, since)) in cases.iter().enumerate() {
+        let json = std::fs::read(work.path().join(format!("query-{i:02}.json"))).unwrap();
+        let modern = format_answer(&json, Format::Csv).unwrap();
+        let mut extra = vec!["--since", since];
+        let assignments: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for a in &assignments {
+            extra.extend(["--param", a.as_str()]);
+        }
+        let legacy = w.csv(name, &extra);
+        assert_same_answer(name, &modern, &legacy);
+    }
+    for (i, (title, sql)) in panels.iter().enumerate() {
+        let json = std::fs::read(work.path().join(format!("query-panel-{i:02}.json"))).unwrap();
+        let panel = format_answer(&json, Format::Csv).unwrap();
+        let name = QUERIES
+            .iter()
+            .find(|q| grafana_sql(q) == *sql)
+            .expect("every panel runs a saved query")
+            .name;
+        assert_same_answer(
+            &format!("panel {title:?} ({name})"),
+            &panel,
+            &w.csv(name, &[]),
+        );
+    }
+}
+
+fn assert_same_answer(what: &str, modern: &str, legacy: &str) {
+    if what.contains("silent-agents") {
+        // minutes_silent follows the clock between the two runs: compare the hosts.
+        let hosts = |csv: &str| -> Vec<String> {
+            csv.lines()
+                .map(|l| l.split(',').next().unwrap_or("").to_owned())
+                .collect()
+        };
+        assert_eq!(hosts(modern), hosts(legacy), "{what}");
+    } else {
+        assert_eq!(modern, legacy, "{what}");
+    }
+}
+
+/// A saved query as a Grafana panel runs it: modern schema, default parameters, the period
+/// from the dashboard's time picker.
+fn grafana_sql(q: &SavedQuery) -> String {
+    let target = Target {
+        database: "llmtrace",
+        table: "traces",
+        legacy: false,
+        since: Since::Sql(GRAFANA_SINCE),
+    };
+    q.render(&target, &BTreeMap::new()).unwrap()
+}
+
+/// (title, SQL) of every panel of the fleet dashboard.
+fn dashboard_panels() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/grafana/dashboards/llmtrace-fleet.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    dash["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| {
+            let title = p["title"].as_str().unwrap_or("").to_owned();
+            p["targets"]
+                .as_array()
+                .expect("targets")
+                .iter()
+                .map(move |t| {
+                    (
+                        title.clone(),
+                        t["rawSql"].as_str().expect("rawSql").to_owned(),
+                    )
+                })
+        })
+        .collect()
+}
+
+#[test]
+fn every_grafana_panel_is_a_tested_saved_query() {
+    let panels = dashboard_panels();
+    let mut used: Vec<&str> = panels
+        .iter()
+        .map(|(title, sql)| {
+            QUERIES
+                .iter()
+                .find(|q| grafana_sql(q) == *sql)
+                .unwrap_or_else(|| {
+                    panic!("panel {title:?} runs SQL that is not a saved query with its macros filled in")
+                })
+                .name
+        })
+        .collect();
+    used.sort_unstable();
+    let all: Vec<&str> = QUERIES.iter().map(|q| q.name).collect();
+    assert_eq!(used, all, "each saved query is on the dashboard once");
+    let provisioning = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/grafana/provisioning/datasources/llmtrace-clickhouse.yaml"),
+    )
+    .unwrap();
+    assert!(provisioning.contains("uid: llmtrace-clickhouse"));
+    let dash = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/grafana/dashboards/llmtrace-fleet.json"),
+    )
+    .unwrap();
+    assert!(!dash.contains("request_body") && !dash.contains("response_body"));
+}
