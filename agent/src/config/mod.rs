@@ -138,6 +138,10 @@ pub struct InterceptConfig {
     pub builtin_providers: bool,
     /// Mount point of the BPF file system, used to pin programs in fail-closed mode.
     pub bpffs: PathBuf,
+    /// What happens to a provider connection that cannot be inspected (no ClientHello in
+    /// time, no SNI, no supported ALPN, an oversized or malformed ClientHello, not TLS):
+    /// `relay` it untouched (the default) or `close` it. Either way it is recorded.
+    pub uninspectable: crate::proxy::route::Uninspectable,
 }
 
 impl Default for InterceptConfig {
@@ -154,6 +158,7 @@ impl Default for InterceptConfig {
             max_tracked_connections: 65_536,
             builtin_providers: true,
             bpffs: PathBuf::from("/sys/fs/bpf"),
+            uninspectable: crate::proxy::route::Uninspectable::Relay,
         }
     }
 }
