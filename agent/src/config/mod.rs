@@ -196,6 +196,9 @@ pub struct DnsConfig {
     pub max_refresh_ms: u64,
     /// Wait before retrying a failed resolution (doubles up to `max_refresh_ms`).
     pub retry_ms: u64,
+    /// Addresses dropped from a host's DNS answer stay intercepted this long, so apps still
+    /// using an older answer remain covered.
+    pub removed_grace_ms: u64,
 }
 
 impl Default for DnsConfig {
@@ -205,6 +208,7 @@ impl Default for DnsConfig {
             min_refresh_ms: 5_000,
             max_refresh_ms: 300_000,
             retry_ms: 2_000,
+            removed_grace_ms: 600_000,
         }
     }
 }
