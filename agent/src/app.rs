@@ -32,6 +32,7 @@ use crate::{
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
+    raise_open_file_limit();
     let cgroup = match &config.intercept.cgroup {
         Some(p) => p.clone(),
         None => cgroup::detect_root()?,
@@ -289,4 +290,31 @@ async fn wait_for_signal() -> Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// Raises the open-file soft limit to the hard limit: every proxied connection holds two
+/// descriptors (app and provider) plus pooled ones, and the usual soft limit of 1024 would
+/// refuse connections long before `proxy.max_connections`.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+        },
+        Ok((soft, _)) => tracing::debug!(limit = soft, "open-file limit already at its maximum"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::resource::{Resource, getrlimit};
+
+    #[test]
+    fn the_open_file_soft_limit_is_raised_to_the_hard_limit() {
+        super::raise_open_file_limit();
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(soft, hard);
+    }
 }

@@ -45,6 +45,10 @@ pub struct AnalysisConfig {
     /// Finding → action policy. Default: flag everything.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// A request body that does not decode or is not JSON: `allow`, `flag` or `block`.
+    /// Default: flag.
+    #[serde(default)]
+    pub on_unparsed: policy::OnUnparsed,
 }
 
 impl Default for AnalysisConfig {
@@ -54,6 +58,7 @@ impl Default for AnalysisConfig {
             max_analysis_bytes: default_max_analysis_bytes(),
             stream_monitor: true,
             policy: PolicyConfig::default(),
+            on_unparsed: policy::OnUnparsed::Flag,
         }
     }
 }

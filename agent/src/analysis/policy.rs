@@ -113,6 +113,31 @@ impl PolicyConfig {
     }
 }
 
+/// What happens to a request whose body the analysis cannot read (it does not decode, or is
+/// not JSON): the detectors never saw it as the provider will, so it must not pass as clean.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnparsed {
+    /// Forward it; the trace records why it was not analysed.
+    Allow,
+    /// Forward it, and the trace is flagged.
+    #[default]
+    Flag,
+    /// Refuse it with the provider-shaped 403.
+    Block,
+}
+
+impl OnUnparsed {
+    /// The action it stands for.
+    pub fn action(self) -> Action {
+        match self {
+            Self::Allow => Action::Allow,
+            Self::Flag => Action::Flag,
+            Self::Block => Action::Block,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,6 +138,10 @@ pub struct InterceptConfig {
     pub builtin_providers: bool,
     /// Mount point of the BPF file system, used to pin programs in fail-closed mode.
     pub bpffs: PathBuf,
+    /// What happens to a provider connection that cannot be inspected (no ClientHello in
+    /// time, no SNI, no supported ALPN, an oversized or malformed ClientHello, not TLS):
+    /// `relay` it untouched (the default) or `close` it. Either way it is recorded.
+    pub uninspectable: crate::proxy::route::Uninspectable,
 }
 
 impl Default for InterceptConfig {
@@ -154,6 +158,7 @@ impl Default for InterceptConfig {
             max_tracked_connections: 65_536,
             builtin_providers: true,
             bpffs: PathBuf::from("/sys/fs/bpf"),
+            uninspectable: crate::proxy::route::Uninspectable::Relay,
         }
     }
 }
@@ -191,6 +196,9 @@ pub struct DnsConfig {
     pub max_refresh_ms: u64,
     /// Wait before retrying a failed resolution (doubles up to `max_refresh_ms`).
     pub retry_ms: u64,
+    /// Addresses dropped from a host's DNS answer stay intercepted this long, so apps still
+    /// using an older answer remain covered.
+    pub removed_grace_ms: u64,
 }
 
 impl Default for DnsConfig {
@@ -200,6 +208,7 @@ impl Default for DnsConfig {
             min_refresh_ms: 5_000,
             max_refresh_ms: 300_000,
             retry_ms: 2_000,
+            removed_grace_ms: 600_000,
         }
     }
 }

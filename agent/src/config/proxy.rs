@@ -35,11 +35,16 @@ pub struct ProxyConfig {
     /// Capacity of the exchange-record channel to analysis and storage; records that do not
     /// fit are dropped and counted, never waited for.
     pub record_channel_capacity: usize,
-    /// How many (executable, server name) pairs whose TLS client rejected the llmtrace
+    /// How many (uid, executable, server name) keys whose TLS client rejected the llmtrace
     /// certificate are remembered; their connections are relayed untouched.
     pub rejected_cert_capacity: usize,
     /// How long a rejection is remembered.
     pub rejected_cert_ttl_s: u64,
+    /// Learn from an app's certificate alert (unknown CA, bad certificate, certificate
+    /// unknown, access denied) to relay that (uid, executable, name) untouched for
+    /// `rejected_cert_ttl_s`. `false`: every connection to an intercepted name is
+    /// intercepted, and apps that do not trust the llmtrace CA fail.
+    pub trust_learning: bool,
 }
 
 impl Default for ProxyConfig {
@@ -58,6 +63,7 @@ impl Default for ProxyConfig {
             record_channel_capacity: 4096,
             rejected_cert_capacity: 4096,
             rejected_cert_ttl_s: 3600,
+            trust_learning: true,
         }
     }
 }

@@ -3,7 +3,9 @@
 //! minimum and maximum), wildcards never (they only name hosts to intercept).
 //!
 //! A failed resolution keeps the addresses last resolved for that host (a resolver outage must
-//! not stop interception) and retries with backoff.
+//! not stop interception) and retries with backoff. An address that leaves a host's answer
+//! stays in the map for `removed_grace_ms`: apps holding an older answer (DNS caches,
+//! long-lived clients) keep connecting to it, and must stay covered.
 
 mod resolver;
 mod table;
@@ -43,8 +45,11 @@ pub async fn run<R: Resolve>(
                         Duration::from_millis(config.min_refresh_ms),
                         Duration::from_millis(config.max_refresh_ms),
                     );
-                    if t.set_resolved(&host, answer.addrs.clone(), Instant::now() + ttl) {
-                        info!(host, addresses = ?answer.addrs, "provider addresses changed");
+                    let now = Instant::now();
+                    let grace = Duration::from_millis(config.removed_grace_ms);
+                    if t.set_resolved(&host, answer.addrs.clone(), now + ttl, now, grace) {
+                        info!(host, addresses = ?answer.addrs, grace = ?grace,
+                            "provider addresses changed; dropped ones stay intercepted for the grace period");
                     }
                 }
                 Err(e) => {
@@ -52,6 +57,13 @@ pub async fn run<R: Resolve>(
                     warn!(host, error = %e, retry_in = ?backoff, "resolving a provider host failed; keeping its last addresses");
                 }
             }
+        }
+        let expired = table
+            .lock()
+            .expect("provider table poisoned")
+            .expire(Instant::now());
+        if !expired.is_empty() {
+            info!(addresses = ?expired, "provider addresses left the DNS answer longer than the grace period ago; no longer intercepted");
         }
         let desired = table.lock().expect("provider table poisoned").routes();
         map.lock().expect("provider map poisoned").sync(&desired);

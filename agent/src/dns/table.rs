@@ -23,6 +23,9 @@ pub struct HostState {
     pub error: Option<String>,
     /// Consecutive failures (for backoff).
     pub failures: u32,
+    /// Addresses no longer in the answer, still routed until the given time: apps that
+    /// resolved the host earlier may keep connecting to them.
+    pub retired: BTreeMap<IpAddr, Instant>,
 }
 
 /// Providers and their addresses.
@@ -44,6 +47,7 @@ impl ProviderTable {
                     next: now,
                     error: None,
                     failures: 0,
+                    retired: BTreeMap::new(),
                 };
                 (s.host.clone(), state)
             })
@@ -70,19 +74,34 @@ impl ProviderTable {
             .collect()
     }
 
-    /// The earliest refresh time.
+    /// The earliest refresh time, or the earliest end of a retired address's grace.
     pub fn next_due(&self) -> Option<Instant> {
-        self.hosts.values().map(|s| s.next).min()
+        self.hosts
+            .values()
+            .flat_map(|s| std::iter::once(s.next).chain(s.retired.values().copied()))
+            .min()
     }
 
-    /// Records a successful resolution; returns whether the address set changed.
-    pub fn set_resolved(&mut self, host: &str, mut addrs: Vec<IpAddr>, next: Instant) -> bool {
+    /// Records a successful resolution at `now`; addresses missing from `addrs` stay routed
+    /// for `grace`. Returns whether the answer's address set changed.
+    pub fn set_resolved(
+        &mut self,
+        host: &str,
+        mut addrs: Vec<IpAddr>,
+        next: Instant,
+        now: Instant,
+        grace: Duration,
+    ) -> bool {
         addrs.sort_unstable();
         addrs.dedup();
         let Some(state) = self.hosts.get_mut(host) else {
             return false;
         };
         let changed = state.addrs != addrs;
+        for gone in state.addrs.iter().filter(|a| !addrs.contains(a)) {
+            state.retired.insert(*gone, now + grace);
+        }
+        state.retired.retain(|a, _| !addrs.contains(a));
         state.addrs = addrs;
         state.next = next;
         state.error = None;
@@ -114,6 +133,21 @@ impl ProviderTable {
         backoff
     }
 
+    /// Forgets retired addresses whose grace ended by `now`; returns them.
+    pub fn expire(&mut self, now: Instant) -> Vec<IpAddr> {
+        let mut gone = Vec::new();
+        for state in self.hosts.values_mut() {
+            state.retired.retain(|a, until| {
+                let keep = *until > now;
+                if !keep {
+                    gone.push(*a);
+                }
+                keep
+            });
+        }
+        gone
+    }
+
     /// The routes the kernel map should hold. A route shared by two providers keeps the first.
     pub fn routes(&self) -> BTreeMap<ProviderRoute, u32> {
         let mut out = BTreeMap::new();
@@ -135,7 +169,14 @@ impl ProviderTable {
             None => self
                 .hosts
                 .get(&spec.host)
-                .map(|s| s.addrs.iter().copied().map(IpPrefix::host).collect())
+                .map(|s| {
+                    s.addrs
+                        .iter()
+                        .chain(s.retired.keys())
+                        .copied()
+                        .map(IpPrefix::host)
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }
@@ -196,8 +237,9 @@ mod tests {
         assert_eq!(t.due_hosts(now), vec!["b.example".to_owned()]);
         assert_eq!(t.routes().len(), 1);
         let ip: IpAddr = "127.0.0.3".parse().unwrap();
-        assert!(t.set_resolved("b.example", vec![ip, ip], now + Duration::from_secs(30)));
-        assert!(!t.set_resolved("b.example", vec![ip], now + Duration::from_secs(30)));
+        let later = now + Duration::from_secs(30);
+        assert!(t.set_resolved("b.example", vec![ip, ip], later, now, Duration::ZERO));
+        assert!(!t.set_resolved("b.example", vec![ip], later, now, Duration::ZERO));
         let routes = t.routes();
         assert_eq!(routes.len(), 2);
         assert_eq!(routes.values().copied().collect::<Vec<_>>(), vec![0, 1]);
@@ -209,7 +251,13 @@ mod tests {
         let now = Instant::now();
         let cfg = DnsConfig::default();
         let mut t = ProviderTable::new(vec![spec("b.example", None)], now);
-        t.set_resolved("b.example", vec!["127.0.0.3".parse().unwrap()], now);
+        t.set_resolved(
+            "b.example",
+            vec!["127.0.0.3".parse().unwrap()],
+            now,
+            now,
+            Duration::ZERO,
+        );
         let first = t.set_failed("b.example", "timeout".into(), now, &cfg);
         let second = t.set_failed("b.example", "timeout".into(), now, &cfg);
         assert_eq!(second, first * 2);
@@ -219,5 +267,36 @@ mod tests {
             "a failure must not drop known addresses"
         );
         assert_eq!(t.status()[0].error.as_deref(), Some("timeout"));
+    }
+
+    #[test]
+    fn dropped_addresses_stay_routed_for_the_grace_period() {
+        let t0 = Instant::now();
+        let grace = Duration::from_mins(10);
+        let refresh = Duration::from_mins(1);
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "127.0.0.3".parse().unwrap(),
+            "127.0.0.4".parse().unwrap(),
+            "127.0.0.5".parse().unwrap(),
+        );
+        let mut t = ProviderTable::new(vec![spec("b.example", None)], t0);
+        let routed = |t: &ProviderTable| -> Vec<String> {
+            t.routes().keys().map(|r| r.prefix.to_string()).collect()
+        };
+        t.set_resolved("b.example", vec![a, b], t0 + refresh, t0, grace);
+        // DNS rotation: the next answer has only c.
+        let t1 = t0 + refresh;
+        assert!(t.set_resolved("b.example", vec![c], t1 + refresh, t1, grace));
+        assert!(t.expire(t1).is_empty());
+        assert_eq!(routed(&t).len(), 3, "{:?}", routed(&t));
+        assert!(t.next_due().unwrap() <= t1 + refresh);
+        // a comes back before its grace ends: it is live again, not retired.
+        let t2 = t1 + refresh;
+        t.set_resolved("b.example", vec![a, c], t2 + grace * 2, t2, grace);
+        assert_eq!(t.next_due(), Some(t1 + grace), "b's grace ends first");
+        // After the grace, only b is forgotten.
+        assert_eq!(t.expire(t1 + grace), vec![b]);
+        assert_eq!(routed(&t).len(), 2);
+        assert!(t.hosts["b.example"].retired.is_empty());
     }
 }

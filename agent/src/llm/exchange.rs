@@ -12,7 +12,7 @@ use super::model::RequestInfo;
 use super::outcome::ExchangeAnalysis;
 use super::provider::{Dialect, Endpoint};
 use super::timing::Timing;
-use super::{anthropic, gemini, openai};
+use super::{anthropic, gemini, openai, unparsed};
 use crate::analysis::{
     Action, BlockResponse, Finding, Location, StreamMonitor, block, redact_body,
 };
@@ -137,23 +137,44 @@ impl Exchange {
             Ok(d) => d,
             Err(e) => {
                 self.out.error = Some(format!("request body not analysed: {e}"));
-                return self.verdict(Action::Allow, None);
+                let action = self.unparsed_action();
+                return self.unparsed_verdict(action);
             }
         };
         let text = String::from_utf8_lossy(&decoded);
-        self.request = self.parse_request(&text);
+        let document = serde_json::from_str::<serde_json::Value>(&text).ok();
+        self.request = match &document {
+            Some(v) => self.parse_request(v),
+            // Not JSON (or cut by the capture bound): analyse the raw text.
+            None => RequestInfo {
+                prompt: text.as_ref().to_owned(),
+                ..RequestInfo::default()
+            },
+        };
         self.out.stream |= self.request.stream;
+        let unparsed = document.is_none() && !text.trim().is_empty();
+        // A body cut by the capture bound is marked truncated already; the error names only
+        // a body that is unreadable in itself.
+        if unparsed && complete {
+            self.out
+                .error
+                .get_or_insert_with(|| "request body is not JSON; scanned as raw text".into());
+        }
         if !self.engine.config.analysis.enabled {
             return self.verdict(Action::Allow, None);
         }
-        let scan = self
-            .engine
-            .analyzer
-            .scan_text(&self.request.prompt, Location::Request);
+        let scanned = unparsed::scan_text(&self.request.prompt, document.as_ref(), &text);
+        let scan = self.engine.analyzer.scan_text(&scanned, Location::Request);
         self.out.analysis_truncated |= scan.truncated;
         self.request_findings = scan.findings;
         let policy = &self.engine.config.analysis.policy;
-        let action = policy.decide(&self.request_findings);
+        let mut action = policy.decide(&self.request_findings);
+        if unparsed {
+            action = action.max(self.unparsed_action());
+            if action == Action::Block && policy.decide(&self.request_findings) < Action::Block {
+                return self.unparsed_verdict(action);
+            }
+        }
         match action {
             Action::Redact => match redact_body(&text, &self.engine.analyzer, policy) {
                 Some(r) => self.verdict(Action::Redact, Some(r.body.into_bytes())),
@@ -163,20 +184,41 @@ impl Exchange {
         }
     }
 
-    fn parse_request(&self, text: &str) -> RequestInfo {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
-            // Not JSON (or cut by the capture bound): analyse the raw text.
-            return RequestInfo {
-                prompt: text.to_owned(),
-                ..RequestInfo::default()
-            };
-        };
+    fn parse_request(&self, v: &serde_json::Value) -> RequestInfo {
         let ep = &self.endpoint;
         match ep.dialect {
-            Dialect::OpenAi => openai::parse_request(ep.api, &v),
-            Dialect::Anthropic => anthropic::parse_request(&v),
-            Dialect::Gemini => gemini::parse_request(&v, ep.path_model.as_deref(), ep.path_stream),
+            Dialect::OpenAi => openai::parse_request(ep.api, v),
+            Dialect::Anthropic => anthropic::parse_request(v),
+            Dialect::Gemini => gemini::parse_request(v, ep.path_model.as_deref(), ep.path_stream),
         }
+    }
+
+    /// The configured action for a body the analysis cannot read (`allow` when the
+    /// detectors are off: nothing is enforced then).
+    fn unparsed_action(&self) -> Action {
+        let analysis = &self.engine.config.analysis;
+        if analysis.enabled {
+            analysis.on_unparsed.action()
+        } else {
+            Action::Allow
+        }
+    }
+
+    /// The verdict for an unreadable body under `on_unparsed`; a block says why.
+    fn unparsed_verdict(&mut self, action: Action) -> RequestVerdict {
+        tracing::info!(
+            provider = self.out.provider,
+            action = action.as_str(),
+            "a request body could not be analysed; applying llm.analysis.on_unparsed"
+        );
+        let mut verdict = self.verdict(action, None);
+        if action == Action::Block {
+            verdict.block = Some(block::block_response(
+                self.endpoint.dialect,
+                unparsed::BLOCK_MESSAGE,
+            ));
+        }
+        verdict
     }
 
     fn verdict(&mut self, action: Action, redacted_body: Option<Vec<u8>>) -> RequestVerdict {

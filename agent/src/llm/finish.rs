@@ -154,7 +154,10 @@ fn settle(
     if early_stopped {
         return Action::Block;
     }
-    if policy.decide(request.iter().chain(response)) >= Action::Flag {
+    // A request flagged without a finding of its own (an unreadable body) stays flagged.
+    if request_action == Action::Flag
+        || policy.decide(request.iter().chain(response)) >= Action::Flag
+    {
         Action::Flag
     } else {
         Action::Allow

@@ -51,6 +51,7 @@ mod prop_tests;
 pub mod provider;
 pub mod sse;
 pub mod timing;
+pub mod unparsed;
 pub mod usage;
 
 pub use engine::{Engine, LlmConfig};

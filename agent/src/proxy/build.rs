@@ -113,6 +113,7 @@ pub fn from_config(
             hook: Arc::new(NoHook),
             engine: Some(engine),
             shutdown: shutdown.clone(),
+            uninspectable: config.intercept.uninspectable,
         },
     );
     info!(ca = %ca.paths().cert.display(), names = covered.len(), "TLS interception is on");

@@ -18,6 +18,9 @@ pub enum ProxyError {
     UpstreamRequest(hyper::Error),
     #[error("the request cannot be forwarded: {0}")]
     BadRequest(String),
+    /// The request names another host than the connection's TLS server name.
+    #[error("misdirected request: {0}")]
+    Misdirected(String),
     #[error("blocked by analysis: {message}")]
     Blocked { status: StatusCode, message: String },
     /// The analysis policy refused the request; the app gets the provider-shaped refusal.
@@ -36,6 +39,7 @@ impl ProxyError {
             | Self::UpstreamHandshake(_)
             | Self::UpstreamRequest(_) => StatusCode::BAD_GATEWAY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::Blocked { status, .. } => *status,
             Self::Policy(r) => StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
         }
@@ -45,7 +49,7 @@ impl ProxyError {
     pub fn is_upstream(&self) -> bool {
         !matches!(
             self,
-            Self::BadRequest(_) | Self::Blocked { .. } | Self::Policy(_)
+            Self::BadRequest(_) | Self::Misdirected(_) | Self::Blocked { .. } | Self::Policy(_)
         )
     }
 }

@@ -26,6 +26,7 @@ use super::{
     headers,
     hook::Verdict,
     pool::PoolKey,
+    route,
     tap::LlmTap,
     upstream,
 };
@@ -64,6 +65,7 @@ async fn phases(
     app_upgrade: Option<OnUpgrade>,
 ) -> Result<Streamed, ProxyError> {
     // Request phase.
+    route::check_authority(proxy, conn, &head)?;
     if let Verdict::Block { status, message } = proxy.hook.on_request(recorder.ctx(), &mut head) {
         return Err(ProxyError::Blocked { status, message });
     }
@@ -99,7 +101,9 @@ async fn phases(
         return Err(ProxyError::Blocked { status, message });
     }
     recorder.ctx_mut().llm.response_head(&mut head);
-    headers::prepare_response(&mut head);
+    if headers::prepare_response(&mut head) {
+        proxy.metrics.guard("alt_svc_quic_removed");
+    }
     if let (Some(app), Some(provider)) = (app_upgrade, upstream_upgrade) {
         tunnel(conn.id, app, provider);
     }

@@ -1,5 +1,6 @@
-//! Request and response heads across the proxy: hop-by-hop headers stay on their hop, and the
-//! request target takes the form the provider's protocol needs.
+//! Request and response heads across the proxy: hop-by-hop headers stay on their hop, the
+//! request target takes the form the provider's protocol needs, and no response advertises
+//! QUIC (which would take the app's traffic out of the agent's sight).
 
 use hyper::{
     HeaderMap, Uri, Version,
@@ -118,10 +119,80 @@ fn authority_of(head: &request::Parts, sni: &str) -> Result<uri::Authority, Prox
         .map_err(|_| ProxyError::BadRequest(format!("invalid Host header `{host}`")))
 }
 
-/// Prepares a provider's response head for the app.
-pub fn prepare_response(head: &mut response::Parts) {
+/// Prepares a provider's response head for the app; returns whether an `Alt-Svc`
+/// advertisement of QUIC was removed.
+pub fn prepare_response(head: &mut response::Parts) -> bool {
     let upgrade = head.status == hyper::StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(&mut head.headers, upgrade);
+    strip_alt_svc_quic(&mut head.headers)
+}
+
+/// Removes the QUIC alternatives (`h3`, `h3-29`, `hq-…`, Google `quic`) from `Alt-Svc`, and
+/// the header when nothing else is left: an app that followed one would move to UDP, where
+/// the agent sees nothing, and its traffic would escape inspection and policy. Returns
+/// whether anything was removed.
+pub fn strip_alt_svc_quic(headers: &mut HeaderMap) -> bool {
+    if !headers.contains_key(header::ALT_SVC) {
+        return false;
+    }
+    let mut removed = false;
+    let mut kept: Vec<String> = Vec::new();
+    for value in headers.get_all(header::ALT_SVC) {
+        let Ok(value) = value.to_str() else {
+            // Unreadable: it cannot be checked, so it is not passed on.
+            removed = true;
+            continue;
+        };
+        for alt in split_unquoted(value, ',') {
+            let alt = alt.trim();
+            if alt.is_empty() {
+                continue;
+            }
+            let protocol = alt.split('=').next().unwrap_or_default().trim();
+            if is_quic(protocol) {
+                removed = true;
+            } else {
+                kept.push(alt.to_owned());
+            }
+        }
+    }
+    if !removed {
+        return false;
+    }
+    headers.remove(header::ALT_SVC);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join(", "))
+    {
+        headers.insert(header::ALT_SVC, v);
+    }
+    tracing::debug!("removed a QUIC advertisement from the provider's Alt-Svc header");
+    true
+}
+
+/// Whether an ALPN protocol id (percent-encoded as in `Alt-Svc`) is a QUIC one.
+fn is_quic(protocol: &str) -> bool {
+    let p = protocol.to_ascii_lowercase();
+    p.starts_with("h3") || p.starts_with("hq") || p == "quic"
+}
+
+/// Splits `s` at `sep` outside double-quoted strings (with backslash escapes).
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => {
+                parts.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
 }
 
 #[cfg(test)]
@@ -186,5 +257,36 @@ mod tests {
         prepare_request(&mut head, "api.openai.com", false, true).unwrap();
         assert_eq!(head.headers["upgrade"], "websocket");
         assert_eq!(head.headers["connection"], "upgrade");
+    }
+
+    #[test]
+    fn quic_alternatives_are_removed_from_alt_svc() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::ALT_SVC,
+            HeaderValue::from_static(
+                r#"h3=":443"; ma=86400, h3-29=":443"; ma=86400, h2="alt.example:443", quic=":443""#,
+            ),
+        );
+        h.append(header::ALT_SVC, HeaderValue::from_static(r#"H3=":8443""#));
+        assert!(strip_alt_svc_quic(&mut h));
+        let left: Vec<_> = h.get_all(header::ALT_SVC).iter().collect();
+        assert_eq!(left, [r#"h2="alt.example:443""#]);
+
+        let mut only_h3 = HeaderMap::new();
+        only_h3.insert(header::ALT_SVC, HeaderValue::from_static(r#"h3=":443""#));
+        assert!(strip_alt_svc_quic(&mut only_h3));
+        assert!(!only_h3.contains_key(header::ALT_SVC));
+
+        let mut fine = HeaderMap::new();
+        fine.insert(
+            header::ALT_SVC,
+            HeaderValue::from_static(r#"h2="a,b:443"; ma=60"#),
+        );
+        assert!(!strip_alt_svc_quic(&mut fine));
+        assert_eq!(fine[header::ALT_SVC], r#"h2="a,b:443"; ma=60"#);
+        let mut clear = HeaderMap::new();
+        clear.insert(header::ALT_SVC, HeaderValue::from_static("clear"));
+        assert!(!strip_alt_svc_quic(&mut clear));
     }
 }

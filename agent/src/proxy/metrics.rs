@@ -77,6 +77,16 @@ pub struct ProxyMetrics {
     pub llm_early_stops: Counter,
     /// Time spent in the analysis engine per exchange, seconds.
     pub llm_analysis_seconds: Histogram,
+    /// Enforcement-integrity events (`misdirected_request`, `alt_svc_removed`,
+    /// `uninspectable_closed`, …: fixed names chosen in code).
+    guards: Family<EventLabel, Counter>,
+}
+
+/// An `event` label: a fixed name chosen in code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    /// Fixed event name.
+    pub event: &'static str,
 }
 
 impl Default for ProxyMetrics {
@@ -96,6 +106,7 @@ impl Default for ProxyMetrics {
             llm_early_stops: Counter::default(),
             // 10 µs … ~160 ms.
             llm_analysis_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 15)),
+            guards: Family::default(),
         }
     }
 }
@@ -170,7 +181,22 @@ impl ProxyMetrics {
             "Time spent analysing one exchange (request, response chunks and record phase)",
             m.llm_analysis_seconds.clone(),
         );
+        r.register(
+            "proxy_guard_events",
+            "Requests, headers and connections the enforcement guards acted on, by event",
+            m.guards.clone(),
+        );
         m
+    }
+
+    /// Counts an enforcement-integrity event.
+    pub fn guard(&self, event: &'static str) {
+        self.guards.get_or_create(&EventLabel { event }).inc();
+    }
+
+    /// Current count of an enforcement-integrity event.
+    pub fn guard_for(&self, event: &'static str) -> u64 {
+        self.guards.get_or_create(&EventLabel { event }).get()
     }
 
     /// Counts an analysed exchange that took `spent` in the engine.

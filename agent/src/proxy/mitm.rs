@@ -11,7 +11,9 @@ use std::{
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use super::{Intercept, context::ConnectionContext, meta::ConnectionMeta, serve};
+use super::{
+    Intercept, context::ConnectionContext, meta::ConnectionMeta, rejected::RejectKey, serve,
+};
 use crate::{tls::Alpn, transport::prefixed::Prefixed};
 
 impl Intercept {
@@ -30,10 +32,11 @@ impl Intercept {
             Ok(tls) => tls,
             Err(failure) => {
                 self.metrics.handshake_failure(failure.cause());
-                if failure.is_certificate_rejection() {
-                    self.rejected.remember(meta.who(), &sni, Instant::now());
+                if failure.is_certificate_rejection() && self.trust_learning {
+                    let key = RejectKey::new(meta.redirect.process.uid, meta.who(), &sni);
+                    self.rejected.remember(key, Instant::now());
                     self.metrics.rejected_certificate_remembered.inc();
-                    warn!(conn = meta.id, sni, exe = meta.who(), error = %failure,
+                    warn!(conn = meta.id, sni, exe = meta.who(), uid = meta.redirect.process.uid, error = %failure,
                         "the app does not trust the llmtrace CA for this name; its next connections to it are relayed untouched");
                 } else {
                     warn!(conn = meta.id, sni, error = %failure, "TLS handshake with the app failed");

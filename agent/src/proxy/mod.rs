@@ -37,7 +37,7 @@ use std::{
 
 use rustls::server::ResolvesServerCert;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use self::meta::ConnectionMeta;
 use self::{
@@ -45,7 +45,7 @@ use self::{
     metrics::ProxyMetrics,
     pool::Pool,
     record::RecordTee,
-    rejected::RejectedCerts,
+    rejected::{RejectKey, RejectedCerts},
     route::{Decision, InterceptNames, SpliceReason},
 };
 use crate::{
@@ -116,6 +116,8 @@ pub struct InterceptParts {
     pub engine: Option<Arc<Engine>>,
     /// Cancelled on shutdown: connections drain.
     pub shutdown: CancellationToken,
+    /// What happens to connections that cannot be inspected.
+    pub uninspectable: route::Uninspectable,
 }
 
 /// The connection handler that intercepts configured names and relays everything else.
@@ -128,6 +130,10 @@ pub struct Intercept {
     limits: Limits,
     socket_mark: u32,
     rejected: RejectedCerts,
+    trust_learning: bool,
+    /// Whether the policy blocks or redacts anything (relays of learnt distrust say so).
+    enforcing: bool,
+    uninspectable: route::Uninspectable,
     metrics: Arc<ProxyMetrics>,
     transport_metrics: Arc<TransportMetrics>,
     recent: Arc<RecentConnections>,
@@ -154,6 +160,11 @@ impl Intercept {
                 proxy.rejected_cert_capacity,
                 Duration::from_secs(proxy.rejected_cert_ttl_s),
             ),
+            trust_learning: proxy.trust_learning,
+            enforcing: parts.engine.as_ref().is_some_and(|e| {
+                e.config.analysis.enabled && rejected::policy_enforces(&e.config.analysis.policy)
+            }),
+            uninspectable: parts.uninspectable,
             metrics: parts.metrics,
             transport_metrics: parts.transport_metrics,
             recent: parts.recent,
@@ -214,11 +225,36 @@ impl ConnectionHandler for Intercept {
         };
         meta.sni = sniffed.hello.as_ref().ok().and_then(|h| h.sni.clone());
         let decision = route::decide(&sniffed.hello, &self.names, |sni| {
-            self.rejected.contains(meta.who(), sni, Instant::now())
+            let key = RejectKey::new(meta.redirect.process.uid, meta.who(), sni);
+            self.rejected.contains(&key, Instant::now())
         });
         match decision {
+            Decision::Splice(reason)
+                if reason.is_uninspectable()
+                    && self.uninspectable == route::Uninspectable::Close =>
+            {
+                self.metrics.connection("close", reason.as_str());
+                warn!(
+                    conn = id,
+                    reason = reason.as_str(),
+                    sni = meta.sni.as_deref(),
+                    "closed a provider connection that cannot be inspected (uninspectable = \"close\")"
+                );
+                let error = format!("closed: cannot be inspected ({})", reason.as_str());
+                meta.finish(&self, false, Some(reason), 0, 0, Some(error));
+            }
             Decision::Splice(reason) => {
+                let reason = reason.under_policy(self.enforcing);
                 self.metrics.connection("splice", reason.as_str());
+                if reason == SpliceReason::RejectedCertificateUnenforced {
+                    warn!(
+                        conn = id,
+                        sni = meta.sni.as_deref(),
+                        exe = meta.who(),
+                        uid = meta.redirect.process.uid,
+                        "relaying untouched an app that rejected the llmtrace certificate: the policy is not enforced on this connection"
+                    );
+                }
                 if let SpliceReason::NotHello(why) = reason {
                     info!(
                         conn = id,

@@ -3,6 +3,11 @@
 
 use std::collections::HashSet;
 
+use hyper::{header, http::request::Parts, http::uri::Authority};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use super::{Intercept, context::ConnectionContext, error::ProxyError};
 use crate::{
     tls::alpn,
     transport::sniff::{ClientHelloInfo, NotHello},
@@ -54,6 +59,9 @@ pub enum SpliceReason {
     UnsupportedAlpn,
     /// This app rejected the llmtrace certificate for this name before.
     RejectedCertificate,
+    /// As [`Self::RejectedCertificate`], while the policy blocks or redacts: the relay
+    /// escapes enforcement, and the record says so with this reason of its own.
+    RejectedCertificateUnenforced,
 }
 
 impl SpliceReason {
@@ -65,7 +73,39 @@ impl SpliceReason {
             Self::NotIntercepted => "not_intercepted_name",
             Self::UnsupportedAlpn => "unsupported_alpn",
             Self::RejectedCertificate => "client_rejected_certificate",
+            Self::RejectedCertificateUnenforced => "client_rejected_certificate_unenforced",
         }
+    }
+
+    /// This reason under a policy that does (`enforcing`) or does not block or redact.
+    #[must_use]
+    pub fn under_policy(self, enforcing: bool) -> Self {
+        match self {
+            Self::RejectedCertificate if enforcing => Self::RejectedCertificateUnenforced,
+            other => other,
+        }
+    }
+}
+
+/// What happens to a provider connection that cannot be inspected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Uninspectable {
+    /// Relay it untouched (recorded with the reason).
+    #[default]
+    Relay,
+    /// Close it (recorded with the reason).
+    Close,
+}
+
+impl SpliceReason {
+    /// Whether the connection could not be inspected at all (as opposed to a name that is not
+    /// intercepted, or an app that does not trust the llmtrace CA).
+    pub fn is_uninspectable(self) -> bool {
+        matches!(
+            self,
+            Self::NotHello(_) | Self::NoSni | Self::UnsupportedAlpn
+        )
     }
 }
 
@@ -112,6 +152,60 @@ pub fn decide(
     }
 }
 
+/// Why a request's target (`:authority` or absolute URI, and every `Host` header) is not the
+/// connection's TLS server name `sni` (lowercase) on `port`, the original destination's port;
+/// `None` when it is. A port may be absent. Forwarding such a request would let an app reach a
+/// host the policy never judged under a name it did (domain fronting).
+pub fn misdirected(head: &Parts, sni: &str, port: u16) -> Option<String> {
+    let check = |what: &str, value: &[u8]| -> Option<String> {
+        let Some(authority) = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse::<Authority>().ok())
+        else {
+            return Some(format!("unreadable {what}"));
+        };
+        if authority.as_str().contains('@') {
+            return Some(format!("{what} carries user information"));
+        }
+        let host = authority.host().trim_end_matches('.');
+        if !host.eq_ignore_ascii_case(sni) {
+            return Some(format!(
+                "{what} names another host than the TLS server name"
+            ));
+        }
+        match authority.port_u16() {
+            Some(p) if p != port => Some(format!(
+                "{what} names another port than the original destination"
+            )),
+            _ => None,
+        }
+    };
+    if let Some(a) = head.uri.authority()
+        && let Some(why) = check("the request target", a.as_str().as_bytes())
+    {
+        return Some(why);
+    }
+    head.headers
+        .get_all(header::HOST)
+        .iter()
+        .find_map(|h| check("Host", h.as_bytes()))
+}
+
+/// The request phase's first check: a misdirected request gets 421 and is never forwarded
+/// (counted, logged, and recorded with the reason).
+pub(super) fn check_authority(
+    proxy: &Intercept,
+    conn: &ConnectionContext,
+    head: &Parts,
+) -> Result<(), ProxyError> {
+    let Some(why) = misdirected(head, &conn.sni, conn.orig_dst.port()) else {
+        return Ok(());
+    };
+    proxy.metrics.guard("misdirected_request");
+    warn!(conn = conn.id, sni = %conn.sni, reason = why, "refused a request for another host than the connection's server name (421)");
+    Err(ProxyError::Misdirected(why))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +229,40 @@ mod tests {
         assert!(!names.matches("api.openai.com.evil.net"));
     }
 
+    fn head(uri: &str, hosts: &[&str]) -> Parts {
+        let mut b = hyper::Request::get(uri);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn a_request_for_another_host_is_misdirected() {
+        let sni = "api.openai.com";
+        let ok = |uri: &str, hosts: &[&str]| misdirected(&head(uri, hosts), sni, 443).is_none();
+        assert!(ok("/v1/models", &["api.openai.com"]));
+        assert!(ok("/v1/models", &["API.OpenAI.com.:443"]));
+        assert!(ok("/v1/models", &[]));
+        assert!(ok("https://api.openai.com/v1/models", &[]));
+        assert!(ok(
+            "https://api.openai.com:443/v1/models",
+            &["api.openai.com"]
+        ));
+        assert!(!ok("/v1/models", &["evil.example"]));
+        assert!(!ok("/v1/models", &["api.openai.com:8443"]));
+        assert!(!ok("/v1/models", &["api.openai.com", "evil.example"]));
+        assert!(!ok("/v1/models", &["api.openai.com.evil.example"]));
+        assert!(!ok("/v1/models", &["[::1]"]));
+        assert!(!ok("/v1/models", &["api.openai.com@evil.example"]));
+        assert!(!ok("/v1/models", &["evil.example@api.openai.com"]));
+        assert!(!ok("https://evil.example/v1/models", &["api.openai.com"]));
+        assert!(!ok(
+            "https://api.openai.com:1/v1/models",
+            &["api.openai.com"]
+        ));
+    }
+
     #[test]
     fn decisions() {
         let names = InterceptNames::new(&["api.openai.com"]);
@@ -150,6 +278,27 @@ mod tests {
         assert_eq!(d, Decision::Splice(SpliceReason::UnsupportedAlpn));
         let d = decide(&hello(Some("api.openai.com"), &[]), &names, |_| true);
         assert_eq!(d, Decision::Splice(SpliceReason::RejectedCertificate));
+        assert_eq!(
+            SpliceReason::RejectedCertificate.under_policy(true),
+            SpliceReason::RejectedCertificateUnenforced
+        );
+        assert_eq!(
+            SpliceReason::RejectedCertificate.under_policy(false),
+            SpliceReason::RejectedCertificate
+        );
+        assert_eq!(SpliceReason::NoSni.under_policy(true), SpliceReason::NoSni);
+        for uninspectable in [
+            SpliceReason::NoSni,
+            SpliceReason::UnsupportedAlpn,
+            SpliceReason::NotHello(NotHello::Timeout),
+            SpliceReason::NotHello(NotHello::TooLarge),
+            SpliceReason::NotHello(NotHello::Malformed),
+            SpliceReason::NotHello(NotHello::NotTls),
+        ] {
+            assert!(uninspectable.is_uninspectable());
+        }
+        assert!(!SpliceReason::NotIntercepted.is_uninspectable());
+        assert!(!SpliceReason::RejectedCertificate.is_uninspectable());
         let d = decide(&Err(NotHello::NotTls), &names, |_| false);
         assert_eq!(
             d.clone(),

@@ -4,7 +4,7 @@
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
-use super::{ConnectionMeta, Intercept, route::SpliceReason};
+use super::{ConnectionMeta, Intercept, rejected, route::SpliceReason};
 use crate::transport::{prefixed::Prefixed, splice::splice_io, upstream::connect_marked};
 
 /// Relays `stream` (whose first bytes are `buffered`) to where the app was going.
@@ -43,5 +43,14 @@ pub async fn relay(
         error = error.as_deref(),
         "relayed connection closed (not intercepted)"
     );
+    let error = if reason == SpliceReason::RejectedCertificateUnenforced {
+        // The audit trail must show that enforcement was bypassed, whatever else happened.
+        Some(match error {
+            Some(e) => format!("{}; {e}", rejected::UNENFORCED),
+            None => rejected::UNENFORCED.to_owned(),
+        })
+    } else {
+        error
+    };
     meta.finish(proxy, false, Some(reason), up, down, error);
 }

@@ -96,6 +96,9 @@ pub struct SpoolConfig {
     pub fsync_interval_ms: u64,
     /// What to do when the spool is full.
     pub full_policy: FullPolicy,
+    /// Size cap of the dead-letter directory (`<spool>/dead-letter`, rows ClickHouse rejected
+    /// as invalid); beyond it the oldest pieces are deleted, counted and logged at ERROR.
+    pub dead_letter_max_bytes: u64,
 }
 
 /// Policy when the spool reaches `max_bytes`. Both lose data and say so at ERROR.
@@ -156,6 +159,7 @@ impl Default for SpoolConfig {
             max_bytes: 1 << 30,
             fsync_interval_ms: 50,
             full_policy: FullPolicy::DropOldest,
+            dead_letter_max_bytes: 256 << 20,
         }
     }
 }

@@ -85,7 +85,7 @@ fn append(writer: &mut SpoolWriter, payload: &[u8], metrics: &SinkMetrics) {
 
 fn commit(writer: &mut SpoolWriter) {
     if let Err(e) = writer.commit() {
-        tracing::error!(error = %e, "cannot fsync the spool; will retry at the next commit");
+        tracing::error!(error = %e, "cannot fsync the spool; the rows since the last commit were given up (counted)");
     }
 }
 

@@ -20,6 +20,8 @@ pub enum DropReason {
     Corrupt,
     /// The row arrived after shutdown began, or could not be written.
     Closed,
+    /// A dead-lettered row was deleted to keep the dead-letter directory under its cap.
+    DeadLetterFull,
 }
 
 /// Label set of `rows_dropped`.

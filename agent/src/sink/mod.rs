@@ -84,7 +84,11 @@ impl Sink {
 
         let shipper = match cfg.clickhouse.url {
             Some(_) => {
-                let dead = deadletter::DeadLetter::new(&dir.join("dead-letter"));
+                let dead = deadletter::DeadLetter::new(
+                    &dir.join("dead-letter"),
+                    cfg.spool.dead_letter_max_bytes,
+                    metrics.clone(),
+                );
                 Some(shipper::Shipper::new(
                     reader,
                     &cfg.clickhouse,

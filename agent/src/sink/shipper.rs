@@ -201,10 +201,10 @@ impl Shipper {
                 Duration::from_hours(1)
             } else {
                 let started = *opened.get_or_insert_with(Instant::now);
-                if draining || started.elapsed() >= flush {
-                    return Ok(Some(batch));
+                match flush_wait(flush, started.elapsed(), draining) {
+                    Some(wait) => wait,
+                    None => return Ok(Some(batch)),
                 }
-                flush.checked_sub(started.elapsed()).unwrap()
             };
             let mut drain_rx = self.draining.clone();
             tokio::select! {
@@ -331,4 +331,29 @@ fn age_seconds(written_at_us: u64) -> f64 {
         .unwrap_or_default();
     let then = Duration::from_micros(written_at_us);
     now.saturating_sub(then).as_secs_f64()
+}
+
+/// How long a partial batch opened `elapsed` ago may still wait for more rows; `None`: ship
+/// it now. `elapsed` is read once, so a clock that moves past `flush` between a check and a
+/// subtraction cannot make the wait negative (that used to panic the shipper).
+fn flush_wait(flush: Duration, elapsed: Duration, draining: bool) -> Option<Duration> {
+    if draining {
+        return None;
+    }
+    flush.checked_sub(elapsed).filter(|left| !left.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_batch_waits_only_what_is_left_of_the_flush_interval() {
+        let flush = Duration::from_millis(100);
+        let ms = Duration::from_millis;
+        assert_eq!(flush_wait(flush, ms(30), false), Some(ms(70)));
+        assert_eq!(flush_wait(flush, ms(100), false), None);
+        assert_eq!(flush_wait(flush, ms(5000), false), None);
+        assert_eq!(flush_wait(flush, ms(1), true), None);
+    }
 }

@@ -28,7 +28,6 @@ impl HandshakeFailure {
                     alert @ (AlertDescription::UnknownCA
                     | AlertDescription::BadCertificate
                     | AlertDescription::CertificateUnknown
-                    | AlertDescription::UnsupportedCertificate
                     | AlertDescription::AccessDenied),
                 ) => Self::RejectedCertificate(*alert),
                 rustls::Error::General(m) if m.contains("certificate") => Self::NoCertificate,
@@ -43,13 +42,11 @@ impl HandshakeFailure {
         }
     }
 
-    /// Whether this looks like an app that does not trust the llmtrace CA: it refused the
-    /// certificate, or hung up right after seeing it.
+    /// Whether the app said, with a TLS alert, that it does not trust the llmtrace
+    /// certificate (unknown CA, bad certificate, certificate unknown, access denied). A close
+    /// or a timeout never counts: any process can produce one to opt itself out of inspection.
     pub fn is_certificate_rejection(&self) -> bool {
-        matches!(
-            self,
-            Self::RejectedCertificate(_) | Self::ClosedDuringHandshake
-        )
+        matches!(self, Self::RejectedCertificate(_))
     }
 
     /// Short stable name, for metric labels.
@@ -76,8 +73,24 @@ mod tests {
         );
         let f = HandshakeFailure::from_io(&alert);
         assert!(f.is_certificate_rejection(), "{f}");
-        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof");
-        assert!(HandshakeFailure::from_io(&eof).is_certificate_rejection());
+        for kind in [
+            io::ErrorKind::UnexpectedEof,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::BrokenPipe,
+        ] {
+            let close = HandshakeFailure::from_io(&io::Error::new(kind, "closed"));
+            assert_eq!(close.cause(), "closed_during_handshake");
+            assert!(
+                !close.is_certificate_rejection(),
+                "a close is not a rejection"
+            );
+        }
+        assert!(!HandshakeFailure::Timeout.is_certificate_rejection());
+        let unsupported = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::UnsupportedCertificate),
+        );
+        assert!(!HandshakeFailure::from_io(&unsupported).is_certificate_rejection());
         let other = io::Error::new(
             io::ErrorKind::InvalidData,
             rustls::Error::AlertReceived(AlertDescription::ProtocolVersion),

@@ -141,10 +141,8 @@ async fn keep_alive_and_h2_multiplexing_reuse_one_app_connection() {
         for _ in 0..3 {
             a.push("-o".into());
             a.push("/dev/null".into());
-            a.push(format!(
-                "https://{NAME}:{}/bytes?n=100000",
-                w.proxy_addr.port()
-            ));
+            // No port, as an app's URL: `--connect-to` takes the request to the proxy.
+            a.push(format!("https://{NAME}/bytes?n=100000"));
         }
         if version == "--http2" {
             a.push("--parallel".into());

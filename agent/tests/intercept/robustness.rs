@@ -1,14 +1,15 @@
 //! Bad input and failures: clear errors, no crash, no leaked connection.
 
-use std::time::Duration;
+use std::{sync::atomic::Ordering, time::Duration};
 
+use llmtrace_agent::{config::ProxyConfig, llm::LlmConfig, proxy::route::Uninspectable};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
 use crate::support::{
-    NAME, World, client,
+    NAME, OTHER_NAME, World, client,
     curl::{args, curl},
 };
 
@@ -186,4 +187,93 @@ async fn shutdown_drains_open_connections() {
     tokio::time::timeout(Duration::from_secs(5), w.tasks.wait())
         .await
         .unwrap();
+}
+
+/// A ClientHello for `name` (`None`: without SNI) offering `alpn`.
+fn client_hello(w: &World, name: Option<&str>, alpn: &[&[u8]]) -> Vec<u8> {
+    let mut config = (*client::config(&w.upstream_ca_pem, alpn)).clone();
+    config.enable_sni = name.is_some();
+    let server = rustls::pki_types::ServerName::try_from(name.unwrap_or(NAME).to_owned()).unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), server).unwrap();
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).unwrap();
+    out
+}
+
+async fn send_and_wait_for_close(w: &World, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(w.proxy_addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_until_closed(&mut s).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninspectable_connections_are_closed_when_configured_and_recorded() {
+    let mut w = World::with_config(ProxyConfig::default(), LlmConfig::default(), |c| {
+        c.intercept.uninspectable = Uninspectable::Close;
+    })
+    .await;
+    let answer = send_and_wait_for_close(&w, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.is_empty(), "{answer:?}");
+    let no_sni = client_hello(&w, None, &[b"h2"]);
+    let answer = send_and_wait_for_close(&w, &no_sni).await;
+    assert!(answer.is_empty(), "{answer:?}");
+    let odd_alpn = client_hello(&w, Some(NAME), &[b"imap"]);
+    let answer = send_and_wait_for_close(&w, &odd_alpn).await;
+    assert!(answer.is_empty(), "{answer:?}");
+    w.wait_for_no_active_connections().await;
+    assert_eq!(
+        w.upstream.connections.load(Ordering::SeqCst),
+        0,
+        "nothing reached the provider"
+    );
+    for reason in ["not_tls", "no_sni", "unsupported_alpn"] {
+        assert_eq!(w.metrics.connections_for("close", reason), 1, "{reason}");
+        assert_eq!(w.metrics.connections_for("splice", reason), 0, "{reason}");
+    }
+    let records = w.drain_records();
+    let mut reasons: Vec<_> = records
+        .iter()
+        .map(|r| {
+            assert!(!r.intercepted);
+            assert!(
+                r.error.as_deref().is_some_and(|e| e.contains("closed")),
+                "{r:?}"
+            );
+            r.not_intercepted_reason.unwrap()
+        })
+        .collect();
+    reasons.sort_unstable();
+    assert_eq!(reasons, ["no_sni", "not_tls", "unsupported_alpn"]);
+    // A name that is not intercepted is still relayed: it is not an inspection gap.
+    let other = client_hello(&w, Some(OTHER_NAME), &[b"h2"]);
+    let mut s = TcpStream::connect(w.proxy_addr).await.unwrap();
+    s.write_all(&other).await.unwrap();
+    s.shutdown().await.unwrap();
+    let _ = read_until_closed(&mut s).await;
+    w.wait_for_no_active_connections().await;
+    assert_eq!(w.upstream.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_uninspectable_connections_are_recorded_with_their_reason() {
+    let mut w = World::start().await;
+    let _ = send_and_wait_for_close(&w, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let no_sni = client_hello(&w, None, &[b"h2"]);
+    let mut s = TcpStream::connect(w.proxy_addr).await.unwrap();
+    s.write_all(&no_sni).await.unwrap();
+    s.shutdown().await.unwrap();
+    let _ = read_until_closed(&mut s).await;
+    w.wait_for_no_active_connections().await;
+    let records = w.drain_records();
+    let mut reasons: Vec<_> = records
+        .iter()
+        .map(|r| {
+            assert!(!r.intercepted);
+            r.not_intercepted_reason.unwrap()
+        })
+        .collect();
+    reasons.sort_unstable();
+    assert_eq!(reasons, ["no_sni", "not_tls"], "{records:?}");
+    assert_eq!(w.metrics.connections_for("splice", "not_tls"), 1);
+    assert_eq!(w.metrics.connections_for("splice", "no_sni"), 1);
 }

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 pub use self::ledger::{Inflight, Ledger, LedgerState};
 pub use self::reader::{Batch, SpoolReader};
-pub use self::record::{HEADER_LEN, MAX_PAYLOAD, frame, read_next};
+pub use self::record::{HEADER_LEN, MAX_PAYLOAD, Next, frame, read_next};
 pub use self::writer::SpoolWriter;
 use super::config::SpoolConfig;
 use super::metrics::SinkMetrics;

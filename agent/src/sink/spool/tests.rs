@@ -11,6 +11,7 @@ fn cfg(max_bytes: u64, policy: FullPolicy) -> SpoolConfig {
         max_bytes,
         fsync_interval_ms: 1,
         full_policy: policy,
+        ..SpoolConfig::default()
     }
 }
 
@@ -162,4 +163,37 @@ fn full_spool_drops_oldest_or_newest_and_counts() {
             assert_eq!(read, accepted);
         }
     }
+}
+
+#[test]
+fn a_failed_write_leaves_no_torn_record_behind_and_counts_the_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = SinkMetrics::default();
+    let config = cfg(1 << 20, FullPolicy::DropOldest);
+    {
+        let (mut w, mut r) = open(dir.path(), &config, &m).unwrap();
+        w.append(b"one", 1).unwrap();
+        w.commit().unwrap();
+        w.append(b"two, not yet committed", 2).unwrap();
+        w.fail_next_write = true;
+        assert!(w.append(b"three, torn by the disk", 3).is_err());
+        // "two" was never made durable: it is given up with the failed write, and counted.
+        assert_eq!(m.dropped_count(crate::sink::metrics::DropReason::Closed), 1);
+        w.append(b"four", 4).unwrap();
+        w.commit().unwrap();
+        assert_eq!(read_all(&mut r), vec![b"one".to_vec(), b"four".to_vec()]);
+        assert_eq!(
+            m.dropped_count(crate::sink::metrics::DropReason::Corrupt),
+            0
+        );
+        w.append(b"five", 5).unwrap();
+        w.commit().unwrap();
+    }
+    // A restart finds nothing corrupt either, and replays what was not acknowledged.
+    let (_w, mut r) = open(dir.path(), &config, &m).unwrap();
+    assert_eq!(
+        m.dropped_count(crate::sink::metrics::DropReason::Corrupt),
+        0
+    );
+    assert_eq!(read_all(&mut r), vec![b"five".to_vec()]);
 }

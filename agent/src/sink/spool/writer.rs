@@ -29,6 +29,16 @@ pub struct SpoolWriter {
     dirty: bool,
     frame_buf: Vec<u8>,
     last_full_log: Option<Instant>,
+    /// End of the last fsynced record of the active segment.
+    committed_offset: u64,
+    /// Records appended to the active segment since the last commit.
+    uncommitted_records: u64,
+    /// A write or fsync failed: the active segment may end in a torn record, or the kernel
+    /// may have dropped dirty pages, so nothing past `committed_offset` can be trusted.
+    torn: bool,
+    /// Test hook: the next frame is half written, then the write fails.
+    #[cfg(test)]
+    pub(super) fail_next_write: bool,
 }
 
 impl SpoolWriter {
@@ -49,12 +59,20 @@ impl SpoolWriter {
             dirty: false,
             frame_buf: Vec::new(),
             last_full_log: None,
+            committed_offset: 0,
+            uncommitted_records: 0,
+            torn: false,
+            #[cfg(test)]
+            fail_next_write: false,
         })
     }
 
     /// Appends one record; `Ok(false)` means the spool was full and the row
     /// was dropped (counted). The record is durable after [`Self::commit`].
     pub fn append(&mut self, payload: &[u8], written_at_us: u64) -> Result<bool, SpoolError> {
+        if self.torn {
+            self.abandon_uncommitted()?;
+        }
         let len = framed_len(payload.len());
         if self.offset > 0 && self.offset + len > self.segment_bytes {
             self.roll()?;
@@ -64,11 +82,15 @@ impl SpoolWriter {
         }
         self.frame_buf.clear();
         frame(payload, written_at_us, &mut self.frame_buf);
-        let path = segment_path(&self.shared.dir, self.segment);
-        self.file
-            .write_all(&self.frame_buf)
-            .map_err(|e| SpoolError::io(&path, e))?;
+        if let Err(e) = self.write_frame() {
+            let path = segment_path(&self.shared.dir, self.segment);
+            self.torn = true;
+            // Best effort now; the next append or commit retries.
+            let _ = self.abandon_uncommitted();
+            return Err(SpoolError::io(&path, e));
+        }
         self.offset += len;
+        self.uncommitted_records += 1;
         self.dirty = true;
         let mut st = self.shared.lock();
         let meta = st.segments.entry(self.segment).or_default();
@@ -90,15 +112,26 @@ impl SpoolWriter {
 
     /// Flushes and fsyncs, then lets the shipper see the new records.
     pub fn commit(&mut self) -> Result<(), SpoolError> {
+        if self.torn {
+            self.abandon_uncommitted()?;
+        }
         if !self.dirty {
             return Ok(());
         }
         let path = segment_path(&self.shared.dir, self.segment);
-        self.file.flush().map_err(|e| SpoolError::io(&path, e))?;
-        self.file
-            .get_ref()
-            .sync_data()
-            .map_err(|e| SpoolError::io(&path, e))?;
+        let synced = self
+            .file
+            .flush()
+            .and_then(|()| self.file.get_ref().sync_data());
+        if let Err(e) = synced {
+            // After a failed fsync the kernel may have dropped the dirty pages and a retry
+            // would report success: the uncommitted records are given up instead.
+            self.torn = true;
+            let _ = self.abandon_uncommitted();
+            return Err(SpoolError::io(&path, e));
+        }
+        self.committed_offset = self.offset;
+        self.uncommitted_records = 0;
         self.dirty = false;
         self.shared.committed.send_replace(Position {
             segment: self.segment,
@@ -114,10 +147,76 @@ impl SpoolWriter {
         self.file = BufWriter::with_capacity(256 << 10, file);
         self.segment = next;
         self.offset = 0;
+        self.committed_offset = 0;
+        self.uncommitted_records = 0;
         self.shared.committed.send_replace(Position {
             segment: next,
             offset: 0,
         });
+        Ok(())
+    }
+
+    fn write_frame(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_write) {
+            // A disk that takes half a record and then fails.
+            let half = self.frame_buf.len() / 2;
+            self.file.write_all(&self.frame_buf[..half])?;
+            self.file.flush()?;
+            return Err(std::io::Error::other("injected write failure"));
+        }
+        self.file.write_all(&self.frame_buf)
+    }
+
+    /// After a failed write or fsync: cuts the active segment back to its last committed
+    /// record (so no half record is ever read as data), gives up the records after it
+    /// (counted, logged at ERROR), and continues in a fresh segment.
+    fn abandon_uncommitted(&mut self) -> Result<(), SpoolError> {
+        let old = self.segment;
+        let next = old + 1;
+        let file = open_segment(&self.shared, next)?;
+        let old_writer =
+            std::mem::replace(&mut self.file, BufWriter::with_capacity(256 << 10, file));
+        // Bytes still buffered belong to the records given up below.
+        let (old_file, _unwritten) = old_writer.into_parts();
+        let cut = old_file
+            .set_len(self.committed_offset)
+            .and_then(|()| old_file.sync_data());
+        let lost_bytes = self.offset - self.committed_offset;
+        let lost_rows = self.uncommitted_records;
+        {
+            let mut st = self.shared.lock();
+            if let Some(meta) = st.segments.get_mut(&old) {
+                meta.bytes = meta.bytes.saturating_sub(lost_bytes);
+                meta.records = meta.records.saturating_sub(lost_rows);
+            }
+            st.total_bytes = st.total_bytes.saturating_sub(lost_bytes);
+            self.shared
+                .metrics
+                .spool_bytes
+                .set(i64::try_from(st.total_bytes).unwrap_or(i64::MAX));
+        }
+        self.segment = next;
+        self.offset = 0;
+        self.committed_offset = 0;
+        self.uncommitted_records = 0;
+        self.dirty = false;
+        self.torn = false;
+        self.shared.committed.send_replace(Position {
+            segment: next,
+            offset: 0,
+        });
+        if lost_rows > 0 {
+            self.shared.metrics.dropped(DropReason::Closed, lost_rows);
+        }
+        let path = segment_path(&self.shared.dir, old);
+        match cut {
+            Ok(()) => tracing::error!(path = %path.display(), lost_rows,
+                "a spool write failed: cut the segment back to its last committed record and gave up the rows after it"),
+            // The reader's checksums still catch a torn tail left behind.
+            Err(e) => tracing::error!(path = %path.display(), lost_rows, error = %e,
+                "a spool write failed and the segment could not be cut back; its torn tail will be skipped as corrupt"),
+        }
         Ok(())
     }
 

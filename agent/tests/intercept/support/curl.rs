@@ -86,12 +86,15 @@ pub fn args(
     port: u16,
     url_path: &str,
 ) -> Vec<String> {
+    // The URL carries no port, as an app's would: the request's Host is then the bare name,
+    // which the proxy checks against the TLS server name and the original destination's port.
+    let (_, ip) = resolve.rsplit_once(':').expect("name:port:ip");
     vec![
         version.to_owned(),
         "--cacert".into(),
         ca.display().to_string(),
-        "--resolve".into(),
-        resolve.to_owned(),
-        format!("https://{name}:{port}{url_path}"),
+        "--connect-to".into(),
+        format!("{name}:443:{ip}:{port}"),
+        format!("https://{name}{url_path}"),
     ]
 }

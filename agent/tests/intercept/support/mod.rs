@@ -64,6 +64,15 @@ impl World {
 
     /// With the given analysis settings.
     pub async fn with_llm(proxy_config: ProxyConfig, llm: LlmConfig) -> Self {
+        Self::with_config(proxy_config, llm, |_| {}).await
+    }
+
+    /// With the given settings, and `tweak` applied to the rest of the configuration.
+    pub async fn with_config(
+        proxy_config: ProxyConfig,
+        llm: LlmConfig,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let good_ca = TestCa::new("fake provider CA");
         let untrusted_ca = TestCa::new("untrusted CA");
@@ -82,6 +91,7 @@ impl World {
             ..Config::default()
         };
         config.upstream.extra_root_certs = vec![upstream_ca_pem.clone()];
+        tweak(&mut config);
         let providers: Vec<ProviderSpec> = [NAME, BAD_NAME]
             .iter()
             .map(|h| ProviderSpec {

@@ -186,6 +186,15 @@ async fn route(
             r
         }
         "/ws" => websocket(req),
+        "/alt-svc" => {
+            // What real providers send: an invitation to move to HTTP/3 over UDP.
+            let mut r = full(StatusCode::OK, "alt-svc\n");
+            r.headers_mut().insert(
+                "alt-svc",
+                HeaderValue::from_static(r#"h3=":443"; ma=86400, h2=":443"; ma=60"#),
+            );
+            r
+        }
         p if p.starts_with("/status/") => {
             let code: u16 = p["/status/".len()..].parse().unwrap_or(500);
             let body = if matches!(code, 204 | 304) {
