@@ -207,7 +207,7 @@ impl Exchange {
     /// The verdict for an unreadable body under `on_unparsed`; a block says why.
     fn unparsed_verdict(&mut self, action: Action) -> RequestVerdict {
         tracing::info!(
-            provider = self.out.provider,
+            provider = self.out.provider.as_str(),
             action = action.as_str(),
             "a request body could not be analysed; applying llm.analysis.on_unparsed"
         );
