@@ -138,6 +138,21 @@ pub struct InterceptConfig {
     pub builtin_providers: bool,
     /// Mount point of the BPF file system, used to pin programs in fail-closed mode.
     pub bpffs: PathBuf,
+    /// `all`: intercept in every network namespace of the cgroup (containers, pods), through
+    /// a listener the agent opens inside each; `host`: only in the agent's own namespace.
+    pub network_namespaces: NetnsMode,
+    /// How often `/proc` is rescanned for namespaces that appeared or lost their last process.
+    pub netns_rescan_ms: u64,
+}
+
+/// Which network namespaces are intercepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetnsMode {
+    /// Every namespace inside the attached cgroup (the default).
+    All,
+    /// Only the agent's own namespace; connections from others are left alone (and counted).
+    Host,
 }
 
 impl Default for InterceptConfig {
@@ -154,6 +169,8 @@ impl Default for InterceptConfig {
             max_tracked_connections: 65_536,
             builtin_providers: true,
             bpffs: PathBuf::from("/sys/fs/bpf"),
+            network_namespaces: NetnsMode::All,
+            netns_rescan_ms: 2000,
         }
     }
 }
