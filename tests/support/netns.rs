@@ -54,12 +54,6 @@ impl TestNetns {
         std::path::Path::new("/run/netns").join(&self.name)
     }
 
-    /// The nsfs inode of the namespace (what `/proc/<pid>/ns/net` and `lsns` show).
-    pub fn inode(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(self.path()).expect("netns file").ino()
-    }
-
     /// A TCP listener bound to `addr` inside this namespace (by a thread that joined it; the
     /// socket stays in the namespace whichever thread uses it later).
     pub fn bind_tcp(&self, addr: std::net::SocketAddr) -> std::net::TcpListener {
@@ -115,6 +109,9 @@ pub struct PodNet {
     pub ns: TestNetns,
     /// Its address.
     pub ip: std::net::Ipv4Addr,
+    /// The host side of its veth pair. The kernel deletes it only when the namespace itself
+    /// is destroyed, so its presence tells whether anything still holds the namespace.
+    pub host_if: String,
 }
 
 impl Default for Lab {
@@ -222,6 +219,7 @@ impl Lab {
         PodNet {
             ns,
             ip: std::net::Ipv4Addr::new(198, 18, b, 2 * k + 1),
+            host_if,
         }
     }
 }
