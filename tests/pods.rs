@@ -11,6 +11,7 @@ use testkit::{
     agent::{Agent, AgentConfig},
     cgroup::TestCgroup,
     echo::EchoServer,
+    fake_llm::FakeLlm,
     netns::{Lab, Pause, PodNet},
     probe::Probe,
     wait_for,
@@ -291,4 +292,72 @@ fn a_restarted_agent_serves_running_pods_again() {
         &pod,
         &fake,
     );
+}
+
+#[test]
+fn curl_in_a_pod_is_intercepted_and_traced_with_its_pod() {
+    let cg = TestCgroup::new("podcurl");
+    let lab = Lab::default();
+    let fake = FakeLlm::start_on(
+        lab.internet
+            .bind_tcp(std::net::SocketAddr::from((lab.provider_ip, 0))),
+    );
+    let port = fake.addr.port();
+    let agent = Agent::start(
+        &cg,
+        &AgentConfig {
+            intercept: "netns_rescan_ms = 200".into(),
+            rest: format!(
+                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"{}\"]\n\
+                 [upstream]\nextra_root_certs = [\"{}\"]\n",
+                lab.provider_ip,
+                fake.ca_pem_path.display()
+            ),
+        },
+    );
+    let pod = lab.pod();
+    let container = cg.kubelet_container(POD_UID, CONTAINER);
+    let _pause = Pause::start(&container, &pod.ns);
+    wait_served(&agent, 1);
+    let follow = agent.follow();
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}"#;
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec ip netns exec {} \"$0\" \"$@\"",
+            container.path.display(),
+            pod.ns.name
+        ))
+        .arg("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args([
+            "--resolve",
+            &format!("api.openai.com:{port}:{}", lab.provider_ip),
+        ])
+        .arg("--cacert")
+        .arg(agent.ca_pem())
+        .args(["-H", "content-type: application/json"])
+        .args(["-H", "authorization: Bearer sk-test-0000"])
+        .args(["--data", body])
+        .arg(format!("https://api.openai.com:{port}/v1/chat/completions"))
+        .output()
+        .expect("run curl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.ends_with("\n200"), "{stdout}");
+    // The provider got the request (from the pod's address, through the host's routes).
+    assert_eq!(fake.received().len(), 1);
+    let t = follow
+        .next(Duration::from_secs(10))
+        .expect("a trace for the pod's exchange");
+    assert_eq!(t["intercepted"], true, "{t}");
+    assert_eq!(t["status"], 200, "{t}");
+    assert_eq!(t["provider"], "openai", "{t}");
+    assert_eq!(t["pod_uid"], POD_UID, "{t}");
+    assert_eq!(t["container_id"], CONTAINER, "{t}");
+    assert!(t["exe"].as_str().unwrap_or("").contains("curl"), "{t}");
 }
