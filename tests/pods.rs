@@ -66,17 +66,24 @@ fn wait_served(agent: &Agent, n: u64) {
 
 /// Asserts a connection went through the agent and left for the provider from the pod itself.
 fn assert_intercepted_from_pod(out: &Value, pod: &PodNet, provider: &EchoServer) {
+    assert_intercepted_from(out, &pod.ip.to_string(), provider);
+}
+
+fn assert_intercepted_from(out: &Value, pod_ip: &str, provider: &EchoServer) {
     assert_eq!(out["ok"], true, "{out}");
     assert_eq!(out["via_agent"], true, "{out}");
     // getpeername() in the app shows the provider, not the agent's listener.
     assert_eq!(out["peer"], provider.addr.to_string(), "{out}");
     // The provider saw the pod's own address: the agent's upstream socket was created inside
     // the pod's namespace and routed out through the host like the app's would have been.
-    let saw = out["server_saw"].as_str().unwrap_or("");
-    assert!(
-        saw.starts_with(&format!("{}:", pod.ip)),
-        "provider saw {saw}, expected the pod address {}",
-        pod.ip
+    let saw: std::net::SocketAddr = out["server_saw"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no server_saw address: {out}"));
+    assert_eq!(
+        saw.ip().to_string(),
+        pod_ip,
+        "the provider must see the pod's address"
     );
 }
 
@@ -360,4 +367,22 @@ fn curl_in_a_pod_is_intercepted_and_traced_with_its_pod() {
     assert_eq!(t["pod_uid"], POD_UID, "{t}");
     assert_eq!(t["container_id"], CONTAINER, "{t}");
     assert!(t["exe"].as_str().unwrap_or("").contains("curl"), "{t}");
+}
+
+#[test]
+fn an_ipv6_pod_connection_is_intercepted_and_leaves_from_the_pod() {
+    let cg = TestCgroup::new("pod6");
+    let lab = Lab::default();
+    let fake = EchoServer::serve_on(
+        lab.internet
+            .bind_tcp(std::net::SocketAddr::from((lab.provider_ip6, 0))),
+    );
+    let agent = agent_for(&cg, &fake, "netns_rescan_ms = 200");
+    let pod = lab.pod();
+    let container = cg.kubelet_container(POD_UID, CONTAINER);
+    let _pause = Pause::start(&container, &pod.ns);
+    wait_served(&agent, 1);
+    let out = probe(&container, &pod, &fake.addr.to_string());
+    assert_intercepted_from(&out, &pod.ip6.to_string(), &fake);
+    assert_eq!(fake.accepted(), 1);
 }

@@ -75,20 +75,49 @@ fn ip_in(ns: &str, args: &[&str]) {
     ip(&all);
 }
 
-fn sysctl_if(iface: &str, key: &str, value: &str) {
-    let path = format!("/proc/sys/net/ipv4/conf/{iface}/{key}");
-    std::fs::write(&path, value).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+/// Lets the host route between the test's veths, and only those: IPv4 forwarding per
+/// interface, and IPv6 `force_forwarding` (per interface, Linux 6.17+), so the host-wide
+/// `ip_forward` and `all.forwarding` stay as they were.
+fn forward_on(iface: &str) {
+    for path in [
+        format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"),
+        format!("/proc/sys/net/ipv6/conf/{iface}/force_forwarding"),
+    ] {
+        std::fs::write(&path, "1").unwrap_or_else(|e| panic!("writing {path}: {e}"));
+    }
+}
+
+/// Joins namespace `ns` to the host with a veth pair: `host_if` on the host, `eth0` inside,
+/// with the given addresses (IPv6 without duplicate address detection, usable at once), and
+/// forwarding on the host side.
+fn link(ns: &str, host_if: &str, host_addrs: [&str; 2], inside_addrs: [&str; 2]) {
+    ip(&[
+        "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns,
+    ]);
+    ip(&["addr", "add", host_addrs[0], "dev", host_if]);
+    ip(&["addr", "add", host_addrs[1], "dev", host_if, "nodad"]);
+    ip(&["link", "set", host_if, "up"]);
+    forward_on(host_if);
+    ip_in(ns, &["addr", "add", inside_addrs[0], "dev", "eth0"]);
+    ip_in(
+        ns,
+        &["addr", "add", inside_addrs[1], "dev", "eth0", "nodad"],
+    );
+    ip_in(ns, &["link", "set", "eth0", "up"]);
 }
 
 /// A small routed network made of test namespaces only, for pod tests:
 ///
-/// - "the internet": a namespace holding the fake provider at `198.19.<L>.2`, joined to the
-///   host by a veth pair (`198.19.<L>.0/30`);
+/// - "the internet": a namespace holding the fake provider at `198.19.<L>.2` and
+///   `2001:2:<L>:ffff::2`, joined to the host by a veth pair (`198.19.<L>.0/30`,
+///   `2001:2:<L>:ffff::/64`);
 /// - pods: namespaces joined to the host by veth pairs (`198.18.<L>.2k/31`, the pod on the odd
-///   address), each with a route to the internet's `/30` through the host and nothing else.
+///   address; `2001:2:<L>:<k>::/64`, the pod on `::2`), each with routes to the internet's
+///   prefixes through the host and nothing else.
 ///
-/// The host forwards between them with forwarding switched on for these veths only (the
-/// host-wide `ip_forward` is left alone), and the internet namespace routes `198.18.<L>.0/24`
+/// IPv4 addresses come from the benchmarking block 198.18.0.0/15, IPv6 ones from its IPv6
+/// counterpart 2001:2::/48. The host forwards between them with forwarding switched on for
+/// these veths only (see `forward_on`), and the internet namespace routes the pods' prefixes
 /// back. No route anywhere points off the machine, and deleting the namespaces removes every
 /// veth and route with them.
 #[derive(Debug)]
@@ -97,6 +126,8 @@ pub struct Lab {
     pub internet: TestNetns,
     /// The provider's address inside it.
     pub provider_ip: std::net::Ipv4Addr,
+    /// The provider's IPv6 address inside it.
+    pub provider_ip6: std::net::Ipv6Addr,
     block: u8,
     tag: String,
     next_pod: AtomicUsize,
@@ -109,6 +140,8 @@ pub struct PodNet {
     pub ns: TestNetns,
     /// Its address.
     pub ip: std::net::Ipv4Addr,
+    /// Its IPv6 address.
+    pub ip6: std::net::Ipv6Addr,
     /// The host side of its veth pair. The kernel deletes it only when the namespace itself
     /// is destroyed, so its presence tells whether anything still holds the namespace.
     pub host_if: String,
@@ -117,45 +150,26 @@ pub struct PodNet {
 impl Default for Lab {
     fn default() -> Self {
         let n = NEXT_LAB.fetch_add(1, Ordering::SeqCst);
-        // A distinct /24 per lab: per process by pid, per test by counter.
+        // A distinct block per lab: per process by pid, per test by counter.
         let block = u8::try_from((std::process::id() as usize * 8 + n) % 256).expect("u8");
         let tag = format!("{:x}{n}", std::process::id() & 0xffff);
         let internet = TestNetns::default();
         let host_if = format!("lt{tag}i");
-        ip(&[
-            "link",
-            "add",
-            &host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
+        link(
             &internet.name,
-        ]);
-        ip(&[
-            "addr",
-            "add",
-            &format!("198.19.{block}.1/30"),
-            "dev",
             &host_if,
-        ]);
-        ip(&["link", "set", &host_if, "up"]);
-        sysctl_if(&host_if, "forwarding", "1");
-        ip_in(
-            &internet.name,
-            &[
-                "addr",
-                "add",
+            [
+                &format!("198.19.{block}.1/30"),
+                &format!("2001:2:{block:x}:ffff::1/64"),
+            ],
+            [
                 &format!("198.19.{block}.2/30"),
-                "dev",
-                "eth0",
+                &format!("2001:2:{block:x}:ffff::2/64"),
             ],
         );
-        ip_in(&internet.name, &["link", "set", "eth0", "up"]);
+        let ns = internet.name.as_str();
         ip_in(
-            &internet.name,
+            ns,
             &[
                 "route",
                 "add",
@@ -164,9 +178,21 @@ impl Default for Lab {
                 &format!("198.19.{block}.1"),
             ],
         );
+        ip_in(
+            ns,
+            &[
+                "-6",
+                "route",
+                "add",
+                &format!("2001:2:{block:x}::/48"),
+                "via",
+                &format!("2001:2:{block:x}:ffff::1"),
+            ],
+        );
         Self {
-            internet,
             provider_ip: std::net::Ipv4Addr::new(198, 19, block, 2),
+            provider_ip6: format!("2001:2:{block:x}:ffff::2").parse().expect("ipv6"),
+            internet,
             block,
             tag,
             next_pod: AtomicUsize::new(0),
@@ -183,29 +209,18 @@ impl Lab {
         let ns = TestNetns::default();
         let host_if = format!("lt{}p{k}", self.tag);
         let b = self.block;
-        ip(&[
-            "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-        ]);
-        ip(&[
-            "addr",
-            "add",
-            &format!("198.18.{b}.{}/31", 2 * k),
-            "dev",
-            &host_if,
-        ]);
-        ip(&["link", "set", &host_if, "up"]);
-        sysctl_if(&host_if, "forwarding", "1");
-        ip_in(
+        link(
             &ns.name,
-            &[
-                "addr",
-                "add",
+            &host_if,
+            [
+                &format!("198.18.{b}.{}/31", 2 * k),
+                &format!("2001:2:{b:x}:{k:x}::1/64"),
+            ],
+            [
                 &format!("198.18.{b}.{}/31", 2 * k + 1),
-                "dev",
-                "eth0",
+                &format!("2001:2:{b:x}:{k:x}::2/64"),
             ],
         );
-        ip_in(&ns.name, &["link", "set", "eth0", "up"]);
         ip_in(
             &ns.name,
             &[
@@ -216,9 +231,21 @@ impl Lab {
                 &format!("198.18.{b}.{}", 2 * k),
             ],
         );
+        ip_in(
+            &ns.name,
+            &[
+                "-6",
+                "route",
+                "add",
+                &format!("2001:2:{b:x}:ffff::/64"),
+                "via",
+                &format!("2001:2:{b:x}:{k:x}::1"),
+            ],
+        );
         PodNet {
-            ns,
             ip: std::net::Ipv4Addr::new(198, 18, b, 2 * k + 1),
+            ip6: format!("2001:2:{b:x}:{k:x}::2").parse().expect("ipv6"),
+            ns,
             host_if,
         }
     }
