@@ -232,6 +232,7 @@ fn attach_kernel(
         bpffs: i.bpffs.clone(),
         agent_netns_cookie,
         all_netns: i.network_namespaces == NetnsMode::All,
+        max_network_namespaces: i.max_network_namespaces,
     })?)
 }
 

@@ -81,6 +81,12 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             "must be at least 100 (each rescan walks /proc)",
         ));
     }
+    if i.max_network_namespaces == 0 {
+        return Err(invalid(
+            "intercept.max_network_namespaces",
+            "must be at least 1 (set network_namespaces = \"host\" to serve none)",
+        ));
+    }
     if i.max_tracked_connections < 64 {
         return Err(invalid(
             "intercept.max_tracked_connections",

@@ -143,6 +143,9 @@ pub struct InterceptConfig {
     pub network_namespaces: NetnsMode,
     /// How often `/proc` is rescanned for namespaces that appeared or lost their last process.
     pub netns_rescan_ms: u64,
+    /// At most this many namespaces are served at once (each costs the agent three file
+    /// descriptors); beyond it, connections from further namespaces follow `fail_mode`.
+    pub max_network_namespaces: u32,
 }
 
 /// Which network namespaces are intercepted.
@@ -171,6 +174,7 @@ impl Default for InterceptConfig {
             bpffs: PathBuf::from("/sys/fs/bpf"),
             network_namespaces: NetnsMode::All,
             netns_rescan_ms: 2000,
+            max_network_namespaces: 4096,
         }
     }
 }

@@ -83,6 +83,8 @@ pub struct KernelOptions {
     /// Redirect from every network namespace (through per-namespace listeners), not only the
     /// agent's own.
     pub all_netns: bool,
+    /// Capacity of the namespace listener map.
+    pub max_network_namespaces: u32,
 }
 
 /// The maps through which the agent serves other network namespaces.
@@ -146,6 +148,7 @@ impl Kernel {
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::CONN_BY_COOKIE, opts.max_tracked_connections)
             .map_max_entries(names::CONN_BY_CLIENT, opts.max_tracked_connections)
+            .map_max_entries(names::NETNS_LISTENERS, opts.max_network_namespaces)
             .load(OBJECT)?;
         let cgroup_file = File::open(&opts.cgroup).map_err(|source| KernelError::Cgroup {
             path: opts.cgroup.clone(),

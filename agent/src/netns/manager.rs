@@ -82,6 +82,7 @@ impl Manager {
     /// Serves namespaces until `shutdown`, starting each listener with `serve`; cancelling
     /// `shutdown` also stops every namespace listener.
     pub async fn run(self, serve: ServeFn, shutdown: CancellationToken) {
+        raise_nofile_limit();
         let own_id = match File::open("/proc/self/ns/net").and_then(|f| enter::identity(&f)) {
             Ok(id) => id,
             Err(e) => {
@@ -329,6 +330,18 @@ impl State {
             );
         }
         self.metrics.served.set(gauge(self.registry.len()));
+    }
+}
+
+/// Each served namespace costs three descriptors (two listeners, the namespace): lift the
+/// soft limit to the hard one, as the default soft limit (often 1024) would run out first.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        warn!(error = %e, soft, "cannot raise the open file limit; fewer namespaces can be served");
     }
 }
 
