@@ -145,6 +145,11 @@ fn a_new_namespace_is_served_from_its_first_provider_connect() {
     assert_eq!(first["via_agent"], false, "{first}");
     assert!(agent.metric("llmtrace_ebpf_events_total", "netns_not_ready") >= 1);
     wait_served(&agent, 1);
+    // Timed from that first connect.
+    assert_eq!(
+        agent.metric("llmtrace_netns_time_to_ready_seconds_count", ""),
+        1
+    );
     assert_intercepted_from_pod(
         &probe(&container, &pod, &fake.addr.to_string()),
         &pod,

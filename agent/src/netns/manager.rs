@@ -30,6 +30,12 @@ use super::{
     scan,
 };
 
+/// Namespaces remembered as waiting for a listener, at most.
+const MAX_WAITING: usize = 16_384;
+/// A namespace still unserved this long after its first connect is forgotten (its process
+/// left, or setup keeps failing and is counted as such).
+const WAITING_TTL_NS: u64 = 60_000_000_000;
+
 /// Starts serving one listener until the token is cancelled (the accept loop).
 pub type ServeFn = Arc<dyn Fn(TcpListener, CancellationToken) + Send + Sync>;
 
@@ -75,6 +81,9 @@ struct State {
     shutdown: CancellationToken,
     /// Namespaces whose setup failed, with when: retried at the next rescan, not per connect.
     failed: HashMap<(u64, u64), Instant>,
+    /// Namespaces the kernel asked for, with the time of their first provider connect
+    /// (`CLOCK_MONOTONIC` ns), until served: for the time-to-ready histogram.
+    waiting: HashMap<u64, u64>,
     rescan: Duration,
 }
 
@@ -114,6 +123,7 @@ impl Manager {
             own_id,
             shutdown: shutdown.clone(),
             failed: HashMap::new(),
+            waiting: HashMap::new(),
             rescan: self.rescan,
         };
         let mut tick = tokio::time::interval(self.rescan);
@@ -176,6 +186,12 @@ impl State {
         if self.registry.get(event.netns_cookie).is_some() {
             return true;
         }
+        // Bounded: the kernel map caps the served namespaces, and stale entries go at rescans.
+        if self.waiting.len() < MAX_WAITING {
+            self.waiting
+                .entry(event.netns_cookie)
+                .or_insert(event.connect_ns);
+        }
         let path = format!("/proc/{}/ns/net", event.tgid);
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -200,6 +216,9 @@ impl State {
             }
         }
         self.failed.retain(|id, _| found.contains_key(id));
+        let now = crate::ebpf::monotonic_ns();
+        self.waiting
+            .retain(|_, at| now.saturating_sub(*at) < WAITING_TTL_NS);
         for (id, pid) in found {
             if id == self.own_id || self.registry.by_id(id).is_some() {
                 continue;
@@ -244,7 +263,7 @@ impl State {
         if bound.cookie == self.registry.own_cookie() {
             return;
         }
-        if let Err(e) = self.start(file, id, bound, event) {
+        if let Err(e) = self.start(file, id, bound) {
             self.metrics.setup_failures.inc();
             if self.failed.insert(id, Instant::now()).is_none() {
                 warn!(inode = id.1, error = %e, "cannot serve a network namespace; its provider connections follow fail_mode");
@@ -253,13 +272,7 @@ impl State {
     }
 
     /// Starts the accept loops, then publishes the ports to the kernel.
-    fn start(
-        &mut self,
-        file: Arc<File>,
-        id: (u64, u64),
-        bound: Bound,
-        event: Option<&NetnsEvent>,
-    ) -> io::Result<()> {
+    fn start(&mut self, file: Arc<File>, id: (u64, u64), bound: Bound) -> io::Result<()> {
         let port4 = bound.v4.local_addr()?.port();
         let port6 = match &bound.v6 {
             Some(l) => l.local_addr()?.port(),
@@ -294,8 +307,10 @@ impl State {
         self.failed.remove(&id);
         self.metrics.ready.inc();
         self.metrics.served.set(gauge(self.registry.len()));
-        if let Some(e) = event.filter(|e| e.netns_cookie == bound.cookie) {
-            let waited = crate::ebpf::monotonic_ns().saturating_sub(e.connect_ns);
+        // Timed from the first provider connect, whether the event's process or a rescan
+        // brought the namespace in.
+        if let Some(first) = self.waiting.remove(&bound.cookie) {
+            let waited = crate::ebpf::monotonic_ns().saturating_sub(first);
             #[allow(clippy::cast_precision_loss)]
             self.metrics
                 .time_to_ready
