@@ -222,12 +222,41 @@ fn many_namespaces_are_all_intercepted_and_all_released() {
             let container =
                 cg.kubelet_container(&format!("6b4b5c1e-2a3d-4f5e-8a9b-{i:012x}"), CONTAINER);
             let pause = Pause::start(&container, &pod.ns);
+            // Every pod's apps get the same two client ports: their connections to the agent
+            // all come from 127.0.0.1:40000 or :40001, each in its own namespace.
+            let set = std::process::Command::new("ip")
+                .args(["netns", "exec", &pod.ns.name, "sysctl", "-qw"])
+                .arg("net.ipv4.ip_local_port_range=40000 40001")
+                .status()
+                .expect("sysctl");
+            assert!(set.success());
             (pod, container, pause)
         })
         .collect();
     wait_served(&agent, PODS as u64);
-    for (pod, container, _) in &pods {
-        assert_intercepted_from_pod(&probe(container, pod, &fake.addr.to_string()), pod, &fake);
+    // All at once, so records with identical client endpoints from different pods wait in the
+    // kernel side by side: each must reach the agent's listener in its own pod and leave for
+    // the provider from that pod's address.
+    let outs: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .map(|(pod, container, _)| {
+                let addr = fake.addr.to_string();
+                s.spawn(move || probe(container, pod, &addr))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("probe thread"))
+            .collect()
+    });
+    for ((pod, _, _), out) in pods.iter().zip(&outs) {
+        assert_intercepted_from_pod(out, pod, &fake);
+        let local = out["local"].as_str().unwrap_or("");
+        assert!(
+            local == "127.0.0.1:40000" || local == "127.0.0.1:40001",
+            "{out}"
+        );
     }
     assert_eq!(
         agent.metric("llmtrace_redirected_connections_total", ""),

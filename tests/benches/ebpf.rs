@@ -155,8 +155,8 @@ fn main() {
             &remote.addr.to_string(),
         ),
     ];
-    drop(pause);
     let pods = pods_figures(&agent, &cg, &lab, &remote.addr.to_string());
+    drop(pause);
     let _ = std::fs::write(STATS_SYSCTL, previous.trim());
     println!(
         "\nllmtrace eBPF benchmark ({} connects per row, sequential)\n",
@@ -240,8 +240,7 @@ fn pods_figures(agent: &Agent, cg: &TestCgroup, lab: &Lab, provider: &str) -> Po
         .and_then(|v| v.parse().ok())
         .unwrap_or(50usize)
         .min(120);
-    // The first pod's namespace was released with its pause process.
-    wait_served(agent, 0);
+    // The first pod is still served.
     let rss_before = rss_kib(agent);
     let pods: Vec<_> = (0..count)
         .map(|i| {
@@ -260,7 +259,7 @@ fn pods_figures(agent: &Agent, cg: &TestCgroup, lab: &Lab, provider: &str) -> Po
             (pod, container, pause)
         })
         .collect();
-    wait_served(agent, count as u64);
+    wait_served(agent, count as u64 + 1);
     let rss_after = rss_kib(agent);
     let figures = PodFigures {
         count,
