@@ -11,7 +11,7 @@ use testkit::{
     agent::{Agent, AgentConfig},
     cgroup::TestCgroup,
     echo::EchoServer,
-    fake_llm::FakeLlm,
+    fake_llm::{FakeLlm, openai},
     netns::{Lab, Pause, PodNet},
     probe::Probe,
     wait_for,
@@ -339,23 +339,8 @@ fn a_restarted_agent_serves_running_pods_again() {
 fn curl_in_a_pod_is_intercepted_and_traced_with_its_pod() {
     let cg = TestCgroup::new("podcurl");
     let lab = Lab::default();
-    let fake = FakeLlm::start_on(
-        lab.internet
-            .bind_tcp(std::net::SocketAddr::from((lab.provider_ip, 0))),
-    );
+    let (fake, agent) = llm_world(&cg, &lab);
     let port = fake.addr.port();
-    let agent = Agent::start(
-        &cg,
-        &AgentConfig {
-            intercept: "netns_rescan_ms = 200".into(),
-            rest: format!(
-                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"{}\"]\n\
-                 [upstream]\nextra_root_certs = [\"{}\"]\n",
-                lab.provider_ip,
-                fake.ca_pem_path.display()
-            ),
-        },
-    );
     let pod = lab.pod();
     let container = cg.kubelet_container(POD_UID, CONTAINER);
     let _pause = Pause::start(&container, &pod.ns);
@@ -419,4 +404,75 @@ fn an_ipv6_pod_connection_is_intercepted_and_leaves_from_the_pod() {
     let out = probe(&container, &pod, &fake.addr.to_string());
     assert_intercepted_from(&out, &pod.ip6.to_string(), &fake);
     assert_eq!(fake.accepted(), 1);
+}
+
+/// A TLS fake provider in the lab's internet and an agent trusting it.
+fn llm_world(cg: &TestCgroup, lab: &Lab) -> (FakeLlm, Agent) {
+    let fake = FakeLlm::start_on(
+        lab.internet
+            .bind_tcp(std::net::SocketAddr::from((lab.provider_ip, 0))),
+    );
+    let agent = Agent::start(
+        cg,
+        &AgentConfig {
+            intercept: "netns_rescan_ms = 200".into(),
+            rest: format!(
+                "[[providers]]\nhost = \"api.openai.com\"\nport = {}\naddresses = [\"{}\"]\n\
+                 [upstream]\nextra_root_certs = [\"{}\"]\n",
+                fake.addr.port(),
+                lab.provider_ip,
+                fake.ca_pem_path.display()
+            ),
+        },
+    );
+    (fake, agent)
+}
+
+#[test]
+fn the_openai_python_sdk_in_a_pod_is_traced_with_usage() {
+    let cg = TestCgroup::new("podsdk");
+    let lab = Lab::default();
+    let (fake, agent) = llm_world(&cg, &lab);
+    let pod = lab.pod();
+    let container = cg.kubelet_container(POD_UID, CONTAINER);
+    let _pause = Pause::start(&container, &pod.ns);
+    wait_served(&agent, 1);
+    let follow = agent.follow();
+    let python = std::env::var_os("LLMTRACE_PYTHON").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+        std::path::PathBuf::from,
+    );
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/llm_client.py");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec ip netns exec {} \"$0\" \"$@\"",
+            container.path.display(),
+            pod.ns.name
+        ))
+        .arg(python)
+        .arg(script)
+        .args(["--sdk", "openai", "--mode", "stream"])
+        .args(["--port", &fake.addr.port().to_string()])
+        .args(["--address", &lab.provider_ip.to_string()])
+        .env("SSL_CERT_FILE", agent.ca_pem())
+        .output()
+        .expect("run the SDK client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out: Value = serde_json::from_slice(&out.stdout).expect("SDK client JSON");
+    assert_eq!(out["ok"], true, "{out}");
+    assert_eq!(out["text"], openai::TEXT, "{out}");
+    let t = follow
+        .next(Duration::from_secs(10))
+        .expect("a trace for the SDK call");
+    assert_eq!(t["pid"], out["pid"], "{t}");
+    assert_eq!(t["response_model"], openai::MODEL, "{t}");
+    assert_eq!(t["input_tokens"], openai::USAGE.0, "{t}");
+    assert_eq!(t["output_tokens"], openai::USAGE.1, "{t}");
+    assert_eq!(t["pod_uid"], POD_UID, "{t}");
+    assert_eq!(t["container_id"], CONTAINER, "{t}");
 }
