@@ -126,6 +126,11 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Verdi
         bump(Stat::ForeignNetns);
         return Verdict::Pass;
     }
+    // The agent has no IPv6 listener (IPv6 disabled on the host): real IPv6 destinations are
+    // never ours, whether the agent is up or not.
+    if own_netns && family == AF_INET6 && !is_v4_mapped(&dst) && cfg.listen_ip6_be == [0; 4] {
+        return Verdict::Pass;
+    }
     if !heartbeat_fresh(cfg.heartbeat_timeout_ns) {
         return fail(&cfg);
     }
@@ -155,7 +160,7 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Verdi
             port6: l.port6,
         }
     };
-    // No IPv6 listener there (IPv6 disabled): leave real IPv6 destinations alone.
+    // No IPv6 listener in that namespace (no `::1` there): leave real IPv6 destinations alone.
     if family == AF_INET6 && !is_v4_mapped(&dst) && to.port6 == 0 {
         return Verdict::Pass;
     }

@@ -106,6 +106,24 @@ fn link(ns: &str, host_if: &str, host_addrs: [&str; 2], inside_addrs: [&str; 2])
     ip_in(ns, &["link", "set", "eth0", "up"]);
 }
 
+/// `iptables`/`ip6tables` rules letting the host forward to and from interfaces starting with
+/// `prefix` (dockerd sets the FORWARD policy to DROP). Without them there is nothing to open;
+/// true when every rule was added (so they are removed again).
+fn forward_rules(action: &str, prefix: &str) -> bool {
+    let wildcard = format!("{prefix}+");
+    let mut all = true;
+    for tool in ["iptables", "ip6tables"] {
+        for dir in ["-i", "-o"] {
+            let status = Command::new(tool)
+                .args(["-w", action, "FORWARD", dir, &wildcard, "-j", "ACCEPT"])
+                .stderr(std::process::Stdio::null())
+                .status();
+            all &= status.is_ok_and(|s| s.success());
+        }
+    }
+    all
+}
+
 /// A small routed network made of test namespaces only, for pod tests:
 ///
 /// - "the internet": a namespace holding the fake provider at `198.19.<L>.2` and
@@ -118,8 +136,10 @@ fn link(ns: &str, host_if: &str, host_addrs: [&str; 2], inside_addrs: [&str; 2])
 /// IPv4 addresses come from the benchmarking block 198.18.0.0/15, IPv6 ones from its IPv6
 /// counterpart 2001:2::/48. The host forwards between them with forwarding switched on for
 /// these veths only (see `forward_on`), and the internet namespace routes the pods' prefixes
-/// back. No route anywhere points off the machine, and deleting the namespaces removes every
-/// veth and route with them.
+/// back. When iptables filters forwarding (dockerd sets the FORWARD policy to DROP), the lab
+/// inserts ACCEPT rules for its own interfaces only and removes them when dropped. No route
+/// anywhere points off the machine, and deleting the namespaces removes every veth and route
+/// with them.
 #[derive(Debug)]
 pub struct Lab {
     /// The internet namespace.
@@ -131,6 +151,7 @@ pub struct Lab {
     block: u8,
     tag: String,
     next_pod: AtomicUsize,
+    firewall_opened: bool,
 }
 
 /// One simulated pod's network namespace.
@@ -153,6 +174,7 @@ impl Default for Lab {
         // A distinct block per lab: per process by pid, per test by counter.
         let block = u8::try_from((std::process::id() as usize * 8 + n) % 256).expect("u8");
         let tag = format!("{:x}{n}", std::process::id() & 0xffff);
+        let firewall_opened = forward_rules("-I", &format!("lt{tag}"));
         let internet = TestNetns::default();
         let host_if = format!("lt{tag}i");
         link(
@@ -196,6 +218,15 @@ impl Default for Lab {
             block,
             tag,
             next_pod: AtomicUsize::new(0),
+            firewall_opened,
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.firewall_opened {
+            forward_rules("-D", &format!("lt{}", self.tag));
         }
     }
 }
