@@ -155,9 +155,11 @@ fn main() {
             &remote.addr.to_string(),
         ),
     ];
+    // Kernel accounting is only needed for the rows above: restore it before anything else
+    // can fail.
+    let _ = std::fs::write(STATS_SYSCTL, previous.trim());
     let pods = pods_figures(&agent, &cg, &lab, &remote.addr.to_string());
     drop(pause);
-    let _ = std::fs::write(STATS_SYSCTL, previous.trim());
     println!(
         "\nllmtrace eBPF benchmark ({} connects per row, sequential)\n",
         connects()
