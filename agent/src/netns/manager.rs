@@ -211,15 +211,15 @@ impl State {
             return;
         };
         for ns in self.registry.all() {
-            if !found.contains_key(&ns.id) {
+            if !found.alive.contains(&ns.id) {
                 self.release(ns.cookie, "no process left in it");
             }
         }
-        self.failed.retain(|id, _| found.contains_key(id));
+        self.failed.retain(|id, _| found.alive.contains(id));
         let now = crate::ebpf::monotonic_ns();
         self.waiting
             .retain(|_, at| now.saturating_sub(*at) < WAITING_TTL_NS);
-        for (id, pid) in found {
+        for (id, pid) in found.attached {
             if id == self.own_id || self.registry.by_id(id).is_some() {
                 continue;
             }

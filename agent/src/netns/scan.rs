@@ -1,6 +1,10 @@
 //! Which network namespaces the processes of the attached cgroup live in, read from `/proc`.
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    os::unix::fs::MetadataExt,
+    path::Path,
+};
 
 /// The cgroup path of `pid` as `/proc/<pid>/cgroup` shows it (the cgroup v2 `0::` line).
 fn cgroup_of(proc_dir: &Path) -> Option<String> {
@@ -20,11 +24,23 @@ pub fn within(path: &str, attached: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// Every network namespace (nsfs `(device, inode)`) with a process inside cgroup `attached`
-/// (relative to the cgroup2 root, e.g. `/kubepods.slice` or `/` for everything), with one of
-/// its processes. Processes that exit during the walk are skipped.
-pub fn namespaces(attached: &str) -> HashMap<(u64, u64), u32> {
-    let mut found = HashMap::new();
+/// What one walk of `/proc` found.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Network namespaces (nsfs `(device, inode)`) with a process inside cgroup `attached`,
+    /// with one of those processes: the ones to serve.
+    pub attached: HashMap<(u64, u64), u32>,
+    /// Network namespaces with any process at all: the ones still alive. (A namespace is
+    /// released only when this no longer has it, so a process whose cgroup path cannot be
+    /// read the same way from the agent's cgroup namespace does not make its namespace flap.)
+    pub alive: HashSet<(u64, u64)>,
+}
+
+/// Walks `/proc`: the network namespaces with processes inside cgroup `attached` (relative to
+/// the cgroup2 root, e.g. `/kubepods.slice`, or `/` for everything), and every live one.
+/// Processes that exit during the walk are skipped.
+pub fn namespaces(attached: &str) -> Found {
+    let mut found = Found::default();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return found;
     };
@@ -37,11 +53,13 @@ pub fn namespaces(attached: &str) -> HashMap<(u64, u64), u32> {
             continue;
         };
         let path = entry.path();
-        if !cgroup_of(&path).is_some_and(|cg| within(&cg, attached)) {
+        let Ok(m) = std::fs::metadata(path.join("ns/net")) else {
             continue;
-        }
-        if let Ok(m) = std::fs::metadata(path.join("ns/net")) {
-            found.entry((m.dev(), m.ino())).or_insert(pid);
+        };
+        let id = (m.dev(), m.ino());
+        found.alive.insert(id);
+        if cgroup_of(&path).is_some_and(|cg| within(&cg, attached)) {
+            found.attached.entry(id).or_insert(pid);
         }
     }
     found
@@ -65,6 +83,12 @@ mod tests {
         let mine = cgroup_of(Path::new("/proc/self")).expect("cgroup v2 line");
         let found = namespaces(&mine);
         let me = std::fs::metadata("/proc/self/ns/net").unwrap();
-        assert!(found.contains_key(&(me.dev(), me.ino())), "{found:?}");
+        let id = (me.dev(), me.ino());
+        assert!(found.attached.contains_key(&id), "{found:?}");
+        assert!(found.alive.contains(&id));
+        // A cgroup nobody is in: nothing to serve, but namespaces are still alive.
+        let none = namespaces("/llmtrace-no-such-cgroup");
+        assert!(none.attached.is_empty());
+        assert!(none.alive.contains(&id));
     }
 }
