@@ -14,7 +14,7 @@ use testkit::{
     dns::FakeDns,
     echo::EchoServer,
     net::free_port,
-    netns::TestNetns,
+    netns::{Pause, TestNetns},
     probe::{Probe, probe_in, probe_outside},
     wait_for,
 };
@@ -319,10 +319,51 @@ fn provider_addresses_follow_dns() {
 }
 
 #[test]
-fn connections_from_another_network_namespace_are_left_alone() {
+fn connections_from_another_network_namespace_are_intercepted_there() {
     let cg = TestCgroup::new("netns");
     let fake = EchoServer::start("127.0.0.2:0");
-    let agent = agent_for(&cg, fake.addr.port(), &["127.0.0.2"], "");
+    let agent = agent_for(
+        &cg,
+        fake.addr.port(),
+        &["127.0.0.2"],
+        "netns_rescan_ms = 200",
+    );
+    let ns = TestNetns::default();
+    // The namespace's own 127.0.0.2 (its loopback) on the same port: the agent creates its
+    // upstream socket inside the app's namespace, so this is where the connection must land.
+    let inside = EchoServer::serve_on(ns.bind_tcp(fake.addr));
+    let _pause = Pause::start(&cg, &ns);
+    let served = wait_for(Duration::from_secs(20), || {
+        (agent.metric("llmtrace_netns_served", "") == 1).then_some(())
+    });
+    assert!(served.is_some(), "namespace not served:\n{}", agent.log());
+    let out = Probe {
+        cgroup: Some(&cg),
+        netns: Some(&ns.name),
+        flags: vec![],
+    }
+    .run(&fake.addr.to_string());
+    assert_via_agent(&out);
+    assert_eq!(out["peer"], fake.addr.to_string());
+    assert_eq!(inside.accepted(), 1);
+    assert_eq!(fake.accepted(), 0, "the host's provider must not see it");
+    assert_eq!(
+        agent.metric("llmtrace_ebpf_events_total", "foreign_netns"),
+        0
+    );
+    assert_eq!(agent.metric("llmtrace_redirected_connections_total", ""), 1);
+}
+
+#[test]
+fn host_mode_leaves_other_network_namespaces_alone() {
+    let cg = TestCgroup::new("netnshost");
+    let fake = EchoServer::start("127.0.0.2:0");
+    let agent = agent_for(
+        &cg,
+        fake.addr.port(),
+        &["127.0.0.2"],
+        "network_namespaces = \"host\"",
+    );
     let ns = TestNetns::default();
     let out = Probe {
         cgroup: Some(&cg),
@@ -338,6 +379,7 @@ fn connections_from_another_network_namespace_are_left_alone() {
         1
     );
     assert_eq!(agent.metric("llmtrace_redirected_connections_total", ""), 0);
+    assert_eq!(agent.metric("llmtrace_netns_served", ""), 0);
     assert_eq!(fake.accepted(), 0);
 }
 

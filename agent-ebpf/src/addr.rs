@@ -83,8 +83,9 @@ pub fn bytes_to_words(b: [u8; 16]) -> [u32; 4] {
     ]
 }
 
-/// The socket's local endpoint, which is the peer address the agent sees on `accept()`.
-pub fn client_key(ops: *mut bpf_sock_ops) -> ClientKey {
+/// The socket's local endpoint, which is the peer address the agent sees on `accept()`, in
+/// namespace `netns_cookie`.
+pub fn client_key(ops: *mut bpf_sock_ops, netns_cookie: u64) -> ClientKey {
     // Every field is loaded unconditionally, at a constant offset from the context: loads
     // under a branch get merged by LLVM into one load through a computed pointer, which the
     // verifier rejects ("dereference of modified ctx ptr").
@@ -109,8 +110,10 @@ pub fn client_key(ops: *mut bpf_sock_ops) -> ClientKey {
         words_to_bytes(ip6)
     };
     ClientKey {
+        netns_cookie,
         addr,
         port,
         reserved: 0,
+        reserved2: 0,
     }
 }

@@ -5,10 +5,11 @@ use core::ptr::read_volatile;
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use llmtrace_common::{
-    AgentConfig, ClientKey, ConnRecord, PROVIDER_KEY_PORT_BITS, ProviderKey, ProviderValue, Stat,
+    AgentConfig, ClientKey, ConnRecord, NetnsEvent, NetnsListener, PROVIDER_KEY_PORT_BITS,
+    ProviderKey, ProviderValue, Stat,
 };
 
 /// Set by the agent at load time (a frozen `.rodata` value the verifier can see through).
@@ -32,6 +33,14 @@ pub static CONN_BY_CLIENT: LruHashMap<ClientKey, ConnRecord> =
 /// The agent's last heartbeat (CLOCK_MONOTONIC ns, the clock of `bpf_ktime_get_ns`).
 #[map]
 static HEARTBEAT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The agent's listener ports per network namespace other than its own.
+#[map]
+static NETNS_LISTENERS: HashMap<u64, NetnsListener> = HashMap::with_max_entries(16384, 0);
+
+/// Namespaces that need a listener, for the agent to pick up (64 KiB: 4096 events).
+#[map]
+static NETNS_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
@@ -62,5 +71,25 @@ pub fn bump(stat: Stat) {
     if let Some(counter) = STATS.get_ptr_mut(stat as u32) {
         // SAFETY: per-CPU slot of this CPU; programs do not migrate mid-run.
         unsafe { *counter += 1 };
+    }
+}
+
+/// The agent's listener in namespace `netns_cookie`, if it has one.
+pub fn netns_listener(netns_cookie: u64) -> Option<NetnsListener> {
+    // SAFETY: the value is copied out at once.
+    unsafe { NETNS_LISTENERS.get(&netns_cookie).copied() }
+}
+
+/// Tells the agent that namespace `netns_cookie` (where `tgid` runs) needs a listener.
+pub fn request_listener(netns_cookie: u64, tgid: u32) {
+    let event = NetnsEvent {
+        netns_cookie,
+        // SAFETY: no arguments; always callable.
+        connect_ns: unsafe { bpf_ktime_get_ns() },
+        tgid,
+        reserved: 0,
+    };
+    if NETNS_EVENTS.output::<NetnsEvent>(&event, 0).is_err() {
+        bump(Stat::NetnsEventLost);
     }
 }

@@ -15,11 +15,14 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, sock_ops},
     programs::{SockAddrContext, SockOpsContext},
 };
-use llmtrace_common::{AF_INET, AF_INET6, ConnRecord, Stat, is_v4_mapped, v4_mapped};
+use llmtrace_common::{AF_INET, AF_INET6, AgentConfig, ConnRecord, Stat, is_v4_mapped, v4_mapped};
 
 use crate::{
     addr,
-    maps::{CONN_BY_CLIENT, CONN_BY_COOKIE, bump, config, heartbeat_fresh, provider},
+    maps::{
+        CONN_BY_CLIENT, CONN_BY_COOKIE, bump, config, heartbeat_fresh, netns_listener, provider,
+        request_listener,
+    },
 };
 
 /// Let the syscall proceed.
@@ -28,105 +31,138 @@ const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 const IPPROTO_TCP: u32 = 6;
 
-/// What to do with a connect to a given destination.
+/// IPv4 loopback in network order, as `user_ip4` holds it.
+const LOOPBACK4_BE: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
+/// `::1` as the four network-order words of `user_ip6`.
+const LOOPBACK6_BE: [u32; 4] = [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])];
+
+/// What to do with a connect to a given destination. (No `Result` with a payload here: the
+/// verifier loses track of the range of an error value reloaded from the stack, and a
+/// program's return value must provably be 0 or 1.)
 enum Verdict {
-    /// Not ours: leave the address alone.
+    /// Not ours (or fail-open): leave the address alone.
     Pass,
-    /// Rewrite the destination to the agent.
-    Redirect,
+    /// Refuse with `EPERM` (fail-closed).
+    Deny,
+    /// Rewrite the destination to the agent's listener.
+    Redirect(Target),
+}
+
+/// One agent listener pair: in the agent's own namespace, or inside the app's.
+struct Target {
+    ip4_be: u32,
+    port4: u16,
+    /// `[0; 4]` when there is no IPv6 listener there.
+    ip6_be: [u32; 4],
+    port6: u16,
 }
 
 #[cgroup_sock_addr(connect4)]
 pub fn llt_connect4(ctx: SockAddrContext) -> i32 {
-    match try_connect4(&ctx) {
-        Ok(r) | Err(r) => r,
-    }
-}
-
-fn try_connect4(ctx: &SockAddrContext) -> Result<i32, i32> {
     let sa = ctx.sock_addr;
     if addr::read_protocol(sa) != IPPROTO_TCP {
-        return Ok(ALLOW);
+        return ALLOW;
     }
     let dst = v4_mapped(addr::read_user_ip4(sa).to_ne_bytes());
     let port = addr::read_user_port(sa);
-    if let Verdict::Redirect = decide(ctx, dst, port, AF_INET)? {
-        let cfg = config();
-        addr::write_user_ip4(sa, cfg.listen_ip4_be);
-        addr::write_user_port(sa, cfg.listen_port);
+    match decide(&ctx, dst, port, AF_INET) {
+        Verdict::Pass => ALLOW,
+        Verdict::Deny => DENY,
+        Verdict::Redirect(to) => {
+            addr::write_user_ip4(sa, to.ip4_be);
+            addr::write_user_port(sa, to.port4);
+            ALLOW
+        }
     }
-    Ok(ALLOW)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn llt_connect6(ctx: SockAddrContext) -> i32 {
-    match try_connect6(&ctx) {
-        Ok(r) | Err(r) => r,
-    }
-}
-
-fn try_connect6(ctx: &SockAddrContext) -> Result<i32, i32> {
     let sa = ctx.sock_addr;
     if addr::read_protocol(sa) != IPPROTO_TCP {
-        return Ok(ALLOW);
+        return ALLOW;
     }
     let dst = addr::words_to_bytes(addr::read_user_ip6(sa));
-    // No IPv6 listener (IPv6 disabled on the host): leave real IPv6 destinations alone.
-    if !is_v4_mapped(&dst) && config().listen_ip6_be == [0; 4] {
-        return Ok(ALLOW);
-    }
     let port = addr::read_user_port(sa);
-    if let Verdict::Redirect = decide(ctx, dst, port, AF_INET6)? {
-        let cfg = config();
-        // A v4-mapped destination travels over IPv4: send it to the agent's IPv4 listener,
-        // still in mapped form, or the kernel would try a real IPv6 route.
-        let to = if is_v4_mapped(&dst) {
-            addr::bytes_to_words(v4_mapped(cfg.listen_ip4_be.to_ne_bytes()))
-        } else {
-            cfg.listen_ip6_be
-        };
-        addr::write_user_ip6(sa, to);
-        addr::write_user_port(sa, cfg.listen_port);
+    match decide(&ctx, dst, port, AF_INET6) {
+        Verdict::Pass => ALLOW,
+        Verdict::Deny => DENY,
+        Verdict::Redirect(to) => {
+            // A v4-mapped destination travels over IPv4: send it to the agent's IPv4
+            // listener, still in mapped form, or the kernel would try a real IPv6 route.
+            if is_v4_mapped(&dst) {
+                addr::write_user_ip6(sa, addr::bytes_to_words(v4_mapped(to.ip4_be.to_ne_bytes())));
+                addr::write_user_port(sa, to.port4);
+            } else {
+                addr::write_user_ip6(sa, to.ip6_be);
+                addr::write_user_port(sa, to.port6);
+            }
+            ALLOW
+        }
     }
-    Ok(ALLOW)
 }
 
 /// Decides the fate of a TCP connect to `dst`:`port` and, when redirecting, stores the record.
-fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Result<Verdict, i32> {
+fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Verdict {
     let cfg = config();
     if cfg.listen_port == 0 {
-        return Ok(Verdict::Pass);
+        return Verdict::Pass;
     }
     let Some(provider) = provider(dst, port) else {
-        return Ok(Verdict::Pass);
+        return Verdict::Pass;
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == cfg.agent_tgid || socket_mark(ctx.sock_addr) == cfg.socket_mark {
         bump(Stat::SelfSkipped);
-        return Ok(Verdict::Pass);
+        return Verdict::Pass;
     }
-    // SAFETY: the helper takes the program context (valid for the invocation) or NULL, for
-    // which it returns the initial network namespace's cookie.
-    let (netns_cookie, init_netns_cookie) = unsafe {
-        (
-            bpf_get_netns_cookie(ctx.sock_addr.cast()),
-            bpf_get_netns_cookie(core::ptr::null_mut()),
-        )
-    };
-    // The agent listens on the host's loopback; from a pod's namespace 127.0.0.1 is the pod's
-    // own loopback, so redirecting there would break the app. Leave such connections alone.
-    if netns_cookie != init_netns_cookie {
+    // SAFETY: the helper takes the program context, valid for the invocation.
+    let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
+    // Compared with the agent's own namespace, not the initial one: an agent that itself runs
+    // in a container serves its own namespace through its main listener.
+    let own_netns = netns_cookie == cfg.agent_netns_cookie;
+    if !own_netns && cfg.all_netns == 0 {
         bump(Stat::ForeignNetns);
-        return Ok(Verdict::Pass);
+        return Verdict::Pass;
+    }
+    // The agent has no IPv6 listener (IPv6 disabled on the host): real IPv6 destinations are
+    // never ours, whether the agent is up or not.
+    if own_netns && family == AF_INET6 && !is_v4_mapped(&dst) && cfg.listen_ip6_be == [0; 4] {
+        return Verdict::Pass;
     }
     if !heartbeat_fresh(cfg.heartbeat_timeout_ns) {
-        if cfg.fail_closed != 0 {
-            bump(Stat::FailClosed);
-            return Err(DENY);
+        return fail(&cfg);
+    }
+    let to = if own_netns {
+        Target {
+            ip4_be: cfg.listen_ip4_be,
+            port4: cfg.listen_port,
+            ip6_be: cfg.listen_ip6_be,
+            port6: if cfg.listen_ip6_be == [0; 4] {
+                0
+            } else {
+                cfg.listen_port
+            },
         }
-        bump(Stat::FailOpen);
-        return Ok(Verdict::Pass);
+    } else {
+        // In another namespace 127.0.0.1 is that namespace's own loopback: the agent must
+        // have a listener there. Until it has one, the connection follows the fail mode.
+        let Some(l) = netns_listener(netns_cookie) else {
+            request_listener(netns_cookie, tgid);
+            bump(Stat::NetnsNotReady);
+            return fail(&cfg);
+        };
+        Target {
+            ip4_be: LOOPBACK4_BE,
+            port4: l.port4,
+            ip6_be: LOOPBACK6_BE,
+            port6: l.port6,
+        }
+    };
+    // No IPv6 listener in that namespace (no `::1` there): leave real IPv6 destinations alone.
+    if family == AF_INET6 && !is_v4_mapped(&dst) && to.port6 == 0 {
+        return Verdict::Pass;
     }
     let uid_gid = bpf_get_current_uid_gid();
     // SAFETY: these helpers take the program context, which is valid for the whole invocation.
@@ -157,12 +193,22 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Resul
     if CONN_BY_COOKIE.insert(&cookie, &record, 0).is_err() {
         bump(Stat::RecordFailed);
         if cfg.fail_closed != 0 {
-            return Err(DENY);
+            return Verdict::Deny;
         }
-        return Ok(Verdict::Pass);
+        return Verdict::Pass;
     }
     bump(Stat::Redirected);
-    Ok(Verdict::Redirect)
+    Verdict::Redirect(to)
+}
+
+/// A provider connection the agent cannot take: refused in fail-closed mode, else direct.
+fn fail(cfg: &AgentConfig) -> Verdict {
+    if cfg.fail_closed != 0 {
+        bump(Stat::FailClosed);
+        return Verdict::Deny;
+    }
+    bump(Stat::FailOpen);
+    Verdict::Pass
 }
 
 /// The socket's `SO_MARK`, or 0 when the context carries no socket.
@@ -212,7 +258,7 @@ fn on_established(ctx: &SockOpsContext) {
     // State callbacks on this socket only, to delete both records when it closes (set again
     // here in case the connect callback could not).
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
-    let key = addr::client_key(ctx.ops);
+    let key = addr::client_key(ctx.ops, record.netns_cookie);
     if CONN_BY_CLIENT.insert(&key, &record, 0).is_err() {
         bump(Stat::RecordFailed);
     }
@@ -221,8 +267,13 @@ fn on_established(ctx: &SockOpsContext) {
 fn on_close(ctx: &SockOpsContext) {
     // SAFETY: the sock_ops context is valid for the invocation.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+    // The namespace part of the by-client key comes from the record itself.
+    if let Some(record) = CONN_BY_COOKIE.get_ptr(&cookie) {
+        // SAFETY: the pointer came from a successful lookup; one field is copied out at once.
+        let netns_cookie = unsafe { (*record).netns_cookie };
+        let _ = CONN_BY_CLIENT.remove(&addr::client_key(ctx.ops, netns_cookie));
+    }
     let _ = CONN_BY_COOKIE.remove(&cookie);
-    let _ = CONN_BY_CLIENT.remove(&addr::client_key(ctx.ops));
 }
 
 #[cgroup_sock_addr(getpeername4)]

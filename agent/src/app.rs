@@ -22,9 +22,10 @@ use crate::{
         metrics::TransportMetrics,
         status::{KernelStatus, RecentConnections, StatusReport, unix_now},
     },
-    config::{Config, FailMode, InterceptConfig, effective_providers},
+    config::{Config, FailMode, InterceptConfig, NetnsMode, effective_providers},
     dns::{self, ProviderTable, SystemResolver},
     ebpf::{Kernel, KernelOptions, cgroup, stats_name},
+    netns,
     proxy::build,
     sink::{Sink, SinkMetrics},
     transport::listener,
@@ -58,7 +59,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     let resolver = SystemResolver::new(&config.dns.nameservers).map_err(anyhow::Error::msg)?;
     let sink_metrics = SinkMetrics::register(&mut registry);
     let (sink, sink_task) = Sink::start(&config.sink, &config.state_dir, sink_metrics)?;
-    let kernel = attach_kernel(&config.intercept, &cgroup, listen_ipv6)?;
+    let mut kernel = attach_kernel(&config.intercept, &cgroup, listen_ipv6)?;
     registry.register_collector(Box::new(kernel.stats.clone()));
 
     let tasks = TaskTracker::new();
@@ -87,10 +88,14 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         .filter_map(|l| l.local_addr().ok())
         .map(|a| a.to_string())
         .collect();
-    let accept_loops: Vec<_> = listeners
+    let mut accept_loops: Vec<_> = listeners
         .into_iter()
         .map(|l| tokio::spawn(acceptor.clone().run(l, shutdown.clone(), tasks.clone())))
         .collect();
+    let serve = netns_serve_fn(&acceptor, &tasks);
+    let manager = netns_manager(&mut kernel, &config, &cgroup, &mut registry)?;
+    // The namespace manager stops with the accept loops (and stops its own loops).
+    accept_loops.extend(manager.map(|m| tokio::spawn(m.run(serve, shutdown.clone()))));
 
     let ready = Arc::new(AtomicBool::new(false));
     let status = status_fn(
@@ -158,11 +163,64 @@ fn bind_listeners(i: &InterceptConfig) -> Result<(Vec<TcpListener>, Option<Ipv6A
     }
 }
 
+/// Starts the accept loop of a listener opened inside another network namespace.
+fn netns_serve_fn<H: crate::transport::ConnectionHandler>(
+    acceptor: &Arc<listener::Acceptor<crate::ebpf::KernelOriginalDst, H>>,
+    tasks: &TaskTracker,
+) -> netns::ServeFn {
+    let (acceptor, tasks) = (acceptor.clone(), tasks.clone());
+    Arc::new(move |l, cancel| {
+        tokio::spawn(acceptor.clone().run(l, cancel, tasks.clone()));
+    })
+}
+
+/// The manager of other network namespaces (none when limited to the agent's own): a
+/// listener in each, published to the kernel, released when the namespace's processes are gone.
+fn netns_manager(
+    kernel: &mut Kernel,
+    config: &Config,
+    cgroup: &std::path::Path,
+    registry: &mut Registry,
+) -> Result<Option<netns::Manager>> {
+    let i = &config.intercept;
+    if i.network_namespaces != NetnsMode::All {
+        return Ok(None);
+    }
+    let Some(maps) = kernel.take_netns_maps() else {
+        return Ok(None);
+    };
+    let namespaces = Arc::new(netns::Registry::new(kernel.agent_netns_cookie()));
+    netns::Registry::install(namespaces.clone());
+    Ok(Some(netns::Manager {
+        registry: namespaces,
+        map: maps.listeners,
+        events: maps.events,
+        attached: attached_cgroup_path(cgroup)?,
+        metrics: Arc::new(netns::NetnsMetrics::register(registry)),
+        rescan: Duration::from_millis(i.netns_rescan_ms),
+    }))
+}
+
+/// The attached cgroup as `/proc/<pid>/cgroup` names it (relative to the cgroup2 root).
+fn attached_cgroup_path(cgroup: &std::path::Path) -> Result<String> {
+    let root = cgroup::detect_root()?;
+    let rel = cgroup.strip_prefix(&root).with_context(|| {
+        format!(
+            "intercept.cgroup {} is not below the cgroup2 mount {}",
+            cgroup.display(),
+            root.display()
+        )
+    })?;
+    Ok(format!("/{}", rel.display()))
+}
+
 fn attach_kernel(
     i: &InterceptConfig,
     cgroup: &std::path::Path,
     listen_ipv6: Option<Ipv6Addr>,
 ) -> Result<Kernel> {
+    let agent_netns_cookie = netns::current_cookie()
+        .context("reading the agent's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14+)")?;
     Ok(Kernel::attach(&KernelOptions {
         cgroup: cgroup.to_path_buf(),
         listen_ipv4: i.listen_ipv4,
@@ -173,6 +231,9 @@ fn attach_kernel(
         socket_mark: i.socket_mark,
         max_tracked_connections: i.max_tracked_connections,
         bpffs: i.bpffs.clone(),
+        agent_netns_cookie,
+        all_netns: i.network_namespaces == NetnsMode::All,
+        max_network_namespaces: i.max_network_namespaces,
     })?)
 }
 

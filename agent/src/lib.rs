@@ -15,6 +15,7 @@ pub mod dns;
 pub mod ebpf;
 pub mod identity;
 pub mod llm;
+pub mod netns;
 pub mod proxy;
 pub mod sink;
 pub mod tls;

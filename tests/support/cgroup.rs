@@ -44,33 +44,77 @@ impl TestCgroup {
 
     /// Processes currently in the cgroup.
     pub fn procs(&self) -> Vec<u32> {
-        std::fs::read_to_string(self.path.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+        procs_of(&self.path)
     }
+
+    /// A container cgroup shaped like a kubelet's (systemd driver) below this one:
+    /// `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice/
+    /// cri-containerd-<id>.scope`. Removed (with its processes) when dropped; the slices
+    /// above it go with this cgroup.
+    #[must_use]
+    pub fn kubelet_container(&self, pod_uid: &str, container_id: &str) -> Self {
+        let path = self
+            .path
+            .join("kubepods.slice/kubepods-besteffort.slice")
+            .join(format!(
+                "kubepods-besteffort-pod{}.slice",
+                pod_uid.replace('-', "_")
+            ))
+            .join(format!("cri-containerd-{container_id}.scope"));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", path.display()));
+        Self { path }
+    }
+}
+
+fn procs_of(path: &std::path::Path) -> Vec<u32> {
+    std::fs::read_to_string(path.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Every cgroup directory below `path`, deepest first, then `path`.
+fn subtree(path: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(subtree(&e.path()));
+            }
+        }
+    }
+    out.push(path.to_path_buf());
+    out
 }
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        for pid in self.procs() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid.cast_signed()),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        let dirs = subtree(&self.path);
+        for dir in &dirs {
+            for pid in procs_of(dir) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid.cast_signed()),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
         // rmdir fails while exiting processes are still charged to the cgroup: retry briefly.
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
-                return;
+        for dir in &dirs {
+            for _ in 0..100 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!(
-            "warning: could not remove test cgroup {}",
-            self.path.display()
-        );
+        if self.path.exists() {
+            eprintln!(
+                "warning: could not remove test cgroup {}",
+                self.path.display()
+            );
+        }
     }
 }
 

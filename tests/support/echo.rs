@@ -25,7 +25,11 @@ impl EchoServer {
     pub fn start(addr: &str) -> Self {
         let addr: SocketAddr = addr.parse().expect("addr");
         assert!(addr.ip().is_loopback(), "fake providers bind loopback only");
-        let listener = TcpListener::bind(addr).expect("bind fake provider");
+        Self::serve_on(TcpListener::bind(addr).expect("bind fake provider"))
+    }
+
+    /// Serves on `listener`, bound by the caller (inside a test network namespace).
+    pub fn serve_on(listener: TcpListener) -> Self {
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
         let accepted = Arc::new(AtomicUsize::new(0));

@@ -23,6 +23,12 @@ pub mod names {
     pub const STATS: &str = "STATS";
     /// The read-only global holding [`AgentConfig`](super::AgentConfig).
     pub const CONFIG: &str = "CONFIG";
+    /// Hash: network namespace cookie → [`NetnsListener`](super::NetnsListener), the agent's
+    /// listener ports inside that namespace (one entry per namespace that has one).
+    pub const NETNS_LISTENERS: &str = "NETNS_LISTENERS";
+    /// Ring buffer of [`NetnsEvent`](super::NetnsEvent): a provider connect came from a
+    /// namespace without a listener yet.
+    pub const NETNS_EVENTS: &str = "NETNS_EVENTS";
 }
 
 /// Program names (the Rust function names in the eBPF object). The kernel keeps 15 bytes of
@@ -142,16 +148,49 @@ pub struct ConnRecord {
     pub comm: [u8; 16],
 }
 
-/// Key of [`names::CONN_BY_CLIENT`]: the app socket's local endpoint as the agent sees it as peer.
+/// Key of [`names::CONN_BY_CLIENT`]: the app socket's local endpoint as the agent sees it as
+/// peer, in the app's network namespace (pods all reuse the same loopback addresses and ports,
+/// so the endpoint alone is ambiguous).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClientKey {
+    /// Network namespace cookie of the app's socket.
+    pub netns_cookie: u64,
     /// Client address (16 bytes, IPv4 v4-mapped).
     pub addr: [u8; 16],
     /// Client port, host order.
     pub port: u16,
     /// Always zero.
     pub reserved: u16,
+    /// Always zero; makes the tail padding explicit.
+    pub reserved2: u32,
+}
+
+/// Value of [`names::NETNS_LISTENERS`]: where the agent listens inside one network namespace
+/// (on `127.0.0.1` and `::1` of that namespace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetnsListener {
+    /// Port of the `127.0.0.1` listener, host order.
+    pub port4: u16,
+    /// Port of the `::1` listener, host order; 0 when the namespace has no IPv6 loopback
+    /// (IPv6 destinations are then left alone there).
+    pub port6: u16,
+}
+
+/// Record of [`names::NETNS_EVENTS`]: a provider connect from a namespace the agent has no
+/// listener in yet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetnsEvent {
+    /// Network namespace cookie of the connecting socket.
+    pub netns_cookie: u64,
+    /// `CLOCK_MONOTONIC` time of the connect, in nanoseconds (to measure time to ready).
+    pub connect_ns: u64,
+    /// Process id (tgid) of the caller, to find the namespace through `/proc/<pid>/ns/net`.
+    pub tgid: u32,
+    /// Always zero.
+    pub reserved: u32,
 }
 
 /// Configuration the programs read, set once at load time as a read-only global.
@@ -172,6 +211,13 @@ pub struct AgentConfig {
     pub listen_ip6_be: [u32; 4],
     /// A heartbeat older than this (nanoseconds) means the agent is down.
     pub heartbeat_timeout_ns: u64,
+    /// Cookie of the agent's own network namespace: connections made there go to the
+    /// listener above; connections from other namespaces to the agent's listener there.
+    pub agent_netns_cookie: u64,
+    /// 1 to intercept in every network namespace, 0 for the agent's own one only.
+    pub all_netns: u32,
+    /// Always zero.
+    pub reserved: u32,
 }
 
 impl AgentConfig {
@@ -184,6 +230,9 @@ impl AgentConfig {
         fail_closed: 0,
         listen_ip6_be: [0; 4],
         heartbeat_timeout_ns: 0,
+        agent_netns_cookie: 0,
+        all_netns: 0,
+        reserved: 0,
     };
 }
 
@@ -203,14 +252,19 @@ pub enum Stat {
     RecordFailed = 4,
     /// getpeername calls answered with the original destination.
     PeerRewritten = 5,
-    /// Provider connections from another network namespace (a pod), left alone: the agent's
-    /// loopback listener is not reachable from there.
+    /// Provider connections from another network namespace (a pod), left alone because
+    /// interception is limited to the agent's own namespace (`network_namespaces = "host"`).
     ForeignNetns = 6,
+    /// Provider connections from a namespace without an agent listener yet (the agent was
+    /// told through [`names::NETNS_EVENTS`]); they followed the fail mode.
+    NetnsNotReady = 7,
+    /// [`NetnsEvent`]s lost because the ring buffer was full.
+    NetnsEventLost = 8,
 }
 
 impl Stat {
     /// Number of counters (the size of the STATS array).
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 9;
     /// Every counter, for userspace iteration.
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Redirected,
@@ -220,6 +274,8 @@ impl Stat {
         Stat::RecordFailed,
         Stat::PeerRewritten,
         Stat::ForeignNetns,
+        Stat::NetnsNotReady,
+        Stat::NetnsEventLost,
     ];
 }
 
@@ -232,11 +288,20 @@ const _: () = {
     assert!(offset_of!(ConnRecord, pid) == 20);
     assert!(offset_of!(ConnRecord, cgroup_id) == 40);
     assert!(offset_of!(ConnRecord, comm) == 72);
-    assert!(size_of::<ClientKey>() == 20);
-    assert!(size_of::<AgentConfig>() == 40);
+    assert!(size_of::<ClientKey>() == 32);
+    assert!(offset_of!(ClientKey, addr) == 8);
+    assert!(offset_of!(ClientKey, port) == 24);
+    assert!(size_of::<NetnsListener>() == 4);
+    assert!(size_of::<NetnsEvent>() == 24);
+    assert!(offset_of!(NetnsEvent, tgid) == 16);
+    assert!(size_of::<AgentConfig>() == 56);
+    assert!(offset_of!(AgentConfig, agent_netns_cookie) == 40);
     assert!(offset_of!(AgentConfig, listen_ip6_be) == 16);
     assert!(offset_of!(AgentConfig, heartbeat_timeout_ns) == 32);
 };
+
+#[cfg(feature = "user")]
+extern crate std;
 
 #[cfg(feature = "user")]
 mod user {
@@ -251,7 +316,40 @@ mod user {
     unsafe impl aya::Pod for super::ClientKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AgentConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NetnsListener {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NetnsEvent {}
+
+    /// The network namespace cookie of `socket`'s namespace (`SO_NETNS_COOKIE`, Linux 5.14+):
+    /// the value `bpf_get_netns_cookie` returns for sockets of that namespace.
+    pub fn netns_cookie(socket: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u64> {
+        use std::os::fd::AsRawFd;
+        let mut cookie = 0u64;
+        let mut len = core::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: `socket` is a valid open descriptor for the call; the kernel writes at most
+        // `len` bytes into `cookie`, which is that large, and updates `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&raw mut cookie).cast(),
+                &raw mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(cookie)
+    }
+
+    /// `SO_NETNS_COOKIE` from `<asm-generic/socket.h>` (x86, arm64 and most others).
+    const SO_NETNS_COOKIE: libc::c_int = 71;
 }
+
+#[cfg(feature = "user")]
+pub use user::netns_cookie;
 
 #[cfg(test)]
 mod tests {

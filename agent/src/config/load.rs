@@ -75,6 +75,18 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             "must not be 0 (0 is the mark of every unmarked socket)",
         ));
     }
+    if i.netns_rescan_ms < 100 {
+        return Err(invalid(
+            "intercept.netns_rescan_ms",
+            "must be at least 100 (each rescan walks /proc)",
+        ));
+    }
+    if i.max_network_namespaces == 0 {
+        return Err(invalid(
+            "intercept.max_network_namespaces",
+            "must be at least 1 (set network_namespaces = \"host\" to serve none)",
+        ));
+    }
     if i.max_tracked_connections < 64 {
         return Err(invalid(
             "intercept.max_tracked_connections",

@@ -142,6 +142,24 @@ pub struct InterceptConfig {
     /// time, no SNI, no supported ALPN, an oversized or malformed ClientHello, not TLS):
     /// `relay` it untouched (the default) or `close` it. Either way it is recorded.
     pub uninspectable: crate::proxy::route::Uninspectable,
+    /// `all`: intercept in every network namespace of the cgroup (containers, pods), through
+    /// a listener the agent opens inside each; `host`: only in the agent's own namespace.
+    pub network_namespaces: NetnsMode,
+    /// How often `/proc` is rescanned for namespaces that appeared or lost their last process.
+    pub netns_rescan_ms: u64,
+    /// At most this many namespaces are served at once (each costs the agent three file
+    /// descriptors); beyond it, connections from further namespaces follow `fail_mode`.
+    pub max_network_namespaces: u32,
+}
+
+/// Which network namespaces are intercepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetnsMode {
+    /// Every namespace inside the attached cgroup (the default).
+    All,
+    /// Only the agent's own namespace; connections from others are left alone (and counted).
+    Host,
 }
 
 impl Default for InterceptConfig {
@@ -159,6 +177,9 @@ impl Default for InterceptConfig {
             builtin_providers: true,
             bpffs: PathBuf::from("/sys/fs/bpf"),
             uninspectable: crate::proxy::route::Uninspectable::Relay,
+            network_namespaces: NetnsMode::All,
+            netns_rescan_ms: 2000,
+            max_network_namespaces: 4096,
         }
     }
 }

@@ -44,11 +44,13 @@ impl KernelOriginalDst {
 }
 
 impl OriginalDst for KernelOriginalDst {
-    fn lookup(&self, peer: SocketAddr) -> Option<Redirect> {
+    fn lookup(&self, netns_cookie: u64, peer: SocketAddr) -> Option<Redirect> {
         let key = ClientKey {
+            netns_cookie,
             addr: kernel_addr(peer.ip()),
             port: peer.port(),
             reserved: 0,
+            reserved2: 0,
         };
         let mut maps = self.maps.lock().expect("conn maps poisoned");
         let record = match maps.by_client.get(&key, 0) {

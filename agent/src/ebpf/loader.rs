@@ -11,13 +11,13 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSockAddr, SockOps,
         links::{FdLink, PinnedLink},
     },
 };
-use llmtrace_common::{AgentConfig, names, programs};
+use llmtrace_common::{AgentConfig, NetnsListener, names, programs};
 use tracing::{info, warn};
 
 use super::{
@@ -78,6 +78,27 @@ pub struct KernelOptions {
     pub max_tracked_connections: u32,
     /// bpffs mount point.
     pub bpffs: PathBuf,
+    /// Cookie of the agent's own network namespace (served by the listener above).
+    pub agent_netns_cookie: u64,
+    /// Redirect from every network namespace (through per-namespace listeners), not only the
+    /// agent's own.
+    pub all_netns: bool,
+    /// Capacity of the namespace listener map.
+    pub max_network_namespaces: u32,
+}
+
+/// The maps through which the agent serves other network namespaces.
+pub struct NetnsMaps {
+    /// netns cookie → the agent's listener ports there.
+    pub listeners: HashMap<MapData, u64, NetnsListener>,
+    /// Namespaces that need a listener.
+    pub events: RingBuf<MapData>,
+}
+
+impl std::fmt::Debug for NetnsMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetnsMaps").finish_non_exhaustive()
+    }
 }
 
 /// The loaded and attached programs with their maps. Dropping it detaches everything that is
@@ -100,6 +121,10 @@ pub struct Kernel {
     heartbeat: Arc<Mutex<Heartbeat>>,
     /// Kernel counters.
     pub stats: KernelStats,
+    /// Namespace maps, until taken by the namespace manager.
+    netns: Option<NetnsMaps>,
+    /// Cookie of the agent's own network namespace.
+    agent_netns_cookie: u64,
 }
 
 const SOCK_ADDR_PROGRAMS: [&str; 4] = [
@@ -123,6 +148,7 @@ impl Kernel {
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::CONN_BY_COOKIE, opts.max_tracked_connections)
             .map_max_entries(names::CONN_BY_CLIENT, opts.max_tracked_connections)
+            .map_max_entries(names::NETNS_LISTENERS, opts.max_network_namespaces)
             .load(OBJECT)?;
         let cgroup_file = File::open(&opts.cgroup).map_err(|source| KernelError::Cgroup {
             path: opts.cgroup.clone(),
@@ -154,7 +180,20 @@ impl Kernel {
             orig_dst: Arc::new(KernelOriginalDst::new(maps.conns)),
             heartbeat: Arc::new(Mutex::new(Heartbeat::new(maps.heartbeat))),
             stats: KernelStats::new(maps.stats, program_ids),
+            netns: Some(maps.netns),
+            agent_netns_cookie: opts.agent_netns_cookie,
         })
+    }
+
+    /// Cookie of the agent's own network namespace (the hook sends its connections to the
+    /// main listener).
+    pub fn agent_netns_cookie(&self) -> u64 {
+        self.agent_netns_cookie
+    }
+
+    /// The namespace maps, for the one task that serves other namespaces.
+    pub fn take_netns_maps(&mut self) -> Option<NetnsMaps> {
+        self.netns.take()
     }
 
     /// The heartbeat writer, for the task that refreshes it.
@@ -200,6 +239,9 @@ fn agent_config(opts: &KernelOptions) -> AgentConfig {
         fail_closed: u16::from(opts.fail_closed),
         listen_ip6_be: v6_words,
         heartbeat_timeout_ns: opts.heartbeat_timeout_ns,
+        agent_netns_cookie: opts.agent_netns_cookie,
+        all_netns: u32::from(opts.all_netns),
+        reserved: 0,
     }
 }
 
@@ -318,6 +360,7 @@ struct Maps {
     conns: ConnMaps,
     heartbeat: Array<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
+    netns: NetnsMaps,
 }
 
 fn take_maps(ebpf: &mut Ebpf) -> Result<Maps, KernelError> {
@@ -336,6 +379,10 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<Maps, KernelError> {
         },
         heartbeat: take(ebpf, names::HEARTBEAT)?,
         stats: take(ebpf, names::STATS)?,
+        netns: NetnsMaps {
+            listeners: take::<HashMap<_, _, _>>(ebpf, names::NETNS_LISTENERS)?,
+            events: take(ebpf, names::NETNS_EVENTS)?,
+        },
     })
 }
 

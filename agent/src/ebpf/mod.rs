@@ -13,8 +13,9 @@ mod loader;
 mod providers;
 mod stats;
 
+pub use clock::monotonic_ns;
 pub use conns::KernelOriginalDst;
 pub use heartbeat::Heartbeat;
-pub use loader::{Kernel, KernelError, KernelOptions};
+pub use loader::{Kernel, KernelError, KernelOptions, NetnsMaps};
 pub use providers::{ProviderMap, ProviderRoute};
 pub use stats::{KernelStats, stat_name as stats_name};

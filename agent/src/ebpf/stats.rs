@@ -43,6 +43,8 @@ pub fn stat_name(stat: Stat) -> &'static str {
         Stat::RecordFailed => "record_failed",
         Stat::PeerRewritten => "peer_rewritten",
         Stat::ForeignNetns => "foreign_netns",
+        Stat::NetnsNotReady => "netns_not_ready",
+        Stat::NetnsEventLost => "netns_event_lost",
     }
 }
 

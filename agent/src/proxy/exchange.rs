@@ -83,6 +83,7 @@ async fn phases(
         addr: conn.orig_dst,
         sni: conn.sni.clone(),
         alpn: conn.alpn,
+        netns_cookie: conn.process.netns_cookie,
     };
 
     // Upstream phase.

@@ -25,6 +25,9 @@ pub struct PoolKey {
     pub sni: Arc<str>,
     /// Protocol negotiated with the app (mirrored upstream).
     pub alpn: Alpn,
+    /// Network namespace of the app: connections opened from one pod's namespace are never
+    /// reused for another's, so each keeps its own routes and firewall.
+    pub netns_cookie: u64,
 }
 
 #[derive(Default)]

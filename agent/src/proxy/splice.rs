@@ -16,8 +16,13 @@ pub async fn relay(
     reason: SpliceReason,
 ) {
     let dst = meta.redirect.orig_dst;
-    let mut upstream = match connect_marked(dst, proxy.socket_mark, proxy.limits.connect_timeout)
-        .await
+    let mut upstream = match connect_marked(
+        dst,
+        proxy.socket_mark,
+        proxy.limits.connect_timeout,
+        meta.redirect.process.netns_cookie,
+    )
+    .await
     {
         Ok(s) => s,
         Err(e) => {

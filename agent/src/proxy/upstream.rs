@@ -135,7 +135,13 @@ async fn try_send(
 
 /// Opens TCP (marked), verified TLS, and an HTTP connection to the provider.
 async fn open(proxy: &Arc<Intercept>, key: &PoolKey, upgrade: bool) -> Result<Sender, ProxyError> {
-    let tcp = connect_marked(key.addr, proxy.socket_mark, proxy.limits.connect_timeout).await?;
+    let tcp = connect_marked(
+        key.addr,
+        proxy.socket_mark,
+        proxy.limits.connect_timeout,
+        key.netns_cookie,
+    )
+    .await?;
     let tls = proxy
         .upstream_tls
         .connect(tcp, &key.sni, key.alpn, proxy.limits.handshake_timeout)

@@ -3,6 +3,7 @@
 use std::{
     io,
     net::SocketAddr,
+    os::fd::AsFd,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -66,13 +67,18 @@ impl<O, H> std::fmt::Debug for Acceptor<O, H> {
 
 impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
     /// Accepts on `listener` until `shutdown`; connection tasks are tracked by `tasks` so the
-    /// caller can drain them.
+    /// caller can drain them. The listener may live in any network namespace: records are
+    /// looked up in the listener's own.
     pub async fn run(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) {
+        let netns_cookie = llmtrace_common::netns_cookie(listener.as_fd()).unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the listener's network namespace cookie (Linux 5.14+ needed)");
+            0
+        });
         loop {
             let (stream, peer) = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -86,7 +92,7 @@ impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
                     }
                 },
             };
-            if let Some(conn) = self.admit(stream, peer).await {
+            if let Some(conn) = self.admit(stream, peer, netns_cookie).await {
                 let Ok(permit) = self.limit.clone().try_acquire_owned() else {
                     self.metrics.rejected_over_limit.inc();
                     warn!(client = %peer, "connection limit reached; closing a redirected connection");
@@ -105,19 +111,24 @@ impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
     }
 
     /// Attributes an accepted stream, or closes it when the kernel has no record for it.
-    async fn admit(&self, stream: TcpStream, peer: SocketAddr) -> Option<Accepted> {
+    async fn admit(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        netns_cookie: u64,
+    ) -> Option<Accepted> {
         // Nagle would hold small writes for the peer's delayed ACK (a 40 ms stall per request).
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "setting TCP_NODELAY failed");
         }
         let peer = canonical(peer);
-        let redirect = if let Some(r) = self.orig_dst.lookup(peer) {
+        let redirect = if let Some(r) = self.orig_dst.lookup(netns_cookie, peer) {
             r
         } else {
             // The record is written before the client's final ACK, so a miss is rare; one
             // yield covers a lookup that raced the map update on another CPU.
             tokio::task::yield_now().await;
-            let Some(r) = self.orig_dst.lookup(peer) else {
+            let Some(r) = self.orig_dst.lookup(netns_cookie, peer) else {
                 self.metrics.unattributed.inc();
                 warn!(client = %peer, "closing a connection with no redirect record (not sent by the kernel hook)");
                 return None;
@@ -139,6 +150,7 @@ impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
             pid = redirect.process.pid,
             comm = %redirect.process.comm,
             uid = redirect.process.uid,
+            netns_cookie = redirect.process.netns_cookie,
             "redirected connection"
         );
         Some(Accepted {

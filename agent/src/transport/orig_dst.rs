@@ -36,9 +36,10 @@ pub struct Redirect {
 
 /// Source of original destinations, looked up by the accepted connection's peer address.
 pub trait OriginalDst: Send + Sync + 'static {
-    /// The record for the connection whose client endpoint is `peer`, if the kernel made one.
-    /// A record is returned once: the lookup consumes it.
-    fn lookup(&self, peer: SocketAddr) -> Option<Redirect>;
+    /// The record for the connection whose client endpoint is `peer` in the network namespace
+    /// `netns_cookie` (the accepting listener's), if the kernel made one. A record is
+    /// returned once: the lookup consumes it.
+    fn lookup(&self, netns_cookie: u64, peer: SocketAddr) -> Option<Redirect>;
 }
 
 /// Answers every lookup with one destination: for running the layers above the kernel
@@ -50,7 +51,7 @@ pub struct FixedOriginalDst {
 }
 
 impl OriginalDst for FixedOriginalDst {
-    fn lookup(&self, _peer: SocketAddr) -> Option<Redirect> {
+    fn lookup(&self, _netns_cookie: u64, _peer: SocketAddr) -> Option<Redirect> {
         Some(self.redirect.clone())
     }
 }

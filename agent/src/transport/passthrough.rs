@@ -38,8 +38,13 @@ impl ConnectionHandler for Passthrough {
         let details = ProcessDetails::inspect(conn.redirect.process.pid);
         self.recent.opened(&conn, &details);
         let dst = conn.redirect.orig_dst;
-        let (up, down, error) = match connect_marked(dst, self.socket_mark, self.connect_timeout)
-            .await
+        let (up, down, error) = match connect_marked(
+            dst,
+            self.socket_mark,
+            self.connect_timeout,
+            conn.redirect.process.netns_cookie,
+        )
+        .await
         {
             Ok(mut upstream) => match splice(&mut conn.stream, &mut upstream).await {
                 Ok(s) => (s.bytes_up, s.bytes_down, None),

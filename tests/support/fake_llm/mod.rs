@@ -138,14 +138,21 @@ impl FakeLlm {
     pub fn start_paced(addr: &str, pacing: Pacing) -> Self {
         let addr: SocketAddr = addr.parse().expect("addr");
         assert!(addr.ip().is_loopback(), "fake providers bind loopback only");
+        Self::start_on(std::net::TcpListener::bind(addr).expect("bind fake provider"))
+    }
+
+    /// Serves on `listener`, bound by the caller (inside a test network namespace).
+    pub fn start_on(listener: std::net::TcpListener) -> Self {
+        listener.set_nonblocking(true).expect("nonblocking");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .expect("bind fake provider");
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).expect("fake provider listener")
+        };
         let addr = listener.local_addr().expect("addr");
         let (config, ca_pem) = tls::server_config();
         let dir = tempfile::tempdir().expect("tempdir");
