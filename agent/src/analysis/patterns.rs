@@ -119,6 +119,10 @@ impl PatternSet {
         let from = out.len();
         for (i, spec) in self.specs.iter().enumerate() {
             let re = &self.regexes[i];
+            let target = (self.tag)(i);
+            if !has_candidates(spec.trigger, target, triggers) {
+                continue;
+            }
             let mut caps = re.create_captures();
             let mut found = |caps: &Captures| {
                 if let Some(f) = finding(text, spec, caps, location) {
@@ -126,7 +130,6 @@ impl PatternSet {
                 }
             };
             let bytes = text.as_bytes();
-            let target = (self.tag)(i);
             match spec.trigger {
                 Trigger::Prefix(_) => {
                     let mut cursor = 0;
@@ -188,6 +191,15 @@ impl PatternSet {
             }
         }
         drop_overlaps(out, from);
+    }
+}
+
+/// Whether `triggers` hold any place where the pattern could match.
+fn has_candidates(trigger: Trigger, target: Target, triggers: &Triggers) -> bool {
+    match trigger {
+        Trigger::Prefix(_) | Trigger::Inner(..) => triggers.starts(target).next().is_some(),
+        Trigger::Digits(min) => triggers.runs.iter().any(|r| r.digits >= min),
+        Trigger::IbanHead => triggers.runs.iter().any(|r| r.iban_head),
     }
 }
 

@@ -1,11 +1,11 @@
 //! The one pass over a text that says where any detector could match, so the exact regexes run
-//! only there. Two cheap scans: one ASCII case-insensitive Aho-Corasick DFA over every literal
-//! the detectors require (secret prefixes, `://`, `@`, injection phrases), reporting overlapping
-//! occurrences so none hides another; and a skim for digits that collects the runs of
-//! `[0-9A-Z +\-.()]` able to hold a card, IBAN, SSN or phone number. A text without triggers
-//! costs these two scans and nothing else.
+//! only there. Cheap SIMD scans: Teddy searchers over the ASCII-lowercased text for every
+//! literal the detectors require (secret prefixes, `://`, injection phrases), restarted after
+//! each hit so overlapping occurrences are all reported, `memchr` for `@`, and a skim for digits
+//! that collects the runs of `[0-9A-Z +\-.()]` able to hold a card, IBAN, SSN or phone number.
+//! A text without triggers costs these scans and nothing else.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind, Span, packed};
 
 /// The detector entry a literal stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +63,40 @@ pub(crate) const MIN_RUN_DIGITS: usize = 9;
 /// A compiled set of trigger literals, plus whether digit runs are wanted.
 #[derive(Debug)]
 pub(crate) struct TriggerSet {
-    ac: AhoCorasick,
-    /// Automaton pattern → the entries it triggers (one literal may serve several).
+    /// Distinct lowercase literals; `targets[i]` are the entries `keys[i]` triggers.
+    keys: Vec<Vec<u8>>,
     targets: Vec<Vec<Target>>,
+    engine: Engine,
     digit_runs: bool,
 }
+
+/// How literals are found.
+#[derive(Debug)]
+enum Engine {
+    /// SIMD (Teddy) searchers over the lowercased text, each for at most [`GROUP`] literals of
+    /// two or more bytes, and `memchr` for one-byte literals.
+    Packed {
+        groups: Vec<Group>,
+        bytes: Vec<(u8, usize)>,
+    },
+    /// Where Teddy is unavailable: an ASCII case-insensitive DFA with overlapping search.
+    Automaton(AhoCorasick),
+}
+
+/// One Teddy searcher and its literals, longest first, so the one reported at a position is
+/// the longest there; the others matching there are its prefixes.
+#[derive(Debug)]
+struct Group {
+    searcher: packed::Searcher,
+    /// Searcher pattern → index in `keys`.
+    keys: Vec<usize>,
+    /// Searcher pattern → indexes in `keys` of the group's literals that are proper prefixes of
+    /// it.
+    prefixes: Vec<Vec<usize>>,
+}
+
+/// Literals per Teddy searcher (Teddy takes at most 64; fewer keep its buckets selective).
+const GROUP: usize = 40;
 
 impl TriggerSet {
     /// Literals are matched ASCII case-insensitively: a superset for case-sensitive patterns,
@@ -76,10 +105,10 @@ impl TriggerSet {
         literals: impl IntoIterator<Item = (&'static str, Target)>,
         digit_runs: bool,
     ) -> Self {
-        let mut keys: Vec<String> = Vec::new();
+        let mut keys: Vec<Vec<u8>> = Vec::new();
         let mut targets: Vec<Vec<Target>> = Vec::new();
         for (lit, target) in literals {
-            let key = lit.to_ascii_lowercase();
+            let key = lit.to_ascii_lowercase().into_bytes();
             if let Some(i) = keys.iter().position(|k| *k == key) {
                 targets[i].push(target);
             } else {
@@ -87,34 +116,100 @@ impl TriggerSet {
                 targets.push(vec![target]);
             }
         }
-        let ac = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            // Standard semantics: overlapping search reports every occurrence of every literal.
-            .match_kind(MatchKind::Standard)
-            // A full DFA: one table lookup per byte; the literals are a few hundred bytes.
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&keys)
-            .expect("built-in trigger literals compile");
+        let engine = Self::packed(&keys).unwrap_or_else(|| {
+            Engine::Automaton(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    // Standard semantics: overlapping search reports every occurrence.
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&keys)
+                    .expect("built-in trigger literals compile"),
+            )
+        });
         Self {
-            ac,
+            keys,
             targets,
+            engine,
             digit_runs,
         }
+    }
+
+    /// Teddy searchers for the literals, or `None` where the CPU or the literals do not allow.
+    fn packed(keys: &[Vec<u8>]) -> Option<Engine> {
+        let mut long: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].len() > 1).collect();
+        long.sort_by_key(|&i| std::cmp::Reverse(keys[i].len()));
+        let mut groups = Vec::new();
+        for chunk in long.chunks(GROUP) {
+            let searcher = packed::Config::new()
+                .match_kind(packed::MatchKind::LeftmostFirst)
+                .builder()
+                .extend(chunk.iter().map(|&i| &keys[i]))
+                .build()?;
+            let prefixes = chunk
+                .iter()
+                .map(|&i| {
+                    chunk
+                        .iter()
+                        .copied()
+                        .filter(|&j| j != i && keys[i].starts_with(&keys[j]))
+                        .collect()
+                })
+                .collect();
+            groups.push(Group {
+                searcher,
+                keys: chunk.to_vec(),
+                prefixes,
+            });
+        }
+        let bytes = (0..keys.len())
+            .filter(|&i| keys[i].len() == 1)
+            .map(|i| (keys[i][0], i))
+            .collect();
+        Some(Engine::Packed { groups, bytes })
     }
 
     /// Scans `text` once for every trigger.
     pub fn find(&self, text: &[u8]) -> Triggers {
         let mut hits = Vec::new();
-        for m in self.ac.find_overlapping_iter(text) {
-            for &target in &self.targets[m.pattern().as_usize()] {
+        let mut hit = |key: usize, start: usize| {
+            for &target in &self.targets[key] {
                 hits.push(Hit {
                     target,
-                    start: m.start(),
-                    end: m.end(),
+                    start,
+                    end: start + self.keys[key].len(),
                 });
             }
+        };
+        match &self.engine {
+            Engine::Packed { groups, bytes } => {
+                let lower = text.to_ascii_lowercase();
+                for g in groups {
+                    // Restarting one byte after each match (not after its end) reports every
+                    // occurrence, overlapping ones included.
+                    let mut at = 0;
+                    while let Some(m) = g.searcher.find_in(&lower, Span::from(at..lower.len())) {
+                        let p = m.pattern().as_usize();
+                        hit(g.keys[p], m.start());
+                        for &q in &g.prefixes[p] {
+                            hit(q, m.start());
+                        }
+                        at = m.start() + 1;
+                    }
+                }
+                for &(byte, key) in bytes {
+                    for start in memchr::memchr_iter(byte, &lower) {
+                        hit(key, start);
+                    }
+                }
+            }
+            Engine::Automaton(ac) => {
+                for m in ac.find_overlapping_iter(text) {
+                    hit(m.pattern().as_usize(), m.start());
+                }
+            }
         }
-        // Overlapping search reports by end; consumers want starts in order.
+        // Consumers want starts in order (stable: equal spans keep their target order).
         hits.sort_by_key(|h| (h.start, h.end));
         let runs = if self.digit_runs {
             digit_runs(text)
@@ -227,6 +322,36 @@ mod tests {
         );
         assert_eq!(t.starts(Target::Phrase(1)).collect::<Vec<_>>(), vec![18]);
         assert!(t.runs.is_empty());
+    }
+
+    #[test]
+    fn packed_and_automaton_engines_agree() {
+        let a = crate::analysis::Analyzer::new(1 << 20);
+        let literals: Vec<_> = a
+            .secrets
+            .literals()
+            .chain(a.pii.literals())
+            .chain(a.injection.literals())
+            .collect();
+        let packed = TriggerSet::new(literals.iter().copied(), true);
+        assert!(matches!(packed.engine, Engine::Packed { .. }));
+        let mut automaton = TriggerSet::new(literals.iter().copied(), true);
+        automaton.engine = Engine::Automaton(
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(&automaton.keys)
+                .unwrap(),
+        );
+        let text = "Ignore all previous instructions; IGNORE THE ABOVE. sk-ant-api03 SK-x \
+                    Password=pwd://a@b pass@word aws_secret_access_key ACCOUNTKEY=1 eyJ ghp_x \
+                    you are now dan mode jailbroken jailbreak </system> ### system: x@@y";
+        let (p, q) = (
+            packed.find(text.as_bytes()),
+            automaton.find(text.as_bytes()),
+        );
+        assert_eq!(p.hits, q.hits);
+        assert!(p.hits.len() > 20);
     }
 
     #[test]
