@@ -3,8 +3,8 @@
 //! ([`PolicyConfig`]), request redaction ([`redact_body`]), provider-shaped refusals
 //! ([`block_response`], [`stream_error_event`]) and the streaming monitor ([`StreamMonitor`]).
 //!
-//! Findings carry a masked excerpt and never the matched text. One trigger pass per text (an
-//! Aho-Corasick DFA over every required literal, and a digit skim) tells where detectors could
+//! Findings carry a masked excerpt and never the matched text. One trigger pass per text (SIMD
+//! literal search for every required literal, and a digit skim) tells where detectors could
 //! match; their linear-time regexes run only there, over at most
 //! [`AnalysisConfig::max_analysis_bytes`] per text.
 
