@@ -1,12 +1,13 @@
-//! The detector bundle with its input bound. Time is bounded through size: every detector is
-//! linear in its input, and input beyond `max_bytes` is not analysed (the scan is marked
-//! truncated).
+//! The detector bundle with its input bound. One trigger pass per text serves every detector
+//! (see [`super::triggers`]). Time is bounded through size: every detector is linear in its
+//! input, and input beyond `max_bytes` is not analysed (the scan is marked truncated).
 
 use super::finding::{Finding, Location};
 use super::injection::InjectionDetector;
 use super::pii::PiiDetector;
 use super::secrets::SecretDetector;
 use super::tools::ToolDetector;
+use super::triggers::TriggerSet;
 
 /// The result of scanning one text.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -23,17 +24,30 @@ pub struct Analyzer {
     pub pii: PiiDetector,
     pub injection: InjectionDetector,
     pub tools: ToolDetector,
+    /// Every text detector's literals and the digit runs, found in one pass.
+    triggers: TriggerSet,
     max_bytes: usize,
 }
 
 impl Analyzer {
     /// Detectors analysing at most `max_bytes` of each text.
     pub fn new(max_bytes: usize) -> Self {
+        let secrets = SecretDetector::default();
+        let pii = PiiDetector::default();
+        let injection = InjectionDetector::default();
+        let triggers = TriggerSet::new(
+            secrets
+                .literals()
+                .chain(pii.literals())
+                .chain(injection.literals()),
+            true,
+        );
         Self {
-            secrets: SecretDetector::default(),
-            pii: PiiDetector::default(),
-            injection: InjectionDetector::default(),
+            secrets,
+            pii,
+            injection,
             tools: ToolDetector::default(),
+            triggers,
             max_bytes,
         }
     }
@@ -58,10 +72,14 @@ impl Analyzer {
     /// Runs the text detectors (secrets, PII, injection).
     pub fn scan_text(&self, text: &str, location: Location) -> Scan {
         let (text, truncated) = self.bounded(text);
+        let triggers = self.triggers.find(text.as_bytes());
         let mut findings = Vec::new();
-        self.secrets.scan(text, location, &mut findings);
-        self.pii.scan(text, location, &mut findings);
-        self.injection.scan(text, location, &mut findings);
+        self.secrets
+            .scan_triggered(text, &triggers, location, &mut findings);
+        self.pii
+            .scan_triggered(text, &triggers, location, &mut findings);
+        self.injection
+            .scan_triggered(&triggers, location, &mut findings);
         Scan {
             findings,
             truncated,
@@ -71,8 +89,9 @@ impl Analyzer {
     /// Runs the detectors that can be masked (secrets, PII): used for redaction.
     pub fn scan_maskable(&self, text: &str, location: Location, out: &mut Vec<Finding>) {
         let (text, _) = self.bounded(text);
-        self.secrets.scan(text, location, out);
-        self.pii.scan(text, location, out);
+        let triggers = self.triggers.find(text.as_bytes());
+        self.secrets.scan_triggered(text, &triggers, location, out);
+        self.pii.scan_triggered(text, &triggers, location, out);
     }
 
     /// Scans a tool call: risky-tool rules plus secrets and PII in its arguments.
@@ -81,8 +100,11 @@ impl Analyzer {
         let mut findings = Vec::new();
         self.tools
             .scan(name, args, Location::ToolCall, &mut findings);
-        self.secrets.scan(args, Location::ToolCall, &mut findings);
-        self.pii.scan(args, Location::ToolCall, &mut findings);
+        let triggers = self.triggers.find(args.as_bytes());
+        self.secrets
+            .scan_triggered(args, &triggers, Location::ToolCall, &mut findings);
+        self.pii
+            .scan_triggered(args, &triggers, Location::ToolCall, &mut findings);
         Scan {
             findings,
             truncated,

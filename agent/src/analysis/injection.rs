@@ -1,10 +1,8 @@
-//! Prompt-injection and jailbreak heuristics: weighted phrases found with one ASCII
-//! case-insensitive Aho-Corasick pass; one finding per category, confidence from the summed
-//! weights.
-
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+//! Prompt-injection and jailbreak heuristics: weighted phrases found ASCII case-insensitively
+//! by the shared trigger pass; one finding per category, confidence from the summed weights.
 
 use super::finding::{Finding, Location, Severity};
+use super::triggers::{Target, TriggerSet, Triggers};
 
 const INJECTION: &[(&str, f32)] = &[
     ("ignore previous instructions", 0.9),
@@ -54,39 +52,87 @@ type FirstHit = (std::ops::Range<usize>, &'static str);
 /// Injection / jailbreak detector.
 #[derive(Debug)]
 pub struct InjectionDetector {
-    ac: AhoCorasick,
     /// Pattern index → (is jailbreak, weight, phrase).
     meta: Vec<(bool, f32, &'static str)>,
+    /// The phrases alone, for scans outside the [`Analyzer`](super::Analyzer).
+    triggers: TriggerSet,
+}
+
+/// Every phrase as (is jailbreak, weight, phrase), injection phrases first.
+pub(crate) fn phrases() -> Vec<(bool, f32, &'static str)> {
+    INJECTION
+        .iter()
+        .map(|(p, w)| (false, *w, *p))
+        .chain(JAILBREAK.iter().map(|(p, w)| (true, *w, *p)))
+        .collect()
 }
 
 impl Default for InjectionDetector {
     fn default() -> Self {
-        let meta: Vec<_> = INJECTION
-            .iter()
-            .map(|(p, w)| (false, *w, *p))
-            .chain(JAILBREAK.iter().map(|(p, w)| (true, *w, *p)))
-            .collect();
-        let ac = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::LeftmostLongest)
-            // A full DFA: a few dozen short phrases stay small, and scanning is fastest.
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(meta.iter().map(|m| m.2))
-            .expect("built-in phrases compile");
-        Self { ac, meta }
+        let meta = phrases();
+        let triggers = TriggerSet::new(
+            meta.iter()
+                .enumerate()
+                .map(|(i, m)| (m.2, Target::Phrase(i))),
+            false,
+        );
+        Self { meta, triggers }
     }
 }
 
 impl InjectionDetector {
     /// Appends at most one injection and one jailbreak finding for `text`.
     pub fn scan(&self, text: &str, location: Location, out: &mut Vec<Finding>) {
+        let triggers = self.triggers.find(text.as_bytes());
+        self.scan_triggered(&triggers, location, out);
+    }
+
+    /// The phrases, as trigger literals.
+    pub(crate) fn literals(&self) -> impl Iterator<Item = (&'static str, Target)> + '_ {
+        self.meta
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.2, Target::Phrase(i)))
+    }
+
+    /// Appends the findings for a text whose triggers came from a set holding
+    /// [`Self::literals`]. Phrases count leftmost-longest and without overlap: at each step
+    /// the occurrence starting first (the longest of those) counts, and the next one must
+    /// start after it.
+    pub(crate) fn scan_triggered(
+        &self,
+        triggers: &Triggers,
+        location: Location,
+        out: &mut Vec<Finding>,
+    ) {
         // (score, first span, first phrase) per category.
         let mut acc: [(f32, Option<FirstHit>); 2] = [(0.0, None), (0.0, None)];
-        for m in self.ac.find_iter(text) {
-            let (jb, w, phrase) = self.meta[m.pattern().as_usize()];
+        let mut phrases = triggers
+            .hits
+            .iter()
+            .filter_map(|h| match h.target {
+                Target::Phrase(i) => Some((h.start, h.end, i)),
+                _ => None,
+            })
+            .peekable();
+        let mut cursor = 0;
+        while let Some((start, mut end, mut i)) = phrases.next() {
+            // Hits are ordered by start then end: the last one at this start is the longest.
+            while let Some(&(s, e, j)) = phrases.peek() {
+                if s != start {
+                    break;
+                }
+                (end, i) = (e, j);
+                phrases.next();
+            }
+            if start < cursor {
+                continue;
+            }
+            cursor = end;
+            let (jb, w, phrase) = self.meta[i];
             let slot = &mut acc[usize::from(jb)];
             slot.0 += w;
-            slot.1.get_or_insert((m.range(), phrase));
+            slot.1.get_or_insert((start..end, phrase));
         }
         for (i, (score, first)) in acc.into_iter().enumerate() {
             let Some((span, phrase)) = first else {

@@ -3,11 +3,15 @@
 //! ([`PolicyConfig`]), request redaction ([`redact_body`]), provider-shaped refusals
 //! ([`block_response`], [`stream_error_event`]) and the streaming monitor ([`StreamMonitor`]).
 //!
-//! Findings carry a masked excerpt and never the matched text. Detectors are linear-time regex
-//! and Aho-Corasick scans over at most [`AnalysisConfig::max_analysis_bytes`] per text.
+//! Findings carry a masked excerpt and never the matched text. One trigger pass per text (SIMD
+//! literal search for every required literal, and a digit skim) tells where detectors could
+//! match; their linear-time regexes run only there, over at most
+//! [`AnalysisConfig::max_analysis_bytes`] per text.
 
 pub mod analyzer;
 pub mod block;
+#[cfg(test)]
+mod equivalence_tests;
 pub mod finding;
 pub mod injection;
 pub mod monitor;
@@ -17,6 +21,7 @@ pub mod policy;
 pub mod redact;
 pub mod secrets;
 pub mod tools;
+mod triggers;
 
 use serde::{Deserialize, Serialize};
 

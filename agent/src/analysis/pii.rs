@@ -2,7 +2,8 @@
 //! social security numbers (area/group/serial rules).
 
 use super::finding::{Finding, Location, Severity, mask_email, mask_tail};
-use super::patterns::{PatternSet, Spec};
+use super::patterns::{PatternSet, Spec, Trigger};
+use super::triggers::{MIN_RUN_DIGITS, Target, TriggerSet, Triggers};
 
 fn digits(s: &str) -> Vec<u8> {
     s.bytes()
@@ -84,7 +85,7 @@ fn mask2(s: &str) -> String {
     mask_tail(s, 2)
 }
 
-const SPECS: &[Spec] = &[
+pub(crate) const SPECS: &[Spec] = &[
     Spec {
         kind: "pii.payment_card",
         severity: Severity::High,
@@ -93,7 +94,7 @@ const SPECS: &[Spec] = &[
         group: 0,
         validate: Some(is_payment_card),
         mask: mask4,
-        alone: false,
+        trigger: Trigger::Digits(13),
     },
     Spec {
         kind: "pii.iban",
@@ -103,7 +104,7 @@ const SPECS: &[Spec] = &[
         group: 0,
         validate: Some(is_iban),
         mask: mask4,
-        alone: false,
+        trigger: Trigger::IbanHead,
     },
     Spec {
         kind: "pii.us_ssn",
@@ -113,7 +114,7 @@ const SPECS: &[Spec] = &[
         group: 0,
         validate: Some(is_ssn),
         mask: mask4,
-        alone: false,
+        trigger: Trigger::Digits(MIN_RUN_DIGITS),
     },
     Spec {
         kind: "pii.email",
@@ -123,7 +124,8 @@ const SPECS: &[Spec] = &[
         group: 0,
         validate: None,
         mask: mask_email,
-        alone: true,
+        // The local part is 1 to 64 bytes.
+        trigger: Trigger::Inner(&["@"], 64),
     },
     Spec {
         kind: "pii.phone",
@@ -133,7 +135,7 @@ const SPECS: &[Spec] = &[
         group: 0,
         validate: None,
         mask: mask2,
-        alone: false,
+        trigger: Trigger::Digits(10),
     },
 ];
 
@@ -141,20 +143,41 @@ const SPECS: &[Spec] = &[
 #[derive(Debug)]
 pub struct PiiDetector {
     set: PatternSet,
+    /// This table's literals and digit runs alone, for scans outside the
+    /// [`Analyzer`](super::Analyzer).
+    triggers: TriggerSet,
 }
 
 impl Default for PiiDetector {
     fn default() -> Self {
-        Self {
-            set: PatternSet::new(SPECS),
-        }
+        let set = PatternSet::new(SPECS, Target::Pii);
+        let triggers = TriggerSet::new(set.literals(), true);
+        Self { set, triggers }
     }
 }
 
 impl PiiDetector {
     /// Appends PII findings in `text`.
     pub fn scan(&self, text: &str, location: Location, out: &mut Vec<Finding>) {
-        self.set.scan(text, location, out);
+        let triggers = self.triggers.find(text.as_bytes());
+        self.set.scan(text, &triggers, location, out);
+    }
+
+    /// The trigger literals of the PII patterns (they also need digit runs).
+    pub(crate) fn literals(&self) -> impl Iterator<Item = (&'static str, Target)> + '_ {
+        self.set.literals()
+    }
+
+    /// Appends PII findings in `text`, given its triggers (with digit runs) from a set holding
+    /// [`Self::literals`].
+    pub(crate) fn scan_triggered(
+        &self,
+        text: &str,
+        triggers: &Triggers,
+        location: Location,
+        out: &mut Vec<Finding>,
+    ) {
+        self.set.scan(text, triggers, location, out);
     }
 }
 

@@ -2,13 +2,15 @@
 //! strings and assignments. Patterns are ordered most specific first.
 
 use super::finding::{Finding, Location, Severity, mask_secret};
-use super::patterns::{PatternSet, Spec, not_placeholder};
+use super::patterns::{PatternSet, Spec, Trigger, not_placeholder};
+use super::triggers::{Target, TriggerSet, Triggers};
 
 const fn spec(
     kind: &'static str,
     severity: Severity,
     confidence: f32,
     pattern: &'static str,
+    trigger: Trigger,
 ) -> Spec {
     Spec {
         kind,
@@ -18,7 +20,7 @@ const fn spec(
         group: 0,
         validate: None,
         mask: mask_secret,
-        alone: true,
+        trigger,
     }
 }
 
@@ -31,18 +33,20 @@ fn password(s: &str) -> bool {
     not_placeholder(s)
 }
 
-const SPECS: &[Spec] = &[
+pub(crate) const SPECS: &[Spec] = &[
     spec(
         "secret.private_key",
         Severity::Critical,
         0.99,
         r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----",
+        Trigger::Prefix(&["-----BEGIN "]),
     ),
     spec(
         "secret.anthropic_key",
         Severity::Critical,
         0.99,
         r"\bsk-ant-(?:api|admin|oat)[0-9]{2}-[A-Za-z0-9_\-]{20,}",
+        Trigger::Prefix(&["sk-ant-"]),
     ),
     Spec {
         validate: Some(mixed),
@@ -51,6 +55,7 @@ const SPECS: &[Spec] = &[
             Severity::Critical,
             0.9,
             r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{32,}",
+            Trigger::Prefix(&["sk-"]),
         )
     },
     spec(
@@ -58,6 +63,7 @@ const SPECS: &[Spec] = &[
         Severity::Critical,
         0.95,
         r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
+        Trigger::Prefix(&["AKIA", "ASIA", "ABIA", "ACCA"]),
     ),
     Spec {
         group: 1,
@@ -66,6 +72,7 @@ const SPECS: &[Spec] = &[
             Severity::Critical,
             0.9,
             r#"(?i)aws_?secret_?(?:access_?)?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+=]{40})\b"#,
+            Trigger::Prefix(&["aws"]),
         )
     },
     spec(
@@ -73,6 +80,7 @@ const SPECS: &[Spec] = &[
         Severity::High,
         0.95,
         r"\bAIza[0-9A-Za-z_\-]{35}",
+        Trigger::Prefix(&["AIza"]),
     ),
     Spec {
         group: 1,
@@ -81,6 +89,7 @@ const SPECS: &[Spec] = &[
             Severity::Critical,
             0.9,
             r"(?i)\b(?:AccountKey|SharedAccessKey)=([A-Za-z0-9+/=]{40,})",
+            Trigger::Prefix(&["AccountKey=", "SharedAccessKey="]),
         )
     },
     spec(
@@ -88,30 +97,35 @@ const SPECS: &[Spec] = &[
         Severity::High,
         0.95,
         r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{60,})",
+        Trigger::Prefix(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]),
     ),
     spec(
         "secret.slack_token",
         Severity::High,
         0.9,
         r"\bxox[abposr]-[A-Za-z0-9\-]{10,}",
+        Trigger::Prefix(&["xox"]),
     ),
     spec(
         "secret.stripe_key",
         Severity::Critical,
         0.95,
         r"\b[sr]k_live_[A-Za-z0-9]{20,}",
+        Trigger::Prefix(&["sk_live_", "rk_live_"]),
     ),
     spec(
         "secret.provider_key",
         Severity::High,
         0.85,
         r"\b(?:gsk_[A-Za-z0-9]{40,}|xai-[A-Za-z0-9]{40,}|hf_[A-Za-z0-9]{30,}|ya29\.[A-Za-z0-9_\-]{20,}|pplx-[A-Za-z0-9]{40,}|fw_[A-Za-z0-9]{20,})",
+        Trigger::Prefix(&["gsk_", "xai-", "hf_", "ya29.", "pplx-", "fw_"]),
     ),
     spec(
         "secret.jwt",
         Severity::High,
         0.9,
         r"\beyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",
+        Trigger::Prefix(&["eyJ"]),
     ),
     Spec {
         group: 1,
@@ -121,6 +135,8 @@ const SPECS: &[Spec] = &[
             Severity::High,
             0.9,
             r#"\b[a-zA-Z][a-zA-Z0-9+.\-]{1,20}://[^\s:/@"'\\]{1,64}:([^\s@/"'\\]{1,128})@[^\s/"'\\]"#,
+            // Scheme: one letter and at most 20 more bytes before `://`.
+            Trigger::Inner(&["://"], 21),
         )
     },
     Spec {
@@ -131,6 +147,21 @@ const SPECS: &[Spec] = &[
             Severity::Medium,
             0.6,
             r#"(?i)\b(?:password|passwd|pwd|client_secret|api[_\-]?key|access[_\-]?token|secret[_\-]?key)["']?\s*[:=]\s*["']?([^\s"',;\\]{6,128})"#,
+            Trigger::Prefix(&[
+                "password",
+                "passwd",
+                "pwd",
+                "client_secret",
+                "apikey",
+                "api_key",
+                "api-key",
+                "accesstoken",
+                "access_token",
+                "access-token",
+                "secretkey",
+                "secret_key",
+                "secret-key",
+            ]),
         )
     },
 ];
@@ -139,20 +170,40 @@ const SPECS: &[Spec] = &[
 #[derive(Debug)]
 pub struct SecretDetector {
     set: PatternSet,
+    /// This table's literals alone, for scans outside the [`Analyzer`](super::Analyzer).
+    triggers: TriggerSet,
 }
 
 impl Default for SecretDetector {
     fn default() -> Self {
-        Self {
-            set: PatternSet::new(SPECS),
-        }
+        let set = PatternSet::new(SPECS, Target::Secret);
+        let triggers = TriggerSet::new(set.literals(), false);
+        Self { set, triggers }
     }
 }
 
 impl SecretDetector {
     /// Appends secret findings in `text`.
     pub fn scan(&self, text: &str, location: Location, out: &mut Vec<Finding>) {
-        self.set.scan(text, location, out);
+        let triggers = self.triggers.find(text.as_bytes());
+        self.set.scan(text, &triggers, location, out);
+    }
+
+    /// The trigger literals of the secret patterns.
+    pub(crate) fn literals(&self) -> impl Iterator<Item = (&'static str, Target)> + '_ {
+        self.set.literals()
+    }
+
+    /// Appends secret findings in `text`, given its triggers from a set holding
+    /// [`Self::literals`].
+    pub(crate) fn scan_triggered(
+        &self,
+        text: &str,
+        triggers: &Triggers,
+        location: Location,
+        out: &mut Vec<Finding>,
+    ) {
+        self.set.scan(text, triggers, location, out);
     }
 }
 

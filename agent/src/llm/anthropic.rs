@@ -60,7 +60,7 @@ fn block_text(b: &Value) -> String {
             s("name"),
             b.get("input").map(Value::to_string).unwrap_or_default()
         ),
-        "tool_result" => content_text(b.get("content").unwrap_or(&Value::Null)),
+        "tool_result" => content_text(b.get("content").unwrap_or(&Value::Null)).into_owned(),
         "thinking" | "redacted_thinking" => String::new(),
         other => format!("[{other}]"),
     }

@@ -147,8 +147,14 @@ impl ResponseParser {
 #[allow(clippy::struct_excessive_bools)]
 /// Splits a byte stream into JSON documents: a top-level object is one document; the elements of
 /// a top-level array (Gemini's JSON stream) are one document each.
+///
+/// Only `"`, `\`, brackets and braces change the lexer state, so inside a document the splitter
+/// jumps from one of them to the next (`memchr` inside strings) and copies nothing: a document
+/// that arrives within one chunk is handed over as a slice of it; only one split across chunks
+/// is gathered in `buf`.
 #[derive(Debug)]
 pub struct JsonSplitter {
+    /// The part of the current document that arrived in earlier chunks.
     buf: Vec<u8>,
     depth: u32,
     /// Depth at which documents start: 0 for an object body, 1 inside a top-level array.
@@ -181,24 +187,60 @@ impl JsonSplitter {
 
     /// Feeds bytes; calls `on_doc` for each complete document.
     pub fn push(&mut self, bytes: &[u8], on_doc: &mut dyn FnMut(&str)) {
-        for &b in bytes {
-            self.byte(b, on_doc);
+        let mut i = 0;
+        // Where the current document starts in `bytes` (0 when it began in an earlier chunk).
+        let mut doc_start = 0;
+        while i < bytes.len() {
+            let Some(base) = self.base_for(bytes[i]) else {
+                i += 1;
+                continue;
+            };
+            if self.depth > base {
+                i += self.plain_run(&bytes[i..]);
+                let Some(&b) = bytes.get(i) else {
+                    break;
+                };
+                self.lex(b);
+                i += 1;
+                // Depth only falls on a bracket outside strings: the document is complete.
+                if self.depth == base {
+                    self.emit(&bytes[doc_start..i], on_doc);
+                }
+            } else {
+                self.lex(bytes[i]);
+                i += 1;
+                if self.depth > base {
+                    doc_start = i - 1;
+                }
+            }
+        }
+        if self.base.is_some_and(|base| self.depth > base) {
+            self.keep(&bytes[doc_start..]);
         }
     }
 
-    fn byte(&mut self, b: u8, on_doc: &mut dyn FnMut(&str)) {
-        let base = *self.base.get_or_insert_with(|| {
-            if b.is_ascii_whitespace() {
-                u32::MAX
-            } else {
-                u32::from(b == b'[')
-            }
-        });
-        if base == u32::MAX {
-            self.base = None;
-            return;
+    /// The document depth, fixed by the first non-whitespace byte (`None` before it).
+    fn base_for(&mut self, b: u8) -> Option<u32> {
+        if self.base.is_none() && !b.is_ascii_whitespace() {
+            self.base = Some(u32::from(b == b'['));
         }
-        let inside = self.depth > base;
+        self.base
+    }
+
+    /// How many leading bytes of `rest` leave the lexer state unchanged.
+    fn plain_run(&self, rest: &[u8]) -> usize {
+        if self.escape {
+            0
+        } else if self.in_string {
+            memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len())
+        } else {
+            rest.iter()
+                .position(|b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
+                .unwrap_or(rest.len())
+        }
+    }
+
+    fn lex(&mut self, b: u8) {
         if self.in_string {
             if self.escape {
                 self.escape = false;
@@ -218,29 +260,34 @@ impl JsonSplitter {
                 _ => {}
             }
         }
-        if inside || self.depth > base {
-            self.keep(b);
-        }
-        if inside && self.depth == base && !self.in_string {
-            if !self.skipping {
-                on_doc(&String::from_utf8_lossy(&self.buf));
-            }
-            self.buf.clear();
-            self.skipping = false;
-        }
     }
 
-    fn keep(&mut self, b: u8) {
+    /// Hands over the document ending with `tail`, unless it outgrew `max`.
+    fn emit(&mut self, tail: &[u8], on_doc: &mut dyn FnMut(&str)) {
+        if self.skipping || self.buf.len() + tail.len() > self.max {
+            self.overflowed = true;
+        } else if self.buf.is_empty() {
+            on_doc(&String::from_utf8_lossy(tail));
+        } else {
+            self.buf.extend_from_slice(tail);
+            on_doc(&String::from_utf8_lossy(&self.buf));
+        }
+        self.buf.clear();
+        self.skipping = false;
+    }
+
+    /// Keeps the start of a document that continues in the next chunk (dropped past `max`).
+    fn keep(&mut self, part: &[u8]) {
         if self.skipping {
             return;
         }
-        if self.buf.len() >= self.max {
-            self.buf.clear();
+        if self.buf.len() + part.len() > self.max {
+            self.buf = Vec::new();
             self.skipping = true;
             self.overflowed = true;
             return;
         }
-        self.buf.push(b);
+        self.buf.extend_from_slice(part);
     }
 }
 
@@ -290,5 +337,99 @@ mod tests {
             16,
         );
         assert_eq!(out, vec![r#"{"k":1}"#]);
+    }
+
+    /// The byte-at-a-time splitter this one replaced.
+    #[allow(clippy::struct_excessive_bools)]
+    struct Reference {
+        buf: Vec<u8>,
+        depth: u32,
+        base: Option<u32>,
+        in_string: bool,
+        escape: bool,
+        max: usize,
+        overflowed: bool,
+        skipping: bool,
+    }
+
+    impl Reference {
+        fn byte(&mut self, b: u8, out: &mut Vec<String>) {
+            let base = *self.base.get_or_insert_with(|| {
+                if b.is_ascii_whitespace() {
+                    u32::MAX
+                } else {
+                    u32::from(b == b'[')
+                }
+            });
+            if base == u32::MAX {
+                self.base = None;
+                return;
+            }
+            let inside = self.depth > base;
+            if self.in_string {
+                if self.escape {
+                    self.escape = false;
+                } else if b == b'\\' {
+                    self.escape = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+            } else {
+                match b {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' => self.depth += 1,
+                    b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            if (inside || self.depth > base) && !self.skipping {
+                if self.buf.len() >= self.max {
+                    self.buf.clear();
+                    self.skipping = true;
+                    self.overflowed = true;
+                } else {
+                    self.buf.push(b);
+                }
+            }
+            if inside && self.depth == base && !self.in_string {
+                if !self.skipping {
+                    out.push(String::from_utf8_lossy(&self.buf).into_owned());
+                }
+                self.buf.clear();
+                self.skipping = false;
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn same_documents_as_the_byte_loop(
+            input in "[ \\[\\]{}\"\\\\a:,1é\n]{0,80}",
+            cuts in proptest::collection::vec(0usize..100, 0..6),
+            max in 1usize..40,
+        ) {
+            let input = input.as_bytes();
+            let mut r = Reference {
+                buf: Vec::new(), depth: 0, base: None, in_string: false, escape: false,
+                max, overflowed: false, skipping: false,
+            };
+            let mut want = Vec::new();
+            for &b in input {
+                r.byte(b, &mut want);
+            }
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut s = JsonSplitter::new(max);
+            let mut got = Vec::new();
+            let mut last = 0;
+            for c in cuts.into_iter().chain([input.len()]) {
+                s.push(&input[last..c], &mut |d| got.push(d.to_owned()));
+                last = c;
+            }
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(s.overflowed, r.overflowed);
+        }
     }
 }

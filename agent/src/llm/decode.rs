@@ -1,6 +1,7 @@
 //! Content decoding for analysis only (the forwarded bytes are never touched), bounded against
 //! decompression bombs by an output size and an expansion ratio.
 
+use std::borrow::Cow;
 use std::io::{self, Read};
 
 /// Bounds on decoded output.
@@ -40,13 +41,14 @@ pub enum DecodeError {
 }
 
 /// Decodes `body` per a `Content-Encoding` value (`gzip`, `x-gzip`, `br`, `zstd`, `deflate`,
-/// `identity`, or a comma list applied in order). Returns the input unchanged when not encoded.
-pub fn decode_body(
+/// `identity`, or a comma list applied in order). Returns the input itself, not a copy, when not
+/// encoded.
+pub fn decode_body<'a>(
     encoding: Option<&str>,
-    body: &[u8],
+    body: &'a [u8],
     limits: DecodeLimits,
-) -> Result<Vec<u8>, DecodeError> {
-    let mut data = body.to_vec();
+) -> Result<Cow<'a, [u8]>, DecodeError> {
+    let mut data = Cow::Borrowed(body);
     let Some(encoding) = encoding else {
         return Ok(data);
     };
@@ -56,7 +58,7 @@ pub fn decode_body(
         .map(str::trim)
         .filter(|c| !c.is_empty())
     {
-        data = decode_one(&coding.to_ascii_lowercase(), &data, limits)?;
+        data = Cow::Owned(decode_one(&coding.to_ascii_lowercase(), &data, limits)?);
     }
     Ok(data)
 }

@@ -114,20 +114,23 @@ fn scan_response(
         return Vec::new();
     }
     let policy = &engine.config.analysis.policy;
-    let mask = |text: &str, found: &[Finding]| {
-        mask_findings(text, found.iter().filter(|f| must_mask(f, policy)))
+    // Texts without a finding to mask stay as they are (no copy).
+    let mask = |text: &mut String, found: &[Finding]| {
+        if found.iter().any(|f| must_mask(f, policy)) {
+            *text = mask_findings(text, found.iter().filter(|f| must_mask(f, policy)));
+        }
     };
-    out.prompt = mask(&out.prompt, request);
+    mask(&mut out.prompt, request);
     let scan = engine
         .analyzer
         .scan_text(&out.response_text, Location::Response);
     out.analysis_truncated |= scan.truncated;
-    out.response_text = mask(&out.response_text, &scan.findings);
+    mask(&mut out.response_text, &scan.findings);
     let mut findings = scan.findings;
     for call in &mut out.tool_calls {
         let scan = engine.analyzer.scan_tool_call(&call.name, &call.arguments);
         out.analysis_truncated |= scan.truncated;
-        call.arguments = mask(&call.arguments, &scan.findings);
+        mask(&mut call.arguments, &scan.findings);
         findings.extend(scan.findings);
     }
     // Reasoning is scanned for findings but not stored: its text is not kept.

@@ -70,7 +70,7 @@ fn parts_text(parts: Option<&Value>) -> String {
                 fc.get("args").map(Value::to_string).unwrap_or_default()
             ));
         } else if let Some(fr) = part.get("functionResponse") {
-            out.push(content_text(fr.get("response").unwrap_or(&Value::Null)));
+            out.push(content_text(fr.get("response").unwrap_or(&Value::Null)).into_owned());
         } else if let Some(k) = part.as_object().and_then(|o| o.keys().next()) {
             out.push(format!("[{k}]"));
         }

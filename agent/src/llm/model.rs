@@ -1,5 +1,7 @@
 //! Provider-neutral results of parsing a request and a response.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -108,23 +110,23 @@ pub(crate) fn push_bounded(out: &mut String, s: &str, truncated: &mut bool) {
 }
 
 /// Text of a message `content`: a string, or the `text` of an array of parts (non-text parts
-/// become a `[type]` marker).
-pub(crate) fn content_text(v: &Value) -> String {
+/// become a `[type]` marker). A plain string is borrowed, not copied.
+pub(crate) fn content_text(v: &Value) -> Cow<'_, str> {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => Cow::Borrowed(s),
         Value::Array(parts) => {
             let mut out = String::new();
             for p in parts {
                 let piece = match p {
-                    Value::String(s) => s.clone(),
+                    Value::String(s) => Cow::Borrowed(s.as_str()),
                     Value::Object(o) => match o.get("text").and_then(Value::as_str) {
-                        Some(t) => t.to_owned(),
+                        Some(t) => Cow::Borrowed(t),
                         None => match o.get("content") {
                             Some(c) if !c.is_null() => content_text(c),
-                            _ => format!(
+                            _ => Cow::Owned(format!(
                                 "[{}]",
                                 o.get("type").and_then(Value::as_str).unwrap_or("part")
-                            ),
+                            )),
                         },
                     },
                     _ => continue,
@@ -134,10 +136,10 @@ pub(crate) fn content_text(v: &Value) -> String {
                 }
                 out.push_str(&piece);
             }
-            out
+            Cow::Owned(out)
         }
-        Value::Null => String::new(),
-        other => other.to_string(),
+        Value::Null => Cow::Borrowed(""),
+        other => Cow::Owned(other.to_string()),
     }
 }
 
