@@ -37,6 +37,8 @@ pub enum BuildError {
     Roots(#[from] RootsError),
     #[error("API key fingerprint key: {0}")]
     FingerprintKey(#[from] KeyError),
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kube::KubeError),
 }
 
 /// The handler and the receiving end of its exchange records.
@@ -95,6 +97,7 @@ pub fn from_config(
         keyfile::load_or_create(&config.state_dir)?,
     );
     let (tee, records) = RecordTee::channel(config.proxy.record_channel_capacity, metrics.clone());
+    let pods = crate::kube::start(&config.kubernetes, registry, shutdown)?;
     let handler = Intercept::new(
         &config.proxy,
         &config.upstream,
@@ -111,7 +114,8 @@ pub fn from_config(
             engine: Some(engine),
             shutdown: shutdown.clone(),
         },
-    );
+    )
+    .with_pod_directory(pods);
     info!(ca = %ca.paths().cert.display(), names = covered.len(), "TLS interception is on");
     Ok(Built {
         handler: Arc::new(handler),

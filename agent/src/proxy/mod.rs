@@ -51,7 +51,7 @@ use self::{
 use crate::{
     admin::{metrics::TransportMetrics, status::RecentConnections},
     config::{ProxyConfig, UpstreamConfig},
-    identity::ProcessDetails,
+    identity::{NoPodDirectory, PodDirectory, ProcessDetails},
     llm::Engine,
     tls::{ServerTls, UpstreamTls},
     transport::{Accepted, ConnectionHandler, prefixed::Prefixed, sniff},
@@ -135,6 +135,7 @@ pub struct Intercept {
     hook: Arc<dyn ExchangeHook>,
     engine: Option<Arc<Engine>>,
     shutdown: CancellationToken,
+    pods: Arc<dyn PodDirectory>,
 }
 
 impl Intercept {
@@ -161,7 +162,15 @@ impl Intercept {
             hook: parts.hook,
             engine: parts.engine,
             shutdown: parts.shutdown,
+            pods: Arc::new(NoPodDirectory),
         }
+    }
+
+    /// Names pods from `pods` (a Kubernetes API watch) instead of leaving them unnamed.
+    #[must_use]
+    pub fn with_pod_directory(mut self, pods: Arc<dyn PodDirectory>) -> Self {
+        self.pods = pods;
+        self
     }
 
     /// The proxy's metrics.
@@ -177,7 +186,9 @@ impl Intercept {
 
 impl ConnectionHandler for Intercept {
     async fn handle(self: Arc<Self>, conn: Accepted) {
-        let details = ProcessDetails::inspect(conn.redirect.process.pid);
+        let mut details = ProcessDetails::inspect(conn.redirect.process.pid);
+        // A map read: the directory is filled by its own watch task.
+        details.resolve_pod(self.pods.as_ref());
         self.recent.opened(&conn, &details);
         let Accepted {
             id,
