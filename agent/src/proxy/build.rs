@@ -115,7 +115,11 @@ pub fn from_config(
             shutdown: shutdown.clone(),
         },
     )
-    .with_pod_directory(pods);
+    .with_pod_directory(pods)
+    .with_docker_names(Arc::new(crate::identity::DockerNames::new(
+        crate::identity::DOCKER_SOCKET,
+        std::time::Duration::from_millis(250),
+    )));
     info!(ca = %ca.paths().cert.display(), names = covered.len(), "TLS interception is on");
     Ok(Built {
         handler: Arc::new(handler),

@@ -51,7 +51,7 @@ use self::{
 use crate::{
     admin::{metrics::TransportMetrics, status::RecentConnections},
     config::{ProxyConfig, UpstreamConfig},
-    identity::{NoPodDirectory, PodDirectory, ProcessDetails},
+    identity::{DockerNames, NoPodDirectory, PodDirectory, ProcessDetails},
     llm::Engine,
     tls::{ServerTls, UpstreamTls},
     transport::{Accepted, ConnectionHandler, prefixed::Prefixed, sniff},
@@ -136,6 +136,7 @@ pub struct Intercept {
     engine: Option<Arc<Engine>>,
     shutdown: CancellationToken,
     pods: Arc<dyn PodDirectory>,
+    docker: Option<Arc<DockerNames>>,
 }
 
 impl Intercept {
@@ -163,6 +164,7 @@ impl Intercept {
             engine: parts.engine,
             shutdown: parts.shutdown,
             pods: Arc::new(NoPodDirectory),
+            docker: None,
         }
     }
 
@@ -170,6 +172,13 @@ impl Intercept {
     #[must_use]
     pub fn with_pod_directory(mut self, pods: Arc<dyn PodDirectory>) -> Self {
         self.pods = pods;
+        self
+    }
+
+    /// Names Docker containers from the Docker Engine socket.
+    #[must_use]
+    pub fn with_docker_names(mut self, names: Arc<DockerNames>) -> Self {
+        self.docker = Some(names);
         self
     }
 
@@ -189,6 +198,10 @@ impl ConnectionHandler for Intercept {
         let mut details = ProcessDetails::inspect(conn.redirect.process.pid);
         // A map read: the directory is filled by its own watch task.
         details.resolve_pod(self.pods.as_ref());
+        if let Some(names) = &self.docker {
+            // Cached after the first connection of a container; bounded by a short timeout.
+            details.resolve_container_name(names).await;
+        }
         self.recent.opened(&conn, &details);
         let Accepted {
             id,
