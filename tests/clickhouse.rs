@@ -371,7 +371,7 @@ async fn migrate_upgrades_a_table_of_the_previous_schema() {
     );
     assert_eq!(
         migrate::migrate(&client, ch_cfg, timeout).await.unwrap(),
-        [2, 3]
+        [2, 3, 4]
     );
     migrate::check_columns(&client, ch_cfg, timeout)
         .await

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dns;
 pub mod ebpf;
 pub mod identity;
+pub mod kube;
 pub mod llm;
 pub mod netns;
 pub mod proxy;

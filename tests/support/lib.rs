@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod clickhouse;
 pub mod dns;
 pub mod echo;
+pub mod fake_kube;
 pub mod fake_llm;
 pub mod net;
 pub mod netns;

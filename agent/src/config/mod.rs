@@ -45,6 +45,8 @@ pub struct Config {
     pub sink: crate::sink::SinkConfig,
     /// LLM traffic analysis: capture limits, detectors, enforcement policy, pricing.
     pub llm: crate::llm::LlmConfig,
+    /// Pod names from the Kubernetes API.
+    pub kubernetes: crate::kube::KubernetesConfig,
 }
 
 impl Default for Config {
@@ -60,6 +62,7 @@ impl Default for Config {
             ca: CaConfig::default(),
             sink: crate::sink::SinkConfig::default(),
             llm: crate::llm::LlmConfig::default(),
+            kubernetes: crate::kube::KubernetesConfig::default(),
         }
     }
 }
@@ -292,10 +295,17 @@ mod docs_tests {
         let defaults = toml::Value::try_from(super::Config::default()).expect("serialize");
         let mut missing = Vec::new();
         walk(&defaults, "", &mut |key, value| {
-            let line = reference
+            // Keys of different sections may share a name (`enabled`): any of its lines may
+            // show the default.
+            let lines: Vec<&str> = reference
                 .lines()
                 .map(|l| l.trim_start_matches("# ").trim_start())
-                .find(|l| l.starts_with(&format!("{key} =")));
+                .filter(|l| l.starts_with(&format!("{key} =")))
+                .collect();
+            let line = lines
+                .iter()
+                .find(|l| l.contains(value.as_str()))
+                .or(lines.first());
             match line {
                 None => missing.push(format!("{key} (not documented)")),
                 Some(l) if !value.is_empty() && !l.contains(value.as_str()) => {

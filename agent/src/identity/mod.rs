@@ -5,6 +5,7 @@
 //! here, in which case the kernel-side facts (pid, uid, comm, cgroup id) still attribute it.
 
 mod cgroup_path;
+mod docker;
 mod k8s;
 mod mask;
 mod runtime;
@@ -12,6 +13,7 @@ mod runtime;
 use serde::{Deserialize, Serialize};
 
 pub use cgroup_path::{container, container_id, pod_uid};
+pub use docker::{DOCKER_SOCKET, DockerError, DockerNames};
 pub use k8s::{NoPodDirectory, PodDirectory, PodMeta};
 pub use mask::mask_cmdline;
 pub use runtime::ContainerRuntime;
@@ -38,6 +40,9 @@ pub struct ProcessDetails {
     /// Inode of the process's network namespace (`/proc/PID/ns/net`).
     #[serde(default)]
     pub netns: Option<u64>,
+    /// Docker's name of the container, when the Docker socket knows it.
+    #[serde(default)]
+    pub container_name: Option<String>,
 }
 
 /// The command line is for display: keep rows bounded.
@@ -87,6 +92,7 @@ impl ProcessDetails {
             pod_uid,
             pod: None,
             netns,
+            container_name: None,
         }
     }
 }

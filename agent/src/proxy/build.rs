@@ -37,6 +37,8 @@ pub enum BuildError {
     Roots(#[from] RootsError),
     #[error("API key fingerprint key: {0}")]
     FingerprintKey(#[from] KeyError),
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kube::KubeError),
 }
 
 /// The handler and the receiving end of its exchange records.
@@ -98,6 +100,7 @@ pub fn from_config(
         )?,
     );
     let (tee, records) = RecordTee::channel(config.proxy.record_channel_capacity, metrics.clone());
+    let pods = crate::kube::start(&config.kubernetes, registry, shutdown)?;
     let handler = Intercept::new(
         &config.proxy,
         &config.upstream,
@@ -115,7 +118,12 @@ pub fn from_config(
             shutdown: shutdown.clone(),
             uninspectable: config.intercept.uninspectable,
         },
-    );
+    )
+    .with_pod_directory(pods)
+    .with_docker_names(Arc::new(crate::identity::DockerNames::new(
+        crate::identity::DOCKER_SOCKET,
+        std::time::Duration::from_millis(250),
+    )));
     info!(ca = %ca.paths().cert.display(), names = covered.len(), "TLS interception is on");
     Ok(Built {
         handler: Arc::new(handler),

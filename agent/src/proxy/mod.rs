@@ -51,7 +51,7 @@ use self::{
 use crate::{
     admin::{metrics::TransportMetrics, status::RecentConnections},
     config::{ProxyConfig, UpstreamConfig},
-    identity::ProcessDetails,
+    identity::{DockerNames, NoPodDirectory, PodDirectory, ProcessDetails},
     llm::Engine,
     tls::{ServerTls, UpstreamTls},
     transport::{Accepted, ConnectionHandler, prefixed::Prefixed, sniff},
@@ -141,6 +141,8 @@ pub struct Intercept {
     hook: Arc<dyn ExchangeHook>,
     engine: Option<Arc<Engine>>,
     shutdown: CancellationToken,
+    pods: Arc<dyn PodDirectory>,
+    docker: Option<Arc<DockerNames>>,
 }
 
 impl Intercept {
@@ -172,7 +174,23 @@ impl Intercept {
             hook: parts.hook,
             engine: parts.engine,
             shutdown: parts.shutdown,
+            pods: Arc::new(NoPodDirectory),
+            docker: None,
         }
+    }
+
+    /// Names pods from `pods` (a Kubernetes API watch) instead of leaving them unnamed.
+    #[must_use]
+    pub fn with_pod_directory(mut self, pods: Arc<dyn PodDirectory>) -> Self {
+        self.pods = pods;
+        self
+    }
+
+    /// Names Docker containers from the Docker Engine socket.
+    #[must_use]
+    pub fn with_docker_names(mut self, names: Arc<DockerNames>) -> Self {
+        self.docker = Some(names);
+        self
     }
 
     /// The proxy's metrics.
@@ -188,7 +206,13 @@ impl Intercept {
 
 impl ConnectionHandler for Intercept {
     async fn handle(self: Arc<Self>, conn: Accepted) {
-        let details = ProcessDetails::inspect(conn.redirect.process.pid);
+        let mut details = ProcessDetails::inspect(conn.redirect.process.pid);
+        // A map read: the directory is filled by its own watch task.
+        details.resolve_pod(self.pods.as_ref());
+        if let Some(names) = &self.docker {
+            // Cached after the first connection of a container; bounded by a short timeout.
+            details.resolve_container_name(names).await;
+        }
         self.recent.opened(&conn, &details);
         let Accepted {
             id,

@@ -172,6 +172,11 @@ pub const MIGRATIONS: &[Migration] = &[
             legacy: ddl!("legacy-18.16", "0003_k8s_pod_uid_index.sql"),
         },
     },
+    Migration {
+        version: 4,
+        name: "container_name",
+        change: Change::AddColumns(&["container_name"]),
+    },
 ];
 
 /// Columns older agents wrote and this one no longer does; they stay in the table for the

@@ -223,6 +223,8 @@ trace_row! {
         tools_offered: Vec<String> => "Array(LowCardinality(String))",
         /// Stream events or documents the analysis could not parse.
         parse_errors: u32 => "UInt32",
+        /// Docker's name of the container (from the Docker socket); empty otherwise.
+        container_name: String => "String",
     }
 }
 

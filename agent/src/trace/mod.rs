@@ -80,6 +80,7 @@ fn fill_identity(row: &mut TraceRow, d: &ProcessDetails) {
     row.container_runtime = d.container_runtime;
     row.k8s_pod_uid = d.pod_uid.clone().unwrap_or_default();
     row.netns = d.netns.unwrap_or(0);
+    row.container_name = d.container_name.clone().unwrap_or_default();
     if let Some(pod) = &d.pod {
         row.k8s_namespace.clone_from(&pod.namespace);
         row.k8s_pod.clone_from(&pod.pod);
