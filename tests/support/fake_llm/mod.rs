@@ -138,11 +138,19 @@ impl FakeLlm {
     pub fn start_paced(addr: &str, pacing: Pacing) -> Self {
         let addr: SocketAddr = addr.parse().expect("addr");
         assert!(addr.ip().is_loopback(), "fake providers bind loopback only");
-        Self::start_on(std::net::TcpListener::bind(addr).expect("bind fake provider"))
+        Self::start_on_paced(
+            std::net::TcpListener::bind(addr).expect("bind fake provider"),
+            pacing,
+        )
     }
 
     /// Serves on `listener`, bound by the caller (inside a test network namespace).
     pub fn start_on(listener: std::net::TcpListener) -> Self {
+        Self::start_on_paced(listener, Pacing::default())
+    }
+
+    /// Serves on `listener`, pacing streams with `pacing`.
+    pub fn start_on_paced(listener: std::net::TcpListener, pacing: Pacing) -> Self {
         listener.set_nonblocking(true).expect("nonblocking");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
