@@ -315,6 +315,12 @@ async fn invalid_rows_go_to_dead_letter_and_the_rest_flows() {
     assert_eq!(std::fs::read(data[0]).unwrap(), garbage);
     let note = std::fs::read_to_string(data[0].with_extension("error.txt")).unwrap();
     assert!(note.contains("Code: "), "{note}");
+    // The note names the rows' columns, so the file stays insertable by hand.
+    assert!(
+        note.contains(&format!("\ncolumns: {}\n", column_list())),
+        "{note}"
+    );
+    assert!(note.contains("\nstructure: `trace_id` UUID, "), "{note}");
 
     for n in 20..30 {
         assert!(h.record(row(n)));
@@ -544,4 +550,322 @@ async fn chdb_accepts_the_production_ddl_and_the_exact_bytes_sent() {
     );
     assert!(report.contains("upgrade_missing=[]"), "{report}");
     assert!(report.contains("'idx_k8s_pod_uid'"), "{report}");
+}
+
+/// The RowBinary encoder of the release before spool segments carried their column layout
+/// (a faithful port of its `sink::rowbinary::encode`), over today's row plus the `pod_uid`
+/// column that release wrote. Its bytes are what such an agent left in its spool.
+mod legacy {
+    use std::net::{IpAddr, Ipv6Addr};
+
+    use llmtrace_agent::sink::TraceRow;
+    use llmtrace_agent::sink::rowbinary::{put_str, put_varint};
+
+    fn put_opt<T>(out: &mut Vec<u8>, v: Option<T>, put: impl FnOnce(&mut Vec<u8>, T)) {
+        match v {
+            None => out.push(1),
+            Some(v) => {
+                out.push(0);
+                put(out, v);
+            }
+        }
+    }
+
+    fn put_array<T>(out: &mut Vec<u8>, items: &[T], mut put: impl FnMut(&mut Vec<u8>, &T)) {
+        put_varint(out, items.len() as u64);
+        for item in items {
+            put(out, item);
+        }
+    }
+
+    fn ipv6(addr: IpAddr) -> Ipv6Addr {
+        match addr {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        }
+    }
+
+    pub fn encode(row: &TraceRow, pod_uid: &str, out: &mut Vec<u8>) {
+        let (hi, lo) = row.trace_id.as_u64_pair();
+        out.extend_from_slice(&hi.to_le_bytes());
+        out.extend_from_slice(&lo.to_le_bytes());
+        out.extend_from_slice(&row.connection_id.to_le_bytes());
+        out.extend_from_slice(&row.start_time.to_le_bytes());
+        put_opt(out, row.first_byte_time, |o, v| {
+            o.extend_from_slice(&v.to_le_bytes());
+        });
+        out.extend_from_slice(&row.end_time.to_le_bytes());
+        put_str(out, &row.host);
+        out.extend_from_slice(&row.pid.to_le_bytes());
+        out.extend_from_slice(&row.uid.to_le_bytes());
+        for s in [&row.comm, &row.exe, &row.cmdline, &row.container_id] {
+            put_str(out, s);
+        }
+        put_str(out, pod_uid);
+        out.extend_from_slice(&ipv6(row.dst_addr).octets());
+        out.extend_from_slice(&row.dst_port.to_le_bytes());
+        for s in [
+            &row.sni,
+            &row.alpn,
+            &row.http_version,
+            &row.method,
+            &row.path,
+        ] {
+            put_str(out, s);
+        }
+        put_opt(out, row.status, |o, v| {
+            o.extend_from_slice(&v.to_le_bytes());
+        });
+        for s in [&row.provider, &row.api, &row.model, &row.response_model] {
+            put_str(out, s);
+        }
+        out.push(u8::from(row.stream));
+        put_opt(out, row.ttft_ms, |o, v| {
+            o.extend_from_slice(&v.to_le_bytes());
+        });
+        out.extend_from_slice(&row.duration_ms.to_le_bytes());
+        put_array(out, &row.token_kinds, |o, s| put_str(o, s));
+        put_array(out, &row.token_counts, |o, v| {
+            o.extend_from_slice(&v.to_le_bytes());
+        });
+        put_opt(out, row.input_tokens, |o, v| {
+            o.extend_from_slice(&v.to_le_bytes());
+        });
+        put_opt(out, row.output_tokens, |o, v| {
+            o.extend_from_slice(&v.to_le_bytes());
+        });
+        put_opt(out, row.cost_usd, |o, v| {
+            o.extend_from_slice(&v.to_le_bytes());
+        });
+        put_str(out, &row.request_body);
+        put_str(out, &row.response_body);
+        for v in [
+            row.request_bytes,
+            row.response_bytes,
+            row.request_dropped_bytes,
+            row.response_dropped_bytes,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        put_array(out, &row.tool_calls, |o, t| put_str(o, &t.id));
+        put_array(out, &row.tool_calls, |o, t| put_str(o, &t.name));
+        put_array(out, &row.tool_calls, |o, t| put_str(o, &t.arguments));
+        put_array(out, &row.findings, |o, f| put_str(o, &f.kind));
+        put_array(out, &row.findings, |o, f| put_str(o, &f.severity));
+        put_array(out, &row.findings, |o, f| {
+            o.extend_from_slice(&f.confidence.to_le_bytes());
+        });
+        put_array(out, &row.findings, |o, f| put_str(o, &f.location));
+        put_array(out, &row.findings, |o, f| put_str(o, &f.excerpt));
+        put_str(out, &row.action);
+        out.push(u8::from(row.capture_complete));
+        put_str(out, &row.api_key_fingerprint);
+        put_opt(out, row.error.as_deref(), put_str);
+        out.push(u8::from(row.intercepted));
+        put_str(out, &row.not_intercepted_reason);
+    }
+}
+
+fn legacy_pod_uid(n: u64) -> String {
+    format!("0d6a2f7e-91c4-4b2d-8a3e-{n:012}")
+}
+
+/// Writes rows `range` as the previous release spooled them: segment files of framed
+/// records with no layout header, `per_segment` rows each. Returns the rows' bytes.
+fn write_legacy_spool(
+    spool_dir: &Path,
+    first_segment: u64,
+    range: std::ops::Range<u64>,
+    per_segment: usize,
+) -> Vec<u8> {
+    std::fs::create_dir_all(spool_dir).unwrap();
+    let mut all = Vec::new();
+    let ns: Vec<u64> = range.collect();
+    for (i, chunk) in ns.chunks(per_segment).enumerate() {
+        let mut seg = Vec::new();
+        for &n in chunk {
+            let mut payload = Vec::new();
+            legacy::encode(&row(n), &legacy_pod_uid(n), &mut payload);
+            spool::frame(&payload, 1_764_000_000_000_000, &mut seg);
+            all.extend_from_slice(&payload);
+        }
+        let path = spool_dir.join(format!("{:020}.seg", first_segment + i as u64));
+        std::fs::write(path, seg).unwrap();
+    }
+    all
+}
+
+/// Checks that legacy rows `range` are in the table exactly once, byte for byte in the old
+/// layout's columns, with every column added since at its default (the pod UID through
+/// `k8s_pod_uid DEFAULT pod_uid`). Delivery is at least once: when an insert was retried (a
+/// client timeout on a loaded machine), a repeat may have landed, which collapses on
+/// `trace_id`; the count is then checked after deduplication (`FINAL`) only.
+fn assert_legacy_rows_landed(
+    ch: &ClickHouseServer,
+    range: std::ops::Range<u64>,
+    bytes: &[u8],
+    retried: bool,
+) {
+    let (lo, hi) = (range.start, range.end);
+    let rows = hi - lo;
+    let within = format!("connection_id >= {lo} AND connection_id < {hi}");
+    let raw = ch.query_u64(&format!("SELECT count() FROM {TABLE} WHERE {within}"));
+    if !retried {
+        assert_eq!(raw, rows, "every legacy row exactly once");
+    }
+    assert_eq!(
+        ch.query_u64(&format!("SELECT count() FROM {TABLE} FINAL WHERE {within}")),
+        rows,
+        "every legacy row once after deduplication (raw: {raw})"
+    );
+    assert_eq!(
+        ch.query_u64(&format!(
+            "SELECT uniqExact(trace_id) FROM {TABLE} WHERE {within}"
+        )),
+        rows
+    );
+    let got = ch.query(&format!(
+        "SELECT {} FROM {TABLE} FINAL WHERE {within} ORDER BY connection_id FORMAT RowBinary",
+        spool::LEGACY_LAYOUT.insert_columns()
+    ));
+    assert!(
+        got == bytes,
+        "legacy rows read back differ from what was spooled"
+    );
+    assert_eq!(
+        ch.query_u64(&format!(
+            "SELECT count() FROM {TABLE} FINAL WHERE {within} AND exchange_seq = 0 AND upstream_alpn = '' \
+             AND request_id = '' AND max_tokens IS NULL AND temperature IS NULL AND usage_estimated = 0 \
+             AND first_body_byte_ms IS NULL AND response_chunks = 0 AND container_runtime = '' \
+             AND node = '' AND netns = 0 AND agent_version = '' AND cluster = '' \
+             AND length(tools_offered) = 0 AND parse_errors = 0 \
+             AND k8s_pod_uid = pod_uid AND k8s_pod_uid != ''"
+        )),
+        rows,
+        "new columns at their defaults"
+    );
+}
+
+/// An agent upgraded with rows still in its spool: the previous release's segments (no
+/// layout header) ship after the upgrade, all of them, once, none dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_spooled_by_the_previous_release_ship_after_the_upgrade() {
+    const ROWS: u64 = 1_200;
+    let ch = ClickHouseServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let spool_dir = state.path().join("spool");
+    // Three segments: the batch (500 rows) crosses segment ends within the old layout.
+    let bytes = write_legacy_spool(&spool_dir, 1, 0..ROWS, 450);
+
+    let (h, task) = Sink::start(&config(&ch.url()), state.path(), SinkMetrics::default()).unwrap();
+    wait_until("legacy rows shipped", Duration::from_mins(2), || {
+        h.metrics().rows_shipped.get() == ROWS && h.metrics().spool_bytes.get() == 0
+    })
+    .await;
+    assert_eq!(h.metrics().rows_failed.get(), 0);
+    assert_eq!(h.metrics().dropped_count(DropReason::Corrupt), 0);
+    let retried = h.metrics().insert_retries.get() > 0;
+    stop(h, task).await;
+    assert!(
+        !spool_dir.join("dead-letter").exists(),
+        "nothing dead-lettered"
+    );
+    assert_legacy_rows_landed(&ch, 0..ROWS, &bytes, retried);
+    assert_eq!(
+        ch.query_u64(&format!("SELECT count() FROM {TABLE} FINAL")),
+        ROWS
+    );
+}
+
+/// A spool holding segments of three layouts — the previous release's (no header), one
+/// with a header naming a few columns (as another release might write), and this build's —
+/// ships every row, each layout with its own column list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_of_several_layouts_ships_every_layout() {
+    const LEGACY: u64 = 300;
+    const SMALL: u64 = 50;
+    const CURRENT: u64 = 200;
+    let ch = ClickHouseServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let spool_dir = state.path().join("spool");
+    let legacy_bytes = write_legacy_spool(&spool_dir, 1, 0..LEGACY, 1_000);
+
+    // Segment 2: a header-carrying layout with only five columns.
+    let small = spool::Layout::parse(
+        b"llmtrace-spool-layout 1\ntrace_id UUID\nconnection_id UInt64\n\
+          start_time DateTime64(6, 'UTC')\nend_time DateTime64(6, 'UTC')\nmodel LowCardinality(String)\n",
+    )
+    .unwrap();
+    let mut seg = Vec::new();
+    small.write_header(1, &mut seg);
+    for n in LEGACY..LEGACY + SMALL {
+        let r = row(n);
+        let mut p = Vec::new();
+        let (hi, lo) = r.trace_id.as_u64_pair();
+        p.extend_from_slice(&hi.to_le_bytes());
+        p.extend_from_slice(&lo.to_le_bytes());
+        p.extend_from_slice(&n.to_le_bytes());
+        p.extend_from_slice(&r.start_time.to_le_bytes());
+        p.extend_from_slice(&r.end_time.to_le_bytes());
+        rowbinary::put_str(&mut p, "small-layout-model");
+        spool::frame(&p, 1, &mut seg);
+    }
+    std::fs::write(spool_dir.join(format!("{:020}.seg", 2)), seg).unwrap();
+
+    // Rows of this build, spooled while ClickHouse is not configured.
+    let current: Vec<TraceRow> = (LEGACY + SMALL..LEGACY + SMALL + CURRENT)
+        .map(row)
+        .collect();
+    {
+        let mut offline = config(&ch.url());
+        offline.clickhouse.url = None;
+        let (h, task) = Sink::start(&offline, state.path(), SinkMetrics::default()).unwrap();
+        for r in &current {
+            assert!(h.record(r.clone()));
+        }
+        stop(h, task).await;
+    }
+    assert!(
+        segments(&spool_dir).len() >= 3,
+        "{:?}",
+        segments(&spool_dir)
+    );
+
+    let total = LEGACY + SMALL + CURRENT;
+    let (h, task) = Sink::start(&config(&ch.url()), state.path(), SinkMetrics::default()).unwrap();
+    wait_until("every layout shipped", Duration::from_mins(2), || {
+        h.metrics().rows_shipped.get() == total && h.metrics().spool_bytes.get() == 0
+    })
+    .await;
+    assert_eq!(h.metrics().rows_failed.get(), 0);
+    let retried = h.metrics().insert_retries.get() > 0;
+    stop(h, task).await;
+    assert!(
+        !spool_dir.join("dead-letter").exists(),
+        "nothing dead-lettered"
+    );
+    let raw = ch.query_u64(&format!("SELECT count() FROM {TABLE}"));
+    if !retried {
+        assert_eq!(raw, total, "every row exactly once");
+    }
+    assert_eq!(
+        ch.query_u64(&format!("SELECT count() FROM {TABLE} FINAL")),
+        total,
+        "raw: {raw}"
+    );
+
+    assert_legacy_rows_landed(&ch, 0..LEGACY, &legacy_bytes, retried);
+    let small_rows = ch.query_text(&format!(
+        "SELECT count(), uniqExact(trace_id), countIf(model = 'small-layout-model' AND host = '' \
+         AND status IS NULL AND pod_uid = '' AND exchange_seq = 0) FROM {TABLE} FINAL \
+         WHERE connection_id >= {LEGACY} AND connection_id < {} FORMAT TSV",
+        LEGACY + SMALL
+    ));
+    assert_eq!(small_rows, format!("{SMALL}\t{SMALL}\t{SMALL}"));
+    let bytes = ch.query(&format!(
+        "SELECT {} FROM {TABLE} FINAL WHERE connection_id >= {} ORDER BY connection_id FORMAT RowBinary",
+        column_list(),
+        LEGACY + SMALL
+    ));
+    assert_eq!(rowbinary::decode_all(&bytes).unwrap(), current);
 }

@@ -1,11 +1,13 @@
 //! Quarantine for rows ClickHouse rejects as invalid.
 //!
-//! Each rejected piece is written as `<name>.rowbinary` (insertable as is
-//! with `INSERT INTO ... FORMAT RowBinary` once the cause is fixed) next to
-//! `<name>.error.txt` with the server's message. Writing it is data loss
-//! from the table's point of view, so it is logged at ERROR. The directory is
-//! capped in bytes: a server that rejects everything must not fill the disk,
-//! so beyond the cap the oldest pieces are deleted (counted, logged at ERROR).
+//! Each rejected piece is written as `<name>.rowbinary` next to
+//! `<name>.error.txt` with the server's message and the column layout the
+//! rows were encoded with: the `columns:` line is the list to name in
+//! `INSERT INTO t (<columns>) FORMAT RowBinary` once the cause is fixed, the
+//! `structure:` line their types. Writing it is data loss from the table's
+//! point of view, so it is logged at ERROR. The directory is capped in bytes:
+//! a server that rejects everything must not fill the disk, so beyond the cap
+//! the oldest pieces are deleted (counted, logged at ERROR).
 
 use std::fs;
 use std::io::Write;
@@ -13,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::metrics::{DropReason, SinkMetrics};
-use super::spool::SpoolError;
+use super::spool::{Layout, SpoolError};
 
 const DATA: &str = ".rowbinary";
 const NOTE: &str = ".error.txt";
@@ -56,11 +58,16 @@ impl DeadLetter {
         data: &[u8],
         rows: usize,
         error: &str,
+        layout: &Layout,
     ) -> Result<PathBuf, SpoolError> {
         fs::create_dir_all(&self.dir).map_err(|e| SpoolError::Io(self.dir.clone(), e))?;
         let path = self.dir.join(format!("{name}{DATA}"));
         write_synced(&path, data)?;
-        let note = format!("rows: {rows}\nerror: {error}\n");
+        let note = format!(
+            "rows: {rows}\nerror: {error}\ncolumns: {}\nstructure: {}\n",
+            layout.insert_columns(),
+            layout.structure()
+        );
         write_synced(&self.dir.join(format!("{name}{NOTE}")), note.as_bytes())?;
         tracing::error!(path = %path.display(), rows, error, "ClickHouse rejected rows as invalid; moved them to the dead-letter directory");
         self.enforce_cap();
@@ -142,20 +149,35 @@ fn write_synced(path: &Path, data: &[u8]) -> Result<(), SpoolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::spool::CURRENT_LAYOUT;
 
     #[test]
     fn the_directory_stays_under_its_cap_by_dropping_the_oldest() {
         let dir = tempfile::tempdir().unwrap();
         let m = SinkMetrics::default();
-        let dl = DeadLetter::new(dir.path(), 3000, m.clone());
+        // A piece is its data plus its note (which lists the layout's columns): size the cap
+        // from a real piece so that two and a half pieces fit.
+        let probe = DeadLetter::new(&dir.path().join("probe"), u64::MAX, m.clone());
+        probe
+            .write("p", &[0; 1000], 2, "bad row", &CURRENT_LAYOUT)
+            .unwrap();
+        let piece: u64 = probe.pieces().iter().map(|p| p.bytes).sum();
+        let cap = piece * 5 / 2;
+        let dl = DeadLetter::new(dir.path(), cap, m.clone());
         for i in 0..5u8 {
-            dl.write(&format!("piece{i}"), &[i; 1000], 2, "bad row")
-                .unwrap();
+            dl.write(
+                &format!("piece{i}"),
+                &[i; 1000],
+                2,
+                "bad row",
+                &CURRENT_LAYOUT,
+            )
+            .unwrap();
             // Distinct modification times, oldest first.
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let left: u64 = dl.pieces().iter().map(|p| p.bytes).sum();
-        assert!(left <= 3000, "{left} bytes left");
+        assert!(left <= cap, "{left} bytes left");
         let mut names: Vec<String> = dl.pieces().into_iter().map(|p| p.name).collect();
         names.sort();
         assert_eq!(names, ["piece3", "piece4"]);
@@ -170,7 +192,8 @@ mod tests {
         let m = SinkMetrics::default();
         let dl = DeadLetter::new(dir.path(), 1 << 20, m.clone());
         for i in 0..3 {
-            dl.write(&format!("p{i}"), b"rows", 1, "bad").unwrap();
+            dl.write(&format!("p{i}"), b"rows", 1, "bad", &CURRENT_LAYOUT)
+                .unwrap();
         }
         assert_eq!(dl.pieces().len(), 3);
         assert_eq!(m.dropped_count(DropReason::DeadLetterFull), 0);

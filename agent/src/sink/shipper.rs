@@ -20,8 +20,7 @@ use super::deadletter::DeadLetter;
 use super::metrics::SinkMetrics;
 use super::migrate::{self, Flavor, MigrateError};
 use super::retry::{Backoff, Class, classify};
-use super::rowbinary::COLUMNS;
-use super::spool::{Batch, SpoolError, SpoolReader};
+use super::spool::{Batch, CURRENT_LAYOUT, Layout, SpoolError, SpoolReader};
 
 /// Chunk size handed to the HTTP body (each chunk is one LZ4 block).
 const CHUNK: usize = 1 << 20;
@@ -36,6 +35,17 @@ enum ShipError {
     /// The spool or dead-letter files failed.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+}
+
+/// A batch being shipped: its rows and how to insert them.
+struct Rows {
+    data: Bytes,
+    /// End offset in `data` of each row.
+    ends: Vec<usize>,
+    /// Their column layout.
+    layout: std::sync::Arc<Layout>,
+    /// The INSERT naming that layout's columns.
+    sql: String,
 }
 
 /// Outcome of one insert with retries.
@@ -54,7 +64,6 @@ pub struct Shipper {
     dead: DeadLetter,
     /// Becomes true once the writer has committed its last row: drain and stop.
     draining: watch::Receiver<bool>,
-    insert_sql: String,
     flavor: Option<Flavor>,
 }
 
@@ -68,16 +77,6 @@ impl Shipper {
         draining: watch::Receiver<bool>,
     ) -> Result<Self, ClientError> {
         let client = client::build(cfg)?;
-        let insert_sql = format!(
-            "INSERT INTO {}.{} ({}) FORMAT RowBinary",
-            cfg.database,
-            cfg.table,
-            COLUMNS
-                .iter()
-                .map(|c| format!("`{c}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
         Ok(Self {
             reader,
             client,
@@ -85,7 +84,6 @@ impl Shipper {
             metrics,
             dead,
             draining,
-            insert_sql,
             flavor: None,
         })
     }
@@ -188,7 +186,10 @@ impl Shipper {
             let limit = *committed.borrow_and_update();
             self.reader
                 .fill(&mut batch, self.cfg.batch_rows, self.cfg.batch_bytes, limit)?;
-            if batch.rows() >= self.cfg.batch_rows || batch.data.len() >= self.cfg.batch_bytes {
+            if batch.sealed
+                || batch.rows() >= self.cfg.batch_rows
+                || batch.data.len() >= self.cfg.batch_bytes
+            {
                 return Ok(Some(batch));
             }
             let draining = self.is_draining();
@@ -223,9 +224,21 @@ impl Shipper {
         }
         let seq = self.reader.begin(&batch)?;
         let token = format!("{}-{seq}", self.reader.spool_id());
-        let data = Bytes::from(batch.data);
-        let ends = batch.row_ends;
-        self.ship_rows(&data, &ends, 0, ends.len(), token).await?;
+        let layout = batch.layout.unwrap_or_else(|| CURRENT_LAYOUT.clone());
+        if !std::sync::Arc::ptr_eq(&layout, &CURRENT_LAYOUT) {
+            tracing::info!(
+                rows = batch.row_ends.len(),
+                columns = layout.names().count(),
+                "shipping rows spooled with another column layout (written before an upgrade or downgrade)"
+            );
+        }
+        let rows = Rows {
+            data: Bytes::from(batch.data),
+            ends: batch.row_ends,
+            sql: self.insert_sql(&layout),
+            layout,
+        };
+        self.ship_rows(&rows, 0, rows.ends.len(), token).await?;
         self.reader.ack(batch.end)?;
         Ok(())
     }
@@ -234,21 +247,21 @@ impl Shipper {
     /// them until the bad rows are isolated and quarantines only those.
     async fn ship_rows(
         &mut self,
-        data: &Bytes,
-        ends: &[usize],
+        rows: &Rows,
         lo: usize,
         hi: usize,
         token: String,
     ) -> Result<(), ShipError> {
+        let ends = &rows.ends;
         let start = if lo == 0 { 0 } else { ends[lo - 1] };
-        let piece = data.slice(start..ends[hi - 1]);
-        match self.send(&piece, &token).await? {
+        let piece = rows.data.slice(start..ends[hi - 1]);
+        match self.send(&rows.sql, &piece, &token).await? {
             Sent::Ok => {
                 self.metrics.rows_shipped.inc_by((hi - lo) as u64);
                 Ok(())
             }
             Sent::Invalid(error) if hi - lo == 1 => {
-                self.dead.write(&token, &piece, 1, &error)?;
+                self.dead.write(&token, &piece, 1, &error, &rows.layout)?;
                 self.metrics.rows_failed.inc();
                 Ok(())
             }
@@ -259,21 +272,21 @@ impl Shipper {
                     "ClickHouse rejected a batch as invalid; splitting it to isolate the bad rows"
                 );
                 let mid = lo + (hi - lo) / 2;
-                Box::pin(self.ship_rows(data, ends, lo, mid, format!("{token}a"))).await?;
-                Box::pin(self.ship_rows(data, ends, mid, hi, format!("{token}b"))).await
+                Box::pin(self.ship_rows(rows, lo, mid, format!("{token}a"))).await?;
+                Box::pin(self.ship_rows(rows, mid, hi, format!("{token}b"))).await
             }
         }
     }
 
     /// One insert, retried with backoff until it succeeds or is invalid.
-    async fn send(&mut self, data: &Bytes, token: &str) -> Result<Sent, ShipError> {
+    async fn send(&mut self, sql: &str, data: &Bytes, token: &str) -> Result<Sent, ShipError> {
         let mut backoff = Backoff::new(
             FIRST_BACKOFF,
             Duration::from_millis(self.cfg.max_backoff_ms),
         );
         loop {
             let started = Instant::now();
-            match self.insert(data, token).await {
+            match self.insert(sql, data, token).await {
                 Ok(()) => {
                     self.metrics
                         .batch_latency_seconds
@@ -297,11 +310,22 @@ impl Shipper {
         }
     }
 
-    async fn insert(&self, data: &Bytes, token: &str) -> clickhouse::error::Result<()> {
+    /// The INSERT for rows of `layout`: it names the layout's columns, so the
+    /// table's other columns take their DEFAULT.
+    fn insert_sql(&self, layout: &Layout) -> String {
+        format!(
+            "INSERT INTO {}.{} ({}) FORMAT RowBinary",
+            self.cfg.database,
+            self.cfg.table,
+            layout.insert_columns()
+        )
+    }
+
+    async fn insert(&self, sql: &str, data: &Bytes, token: &str) -> clickhouse::error::Result<()> {
         let t = Some(self.timeout());
         let mut insert = self
             .client
-            .insert_formatted_with(self.insert_sql.clone())
+            .insert_formatted_with(sql.to_owned())
             .with_timeouts(t, t);
         match self.flavor {
             Some(Flavor::Modern) => {

@@ -6,6 +6,16 @@
 //!   thread appends; the shipper reads. A position is `(segment, offset)`.
 //! - **Records.** `[len][crc32c][written_at][payload]` (see [`record`]); the
 //!   payload is the row's RowBinary encoding, shipped unchanged.
+//! - **Layout header.** Each segment starts with the magic `LTSPOOL1` and one
+//!   record listing the columns (name and type, in RowBinary order) its rows
+//!   were encoded with (see [`layout`]); the header is fsynced before any row.
+//!   A segment without the magic comes from the release before headers and
+//!   holds rows of the frozen [`LEGACY_LAYOUT`]. The shipper batches rows of
+//!   one layout only and names that layout's columns in the INSERT, so rows
+//!   spooled before an upgrade (or downgrade) still insert: columns the layout
+//!   lacks take their DEFAULT. Offsets count from the start of the file, header
+//!   included. A segment whose header is unreadable is renamed
+//!   `NNN.seg.unreadable` (kept, never shipped) with an ERROR and a count.
 //! - **Group commit.** The writer buffers appends and every
 //!   `fsync_interval_ms` flushes and `fdatasync`s, then publishes the new
 //!   committed position. The shipper reads only committed (durable) records.
@@ -20,6 +30,7 @@
 //!   the oldest segment (the reader skips past it) and `drop_newest` refuses
 //!   new rows; both count the lost rows and log at ERROR.
 
+mod layout;
 mod ledger;
 mod reader;
 mod record;
@@ -34,6 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use self::layout::{CURRENT as CURRENT_LAYOUT, LEGACY as LEGACY_LAYOUT, Layout, LayoutError};
 pub use self::ledger::{Inflight, Ledger, LedgerState};
 pub use self::reader::{Batch, SpoolReader};
 pub use self::record::{HEADER_LEN, MAX_PAYLOAD, Next, frame, read_next};
@@ -69,8 +81,11 @@ impl SpoolError {
 /// Per-segment bookkeeping.
 #[derive(Debug, Clone, Copy, Default)]
 struct SegMeta {
+    /// Bytes of records (the layout header is not counted: it holds no rows).
     bytes: u64,
     records: u64,
+    /// Bytes of the layout header before the records; 0 for a legacy segment.
+    header: u64,
 }
 
 #[derive(Debug)]
@@ -135,6 +150,14 @@ fn remove_segment(dir: &Path, id: u64) {
     }
 }
 
+/// Now in µs since the Unix epoch.
+fn now_us() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -152,11 +175,10 @@ pub fn open(
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .map_err(|e| SpoolError::io(dir, e))?;
     let ledger = Ledger::open(dir)?;
-    let segments = recover::recover(dir, ledger.state.acked.segment, metrics)?;
-    let next_id = segments
-        .keys()
-        .next_back()
+    let (segments, last) = recover::recover(dir, ledger.state.acked.segment, metrics)?;
+    let next_id = last
         .map_or(ledger.state.acked.segment, |id| id + 1)
+        .max(ledger.state.acked.segment)
         .max(1);
     let total_bytes = segments.values().map(|m| m.bytes).sum();
     metrics

@@ -6,14 +6,20 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::layout::{Layout, read_head};
 use super::ledger::{Inflight, Ledger};
 use super::record::{Next, framed_len, read_next};
 use super::{Position, Shared, SpoolError, segment_path};
 use crate::sink::metrics::DropReason;
 
-/// Consecutive records read from the spool: concatenated RowBinary rows.
+/// Consecutive records read from the spool: concatenated RowBinary rows, all
+/// of one column layout.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
+    /// The column layout of every row; `None` while empty.
+    pub layout: Option<Arc<Layout>>,
+    /// True when the next record has another layout: nothing more can join.
+    pub sealed: bool,
     /// The rows' RowBinary bytes, back to back.
     pub data: Vec<u8>,
     /// End offset in `data` of each row.
@@ -45,6 +51,10 @@ pub struct SpoolReader {
     ledger: Ledger,
     pos: Position,
     file: Option<BufReader<File>>,
+    /// Layout of the rows of `file`.
+    layout: Option<Arc<Layout>>,
+    /// Layouts seen, so that equal layouts are one shared value.
+    known: Vec<Arc<Layout>>,
     payload: Vec<u8>,
     committed: watch::Receiver<Position>,
 }
@@ -58,6 +68,8 @@ impl SpoolReader {
             ledger,
             pos,
             file: None,
+            layout: None,
+            known: Vec::new(),
             payload: Vec::new(),
             committed,
         }
@@ -96,8 +108,23 @@ impl SpoolReader {
             batch.start = self.pos;
         }
         while batch.rows() < max_rows && batch.data.len() < max_bytes && self.pos < limit {
-            if !self.open_current()? {
+            if !self.open_current(limit)? {
                 break;
+            }
+            if self.file.is_none() {
+                continue; // its header was unreadable: skipped
+            }
+            let layout = self.layout.as_ref().expect("set with the file");
+            match &batch.layout {
+                Some(l) if !Arc::ptr_eq(l, layout) => {
+                    if !batch.is_empty() {
+                        batch.sealed = true;
+                        break;
+                    }
+                    batch.layout = Some(Arc::clone(layout));
+                }
+                Some(_) => {}
+                None => batch.layout = Some(Arc::clone(layout)),
             }
             let file = self.file.as_mut().expect("opened above");
             let next = read_next(file, &mut self.payload);
@@ -173,6 +200,7 @@ impl SpoolReader {
     pub fn seek(&mut self, pos: Position) {
         self.pos = pos;
         self.file = None;
+        self.layout = None;
     }
 
     fn next_segment(&mut self) {
@@ -194,9 +222,11 @@ impl SpoolReader {
         }
     }
 
-    /// Opens the segment at the read position (or the next one on disk);
-    /// false when there is none.
-    fn open_current(&mut self) -> Result<bool, SpoolError> {
+    /// Opens the segment at the read position (or the next one on disk) and
+    /// reads its layout; false when there is none. A segment whose header
+    /// turned unreadable since it was opened for recovery is skipped (the file
+    /// stays `None` and the position moves on).
+    fn open_current(&mut self, limit: Position) -> Result<bool, SpoolError> {
         if self.file.is_none() {
             let Some(id) = self.shared.next_segment_from(self.pos.segment) else {
                 return Ok(false);
@@ -208,11 +238,41 @@ impl SpoolReader {
                 };
             }
             let path = segment_path(&self.shared.dir, id);
-            let mut f = File::open(&path).map_err(|e| SpoolError::io(&path, e))?;
+            let mut f = BufReader::with_capacity(
+                1 << 20,
+                File::open(&path).map_err(|e| SpoolError::io(&path, e))?,
+            );
+            let head = read_head(&mut f).map_err(|e| SpoolError::io(&path, e))?;
+            let (layout, start) = match head {
+                Ok(head) => head.layout_and_start(),
+                Err(error) => {
+                    // Checked at open: the disk changed under us.
+                    tracing::error!(path = %path.display(), %error,
+                        "spool segment header is corrupt; skipping the segment");
+                    self.shared.metrics.dropped(DropReason::Corrupt, 1);
+                    if self.pos.segment < limit.segment {
+                        self.next_segment();
+                    } else {
+                        self.seek(limit);
+                    }
+                    return Ok(true);
+                }
+            };
+            self.pos.offset = self.pos.offset.max(start);
             f.seek(SeekFrom::Start(self.pos.offset))
                 .map_err(|e| SpoolError::io(&path, e))?;
-            self.file = Some(BufReader::with_capacity(1 << 20, f));
+            self.layout = Some(self.intern(layout));
+            self.file = Some(f);
         }
         Ok(true)
+    }
+
+    /// One shared value per distinct layout, so batches compare them by pointer.
+    fn intern(&mut self, layout: Arc<Layout>) -> Arc<Layout> {
+        if let Some(known) = self.known.iter().find(|k| ***k == *layout) {
+            return Arc::clone(known);
+        }
+        self.known.push(Arc::clone(&layout));
+        layout
     }
 }

@@ -70,7 +70,7 @@ pub fn read_next(r: &mut impl Read, payload: &mut Vec<u8>) -> io::Result<Next> {
 }
 
 /// Like `read_exact`, but reports how much was read at end of file.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match r.read(&mut buf[done..]) {

@@ -165,6 +165,117 @@ fn full_spool_drops_oldest_or_newest_and_counts() {
     }
 }
 
+/// A segment as the release before layout headers wrote it.
+fn write_legacy_segment(dir: &Path, id: u64, rows: &[&[u8]]) {
+    let mut bytes = Vec::new();
+    for row in rows {
+        frame(row, 1, &mut bytes);
+    }
+    std::fs::write(segment_path(dir, id), bytes).unwrap();
+}
+
+fn rows_of(batch: &Batch) -> Vec<Vec<u8>> {
+    let mut start = 0;
+    batch
+        .row_ends
+        .iter()
+        .map(|end| {
+            let row = batch.data[start..*end].to_vec();
+            start = *end;
+            row
+        })
+        .collect()
+}
+
+#[test]
+fn segments_of_two_layouts_are_batched_apart_and_replayed_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = SinkMetrics::default();
+    write_legacy_segment(dir.path(), 1, &[b"old1", b"old2"]);
+    write_legacy_segment(dir.path(), 2, &[b"old3"]);
+    let seq = {
+        let (mut w, mut r) = open(dir.path(), &cfg(1 << 20, FullPolicy::DropOldest), &m).unwrap();
+        w.append(b"new1", 1).unwrap();
+        w.append(b"new2", 1).unwrap();
+        w.commit().unwrap();
+        let mut old = Batch::default();
+        r.fill(&mut old, usize::MAX, usize::MAX, r.committed())
+            .unwrap();
+        // Both legacy segments, not the new one.
+        assert_eq!(rows_of(&old), [b"old1", b"old2", b"old3"]);
+        assert!(Arc::ptr_eq(old.layout.as_ref().unwrap(), &LEGACY_LAYOUT));
+        assert!(old.sealed, "the next row has another layout");
+        // Reading on adds nothing to a sealed batch.
+        r.fill(&mut old, usize::MAX, usize::MAX, r.committed())
+            .unwrap();
+        assert_eq!(old.rows(), 3);
+        r.begin(&old).unwrap()
+    };
+    assert_eq!(
+        m.dropped_count(crate::sink::metrics::DropReason::Corrupt),
+        0
+    );
+    // After a crash the in-flight legacy batch is re-read identically.
+    let (_w, mut r) = open(dir.path(), &cfg(1 << 20, FullPolicy::DropOldest), &m).unwrap();
+    let inf = r.inflight().unwrap();
+    r.seek(inf.start);
+    let mut again = Batch::default();
+    r.fill(&mut again, usize::MAX, usize::MAX, inf.end).unwrap();
+    assert_eq!(rows_of(&again), [b"old1", b"old2", b"old3"]);
+    assert_eq!(r.begin(&again).unwrap(), seq);
+    r.ack(again.end).unwrap();
+    let mut new = Batch::default();
+    r.fill(&mut new, usize::MAX, usize::MAX, r.committed())
+        .unwrap();
+    assert_eq!(rows_of(&new), [b"new1", b"new2"]);
+    assert!(Arc::ptr_eq(new.layout.as_ref().unwrap(), &CURRENT_LAYOUT));
+    assert!(!new.sealed);
+    assert!(!segment_path(dir.path(), 1).exists() && !segment_path(dir.path(), 2).exists());
+}
+
+#[test]
+fn unreadable_headers_are_set_aside_counted_and_never_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = SinkMetrics::default();
+    // Segment 1: a checksummed header that is not a layout.
+    let mut garbled = layout::MAGIC.to_vec();
+    frame(b"not a layout", 1, &mut garbled);
+    frame(b"row of unknown layout", 1, &mut garbled);
+    std::fs::write(segment_path(dir.path(), 1), &garbled).unwrap();
+    // Segment 2: rows of the legacy layout.
+    write_legacy_segment(dir.path(), 2, &[b"old"]);
+    // Segment 3, the newest: its creation was cut short inside the header.
+    let mut torn = Vec::new();
+    CURRENT_LAYOUT.write_header(1, &mut torn);
+    std::fs::write(segment_path(dir.path(), 3), &torn[..torn.len() / 2]).unwrap();
+
+    let (mut w, mut r) = open(dir.path(), &cfg(1 << 20, FullPolicy::DropOldest), &m).unwrap();
+    assert_eq!(
+        m.dropped_count(crate::sink::metrics::DropReason::Corrupt),
+        1
+    );
+    let aside = dir.path().join(format!("{:020}.seg.unreadable", 1));
+    assert_eq!(
+        std::fs::read(&aside).unwrap(),
+        garbled,
+        "kept for an operator"
+    );
+    assert!(!segment_path(dir.path(), 1).exists());
+    // The torn, empty segment was removed; the new writer starts after it.
+    assert!(!segment_path(dir.path(), 3).exists());
+    let mut seg3 = std::fs::File::open(segment_path(dir.path(), 4)).unwrap();
+    let head = layout::read_head(&mut seg3).unwrap().unwrap();
+    assert!(Arc::ptr_eq(&head.layout_and_start().0, &CURRENT_LAYOUT));
+    w.append(b"new", 1).unwrap();
+    w.commit().unwrap();
+    let mut b = Batch::default();
+    r.fill(&mut b, usize::MAX, usize::MAX, r.committed())
+        .unwrap();
+    assert_eq!(rows_of(&b), [b"old"]);
+    r.ack(b.end).unwrap();
+    assert_eq!(read_all(&mut r), [b"new"]);
+}
+
 #[test]
 fn a_failed_write_leaves_no_torn_record_behind_and_counts_the_loss() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::layout::CURRENT;
 use super::record::{frame, framed_len};
 use super::{Position, SegMeta, Shared, SpoolError, remove_segment, segment_path, sync_dir};
 use crate::sink::config::{FullPolicy, SpoolConfig};
@@ -23,6 +24,8 @@ pub struct SpoolWriter {
     file: BufWriter<File>,
     segment: u64,
     offset: u64,
+    /// Bytes of the segment's layout header: where its rows start.
+    header_len: u64,
     segment_bytes: u64,
     max_bytes: u64,
     policy: FullPolicy,
@@ -47,19 +50,20 @@ impl SpoolWriter {
         segment: u64,
         cfg: &SpoolConfig,
     ) -> Result<Self, SpoolError> {
-        let file = open_segment(&shared, segment)?;
+        let (file, header_len) = open_segment(&shared, segment)?;
         Ok(Self {
             shared,
             file: BufWriter::with_capacity(256 << 10, file),
             segment,
-            offset: 0,
+            offset: header_len,
+            header_len,
             segment_bytes: (cfg.max_bytes / 8).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
             max_bytes: cfg.max_bytes,
             policy: cfg.full_policy,
             dirty: false,
             frame_buf: Vec::new(),
             last_full_log: None,
-            committed_offset: 0,
+            committed_offset: header_len,
             uncommitted_records: 0,
             torn: false,
             #[cfg(test)]
@@ -74,7 +78,7 @@ impl SpoolWriter {
             self.abandon_uncommitted()?;
         }
         let len = framed_len(payload.len());
-        if self.offset > 0 && self.offset + len > self.segment_bytes {
+        if self.offset > self.header_len && self.offset + len > self.segment_bytes {
             self.roll()?;
         }
         if !self.make_room(len) {
@@ -143,11 +147,12 @@ impl SpoolWriter {
     fn roll(&mut self) -> Result<(), SpoolError> {
         self.commit()?;
         let next = self.segment + 1;
-        let file = open_segment(&self.shared, next)?;
+        let (file, header_len) = open_segment(&self.shared, next)?;
         self.file = BufWriter::with_capacity(256 << 10, file);
         self.segment = next;
-        self.offset = 0;
-        self.committed_offset = 0;
+        self.offset = header_len;
+        self.header_len = header_len;
+        self.committed_offset = header_len;
         self.uncommitted_records = 0;
         self.shared.committed.send_replace(Position {
             segment: next,
@@ -174,7 +179,7 @@ impl SpoolWriter {
     fn abandon_uncommitted(&mut self) -> Result<(), SpoolError> {
         let old = self.segment;
         let next = old + 1;
-        let file = open_segment(&self.shared, next)?;
+        let (file, header_len) = open_segment(&self.shared, next)?;
         let old_writer =
             std::mem::replace(&mut self.file, BufWriter::with_capacity(256 << 10, file));
         // Bytes still buffered belong to the records given up below.
@@ -197,8 +202,9 @@ impl SpoolWriter {
                 .set(i64::try_from(st.total_bytes).unwrap_or(i64::MAX));
         }
         self.segment = next;
-        self.offset = 0;
-        self.committed_offset = 0;
+        self.offset = header_len;
+        self.header_len = header_len;
+        self.committed_offset = header_len;
         self.uncommitted_records = 0;
         self.dirty = false;
         self.torn = false;
@@ -277,22 +283,33 @@ fn unacked_records(id: u64, meta: SegMeta, acked: Position) -> u64 {
         std::cmp::Ordering::Greater => meta.records,
         std::cmp::Ordering::Equal if meta.bytes == 0 => 0,
         std::cmp::Ordering::Equal => {
-            let left = meta.bytes.saturating_sub(acked.offset);
+            let left = (meta.header + meta.bytes)
+                .saturating_sub(acked.offset)
+                .min(meta.bytes);
             u64::try_from(u128::from(meta.records) * u128::from(left) / u128::from(meta.bytes))
                 .unwrap_or(meta.records)
         }
     }
 }
 
-fn open_segment(shared: &Shared, id: u64) -> Result<File, SpoolError> {
+/// Creates segment `id` with the current layout's header, durable before any
+/// row is appended (and before the reader can see the segment); returns the
+/// file and the header's length.
+fn open_segment(shared: &Shared, id: u64) -> Result<(File, u64), SpoolError> {
     let path = segment_path(&shared.dir, id);
-    let file = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .append(true)
         .create_new(true)
         .mode(0o600)
         .open(&path)
         .map_err(|e| SpoolError::io(&path, e))?;
+    let mut header = Vec::new();
+    CURRENT.write_header(super::now_us(), &mut header);
+    file.write_all(&header)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| SpoolError::io(&path, e))?;
     sync_dir(&shared.dir)?;
-    shared.lock().segments.entry(id).or_default();
-    Ok(file)
+    let len = header.len() as u64;
+    shared.lock().segments.entry(id).or_default().header = len;
+    Ok((file, len))
 }
