@@ -383,7 +383,7 @@ fn curl_in_a_pod_is_intercepted_and_traced_with_its_pod() {
     assert_eq!(t["intercepted"], true, "{t}");
     assert_eq!(t["status"], 200, "{t}");
     assert_eq!(t["provider"], "openai", "{t}");
-    assert_eq!(t["pod_uid"], POD_UID, "{t}");
+    assert_eq!(t["k8s_pod_uid"], POD_UID, "{t}");
     assert_eq!(t["container_id"], CONTAINER, "{t}");
     assert!(t["exe"].as_str().unwrap_or("").contains("curl"), "{t}");
 }
@@ -473,6 +473,6 @@ fn the_openai_python_sdk_in_a_pod_is_traced_with_usage() {
     assert_eq!(t["response_model"], openai::MODEL, "{t}");
     assert_eq!(t["input_tokens"], openai::USAGE.0, "{t}");
     assert_eq!(t["output_tokens"], openai::USAGE.1, "{t}");
-    assert_eq!(t["pod_uid"], POD_UID, "{t}");
+    assert_eq!(t["k8s_pod_uid"], POD_UID, "{t}");
     assert_eq!(t["container_id"], CONTAINER, "{t}");
 }

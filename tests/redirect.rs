@@ -287,7 +287,8 @@ fn provider_addresses_follow_dns() {
             intercept: String::new(),
             rest: format!(
                 "[[providers]]\nhost = \"llm.provider.test\"\nport = {port}\n\
-                 [dns]\nnameservers = [\"{}\"]\nmin_refresh_ms = 200\nretry_ms = 100\n",
+                 [dns]\nnameservers = [\"{}\"]\nmin_refresh_ms = 200\nretry_ms = 100\n\
+                 removed_grace_ms = 2000\n",
                 dns.addr
             ),
         },
@@ -304,15 +305,27 @@ fn provider_addresses_follow_dns() {
     assert_via_agent(&probe_in(&cg, &first.addr.to_string()));
 
     dns.set(&[Ipv4Addr::new(127, 0, 0, 5)]);
-    let moved = wait_for(Duration::from_secs(5), || {
+    let both = wait_for(Duration::from_secs(5), || {
+        let a = addresses(&agent);
+        let a = a.as_array().cloned().unwrap_or_default();
+        (a.len() == 2 && a.contains(&serde_json::json!("127.0.0.5"))).then_some(())
+    });
+    assert!(
+        both.is_some(),
+        "re-resolved, the old address kept for its grace period: {}",
+        agent.status()["providers"]
+    );
+    assert_via_agent(&probe_in(&cg, &second.addr.to_string()));
+    // An app still holding the older answer is covered during the grace period.
+    assert_via_agent(&probe_in(&cg, &first.addr.to_string()));
+    let moved = wait_for(Duration::from_secs(10), || {
         (addresses(&agent) == serde_json::json!(["127.0.0.5"])).then_some(())
     });
     assert!(
         moved.is_some(),
-        "re-resolved: {}",
+        "the old address expired after its grace period: {}",
         agent.status()["providers"]
     );
-    assert_via_agent(&probe_in(&cg, &second.addr.to_string()));
     // The old address was removed from the kernel map.
     assert_direct(&probe_in(&cg, &first.addr.to_string()));
     assert!(dns.queries() >= 2);
