@@ -1,7 +1,8 @@
 //! The saved fleet questions (`deploy/clickhouse/queries/`) through `llmtrace report`, against a
 //! real ClickHouse 18.16 holding seeded rows whose answers are known; and the same questions on
 //! the modern engine (chdb) over the production DDL, which must answer the same. Every row is
-//! inserted twice (a replayed batch): the answers count it once.
+//! inserted twice (a replayed batch): the answers count it once. Some rows come from pods of
+//! Kubernetes workloads (one workload spans two nodes), the others from host processes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,8 @@ struct Seed {
     intercepted: bool,
     reason: &'static str,
     ago: i64,
+    /// Kubernetes namespace, workload kind and name; empty for a host process.
+    pod: (&'static str, &'static str, &'static str),
 }
 
 const R: i64 = 10 * MINUTE;
@@ -73,54 +76,69 @@ const fn seed(
         intercepted: true,
         reason: "",
         ago,
+        pod: ("", "", ""),
     }
 }
 
+/// The checkout Deployment of the payments namespace.
+const CHECKOUT: (&str, &str, &str) = ("payments", "Deployment", "checkout");
+/// The crawler StatefulSet of the research namespace.
+const CRAWLER: (&str, &str, &str) = ("research", "StatefulSet", "crawler");
+
 /// The seeded traces.
 const SEEDS: &[Seed] = &[
-    // 1: a secret sent (flagged).
-    seed(
-        "h1",
-        PY,
-        "openai",
-        "gpt-4o",
-        Some((100, 20)),
-        Some(0.25),
-        (1000, 500),
-        &[("secret.aws_access_key", "request")],
-        "flag",
-        R,
-    ),
+    // 1: a secret sent (flagged), from a pod.
+    Seed {
+        pod: CHECKOUT,
+        ..seed(
+            "h1",
+            PY,
+            "openai",
+            "gpt-4o",
+            Some((100, 20)),
+            Some(0.25),
+            (1000, 500),
+            &[("secret.aws_access_key", "request")],
+            "flag",
+            R,
+        )
+    },
     // 2: PII sent masked; the secret is in the response, not sent.
-    seed(
-        "h1",
-        PY,
-        "openai",
-        "gpt-4o",
-        Some((200, 40)),
-        Some(0.5),
-        (2000, 1000),
-        &[
-            ("pii.email", "request"),
-            ("secret.github_token", "response"),
-        ],
-        "redact",
-        R + MINUTE,
-    ),
+    Seed {
+        pod: CHECKOUT,
+        ..seed(
+            "h1",
+            PY,
+            "openai",
+            "gpt-4o",
+            Some((200, 40)),
+            Some(0.5),
+            (2000, 1000),
+            &[
+                ("pii.email", "request"),
+                ("secret.github_token", "response"),
+            ],
+            "redact",
+            R + MINUTE,
+        )
+    },
     // 3: blocked: never sent.
-    seed(
-        "h1",
-        PY,
-        "openai",
-        "gpt-4o",
-        Some((10, 5)),
-        Some(0.125),
-        (100, 50),
-        &[("secret.aws_access_key", "request")],
-        "block",
-        R,
-    ),
-    // 4: an approved provider, first time for this process.
+    Seed {
+        pod: CHECKOUT,
+        ..seed(
+            "h1",
+            PY,
+            "openai",
+            "gpt-4o",
+            Some((10, 5)),
+            Some(0.125),
+            (100, 50),
+            &[("secret.aws_access_key", "request")],
+            "block",
+            R,
+        )
+    },
+    // 4: an approved provider, first time for this host process.
     seed(
         "h1",
         NODE,
@@ -133,32 +151,38 @@ const SEEDS: &[Seed] = &[
         "allow",
         R,
     ),
-    // 5: an unapproved provider (shadow AI), first time.
-    seed(
-        "h2",
-        APP,
-        "mistral",
-        "mistral-large",
-        Some((50, 10)),
-        Some(0.0625),
-        (500, 250),
-        &[],
-        "allow",
-        R,
-    ),
+    // 5: an unapproved provider (shadow AI), first time for this workload.
+    Seed {
+        pod: CRAWLER,
+        ..seed(
+            "h2",
+            APP,
+            "mistral",
+            "mistral-large",
+            Some((50, 10)),
+            Some(0.0625),
+            (500, 250),
+            &[],
+            "allow",
+            R,
+        )
+    },
     // 6: an approved provider with an unapproved model, three days ago.
-    seed(
-        "h2",
-        APP,
-        "openai",
-        "gpt-3.5-turbo",
-        Some((5, 5)),
-        Some(0.015_625),
-        (100, 100),
-        &[],
-        "allow",
-        O,
-    ),
+    Seed {
+        pod: CRAWLER,
+        ..seed(
+            "h2",
+            APP,
+            "openai",
+            "gpt-3.5-turbo",
+            Some((5, 5)),
+            Some(0.015_625),
+            (100, 100),
+            &[],
+            "allow",
+            O,
+        )
+    },
     // 7: relayed uninspected: the app rejected the llmtrace certificate.
     Seed {
         model: "",
@@ -167,9 +191,10 @@ const SEEDS: &[Seed] = &[
         intercepted: false,
         reason: "client_rejected_certificate",
         action: "",
+        pod: CHECKOUT,
         ..seed("h1", PY, "openai", "", None, None, (700, 900), &[], "", R)
     },
-    // 8: relayed uninspected: no server name.
+    // 8: relayed uninspected: no server name, from a host process.
     Seed {
         sni: "",
         intercepted: false,
@@ -189,7 +214,8 @@ const SEEDS: &[Seed] = &[
         "allow",
         S,
     ),
-    // 10, 11: long before the period: these pairs are not new.
+    // 10, 11: long before the period: these pairs are not new. The workload ran on another
+    // node then: a workload's pairs span its nodes.
     seed(
         "h1",
         NODE,
@@ -202,18 +228,21 @@ const SEEDS: &[Seed] = &[
         "allow",
         A,
     ),
-    seed(
-        "h1",
-        PY,
-        "openai",
-        "gpt-4o",
-        Some((1, 1)),
-        Some(0.5),
-        (1, 1),
-        &[],
-        "allow",
-        A,
-    ),
+    Seed {
+        pod: CHECKOUT,
+        ..seed(
+            "h2",
+            PY,
+            "openai",
+            "gpt-4o",
+            Some((1, 1)),
+            Some(0.5),
+            (1, 1),
+            &[],
+            "allow",
+            A,
+        )
+    },
 ];
 
 fn sql_list(items: impl Iterator<Item = String>) -> String {
@@ -233,7 +262,7 @@ fn seed_sql(now: i64, time: impl Fn(i64) -> String) -> String {
             let t = time((now - s.ago) * 1_000_000);
             let q = |v: &str| format!("'{v}'");
             format!(
-                "(toUUID('00000000-0000-0000-0000-{i:012}'), {t}, {t}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                "(toUUID('00000000-0000-0000-0000-{i:012}'), {t}, {t}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 'prod')",
                 q(s.host), q(s.comm), q(s.exe), q(s.provider), q(s.model), q(s.sni),
                 opt(s.tokens.map(|t| t.0)), opt(s.tokens.map(|t| t.1)), opt(s.cost),
                 s.bytes.0, s.bytes.1,
@@ -243,13 +272,17 @@ fn seed_sql(now: i64, time: impl Fn(i64) -> String) -> String {
                 sql_list(s.findings.iter().map(|f| q(f.1))),
                 sql_list(s.findings.iter().map(|_| q(""))),
                 q(s.action), u8::from(s.intercepted), q(s.reason),
+                q(s.pod.0), q(s.pod.1), q(s.pod.2),
+                // The agent's node: the host here (pods run on it).
+                q(s.host),
             )
         })
         .collect();
     format!(
         "INSERT INTO llmtrace.traces (trace_id, start_time, end_time, host, comm, exe, provider, model, sni, \
          input_tokens, output_tokens, cost_usd, request_bytes, response_bytes, findings.kind, findings.severity, \
-         findings.confidence, findings.location, findings.excerpt, action, intercepted, not_intercepted_reason) VALUES {}",
+         findings.confidence, findings.location, findings.excerpt, action, intercepted, not_intercepted_reason, \
+         k8s_namespace, k8s_workload_kind, k8s_workload, node, cluster) VALUES {}",
         rows.join(", ")
     )
 }
@@ -358,23 +391,30 @@ fn every_saved_query_answers_exactly_on_seeded_rows() {
     inventory(&w);
 }
 
+/// The columns that say who: namespace, workload (or executable), host of a host process.
+const WHO: &str = "namespace,workload,process_host";
+/// The checkout Deployment and the crawler StatefulSet, as the queries name them.
+const CHECKOUT_WHO: &str = "payments,Deployment/checkout,";
+const CRAWLER_WHO: &str = "research,StatefulSet/crawler,";
+
 /// Secrets and PII sent, shadow AI, blocked and redacted exchanges.
 fn exposure(w: &World) {
     let (r, r1, o) = (w.at(R), w.at(R + MINUTE), w.at(O));
     assert_eq!(
         w.csv("secrets-pii-sent", &[]),
         lines(
-            "host,exe,comm,provider,secret_exchanges,pii_exchanges,redacted,first_seen,last_seen",
-            &[format!("h1,/usr/bin/python3,python3,openai,1,1,1,{r1},{r}")]
+            &format!("{WHO},provider,secret_exchanges,pii_exchanges,redacted,first_seen,last_seen"),
+            &[format!("{CHECKOUT_WHO},openai,1,1,1,{r1},{r}")]
         )
     );
 
+    let header = format!("{WHO},provider,model,not_approved,exchanges,first_seen,last_seen");
     assert_eq!(
         w.csv("shadow-ai", &[]),
         lines(
-            "host,exe,comm,provider,model,not_approved,exchanges,first_seen,last_seen",
+            &header,
             &[format!(
-                "h2,/opt/app/agent,agent,mistral,mistral-large,provider,1,{r},{r}"
+                "{CRAWLER_WHO},mistral,mistral-large,provider,1,{r},{r}"
             )]
         )
     );
@@ -384,10 +424,10 @@ fn exposure(w: &World) {
             &["--param", "approved_models=gpt-4o,claude-sonnet-4-5"]
         ),
         lines(
-            "host,exe,comm,provider,model,not_approved,exchanges,first_seen,last_seen",
+            &header,
             &[
-                format!("h2,/opt/app/agent,agent,mistral,mistral-large,provider,1,{r},{r}"),
-                format!("h2,/opt/app/agent,agent,openai,gpt-3.5-turbo,model,1,{o},{o}"),
+                format!("{CRAWLER_WHO},mistral,mistral-large,provider,1,{r},{r}"),
+                format!("{CRAWLER_WHO},openai,gpt-3.5-turbo,model,1,{o},{o}"),
             ]
         )
     );
@@ -395,46 +435,36 @@ fn exposure(w: &World) {
     assert_eq!(
         w.csv("blocked-redacted", &[]),
         lines(
-            "host,exe,comm,provider,action,exchanges,finding_kinds,last_seen",
+            &format!("{WHO},provider,action,exchanges,finding_kinds,last_seen"),
             &[
-                format!("h1,/usr/bin/python3,python3,openai,block,1,secret.aws_access_key,{r}"),
-                format!(
-                    "h1,/usr/bin/python3,python3,openai,redact,1,\"pii.email,secret.github_token\",{r1}"
-                ),
+                format!("{CHECKOUT_WHO},openai,block,1,secret.aws_access_key,{r}"),
+                format!("{CHECKOUT_WHO},openai,redact,1,\"pii.email,secret.github_token\",{r1}"),
             ]
         )
     );
 }
 
-/// Cost per day and top talkers.
+/// Cost per day and top talkers: a workload's pods add up, host processes stay per host.
 fn spending(w: &World) {
     // Cost per day: the day of each group comes from the server's clock and zone.
-    let mut cost: Vec<(String, &str, f64)> = vec![
-        (w.day(R), "h1,/usr/bin/node,node,1,300,60,1", 1.0),
-        (
-            w.day(R),
-            "h1,/usr/bin/python3,python3,3,310,65,0.875",
-            0.875,
-        ),
-        (w.day(R), "h2,/opt/app/agent,agent,1,50,10,0.0625", 0.0625),
+    let mut cost: Vec<(String, String, f64)> = vec![
+        (w.day(R), ",/usr/bin/node,h1,1,300,60,1".to_owned(), 1.0),
+        (w.day(R), format!("{CHECKOUT_WHO},3,310,65,0.875"), 0.875),
+        (w.day(R), format!("{CRAWLER_WHO},1,50,10,0.0625"), 0.0625),
         (
             w.day(S),
-            "h3,/usr/bin/python3,python3,1,1,1,0.03125",
+            ",/usr/bin/python3,h3,1,1,1,0.03125".to_owned(),
             0.031_25,
         ),
-        (
-            w.day(O),
-            "h2,/opt/app/agent,agent,1,5,5,0.015625",
-            0.015_625,
-        ),
+        (w.day(O), format!("{CRAWLER_WHO},1,5,5,0.015625"), 0.015_625),
     ];
     cost.sort_by(|a, b| a.0.cmp(&b.0).then(b.2.total_cmp(&a.2)));
-    let header = "day,host,exe,comm,exchanges,input_tokens,output_tokens,cost_usd";
+    let header = format!("day,{WHO},exchanges,input_tokens,output_tokens,cost_usd");
     let expected: Vec<String> = cost
         .iter()
         .map(|(d, rest, _)| format!("{d},{rest}"))
         .collect();
-    assert_eq!(w.csv("cost-per-day", &[]), lines(header, &expected));
+    assert_eq!(w.csv("cost-per-day", &[]), lines(&header, &expected));
     // A shorter period leaves the three-day-old row out.
     let recent: Vec<String> = expected
         .iter()
@@ -443,37 +473,37 @@ fn spending(w: &World) {
         .collect();
     assert_eq!(
         w.csv("cost-per-day", &["--since", "1d"]),
-        lines(header, &recent)
+        lines(&header, &recent)
     );
 
     let top = [
-        "h1,/usr/bin/python3,python3,4,375,0.875,6250",
-        "h2,/opt/app/agent,agent,2,70,0.078125,950",
-        "h1,/usr/bin/node,node,1,360,1,4500",
-        "h3,/usr/bin/python3,python3,1,2,0.03125,20",
-        "h2,/usr/bin/curl,curl,1,0,0,700",
-    ]
-    .map(String::from);
-    let header = "host,exe,comm,exchanges,tokens,cost_usd,bytes";
-    assert_eq!(w.csv("top-talkers", &[]), lines(header, &top));
+        format!("{CHECKOUT_WHO},4,375,0.875,6250"),
+        format!("{CRAWLER_WHO},2,70,0.078125,950"),
+        ",/usr/bin/node,h1,1,360,1,4500".to_owned(),
+        ",/usr/bin/python3,h3,1,2,0.03125,20".to_owned(),
+        ",/usr/bin/curl,h2,1,0,0,700".to_owned(),
+    ];
+    let header = format!("{WHO},exchanges,tokens,cost_usd,bytes");
+    assert_eq!(w.csv("top-talkers", &[]), lines(&header, &top));
     assert_eq!(
         w.csv("top-talkers", &["--param", "limit=3"]),
-        lines(header, &top[..3])
+        lines(&header, &top[..3])
     );
 }
 
 /// New pairs, uninspected connections, silent agents.
 fn inventory(w: &World) {
     let (r, s, o) = (w.at(R), w.at(S), w.at(O));
+    // checkout → openai is not new: the workload called it a month ago from another node.
     assert_eq!(
         w.csv("new-pairs", &[]),
         lines(
-            "host,exe,provider,first_seen,exchanges",
+            &format!("{WHO},provider,first_seen,exchanges"),
             &[
-                format!("h1,/usr/bin/node,anthropic,{r},1"),
-                format!("h2,/opt/app/agent,mistral,{r},1"),
-                format!("h3,/usr/bin/python3,openai,{s},1"),
-                format!("h2,/opt/app/agent,openai,{o},1"),
+                format!(",/usr/bin/node,h1,anthropic,{r},1"),
+                format!("{CRAWLER_WHO},mistral,{r},1"),
+                format!(",/usr/bin/python3,h3,openai,{s},1"),
+                format!("{CRAWLER_WHO},openai,{o},1"),
             ]
         )
     );
@@ -481,31 +511,30 @@ fn inventory(w: &World) {
     assert_eq!(
         w.csv("uninspected", &[]),
         lines(
-            "host,exe,comm,sni,reason,connections,bytes,last_seen",
+            &format!("{WHO},sni,reason,connections,bytes,last_seen"),
             &[
-                format!(
-                    "h1,/usr/bin/python3,python3,api.openai.com,client_rejected_certificate,1,1600,{r}"
-                ),
-                format!("h2,/usr/bin/curl,curl,,no_sni,1,700,{r}"),
+                format!(",/usr/bin/curl,h2,,no_sni,1,700,{r}"),
+                format!("{CHECKOUT_WHO},api.openai.com,client_rejected_certificate,1,1600,{r}"),
             ]
         )
     );
 
-    // The quiet host: minutes_silent grows with the clock, so only its floor is known.
+    // The quiet node: minutes_silent grows with the clock, so only its floor is known.
+    let header = "cluster,node,host,last_seen,minutes_silent,exchanges";
     let silent = w.csv("silent-agents", &[]);
     let mut it = silent.lines();
-    assert_eq!(it.next(), Some("host,last_seen,minutes_silent,exchanges"));
-    let row: Vec<&str> = it.next().expect("one silent host").split(',').collect();
+    assert_eq!(it.next(), Some(header));
+    let row: Vec<&str> = it.next().expect("one silent node").split(',').collect();
     assert_eq!(
-        (row[0], row[1], row[3]),
-        ("h3", s.as_str(), "1"),
+        (row[0], row[1], row[2], row[3], row[5]),
+        ("prod", "h3", "h3", s.as_str(), "1"),
         "{silent}"
     );
-    assert!(row[2].parse::<u64>().unwrap() >= 300, "{silent}");
+    assert!(row[4].parse::<u64>().unwrap() >= 300, "{silent}");
     assert_eq!(it.next(), None, "{silent}");
     assert_eq!(
         w.csv("silent-agents", &["--param", "quiet_minutes=600"]),
-        "host,last_seen,minutes_silent,exchanges\n"
+        format!("{header}\n")
     );
 }
 
@@ -526,16 +555,26 @@ fn report_lists_prints_json_and_tables_and_refuses_bad_input() {
     let json: serde_json::Value =
         serde_json::from_str(&w.llmtrace(&["report", "top-talkers", "--format", "json"])).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 5, "{json}");
-    assert_eq!(json[0]["host"], "h1");
+    assert_eq!(json[0]["namespace"], "payments");
+    assert_eq!(json[0]["workload"], "Deployment/checkout");
+    assert_eq!(json[2]["process_host"], "h1");
     assert_eq!(json[0]["exchanges"], 4);
     assert_eq!(json[0]["bytes"], 6250);
     assert_eq!(json[1]["cost_usd"], 0.078_125);
 
     let table = w.llmtrace(&["report", "uninspected"]);
     let mut rows = table.lines();
-    assert!(rows.next().unwrap().starts_with("host  exe "), "{table}");
     assert!(
-        rows.next().unwrap().starts_with("h1    /usr/bin/python3  "),
+        rows.next()
+            .unwrap()
+            .starts_with("namespace  workload             process_host  sni"),
+        "{table}"
+    );
+    // A host process: no namespace, its executable padded to the widest workload.
+    assert!(
+        rows.next()
+            .unwrap()
+            .starts_with(&format!("{:<9}  {:<19}  h2 ", "", "/usr/bin/curl")),
         "{table}"
     );
     assert!(table.ends_with("(2 rows)\n"), "{table}");
@@ -686,10 +725,10 @@ fn the_modern_engine_answers_the_same_over_the_production_ddl() {
 
 fn assert_same_answer(what: &str, modern: &str, legacy: &str) {
     if what.contains("silent-agents") {
-        // minutes_silent follows the clock between the two runs: compare the hosts.
+        // minutes_silent follows the clock between the two runs: compare the agents.
         let hosts = |csv: &str| -> Vec<String> {
             csv.lines()
-                .map(|l| l.split(',').next().unwrap_or("").to_owned())
+                .map(|l| l.split(',').take(3).collect::<Vec<_>>().join(","))
                 .collect()
         };
         assert_eq!(hosts(modern), hosts(legacy), "{what}");

@@ -2,7 +2,9 @@
 //!
 //! `cargo bench -p llmtrace-tests --bench sink` (rows: `LLMTRACE_BENCH_ROWS`,
 //! default 1,000,000). Prints rows/s, agent CPU (utime+stime of this process,
-//! which also builds the rows) and peak RSS, with and without LZ4.
+//! which also builds the rows) and peak RSS, with and without LZ4, and (row `cluster`, LZ4)
+//! through the Distributed table of a two-replica 18.16 cluster with a ZooKeeper, timed until
+//! the second replica holds every row too.
 //! `LLMTRACE_BENCH_BATCH_BYTES` overrides `batch_bytes` (default 16 MiB).
 
 use std::time::{Duration, Instant};
@@ -10,7 +12,8 @@ use std::time::{Duration, Instant};
 use llmtrace_agent::sink::config::Compression;
 use llmtrace_agent::sink::sample::sample_row;
 use llmtrace_agent::sink::{Sink, SinkConfig, SinkMetrics, TraceRow, client, migrate};
-use testkit::clickhouse::ClickHouseServer;
+use testkit::clickhouse::{ClickHouseServer, Replica, free_port};
+use testkit::zookeeper::ZooKeeper;
 use uuid::Uuid;
 
 struct Run {
@@ -48,13 +51,56 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// The servers of one run: a single node, or a ZooKeeper and two replicas of one shard (the
+/// agent writes to the first).
+struct Servers {
+    ch: ClickHouseServer,
+    cluster: Option<(ZooKeeper, ClickHouseServer)>,
+}
+
+impl Servers {
+    fn start(cluster: bool) -> Self {
+        if !cluster {
+            return Self {
+                ch: ClickHouseServer::start(),
+                cluster: None,
+            };
+        }
+        let zk = ZooKeeper::start();
+        let tcp_ports = vec![free_port(), free_port()];
+        let replica = |index| Replica {
+            cluster: "llmtrace".to_owned(),
+            tcp_ports: tcp_ports.clone(),
+            index,
+            zookeeper_port: zk.port,
+        };
+        let ch = ClickHouseServer::start_replica(&replica(0));
+        let second = ClickHouseServer::start_replica(&replica(1));
+        Self {
+            ch,
+            cluster: Some((zk, second)),
+        }
+    }
+
+    /// CPU of every ClickHouse server.
+    fn cpu(&self) -> Duration {
+        let mut cpu = cpu_of(&self.ch.process_id().to_string());
+        if let Some((_, second)) = &self.cluster {
+            cpu += cpu_of(&second.process_id().to_string());
+        }
+        cpu
+    }
+}
+
 // Figures are printed, not computed on: f64 precision is ample.
 #[allow(clippy::cast_precision_loss)]
-async fn run(label: &'static str, compression: Compression, rows: u64) -> Run {
-    let ch = ClickHouseServer::start();
+async fn run(label: &'static str, compression: Compression, rows: u64, cluster: bool) -> Run {
+    let world = Servers::start(cluster);
+    let ch = &world.ch;
     let state = tempfile::tempdir().unwrap();
     let mut cfg = SinkConfig::default();
     cfg.clickhouse.url = Some(ch.url());
+    cfg.clickhouse.cluster = cluster.then(|| "llmtrace".to_owned());
     cfg.clickhouse.compression = compression;
     cfg.clickhouse.flush_interval_ms = 1_000;
     cfg.spool.max_bytes = 8 << 30;
@@ -75,7 +121,7 @@ async fn run(label: &'static str, compression: Compression, rows: u64) -> Run {
     let pool: Vec<TraceRow> = (0..1024).map(sample_row).collect();
     let metrics = SinkMetrics::default();
     reset_peak_rss();
-    let (cpu0, server0) = (cpu_of("self"), cpu_of(&ch.process_id().to_string()));
+    let (cpu0, server0) = (cpu_of("self"), world.cpu());
     let started = Instant::now();
     let (h, task) = Sink::start(&cfg, state.path(), metrics.clone()).unwrap();
     let mut spool_peak = 0i64;
@@ -92,18 +138,23 @@ async fn run(label: &'static str, compression: Compression, rows: u64) -> Run {
         spool_peak = spool_peak.max(metrics.spool_bytes.get());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    if let Some((_, second)) = &world.cluster {
+        second.query("SYSTEM SYNC REPLICA llmtrace.traces_local");
+    }
     let wall = started.elapsed();
     let (agent_cpu, server_cpu) = (
         cpu_of("self").checked_sub(cpu0).unwrap(),
-        cpu_of(&ch.process_id().to_string())
-            .checked_sub(server0)
-            .unwrap(),
+        world.cpu().checked_sub(server0).unwrap(),
     );
     let peak = peak_rss_mib();
     h.shutdown().await;
     task.await.unwrap();
     let stored = ch.query_u64("SELECT count() FROM llmtrace.traces");
     assert_eq!(stored, rows, "every row must arrive");
+    if let Some((_, second)) = &world.cluster {
+        let replicated = second.query_u64("SELECT count() FROM llmtrace.traces_local");
+        assert_eq!(replicated, rows, "every row must reach the second replica");
+    }
     Run {
         label,
         rows,
@@ -132,12 +183,16 @@ fn main() {
         "sink bench: {rows} rows of {} bytes (RowBinary), ClickHouse 18.16 on loopback, default batch limits",
         encoded.len()
     );
-    let runs: Vec<Run> = [("lz4", Compression::Lz4), ("none", Compression::None)]
-        .into_iter()
-        .map(|(label, c)| rt.block_on(run(label, c, rows)))
-        .collect();
+    let runs: Vec<Run> = [
+        ("lz4", Compression::Lz4, false),
+        ("none", Compression::None, false),
+        ("cluster", Compression::Lz4, true),
+    ]
+    .into_iter()
+    .map(|(label, c, cluster)| rt.block_on(run(label, c, rows, cluster)))
+    .collect();
     println!(
-        "{:<6} {:>9} {:>8} {:>10} {:>11} {:>14} {:>12} {:>10} {:>10}",
+        "{:<7} {:>9} {:>8} {:>10} {:>11} {:>14} {:>12} {:>10} {:>10}",
         "codec",
         "rows",
         "wall s",
@@ -151,7 +206,7 @@ fn main() {
     for r in &runs {
         let secs = r.wall.as_secs_f64();
         println!(
-            "{:<6} {:>9} {:>8.2} {:>10.0} {:>11.2} {:>14.0} {:>12.2} {:>7} MiB {:>6.0} MiB",
+            "{:<7} {:>9} {:>8.2} {:>10.0} {:>11.2} {:>14.0} {:>12.2} {:>7} MiB {:>6.0} MiB",
             r.label,
             r.rows,
             secs,

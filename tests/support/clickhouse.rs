@@ -37,7 +37,22 @@ pub struct HttpsOptions {
     pub client_ca_pem: Option<PathBuf>,
 }
 
-fn free_port() -> u16 {
+/// A replica's place in a one-shard test cluster: every replica's native (TCP) port, this
+/// one's index among them, and the ZooKeeper they coordinate through.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    /// Cluster name (`remote_servers`), as `[sink.clickhouse] cluster` names it.
+    pub cluster: String,
+    /// Native ports of every replica on 127.0.0.1, in order.
+    pub tcp_ports: Vec<u16>,
+    /// This replica's index in `tcp_ports`.
+    pub index: usize,
+    /// ZooKeeper client port on 127.0.0.1.
+    pub zookeeper_port: u16,
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -48,15 +63,21 @@ fn free_port() -> u16 {
 impl ClickHouseServer {
     /// Starts a fresh server and waits until `/ping` answers.
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, None)
     }
 
     /// Starts a fresh server that also serves HTTPS (OpenSSL section of its config).
     pub fn start_https(tls: &HttpsOptions) -> Self {
-        Self::start_with(Some(tls))
+        Self::start_with(Some(tls), None)
     }
 
-    fn start_with(tls: Option<&HttpsOptions>) -> Self {
+    /// Starts one replica of a one-shard cluster (macros `{shard}` = `01`, `{replica}` =
+    /// `r<index>`), replicating through ZooKeeper and the interserver port on 127.0.0.1.
+    pub fn start_replica(replica: &Replica) -> Self {
+        Self::start_with(None, Some(replica))
+    }
+
+    fn start_with(tls: Option<&HttpsOptions>, replica: Option<&Replica>) -> Self {
         assert!(
             Path::new(SERVER_BIN).exists(),
             "{SERVER_BIN} missing: apt-get install clickhouse-server"
@@ -64,9 +85,13 @@ impl ClickHouseServer {
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
         let secure_port = tls.map(|_| free_port());
-        let mut config = rewrite_config(dir.path(), http_port, free_port(), free_port());
+        let tcp_port = replica.map_or_else(free_port, |r| r.tcp_ports[r.index]);
+        let mut config = rewrite_config(dir.path(), http_port, tcp_port, free_port());
         if let (Some(tls), Some(port)) = (tls, secure_port) {
             config = with_https(&config, port, tls);
+        }
+        if let Some(replica) = replica {
+            config = with_cluster(&config, replica);
         }
         std::fs::write(dir.path().join("config.xml"), config).unwrap();
         let mut server = Self {
@@ -135,7 +160,8 @@ impl ClickHouseServer {
         }
     }
 
-    fn log_tail(&self) -> String {
+    /// The last lines of the server's output and error log.
+    pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("log/clickhouse-server.err.log"))
             .unwrap_or_default();
         let out = std::fs::read_to_string(self.dir.path().join("stdout.txt")).unwrap_or_default();
@@ -268,6 +294,50 @@ fn with_https(config: &str, port: u16, tls: &HttpsOptions) -> String {
         tls.key_pem.display(),
     );
     format!("{}{section}{}", &config[..start], &config[end..])
+}
+
+/// Replaces the packaged cluster, ZooKeeper and macro stubs with one shard of `replica`'s
+/// cluster; replicas fetch parts from each other on 127.0.0.1.
+fn with_cluster(config: &str, replica: &Replica) -> String {
+    let start = config
+        .find("<remote_servers incl=")
+        .expect("config.xml has <remote_servers>");
+    let end =
+        config.find("</remote_servers>").expect("</remote_servers>") + "</remote_servers>".len();
+    let replicas: Vec<String> = replica
+        .tcp_ports
+        .iter()
+        .map(|p| format!("<replica><host>127.0.0.1</host><port>{p}</port></replica>"))
+        .collect();
+    let replicas = replicas.concat();
+    let servers = format!(
+        "<remote_servers><{c}><shard><internal_replication>true</internal_replication>{replicas}</shard></{c}></remote_servers>",
+        c = replica.cluster
+    );
+    let config = format!("{}{servers}{}", &config[..start], &config[end..]);
+    for stub in [
+        "<zookeeper incl=\"zookeeper-servers\" optional=\"true\" />",
+        "<macros incl=\"macros\" optional=\"true\" />",
+    ] {
+        assert!(config.contains(stub), "config.xml has no {stub}");
+    }
+    config
+        .replace(
+            "<zookeeper incl=\"zookeeper-servers\" optional=\"true\" />",
+            &format!(
+                "<zookeeper><node><host>127.0.0.1</host><port>{}</port></node>\
+                 <session_timeout_ms>6000</session_timeout_ms></zookeeper>",
+                replica.zookeeper_port
+            ),
+        )
+        .replace(
+            "<macros incl=\"macros\" optional=\"true\" />",
+            &format!(
+                "<macros><shard>01</shard><replica>r{}</replica></macros>\
+                 <interserver_http_host>127.0.0.1</interserver_http_host>",
+                replica.index
+            ),
+        )
 }
 
 /// Copies the system config and points every path and port at `dir`; returns config.xml.

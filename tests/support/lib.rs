@@ -20,6 +20,7 @@ pub mod procstat;
 pub mod proxy_peers;
 pub mod tee;
 pub mod wrk;
+pub mod zookeeper;
 
 /// Path of a binary built by this workspace: in `LLMTRACE_BIN_DIR` when set (`cargo xtask test`
 /// points it at the release build it shares with `run` and `bench`), else next to the test

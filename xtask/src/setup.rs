@@ -18,7 +18,8 @@ use anyhow::{Context as _, Result, bail};
 use crate::cmd;
 
 /// Debian packages: ClickHouse (sink tests), nginx and wrk (proxy benchmark peers and load),
-/// curl (a real h1/h2 client), iproute2, and python3-venv for the SDK venv.
+/// curl (a real h1/h2 client), iproute2, python3-venv for the SDK venv, and ZooKeeper
+/// (coordination of the replicated ClickHouse cluster test).
 const APT_PACKAGES: &[&str] = &[
     "clickhouse-server",
     "clickhouse-client",
@@ -28,6 +29,7 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "python3-venv",
     "ca-certificates",
+    "zookeeper",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

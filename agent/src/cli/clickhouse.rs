@@ -14,7 +14,7 @@ pub enum ClickHouseCmd {
     /// Create or upgrade the traces schema (idempotent; DDL chosen by server version).
     Migrate {
         /// Print the DDL that would be applied for this flavor instead of running it
-        /// (`modern`, `cluster` or `legacy`).
+        /// (`modern`, `cluster`, `legacy` or `legacy-cluster`).
         #[arg(long, value_name = "FLAVOR")]
         print: Option<String>,
     },
@@ -30,15 +30,18 @@ pub async fn run(cmd: ClickHouseCmd, cfg: &SinkConfig) -> anyhow::Result<()> {
         ClickHouseCmd::Migrate {
             print: Some(flavor),
         } => {
-            let flavor = match flavor.as_str() {
-                "modern" => migrate::Flavor::Modern,
-                "cluster" => migrate::Flavor::Cluster,
-                "legacy" => migrate::Flavor::Legacy,
-                other => anyhow::bail!("unknown flavor {other:?}: use modern, cluster or legacy"),
+            let dialect = match flavor.as_str() {
+                "modern" => migrate::Dialect::Modern,
+                "cluster" => migrate::Dialect::Cluster,
+                "legacy" => migrate::Dialect::Legacy,
+                "legacy-cluster" => migrate::Dialect::LegacyCluster,
+                other => anyhow::bail!(
+                    "unknown flavor {other:?}: use modern, cluster, legacy or legacy-cluster"
+                ),
             };
             for m in std::iter::once(&migrate::BOOTSTRAP).chain(migrate::MIGRATIONS) {
                 println!("-- migration {} ({})", m.version, m.name);
-                println!("{}", migrate::render(m.sql(flavor), ch));
+                println!("{}", migrate::render(m.ddl(dialect), ch));
             }
             Ok(())
         }

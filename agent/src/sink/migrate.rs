@@ -39,6 +39,49 @@ impl Flavor {
     }
 }
 
+/// The DDL set a server gets: its flavor, and on older servers whether the schema is
+/// replicated across a cluster (`[sink.clickhouse] cluster`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// ClickHouse 22.3+, single node.
+    Modern,
+    /// ClickHouse 22.3+ cluster.
+    Cluster,
+    /// 18.16 stand-ins, single node.
+    Legacy,
+    /// 18.16 stand-ins on a cluster: `ON CLUSTER`, Replicated + Distributed.
+    LegacyCluster,
+}
+
+impl Dialect {
+    /// Every dialect.
+    pub const ALL: [Self; 4] = [
+        Self::Modern,
+        Self::Cluster,
+        Self::Legacy,
+        Self::LegacyCluster,
+    ];
+
+    /// The dialect for a server version and config.
+    pub fn choose(version: Version, cfg: &ClickHouseConfig) -> Self {
+        match (Flavor::choose(version, cfg), cfg.cluster.is_some()) {
+            (Flavor::Modern, _) => Self::Modern,
+            (Flavor::Cluster, _) => Self::Cluster,
+            (Flavor::Legacy, false) => Self::Legacy,
+            (Flavor::Legacy, true) => Self::LegacyCluster,
+        }
+    }
+
+    /// The column types it takes.
+    pub fn flavor(self) -> Flavor {
+        match self {
+            Self::Modern => Flavor::Modern,
+            Self::Cluster => Flavor::Cluster,
+            Self::Legacy | Self::LegacyCluster => Flavor::Legacy,
+        }
+    }
+}
+
 /// One versioned migration, in every flavor.
 #[derive(Debug)]
 pub struct Migration {
@@ -61,6 +104,8 @@ pub enum Change {
         cluster: &'static str,
         /// 18.16 stand-ins.
         legacy: &'static str,
+        /// 18.16 stand-ins on a cluster.
+        legacy_cluster: &'static str,
     },
     /// Adds declared row columns at the end of the table, in this order: `name`, or
     /// `name DEFAULT expr` so rows written before read a value from older columns.
@@ -68,39 +113,61 @@ pub enum Change {
 }
 
 impl Migration {
-    /// The DDL text for `flavor`, before placeholder substitution.
+    /// The DDL text for `flavor` (single-node 18.16 for `Legacy`), before placeholder
+    /// substitution.
     pub fn sql(&self, flavor: Flavor) -> &'static str {
+        self.ddl(match flavor {
+            Flavor::Modern => Dialect::Modern,
+            Flavor::Cluster => Dialect::Cluster,
+            Flavor::Legacy => Dialect::Legacy,
+        })
+    }
+
+    /// The DDL text for `dialect`, before placeholder substitution.
+    pub fn ddl(&self, dialect: Dialect) -> &'static str {
         match self.change {
             Change::Files {
                 modern,
                 cluster,
                 legacy,
-            } => match flavor {
-                Flavor::Modern => modern,
-                Flavor::Cluster => cluster,
-                Flavor::Legacy => legacy,
+                legacy_cluster,
+            } => match dialect {
+                Dialect::Modern => modern,
+                Dialect::Cluster => cluster,
+                Dialect::Legacy => legacy,
+                Dialect::LegacyCluster => legacy_cluster,
             },
-            Change::AddColumns(_) => generated(self.version, flavor),
+            Change::AddColumns(_) => generated(self.version, dialect),
         }
     }
 }
 
 /// The generated DDL of column-adding migrations, made once.
-fn generated(version: u32, flavor: Flavor) -> &'static str {
-    static DDL: LazyLock<Vec<(u32, Flavor, String)>> = LazyLock::new(|| {
+fn generated(version: u32, dialect: Dialect) -> &'static str {
+    static DDL: LazyLock<Vec<(u32, Dialect, String)>> = LazyLock::new(|| {
         let mut out = Vec::new();
         for m in MIGRATIONS {
             if let Change::AddColumns(entries) = m.change {
-                for f in [Flavor::Modern, Flavor::Cluster, Flavor::Legacy] {
-                    out.push((m.version, f, added::statements(entries.iter().copied(), f)));
+                for d in Dialect::ALL {
+                    out.push((m.version, d, adding(entries.iter().copied(), d)));
                 }
             }
         }
         out
     });
     DDL.iter()
-        .find(|(v, f, _)| *v == version && *f == flavor)
+        .find(|(v, d, _)| *v == version && *d == dialect)
         .map_or("", |(_, _, sql)| sql.as_str())
+}
+
+/// The DDL adding `entries` in `dialect`.
+fn adding<'a>(entries: impl IntoIterator<Item = &'a str>, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::LegacyCluster => {
+            added::legacy_cluster_statements(entries) + LEGACY_CLUSTER_DISTRIBUTED
+        }
+        d => added::statements(entries, d.flavor()),
+    }
 }
 
 macro_rules! ddl {
@@ -108,6 +175,10 @@ macro_rules! ddl {
         include_str!(concat!("../../../deploy/clickhouse/", $flavor, "/", $file))
     };
 }
+
+/// 18.16 refuses `ALTER … ON CLUSTER` on a Distributed table in front of replicated shards, so
+/// a column-adding migration re-creates it from the local table's new structure.
+pub const LEGACY_CLUSTER_DISTRIBUTED: &str = ddl!("legacy-18.16-cluster", "distributed.sql");
 
 /// Always applied first: database and the migrations table.
 pub const BOOTSTRAP: Migration = Migration {
@@ -117,6 +188,7 @@ pub const BOOTSTRAP: Migration = Migration {
         modern: ddl!("modern", "0000_schema_migrations.sql"),
         cluster: ddl!("cluster", "0000_schema_migrations.sql"),
         legacy: ddl!("legacy-18.16", "0000_schema_migrations.sql"),
+        legacy_cluster: ddl!("legacy-18.16-cluster", "0000_schema_migrations.sql"),
     },
 };
 
@@ -129,6 +201,7 @@ pub const MIGRATIONS: &[Migration] = &[
             modern: ddl!("modern", "0001_create_traces.sql"),
             cluster: ddl!("cluster", "0001_create_traces.sql"),
             legacy: ddl!("legacy-18.16", "0001_create_traces.sql"),
+            legacy_cluster: ddl!("legacy-18.16-cluster", "0001_create_traces.sql"),
         },
     },
     Migration {
@@ -170,6 +243,7 @@ pub const MIGRATIONS: &[Migration] = &[
             modern: ddl!("modern", "0003_k8s_pod_uid_index.sql"),
             cluster: ddl!("cluster", "0003_k8s_pod_uid_index.sql"),
             legacy: ddl!("legacy-18.16", "0003_k8s_pod_uid_index.sql"),
+            legacy_cluster: ddl!("legacy-18.16-cluster", "0003_k8s_pod_uid_index.sql"),
         },
     },
     Migration {
@@ -268,8 +342,8 @@ pub async fn migrate(
     timeout: Duration,
 ) -> Result<Vec<u32>, MigrateError> {
     let version = super::client::server_version(client, timeout).await?;
-    let flavor = Flavor::choose(version, cfg);
-    apply(client, &BOOTSTRAP, flavor, cfg, timeout).await?;
+    let dialect = Dialect::choose(version, cfg);
+    apply(client, &BOOTSTRAP, dialect, cfg, timeout).await?;
     let query = format!(
         "SELECT toUInt32(max(version)) FROM {}.schema_migrations",
         cfg.database
@@ -281,7 +355,7 @@ pub async fn migrate(
         .map_err(ClientError::from)?;
     let mut applied = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
-        apply(client, m, flavor, cfg, timeout).await?;
+        apply(client, m, dialect, cfg, timeout).await?;
         let record = format!(
             "INSERT INTO {}.schema_migrations (version, name) VALUES ({}, '{}')",
             cfg.database, m.version, m.name
@@ -296,7 +370,7 @@ pub async fn migrate(
         tracing::info!(
             version = m.version,
             name = m.name,
-            ?flavor,
+            ?dialect,
             "applied ClickHouse migration"
         );
         applied.push(m.version);
@@ -307,21 +381,26 @@ pub async fn migrate(
 async fn apply(
     client: &clickhouse::Client,
     m: &Migration,
-    flavor: Flavor,
+    dialect: Dialect,
     cfg: &ClickHouseConfig,
     timeout: Duration,
 ) -> Result<(), MigrateError> {
     let sql = match m.change {
-        // 18.16 has no `ADD COLUMN IF NOT EXISTS`: add only what is missing.
-        Change::AddColumns(entries) if flavor == Flavor::Legacy => {
-            let have = table_columns(client, cfg, timeout).await?;
+        // 18.16 has no `ADD COLUMN IF NOT EXISTS`: add only what is missing (on a cluster,
+        // from the replicated local table; the Distributed table is re-created after it).
+        Change::AddColumns(entries) if dialect.flavor() == Flavor::Legacy => {
+            let table = match dialect {
+                Dialect::LegacyCluster => format!("{}_local", cfg.table),
+                _ => cfg.table.clone(),
+            };
+            let have = table_columns(client, cfg, &table, timeout).await?;
             let missing = entries
                 .iter()
                 .copied()
                 .filter(|e| !have.iter().any(|h| h == added::split_entry(e).0));
-            added::statements(missing, flavor)
+            adding(missing, dialect)
         }
-        _ => m.sql(flavor).to_owned(),
+        _ => m.ddl(dialect).to_owned(),
     };
     for stmt in statements(&render(&sql, cfg)) {
         execute(client, &stmt, timeout)
@@ -335,16 +414,17 @@ async fn apply(
     Ok(())
 }
 
-/// The column names of the traces table.
+/// The column names of `table` in the traces database.
 async fn table_columns(
     client: &clickhouse::Client,
     cfg: &ClickHouseConfig,
+    table: &str,
     timeout: Duration,
 ) -> Result<Vec<String>, MigrateError> {
     let fut = client
         .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
         .bind(&cfg.database)
-        .bind(&cfg.table)
+        .bind(table)
         .fetch_all::<String>();
     Ok(tokio::time::timeout(timeout, fut)
         .await
@@ -358,7 +438,7 @@ pub async fn check_columns(
     cfg: &ClickHouseConfig,
     timeout: Duration,
 ) -> Result<(), MigrateError> {
-    let have = table_columns(client, cfg, timeout).await?;
+    let have = table_columns(client, cfg, &cfg.table, timeout).await?;
     let missing: Vec<String> = COLUMNS
         .iter()
         .filter(|c| !have.iter().any(|h| h == *c))
@@ -418,9 +498,13 @@ mod tests {
             .flatten()
             .map(|e| added::split_entry(e).0)
             .collect();
-        for flavor in [Flavor::Modern, Flavor::Cluster, Flavor::Legacy] {
-            let sql = render(MIGRATIONS[0].sql(flavor), &cfg);
-            assert!(!sql.contains("${"), "{flavor:?}: unsubstituted placeholder");
+        for dialect in Dialect::ALL {
+            let flavor = dialect.flavor();
+            let sql = render(MIGRATIONS[0].ddl(dialect), &cfg);
+            assert!(
+                !sql.contains("${"),
+                "{dialect:?}: unsubstituted placeholder"
+            );
             let created = created_columns(&sql);
             for retired in RETIRED {
                 assert!(created.iter().any(|(n, _)| n == retired), "{retired}");
@@ -436,33 +520,47 @@ mod tests {
             assert_eq!(
                 created,
                 declared[..created.len()],
-                "{flavor:?}: CREATE TABLE differs from TraceRow"
+                "{dialect:?}: CREATE TABLE differs from TraceRow"
             );
             let rest: Vec<&str> = declared[created.len()..]
                 .iter()
                 .map(|(n, _)| n.as_str())
                 .collect();
-            assert_eq!(rest, added, "{flavor:?}: columns no migration adds");
+            assert_eq!(rest, added, "{dialect:?}: columns no migration adds");
         }
     }
 
     #[test]
     fn generated_migrations_render_for_every_flavor() {
         let cfg = ClickHouseConfig::default();
-        for flavor in [Flavor::Modern, Flavor::Cluster, Flavor::Legacy] {
-            let sql = render(MIGRATIONS[1].sql(flavor), &cfg);
-            let stmts = statements(&sql);
-            let per_column = if flavor == Flavor::Cluster { 2 } else { 1 };
+        for dialect in Dialect::ALL {
+            let sql = render(MIGRATIONS[1].ddl(dialect), &cfg);
+            let mut stmts = statements(&sql);
             let Change::AddColumns(entries) = MIGRATIONS[1].change else {
                 panic!("migration 2 adds columns");
             };
-            assert_eq!(stmts.len(), entries.len() * per_column, "{flavor:?}");
+            let expected = match dialect {
+                Dialect::LegacyCluster => {
+                    // One ALTER of the local tables, then the Distributed table re-created.
+                    let recreate = stmts.split_off(1);
+                    assert!(
+                        recreate[0].contains("DROP TABLE IF EXISTS llmtrace.traces ON CLUSTER")
+                    );
+                    assert!(recreate[1].contains("AS llmtrace.traces_local\nENGINE = Distributed"));
+                    assert_eq!(recreate.len(), 2);
+                    assert_eq!(stmts[0].matches("ADD COLUMN").count(), entries.len());
+                    1
+                }
+                Dialect::Cluster => entries.len() * 2,
+                Dialect::Modern | Dialect::Legacy => entries.len(),
+            };
+            assert_eq!(stmts.len(), expected, "{dialect:?}");
             assert!(
                 stmts
                     .iter()
                     .all(|s| s.contains("ALTER TABLE llmtrace.traces"))
             );
-            assert!(!sql.contains("${"), "{flavor:?}");
+            assert!(!sql.contains("${"), "{dialect:?}");
         }
         let legacy = MIGRATIONS[1].sql(Flavor::Legacy);
         assert!(legacy.contains("ADD COLUMN netns UInt64;"), "{legacy}");

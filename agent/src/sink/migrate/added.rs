@@ -97,6 +97,38 @@ pub fn statements<'a>(entries: impl IntoIterator<Item = &'a str>, flavor: Flavor
     sql
 }
 
+/// The DDL adding `entries` to the replicated local tables of an 18.16 cluster (`apply`
+/// leaves out existing ones): one `ALTER` for all of them, as each distributed DDL statement
+/// is a round through the ZooKeeper queue. A replicated `ALTER` runs on one replica and
+/// reaches the others through the replication log; the Distributed table is re-created after.
+pub fn legacy_cluster_statements<'a>(entries: impl IntoIterator<Item = &'a str>) -> String {
+    let mut sql = String::from(
+        "-- Generated from the row declaration (agent/src/sink/row.rs): columns added at the end.\n",
+    );
+    let clauses: Vec<String> = entries
+        .into_iter()
+        .map(|entry| {
+            let (name, extra) = split_entry(entry);
+            let ty = flavor_type(declared(name), Flavor::Legacy);
+            let tail = if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" {extra}")
+            };
+            format!("    ADD COLUMN {name} {ty}{tail}")
+        })
+        .collect();
+    if !clauses.is_empty() {
+        writeln!(
+            sql,
+            "ALTER TABLE ${{database}}.${{table}}_local ON CLUSTER ${{cluster}}\n{};",
+            clauses.join(",\n")
+        )
+        .expect("writing to a String");
+    }
+    sql
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +162,11 @@ mod tests {
         assert!(legacy.contains("ADD COLUMN k8s_pod_uid String DEFAULT pod_uid;"));
         let cluster = statements(["finish_reason"], Flavor::Cluster);
         assert_eq!(cluster.matches("ON CLUSTER ${cluster} ADD COLUMN IF NOT EXISTS finish_reason LowCardinality(String);").count(), 2);
+        let legacy_cluster = legacy_cluster_statements(entries);
+        assert!(legacy_cluster.contains(
+            "ALTER TABLE ${database}.${table}_local ON CLUSTER ${cluster}\n    ADD COLUMN exchange_seq UInt32,\n    ADD COLUMN k8s_pod_uid String DEFAULT pod_uid;"
+        ), "{legacy_cluster}");
+        assert_eq!(legacy_cluster.matches("ALTER TABLE").count(), 1);
+        assert!(!legacy_cluster_statements([]).contains("ALTER"));
     }
 }

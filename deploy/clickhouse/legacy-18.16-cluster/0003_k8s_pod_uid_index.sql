@@ -1,0 +1,1 @@
+-- Nothing on 18.16: the compatibility schema has no skip indexes.
