@@ -293,8 +293,41 @@ impl AgentFiles {
     }
 }
 
-/// Starts the agent container with the DaemonSet's privileges and mounts.
+/// Starts the agent container with the DaemonSet's privileges and mounts. Engines older than
+/// Docker 23 do not know `BPF` and `PERFMON` (the kernel has them since 5.8); there the test
+/// falls back to `SYS_ADMIN`, which the kernel accepts in their place, and says so.
 fn run_agent(name: &str, tag: &str, files: &AgentFiles, cg_root: &Path) {
+    let args = run_args(name, tag, files, cg_root, CAPS);
+    let (ok, text) = docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    if ok {
+        return;
+    }
+    assert!(
+        text.contains("unknown capability"),
+        "docker run failed:\n{text}"
+    );
+    eprintln!(
+        "this engine does not know BPF/PERFMON ({}); using SYS_ADMIN in their place",
+        text.trim()
+    );
+    let _ = docker(&["rm", "-f", name]);
+    let args = run_args(
+        name,
+        tag,
+        files,
+        cg_root,
+        &["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"],
+    );
+    docker_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+fn run_args(
+    name: &str,
+    tag: &str,
+    files: &AgentFiles,
+    cg_root: &Path,
+    caps: &[&str],
+) -> Vec<String> {
     let mut run: Vec<String> = [
         "run",
         "-d",
@@ -313,7 +346,7 @@ fn run_agent(name: &str, tag: &str, files: &AgentFiles, cg_root: &Path) {
     .iter()
     .map(ToString::to_string)
     .collect();
-    for cap in CAPS {
+    for cap in caps {
         run.push("--cap-add".into());
         run.push((*cap).into());
     }
@@ -334,8 +367,7 @@ fn run_agent(name: &str, tag: &str, files: &AgentFiles, cg_root: &Path) {
     for a in [tag, "run", "--config", "/etc/llmtrace/config.toml"] {
         run.push(a.to_owned());
     }
-    let args: Vec<&str> = run.iter().map(String::as_str).collect();
-    docker_ok(&args);
+    run
 }
 
 #[test]
