@@ -98,6 +98,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     accept_loops.extend(manager.map(|m| tokio::spawn(m.run(serve, shutdown.clone()))));
 
     let ready = Arc::new(AtomicBool::new(false));
+    let unsettled = unsettled_fn(&table);
     let status = status_fn(
         &kernel,
         &config,
@@ -110,6 +111,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         registry: Arc::new(registry),
         status,
         ready: ready.clone(),
+        unsettled,
         sink: sink.clone(),
     };
     let admin_tasks = spawn_admin(admin_listener, admin_socket, admin_state, &shutdown);
@@ -144,6 +146,12 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     let _ = std::fs::remove_file(config.admin_socket());
     info!("stopped");
     Ok(())
+}
+
+/// Readiness waits for the provider hosts whose first resolution is not in the kernel map yet.
+fn unsettled_fn(table: &Arc<Mutex<ProviderTable>>) -> admin::server::UnsettledFn {
+    let table = table.clone();
+    Arc::new(move || table.lock().expect("provider table poisoned").unsettled())
 }
 
 /// Binds the IPv4 listener, and the IPv6 one when the host has IPv6 (returns its address).

@@ -53,31 +53,41 @@ impl CertificateAuthority {
     /// Loads the CA in `dir`, checking the key's permissions and that it matches the root.
     pub fn load(dir: &Path) -> Result<Self, CaError> {
         let paths = CaPaths::new(dir);
-        let cert_pem = files::read_optional(&paths.cert)?;
-        let key_pem = files::read_optional(&paths.key)?.map(zeroize::Zeroizing::new);
+        let (cert, key) = (paths.cert.clone(), paths.key.clone());
+        Self::load_pair(paths, &cert, &key, ("ca.pem", "ca.key"))
+    }
+
+    /// Loads the certificate and key at `cert_path` and `key_path` as the CA of `paths`.
+    fn load_pair(
+        paths: CaPaths,
+        cert_path: &Path,
+        key_path: &Path,
+        names: (&'static str, &'static str),
+    ) -> Result<Self, CaError> {
+        let cert_pem = files::read_optional(cert_path)?;
+        let key_pem = files::read_optional(key_path)?.map(zeroize::Zeroizing::new);
         let (cert_pem, key_pem) = match (cert_pem, key_pem) {
             (Some(c), Some(k)) => (c, k),
             (None, None) => return Err(CaError::NotFound(paths.dir)),
-            (None, Some(_)) => return Err(CaError::Incomplete(paths.dir, "ca.pem")),
-            (Some(_), None) => return Err(CaError::Incomplete(paths.dir, "ca.key")),
+            (None, Some(_)) => return Err(CaError::Incomplete(paths.dir, names.0)),
+            (Some(_), None) => return Err(CaError::Incomplete(paths.dir, names.1)),
         };
-        files::check_key_mode(&paths.key)?;
+        files::check_key_mode(key_path)?;
         let parse_err = |what, path: &Path, detail: String| CaError::Parse {
             what,
             path: path.to_path_buf(),
             detail,
         };
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-            .map_err(|e| parse_err("certificate", &paths.cert, e.to_string()))?;
-        let info =
-            root::inspect(&cert_der).map_err(|e| parse_err("certificate", &paths.cert, e))?;
+            .map_err(|e| parse_err("certificate", cert_path, e.to_string()))?;
+        let info = root::inspect(&cert_der).map_err(|e| parse_err("certificate", cert_path, e))?;
         let key = CaKey::from_pem(&key_pem)
-            .map_err(|e| parse_err("private key", &paths.key, e.to_string()))?;
+            .map_err(|e| parse_err("private key", key_path, e.to_string()))?;
         if key.subject_public_key_info() != info.spki {
             return Err(CaError::KeyMismatch(paths.dir));
         }
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)
-            .map_err(|e| parse_err("certificate", &paths.cert, e.to_string()))?;
+            .map_err(|e| parse_err("certificate", cert_path, e.to_string()))?;
         Ok(Self {
             paths,
             cert_der,
@@ -86,6 +96,50 @@ impl CertificateAuthority {
             constraints: info.constraints,
             not_after: info.not_after,
         })
+    }
+
+    /// First half of a rotation that never breaks a client: writes the next root as
+    /// `ca.next.pem` / `ca.next.key` (0600) next to the active one, which keeps signing. Bundles
+    /// built from now on carry both roots; once every client trusts them, `activate_next`
+    /// switches. Returns the staged root's fingerprint.
+    pub fn stage_next(dir: &Path, opts: &CaOptions) -> Result<String, CaError> {
+        let paths = CaPaths::new(dir);
+        if !paths.any_exists() {
+            return Err(CaError::NotFound(paths.dir));
+        }
+        if paths.next_cert.exists() || paths.next_key.exists() {
+            return Err(CaError::AlreadyStaged(paths.dir));
+        }
+        let new = root::generate(&opts.constraints()?, SystemTime::now())?;
+        let key = files::stage(&paths.next_key, new.key_pem.as_bytes(), KEY_MODE)?;
+        let cert = files::stage(&paths.next_cert, new.cert_pem.as_bytes(), CERT_MODE)?;
+        key.commit()?;
+        cert.commit()?;
+        tracing::info!(dir = %paths.dir.display(), "Staged the next llmtrace root CA.");
+        Ok(fingerprint(&new.cert_der))
+    }
+
+    /// Second half of a staged rotation: the staged root becomes the active one (checked first:
+    /// key mode, key matching certificate) and the replaced root is kept as `ca.prev.pem`.
+    pub fn activate_next(dir: &Path) -> Result<Self, CaError> {
+        let paths = CaPaths::new(dir);
+        let (cert, key) = (paths.next_cert.clone(), paths.next_key.clone());
+        let next = match Self::load_pair(paths.clone(), &cert, &key, ("ca.next.pem", "ca.next.key"))
+        {
+            Err(CaError::NotFound(dir)) => return Err(CaError::NothingStaged(dir)),
+            other => other?,
+        };
+        if let Some(old) = files::read_optional(&paths.cert)? {
+            files::stage(&paths.prev_cert, old.as_bytes(), CERT_MODE)?.commit()?;
+        }
+        // The key first: a crash in between leaves a mismatch that `load` reports, never a
+        // root whose key is lost.
+        std::fs::rename(&paths.next_key, &paths.key)
+            .map_err(|e| CaError::io("rename", &paths.key, e))?;
+        std::fs::rename(&paths.next_cert, &paths.cert)
+            .map_err(|e| CaError::io("rename", &paths.cert, e))?;
+        tracing::info!(dir = %paths.dir.display(), "Activated the staged llmtrace root CA.");
+        Ok(next)
     }
 
     fn create(paths: CaPaths, opts: &CaOptions) -> Result<Self, CaError> {
@@ -174,9 +228,7 @@ impl CertificateAuthority {
 
     /// SHA-256 fingerprint of the root, colon-separated hex (as browsers and openssl show it).
     pub fn fingerprint_sha256(&self) -> String {
-        let digest = ring::digest::digest(&ring::digest::SHA256, &self.cert_der);
-        let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
-        hex.join(":")
+        fingerprint(&self.cert_der)
     }
 
     /// Mints a leaf for `sni` with the default policy, valid from now.
@@ -209,6 +261,13 @@ impl CertificateAuthority {
         )
         .unwrap()
     }
+}
+
+/// SHA-256 fingerprint of a certificate, colon-separated upper-case hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
 }
 
 impl fmt::Debug for CertificateAuthority {

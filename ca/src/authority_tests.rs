@@ -257,3 +257,62 @@ fn leaf_has_short_backdated_validity() {
     assert!(eku.server_auth);
     assert!(!cert.is_ca());
 }
+
+#[test]
+fn staged_rotation_keeps_signing_with_the_active_root_until_activated() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(&["api.openai.com"]);
+    assert!(matches!(
+        CertificateAuthority::stage_next(dir.path(), &o),
+        Err(CaError::NotFound(_))
+    ));
+    assert!(matches!(
+        CertificateAuthority::activate_next(dir.path()),
+        Err(CaError::NotFound(_) | CaError::NothingStaged(_))
+    ));
+    let first = CertificateAuthority::init(dir.path(), &o, false).unwrap();
+    let next_fp = CertificateAuthority::stage_next(dir.path(), &o).unwrap();
+    let paths = first.paths().clone();
+    assert_eq!(mode(&paths.next_key), 0o600);
+    assert_eq!(mode(&paths.next_cert), 0o644);
+    assert!(matches!(
+        CertificateAuthority::stage_next(dir.path(), &o),
+        Err(CaError::AlreadyStaged(_))
+    ));
+    // Staging does not change what the agent loads.
+    let loaded = CertificateAuthority::load(dir.path()).unwrap();
+    assert_eq!(loaded.root_der(), first.root_der());
+
+    let active = CertificateAuthority::activate_next(dir.path()).unwrap();
+    assert_eq!(active.fingerprint_sha256(), next_fp);
+    assert_eq!(mode(&paths.key), 0o600);
+    assert!(!paths.next_key.exists() && !paths.next_cert.exists());
+    assert_eq!(
+        fs::read_to_string(&paths.prev_cert).unwrap(),
+        first.root_pem()
+    );
+    let loaded = CertificateAuthority::load(dir.path()).unwrap();
+    assert_eq!(loaded.fingerprint_sha256(), next_fp);
+    assert!(loaded.covers("api.openai.com"));
+    assert!(matches!(
+        CertificateAuthority::activate_next(dir.path()),
+        Err(CaError::NothingStaged(_))
+    ));
+}
+
+#[test]
+fn activation_refuses_a_staged_key_readable_by_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(&["api.openai.com"]);
+    let first = CertificateAuthority::init(dir.path(), &o, false).unwrap();
+    CertificateAuthority::stage_next(dir.path(), &o).unwrap();
+    let next_key = first.paths().next_key.clone();
+    fs::set_permissions(&next_key, fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(matches!(
+        CertificateAuthority::activate_next(dir.path()),
+        Err(CaError::KeyPermissions { .. })
+    ));
+    // Nothing switched.
+    let loaded = CertificateAuthority::load(dir.path()).unwrap();
+    assert_eq!(loaded.root_der(), first.root_der());
+}

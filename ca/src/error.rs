@@ -34,6 +34,17 @@ pub enum CaError {
         "the key in {0} does not match its certificate (recreate the CA with `llmtrace ca init --force`)"
     )]
     KeyMismatch(PathBuf),
+    /// `ca rotate --stage` found a staged root that was never activated.
+    #[error(
+        "a next root is already staged in {0} (ca.next.pem); activate it with `llmtrace ca rotate --activate` or delete ca.next.pem and ca.next.key"
+    )]
+    AlreadyStaged(PathBuf),
+    /// `ca rotate --activate` found no staged root.
+    #[error("no next root is staged in {0} (stage one with `llmtrace ca rotate --stage`)")]
+    NothingStaged(PathBuf),
+    /// A trust bundle could not be built from the given inputs.
+    #[error("cannot build a trust bundle: {0}")]
+    Bundle(String),
     /// A file could not be read or written.
     #[error("{op} {path}: {source}")]
     Io {

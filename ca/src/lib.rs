@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod authority;
+mod bundle;
 mod cache;
 mod constraints;
 mod error;
@@ -23,7 +24,11 @@ mod resolver;
 mod root;
 mod truststore;
 
-pub use authority::CertificateAuthority;
+pub use authority::{CertificateAuthority, fingerprint};
+pub use bundle::{
+    PublishedRoot, RootRole, SYSTEM_BUNDLES, build as build_bundle, published_roots,
+    system_bundle_path,
+};
 pub use cache::{Clock, LeafCache, LeafCacheConfig};
 pub use constraints::HostConstraints;
 pub use error::CaError;

@@ -45,6 +45,10 @@ pub struct CaPaths {
     pub key: PathBuf,
     /// The root replaced by the last rotation, kept so operators can find and uninstall it.
     pub prev_cert: PathBuf,
+    /// The staged next root (`ca rotate --stage`): published in bundles, not yet signing.
+    pub next_cert: PathBuf,
+    /// Key of the staged next root, mode 0600.
+    pub next_key: PathBuf,
 }
 
 impl CaPaths {
@@ -55,6 +59,8 @@ impl CaPaths {
             cert: dir.join("ca.pem"),
             key: dir.join("ca.key"),
             prev_cert: dir.join("ca.prev.pem"),
+            next_cert: dir.join("ca.next.pem"),
+            next_key: dir.join("ca.next.key"),
         }
     }
 

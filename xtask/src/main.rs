@@ -7,6 +7,7 @@
 mod bench;
 mod cmd;
 mod fuzz;
+mod image;
 mod setup;
 mod test;
 
@@ -46,6 +47,16 @@ enum Task {
         #[arg(long, default_value_t = 30)]
         seconds: u32,
     },
+    /// The agent's container image from this repository alone (no base image), loaded into
+    /// Docker (installed and started when missing); prints its size.
+    Image {
+        /// Image reference to import as.
+        #[arg(long, default_value = image::DEFAULT_TAG)]
+        tag: String,
+        /// Only write target/image/llmtrace-rootfs.tar; no engine.
+        #[arg(long)]
+        no_load: bool,
+    },
     /// Benchmarks (bounded, loopback only): `ebpf`, `sink`, `analysis`, `proxy`.
     Bench {
         /// Which benchmark.
@@ -83,6 +94,12 @@ fn main() -> Result<()> {
         Task::Fuzz { seconds } => {
             setup::run()?;
             fuzz::run(seconds)
+        }
+        Task::Image { tag, no_load } => {
+            if !no_load {
+                setup::container_engine()?;
+            }
+            image::run(&tag, !no_load)
         }
         Task::Bench { which } => {
             setup::run()?;

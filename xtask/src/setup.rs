@@ -236,3 +236,35 @@ fn node_clients() -> Result<()> {
     fs::write(&stamp, lock)?;
     Ok(())
 }
+
+/// A Docker engine for `xtask image` (loading the image) and the image test: Debian's
+/// `docker.io` when `dockerd` is missing, and a `dockerd` started in the background when none
+/// answers (machines without systemd). Only `xtask image` pays for this.
+pub fn container_engine() -> Result<()> {
+    if cmd::succeeds("docker", &["info"]) {
+        return Ok(());
+    }
+    if !cmd::is_root() {
+        bail!("no Docker engine answers: run `cargo xtask image` as root to install and start one");
+    }
+    if !cmd::succeeds("dockerd", &["--version"]) {
+        let mut install = Command::new("apt-get");
+        install
+            .args(["install", "-y", "--no-install-recommends", "docker.io"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        cmd::status(&mut install)?;
+    }
+    let log = fs::File::create("/var/log/llmtrace-dockerd.log")?;
+    Command::new("dockerd")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting dockerd")?;
+    for _ in 0..60 {
+        if cmd::succeeds("docker", &["info"]) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    bail!("dockerd did not answer within 30 s; see /var/log/llmtrace-dockerd.log")
+}

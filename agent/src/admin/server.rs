@@ -24,6 +24,9 @@ use super::status::StatusReport;
 /// Builds the status report on request.
 pub type StatusFn = Arc<dyn Fn() -> StatusReport + Send + Sync>;
 
+/// Provider hosts whose first resolution has not reached the kernel map yet.
+pub type UnsettledFn = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// What the admin server serves.
 #[derive(Clone)]
 pub struct AdminState {
@@ -33,6 +36,9 @@ pub struct AdminState {
     pub status: StatusFn,
     /// Set once the kernel hook is attached and the listeners are up.
     pub ready: Arc<AtomicBool>,
+    /// `/readyz` also waits for these: until every provider host has been resolved once (or
+    /// failed once) and the kernel map synced, connections to it would not be intercepted.
+    pub unsettled: UnsettledFn,
     /// Completed traces, for `/tail`.
     pub sink: crate::sink::SinkHandle,
 }
@@ -179,11 +185,9 @@ fn route(
             r
         }
         "/readyz" => {
-            if state.ready.load(Ordering::Acquire) {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
-            }
+            let attached = state.ready.load(Ordering::Acquire);
+            let (status, body) = readiness(attached, &(state.unsettled)());
+            respond(status, "text/plain; charset=utf-8", body)
         }
         "/status" => match serde_json::to_string_pretty(&(state.status)()) {
             Ok(json) => respond(StatusCode::OK, "application/json", json),
@@ -196,6 +200,28 @@ fn route(
             StatusCode::NOT_FOUND,
             "not found; try /metrics, /healthz, /readyz or /status\n",
         ),
+    }
+}
+
+/// Ready means: the kernel hook is attached (listeners up) and every provider host's first
+/// resolution is in the kernel map, so traffic to any configured provider is intercepted.
+fn readiness(hook_attached: bool, unsettled: &[String]) -> (StatusCode, String) {
+    if !hook_attached {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: the kernel hook is not attached yet\n".to_owned(),
+        );
+    }
+    if unsettled.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "starting: resolving provider hosts {}\n",
+                unsettled.join(", ")
+            ),
+        )
     }
 }
 
@@ -215,4 +241,21 @@ fn respond(
         header::HeaderValue::from_static(content_type),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_with_the_hook_attached_and_every_host_resolved_once() {
+        let pending = ["api.openai.com".to_owned()];
+        let (code, body) = readiness(false, &[]);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("hook"), "{body}");
+        let (code, body) = readiness(true, &pending);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("api.openai.com"), "{body}");
+        assert_eq!(readiness(true, &[]), (StatusCode::OK, "ready\n".to_owned()));
+    }
 }

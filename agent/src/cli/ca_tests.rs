@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use llmtrace_ca::CommandRunner;
+use rustls::pki_types::pem::PemObject as _;
 
 use super::*;
 
@@ -94,7 +95,12 @@ fn init_path_install_rotate_uninstall() {
     assert_eq!(f.anchor(), first);
 
     // Rotation replaces the installed anchor and keeps the old certificate.
-    let out = f.run(&CaCommand::Rotate).unwrap();
+    let out = f
+        .run(&CaCommand::Rotate {
+            stage: false,
+            activate: false,
+        })
+        .unwrap();
     assert!(
         out.contains("ca.prev.pem") && out.contains("Replaced"),
         "{out}"
@@ -110,4 +116,64 @@ fn init_path_install_rotate_uninstall() {
     let out = f.run(&CaCommand::Uninstall).unwrap();
     assert!(out.contains("Removed"), "{out}");
     assert_eq!(f.calls.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn staged_rotation_publishes_the_next_root_in_bundles_before_it_signs() {
+    let f = Fixture::new();
+    f.run(&CaCommand::Init { force: false }).unwrap();
+    // The system bundle: another CA's root.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = llmtrace_ca::CertificateAuthority::init(other.path(), &f.opts, false).unwrap();
+    let system = other.path().join("system.pem");
+    fs::write(&system, other_ca.root_pem()).unwrap();
+    let bundle_file = f.ca_dir.join("bundle.pem");
+    let bundle = |no_previous| {
+        f.run(&CaCommand::Bundle {
+            out: Some(bundle_file.clone()),
+            system: Some(system.clone()),
+            no_previous,
+        })
+        .unwrap();
+        let text = fs::read_to_string(&bundle_file).unwrap();
+        rustls::pki_types::CertificateDer::pem_slice_iter(text.as_bytes())
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    };
+    let first = fs::read_to_string(f.ca_dir.join("ca.pem")).unwrap();
+    let der =
+        |pem: &str| rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    assert_eq!(bundle(false), [other_ca.root_der().clone(), der(&first)]);
+
+    let out = f
+        .run(&CaCommand::Rotate {
+            stage: true,
+            activate: false,
+        })
+        .unwrap();
+    assert!(out.contains("--activate"), "{out}");
+    // Still signing with the first root, but the bundle already trusts the next one.
+    assert_eq!(fs::read_to_string(f.ca_dir.join("ca.pem")).unwrap(), first);
+    let next = fs::read_to_string(f.ca_dir.join("ca.next.pem")).unwrap();
+    assert_eq!(
+        bundle(false),
+        [other_ca.root_der().clone(), der(&first), der(&next)]
+    );
+
+    f.run(&CaCommand::Rotate {
+        stage: false,
+        activate: true,
+    })
+    .unwrap();
+    assert_eq!(fs::read_to_string(f.ca_dir.join("ca.pem")).unwrap(), next);
+    assert_eq!(
+        bundle(false),
+        [other_ca.root_der().clone(), der(&next), der(&first)]
+    );
+    assert_eq!(bundle(true), [other_ca.root_der().clone(), der(&next)]);
+    let mode = {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::metadata(&bundle_file).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode, 0o644);
 }

@@ -67,6 +67,7 @@ pub async fn run<R: Resolve>(
         }
         let desired = table.lock().expect("provider table poisoned").routes();
         map.lock().expect("provider map poisoned").sync(&desired);
+        table.lock().expect("provider table poisoned").mark_synced();
         let next = table.lock().expect("provider table poisoned").next_due();
         let sleep = next.map_or(Duration::from_hours(1), |at| {
             at.saturating_duration_since(Instant::now())

@@ -26,6 +26,11 @@ pub struct HostState {
     /// Addresses no longer in the answer, still routed until the given time: apps that
     /// resolved the host earlier may keep connecting to them.
     pub retired: BTreeMap<IpAddr, Instant>,
+    /// Whether a resolution has been attempted (succeeded or failed) at least once.
+    pub attempted: bool,
+    /// Whether the kernel map has been synced since the first attempt: until then the host
+    /// keeps the agent from reporting ready.
+    pub settled: bool,
 }
 
 /// Providers and their addresses.
@@ -48,6 +53,8 @@ impl ProviderTable {
                     error: None,
                     failures: 0,
                     retired: BTreeMap::new(),
+                    attempted: false,
+                    settled: false,
                 };
                 (s.host.clone(), state)
             })
@@ -102,6 +109,7 @@ impl ProviderTable {
             state.retired.insert(*gone, now + grace);
         }
         state.retired.retain(|a, _| !addrs.contains(a));
+        state.attempted = true;
         state.addrs = addrs;
         state.next = next;
         state.error = None;
@@ -127,6 +135,7 @@ impl ProviderTable {
                 .saturating_mul(factor)
                 .min(config.max_refresh_ms),
         );
+        state.attempted = true;
         state.failures = state.failures.saturating_add(1);
         state.error = Some(error);
         state.next = now + backoff;
@@ -146,6 +155,23 @@ impl ProviderTable {
             });
         }
         gone
+    }
+
+    /// Records that the kernel map now holds `routes()`: every host attempted so far is settled.
+    pub fn mark_synced(&mut self) {
+        for state in self.hosts.values_mut() {
+            state.settled |= state.attempted;
+        }
+    }
+
+    /// Hosts whose first resolution has not reached the kernel map yet (readiness waits for
+    /// them; a host that failed is settled: it keeps being retried, and `/status` shows why).
+    pub fn unsettled(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|(_, s)| !s.settled)
+            .map(|(h, _)| h.clone())
+            .collect()
     }
 
     /// The routes the kernel map should hold. A route shared by two providers keeps the first.
@@ -244,6 +270,39 @@ mod tests {
         assert_eq!(routes.len(), 2);
         assert_eq!(routes.values().copied().collect::<Vec<_>>(), vec![0, 1]);
         assert!(t.due_hosts(now).is_empty());
+    }
+
+    #[test]
+    fn hosts_settle_once_their_first_attempt_is_synced() {
+        let now = Instant::now();
+        let cfg = DnsConfig::default();
+        let mut t = ProviderTable::new(
+            vec![
+                spec("a.example", Some(&["127.0.0.2"])),
+                spec("b.example", None),
+                spec("c.example", None),
+                spec("*.d.example", None),
+            ],
+            now,
+        );
+        assert_eq!(t.unsettled(), ["b.example", "c.example"]);
+        t.mark_synced();
+        assert_eq!(
+            t.unsettled(),
+            ["b.example", "c.example"],
+            "nothing attempted yet"
+        );
+        t.set_resolved("b.example", vec!["127.0.0.3".parse().unwrap()], now);
+        assert_eq!(
+            t.unsettled(),
+            ["b.example", "c.example"],
+            "not in the map yet"
+        );
+        t.mark_synced();
+        assert_eq!(t.unsettled(), ["c.example"]);
+        t.set_failed("c.example", "timeout".into(), now, &cfg);
+        t.mark_synced();
+        assert!(t.unsettled().is_empty());
     }
 
     #[test]
