@@ -43,7 +43,9 @@ fn config(url: &str) -> SinkConfig {
     cfg.clickhouse.url = Some(url.to_string());
     cfg.clickhouse.batch_rows = 500;
     cfg.clickhouse.flush_interval_ms = 100;
-    cfg.clickhouse.timeout_ms = 1_000;
+    // Long enough that a busy machine's slow insert is not retried (a retried insert may
+    // land twice, which the raw counts below would see); the outage test sets its own.
+    cfg.clickhouse.timeout_ms = 5_000;
     cfg.clickhouse.max_backoff_ms = 500;
     cfg.spool.fsync_interval_ms = 10;
     cfg
@@ -130,6 +132,7 @@ async fn outage_kill_and_freeze_lose_nothing_and_count_once() {
     let state = tempfile::tempdir().unwrap();
     let mut cfg = config(&ch.url());
     cfg.clickhouse.batch_rows = 200;
+    cfg.clickhouse.timeout_ms = 1_000;
     let (h, task) = Sink::start(&cfg, state.path(), SinkMetrics::default()).unwrap();
     let producer = {
         let h = h.clone();
