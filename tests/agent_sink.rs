@@ -31,6 +31,7 @@ fn agent(cg: &TestCgroup, port: u16, ch: &ClickHouseServer, state: &std::path::P
 
 #[test]
 fn rows_spooled_by_a_killed_agent_are_shipped_after_restart() {
+    testkit::require_root!();
     let ch = ClickHouseServer::start();
     let cg = TestCgroup::new("sink");
     let fake = EchoServer::start("127.0.0.2:0");

@@ -271,6 +271,7 @@ fn fingerprint_on_a_host(name: &str, shared_key: Option<&Path>) -> String {
 
 #[test]
 fn hosts_sharing_a_fingerprint_key_agree_on_a_key_fingerprint() {
+    testkit::require_root!();
     let dir = tempfile::tempdir().unwrap();
     // As `kubectl create secret --from-file` leaves it: base64 text with a trailing newline.
     let shared = dir.path().join("fingerprint.key");

@@ -373,6 +373,7 @@ fn run_args(
 #[test]
 #[ignore = "needs per-namespace interception: a bridge-network container has its own network namespace, which the hook leaves alone until that lands"]
 fn the_image_with_daemonset_privileges_intercepts_a_bridge_container() {
+    testkit::require_root!();
     let mut cleanup = Cleanup::default();
     if let Err(reason) = engine(&mut cleanup) {
         eprintln!("skipped: no container engine can run here: {reason}");

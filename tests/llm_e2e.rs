@@ -120,6 +120,7 @@ fn assert_trace(t: &Value, provider: &str, model: &str, usage: (u32, u32), pid: 
 
 #[test]
 fn openai_sdk_plain_streamed_and_tool_calls_are_traced_exactly() {
+    testkit::require_root!();
     let w = world("openai", "");
     let follow = w.agent.follow();
     let (pin, pout) = price("gpt-4o-mini");
@@ -182,6 +183,7 @@ fn openai_sdk_plain_streamed_and_tool_calls_are_traced_exactly() {
 
 #[test]
 fn anthropic_sdk_plain_streamed_and_tool_use_are_traced_exactly() {
+    testkit::require_root!();
     let w = world("anthropic", "");
     let follow = w.agent.follow();
     let (pin, pout) = price("claude-3-5-haiku");
@@ -240,6 +242,7 @@ fn finding_kinds(t: &Value) -> Vec<String> {
 
 #[test]
 fn a_secret_in_a_prompt_is_flagged_and_masked_everywhere() {
+    testkit::require_root!();
     let w = world("flag", "");
     let follow = w.agent.follow();
     let prompt = format!("My key is {FAKE_AWS_KEY}, please keep it safe.");
@@ -274,6 +277,7 @@ fn a_secret_in_a_prompt_is_flagged_and_masked_everywhere() {
 
 #[test]
 fn a_block_policy_answers_with_a_provider_shaped_403_and_never_reaches_the_provider() {
+    testkit::require_root!();
     let w = world(
         "block",
         "[[llm.analysis.policy.rules]]\nkind = \"secret\"\naction = \"block\"\n",
@@ -301,6 +305,7 @@ fn a_block_policy_answers_with_a_provider_shaped_403_and_never_reaches_the_provi
 
 #[test]
 fn a_redact_policy_forwards_the_prompt_with_the_secret_masked() {
+    testkit::require_root!();
     let w = world(
         "redact",
         "[[llm.analysis.policy.rules]]\nkind = \"secret\"\naction = \"redact\"\n",

@@ -67,6 +67,7 @@ fn curl_to(
 
 #[test]
 fn curl_h1_and_h2_through_the_agent_match_direct() {
+    testkit::require_root!();
     let cg = TestCgroup::new("curl");
     let fake = FakeLlm::start("127.0.0.2:0");
     let port = fake.addr.port();

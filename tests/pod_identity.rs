@@ -140,6 +140,7 @@ fn start_agent(cg: &TestCgroup, kube: &FakeKube, fake: &FakeLlm) -> Agent {
 
 #[test]
 fn rows_of_pod_processes_carry_their_kubernetes_names() {
+    testkit::require_root!();
     require_root!();
     let kube = FakeKube::start();
     list_at_start(&kube);

@@ -93,6 +93,7 @@ fn agent_fds(agent: &Agent) -> usize {
 
 #[test]
 fn a_pod_connection_is_intercepted_attributed_and_leaves_from_the_pod() {
+    testkit::require_root!();
     let cg = TestCgroup::new("pod");
     let lab = Lab::default();
     let fake = provider(&lab);
@@ -130,6 +131,7 @@ fn a_pod_connection_is_intercepted_attributed_and_leaves_from_the_pod() {
 
 #[test]
 fn a_new_namespace_is_served_from_its_first_provider_connect() {
+    testkit::require_root!();
     let cg = TestCgroup::new("podevent");
     let lab = Lab::default();
     let fake = provider(&lab);
@@ -159,6 +161,7 @@ fn a_new_namespace_is_served_from_its_first_provider_connect() {
 
 #[test]
 fn fail_closed_applies_inside_pods() {
+    testkit::require_root!();
     let cg = TestCgroup::new("podclosed");
     let lab = Lab::default();
     let fake = provider(&lab);
@@ -210,6 +213,7 @@ fn fail_closed_applies_inside_pods() {
 
 #[test]
 fn many_namespaces_are_all_intercepted_and_all_released() {
+    testkit::require_root!();
     const PODS: usize = 64;
     let cg = TestCgroup::new("manypods");
     let lab = Lab::default();
@@ -308,6 +312,7 @@ fn many_namespaces_are_all_intercepted_and_all_released() {
 
 #[test]
 fn a_restarted_agent_serves_running_pods_again() {
+    testkit::require_root!();
     let cg = TestCgroup::new("podrestart");
     let lab = Lab::default();
     let fake = provider(&lab);
@@ -337,6 +342,7 @@ fn a_restarted_agent_serves_running_pods_again() {
 
 #[test]
 fn curl_in_a_pod_is_intercepted_and_traced_with_its_pod() {
+    testkit::require_root!();
     let cg = TestCgroup::new("podcurl");
     let lab = Lab::default();
     let (fake, agent) = llm_world(&cg, &lab);
@@ -390,6 +396,7 @@ fn curl_in_a_pod_is_intercepted_and_traced_with_its_pod() {
 
 #[test]
 fn an_ipv6_pod_connection_is_intercepted_and_leaves_from_the_pod() {
+    testkit::require_root!();
     let cg = TestCgroup::new("pod6");
     let lab = Lab::default();
     let fake = EchoServer::serve_on(
@@ -430,6 +437,7 @@ fn llm_world(cg: &TestCgroup, lab: &Lab) -> (FakeLlm, Agent) {
 
 #[test]
 fn the_openai_python_sdk_in_a_pod_is_traced_with_usage() {
+    testkit::require_root!();
     let cg = TestCgroup::new("podsdk");
     let lab = Lab::default();
     let (fake, agent) = llm_world(&cg, &lab);

@@ -59,6 +59,7 @@ fn assert_direct(out: &Value) {
 
 #[test]
 fn ipv4_connection_is_redirected_attributed_and_hidden() {
+    testkit::require_root!();
     let cg = TestCgroup::new("v4");
     let fake = EchoServer::start("127.0.0.2:0");
     let agent = agent_for(&cg, fake.addr.port(), &["127.0.0.2"], "");
@@ -94,6 +95,7 @@ fn ipv4_connection_is_redirected_attributed_and_hidden() {
 
 #[test]
 fn ipv6_and_v4_mapped_connections_are_redirected() {
+    testkit::require_root!();
     let cg = TestCgroup::new("v6");
     let v6 = EchoServer::start("[::1]:0");
     let port = v6.addr.port();
@@ -115,6 +117,7 @@ fn ipv6_and_v4_mapped_connections_are_redirected() {
 
 #[test]
 fn other_processes_destinations_and_marked_sockets_go_direct() {
+    testkit::require_root!();
     let cg = TestCgroup::new("direct");
     let fake = EchoServer::start("127.0.0.2:0");
     let port = fake.addr.port();
@@ -163,6 +166,7 @@ fn time_until_direct(cg: &TestCgroup, addr: &str, limit: Duration) -> Duration {
 
 #[test]
 fn fail_open_when_the_agent_is_frozen_or_killed() {
+    testkit::require_root!();
     let cg = TestCgroup::new("failopen");
     let fake = EchoServer::start("127.0.0.2:0");
     let mut agent = agent_for(
@@ -191,6 +195,7 @@ fn fail_open_when_the_agent_is_frozen_or_killed() {
 
 #[test]
 fn fail_closed_refuses_while_the_agent_is_down_even_after_death() {
+    testkit::require_root!();
     let cg = TestCgroup::new("failclosed");
     let fake = EchoServer::start("127.0.0.2:0");
     let mut agent = agent_for(
@@ -221,6 +226,7 @@ fn fail_closed_refuses_while_the_agent_is_down_even_after_death() {
 
 #[test]
 fn clean_exit_detaches_everything() {
+    testkit::require_root!();
     let cg = TestCgroup::new("exit");
     let fake = EchoServer::start("127.0.0.2:0");
     let mut agent = agent_for(
@@ -238,6 +244,7 @@ fn clean_exit_detaches_everything() {
 
 #[test]
 fn ten_thousand_connections_are_all_attributed_and_tables_drain() {
+    testkit::require_root!();
     let cg = TestCgroup::new("many");
     let fake = EchoServer::start("127.0.0.2:0");
     let agent = agent_for(&cg, fake.addr.port(), &["127.0.0.2"], "");
@@ -276,6 +283,7 @@ fn ten_thousand_connections_are_all_attributed_and_tables_drain() {
 
 #[test]
 fn provider_addresses_follow_dns() {
+    testkit::require_root!();
     let cg = TestCgroup::new("dns");
     let port = free_port("127.0.0.4");
     let first = EchoServer::start(&format!("127.0.0.4:{port}"));
@@ -333,6 +341,7 @@ fn provider_addresses_follow_dns() {
 
 #[test]
 fn connections_from_another_network_namespace_are_intercepted_there() {
+    testkit::require_root!();
     let cg = TestCgroup::new("netns");
     let fake = EchoServer::start("127.0.0.2:0");
     let agent = agent_for(
@@ -369,6 +378,7 @@ fn connections_from_another_network_namespace_are_intercepted_there() {
 
 #[test]
 fn host_mode_leaves_other_network_namespaces_alone() {
+    testkit::require_root!();
     let cg = TestCgroup::new("netnshost");
     let fake = EchoServer::start("127.0.0.2:0");
     let agent = agent_for(
@@ -398,6 +408,7 @@ fn host_mode_leaves_other_network_namespaces_alone() {
 
 #[test]
 fn traces_and_process_details_are_only_on_the_owner_only_socket() {
+    testkit::require_root!();
     use std::os::unix::fs::PermissionsExt as _;
     let cg = TestCgroup::new("admin");
     let fake = EchoServer::start("127.0.0.2:0");

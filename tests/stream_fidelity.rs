@@ -156,6 +156,7 @@ fn assert_ends_at_the_terminal_event(w: &World, t: &Value, n: usize) {
 
 #[test]
 fn sdks_that_close_after_the_terminal_event_get_complete_traces() {
+    testkit::require_root!();
     let w = world(
         "fidelity",
         Pacing {
@@ -197,6 +198,7 @@ fn sdks_that_close_after_the_terminal_event_get_complete_traces() {
 
 #[test]
 fn an_app_that_abandons_a_stream_halfway_is_recorded_as_cut_short() {
+    testkit::require_root!();
     // Slow enough that the terminal event is far behind the app's close.
     let w = world(
         "cut-short",
