@@ -213,8 +213,8 @@ fn fail_closed_applies_inside_pods() {
 
 #[test]
 fn many_namespaces_are_all_intercepted_and_all_released() {
-    testkit::require_root!();
     const PODS: usize = 64;
+    testkit::require_root!();
     let cg = TestCgroup::new("manypods");
     let lab = Lab::default();
     let fake = provider(&lab);

@@ -408,8 +408,8 @@ fn host_mode_leaves_other_network_namespaces_alone() {
 
 #[test]
 fn traces_and_process_details_are_only_on_the_owner_only_socket() {
-    testkit::require_root!();
     use std::os::unix::fs::PermissionsExt as _;
+    testkit::require_root!();
     let cg = TestCgroup::new("admin");
     let fake = EchoServer::start("127.0.0.2:0");
     let agent = agent_for(&cg, fake.addr.port(), &["127.0.0.2"], "");

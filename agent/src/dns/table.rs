@@ -292,7 +292,13 @@ mod tests {
             ["b.example", "c.example"],
             "nothing attempted yet"
         );
-        t.set_resolved("b.example", vec!["127.0.0.3".parse().unwrap()], now);
+        t.set_resolved(
+            "b.example",
+            vec!["127.0.0.3".parse().unwrap()],
+            now,
+            now,
+            Duration::ZERO,
+        );
         assert_eq!(
             t.unsettled(),
             ["b.example", "c.example"],
