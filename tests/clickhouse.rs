@@ -302,10 +302,18 @@ async fn invalid_rows_go_to_dead_letter_and_the_rest_flows() {
         w.commit().unwrap();
     }
     let (h, task) = Sink::start(&cfg, state.path(), SinkMetrics::default()).unwrap();
-    wait_until("19 shipped, 1 failed", Duration::from_mins(1), || {
-        h.metrics().rows_shipped.get() == 19 && h.metrics().rows_failed.get() == 1
-    })
-    .await;
+    let m = h.metrics().clone();
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while !(m.rows_shipped.get() == 19 && m.rows_failed.get() == 1) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for 19 shipped, 1 failed: shipped {}, failed {}, insert retries {}",
+            m.rows_shipped.get(),
+            m.rows_failed.get(),
+            m.insert_retries.get()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let dead: Vec<PathBuf> = std::fs::read_dir(spool_dir.join("dead-letter"))
         .unwrap()
         .map(|e| e.unwrap().path())

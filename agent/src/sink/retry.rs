@@ -51,8 +51,29 @@ pub fn classify(err: &clickhouse::error::Error) -> Class {
 pub fn classify_message(msg: &str) -> Class {
     match error_code(msg) {
         Some(code) if INVALID_DATA_CODES.contains(&code) => Class::Invalid,
+        Some(MEMORY_LIMIT_EXCEEDED) if absurd_allocation(msg) => Class::Invalid,
         _ => Class::Retryable,
     }
+}
+
+/// MEMORY_LIMIT_EXCEEDED: retryable (a busy server), unless the allocation it refused is one no
+/// batch could need.
+const MEMORY_LIMIT_EXCEEDED: u32 = 241;
+
+/// A batch holds at most `batch_bytes` (tens of MiB); an allocation of a TiB or more was sized by
+/// a length read from malformed bytes (a misaligned RowBinary row makes the server read string
+/// or array sizes from garbage), so retrying the same bytes would fail forever.
+const ABSURD_ALLOCATION_BYTES: u64 = 1 << 40;
+
+fn absurd_allocation(msg: &str) -> bool {
+    let Some(at) = msg.find("allocate chunk of ") else {
+        return false;
+    };
+    let rest = &msg[at + "allocate chunk of ".len()..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    rest[..digits]
+        .parse::<u64>()
+        .is_ok_and(|n| n >= ABSURD_ALLOCATION_BYTES)
 }
 
 /// The numeric ClickHouse error code in a message, if any.
@@ -100,6 +121,20 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_memory_limit_is_retried_unless_malformed_bytes_sized_it() {
+        // ClickHouse 18.16 reading a string length from a misaligned row.
+        let garbage = "Code: 241, e.displayText() = DB::Exception: Memory limit (for query) exceeded: \
+                       would use 32.00 PiB (attempt to allocate chunk of 36028797018963968 bytes), \
+                       maximum: 9.31 GiB, e.what() = DB::Exception";
+        assert_eq!(classify_message(garbage), Class::Invalid);
+        let busy = "Code: 241. DB::Exception: Memory limit (total) exceeded: would use 9.40 GiB \
+                    (attempt to allocate chunk of 4194304 bytes), maximum: 9.31 GiB";
+        assert_eq!(classify_message(busy), Class::Retryable);
+        let no_size = "Code: 241. DB::Exception: Memory limit (for query) exceeded";
+        assert_eq!(classify_message(no_size), Class::Retryable);
+    }
 
     #[test]
     fn codes_are_parsed_from_old_and_new_messages() {
