@@ -1098,6 +1098,10 @@ fn every_health_panel_reads_only_metrics_the_agent_exports() {
         ["llmtrace_a_total", "llmtrace_c"]
     );
 
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let metrics_table = &readme[readme.find("## Metrics").expect("README metrics table")..];
     let dash = dashboard(HEALTH_DASHBOARD);
     let mut used = Vec::new();
     for p in dash["panels"].as_array().expect("panels") {
@@ -1112,6 +1116,11 @@ fn every_health_panel_reads_only_metrics_the_agent_exports() {
                 assert!(
                     exported.contains(&name),
                     "panel {title:?} reads {name}, which the agent does not export"
+                );
+                assert!(
+                    metrics_table.contains(&format!("`{name}`"))
+                        || metrics_table.contains(&format!("`{name}{{")),
+                    "{name} is not in README's metrics table"
                 );
                 used.push(name);
             }
