@@ -36,6 +36,12 @@ struct Seed {
     ago: i64,
     /// Kubernetes namespace, workload kind and name; empty for a host process.
     pod: (&'static str, &'static str, &'static str),
+    /// Response status (`None`: no response) and the agent's error text.
+    status: Option<u16>,
+    error: &'static str,
+    /// Total and time-to-first-token milliseconds.
+    duration_ms: f64,
+    ttft_ms: Option<f64>,
 }
 
 const R: i64 = 10 * MINUTE;
@@ -77,6 +83,10 @@ const fn seed(
         reason: "",
         ago,
         pod: ("", "", ""),
+        status: Some(200),
+        error: "",
+        duration_ms: 1000.0,
+        ttft_ms: None,
     }
 }
 
@@ -90,6 +100,8 @@ const SEEDS: &[Seed] = &[
     // 1: a secret sent (flagged), from a pod.
     Seed {
         pod: CHECKOUT,
+        duration_ms: 800.0,
+        ttft_ms: Some(200.0),
         ..seed(
             "h1",
             PY,
@@ -106,6 +118,8 @@ const SEEDS: &[Seed] = &[
     // 2: PII sent masked; the secret is in the response, not sent.
     Seed {
         pod: CHECKOUT,
+        duration_ms: 1200.0,
+        ttft_ms: Some(300.0),
         ..seed(
             "h1",
             PY,
@@ -122,9 +136,11 @@ const SEEDS: &[Seed] = &[
             R + MINUTE,
         )
     },
-    // 3: blocked: never sent.
+    // 3: blocked: never sent (the app got a 403 from the agent).
     Seed {
         pod: CHECKOUT,
+        status: Some(403),
+        duration_ms: 50.0,
         ..seed(
             "h1",
             PY,
@@ -139,21 +155,27 @@ const SEEDS: &[Seed] = &[
         )
     },
     // 4: an approved provider, first time for this host process.
-    seed(
-        "h1",
-        NODE,
-        "anthropic",
-        "claude-sonnet-4-5",
-        Some((300, 60)),
-        Some(1.0),
-        (3000, 1500),
-        &[],
-        "allow",
-        R,
-    ),
-    // 5: an unapproved provider (shadow AI), first time for this workload.
+    Seed {
+        duration_ms: 2000.0,
+        ttft_ms: Some(400.0),
+        ..seed(
+            "h1",
+            NODE,
+            "anthropic",
+            "claude-sonnet-4-5",
+            Some((300, 60)),
+            Some(1.0),
+            (3000, 1500),
+            &[],
+            "allow",
+            R,
+        )
+    },
+    // 5: an unapproved provider (shadow AI), first time for this workload; rate limited.
     Seed {
         pod: CRAWLER,
+        status: Some(429),
+        duration_ms: 600.0,
         ..seed(
             "h2",
             APP,
@@ -170,6 +192,8 @@ const SEEDS: &[Seed] = &[
     // 6: an approved provider with an unapproved model, three days ago.
     Seed {
         pod: CRAWLER,
+        duration_ms: 500.0,
+        ttft_ms: Some(100.0),
         ..seed(
             "h2",
             APP,
@@ -191,6 +215,7 @@ const SEEDS: &[Seed] = &[
         intercepted: false,
         reason: "client_rejected_certificate",
         action: "",
+        status: None,
         pod: CHECKOUT,
         ..seed("h1", PY, "openai", "", None, None, (700, 900), &[], "", R)
     },
@@ -199,21 +224,27 @@ const SEEDS: &[Seed] = &[
         sni: "",
         intercepted: false,
         reason: "no_sni",
+        status: None,
         ..seed("h2", CURL, "", "", None, None, (300, 400), &[], "", R)
     },
-    // 9: the last trace of a host that went quiet five hours ago.
-    seed(
-        "h3",
-        PY,
-        "openai",
-        "gpt-4o",
-        Some((1, 1)),
-        Some(0.031_25),
-        (10, 10),
-        &[],
-        "allow",
-        S,
-    ),
+    // 9: the last trace of a host that went quiet five hours ago: the provider reset it.
+    Seed {
+        status: None,
+        error: "upstream connection reset",
+        duration_ms: 900.0,
+        ..seed(
+            "h3",
+            PY,
+            "openai",
+            "gpt-4o",
+            Some((1, 1)),
+            Some(0.031_25),
+            (10, 10),
+            &[],
+            "allow",
+            S,
+        )
+    },
     // 10, 11: long before the period: these pairs are not new. The workload ran on another
     // node then: a workload's pairs span its nodes.
     seed(
@@ -262,7 +293,7 @@ fn seed_sql(now: i64, time: impl Fn(i64) -> String) -> String {
             let t = time((now - s.ago) * 1_000_000);
             let q = |v: &str| format!("'{v}'");
             format!(
-                "(toUUID('00000000-0000-0000-0000-{i:012}'), {t}, {t}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 'prod')",
+                "(toUUID('00000000-0000-0000-0000-{i:012}'), {t}, {t}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 'prod', {}, {}, {}, {})",
                 q(s.host), q(s.comm), q(s.exe), q(s.provider), q(s.model), q(s.sni),
                 opt(s.tokens.map(|t| t.0)), opt(s.tokens.map(|t| t.1)), opt(s.cost),
                 s.bytes.0, s.bytes.1,
@@ -275,6 +306,7 @@ fn seed_sql(now: i64, time: impl Fn(i64) -> String) -> String {
                 q(s.pod.0), q(s.pod.1), q(s.pod.2),
                 // The agent's node: the host here (pods run on it).
                 q(s.host),
+                opt(s.status), q(s.error), s.duration_ms, opt(s.ttft_ms),
             )
         })
         .collect();
@@ -282,7 +314,7 @@ fn seed_sql(now: i64, time: impl Fn(i64) -> String) -> String {
         "INSERT INTO llmtrace.traces (trace_id, start_time, end_time, host, comm, exe, provider, model, sni, \
          input_tokens, output_tokens, cost_usd, request_bytes, response_bytes, findings.kind, findings.severity, \
          findings.confidence, findings.location, findings.excerpt, action, intercepted, not_intercepted_reason, \
-         k8s_namespace, k8s_workload_kind, k8s_workload, node, cluster) VALUES {}",
+         k8s_namespace, k8s_workload_kind, k8s_workload, node, cluster, status, error, duration_ms, ttft_ms) VALUES {}",
         rows.join(", ")
     )
 }
@@ -307,6 +339,18 @@ struct World {
 impl World {
     fn new() -> Self {
         let ch = ClickHouseServer::start();
+        // The hourly series put the seeds 10 and 11 minutes old in one hour: when an hour
+        // starts between them (one minute in sixty), wait that minute out.
+        let same_hour = |now: i64| {
+            ch.query_text(&format!(
+                "SELECT toStartOfHour(toDateTime({})) = toStartOfHour(toDateTime({}))",
+                now - R,
+                now - R - MINUTE
+            )) == "1"
+        };
+        while !same_hour(unix_now()) {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
         let config = tempfile::tempdir().unwrap();
         std::fs::write(
             config.path().join("config.toml"),
@@ -316,13 +360,7 @@ impl World {
         let w = Self {
             ch,
             config,
-            now: i64::try_from(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs(),
-            )
-            .unwrap(),
+            now: unix_now(),
         };
         let out = w.llmtrace(&["clickhouse", "migrate"]);
         assert!(out.contains("applied migrations"), "{out}");
@@ -357,12 +395,30 @@ impl World {
             .query_text(&format!("SELECT toString(toDateTime({}))", self.now - ago))
     }
 
+    /// The server's start of the hour of a seed's start.
+    fn hour(&self, ago: i64) -> String {
+        self.ch.query_text(&format!(
+            "SELECT toString(toStartOfHour(toDateTime({})))",
+            self.now - ago
+        ))
+    }
+
     fn day(&self, ago: i64) -> String {
         self.ch.query_text(&format!(
             "SELECT toString(toDate(toDateTime({})))",
             self.now - ago
         ))
     }
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
 }
 
 fn run(config: &Path, args: &[&str]) -> std::process::Output {
@@ -389,6 +445,7 @@ fn every_saved_query_answers_exactly_on_seeded_rows() {
     exposure(&w);
     spending(&w);
     inventory(&w);
+    series(&w);
 }
 
 /// The columns that say who: namespace, workload (or executable), host of a host process.
@@ -538,6 +595,84 @@ fn inventory(w: &World) {
     );
 }
 
+/// The hourly series of the overview and security dashboards.
+fn series(w: &World) {
+    let (r, s, o) = (w.hour(R), w.hour(S), w.hour(O));
+    assert_eq!(
+        w.csv("traffic-over-time", &[]),
+        lines(
+            "time,node,namespace,workload,model,exchanges,input_tokens,output_tokens,cost_usd",
+            &[
+                format!("{o},h2,research,StatefulSet/crawler,gpt-3.5-turbo,1,5,5,0.015625"),
+                format!("{s},h3,,/usr/bin/python3,gpt-4o,1,1,1,0.03125"),
+                format!("{r},h1,,/usr/bin/node,claude-sonnet-4-5,1,300,60,1"),
+                format!("{r},h1,payments,Deployment/checkout,gpt-4o,3,310,65,0.875"),
+                format!("{r},h2,research,StatefulSet/crawler,mistral-large,1,50,10,0.0625"),
+            ]
+        )
+    );
+
+    // The blocked exchange is left out; with two values the median is the upper one; an
+    // hour without a first token has no ttft.
+    assert_eq!(
+        w.csv("latency-over-time", &[]),
+        lines(
+            "time,provider,model,exchanges,ttft_p50_ms,ttft_p95_ms,latency_p50_ms,latency_p95_ms,latency_p99_ms",
+            &[
+                format!("{o},openai,gpt-3.5-turbo,1,100,100,500,500,500"),
+                format!("{s},openai,gpt-4o,1,NULL,NULL,900,900,900"),
+                format!("{r},anthropic,claude-sonnet-4-5,1,400,400,2000,2000,2000"),
+                format!("{r},mistral,mistral-large,1,NULL,NULL,600,600,600"),
+                format!("{r},openai,gpt-4o,2,300,300,1200,1200,1200"),
+            ]
+        )
+    );
+
+    // A 429 and a reset without a response fail; the policy's 403 is not counted.
+    assert_eq!(
+        w.csv("errors-over-time", &[]),
+        lines(
+            "time,provider,exchanges,errors,error_rate",
+            &[
+                format!("{o},openai,1,0,0"),
+                format!("{s},openai,1,1,1"),
+                format!("{r},anthropic,1,0,0"),
+                format!("{r},mistral,1,1,1"),
+                format!("{r},openai,2,0,0"),
+            ]
+        )
+    );
+
+    assert_eq!(
+        w.csv("findings-over-time", &[]),
+        lines(
+            "time,kind,severity,occurrences,exchanges",
+            &[
+                format!("{r},pii.email,high,1,1"),
+                format!("{r},secret.aws_access_key,high,2,2"),
+                format!("{r},secret.github_token,high,1,1"),
+            ]
+        )
+    );
+
+    let actions = lines(
+        "time,action,exchanges",
+        &[
+            format!("{r},block,1"),
+            format!("{r},flag,1"),
+            format!("{r},redact,1"),
+        ],
+    );
+    assert_eq!(w.csv("actions-over-time", &[]), actions);
+    // Only the three-day-old exchange is outside a one-day period.
+    assert_eq!(
+        w.csv("traffic-over-time", &["--since", "1d"])
+            .lines()
+            .count(),
+        5
+    );
+}
+
 #[test]
 fn report_lists_prints_json_and_tables_and_refuses_bad_input() {
     let w = World::new();
@@ -642,6 +777,12 @@ fn the_modern_engine_answers_the_same_over_the_production_ddl() {
         ("blocked-redacted", &[], "7d"),
         ("uninspected", &[], "7d"),
         ("silent-agents", &[], "7d"),
+        ("traffic-over-time", &[], "7d"),
+        ("traffic-over-time", &[], "1d"),
+        ("latency-over-time", &[], "7d"),
+        ("errors-over-time", &[], "7d"),
+        ("findings-over-time", &[], "7d"),
+        ("actions-over-time", &[], "7d"),
     ];
     let work = tempfile::tempdir().unwrap();
     let cfg = SinkConfig::default();
@@ -749,36 +890,56 @@ fn grafana_sql(q: &SavedQuery) -> String {
     q.render(&target, &BTreeMap::new()).unwrap()
 }
 
-/// (title, SQL) of every panel of the fleet dashboard.
+/// The dashboards on the ClickHouse data source: every panel runs a saved query.
+const CLICKHOUSE_DASHBOARDS: &[&str] = &[
+    "llmtrace-fleet.json",
+    "llmtrace-overview.json",
+    "llmtrace-security.json",
+];
+/// The dashboard on the Prometheus data source (the agents' own metrics).
+const HEALTH_DASHBOARD: &str = "llmtrace-health.json";
+
+fn grafana_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana")
+}
+
+fn dashboard(file: &str) -> serde_json::Value {
+    let path = grafana_dir().join("dashboards").join(file);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// (title, SQL) of every panel of the ClickHouse dashboards, each distinct SQL once.
 fn dashboard_panels() -> Vec<(String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/grafana/dashboards/llmtrace-fleet.json");
-    let dash: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    dash["panels"]
-        .as_array()
-        .expect("panels")
-        .iter()
-        .flat_map(|p| {
-            let title = p["title"].as_str().unwrap_or("").to_owned();
-            p["targets"]
-                .as_array()
-                .expect("targets")
-                .iter()
-                .map(move |t| {
-                    (
-                        title.clone(),
-                        t["rawSql"].as_str().expect("rawSql").to_owned(),
-                    )
-                })
-        })
-        .collect()
+    let mut panels = all_panel_queries();
+    let mut seen = std::collections::BTreeSet::new();
+    panels.retain(|(_, sql)| seen.insert(sql.clone()));
+    panels
+}
+
+/// (title, SQL) of every target of every panel of the ClickHouse dashboards.
+fn all_panel_queries() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for file in CLICKHOUSE_DASHBOARDS {
+        let dash = dashboard(file);
+        for p in dash["panels"].as_array().expect("panels") {
+            let title = format!("{file}: {}", p["title"].as_str().unwrap_or(""));
+            assert_eq!(p["datasource"]["uid"], "llmtrace-clickhouse", "{title}");
+            for t in p["targets"].as_array().expect("targets") {
+                assert_eq!(t["datasource"]["uid"], "llmtrace-clickhouse", "{title}");
+                out.push((
+                    title.clone(),
+                    t["rawSql"].as_str().expect("rawSql").to_owned(),
+                ));
+            }
+        }
+    }
+    out
 }
 
 #[test]
 fn every_grafana_panel_is_a_tested_saved_query() {
-    let panels = dashboard_panels();
-    let mut used: Vec<&str> = panels
+    let mut used: Vec<&str> = all_panel_queries()
         .iter()
         .map(|(title, sql)| {
             QUERIES
@@ -791,18 +952,204 @@ fn every_grafana_panel_is_a_tested_saved_query() {
         })
         .collect();
     used.sort_unstable();
+    used.dedup();
     let all: Vec<&str> = QUERIES.iter().map(|q| q.name).collect();
-    assert_eq!(used, all, "each saved query is on the dashboard once");
-    let provisioning = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../deploy/grafana/provisioning/datasources/llmtrace-clickhouse.yaml"),
+    assert_eq!(used, all, "every saved query is on a dashboard");
+    // The fleet audit dashboard keeps one table per question it shows.
+    let fleet = dashboard("llmtrace-fleet.json");
+    let fleet_sql: Vec<&str> = fleet["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["targets"][0]["rawSql"].as_str().unwrap())
+        .collect();
+    let mut distinct = fleet_sql.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), fleet_sql.len());
+
+    // No dashboard escapes the checks, and none reads bodies.
+    let mut files: Vec<String> = std::fs::read_dir(grafana_dir().join("dashboards"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut known: Vec<String> = CLICKHOUSE_DASHBOARDS
+        .iter()
+        .chain([&HEALTH_DASHBOARD])
+        .map(|f| (*f).to_owned())
+        .collect();
+    known.sort();
+    assert_eq!(files, known);
+    let mut uids = std::collections::BTreeSet::new();
+    for file in &files {
+        let text = std::fs::read_to_string(grafana_dir().join("dashboards").join(file)).unwrap();
+        assert!(
+            !text.contains("request_body") && !text.contains("response_body"),
+            "{file}"
+        );
+        let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            uids.insert(dash["uid"].as_str().unwrap().to_owned()),
+            "{file}"
+        );
+    }
+    for (file, uid) in [
+        ("llmtrace-clickhouse.yaml", "uid: llmtrace-clickhouse"),
+        ("llmtrace-prometheus.yaml", "uid: llmtrace-prometheus"),
+    ] {
+        let provisioning =
+            std::fs::read_to_string(grafana_dir().join("provisioning/datasources").join(file))
+                .unwrap();
+        assert!(provisioning.contains(uid), "{file}");
+    }
+}
+
+/// Every metric name the agent exports, from its registrations in `agent/src`: the root registry
+/// has the prefix `llmtrace` (app.rs) and a sub-registry's prefix extends it; counters get
+/// `_total`, histograms `_bucket`, `_sum` and `_count` in the text exposition.
+fn exported_metrics() -> std::collections::BTreeSet<String> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    fn literal_after<'a>(text: &'a str, call: &str) -> Vec<&'a str> {
+        text.match_indices(call)
+            .filter_map(|(i, _)| {
+                let rest = text[i + call.len()..].trim_start().strip_prefix('"')?;
+                rest.split('"').next()
+            })
+            .collect()
+    }
+    let mut files = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src"),
+        &mut files,
+    );
+    let app =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src/app.rs"))
+            .unwrap();
+    assert!(app.contains("Registry::with_prefix(\"llmtrace\")"));
+    let mut names = std::collections::BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let prefix = match literal_after(&text, "sub_registry_with_prefix(").first() {
+            Some(sub) => format!("llmtrace_{sub}_"),
+            None => "llmtrace_".to_owned(),
+        };
+        for base in literal_after(&text, ".register(")
+            .into_iter()
+            .chain(literal_after(&text, "encode_descriptor("))
+        {
+            for suffix in ["", "_total", "_bucket", "_sum", "_count"] {
+                names.insert(format!("{prefix}{base}{suffix}"));
+            }
+        }
+    }
+    names
+}
+
+/// The `llmtrace_*` metric names a PromQL expression reads (not label values: quoted text is
+/// skipped).
+fn promql_metrics(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in expr.chars().chain([' ']) {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        if !quoted && (c.is_ascii_alphanumeric() || c == '_') {
+            word.push(c);
+        } else {
+            if word.starts_with("llmtrace_") {
+                out.push(std::mem::take(&mut word));
+            }
+            word.clear();
+        }
+    }
+    out
+}
+
+#[test]
+fn every_health_panel_reads_only_metrics_the_agent_exports() {
+    let exported = exported_metrics();
+    // The parse finds the registrations (one of each kind of registration site).
+    for known in [
+        "llmtrace_ebpf_events_total",
+        "llmtrace_sink_spool_bytes",
+        "llmtrace_proxy_tls_handshake_failures_total",
+        "llmtrace_redirected_connections_total",
+    ] {
+        assert!(
+            exported.contains(known),
+            "{known} not found in {exported:?}"
+        );
+    }
+    assert!(!exported.contains("llmtrace_spool_bytes"));
+    assert_eq!(
+        promql_metrics("sum(rate(llmtrace_a_total{x=\"llmtrace_b\"}[5m])) / llmtrace_c"),
+        ["llmtrace_a_total", "llmtrace_c"]
+    );
+
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let metrics_table = &readme[readme.find("## Metrics").expect("README metrics table")..];
+    let dash = dashboard(HEALTH_DASHBOARD);
+    let mut used = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        let title = p["title"].as_str().unwrap_or("");
+        assert_eq!(p["datasource"]["uid"], "llmtrace-prometheus", "{title}");
+        for t in p["targets"].as_array().expect("targets") {
+            assert_eq!(t["datasource"]["uid"], "llmtrace-prometheus", "{title}");
+            let expr = t["expr"].as_str().expect("expr");
+            let names = promql_metrics(expr);
+            assert!(!names.is_empty(), "{title}: {expr}");
+            for name in names {
+                assert!(
+                    exported.contains(&name),
+                    "panel {title:?} reads {name}, which the agent does not export"
+                );
+                assert!(
+                    metrics_table.contains(&format!("`{name}`"))
+                        || metrics_table.contains(&format!("`{name}{{")),
+                    "{name} is not in README's metrics table"
+                );
+                used.push(name);
+            }
+        }
+    }
+    // What the dashboard is for: fail-open, backlog, drops, handshake failures.
+    for needed in [
+        "llmtrace_ebpf_events_total{event=\"fail_open\"}",
+        "llmtrace_sink_oldest_unshipped_age_seconds",
+        "llmtrace_sink_rows_dropped_total",
+        "llmtrace_proxy_tls_handshake_failures_total",
+    ] {
+        assert!(
+            dash.to_string().contains(&needed.replace('"', "\\\"")),
+            "{needed}"
+        );
+    }
+    // Label values the panels select are ones the agent emits.
+    let stats = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src/ebpf/stats.rs"),
     )
     .unwrap();
-    assert!(provisioning.contains("uid: llmtrace-clickhouse"));
-    let dash = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../deploy/grafana/dashboards/llmtrace-fleet.json"),
-    )
-    .unwrap();
-    assert!(!dash.contains("request_body") && !dash.contains("response_body"));
+    for event in [
+        "fail_open",
+        "fail_closed",
+        "netns_not_ready",
+        "netns_event_lost",
+    ] {
+        assert!(stats.contains(&format!("=> \"{event}\"")), "{event}");
+    }
+    assert!(!used.is_empty());
 }

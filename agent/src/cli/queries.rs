@@ -29,13 +29,18 @@ macro_rules! saved {
 
 /// Every saved query, by name.
 pub const QUERIES: &[SavedQuery] = saved![
+    "actions-over-time",
     "blocked-redacted",
     "cost-per-day",
+    "errors-over-time",
+    "findings-over-time",
+    "latency-over-time",
     "new-pairs",
     "secrets-pii-sent",
     "shadow-ai",
     "silent-agents",
     "top-talkers",
+    "traffic-over-time",
     "uninspected",
 ];
 

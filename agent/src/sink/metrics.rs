@@ -68,10 +68,11 @@ impl Default for SinkMetrics {
 }
 
 impl SinkMetrics {
-    /// Creates the metrics and registers them under `llmtrace_sink_*`.
+    /// Creates the metrics and registers them under `<prefix>_sink_*` (`llmtrace_sink_*` in the
+    /// agent's registry, whose prefix is `llmtrace`: a sub-registry prefix extends its parent's).
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
-        let r = registry.sub_registry_with_prefix("llmtrace_sink");
+        let r = registry.sub_registry_with_prefix("sink");
         r.register(
             "rows_spooled",
             "Rows appended to the spool",
@@ -136,7 +137,8 @@ mod tests {
 
     #[test]
     fn registered_metrics_encode() {
-        let mut registry = Registry::default();
+        // As in the agent (app.rs).
+        let mut registry = Registry::with_prefix("llmtrace");
         let m = SinkMetrics::register(&mut registry);
         m.rows_spooled.inc();
         m.dropped(DropReason::QueueFull, 2);
