@@ -6,8 +6,10 @@ use clap::ValueEnum;
 
 use crate::cmd;
 
+mod report;
+
 /// The benchmarks.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Which {
     /// Kernel hook cost per connect (bpf_stats) and connect latency, direct vs redirected.
     Ebpf,
@@ -17,23 +19,92 @@ pub enum Which {
     Analysis,
     /// Requests/s, latency, CPU and RSS per request: direct, llmtrace, nginx and mitmproxy.
     Proxy,
+    /// Every benchmark above in turn; writes BENCHMARKS.md (machine, method, their tables).
+    All,
+}
+
+impl Which {
+    /// The single benchmarks, in the order `all` runs them (cheapest first).
+    const EACH: [Which; 4] = [Which::Analysis, Which::Ebpf, Which::Sink, Which::Proxy];
+
+    fn name(self) -> &'static str {
+        match self {
+            Which::Ebpf => "ebpf",
+            Which::Sink => "sink",
+            Which::Analysis => "analysis",
+            Which::Proxy => "proxy",
+            Which::All => "all",
+        }
+    }
+
+    /// What the benchmark measures, for BENCHMARKS.md (the same words as `--help`).
+    fn method(self) -> &'static str {
+        match self {
+            Which::Ebpf => {
+                "Kernel hook cost per connect (bpf_stats run time / run count) and connect \
+                 latency, direct vs redirected, from the host and from pods (network namespaces \
+                 the benchmark creates), plus agent memory per namespace and namespace readiness."
+            }
+            Which::Sink => {
+                "Trace rows per second through the durable spool and the shipper into a real \
+                 ClickHouse (Debian's server, started by the benchmark), with and without LZ4."
+            }
+            Which::Analysis => {
+                "Analysis cost per KB of prompt plus response on the fixture exchanges, per \
+                 detector and in total; the digest shows the findings did not change."
+            }
+            Which::Proxy => {
+                "Requests/s, latency percentiles, CPU and RSS per request at several \
+                 concurrencies against a fake provider on loopback: direct, through llmtrace \
+                 (analysis on and off), through nginx as a TLS proxy and through mitmproxy, in \
+                 one run."
+            }
+            Which::All => "",
+        }
+    }
 }
 
 pub fn run(which: Which) -> Result<()> {
     cmd::build_release()?;
-    let name = match which {
-        Which::Ebpf => "ebpf",
-        Which::Sink => "sink",
-        Which::Analysis => "analysis",
-        Which::Proxy => {
-            // A missing peer is reported by the benchmark itself, which then skips it.
-            if let Err(e) = bench_venv() {
-                eprintln!("xtask: mitmproxy could not be installed ({e:#}); it will be skipped");
-            }
-            "proxy"
+    if which != Which::All {
+        return run_one(which);
+    }
+    let mut sections = Vec::new();
+    for one in Which::EACH {
+        prepare(one);
+        let out = cmd::cargo_tee(&["bench", "-p", "llmtrace-tests", "--bench", one.name()]);
+        sections.push(report::Section {
+            name: one.name(),
+            method: one.method(),
+            output: out,
+        });
+    }
+    let path = crate::root().join("BENCHMARKS.md");
+    std::fs::write(&path, report::render(&sections))?;
+    eprintln!("xtask: wrote {}", path.display());
+    let failed: Vec<_> = sections
+        .iter()
+        .filter(|s| s.output.is_err())
+        .map(|s| s.name)
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("benchmarks failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn run_one(which: Which) -> Result<()> {
+    prepare(which);
+    cmd::cargo(&["bench", "-p", "llmtrace-tests", "--bench", which.name()])
+}
+
+fn prepare(which: Which) {
+    if which == Which::Proxy {
+        // A missing peer is reported by the benchmark itself, which then skips it.
+        if let Err(e) = bench_venv() {
+            eprintln!("xtask: mitmproxy could not be installed ({e:#}); it will be skipped");
         }
-    };
-    cmd::cargo(&["bench", "-p", "llmtrace-tests", "--bench", name])
+    }
 }
 
 /// `.venv/bench`: the proxy benchmark's Python peers (mitmproxy), apart from the test venv

@@ -35,6 +35,34 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     status(&mut c)
 }
 
+/// `cargo args…` whose standard output is both shown and returned (stderr passes through).
+pub fn cargo_tee(args: &[&str]) -> Result<String> {
+    use std::io::{BufRead as _, BufReader};
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.args(args)
+        .current_dir(crate::root())
+        .stdout(Stdio::piped());
+    eprintln!("xtask: $ {}", describe(&c));
+    let mut child = c
+        .spawn()
+        .with_context(|| format!("cannot start {}", describe(&c)))?;
+    let mut kept = String::new();
+    let stdout = child.stdout.take().context("piped stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        kept.push_str(&line);
+        kept.push('\n');
+    }
+    let s = child.wait()?;
+    if !s.success() {
+        bail!("`{}` failed with {s}", describe(&c));
+    }
+    Ok(kept)
+}
+
 /// The one release build of every workspace binary (the agent, the test kit's helpers) that
 /// `run`, `test` and `bench` share, so none of them rebuilds what another just built.
 pub fn build_release() -> Result<()> {

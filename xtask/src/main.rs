@@ -57,7 +57,8 @@ enum Task {
         #[arg(long)]
         no_load: bool,
     },
-    /// Benchmarks (bounded, loopback only): `ebpf`, `sink`, `analysis`, `proxy`.
+    /// Benchmarks (bounded, loopback only): `ebpf`, `sink`, `analysis`, `proxy`, or `all`
+    /// (which also writes BENCHMARKS.md).
     Bench {
         /// Which benchmark.
         #[arg(value_enum)]
