@@ -9,8 +9,9 @@
 //!   the DaemonSet's privileges (its capability list read from deploy/kubernetes, host network
 //!   and pid namespaces, the cgroup2 root and bpffs mounted, read-only image) intercepts one.
 //!
-//! Network hygiene: the bridge is an `--internal` network; the client container's default
-//! route is replaced by a route to the lab's internet link only. Containers, network, images,
+//! Network hygiene: the client container's default route is replaced by a route to the lab's
+//! internet link only. (Not an `--internal` network: a daemon already running with its
+//! iptables rules would isolate such a bridge from the lab's internet.) Containers, network, images,
 //! cgroups, the lab and a dockerd the kit started are all removed afterwards.
 
 use std::net::{SocketAddr, TcpListener};
@@ -59,7 +60,6 @@ fn client_container(
     docker_ok(&[
         "network",
         "create",
-        "--internal",
         "--subnet",
         &bridge.subnet,
         "--gateway",

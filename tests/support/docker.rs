@@ -251,8 +251,9 @@ pub fn id_of(container: &str) -> String {
 }
 
 /// Replaces the routes of a container's namespace by one route to `prefix` through
-/// `gateway`: Docker gives even an `--internal` network's containers a default route through
-/// the host, and a test's container must have no route that could lead off the machine.
+/// `gateway`: Docker gives a bridge network's containers (even `--internal` ones) a default
+/// route through the host, and a test's container must have no route that could lead off
+/// the machine.
 pub fn route_only(container: &str, prefix: &str, gateway: &str) {
     let pid = pid_of(container).to_string();
     for args in [

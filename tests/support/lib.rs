@@ -16,6 +16,7 @@ pub mod net;
 pub mod netns;
 pub mod nginx;
 pub mod pki;
+pub mod pod_proxy;
 pub mod probe;
 pub mod procstat;
 pub mod proxy_peers;

@@ -165,6 +165,8 @@ pub struct PodNet {
     pub ip: std::net::Ipv4Addr,
     /// Its IPv6 address.
     pub ip6: std::net::Ipv6Addr,
+    /// The host's address on its veth pair (on-link for the pod).
+    pub host_ip: std::net::Ipv4Addr,
     /// The host side of its veth pair. The kernel deletes it only when the namespace itself
     /// is destroyed, so its presence tells whether anything still holds the namespace.
     pub host_if: String,
@@ -302,6 +304,7 @@ impl Lab {
         );
         PodNet {
             ip: pod,
+            host_ip: host,
             ip6: format!("2001:2:{b:x}:{k:x}::2").parse().expect("ipv6"),
             ns,
             host_if,
