@@ -118,7 +118,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        let Some((mut child, _dir)) = self.own.take() else {
+        let Some((mut child, dir)) = self.own.take() else {
             return;
         };
         if let Ok(pid) = i32::try_from(child.id()) {
@@ -134,6 +134,18 @@ impl Drop for Engine {
         if stopped.is_none() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // dockerd leaves mounts in its exec root (`netns/default`, a bind of the host's
+        // namespace): unmounted, deepest first, so the directory can go.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|m| Path::new(m).starts_with(dir.path()))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").args(["--lazy", m]).status();
         }
     }
 }
