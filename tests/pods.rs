@@ -211,36 +211,10 @@ fn fail_closed_applies_inside_pods() {
     assert_eq!(fake.accepted(), 1);
 }
 
-#[test]
-fn many_namespaces_are_all_intercepted_and_all_released() {
-    const PODS: usize = 64;
-    testkit::require_root!();
-    let cg = TestCgroup::new("manypods");
-    let lab = Lab::default();
-    let fake = provider(&lab);
-    let agent = agent_for(&cg, &fake, "netns_rescan_ms = 200");
-    let fds_before = agent_fds(&agent);
-    let pods: Vec<_> = (0..PODS)
-        .map(|i| {
-            let pod = lab.pod();
-            let container =
-                cg.kubelet_container(&format!("6b4b5c1e-2a3d-4f5e-8a9b-{i:012x}"), CONTAINER);
-            let pause = Pause::start(&container, &pod.ns);
-            // Every pod's apps get the same two client ports: their connections to the agent
-            // all come from 127.0.0.1:40000 or :40001, each in its own namespace.
-            let set = std::process::Command::new("ip")
-                .args(["netns", "exec", &pod.ns.name, "sysctl", "-qw"])
-                .arg("net.ipv4.ip_local_port_range=40000 40001")
-                .status()
-                .expect("sysctl");
-            assert!(set.success());
-            (pod, container, pause)
-        })
-        .collect();
-    wait_served(&agent, PODS as u64);
-    // All at once, so records with identical client endpoints from different pods wait in the
-    // kernel side by side: each must reach the agent's listener in its own pod and leave for
-    // the provider from that pod's address.
+/// Probes every pod at once, so records with identical client endpoints from different pods
+/// wait in the kernel side by side: each must reach the agent's listener in its own pod and
+/// leave for the provider from that pod's address.
+fn probe_all(pods: &[(PodNet, TestCgroup, Pause)], fake: &EchoServer) {
     let outs: Vec<Value> = std::thread::scope(|s| {
         let handles: Vec<_> = pods
             .iter()
@@ -255,13 +229,121 @@ fn many_namespaces_are_all_intercepted_and_all_released() {
             .collect()
     });
     for ((pod, _, _), out) in pods.iter().zip(&outs) {
-        assert_intercepted_from_pod(out, pod, &fake);
-        let local = out["local"].as_str().unwrap_or("");
+        assert_intercepted_from_pod(out, pod, fake);
+        let local: std::net::SocketAddr = out["local"]
+            .as_str()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_else(|| panic!("no local address: {out}"));
         assert!(
-            local == "127.0.0.1:40000" || local == "127.0.0.1:40001",
+            local.ip().is_loopback() && PORTS.contains(&local.port()),
             "{out}"
         );
     }
+}
+
+/// The ephemeral ports of every pod: far fewer than pods, so many pods' connections to the
+/// agent come from the very same loopback endpoint. Eight, not two: the agent's own listeners
+/// in the pod take theirs from this range too, and a restarted agent's listeners and clients
+/// must find ports the previous round's TIME_WAIT sockets do not hold.
+const PORTS: std::ops::RangeInclusive<u16> = 40000..=40007;
+
+/// Every reference to a network namespace the kernel shows in /proc: the namespace of each
+/// process and thread (an agent thread that joined one and never left would show here) and
+/// each open namespace descriptor (`net:[inode]`).
+fn netns_references() -> std::collections::HashSet<u64> {
+    fn inode(link: &std::path::Path) -> Option<u64> {
+        let target = std::fs::read_link(link).ok()?;
+        let t = target.to_str()?;
+        t.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+    }
+    let mut seen = std::collections::HashSet::new();
+    let dirs = |p: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    };
+    for proc_dir in dirs(std::path::Path::new("/proc")) {
+        let is_pid = proc_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        if !is_pid {
+            continue;
+        }
+        for task in dirs(&proc_dir.join("task")) {
+            seen.extend(inode(&task.join("ns/net")));
+        }
+        for fd in dirs(&proc_dir.join("fd")) {
+            seen.extend(inode(&fd));
+        }
+    }
+    seen
+}
+
+/// Pods made in parallel (network setup is mostly waiting for `ip`), each with its
+/// ephemeral ports narrowed to [`PORTS`]: the pods' connections to the agent come from the
+/// same few loopback endpoints, each in its own namespace.
+fn many_pods(lab: &Lab, cg: &TestCgroup, n: usize) -> Vec<(PodNet, TestCgroup, Pause)> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut pods: Vec<(usize, (PodNet, TestCgroup, Pause))> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if i >= n {
+                            return mine;
+                        }
+                        let pod = lab.pod();
+                        let container = cg.kubelet_container(
+                            &format!("6b4b5c1e-2a3d-4f5e-8a9b-{i:012x}"),
+                            CONTAINER,
+                        );
+                        let set = std::process::Command::new("ip")
+                            .args(["netns", "exec", &pod.ns.name, "sysctl", "-qw"])
+                            .arg(format!(
+                                "net.ipv4.ip_local_port_range={} {}",
+                                PORTS.start(),
+                                PORTS.end()
+                            ))
+                            .status()
+                            .expect("sysctl");
+                        assert!(set.success());
+                        let pause = Pause::start(&container, &pod.ns);
+                        mine.push((i, (pod, container, pause)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("pod maker"))
+            .collect()
+    });
+    pods.sort_by_key(|(i, _)| *i);
+    pods.into_iter().map(|(_, p)| p).collect()
+}
+
+#[test]
+fn many_namespaces_are_all_intercepted_across_a_restart_and_all_released() {
+    const PODS: usize = 200;
+    testkit::require_root!();
+    let started = std::time::Instant::now();
+    let cg = TestCgroup::new("manypods");
+    let lab = Lab::default();
+    let fake = provider(&lab);
+    let mut agent = agent_for(&cg, &fake, "netns_rescan_ms = 200");
+    let fds_before = agent_fds(&agent);
+    let pods = many_pods(&lab, &cg, PODS);
+    eprintln!("{PODS} pods made: {:?}", started.elapsed());
+    wait_served(&agent, PODS as u64);
+    eprintln!("served: {:?}", started.elapsed());
+    probe_all(&pods, &fake);
+    eprintln!("probed: {:?}", started.elapsed());
     assert_eq!(
         agent.metric("llmtrace_redirected_connections_total", ""),
         PODS as u64
@@ -270,8 +352,33 @@ fn many_namespaces_are_all_intercepted_and_all_released() {
     // (two listeners and the namespace).
     assert!(agent_fds(&agent) >= fds_before + 2 * PODS);
 
+    // The agent crashes with every pod running; its successor finds them all (by its start-up
+    // scan: no pod connects before they are served) and serves each again.
+    agent.kill();
+    let agent = agent_for(&cg, &fake, "netns_rescan_ms = 200");
+    wait_served(&agent, PODS as u64);
+    eprintln!("served after the restart: {:?}", started.elapsed());
+    probe_all(&pods, &fake);
+    eprintln!("probed: {:?}", started.elapsed());
+    assert_eq!(
+        agent.metric("llmtrace_redirected_connections_total", ""),
+        PODS as u64
+    );
+    assert_eq!(fake.accepted(), 2 * PODS);
+
     // Delete the pods (namespace names, processes, cgroups); the namespaces themselves must
     // then die, which only happens once the agent lets go of them.
+    let inodes: Vec<u64> = pods
+        .iter()
+        .map(|(pod, _, _)| {
+            use std::os::unix::fs::MetadataExt as _;
+            std::fs::metadata(pod.ns.path()).expect("netns").ino()
+        })
+        .collect();
+    assert!(
+        inodes.iter().all(|i| netns_references().contains(i)),
+        "a live pod namespace must show in /proc (the check below would prove nothing)"
+    );
     let nets: Vec<PodNet> = pods
         .into_iter()
         .map(|(pod, container, pause)| {
@@ -281,24 +388,34 @@ fn many_namespaces_are_all_intercepted_and_all_released() {
         .collect();
     let host_ifs: Vec<String> = nets.iter().map(|p| p.host_if.clone()).collect();
     drop(nets);
+    eprintln!("deleted: {:?}", started.elapsed());
     wait_served(&agent, 0);
+    eprintln!("released: {:?}", started.elapsed());
     assert_eq!(
         agent.metric("llmtrace_netns_released_total", ""),
         PODS as u64
     );
-    // Nothing keeps the deleted namespaces alive: the agent's descriptors are back to where
-    // they were, and the kernel destroyed each namespace (taking its veth pair along).
-    let fds = wait_for(Duration::from_secs(10), || {
-        let n = agent_fds(&agent);
-        (n <= fds_before).then_some(n)
+    // Nothing refers to the deleted namespaces any more: no process, thread or descriptor
+    // (the agent's included), and the kernel destroyed each of them, taking its veth pair.
+    let leaked = wait_for(Duration::from_secs(10), || {
+        let refs = netns_references();
+        let left: Vec<u64> = inodes
+            .iter()
+            .copied()
+            .filter(|i| refs.contains(i))
+            .collect();
+        left.is_empty().then_some(())
     });
     assert!(
-        fds.is_some(),
-        "agent descriptors: {} before the pods, {} after they were deleted",
-        fds_before,
-        agent_fds(&agent)
+        leaked.is_some(),
+        "pod namespaces still referenced after deletion: {:?}\n{}",
+        inodes
+            .iter()
+            .filter(|i| netns_references().contains(i))
+            .collect::<Vec<_>>(),
+        agent.log()
     );
-    let gone = wait_for(Duration::from_secs(10), || {
+    let gone = wait_for(Duration::from_secs(20), || {
         host_ifs
             .iter()
             .all(|i| !std::path::Path::new("/sys/class/net").join(i).exists())
@@ -308,6 +425,7 @@ fn many_namespaces_are_all_intercepted_and_all_released() {
         gone.is_some(),
         "pod namespaces still exist in the kernel after deletion (their veths remain)"
     );
+    eprintln!("{PODS} pods: {:?}", started.elapsed());
 }
 
 #[test]

@@ -250,6 +250,7 @@ fn main() {
     );
     print_load(&rows);
     one_shots(&targets, &url, dir.path(), &body);
+    testkit::pod_proxy::print(&testkit::pod_proxy::measure(dir.path(), seconds()));
     println!("\nllmtrace counted {exchanges} intercepted 2xx exchanges (MITM path, agent metric)");
     println!(
         "goals: llmtrace CPU ≤ 80 µs/req at c=16/64; req/s ≥ 0.8× nginx proxy; added p50 ≤ 0.3 ms at c=1"

@@ -78,7 +78,7 @@ def check_promises(objects):
     caps = sc.get("capabilities", {})
     if caps.get("drop") != ["ALL"]:
         errors.append("capabilities must drop ALL before adding")
-    if set(caps.get("add", [])) != {"BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE"}:
+    if set(caps.get("add", [])) != {"BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN"}:
         errors.append(f"unexpected capability set {caps.get('add')}")
     if sc.get("privileged") or sc.get("allowPrivilegeEscalation", True):
         errors.append("the agent must not be privileged nor escalate")

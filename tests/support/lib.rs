@@ -8,6 +8,7 @@ pub mod agent;
 pub mod cgroup;
 pub mod clickhouse;
 pub mod dns;
+pub mod docker;
 pub mod echo;
 pub mod fake_kube;
 pub mod fake_llm;
@@ -15,9 +16,13 @@ pub mod net;
 pub mod netns;
 pub mod nginx;
 pub mod pki;
+pub mod pod_proxy;
 pub mod probe;
 pub mod procstat;
 pub mod proxy_peers;
+/// The agent image's root file system, built by the same code as `cargo xtask image`.
+#[path = "../../xtask/src/rootfs.rs"]
+pub mod rootfs;
 pub mod tee;
 pub mod wrk;
 pub mod zookeeper;

@@ -129,9 +129,11 @@ fn forward_rules(action: &str, prefix: &str) -> bool {
 /// - "the internet": a namespace holding the fake provider at `198.19.<L>.2` and
 ///   `2001:2:<L>:ffff::2`, joined to the host by a veth pair (`198.19.<L>.0/30`,
 ///   `2001:2:<L>:ffff::/64`);
-/// - pods: namespaces joined to the host by veth pairs (`198.18.<L>.2k/31`, the pod on the odd
-///   address; `2001:2:<L>:<k>::/64`, the pod on `::2`), each with routes to the internet's
-///   prefixes through the host and nothing else.
+/// - pods: namespaces joined to the host by veth pairs (`198.18.<L>.2k/31` for the first 128,
+///   then `198.19.<L>.64/26` and `.128/25`, the pod on the odd address; `2001:2:<L>:<k>::/64`,
+///   the pod on `::2`), each with routes to the internet's prefixes through the host and
+///   nothing else;
+/// - room for a container engine's bridge network: [`Lab::bridge`] (`198.19.<L>.16/28`).
 ///
 /// IPv4 addresses come from the benchmarking block 198.18.0.0/15, IPv6 ones from its IPv6
 /// counterpart 2001:2::/48. The host forwards between them with forwarding switched on for
@@ -163,6 +165,8 @@ pub struct PodNet {
     pub ip: std::net::Ipv4Addr,
     /// Its IPv6 address.
     pub ip6: std::net::Ipv6Addr,
+    /// The host's address on its veth pair (on-link for the pod).
+    pub host_ip: std::net::Ipv4Addr,
     /// The host side of its veth pair. The kernel deletes it only when the namespace itself
     /// is destroyed, so its presence tells whether anything still holds the namespace.
     pub host_if: String,
@@ -200,6 +204,17 @@ impl Default for Lab {
                 &format!("198.19.{block}.1"),
             ],
         );
+        // The rest of 198.19.<L>.0/24: pods beyond the 128th and the container bridge.
+        ip_in(
+            ns,
+            &[
+                "route",
+                "add",
+                &format!("198.19.{block}.0/24"),
+                "via",
+                &format!("198.19.{block}.1"),
+            ],
+        );
         ip_in(
             ns,
             &[
@@ -232,25 +247,39 @@ impl Drop for Lab {
 }
 
 impl Lab {
-    /// A new pod namespace (at most 128 per lab).
+    /// Most pods a lab has room for.
+    pub const MAX_PODS: usize = 224;
+
+    /// A new pod namespace (at most [`Lab::MAX_PODS`] per lab).
     pub fn pod(&self) -> PodNet {
         let k = self.next_pod.fetch_add(1, Ordering::SeqCst);
-        assert!(k < 128, "a lab has room for 128 pods");
+        assert!(
+            k < Self::MAX_PODS,
+            "a lab has room for {} pods",
+            Self::MAX_PODS
+        );
         let k = u8::try_from(k).expect("u8");
         let ns = TestNetns::default();
         let host_if = format!("lt{}p{k}", self.tag);
         let b = self.block;
+        // The host side of pod k's /31 and the pod's own address.
+        let (host, pod) = if k < 128 {
+            (
+                std::net::Ipv4Addr::new(198, 18, b, 2 * k),
+                std::net::Ipv4Addr::new(198, 18, b, 2 * k + 1),
+            )
+        } else {
+            let j = 64 + 2 * (k - 128);
+            (
+                std::net::Ipv4Addr::new(198, 19, b, j),
+                std::net::Ipv4Addr::new(198, 19, b, j + 1),
+            )
+        };
         link(
             &ns.name,
             &host_if,
-            [
-                &format!("198.18.{b}.{}/31", 2 * k),
-                &format!("2001:2:{b:x}:{k:x}::1/64"),
-            ],
-            [
-                &format!("198.18.{b}.{}/31", 2 * k + 1),
-                &format!("2001:2:{b:x}:{k:x}::2/64"),
-            ],
+            [&format!("{host}/31"), &format!("2001:2:{b:x}:{k:x}::1/64")],
+            [&format!("{pod}/31"), &format!("2001:2:{b:x}:{k:x}::2/64")],
         );
         ip_in(
             &ns.name,
@@ -259,7 +288,7 @@ impl Lab {
                 "add",
                 &format!("198.19.{b}.0/30"),
                 "via",
-                &format!("198.18.{b}.{}", 2 * k),
+                &host.to_string(),
             ],
         );
         ip_in(
@@ -274,11 +303,44 @@ impl Lab {
             ],
         );
         PodNet {
-            ip: std::net::Ipv4Addr::new(198, 18, b, 2 * k + 1),
+            ip: pod,
+            host_ip: host,
             ip6: format!("2001:2:{b:x}:{k:x}::2").parse().expect("ipv6"),
             ns,
             host_if,
         }
+    }
+}
+
+/// Room in a [`Lab`] for one container engine bridge network.
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    /// `198.19.<L>.16/28`.
+    pub subnet: String,
+    /// `198.19.<L>.17`, the bridge's own (host) address.
+    pub gateway: std::net::Ipv4Addr,
+    /// A bridge interface name the lab's firewall rules already cover.
+    pub name: String,
+    /// The prefix a container on the bridge needs a route to: the internet's link.
+    pub internet: String,
+}
+
+impl Lab {
+    /// Room for a container engine's bridge network, routed back from the internet.
+    pub fn bridge(&self) -> Bridge {
+        let b = self.block;
+        Bridge {
+            subnet: format!("198.19.{b}.16/28"),
+            gateway: std::net::Ipv4Addr::new(198, 19, b, 17),
+            name: format!("lt{}d", self.tag),
+            internet: format!("198.19.{b}.0/30"),
+        }
+    }
+
+    /// Lets the host route packets arriving on `iface` (a bridge the test created), as for
+    /// the lab's own veths; the setting goes away with the interface.
+    pub fn forward_from(&self, iface: &str) {
+        forward_on(iface);
     }
 }
 

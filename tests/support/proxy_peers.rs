@@ -139,9 +139,14 @@ pub struct Upstream {
 impl Upstream {
     /// Starts it under `dir`.
     pub fn start(dir: &Path) -> Self {
-        let dir = subdir(dir, "upstream");
-        let pki = TestPki::write(&dir, &["api.openai.com", UPSTREAM_IP]);
-        let addr: SocketAddr = format!("{UPSTREAM_IP}:{}", shared_port()).parse().unwrap();
+        Self::start_at(dir, UPSTREAM_IP, shared_port())
+    }
+
+    /// Starts it under `dir`, listening on `ip:port`.
+    pub fn start_at(dir: &Path, ip: &str, port: u16) -> Self {
+        let dir = subdir(dir, &format!("upstream-{ip}"));
+        let pki = TestPki::write(&dir, &["api.openai.com", ip]);
+        let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
         let http = format!(
             "server {{\n\
              listen {addr} ssl http2;\n\

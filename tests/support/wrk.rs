@@ -41,13 +41,25 @@ pub struct WrkReport {
 impl Wrk<'_> {
     /// Runs wrk with a script written to `dir`, and parses its report.
     pub fn run(&self, dir: &Path) -> WrkReport {
+        self.run_in(dir, None)
+    }
+
+    /// [`Wrk::run`] inside network namespace `netns` (an `ip netns` name) when given.
+    pub fn run_in(&self, dir: &Path, netns: Option<&str>) -> WrkReport {
         assert!(
-            self.connect.ip().is_loopback(),
-            "benchmarks only use loopback"
+            crate::net::is_test_address(self.connect.ip()),
+            "benchmarks only use loopback or test namespaces' 198.18.0.0/15"
         );
         let script = dir.join(format!("post-{}.lua", self.connect.port()));
         std::fs::write(&script, self.script()).expect("write wrk script");
-        let mut cmd = crate::cgroup::command_in(self.cgroup, "wrk");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = crate::cgroup::command_in(self.cgroup, "ip");
+                c.args(["netns", "exec", ns, "wrk"]);
+                c
+            }
+            None => crate::cgroup::command_in(self.cgroup, "wrk"),
+        };
         cmd.args(["-t1", "--latency", "--timeout", "5s"])
             .arg(format!("-c{}", self.connections))
             .arg(format!("-d{}s", self.duration.as_secs().max(1)))

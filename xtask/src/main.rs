@@ -8,6 +8,7 @@ mod bench;
 mod cmd;
 mod fuzz;
 mod image;
+mod rootfs;
 mod setup;
 mod test;
 

@@ -3,7 +3,8 @@
 //! - nightly's `rust-src` (the eBPF crate is built with `-Z build-std=core`);
 //! - bpf-linker 0.13, built against the nightly's own LLVM and rebuilt when a nightly update
 //!   changes that LLVM (recorded in a stamp file next to the binary);
-//! - the Debian packages the tests and benchmarks use;
+//! - the Debian packages the tests and benchmarks use, and a Docker engine (the container
+//!   tests start a private `dockerd` of their own from it);
 //! - a Python venv (`.venv`) with the real client SDKs the tests drive;
 //! - the Node test clients' npm packages (`tests/clients/node`), pinned by their lock file.
 
@@ -39,6 +40,7 @@ pub fn run() -> Result<()> {
     bpf_linker()?;
     cargo_fuzz()?;
     apt_packages()?;
+    docker_engine_package()?;
     python_venv()?;
     node_clients()?;
     eprintln!("xtask: setup complete");
@@ -237,9 +239,30 @@ fn node_clients() -> Result<()> {
     Ok(())
 }
 
-/// A Docker engine for `xtask image` (loading the image) and the image test: Debian's
-/// `docker.io` when `dockerd` is missing, and a `dockerd` started in the background when none
-/// answers (machines without systemd). Only `xtask image` pays for this.
+/// Debian's `docker.io` when no `dockerd` is installed (an engine installed otherwise, e.g.
+/// Docker's own `docker-ce`, is used as it is: the packages conflict). Only installed, never
+/// started here: the container tests start a private daemon and stop it afterwards.
+fn docker_engine_package() -> Result<()> {
+    if cmd::succeeds("dockerd", &["--version"]) && cmd::succeeds("docker", &["--version"]) {
+        return Ok(());
+    }
+    if !cmd::is_root() {
+        bail!("Docker is missing: run `cargo xtask setup` as root (or apt-get install docker.io)");
+    }
+    let mut update = Command::new("apt-get");
+    update
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    cmd::status(&mut update)?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "--no-install-recommends", "docker.io"])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    cmd::status(&mut install)
+}
+
+/// A Docker engine for `xtask image` (loading the image): installed when missing, and a
+/// `dockerd` started in the background when none answers (machines without systemd).
 pub fn container_engine() -> Result<()> {
     if cmd::succeeds("docker", &["info"]) {
         return Ok(());
@@ -247,13 +270,7 @@ pub fn container_engine() -> Result<()> {
     if !cmd::is_root() {
         bail!("no Docker engine answers: run `cargo xtask image` as root to install and start one");
     }
-    if !cmd::succeeds("dockerd", &["--version"]) {
-        let mut install = Command::new("apt-get");
-        install
-            .args(["install", "-y", "--no-install-recommends", "docker.io"])
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        cmd::status(&mut install)?;
-    }
+    docker_engine_package()?;
     let log = fs::File::create("/var/log/llmtrace-dockerd.log")?;
     Command::new("dockerd")
         .stdout(log.try_clone()?)
