@@ -1,12 +1,24 @@
 //! The exchange record (what the record phase produces) and the bounded tee that carries it
-//! to analysis and storage without ever blocking the data path.
+//! to the analysis pool ([`super::deferred`]) and storage without ever blocking the data path.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
-use tokio::sync::mpsc;
-
-use super::{metrics::ProxyMetrics, tap::LlmRecord};
-use crate::{identity::ProcessDetails, transport::ProcessInfo};
+use super::{
+    ending::{self, BodyEnd},
+    metrics::ProxyMetrics,
+    tap::{LlmRecord, PendingLlm},
+};
+use crate::{
+    identity::ProcessDetails,
+    sink::queue::{BatchQueue, Producer, PushError},
+    transport::ProcessInfo,
+};
 
 /// One HTTP exchange, or one relayed connection (`intercepted == false`: only metadata).
 #[derive(Debug, Clone)]
@@ -59,26 +71,133 @@ pub struct ExchangeRecord {
     pub llm: Option<Box<LlmRecord>>,
 }
 
-/// Sends records to a bounded channel; a full channel drops the record and counts it.
+/// A record on its way to storage, with the analysis still to run on it.
+#[derive(Debug)]
+pub struct Job {
+    /// The record.
+    pub record: ExchangeRecord,
+    /// The response analysis to finish and attach as `record.llm`.
+    pub llm: Option<PendingLlm>,
+    /// Response bytes `llm` holds (counted against the queue's byte bound).
+    pub held: usize,
+    /// How the response body ended, settled once `llm` is attached (it tells whether the
+    /// terminal event came before an app's close); `None` for a record already settled.
+    pub end: Option<BodyEnd>,
+}
+
+impl Job {
+    /// Settles how the exchange ended, now that its analysis (if any) is attached, and
+    /// counts a failed exchange.
+    pub fn settle(record: &mut ExchangeRecord, end: Option<BodyEnd>, metrics: &ProxyMetrics) {
+        if let Some(end) = end {
+            ending::settle(record, end);
+            if record.error.is_some() {
+                metrics.exchange_errors.inc();
+            }
+        }
+    }
+}
+
+/// The tee's bounds, from `[proxy]`.
+#[derive(Debug, Clone, Copy)]
+pub struct TeeLimits {
+    /// Records queued at most (beyond: dropped, counted).
+    pub capacity: usize,
+    /// Records waiting for their analysis at most (beyond: recorded without it, counted).
+    pub analysis_queue: usize,
+    /// Response bytes held by records waiting for their analysis at most (same).
+    pub analysis_queue_bytes: usize,
+    /// Threads of the analysis pool.
+    pub workers: usize,
+}
+
+/// Queues records for the analysis pool without ever waiting: when the pool is behind, an
+/// exchange is recorded without its response analysis (counted), and when even the record
+/// queue is full the record is dropped (counted).
 #[derive(Debug, Clone)]
 pub struct RecordTee {
-    tx: mpsc::Sender<ExchangeRecord>,
+    tx: Producer<Job>,
+    held: Arc<AtomicUsize>,
+    limits: TeeLimits,
     metrics: Arc<ProxyMetrics>,
 }
 
+/// The consuming end of a [`RecordTee`]: what the analysis pool works on.
+#[derive(Debug)]
+pub struct Records {
+    /// Queued records.
+    pub queue: Arc<BatchQueue<Job>>,
+    /// Response bytes held by queued records (decreased as the pool takes them).
+    pub held: Arc<AtomicUsize>,
+    /// Threads to work on them.
+    pub workers: usize,
+    /// Where analysed exchanges are counted.
+    pub metrics: Arc<ProxyMetrics>,
+}
+
 impl RecordTee {
-    /// A tee with room for `capacity` records, and its receiving end.
-    pub fn channel(
-        capacity: usize,
-        metrics: Arc<ProxyMetrics>,
-    ) -> (Self, mpsc::Receiver<ExchangeRecord>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx, metrics }, rx)
+    /// A tee bounded by `limits`, and its consuming end.
+    pub fn channel(limits: TeeLimits, metrics: Arc<ProxyMetrics>) -> (Self, Records) {
+        let queue = BatchQueue::new(limits.capacity.max(1));
+        let held = Arc::new(AtomicUsize::new(0));
+        let records = Records {
+            queue: queue.clone(),
+            held: held.clone(),
+            workers: limits.workers.max(1),
+            metrics: metrics.clone(),
+        };
+        let tee = Self {
+            tx: Producer::new(queue),
+            held,
+            limits,
+            metrics,
+        };
+        (tee, records)
     }
 
     /// Hands `record` on, or drops it when the consumer is behind or gone.
     pub fn emit(&self, record: ExchangeRecord) {
-        if self.tx.try_send(record).is_err() {
+        self.push(Job {
+            record,
+            llm: None,
+            held: 0,
+            end: None,
+        });
+    }
+
+    /// Hands `record` on with its analysis to finish and its ending to settle after that, or,
+    /// when the pool is behind, finishes it here without the response analysis (cheap) and
+    /// hands it on like [`Self::emit`].
+    pub fn emit_exchange(&self, mut record: ExchangeRecord, llm: Option<PendingLlm>, end: BodyEnd) {
+        let Some(llm) = llm else {
+            Job::settle(&mut record, Some(end), &self.metrics);
+            return self.emit(record);
+        };
+        let held = llm.held_bytes();
+        let total = self.held.fetch_add(held, Ordering::Relaxed) + held;
+        let job = Job {
+            record,
+            llm: Some(llm),
+            held,
+            end: Some(end),
+        };
+        let job = if total <= self.limits.analysis_queue_bytes {
+            match self.tx.queue().push_below(job, self.limits.analysis_queue) {
+                Ok(()) => return,
+                Err(PushError::Full(job) | PushError::Closed(job)) => job,
+            }
+        } else {
+            job
+        };
+        self.held.fetch_sub(held, Ordering::Relaxed);
+        record = job.record;
+        record.llm = job.llm.map(|l| Box::new(l.skip(&self.metrics)));
+        Job::settle(&mut record, job.end, &self.metrics);
+        self.emit(record);
+    }
+
+    fn push(&self, job: Job) {
+        if self.tx.queue().push(job).is_err() {
             self.metrics.record_drops.inc();
         }
     }
@@ -91,7 +210,13 @@ mod tests {
     #[test]
     fn a_full_channel_drops_and_counts() {
         let metrics = Arc::new(ProxyMetrics::default());
-        let (tee, mut rx) = RecordTee::channel(1, metrics.clone());
+        let limits = TeeLimits {
+            capacity: 1,
+            analysis_queue: 1,
+            analysis_queue_bytes: 1,
+            workers: 1,
+        };
+        let (tee, rx) = RecordTee::channel(limits, metrics.clone());
         let record = ExchangeRecord {
             connection_id: 1,
             exchange_seq: 1,
@@ -128,6 +253,6 @@ mod tests {
         tee.emit(record.clone());
         tee.emit(record);
         assert_eq!(metrics.record_drops.get(), 1);
-        assert!(rx.try_recv().is_ok());
+        assert_eq!(rx.queue.len(), 1);
     }
 }
