@@ -205,19 +205,19 @@ impl RecordTee {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Instant;
 
-    #[test]
-    fn a_full_channel_drops_and_counts() {
-        let metrics = Arc::new(ProxyMetrics::default());
-        let limits = TeeLimits {
-            capacity: 1,
-            analysis_queue: 1,
-            analysis_queue_bytes: 1,
-            workers: 1,
-        };
-        let (tee, rx) = RecordTee::channel(limits, metrics.clone());
-        let record = ExchangeRecord {
+    use hyper::Request;
+
+    use super::*;
+    use crate::{
+        llm::{Engine, LlmConfig},
+        proxy::tap::LlmTap,
+        sink::queue::Popped,
+    };
+
+    fn record() -> ExchangeRecord {
+        ExchangeRecord {
             connection_id: 1,
             exchange_seq: 1,
             started_at_us: 0,
@@ -249,10 +249,100 @@ mod tests {
             intercepted: false,
             not_intercepted_reason: None,
             llm: None,
-        };
-        tee.emit(record.clone());
-        tee.emit(record);
+        }
+    }
+
+    /// A chat completion that got its 200 and a JSON body, ready for the record phase.
+    fn pending() -> PendingLlm {
+        let engine = Engine::new(LlmConfig::default(), vec![7; 32]);
+        let (mut head, ()) = Request::post("https://api.openai.com/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut tap = LlmTap::start(&engine, &head, "api.openai.com", Instant::now());
+        assert!(tap.active());
+        let (mut resp, ()) = hyper::Response::builder()
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap()
+            .into_parts();
+        tap.response_head(&mut resp);
+        let body = br#"{"id":"c1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+        assert!(tap.response_chunk(body).is_none());
+        head.headers.clear();
+        tap.finish(0).unwrap()
+    }
+
+    fn limits(capacity: usize, analysis_queue: usize) -> TeeLimits {
+        TeeLimits {
+            capacity,
+            analysis_queue,
+            analysis_queue_bytes: 1 << 20,
+            workers: 1,
+        }
+    }
+
+    #[test]
+    fn a_full_channel_drops_and_counts() {
+        let metrics = Arc::new(ProxyMetrics::default());
+        let (tee, rx) = RecordTee::channel(limits(1, 1), metrics.clone());
+        tee.emit(record());
+        tee.emit(record());
         assert_eq!(metrics.record_drops.get(), 1);
         assert_eq!(rx.queue.len(), 1);
+    }
+
+    #[test]
+    fn the_response_is_analysed_in_the_pool_not_at_the_record_phase() {
+        let metrics = Arc::new(ProxyMetrics::default());
+        let (tee, rx) = RecordTee::channel(limits(4, 4), metrics.clone());
+        let p = pending();
+        assert!(
+            p.held_bytes() > 0,
+            "the JSON body waits, unparsed, for the pool"
+        );
+        tee.emit_exchange(record(), Some(p));
+        assert_eq!(
+            metrics.llm_exchanges_for("allow"),
+            0,
+            "nothing analysed yet"
+        );
+        let mut jobs = Vec::new();
+        assert_eq!(rx.queue.pop_batch(&mut jobs, 8, None), Popped::Items);
+        let job = jobs.pop().unwrap();
+        assert_eq!(rx.held.load(Ordering::Relaxed), job.held);
+        let llm = job.llm.unwrap().complete(&metrics);
+        assert_eq!(llm.analysis.output_tokens, Some(1));
+        assert_eq!(llm.analysis.response_text, "hi");
+        assert_eq!(metrics.llm_exchanges_for("allow"), 1);
+        assert_eq!(metrics.llm_analysis_skipped.get(), 0);
+    }
+
+    #[test]
+    fn a_busy_pool_records_the_exchange_without_its_response_analysis() {
+        let metrics = Arc::new(ProxyMetrics::default());
+        let (tee, rx) = RecordTee::channel(limits(4, 1), metrics.clone());
+        tee.emit_exchange(record(), Some(pending()));
+        tee.emit_exchange(record(), Some(pending()));
+        assert_eq!(metrics.llm_analysis_skipped.get(), 1);
+        assert_eq!(metrics.record_drops.get(), 0, "the record itself is kept");
+        let mut jobs = Vec::new();
+        assert_eq!(rx.queue.pop_batch(&mut jobs, 8, None), Popped::Items);
+        assert_eq!(jobs.len(), 2);
+        let skipped = jobs[1]
+            .record
+            .llm
+            .as_ref()
+            .expect("the row has its analysis part");
+        assert!(jobs[1].llm.is_none(), "nothing left to analyse");
+        let error = skipped.analysis.error.as_deref().unwrap_or_default();
+        assert!(error.starts_with("analysis skipped"), "{error}");
+        assert!(skipped.analysis.response_text.is_empty());
+        assert!(
+            skipped.analysis.response_truncated,
+            "the row is not complete"
+        );
+        assert_eq!(skipped.analysis.action, "allow");
     }
 }
