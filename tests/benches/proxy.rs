@@ -11,7 +11,7 @@
 //! reverse mode (skipped with a note when `.venv/bench` has no mitmdump). Load: wrk, one thread,
 //! keep-alive, concurrency 1/16/64 (SSE at 16), `LLMTRACE_BENCH_SECONDS` per cell (default 5)
 //! after a 1 s warm-up. One-shot: sequential curl requests, each on a new connection. Last
-//! byte: sequential requests for a ~1 MB chat.completion on one kept-alive connection, the
+//! byte: sequential requests for a ~0.6 MB chat.completion on one kept-alive connection, the
 //! time until its last byte reached curl (the analysis must not delay it).
 
 use std::{
@@ -152,7 +152,7 @@ fn start_agent(cg: &TestCgroup, upstream: &Upstream, analysis: bool) -> Agent {
     )
 }
 
-/// The time to the last byte of a ~1 MB response, on a kept-alive connection.
+/// The time to the last byte of a ~0.6 MB response, on a kept-alive connection.
 fn last_bytes(targets: &[Target], url: &str, dir: &Path, body: &str) {
     let body_file = dir.join("request.json");
     std::fs::write(&body_file, body).expect("write body");

@@ -70,7 +70,8 @@ pub fn response_json() -> String {
     .to_string()
 }
 
-/// A `chat.completion` of about 1 MB (one long message), for the time the last byte takes.
+/// A `chat.completion` of about 0.6 MB (one long message), for the time the last byte takes
+/// (nginx caps one config token at 4 KB, which bounds how many pieces `return` can join).
 pub fn response_big() -> String {
     json!({
         "id": "chatcmpl-bench1mb00000000000000000000",
@@ -79,10 +80,10 @@ pub fn response_big() -> String {
         "model": "gpt-4o-mini-2024-07-18",
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": filler(145_000), "refusal": null},
+            "message": {"role": "assistant", "content": filler(80_000), "refusal": null},
             "finish_reason": "stop"
         }],
-        "usage": {"prompt_tokens": 41, "completion_tokens": 145_000, "total_tokens": 145_041}
+        "usage": {"prompt_tokens": 41, "completion_tokens": 80_000, "total_tokens": 80_041}
     })
     .to_string()
 }
