@@ -91,7 +91,8 @@ impl Records {
         }
     }
 
-    fn complete(&self, job: Job) -> ExchangeRecord {
+    /// Finishes a job's analysis, then settles how the exchange ended.
+    pub(super) fn complete(&self, job: Job) -> ExchangeRecord {
         let Job {
             mut record,
             llm,

@@ -254,6 +254,11 @@ mod tests {
 
     /// A chat completion that got its 200 and a JSON body, ready for the record phase.
     fn pending() -> PendingLlm {
+        pending_cut(usize::MAX)
+    }
+
+    /// The same with only the first `keep` bytes of its body forwarded.
+    fn pending_cut(keep: usize) -> PendingLlm {
         let engine = Engine::new(LlmConfig::default(), vec![7; 32]);
         let (mut head, ()) = Request::post("https://api.openai.com/v1/chat/completions")
             .header("content-type", "application/json")
@@ -269,7 +274,7 @@ mod tests {
             .into_parts();
         tap.response_head(&mut resp);
         let body = br#"{"id":"c1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-        assert!(tap.response_chunk(body).is_none());
+        assert!(tap.response_chunk(&body[..keep.min(body.len())]).is_none());
         head.headers.clear();
         tap.finish(0).unwrap()
     }
@@ -302,7 +307,7 @@ mod tests {
             p.held_bytes() > 0,
             "the JSON body waits, unparsed, for the pool"
         );
-        tee.emit_exchange(record(), Some(p));
+        tee.emit_exchange(record(), Some(p), BodyEnd::Complete);
         assert_eq!(
             metrics.llm_exchanges_for("allow"),
             0,
@@ -323,8 +328,8 @@ mod tests {
     fn a_busy_pool_records_the_exchange_without_its_response_analysis() {
         let metrics = Arc::new(ProxyMetrics::default());
         let (tee, rx) = RecordTee::channel(limits(4, 1), metrics.clone());
-        tee.emit_exchange(record(), Some(pending()));
-        tee.emit_exchange(record(), Some(pending()));
+        tee.emit_exchange(record(), Some(pending()), BodyEnd::Complete);
+        tee.emit_exchange(record(), Some(pending()), BodyEnd::Complete);
         assert_eq!(metrics.llm_analysis_skipped.get(), 1);
         assert_eq!(metrics.record_drops.get(), 0, "the record itself is kept");
         let mut jobs = Vec::new();
@@ -344,5 +349,44 @@ mod tests {
             "the row is not complete"
         );
         assert_eq!(skipped.analysis.action, "allow");
+    }
+
+    /// Takes the one queued job and runs it through the pool's completion.
+    fn completed(rx: &Records) -> ExchangeRecord {
+        let mut jobs = Vec::new();
+        assert_eq!(rx.queue.pop_batch(&mut jobs, 8, None), Popped::Items);
+        assert_eq!(jobs.len(), 1);
+        rx.complete(jobs.pop().unwrap())
+    }
+
+    #[test]
+    fn an_app_closing_after_the_terminal_event_is_settled_complete_once_analysed() {
+        let metrics = Arc::new(ProxyMetrics::default());
+        let (tee, rx) = RecordTee::channel(limits(4, 4), metrics.clone());
+        tee.emit_exchange(record(), Some(pending()), BodyEnd::AppClosed);
+        let r = completed(&rx);
+        assert_eq!(r.error, None, "the whole JSON body had arrived");
+        assert!(r.llm.unwrap().analysis.progress.terminal_ms.is_some());
+        assert_eq!(metrics.exchange_errors.get(), 0);
+    }
+
+    #[test]
+    fn an_app_closing_before_the_terminal_event_is_settled_cut_short_once_analysed() {
+        let metrics = Arc::new(ProxyMetrics::default());
+        let (tee, rx) = RecordTee::channel(limits(4, 4), metrics.clone());
+        tee.emit_exchange(record(), Some(pending_cut(40)), BodyEnd::AppClosed);
+        assert_eq!(
+            metrics.exchange_errors.get(),
+            0,
+            "not settled before the analysis"
+        );
+        let r = completed(&rx);
+        let error = r.error.unwrap_or_default();
+        assert!(
+            error.starts_with(super::super::ending::CUT_SHORT),
+            "{error}"
+        );
+        assert!(r.llm.unwrap().analysis.response_truncated);
+        assert_eq!(metrics.exchange_errors.get(), 1);
     }
 }

@@ -56,6 +56,8 @@ pub(super) fn run(
             break;
         }
         let stop = w.handle(&mut batch);
+        // The batch's rows go to the file now (one write); only the fsync is grouped.
+        w.write_out();
         if stop {
             // Refuse (and count, in the handles) what comes later; write what was accepted.
             rx.close();
@@ -110,6 +112,12 @@ impl Writer<'_> {
     fn commit(&mut self) {
         commit(&mut self.spool);
         self.deadline = None;
+    }
+
+    fn write_out(&mut self) {
+        if let Err(e) = self.spool.write_out() {
+            tracing::error!(error = %e, "cannot write to the spool; the rows since the last commit were given up (counted)");
+        }
     }
 }
 

@@ -289,4 +289,39 @@ mod tests {
             vec![sample_row(1)]
         );
     }
+
+    /// The writer puts a row into the spool file as soon as it has taken it off its queue,
+    /// long before the group commit: a SIGKILL of the agent then loses no finished exchange.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_row_reaches_the_spool_file_before_its_group_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = SinkConfig::default();
+        cfg.spool.fsync_interval_ms = 3_600_000;
+        let (h, task) = Sink::start(&cfg, dir.path(), SinkMetrics::default()).unwrap();
+        let mut encoded = Vec::new();
+        rowbinary::encode(&sample_row(7), &mut encoded);
+        assert!(h.record(sample_row(7)));
+        let spool_dir = cfg.spool_dir(dir.path());
+        let in_file = || {
+            std::fs::read_dir(&spool_dir).unwrap().any(|e| {
+                let p = e.unwrap().path();
+                p.extension().is_some_and(|x| x == "seg")
+                    && std::fs::read(&p)
+                        .unwrap()
+                        .windows(encoded.len())
+                        .any(|w| w == encoded.as_slice())
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !in_file() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the row never reached the spool file"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(h.metrics().rows_spooled.get(), 1);
+        h.shutdown().await;
+        task.await.unwrap();
+    }
 }
