@@ -95,10 +95,12 @@ fn rows_spooled_by_a_killed_agent_are_shipped_after_restart() {
     );
 }
 
+/// Exchanges finished right before the kill.
+const N: u64 = 40;
+
 #[test]
 fn a_sigkill_right_after_the_exchanges_finish_loses_no_row() {
     testkit::require_root!();
-    const N: u64 = 40;
     let ch = ClickHouseServer::start();
     let cg = TestCgroup::new("sinkkill");
     let fake = EchoServer::start("127.0.0.2:0");

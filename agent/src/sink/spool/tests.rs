@@ -3,8 +3,8 @@
 use std::io::Write;
 
 use super::*;
-use crate::sink::metrics::DropReason;
 use crate::sink::config::{FullPolicy, SpoolConfig};
+use crate::sink::metrics::DropReason;
 
 fn cfg(max_bytes: u64, policy: FullPolicy) -> SpoolConfig {
     SpoolConfig {
