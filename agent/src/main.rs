@@ -158,10 +158,23 @@ fn render(r: &StatusReport) -> String {
     out
 }
 
+/// Logs to stderr, filtered by `LLMTRACE_LOG` (default `info`), as text or, with
+/// `LLMTRACE_LOG_FORMAT=json`, one JSON object per line (for log collectors).
 fn init_logging() {
     let filter = EnvFilter::try_from_env("LLMTRACE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let format = std::env::var("LLMTRACE_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format.as_str() {
+        "json" => builder.json().init(),
+        "" | "text" => builder.init(),
+        other => {
+            builder.init();
+            tracing::error!(
+                value = other,
+                "LLMTRACE_LOG_FORMAT must be \"text\" or \"json\"; logging as text"
+            );
+        }
+    }
 }

@@ -4,11 +4,15 @@
 //! `POST /v1/chat/completions` with a fixed ~4 KB chat.completion (and `?stream=true` with an
 //! SSE-shaped body, sent at once). Targets, all reached with SNI and Host `api.openai.com`:
 //! direct; through llmtrace (wrk runs inside the agent's cgroup and connects to the upstream
-//! address, so the real eBPF redirect, both TLS legs, parsing and records are measured); nginx
+//! address, so the real eBPF redirect, both TLS legs, parsing and records are measured; a second
+//! agent in its own cgroup runs with `[llm.analysis] enabled = false`, so the table shows what
+//! the analysis costs); nginx
 //! as a TLS-terminating reverse proxy (upstream keepalive, verified upstream TLS); mitmproxy in
 //! reverse mode (skipped with a note when `.venv/bench` has no mitmdump). Load: wrk, one thread,
 //! keep-alive, concurrency 1/16/64 (SSE at 16), `LLMTRACE_BENCH_SECONDS` per cell (default 5)
-//! after a 1 s warm-up. One-shot: sequential curl requests, each on a new connection.
+//! after a 1 s warm-up. One-shot: sequential curl requests, each on a new connection. Last
+//! byte: sequential requests for a ~0.6 MB chat.completion on one kept-alive connection, the
+//! time until its last byte reached curl (the analysis must not delay it).
 
 use std::{
     net::SocketAddr,
@@ -20,11 +24,12 @@ use testkit::{
     agent::{Agent, AgentConfig},
     cgroup::TestCgroup,
     procstat,
-    proxy_peers::{self, Mitmproxy, Upstream, nginx_proxy, one_shot},
+    proxy_peers::{self, Mitmproxy, Upstream, last_byte, nginx_proxy, one_shot},
     wrk::{Wrk, WrkReport},
 };
 
 const ONE_SHOTS: usize = 50;
+const LAST_BYTES: usize = 20;
 
 fn seconds() -> u64 {
     std::env::var("LLMTRACE_BENCH_SECONDS")
@@ -115,13 +120,14 @@ fn print_load(rows: &[Row]) {
         );
     }
     println!();
-    for r in rows.iter().filter(|r| r.target == "llmtrace") {
+    for r in rows.iter().filter(|r| r.target.starts_with("llmtrace")) {
         if let Some(n) = rows
             .iter()
             .find(|n| n.target == "nginx proxy" && n.mix == r.mix && n.c == r.c)
         {
             println!(
-                "llmtrace / nginx requests/s, {} c={}: {:.2}",
+                "{} / nginx requests/s, {} c={}: {:.2}",
+                r.target,
                 r.mix,
                 r.c,
                 r.report.rps / n.report.rps
@@ -130,19 +136,39 @@ fn print_load(rows: &[Row]) {
     }
 }
 
-fn start_agent(cg: &TestCgroup, upstream: &Upstream) -> Agent {
+fn start_agent(cg: &TestCgroup, upstream: &Upstream, analysis: bool) -> Agent {
     Agent::start(
         cg,
         &AgentConfig {
             intercept: String::new(),
             rest: format!(
                 "[upstream]\nextra_root_certs = [\"{ca}\"]\n\
-                 [[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.3\"]\n",
+                 [[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.3\"]\n\
+                 [llm.analysis]\nenabled = {analysis}\n",
                 ca = upstream.pki.ca_pem.display(),
                 port = upstream.addr.port(),
             ),
         },
     )
+}
+
+/// The time to the last byte of a ~0.6 MB response, on a kept-alive connection.
+fn last_bytes(targets: &[Target], url: &str, dir: &Path, body: &str) {
+    let body_file = dir.join("request.json");
+    std::fs::write(&body_file, body).expect("write body");
+    let expect = proxy_peers::response_big().len();
+    println!(
+        "\nlast byte of a {expect} B chat.completion ({LAST_BYTES} sequential curl --http1.1 on one \
+         kept-alive connection, median time_total)\n"
+    );
+    println!("| target | median ms | failures |");
+    println!("|---|---|---|");
+    for t in targets.iter().filter(|t| t.name != "mitmproxy") {
+        let r = last_byte(
+            t.cgroup, t.connect, url, &t.ca, &body_file, expect, LAST_BYTES,
+        );
+        println!("| {} | {:.2} | {} |", t.name, r.median_ms, r.failures);
+    }
 }
 
 /// Sequential new-connection requests to every target; prints their table.
@@ -189,8 +215,14 @@ fn main() {
     let sse_url = format!("{url}?stream=true");
     let body = proxy_peers::request_body();
     let cg = TestCgroup::new("bench-proxy");
-    let agent = start_agent(&cg, &upstream);
+    let agent = start_agent(&cg, &upstream, true);
     let agent_ca = agent.config_path.with_file_name("state").join("ca/ca.pem");
+    let cg_off = TestCgroup::new("bench-proxy-noanalysis");
+    let agent_off = start_agent(&cg_off, &upstream, false);
+    let agent_off_ca = agent_off
+        .config_path
+        .with_file_name("state")
+        .join("ca/ca.pem");
     let proxy = nginx_proxy(dir.path(), &upstream);
     let mitm = Mitmproxy::start(dir.path(), &upstream);
     let mut targets = vec![
@@ -207,6 +239,13 @@ fn main() {
             cgroup: Some(&cg),
             pid: Some(agent.pid()),
             ca: agent_ca,
+        },
+        Target {
+            name: "llmtrace (analysis off)",
+            connect: upstream.addr,
+            cgroup: Some(&cg_off),
+            pid: Some(agent_off.pid()),
+            ca: agent_off_ca,
         },
         Target {
             name: "nginx proxy",
@@ -250,12 +289,16 @@ fn main() {
     );
     print_load(&rows);
     one_shots(&targets, &url, dir.path(), &body);
+    last_bytes(&targets, &format!("{url}?big=1"), dir.path(), &body);
     testkit::pod_proxy::print(&testkit::pod_proxy::measure(dir.path(), seconds()));
     println!("\nllmtrace counted {exchanges} intercepted 2xx exchanges (MITM path, agent metric)");
     println!(
-        "goals: llmtrace CPU ≤ 80 µs/req at c=16/64; req/s ≥ 0.8× nginx proxy; added p50 ≤ 0.3 ms at c=1"
+        "goals: llmtrace CPU ≤ 80 µs/req at c=16/64 (≤ 100 µs SSE); req/s ≥ 0.8× nginx proxy; \
+         added p50 ≤ 0.3 ms at c=1; new TLS connection adds ≤ 0.5 ms; last byte equal with and \
+         without analysis"
     );
     drop(mitm);
     drop(proxy);
+    drop(agent_off);
     drop(agent);
 }

@@ -70,6 +70,24 @@ pub fn response_json() -> String {
     .to_string()
 }
 
+/// A `chat.completion` of about 0.6 MB (one long message), for the time the last byte takes
+/// (nginx caps one config token at 4 KB, which bounds how many pieces `return` can join).
+pub fn response_big() -> String {
+    json!({
+        "id": "chatcmpl-bench1mb00000000000000000000",
+        "object": "chat.completion",
+        "created": 1_764_201_600,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": filler(80_000), "refusal": null},
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": 41, "completion_tokens": 80_000, "total_tokens": 80_041}
+    })
+    .to_string()
+}
+
 /// An SSE stream of 40 `chat.completion.chunk` events and `[DONE]` (served at once).
 pub fn response_sse() -> String {
     let mut out = String::new();
@@ -154,6 +172,7 @@ impl Upstream {
              ssl_certificate_key {key};\n\
              location = /v1/chat/completions {{\n\
              if ($arg_stream) {{ rewrite ^ /sse last; }}\n\
+             if ($arg_big) {{ rewrite ^ /big last; }}\n\
              default_type application/json;\n\
              {json}\
              }}\n\
@@ -162,11 +181,17 @@ impl Upstream {
              default_type text/event-stream;\n\
              {sse}\
              }}\n\
+             location = /big {{\n\
+             internal;\n\
+             default_type application/json;\n\
+             {big}\
+             }}\n\
              }}",
             chain = pki.chain_pem.display(),
             key = pki.key_pem.display(),
             json = nginx_return("json", &response_json()),
             sse = nginx_return("sse", &response_sse()),
+            big = nginx_return("big", &response_big()),
         );
         let nginx = Nginx::start(&dir, &http, addr);
         Self { nginx, addr, pki }
@@ -290,6 +315,56 @@ pub struct OneShot {
     pub median_ms: f64,
     /// Requests that did not get a 200 with a body of the expected size.
     pub failures: usize,
+}
+
+/// Median time from sending a request to the last byte of its response, over `n` sequential
+/// `curl --http1.1` POSTs of `body` to `url` on one kept-alive connection (the first, which
+/// pays the handshakes, is left out); each must get 200 and `expect_bytes` of body.
+pub fn last_byte(
+    cgroup: Option<&TestCgroup>,
+    connect: SocketAddr,
+    url: &str,
+    ca: &Path,
+    body: &Path,
+    expect_bytes: usize,
+    n: usize,
+) -> OneShot {
+    let resolve = format!("api.openai.com:{}:{}", connect.port(), connect.ip());
+    let out = crate::cgroup::command_in(cgroup, "curl")
+        .args(["-s", "--http1.1", "--max-time", "60"])
+        .args([
+            "-w",
+            "%{http_code} %{size_download} %{time_total}\n",
+            "--resolve",
+            &resolve,
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-H", "Authorization: Bearer sk-bench-not-a-real-key"])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .args((0..=n).flat_map(|_| ["-o", "/dev/null", url]))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut times: Vec<f64> = Vec::with_capacity(n);
+    let mut failures = n;
+    for line in text.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let ["200", size, t] = fields[..]
+            && size.parse() == Ok(expect_bytes)
+            && let Ok(t) = t.parse::<f64>()
+        {
+            times.push(t * 1e3);
+            failures -= 1;
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    OneShot {
+        median_ms: times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
+        failures,
+    }
 }
 
 /// `n` sequential `curl --http1.1` POSTs of `body` to `url`, connecting to `connect`, trusting

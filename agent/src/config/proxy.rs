@@ -32,9 +32,17 @@ pub struct ProxyConfig {
     pub pool_max_idle_per_key: usize,
     /// Idle upstream connections are closed after this long.
     pub pool_idle_timeout_ms: u64,
-    /// Capacity of the exchange-record channel to analysis and storage; records that do not
+    /// Capacity of the exchange-record queue to analysis and storage; records that do not
     /// fit are dropped and counted, never waited for.
     pub record_channel_capacity: usize,
+    /// Threads that finish each exchange's analysis (response parsing, detectors, pricing,
+    /// masking) beside the data path, after the response has been forwarded.
+    pub analysis_workers: usize,
+    /// Exchanges waiting for those threads at most; an exchange arriving beyond it is recorded
+    /// without its response analysis (the row says so; counted), never waited for.
+    pub analysis_queue: usize,
+    /// Response bytes held by exchanges waiting for the analysis at most (same as above).
+    pub analysis_queue_bytes: usize,
     /// How many (uid, executable, server name) keys whose TLS client rejected the llmtrace
     /// certificate are remembered; their connections are relayed untouched.
     pub rejected_cert_capacity: usize,
@@ -61,6 +69,9 @@ impl Default for ProxyConfig {
             pool_max_idle_per_key: 256,
             pool_idle_timeout_ms: 60_000,
             record_channel_capacity: 4096,
+            analysis_workers: 2,
+            analysis_queue: 1024,
+            analysis_queue_bytes: 256 << 20,
             rejected_cert_capacity: 4096,
             rejected_cert_ttl_s: 3600,
             trust_learning: true,
@@ -97,6 +108,9 @@ impl ProxyConfig {
         }
         if self.record_channel_capacity == 0 {
             return Err(("proxy.record_channel_capacity", "must be positive"));
+        }
+        if self.analysis_workers == 0 || self.analysis_workers > 64 {
+            return Err(("proxy.analysis_workers", "must be between 1 and 64"));
         }
         Ok(())
     }

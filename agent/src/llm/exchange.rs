@@ -1,5 +1,10 @@
 //! One exchange through the tee: request head → request body (verdict) → response head →
 //! response chunks (optional early stop) → `finish`.
+//!
+//! Only what must decide before bytes move runs as the bytes pass: the request verdict, and
+//! for an event stream the monitor may stop, the parse that feeds it. Any other response is
+//! only captured (bounded, with each chunk's arrival time) and parsed by `finish`, which the
+//! proxy runs beside the data path.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,11 +73,57 @@ struct ResponseState {
     parser: ResponseParser,
     /// Compressed body kept for decoding at the end (bounded).
     encoded: Option<(String, Vec<u8>)>,
+    /// Identity-encoded body nothing inline needs, kept for parsing at the end; `None` once
+    /// parsing is inline (a monitored stream, or a capture that outgrew its bounds).
+    capture: Option<Capture>,
     monitor: Option<StreamMonitor>,
     text_seen: usize,
     header_request_id: Option<String>,
     /// Arrival of the chunk that completed the response (its terminal event).
     terminal_at: Option<Instant>,
+}
+
+/// Largest identity-encoded response captured for deferred parsing; a longer one is parsed
+/// inline from there on (what was captured first, then each chunk as it passes).
+const MAX_CAPTURE_BYTES: usize = 4 << 20;
+/// Most chunks captured for deferred parsing (each keeps its arrival time).
+const MAX_CAPTURE_CHUNKS: usize = 16 << 10;
+
+/// A response body captured as forwarded, with each chunk's arrival time and end offset, so
+/// `finish` parses it exactly as inline parsing would have (same chunk boundaries and times).
+#[derive(Debug, Default)]
+pub(crate) struct Capture {
+    pub data: Vec<u8>,
+    pub chunks: Vec<(Instant, usize)>,
+}
+
+impl Capture {
+    /// Feeds the captured chunks to `parser` in order, timing each and noting the arrival of
+    /// the chunk that completed the response (as inline parsing would have).
+    pub fn replay(
+        self,
+        parser: &mut ResponseParser,
+        timing: &mut Timing,
+        terminal_at: &mut Option<Instant>,
+    ) {
+        let mut start = 0;
+        for (at, end) in self.chunks {
+            let before = parser.info().output_len();
+            parser.push(&self.data[start..end]);
+            if terminal_at.is_none() && parser.terminal() {
+                *terminal_at = Some(at);
+            }
+            timing.chunk(at, parser.info().output_len() > before);
+            start = end;
+        }
+    }
+
+    /// Times the captured chunks without parsing them (nothing counts as output).
+    pub fn time_only(&self, timing: &mut Timing) {
+        for (at, _) in &self.chunks {
+            timing.chunk(*at, false);
+        }
+    }
 }
 
 fn header<'a>(headers: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
@@ -260,8 +311,11 @@ impl Exchange {
         .iter()
         .find_map(|h| header(headers, h))
         .map(str::to_owned);
+        let encoded = encoding(headers).map(|e| (e, Vec::new()));
+        let capture = (encoded.is_none() && monitor.is_none()).then(Capture::default);
         self.response = Some(ResponseState {
-            encoded: encoding(headers).map(|e| (e, Vec::new())),
+            encoded,
+            capture,
             parser,
             monitor,
             text_seen: 0,
@@ -288,6 +342,19 @@ impl Exchange {
             self.timing.chunk(at, true);
             return None;
         }
+        if let Some(c) = &mut r.capture {
+            if c.data.len() + chunk.len() <= MAX_CAPTURE_BYTES
+                && c.chunks.len() < MAX_CAPTURE_CHUNKS
+            {
+                c.data.extend_from_slice(chunk);
+                c.chunks.push((at, c.data.len()));
+                return None;
+            }
+            // Too long to hold: parse what was held, and the rest inline as it passes.
+            if let Some(c) = r.capture.take() {
+                c.replay(&mut r.parser, &mut self.timing, &mut r.terminal_at);
+            }
+        }
         let before = r.parser.info().output_len();
         r.parser.push(chunk);
         if r.terminal_at.is_none() && r.parser.terminal() {
@@ -313,6 +380,20 @@ impl Exchange {
         super::finish::finish(self, end)
     }
 
+    /// Ends the exchange at `end` without the response analysis (no time for it): the
+    /// request's facts, verdict and findings, the timing, and an error saying what was skipped.
+    pub fn skip(self, end: Instant) -> ExchangeAnalysis {
+        super::finish::skip(self, end)
+    }
+
+    /// Response bytes held for `finish` (captured or compressed).
+    pub fn held_bytes(&self) -> usize {
+        self.response.as_ref().map_or(0, |r| {
+            r.capture.as_ref().map_or(0, |c| c.data.len())
+                + r.encoded.as_ref().map_or(0, |(_, b)| b.len())
+        })
+    }
+
     pub(crate) fn into_parts(self) -> FinishParts {
         FinishParts {
             engine: self.engine,
@@ -326,6 +407,7 @@ impl Exchange {
             response: self.response.map(|r| FinishResponse {
                 parser: r.parser,
                 encoded: r.encoded,
+                capture: r.capture,
                 header_request_id: r.header_request_id,
                 terminal_at: r.terminal_at,
             }),
@@ -347,12 +429,14 @@ pub(crate) struct FinishParts {
     pub response: Option<FinishResponse>,
 }
 
-/// The response side `finish` consumes.
+/// What the response phase left for `finish`.
 #[derive(Debug)]
 pub(crate) struct FinishResponse {
     pub parser: ResponseParser,
-    /// Compressed body kept for decoding (encoding, bytes).
+    /// Buffered compressed body (encoding, bytes).
     pub encoded: Option<(String, Vec<u8>)>,
+    /// Identity-encoded body not parsed yet.
+    pub capture: Option<Capture>,
     pub header_request_id: Option<String>,
     /// Arrival of the chunk that completed the response, when seen while streaming.
     pub terminal_at: Option<Instant>,

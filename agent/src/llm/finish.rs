@@ -1,5 +1,6 @@
-//! The record phase of an exchange: decode what was buffered, close the parsers, estimate missing
-//! usage, price it, run the response detectors and settle the enforced action.
+//! The record phase of an exchange: decode what was buffered, parse what was captured, close the
+//! parsers, estimate missing usage, price it, run the response detectors and settle the enforced
+//! action. The proxy runs this beside the data path, after the response has been forwarded.
 
 use std::time::Instant;
 
@@ -18,13 +19,17 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         request_findings,
         request_action,
         mut out,
-        timing,
+        mut timing,
         response,
     } = ex.into_parts();
     let responded = response.is_some();
     let (mut info, header_id) = match response {
         Some(r) => {
             let mut parser = r.parser;
+            let mut terminal_at = r.terminal_at;
+            if let Some(c) = r.capture {
+                c.replay(&mut parser, &mut timing, &mut terminal_at);
+            }
             if let Some((enc, buf)) = r.encoded {
                 match decode_body(Some(&enc), &buf, engine.decode_limits()) {
                     Ok(d) => parser.push(&d),
@@ -35,9 +40,8 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
             let (info, dropped) = parser.finish();
             out.response_truncated |= dropped;
             // Seen only now (a compressed body, decoded here): it came with the last chunk.
-            let terminal_at = r
-                .terminal_at
-                .or_else(|| info.terminal.then(|| timing.last_chunk()).flatten());
+            let terminal_at =
+                terminal_at.or_else(|| info.terminal.then(|| timing.last_chunk()).flatten());
             out.progress.terminal_ms = terminal_at.map(|t| timing.since_start(t));
             (info, r.header_request_id)
         }
@@ -85,6 +89,59 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     out.findings.extend(response_findings);
     out
 }
+
+/// What the record says when the analysis pool had no room: the request side (decided inline)
+/// and the timing, no response parsing, detectors or pricing. No text is kept, since none was
+/// masked.
+pub(crate) fn skip(ex: Exchange, end: Instant) -> ExchangeAnalysis {
+    let FinishParts {
+        engine,
+        endpoint,
+        key_fingerprint,
+        request,
+        request_findings,
+        request_action,
+        mut out,
+        mut timing,
+        response,
+    } = ex.into_parts();
+    if let Some(r) = &response {
+        if let Some(c) = &r.capture {
+            c.time_only(&mut timing);
+        }
+        // Known only when the stream was parsed inline (a monitored stream).
+        out.progress.terminal_ms = r.terminal_at.map(|t| timing.since_start(t));
+    }
+    let t = timing.summary(end);
+    out.model = request
+        .model
+        .or(endpoint.path_model.clone())
+        .or(endpoint.deployment.clone());
+    out.first_byte_ms = t.first_byte_ms;
+    out.duration_ms = t.duration_ms;
+    out.inter_chunk_p50_ms = t.inter_chunk_p50_ms;
+    out.inter_chunk_max_ms = t.inter_chunk_max_ms;
+    out.chunks = t.chunks;
+    out.api_key_fingerprint = key_fingerprint;
+    out.max_tokens = request.max_tokens;
+    out.temperature = request.temperature;
+    out.request_truncated = true;
+    out.response_truncated = true;
+    out.error.get_or_insert_with(|| SKIPPED.to_owned());
+    out.action = settle(
+        &engine.config.analysis.policy,
+        request_action,
+        &request_findings,
+        &[],
+        out.early_stopped,
+    )
+    .as_str();
+    out.findings = request_findings;
+    out
+}
+
+/// The error a skipped analysis leaves in the record.
+pub(crate) const SKIPPED: &str = "analysis skipped: the analysis queue was full";
 
 fn fill_response(out: &mut ExchangeAnalysis, info: ResponseInfo) {
     out.response_model = info.model;

@@ -6,17 +6,15 @@ use llmtrace_ca::{
     CaError, CaOptions, CertificateAuthority, LeafCache, LeafCacheConfig, SniResolver,
 };
 use prometheus_client::registry::Registry;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::{
     Intercept, InterceptParts,
-    hook::NoHook,
     keyfile::{self, KeyError},
     metrics::ProxyMetrics,
-    record::{ExchangeRecord, RecordTee},
+    record::{ExchangeRecord, RecordTee, Records, TeeLimits},
     route::InterceptNames,
 };
 use crate::{
@@ -47,7 +45,7 @@ pub struct Built {
     /// The connection handler.
     pub handler: Arc<Intercept>,
     /// Exchange records (one per exchange and per relayed connection).
-    pub records: mpsc::Receiver<ExchangeRecord>,
+    pub records: Records,
     /// The CA whose leaves apps see.
     pub ca: Arc<CertificateAuthority>,
     /// Recent connections, for `/status`.
@@ -99,7 +97,14 @@ pub fn from_config(
             &config.state_dir,
         )?,
     );
-    let (tee, records) = RecordTee::channel(config.proxy.record_channel_capacity, metrics.clone());
+    let p = &config.proxy;
+    let limits = TeeLimits {
+        capacity: p.record_channel_capacity,
+        analysis_queue: p.analysis_queue,
+        analysis_queue_bytes: p.analysis_queue_bytes,
+        workers: p.analysis_workers,
+    };
+    let (tee, records) = RecordTee::channel(limits, metrics.clone());
     let pods = crate::kube::start(&config.kubernetes, registry, shutdown)?;
     let handler = Intercept::new(
         &config.proxy,
@@ -113,7 +118,6 @@ pub fn from_config(
             transport_metrics: transport_metrics.clone(),
             recent: recent.clone(),
             tee,
-            hook: Arc::new(NoHook),
             engine: Some(engine),
             shutdown: shutdown.clone(),
             uninspectable: config.intercept.uninspectable,
@@ -134,27 +138,10 @@ pub fn from_config(
 }
 
 /// Turns exchange records into trace rows for the sink: HTTP facts for every exchange, and
-/// the LLM analysis for those the engine recognised.
-pub async fn records_to_sink(
-    mut records: mpsc::Receiver<ExchangeRecord>,
-    sink: SinkHandle,
-    fleet: Arc<Fleet>,
-) {
-    while let Some(r) = records.recv().await {
-        debug!(
-            conn = r.connection_id,
-            seq = r.exchange_seq,
-            sni = r.sni.as_deref(),
-            method = r.method.as_deref(),
-            path = r.path.as_deref(),
-            status = r.status,
-            intercepted = r.intercepted,
-            reason = r.not_intercepted_reason,
-            error = r.error.as_deref(),
-            "exchange"
-        );
-        sink.record(trace_row(&r, &fleet));
-    }
+/// the LLM analysis (finished by the analysis pool) for those the engine recognised. Ends
+/// once the handler is gone and every record is stored.
+pub async fn records_to_sink(records: Records, sink: SinkHandle, fleet: Arc<Fleet>) {
+    records.into_sink(sink, fleet).await;
 }
 
 /// The trace row of one record.

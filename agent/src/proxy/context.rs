@@ -12,12 +12,7 @@ use std::{
 use bytes::Bytes;
 use hyper::{Method, Version};
 
-use super::{
-    Intercept,
-    ending::{self, BodyEnd},
-    record::ExchangeRecord,
-    tap::LlmTap,
-};
+use super::{Intercept, ending::BodyEnd, record::ExchangeRecord, tap::LlmTap};
 use crate::{identity::ProcessDetails, tls::Alpn, transport::ProcessInfo};
 
 /// What every exchange of one intercepted connection shares.
@@ -153,7 +148,7 @@ impl Recorder {
         let m = &self.proxy.metrics;
         m.active_exchanges.dec();
         m.exchange(c.status);
-        let mut record = ExchangeRecord {
+        let record = ExchangeRecord {
             connection_id: c.conn.id,
             exchange_seq: c.seq,
             started_at_us: micros_since_epoch(c.started_at),
@@ -176,13 +171,10 @@ impl Recorder {
             error: c.error.take(),
             intercepted: true,
             not_intercepted_reason: None,
-            llm: c.llm.finish(m, bytes_up).map(Box::new),
+            llm: None,
         };
-        ending::settle(&mut record, end);
-        if record.error.is_some() {
-            m.exchange_errors.inc();
-        }
-        self.proxy.tee.emit(record);
+        let pending = c.llm.finish(bytes_up);
+        self.proxy.tee.emit_exchange(record, pending, end);
     }
 }
 

@@ -21,8 +21,6 @@ pub enum ProxyError {
     /// The request names another host than the connection's TLS server name.
     #[error("misdirected request: {0}")]
     Misdirected(String),
-    #[error("blocked by analysis: {message}")]
-    Blocked { status: StatusCode, message: String },
     /// The analysis policy refused the request; the app gets the provider-shaped refusal.
     #[error("refused by policy before reaching the provider")]
     Policy(BlockResponse),
@@ -40,7 +38,6 @@ impl ProxyError {
             | Self::UpstreamRequest(_) => StatusCode::BAD_GATEWAY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
-            Self::Blocked { status, .. } => *status,
             Self::Policy(r) => StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
         }
     }
@@ -49,7 +46,7 @@ impl ProxyError {
     pub fn is_upstream(&self) -> bool {
         !matches!(
             self,
-            Self::BadRequest(_) | Self::Misdirected(_) | Self::Blocked { .. } | Self::Policy(_)
+            Self::BadRequest(_) | Self::Misdirected(_) | Self::Policy(_)
         )
     }
 }

@@ -1,8 +1,8 @@
 //! One HTTP exchange as phases over its [`ExchangeContext`]:
 //!
-//! 1. request — record the head, let the hook judge it, prepare it for the provider;
+//! 1. request — record the head, let the analysis judge it, prepare it for the provider;
 //! 2. upstream — send it on a pooled or new provider connection;
-//! 3. response — let the hook judge the head, strip hop-by-hop headers, stream the body;
+//! 3. response — let the analysis see the head, strip hop-by-hop headers, stream the body;
 //! 4. record — when the response body ends, fails or is dropped ([`Recorder`]).
 //!
 //! Errors of any phase become a synthetic response in [`rescue`]; the record phase runs then
@@ -24,7 +24,6 @@ use super::{
     context::Recorder,
     error::ProxyError,
     headers,
-    hook::Verdict,
     pool::PoolKey,
     route,
     tap::LlmTap,
@@ -66,9 +65,6 @@ async fn phases(
 ) -> Result<Streamed, ProxyError> {
     // Request phase.
     route::check_authority(proxy, conn, &head)?;
-    if let Verdict::Block { status, message } = proxy.hook.on_request(recorder.ctx(), &mut head) {
-        return Err(ProxyError::Blocked { status, message });
-    }
     let sent = recorder.ctx().bytes_up.clone();
     let body = match &proxy.engine {
         Some(engine) => {
@@ -98,9 +94,6 @@ async fn phases(
     ctx.upstream_alpn = Some(sent.alpn);
     ctx.first_byte = Some(ctx.started.elapsed());
     ctx.status = Some(head.status.as_u16());
-    if let Verdict::Block { status, message } = proxy.hook.on_response(recorder.ctx(), &mut head) {
-        return Err(ProxyError::Blocked { status, message });
-    }
     recorder.ctx_mut().llm.response_head(&mut head);
     if headers::prepare_response(&mut head) {
         proxy.metrics.guard("alt_svc_quic_removed");

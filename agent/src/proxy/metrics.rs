@@ -75,6 +75,8 @@ pub struct ProxyMetrics {
     llm_findings: Family<KindLabel, Counter>,
     /// Streams the analysis ended early.
     pub llm_early_stops: Counter,
+    /// Exchanges recorded without their response analysis (the analysis queue was full).
+    pub llm_analysis_skipped: Counter,
     /// Time spent in the analysis engine per exchange, seconds.
     pub llm_analysis_seconds: Histogram,
     /// Enforcement-integrity events (`misdirected_request`, `alt_svc_removed`,
@@ -104,6 +106,7 @@ impl Default for ProxyMetrics {
             llm_exchanges: Family::default(),
             llm_findings: Family::default(),
             llm_early_stops: Counter::default(),
+            llm_analysis_skipped: Counter::default(),
             // 10 µs … ~160 ms.
             llm_analysis_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 15)),
             guards: Family::default(),
@@ -175,6 +178,11 @@ impl ProxyMetrics {
             "llm_early_stops",
             "Streamed responses the analysis ended early",
             m.llm_early_stops.clone(),
+        );
+        r.register(
+            "llm_analysis_skipped",
+            "Exchanges recorded without their response analysis because the analysis queue was full",
+            m.llm_analysis_skipped.clone(),
         );
         r.register(
             "llm_analysis_seconds",

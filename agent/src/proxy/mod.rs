@@ -5,18 +5,19 @@
 //! leaf from the local CA ([`crate::tls`]), and then serves HTTP/1.1 or HTTP/2 ([`serve`]),
 //! proxying each exchange to the provider over verified TLS in phases ([`exchange`]). Every
 //! exchange and every relayed connection ends in an [`record::ExchangeRecord`] on a bounded
-//! tee; the LLM analysis runs inline through [`tap`], and other inline checks plug in at
-//! [`hook::ExchangeHook`].
+//! tee. The LLM analysis decides inline through [`tap`] only what must be decided before bytes
+//! move (the request verdict, a stream's early stop); the rest runs in the analysis pool
+//! ([`deferred`]) after the response has been forwarded.
 
 pub mod activity;
 pub mod body;
 pub mod build;
 pub mod context;
+pub mod deferred;
 pub mod ending;
 pub mod error;
 pub mod exchange;
 pub mod headers;
-pub mod hook;
 pub mod keyfile;
 pub mod meta;
 pub mod metrics;
@@ -41,7 +42,6 @@ use tracing::{info, warn};
 
 pub use self::meta::ConnectionMeta;
 use self::{
-    hook::ExchangeHook,
     metrics::ProxyMetrics,
     pool::Pool,
     record::RecordTee,
@@ -110,8 +110,6 @@ pub struct InterceptParts {
     pub recent: Arc<RecentConnections>,
     /// Where exchange records go.
     pub tee: RecordTee,
-    /// Inline analysis.
-    pub hook: Arc<dyn ExchangeHook>,
     /// The LLM analysis engine (`None`: exchanges are recorded with HTTP facts only).
     pub engine: Option<Arc<Engine>>,
     /// Cancelled on shutdown: connections drain.
@@ -138,7 +136,6 @@ pub struct Intercept {
     transport_metrics: Arc<TransportMetrics>,
     recent: Arc<RecentConnections>,
     tee: RecordTee,
-    hook: Arc<dyn ExchangeHook>,
     engine: Option<Arc<Engine>>,
     shutdown: CancellationToken,
     pods: Arc<dyn PodDirectory>,
@@ -171,7 +168,6 @@ impl Intercept {
             transport_metrics: parts.transport_metrics,
             recent: parts.recent,
             tee: parts.tee,
-            hook: parts.hook,
             engine: parts.engine,
             shutdown: parts.shutdown,
             pods: Arc::new(NoPodDirectory),

@@ -116,11 +116,6 @@ impl Pool {
             entry.h1.push((sender, now));
         }
     }
-
-    /// Idle HTTP/1.1 connections kept for `key` (tests and status).
-    pub fn idle_h1(&self, key: &PoolKey) -> usize {
-        self.lock().get(key).map_or(0, |e| e.h1.len())
-    }
 }
 
 /// An HTTP/1.1 connection lent to an exchange, returned when its response has been read.

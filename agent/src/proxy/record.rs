@@ -1,12 +1,24 @@
 //! The exchange record (what the record phase produces) and the bounded tee that carries it
-//! to analysis and storage without ever blocking the data path.
+//! to the analysis pool ([`super::deferred`]) and storage without ever blocking the data path.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
-use tokio::sync::mpsc;
-
-use super::{metrics::ProxyMetrics, tap::LlmRecord};
-use crate::{identity::ProcessDetails, transport::ProcessInfo};
+use super::{
+    ending::{self, BodyEnd},
+    metrics::ProxyMetrics,
+    tap::{LlmRecord, PendingLlm},
+};
+use crate::{
+    identity::ProcessDetails,
+    sink::queue::{BatchQueue, Producer, PushError},
+    transport::ProcessInfo,
+};
 
 /// One HTTP exchange, or one relayed connection (`intercepted == false`: only metadata).
 #[derive(Debug, Clone)]
@@ -59,26 +71,133 @@ pub struct ExchangeRecord {
     pub llm: Option<Box<LlmRecord>>,
 }
 
-/// Sends records to a bounded channel; a full channel drops the record and counts it.
+/// A record on its way to storage, with the analysis still to run on it.
+#[derive(Debug)]
+pub struct Job {
+    /// The record.
+    pub record: ExchangeRecord,
+    /// The response analysis to finish and attach as `record.llm`.
+    pub llm: Option<PendingLlm>,
+    /// Response bytes `llm` holds (counted against the queue's byte bound).
+    pub held: usize,
+    /// How the response body ended, settled once `llm` is attached (it tells whether the
+    /// terminal event came before an app's close); `None` for a record already settled.
+    pub end: Option<BodyEnd>,
+}
+
+impl Job {
+    /// Settles how the exchange ended, now that its analysis (if any) is attached, and
+    /// counts a failed exchange.
+    pub fn settle(record: &mut ExchangeRecord, end: Option<BodyEnd>, metrics: &ProxyMetrics) {
+        if let Some(end) = end {
+            ending::settle(record, end);
+            if record.error.is_some() {
+                metrics.exchange_errors.inc();
+            }
+        }
+    }
+}
+
+/// The tee's bounds, from `[proxy]`.
+#[derive(Debug, Clone, Copy)]
+pub struct TeeLimits {
+    /// Records queued at most (beyond: dropped, counted).
+    pub capacity: usize,
+    /// Records waiting for their analysis at most (beyond: recorded without it, counted).
+    pub analysis_queue: usize,
+    /// Response bytes held by records waiting for their analysis at most (same).
+    pub analysis_queue_bytes: usize,
+    /// Threads of the analysis pool.
+    pub workers: usize,
+}
+
+/// Queues records for the analysis pool without ever waiting: when the pool is behind, an
+/// exchange is recorded without its response analysis (counted), and when even the record
+/// queue is full the record is dropped (counted).
 #[derive(Debug, Clone)]
 pub struct RecordTee {
-    tx: mpsc::Sender<ExchangeRecord>,
+    tx: Producer<Job>,
+    held: Arc<AtomicUsize>,
+    limits: TeeLimits,
     metrics: Arc<ProxyMetrics>,
 }
 
+/// The consuming end of a [`RecordTee`]: what the analysis pool works on.
+#[derive(Debug)]
+pub struct Records {
+    /// Queued records.
+    pub queue: Arc<BatchQueue<Job>>,
+    /// Response bytes held by queued records (decreased as the pool takes them).
+    pub held: Arc<AtomicUsize>,
+    /// Threads to work on them.
+    pub workers: usize,
+    /// Where analysed exchanges are counted.
+    pub metrics: Arc<ProxyMetrics>,
+}
+
 impl RecordTee {
-    /// A tee with room for `capacity` records, and its receiving end.
-    pub fn channel(
-        capacity: usize,
-        metrics: Arc<ProxyMetrics>,
-    ) -> (Self, mpsc::Receiver<ExchangeRecord>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx, metrics }, rx)
+    /// A tee bounded by `limits`, and its consuming end.
+    pub fn channel(limits: TeeLimits, metrics: Arc<ProxyMetrics>) -> (Self, Records) {
+        let queue = BatchQueue::new(limits.capacity.max(1));
+        let held = Arc::new(AtomicUsize::new(0));
+        let records = Records {
+            queue: queue.clone(),
+            held: held.clone(),
+            workers: limits.workers.max(1),
+            metrics: metrics.clone(),
+        };
+        let tee = Self {
+            tx: Producer::new(queue),
+            held,
+            limits,
+            metrics,
+        };
+        (tee, records)
     }
 
     /// Hands `record` on, or drops it when the consumer is behind or gone.
     pub fn emit(&self, record: ExchangeRecord) {
-        if self.tx.try_send(record).is_err() {
+        self.push(Job {
+            record,
+            llm: None,
+            held: 0,
+            end: None,
+        });
+    }
+
+    /// Hands `record` on with its analysis to finish and its ending to settle after that, or,
+    /// when the pool is behind, finishes it here without the response analysis (cheap) and
+    /// hands it on like [`Self::emit`].
+    pub fn emit_exchange(&self, mut record: ExchangeRecord, llm: Option<PendingLlm>, end: BodyEnd) {
+        let Some(llm) = llm else {
+            Job::settle(&mut record, Some(end), &self.metrics);
+            return self.emit(record);
+        };
+        let held = llm.held_bytes();
+        let total = self.held.fetch_add(held, Ordering::Relaxed) + held;
+        let job = Job {
+            record,
+            llm: Some(llm),
+            held,
+            end: Some(end),
+        };
+        let job = if total <= self.limits.analysis_queue_bytes {
+            match self.tx.queue().push_below(job, self.limits.analysis_queue) {
+                Ok(()) => return,
+                Err(PushError::Full(job) | PushError::Closed(job)) => job,
+            }
+        } else {
+            job
+        };
+        self.held.fetch_sub(held, Ordering::Relaxed);
+        record = job.record;
+        record.llm = job.llm.map(|l| Box::new(l.skip(&self.metrics)));
+        Job::settle(&mut record, job.end, &self.metrics);
+        self.emit(record);
+    }
+
+    fn push(&self, job: Job) {
+        if self.tx.queue().push(job).is_err() {
             self.metrics.record_drops.inc();
         }
     }
@@ -86,13 +205,19 @@ impl RecordTee {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Instant;
 
-    #[test]
-    fn a_full_channel_drops_and_counts() {
-        let metrics = Arc::new(ProxyMetrics::default());
-        let (tee, mut rx) = RecordTee::channel(1, metrics.clone());
-        let record = ExchangeRecord {
+    use hyper::Request;
+
+    use super::*;
+    use crate::{
+        llm::{Engine, LlmConfig},
+        proxy::tap::LlmTap,
+        sink::queue::Popped,
+    };
+
+    fn record() -> ExchangeRecord {
+        ExchangeRecord {
             connection_id: 1,
             exchange_seq: 1,
             started_at_us: 0,
@@ -124,10 +249,144 @@ mod tests {
             intercepted: false,
             not_intercepted_reason: None,
             llm: None,
-        };
-        tee.emit(record.clone());
-        tee.emit(record);
+        }
+    }
+
+    /// A chat completion that got its 200 and a JSON body, ready for the record phase.
+    fn pending() -> PendingLlm {
+        pending_cut(usize::MAX)
+    }
+
+    /// The same with only the first `keep` bytes of its body forwarded.
+    fn pending_cut(keep: usize) -> PendingLlm {
+        let engine = Engine::new(LlmConfig::default(), vec![7; 32]);
+        let (mut head, ()) = Request::post("https://api.openai.com/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut tap = LlmTap::start(&engine, &head, "api.openai.com", Instant::now());
+        assert!(tap.active());
+        let (mut resp, ()) = hyper::Response::builder()
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap()
+            .into_parts();
+        tap.response_head(&mut resp);
+        let body = br#"{"id":"c1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+        assert!(tap.response_chunk(&body[..keep.min(body.len())]).is_none());
+        head.headers.clear();
+        tap.finish(0).unwrap()
+    }
+
+    fn limits(capacity: usize, analysis_queue: usize) -> TeeLimits {
+        TeeLimits {
+            capacity,
+            analysis_queue,
+            analysis_queue_bytes: 1 << 20,
+            workers: 1,
+        }
+    }
+
+    #[test]
+    fn a_full_channel_drops_and_counts() {
+        let metrics = Arc::new(ProxyMetrics::default());
+        let (tee, rx) = RecordTee::channel(limits(1, 1), metrics.clone());
+        tee.emit(record());
+        tee.emit(record());
         assert_eq!(metrics.record_drops.get(), 1);
-        assert!(rx.try_recv().is_ok());
+        assert_eq!(rx.queue.len(), 1);
+    }
+
+    #[test]
+    fn the_response_is_analysed_in_the_pool_not_at_the_record_phase() {
+        let metrics = Arc::new(ProxyMetrics::default());
+        let (tee, rx) = RecordTee::channel(limits(4, 4), metrics.clone());
+        let p = pending();
+        assert!(
+            p.held_bytes() > 0,
+            "the JSON body waits, unparsed, for the pool"
+        );
+        tee.emit_exchange(record(), Some(p), BodyEnd::Complete);
+        assert_eq!(
+            metrics.llm_exchanges_for("allow"),
+            0,
+            "nothing analysed yet"
+        );
+        let mut jobs = Vec::new();
+        assert_eq!(rx.queue.pop_batch(&mut jobs, 8, None), Popped::Items);
+        let job = jobs.pop().unwrap();
+        assert_eq!(rx.held.load(Ordering::Relaxed), job.held);
+        let llm = job.llm.unwrap().complete(&metrics);
+        assert_eq!(llm.analysis.output_tokens, Some(1));
+        assert_eq!(llm.analysis.response_text, "hi");
+        assert_eq!(metrics.llm_exchanges_for("allow"), 1);
+        assert_eq!(metrics.llm_analysis_skipped.get(), 0);
+    }
+
+    #[test]
+    fn a_busy_pool_records_the_exchange_without_its_response_analysis() {
+        let metrics = Arc::new(ProxyMetrics::default());
+        let (tee, rx) = RecordTee::channel(limits(4, 1), metrics.clone());
+        tee.emit_exchange(record(), Some(pending()), BodyEnd::Complete);
+        tee.emit_exchange(record(), Some(pending()), BodyEnd::Complete);
+        assert_eq!(metrics.llm_analysis_skipped.get(), 1);
+        assert_eq!(metrics.record_drops.get(), 0, "the record itself is kept");
+        let mut jobs = Vec::new();
+        assert_eq!(rx.queue.pop_batch(&mut jobs, 8, None), Popped::Items);
+        assert_eq!(jobs.len(), 2);
+        let skipped = jobs[1]
+            .record
+            .llm
+            .as_ref()
+            .expect("the row has its analysis part");
+        assert!(jobs[1].llm.is_none(), "nothing left to analyse");
+        let error = skipped.analysis.error.as_deref().unwrap_or_default();
+        assert!(error.starts_with("analysis skipped"), "{error}");
+        assert!(skipped.analysis.response_text.is_empty());
+        assert!(
+            skipped.analysis.response_truncated,
+            "the row is not complete"
+        );
+        assert_eq!(skipped.analysis.action, "allow");
+    }
+
+    /// Takes the one queued job and runs it through the pool's completion.
+    fn completed(rx: &Records) -> ExchangeRecord {
+        let mut jobs = Vec::new();
+        assert_eq!(rx.queue.pop_batch(&mut jobs, 8, None), Popped::Items);
+        assert_eq!(jobs.len(), 1);
+        rx.complete(jobs.pop().unwrap())
+    }
+
+    #[test]
+    fn an_app_closing_after_the_terminal_event_is_settled_complete_once_analysed() {
+        let metrics = Arc::new(ProxyMetrics::default());
+        let (tee, rx) = RecordTee::channel(limits(4, 4), metrics.clone());
+        tee.emit_exchange(record(), Some(pending()), BodyEnd::AppClosed);
+        let r = completed(&rx);
+        assert_eq!(r.error, None, "the whole JSON body had arrived");
+        assert!(r.llm.unwrap().analysis.progress.terminal_ms.is_some());
+        assert_eq!(metrics.exchange_errors.get(), 0);
+    }
+
+    #[test]
+    fn an_app_closing_before_the_terminal_event_is_settled_cut_short_once_analysed() {
+        let metrics = Arc::new(ProxyMetrics::default());
+        let (tee, rx) = RecordTee::channel(limits(4, 4), metrics.clone());
+        tee.emit_exchange(record(), Some(pending_cut(40)), BodyEnd::AppClosed);
+        assert_eq!(
+            metrics.exchange_errors.get(),
+            0,
+            "not settled before the analysis"
+        );
+        let r = completed(&rx);
+        let error = r.error.unwrap_or_default();
+        assert!(
+            error.starts_with(super::super::ending::CUT_SHORT),
+            "{error}"
+        );
+        assert!(r.llm.unwrap().analysis.response_truncated);
+        assert_eq!(metrics.exchange_errors.get(), 1);
     }
 }

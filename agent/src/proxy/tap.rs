@@ -2,6 +2,8 @@
 //! [`llm::Exchange`](crate::llm::Exchange) that sees the request body (bounded, before anything
 //! goes upstream, so a verdict can block or redact it), every response chunk as it is
 //! forwarded (so a stream can be stopped early), and ends in the record phase, exactly once.
+//! The record phase only hands a [`PendingLlm`] on: the rest of the analysis (decoding,
+//! parsing, detectors, pricing, masking) runs beside the data path, in the analysis pool.
 
 use std::{
     sync::Arc,
@@ -35,6 +37,71 @@ pub struct LlmTap {
     redaction_skipped: bool,
     /// The stream monitor is on, so an event stream may be ended early.
     may_stop: bool,
+}
+
+/// An exchange whose response analysis is still to be done (off the data path).
+#[derive(Debug)]
+pub struct PendingLlm {
+    exchange: Exchange,
+    /// When the exchange ended.
+    end: Instant,
+    spent: Duration,
+    request_dropped_bytes: u64,
+    redaction_skipped: bool,
+}
+
+impl PendingLlm {
+    /// Response bytes held for the analysis.
+    pub fn held_bytes(&self) -> usize {
+        self.exchange.held_bytes()
+    }
+
+    /// Runs the rest of the analysis and counts it.
+    pub fn complete(self, metrics: &ProxyMetrics) -> LlmRecord {
+        let t = Instant::now();
+        let analysis = self.exchange.finish(self.end);
+        Self::record(
+            analysis,
+            self.spent + t.elapsed(),
+            self.redaction_skipped,
+            self.request_dropped_bytes,
+            metrics,
+        )
+    }
+
+    /// Records the exchange without its response analysis (the pool had no room), counted.
+    pub fn skip(self, metrics: &ProxyMetrics) -> LlmRecord {
+        metrics.llm_analysis_skipped.inc();
+        let analysis = self.exchange.skip(self.end);
+        Self::record(
+            analysis,
+            self.spent,
+            self.redaction_skipped,
+            self.request_dropped_bytes,
+            metrics,
+        )
+    }
+
+    fn record(
+        mut analysis: ExchangeAnalysis,
+        spent: Duration,
+        redaction_skipped: bool,
+        request_dropped_bytes: u64,
+        metrics: &ProxyMetrics,
+    ) -> LlmRecord {
+        if redaction_skipped && analysis.action == Action::Redact.as_str() {
+            // Nothing was masked upstream: the trace must not claim otherwise.
+            analysis.action = Action::Flag.as_str();
+            analysis.error.get_or_insert_with(|| {
+                "redaction not applied: the request body exceeded the inspection bound".to_owned()
+            });
+        }
+        metrics.llm_exchange(&analysis, spent);
+        LlmRecord {
+            analysis,
+            request_dropped_bytes,
+        }
+    }
 }
 
 /// What the analysis adds to an exchange record.
@@ -153,26 +220,18 @@ impl LlmTap {
         stop.map(|s| Bytes::from(s.event))
     }
 
-    /// The record phase: finishes the analysis (once) and counts it. `bytes_up` is what was
-    /// forwarded of the request body.
-    pub fn finish(&mut self, metrics: &ProxyMetrics, bytes_up: u64) -> Option<LlmRecord> {
-        let ex = self.exchange.take()?;
-        let t = Instant::now();
-        let mut analysis = ex.finish(t);
-        self.spent += t.elapsed();
-        if self.redaction_skipped && analysis.action == Action::Redact.as_str() {
-            // Nothing was masked upstream: the trace must not claim otherwise.
-            analysis.action = Action::Flag.as_str();
-            analysis.error.get_or_insert_with(|| {
-                "redaction not applied: the request body exceeded the inspection bound".to_owned()
-            });
-        }
-        metrics.llm_exchange(&analysis, self.spent);
-        Some(LlmRecord {
-            analysis,
+    /// The record phase: ends the inline part (once) and hands on the rest. `bytes_up` is
+    /// what was forwarded of the request body.
+    pub fn finish(&mut self, bytes_up: u64) -> Option<PendingLlm> {
+        let exchange = self.exchange.take()?;
+        Some(PendingLlm {
+            exchange,
+            end: Instant::now(),
+            spent: self.spent,
             request_dropped_bytes: self
                 .request_inspected
                 .map_or(0, |seen| bytes_up.saturating_sub(seen)),
+            redaction_skipped: self.redaction_skipped,
         })
     }
 }

@@ -92,7 +92,8 @@ pub struct SpoolConfig {
     pub dir: Option<PathBuf>,
     /// Size cap of all segment files together.
     pub max_bytes: u64,
-    /// Group commit: rows are flushed and fsynced at most this many ms after being written.
+    /// Group commit: rows are written to the spool file as soon as the writer has them (an
+    /// agent killed then loses none), and fsynced at most this many ms later.
     pub fsync_interval_ms: u64,
     /// What to do when the spool is full.
     pub full_policy: FullPolicy,

@@ -1,15 +1,17 @@
 //! The spool writer thread: queue → encode → tail subscribers → spool.
 //!
-//! It runs on its own OS thread so that encoding, writes and fsyncs never
-//! touch the proxy's runtime; the proxy only does a non-blocking queue push.
+//! It runs on its own OS thread so that encoding, writes and fsyncs never touch the proxy's
+//! runtime; the proxy only does a non-blocking queue push. Each wake-up takes every queued
+//! message at once, and producers only wake the writer when it is parked, so under load rows
+//! are picked up by a writer that is already running instead of costing a wake-up each.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, oneshot};
 
 use super::metrics::{DropReason, SinkMetrics};
+use super::queue::{BatchQueue, Popped};
 use super::row::TraceRow;
 use super::rowbinary;
 use super::spool::{MAX_PAYLOAD, SpoolWriter};
@@ -27,43 +29,94 @@ pub(super) enum Msg {
 
 /// Idle wake-up when nothing is pending.
 const IDLE: Duration = Duration::from_secs(1);
+/// Messages taken per wake-up: bounds the time between two deadline checks.
+const BATCH: usize = 1024;
 
 pub(super) fn run(
-    rx: &Receiver<Msg>,
-    mut writer: SpoolWriter,
+    rx: &BatchQueue<Msg>,
+    writer: SpoolWriter,
     tail: &broadcast::Sender<Arc<TraceRow>>,
     fsync_interval: Duration,
     metrics: &SinkMetrics,
 ) {
-    let mut buf = Vec::with_capacity(8 << 10);
-    let mut deadline: Option<Instant> = None;
+    let mut w = Writer {
+        spool: writer,
+        tail,
+        metrics,
+        fsync_interval,
+        buf: Vec::with_capacity(8 << 10),
+        deadline: None,
+    };
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let wait = deadline.map_or(IDLE, |d| d.saturating_duration_since(Instant::now()));
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Row(row)) => {
-                buf.clear();
-                rowbinary::encode(&row, &mut buf);
-                // No subscriber is the normal case; that is not an error.
-                let _ = tail.send(row);
-                append(&mut writer, &buf, metrics);
-                if writer.is_dirty() && deadline.is_none() {
-                    deadline = Some(Instant::now() + fsync_interval);
-                }
-            }
-            Ok(Msg::Flush(done)) => {
-                commit(&mut writer);
-                deadline = None;
-                let _ = done.send(());
-            }
-            Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                commit(&mut writer);
-                return;
-            }
-            Err(RecvTimeoutError::Timeout) => {}
+        let wait = w
+            .deadline
+            .map_or(IDLE, |d| d.saturating_duration_since(Instant::now()));
+        if rx.pop_batch(&mut batch, BATCH, Some(wait)) == Popped::Closed {
+            break;
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            commit(&mut writer);
-            deadline = None;
+        let stop = w.handle(&mut batch);
+        // The batch's rows go to the file now (one write); only the fsync is grouped.
+        w.write_out();
+        if stop {
+            // Refuse (and count, in the handles) what comes later; write what was accepted.
+            rx.close();
+            while rx.pop_batch(&mut batch, BATCH, None) == Popped::Items {
+                w.handle(&mut batch);
+            }
+            break;
+        }
+        if w.deadline.is_some_and(|d| Instant::now() >= d) {
+            w.commit();
+        }
+    }
+    w.commit();
+}
+
+struct Writer<'a> {
+    spool: SpoolWriter,
+    tail: &'a broadcast::Sender<Arc<TraceRow>>,
+    metrics: &'a SinkMetrics,
+    fsync_interval: Duration,
+    buf: Vec<u8>,
+    /// When the oldest uncommitted row must be committed.
+    deadline: Option<Instant>,
+}
+
+impl Writer<'_> {
+    /// Handles a batch (leaving it empty); returns whether a shutdown was asked for.
+    fn handle(&mut self, batch: &mut Vec<Msg>) -> bool {
+        let mut stop = false;
+        for msg in batch.drain(..) {
+            match msg {
+                Msg::Row(row) => {
+                    self.buf.clear();
+                    rowbinary::encode(&row, &mut self.buf);
+                    // No subscriber is the normal case; that is not an error.
+                    let _ = self.tail.send(row);
+                    append(&mut self.spool, &self.buf, self.metrics);
+                    if self.spool.is_dirty() && self.deadline.is_none() {
+                        self.deadline = Some(Instant::now() + self.fsync_interval);
+                    }
+                }
+                Msg::Flush(done) => {
+                    self.commit();
+                    let _ = done.send(());
+                }
+                Msg::Shutdown => stop = true,
+            }
+        }
+        stop
+    }
+
+    fn commit(&mut self) {
+        commit(&mut self.spool);
+        self.deadline = None;
+    }
+
+    fn write_out(&mut self) {
+        if let Err(e) = self.spool.write_out() {
+            tracing::error!(error = %e, "cannot write to the spool; the rows since the last commit were given up (counted)");
         }
     }
 }
@@ -92,6 +145,7 @@ fn commit(writer: &mut SpoolWriter) {
 fn now_us() -> u64 {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+        .unwrap_or_default()
+        .as_micros();
+    u64::try_from(d).unwrap_or(u64::MAX)
 }

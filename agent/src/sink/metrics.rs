@@ -34,7 +34,7 @@ pub struct DropLabels {
 /// Counters and gauges of the sink; cheap to clone (shared atomics).
 #[derive(Debug, Clone)]
 pub struct SinkMetrics {
-    /// Rows appended to the spool.
+    /// Rows written to the spool file (handed to the kernel; durable at the next group commit).
     pub rows_spooled: Counter,
     /// Rows ClickHouse acknowledged.
     pub rows_shipped: Counter,
@@ -75,7 +75,7 @@ impl SinkMetrics {
         let r = registry.sub_registry_with_prefix("sink");
         r.register(
             "rows_spooled",
-            "Rows appended to the spool",
+            "Rows written to the spool file (durable at the next group commit)",
             m.rows_spooled.clone(),
         );
         r.register(

@@ -16,9 +16,11 @@ pub mod deadletter;
 mod ingest;
 pub mod metrics;
 pub mod migrate;
+pub mod queue;
 pub mod retry;
 pub mod row;
 pub mod rowbinary;
+#[cfg(any(test, feature = "test-support"))]
 pub mod sample;
 pub mod shipper;
 pub mod spool;
@@ -27,7 +29,6 @@ pub mod tls;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, oneshot, watch};
@@ -37,6 +38,7 @@ pub use self::config::SinkConfig;
 use self::ingest::Msg;
 use self::metrics::DropReason;
 pub use self::metrics::SinkMetrics;
+use self::queue::{BatchQueue, Producer, PushError};
 pub use self::row::{Finding, ToolCall, TraceRow};
 
 /// Rows buffered for each slow `tail` subscriber before it starts missing rows.
@@ -78,7 +80,8 @@ impl Sink {
         cfg.validate()?;
         let dir = cfg.spool_dir(state_dir);
         let (writer, reader) = spool::open(&dir, &cfg.spool, &metrics)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue_rows);
+        let rx = BatchQueue::new(cfg.queue_rows);
+        let tx = Producer::new(rx.clone());
         let (tail, _) = broadcast::channel(TAIL_CAPACITY);
         let (drain_tx, drain_rx) = watch::channel(false);
 
@@ -142,7 +145,7 @@ impl Sink {
 /// The proxy's view of the sink; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SinkHandle {
-    tx: SyncSender<Msg>,
+    tx: Producer<Msg>,
     tail: broadcast::Sender<Arc<TraceRow>>,
     metrics: SinkMetrics,
     /// Seconds since the epoch of the last queue-full log line (rate limit).
@@ -154,16 +157,33 @@ impl SinkHandle {
     /// the sink is shut down) the row is dropped and counted; returns whether
     /// it was queued.
     pub fn record(&self, row: TraceRow) -> bool {
-        match self.tx.try_send(Msg::Row(Arc::new(row))) {
+        match self.tx.queue().push(Msg::Row(Arc::new(row))) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+            Err(PushError::Full(_)) => {
                 self.metrics.dropped(DropReason::QueueFull, 1);
                 self.log_queue_full();
                 false
             }
-            Err(TrySendError::Disconnected(_)) => {
+            Err(PushError::Closed(_)) => {
                 self.metrics.dropped(DropReason::Closed, 1);
                 false
+            }
+        }
+    }
+
+    /// Queues finished traces without blocking, with one lock and at most one wake-up of
+    /// the writer; the ones that do not fit are dropped and counted like [`Self::record`].
+    /// Leaves `rows` empty.
+    pub fn record_many(&self, rows: &mut Vec<TraceRow>) {
+        let mut msgs: Vec<Msg> = rows.drain(..).map(|r| Msg::Row(Arc::new(r))).collect();
+        let closed = self.tx.queue().push_many(&mut msgs);
+        if !msgs.is_empty() {
+            let n = msgs.len() as u64;
+            if closed {
+                self.metrics.dropped(DropReason::Closed, n);
+            } else {
+                self.metrics.dropped(DropReason::QueueFull, n);
+                self.log_queue_full();
             }
         }
     }
@@ -193,13 +213,13 @@ impl SinkHandle {
     pub async fn record_wait(&self, row: TraceRow) -> bool {
         let mut msg = Msg::Row(Arc::new(row));
         loop {
-            match self.tx.try_send(msg) {
+            match self.tx.queue().push(msg) {
                 Ok(()) => return true,
-                Err(TrySendError::Full(m)) => {
+                Err(PushError::Full(m)) => {
                     msg = m;
                     tokio::time::sleep(Duration::from_micros(200)).await;
                 }
-                Err(TrySendError::Disconnected(_)) => return false,
+                Err(PushError::Closed(_)) => return false,
             }
         }
     }
@@ -212,7 +232,7 @@ impl SinkHandle {
     /// Waits until every row recorded before this call is durable on disk.
     pub async fn flush(&self) {
         let (done_tx, done_rx) = oneshot::channel();
-        if self.send_control(Msg::Flush(done_tx)).await {
+        if self.send_control(Msg::Flush(done_tx)) {
             let _ = done_rx.await;
         }
     }
@@ -220,8 +240,9 @@ impl SinkHandle {
     /// Starts shutdown: the writer commits everything queued and stops, then
     /// the shipper ships what it can within its timeout. Await the task
     /// returned by [`Sink::start`] to know when it is done.
+    #[allow(clippy::unused_async)] // callers await it; queuing it no longer needs to wait
     pub async fn shutdown(&self) {
-        self.send_control(Msg::Shutdown).await;
+        self.send_control(Msg::Shutdown);
     }
 
     /// The sink's metrics.
@@ -229,12 +250,10 @@ impl SinkHandle {
         &self.metrics
     }
 
-    /// Control messages must not be dropped: wait for room off the runtime.
-    async fn send_control(&self, msg: Msg) -> bool {
-        let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || tx.send(msg).is_ok())
-            .await
-            .unwrap_or(false)
+    /// Control messages must not be dropped: they are queued past the row bound (each has a
+    /// caller waiting for it, so they stay few).
+    fn send_control(&self, msg: Msg) -> bool {
+        self.tx.queue().push_unbounded(msg).is_ok()
     }
 }
 
@@ -269,5 +288,40 @@ mod tests {
             rowbinary::decode_all(&batch.data).unwrap(),
             vec![sample_row(1)]
         );
+    }
+
+    /// The writer puts a row into the spool file as soon as it has taken it off its queue,
+    /// long before the group commit: a SIGKILL of the agent then loses no finished exchange.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_row_reaches_the_spool_file_before_its_group_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = SinkConfig::default();
+        cfg.spool.fsync_interval_ms = 3_600_000;
+        let (h, task) = Sink::start(&cfg, dir.path(), SinkMetrics::default()).unwrap();
+        let mut encoded = Vec::new();
+        rowbinary::encode(&sample_row(7), &mut encoded);
+        assert!(h.record(sample_row(7)));
+        let spool_dir = cfg.spool_dir(dir.path());
+        let in_file = || {
+            std::fs::read_dir(&spool_dir).unwrap().any(|e| {
+                let p = e.unwrap().path();
+                p.extension().is_some_and(|x| x == "seg")
+                    && std::fs::read(&p)
+                        .unwrap()
+                        .windows(encoded.len())
+                        .any(|w| w == encoded.as_slice())
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !in_file() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the row never reached the spool file"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(h.metrics().rows_spooled.get(), 1);
+        h.shutdown().await;
+        task.await.unwrap();
     }
 }

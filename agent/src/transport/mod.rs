@@ -7,7 +7,6 @@
 
 pub mod listener;
 pub mod orig_dst;
-pub mod passthrough;
 pub mod prefixed;
 pub mod sniff;
 pub mod splice;

@@ -2,10 +2,7 @@
 
 use std::io;
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Bytes moved by a splice.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,12 +15,8 @@ pub struct SpliceStats {
 
 /// Relays both directions until both sides have closed. A side that finishes writing is
 /// half-closed on the other (`shutdown(SHUT_WR)`), so request/response protocols that rely on
-/// half-close keep working.
-pub async fn splice(client: &mut TcpStream, upstream: &mut TcpStream) -> io::Result<SpliceStats> {
-    splice_io(client, upstream).await
-}
-
-/// [`splice`] over any streams (used when some bytes were already read, e.g. a ClientHello).
+/// half-close keep working. Any streams (some bytes may already have been read, e.g. a
+/// ClientHello).
 pub async fn splice_io<A, B>(a: &mut A, b: &mut B) -> io::Result<SpliceStats>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use super::*;
 use crate::sink::config::{FullPolicy, SpoolConfig};
+use crate::sink::metrics::DropReason;
 
 fn cfg(max_bytes: u64, policy: FullPolicy) -> SpoolConfig {
     SpoolConfig {
@@ -307,4 +308,33 @@ fn a_failed_write_leaves_no_torn_record_behind_and_counts_the_loss() {
         0
     );
     assert_eq!(read_all(&mut r), vec![b"five".to_vec()]);
+}
+
+#[test]
+fn written_out_rows_survive_a_killed_writer_without_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = SinkMetrics::default();
+    {
+        let (mut w, _r) = open(dir.path(), &cfg(1 << 20, FullPolicy::DropOldest), &m).unwrap();
+        w.append(b"one", 1).unwrap();
+        w.append(b"two", 2).unwrap();
+        assert_eq!(m.rows_spooled.get(), 0, "still in the writer's buffer");
+        w.write_out().unwrap();
+        assert_eq!(m.rows_spooled.get(), 2);
+        assert!(
+            w.is_dirty(),
+            "written, not fsynced: the commit stays grouped"
+        );
+        w.append(b"three", 3).unwrap();
+        // A killed process: nothing runs after this point, not even the buffer's drop.
+        std::mem::forget(w);
+    }
+    let m = SinkMetrics::default();
+    let (_w, mut r) = open(dir.path(), &cfg(1 << 20, FullPolicy::DropOldest), &m).unwrap();
+    assert_eq!(
+        read_all(&mut r),
+        vec![b"one".to_vec(), b"two".to_vec()],
+        "what was written out survives; what was only buffered does not"
+    );
+    assert_eq!(m.dropped_count(DropReason::Corrupt), 0);
 }

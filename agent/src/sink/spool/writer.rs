@@ -36,6 +36,8 @@ pub struct SpoolWriter {
     committed_offset: u64,
     /// Records appended to the active segment since the last commit.
     uncommitted_records: u64,
+    /// Records still in the user-space buffer (not handed to the kernel yet).
+    unwritten_records: u64,
     /// A write or fsync failed: the active segment may end in a torn record, or the kernel
     /// may have dropped dirty pages, so nothing past `committed_offset` can be trusted.
     torn: bool,
@@ -65,6 +67,7 @@ impl SpoolWriter {
             last_full_log: None,
             committed_offset: header_len,
             uncommitted_records: 0,
+            unwritten_records: 0,
             torn: false,
             #[cfg(test)]
             fail_next_write: false,
@@ -72,7 +75,8 @@ impl SpoolWriter {
     }
 
     /// Appends one record; `Ok(false)` means the spool was full and the row
-    /// was dropped (counted). The record is durable after [`Self::commit`].
+    /// was dropped (counted). The record is in the file after [`Self::write_out`] and
+    /// durable after [`Self::commit`].
     pub fn append(&mut self, payload: &[u8], written_at_us: u64) -> Result<bool, SpoolError> {
         if self.torn {
             self.abandon_uncommitted()?;
@@ -95,6 +99,7 @@ impl SpoolWriter {
         }
         self.offset += len;
         self.uncommitted_records += 1;
+        self.unwritten_records += 1;
         self.dirty = true;
         let mut st = self.shared.lock();
         let meta = st.segments.entry(self.segment).or_default();
@@ -105,8 +110,30 @@ impl SpoolWriter {
             .metrics
             .spool_bytes
             .set(i64::try_from(st.total_bytes).unwrap_or(i64::MAX));
-        self.shared.metrics.rows_spooled.inc();
         Ok(true)
+    }
+
+    /// Hands the buffered records to the kernel (`write(2)`, no fsync): from here a crash of
+    /// the agent alone (SIGKILL, OOM kill, abort) loses none of them, only a crash of the
+    /// machine before the next [`Self::commit`] can. Cheap enough to call after each batch.
+    pub fn write_out(&mut self) -> Result<(), SpoolError> {
+        if self.torn {
+            self.abandon_uncommitted()?;
+        }
+        if self.unwritten_records == 0 {
+            return Ok(());
+        }
+        if let Err(e) = self.file.flush() {
+            let path = segment_path(&self.shared.dir, self.segment);
+            self.torn = true;
+            let _ = self.abandon_uncommitted();
+            return Err(SpoolError::io(&path, e));
+        }
+        self.shared
+            .metrics
+            .rows_spooled
+            .inc_by(std::mem::take(&mut self.unwritten_records));
+        Ok(())
     }
 
     /// Whether appended records await a commit.
@@ -122,12 +149,9 @@ impl SpoolWriter {
         if !self.dirty {
             return Ok(());
         }
+        self.write_out()?;
         let path = segment_path(&self.shared.dir, self.segment);
-        let synced = self
-            .file
-            .flush()
-            .and_then(|()| self.file.get_ref().sync_data());
-        if let Err(e) = synced {
+        if let Err(e) = self.file.get_ref().sync_data() {
             // After a failed fsync the kernel may have dropped the dirty pages and a retry
             // would report success: the uncommitted records are given up instead.
             self.torn = true;
@@ -206,6 +230,7 @@ impl SpoolWriter {
         self.header_len = header_len;
         self.committed_offset = header_len;
         self.uncommitted_records = 0;
+        self.unwritten_records = 0;
         self.dirty = false;
         self.torn = false;
         self.shared.committed.send_replace(Position {

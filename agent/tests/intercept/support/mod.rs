@@ -146,7 +146,7 @@ impl World {
             metrics,
             transport,
             registry,
-            records: built.records,
+            records: built.records.into_channel(4096),
             shutdown,
             tasks,
             dir,

@@ -1,0 +1,123 @@
+//! The analysis pool: a few blocking threads that take records off the tee in batches,
+//! finish each exchange's analysis (decoding, parsing, detectors, pricing, masking) beside the
+//! data path, turn them into trace rows and hand those to the sink in one push per batch.
+
+use std::{
+    panic::{AssertUnwindSafe, catch_unwind},
+    sync::{Arc, atomic::Ordering},
+};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::{debug, error};
+
+use super::{
+    build::trace_row,
+    metrics::ProxyMetrics,
+    record::{ExchangeRecord, Job, Records},
+    tap::PendingLlm,
+};
+use crate::{
+    sink::{SinkHandle, queue::Popped},
+    trace::Fleet,
+};
+
+/// Records a worker takes per wake-up: large enough to spare wake-ups under load, small
+/// enough that a burst still spreads over the workers.
+const BATCH: usize = 16;
+
+impl Records {
+    /// Runs the pool until every [`super::record::RecordTee`] is gone and the queue is empty,
+    /// storing each record as a trace row.
+    pub async fn into_sink(self, sink: SinkHandle, fleet: Arc<Fleet>) {
+        let mut rows = Vec::with_capacity(BATCH);
+        let workers = self.spawn(move |records| {
+            rows.extend(records.drain(..).map(|r| trace_row(&r, &fleet)));
+            sink.record_many(&mut rows);
+        });
+        for w in workers {
+            if let Err(e) = w.await {
+                error!(error = %e, "an analysis worker failed; its batch of trace rows is lost");
+            }
+        }
+    }
+
+    /// Runs the pool, handing each analysed record to the returned channel (waiting when it
+    /// is full); it closes once every [`super::record::RecordTee`] is gone.
+    pub fn into_channel(self, capacity: usize) -> mpsc::Receiver<ExchangeRecord> {
+        let (tx, rx) = mpsc::channel(capacity);
+        self.spawn(move |records| {
+            for r in records.drain(..) {
+                let _ = tx.blocking_send(r);
+            }
+        });
+        rx
+    }
+
+    /// Starts the workers; each hands its analysed batches to its own clone of `out`.
+    fn spawn<F>(self, out: F) -> Vec<JoinHandle<()>>
+    where
+        F: FnMut(&mut Vec<ExchangeRecord>) + Clone + Send + 'static,
+    {
+        let this = Arc::new(self);
+        (0..this.workers)
+            .map(|_| {
+                let (this, mut out) = (this.clone(), out.clone());
+                tokio::task::spawn_blocking(move || this.work(&mut out))
+            })
+            .collect()
+    }
+
+    fn work(&self, out: &mut dyn FnMut(&mut Vec<ExchangeRecord>)) {
+        let mut jobs = Vec::with_capacity(BATCH);
+        let mut done = Vec::with_capacity(BATCH);
+        while self.queue.pop_batch(&mut jobs, BATCH, None) == Popped::Items {
+            for job in jobs.drain(..) {
+                let record = self.complete(job);
+                debug!(
+                    conn = record.connection_id,
+                    seq = record.exchange_seq,
+                    sni = record.sni.as_deref(),
+                    method = record.method.as_deref(),
+                    path = record.path.as_deref(),
+                    status = record.status,
+                    intercepted = record.intercepted,
+                    reason = record.not_intercepted_reason,
+                    error = record.error.as_deref(),
+                    "exchange"
+                );
+                done.push(record);
+            }
+            out(&mut done);
+        }
+    }
+
+    /// Finishes a job's analysis, then settles how the exchange ended.
+    pub(super) fn complete(&self, job: Job) -> ExchangeRecord {
+        let Job {
+            mut record,
+            llm,
+            held,
+            end,
+        } = job;
+        if let Some(llm) = llm {
+            self.held.fetch_sub(held, Ordering::Relaxed);
+            record.llm = analyse(llm, &self.metrics, &mut record.error).map(Box::new);
+        }
+        Job::settle(&mut record, end, &self.metrics);
+        record
+    }
+}
+
+/// Finishes the analysis; a bug in it costs this exchange its analysis, not the row.
+fn analyse(
+    llm: PendingLlm,
+    metrics: &ProxyMetrics,
+    error: &mut Option<String>,
+) -> Option<super::tap::LlmRecord> {
+    let done = catch_unwind(AssertUnwindSafe(|| llm.complete(metrics))).ok();
+    if done.is_none() {
+        tracing::error!("the analysis of an exchange panicked; it is recorded without it");
+        error.get_or_insert_with(|| "analysis failed (internal error)".to_owned());
+    }
+    done
+}

@@ -1,0 +1,291 @@
+//! A bounded many-producer queue whose consumers take everything available per wake-up, and
+//! whose producers wake a consumer only when one is parked.
+//!
+//! A channel wakes its receiver on every send: one futex call per trace row on the proxy's
+//! I/O threads, and one context switch per row on the consumer. Here a push that finds every
+//! consumer busy (the common case under load) is a lock, a `push_back` and an unlock; the busy
+//! consumer picks the item up when it comes back for its next batch.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+/// Why an item was not queued; the item is handed back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushError<T> {
+    /// The queue holds its capacity.
+    Full(T),
+    /// Every producer or the consumer side closed it.
+    Closed(T),
+}
+
+/// What [`BatchQueue::pop_batch`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Popped {
+    /// Items were moved into the output.
+    Items,
+    /// The timeout passed with nothing queued.
+    Timeout,
+    /// Closed and empty: nothing will ever come.
+    Closed,
+}
+
+#[derive(Debug)]
+struct State<T> {
+    items: VecDeque<T>,
+    /// Consumers waiting on the condition variable.
+    parked: usize,
+    /// Wake-ups sent and not yet consumed (so a burst of pushes wakes one consumer once).
+    waking: usize,
+    closed: bool,
+}
+
+/// The queue; share it with `Arc`. Producers usually hold a [`Producer`], which closes the
+/// queue when its last clone is dropped.
+#[derive(Debug)]
+pub struct BatchQueue<T> {
+    state: Mutex<State<T>>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+impl<T> BatchQueue<T> {
+    /// A queue holding at most `capacity` items.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                parked: 0,
+                waking: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            capacity,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A panic while holding the lock leaves the queue consistent (every critical section
+        // is a single push or drain), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `item` unless the queue is full or closed.
+    pub fn push(&self, item: T) -> Result<(), PushError<T>> {
+        self.push_below(item, self.capacity)
+    }
+
+    /// Queues `item` unless `limit` (or the capacity) items are queued already, or it is closed.
+    pub fn push_below(&self, item: T, limit: usize) -> Result<(), PushError<T>> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(PushError::Closed(item));
+        }
+        if s.items.len() >= limit.min(self.capacity) {
+            return Err(PushError::Full(item));
+        }
+        s.items.push_back(item);
+        self.wake_one(s);
+        Ok(())
+    }
+
+    /// Queues `item` whatever the length (for the few control messages whose senders wait
+    /// for an answer, so they are bounded by the number of waiters); fails only when closed.
+    pub fn push_unbounded(&self, item: T) -> Result<(), T> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(item);
+        }
+        s.items.push_back(item);
+        self.wake_one(s);
+        Ok(())
+    }
+
+    /// Queues as many of `items` (drained from the front) as fit, with one lock and at most
+    /// one wake-up; the ones that did not fit stay in `items`. Returns whether it is closed.
+    pub fn push_many(&self, items: &mut Vec<T>) -> bool {
+        let mut s = self.lock();
+        if s.closed {
+            return true;
+        }
+        let room = self.capacity.saturating_sub(s.items.len()).min(items.len());
+        s.items.extend(items.drain(..room));
+        if room > 0 {
+            self.wake_one(s);
+        }
+        false
+    }
+
+    fn wake_one(&self, mut s: MutexGuard<'_, State<T>>) {
+        if s.parked > s.waking {
+            s.waking += 1;
+            drop(s);
+            self.ready.notify_one();
+        }
+    }
+
+    /// Items queued now.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Whether nothing is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Moves up to `max` queued items into `out`, waiting up to `timeout` (forever: `None`)
+    /// for the first one. Items queued before a close are still delivered.
+    pub fn pop_batch(&self, out: &mut Vec<T>, max: usize, timeout: Option<Duration>) -> Popped {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut s = self.lock();
+        loop {
+            if !s.items.is_empty() {
+                let n = s.items.len().min(max.max(1));
+                out.extend(s.items.drain(..n));
+                // Work left behind and another consumer asleep: let it share the load.
+                let more = !s.items.is_empty();
+                if more {
+                    self.wake_one(s);
+                }
+                return Popped::Items;
+            }
+            if s.closed {
+                return Popped::Closed;
+            }
+            let wait = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(w) if !w.is_zero() => Some(w),
+                    _ => return Popped::Timeout,
+                },
+                None => None,
+            };
+            s.parked += 1;
+            s = match wait {
+                Some(w) => {
+                    self.ready
+                        .wait_timeout(s, w)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+                None => self
+                    .ready
+                    .wait(s)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            };
+            s.parked -= 1;
+            s.waking = s.waking.saturating_sub(1);
+        }
+    }
+
+    /// Refuses further pushes and wakes every consumer; queued items are still delivered.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// The producing side: clones share one guard, and dropping the last one closes the queue so
+/// the consumers drain what is left and stop.
+#[derive(Debug)]
+pub struct Producer<T> {
+    guard: Arc<CloseOnDrop<T>>,
+}
+
+impl<T> Clone for Producer<T> {
+    fn clone(&self) -> Self {
+        Self {
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CloseOnDrop<T>(Arc<BatchQueue<T>>);
+
+impl<T> Drop for CloseOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl<T> Producer<T> {
+    /// The producing side of `queue`.
+    pub fn new(queue: Arc<BatchQueue<T>>) -> Self {
+        Self {
+            guard: Arc::new(CloseOnDrop(queue)),
+        }
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &BatchQueue<T> {
+        &self.guard.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_and_drained_in_batches() {
+        let q = BatchQueue::new(3);
+        for i in 0..3 {
+            q.push(i).unwrap();
+        }
+        assert_eq!(q.push(3), Err(PushError::Full(3)));
+        let mut out = Vec::new();
+        assert_eq!(q.pop_batch(&mut out, 2, None), Popped::Items);
+        assert_eq!(out, [0, 1]);
+        let mut more = vec![4, 5, 6];
+        assert!(!q.push_many(&mut more));
+        assert_eq!(more, [6], "only what fits is taken");
+        out.clear();
+        assert_eq!(q.pop_batch(&mut out, 10, None), Popped::Items);
+        assert_eq!(out, [2, 4, 5]);
+        assert_eq!(
+            q.pop_batch(&mut out, 10, Some(Duration::from_millis(1))),
+            Popped::Timeout
+        );
+    }
+
+    #[test]
+    fn dropping_the_last_producer_closes_after_the_queued_items() {
+        let q = BatchQueue::new(8);
+        let p = Producer::new(q.clone());
+        let p2 = p.clone();
+        p.queue().push(1).unwrap();
+        drop(p);
+        p2.queue().push(2).unwrap();
+        drop(p2);
+        assert_eq!(q.push(3), Err(PushError::Closed(3)));
+        let mut out = Vec::new();
+        assert_eq!(q.pop_batch(&mut out, 10, None), Popped::Items);
+        assert_eq!(out, [1, 2]);
+        assert_eq!(q.pop_batch(&mut out, 10, None), Popped::Closed);
+    }
+
+    #[test]
+    fn a_parked_consumer_is_woken_by_a_push() {
+        let q = BatchQueue::new(8);
+        let consumer = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while q.pop_batch(&mut got, 16, None) == Popped::Items {}
+                got
+            })
+        };
+        for i in 0..100 {
+            while q.push(i).is_err() {
+                std::thread::yield_now();
+            }
+        }
+        q.close();
+        assert_eq!(consumer.join().unwrap(), (0..100).collect::<Vec<_>>());
+    }
+}
