@@ -73,8 +73,19 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         shutdown.clone(),
     ));
 
+    let control_tasks = [
+        tokio::spawn(crate::control::events::deliver(built.control_events)),
+        crate::control::reload::spawn_persist(built.control.clone(), shutdown.clone()),
+        crate::control::reload::spawn_sighup(
+            config_file.clone(),
+            built.control.clone(),
+            built.handler.engine_slot().clone(),
+            shutdown.clone(),
+        ),
+    ];
     let fleet = Arc::new(crate::trace::Fleet::detect(&config.sink.cluster_label));
     let records = tokio::spawn(build::records_to_sink(built.records, sink.clone(), fleet));
+    let built_control = built.control.clone();
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
         handler: built.handler,
@@ -137,6 +148,11 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     }
     drop(acceptor);
     drain(tasks, records, config.proxy.drain_timeout_ms).await;
+    // Every exchange has been counted: keep the budgets for the next start.
+    built_control.persist();
+    for t in control_tasks {
+        t.abort();
+    }
     // Every connection has ended, so every row is queued: flush them to the spool.
     sink.shutdown().await;
     let _ = sink_task.await;

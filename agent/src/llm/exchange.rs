@@ -125,6 +125,33 @@ impl Exchange {
         &self.endpoint
     }
 
+    /// What the request asked for (filled once the request body was fed).
+    pub fn request_info(&self) -> &RequestInfo {
+        &self.request
+    }
+
+    /// The requested model as the trace row names it: the body's, else the path's (Gemini),
+    /// else the Azure deployment.
+    pub fn model(&self) -> Option<&str> {
+        self.request
+            .model
+            .as_deref()
+            .or(self.endpoint.path_model.as_deref())
+            .or(self.endpoint.deployment.as_deref())
+    }
+
+    /// The API key's keyed fingerprint, when the request carried a key.
+    pub fn key_fingerprint(&self) -> Option<&str> {
+        self.key_fingerprint.as_deref()
+    }
+
+    /// Records a finding made outside the detectors (a limit, an approval rule) and raises the
+    /// request's action to at least `action`, so the trace row says what was enforced.
+    pub fn add_request_finding(&mut self, finding: Finding, action: Action) {
+        self.request_findings.push(finding);
+        self.request_action = self.request_action.max(action);
+    }
+
     /// Feeds the request body exactly as received (the exchange decodes `Content-Encoding`);
     /// `complete` is false when the capture bound cut it. Returns the enforcement verdict.
     pub fn request_body(&mut self, body: &[u8], complete: bool) -> RequestVerdict {
