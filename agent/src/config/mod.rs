@@ -348,6 +348,7 @@ mod docs_tests {
             "client_cert_file",
             "client_key_file",
             "fingerprint_key_file",
+            "state_file",
         ] {
             if !reference.contains(&format!("{key} =")) {
                 missing.push(key.to_owned());
