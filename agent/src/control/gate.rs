@@ -34,6 +34,20 @@ fn finding(kind: &'static str, rule: &str, group: &str) -> Finding {
     }
 }
 
+/// Tells a new exchange who is calling, for policy rules with a selector (model and key are
+/// added by the exchange once known).
+pub fn identify(control: &Control, ctx: &mut ExchangeContext) {
+    let conn = ctx.conn.clone();
+    let Some(ex) = ctx.llm.exchange_mut() else {
+        return;
+    };
+    let mut id = Identity::of_process(control.node(), &conn.process, &conn.details);
+    id.provider = provider_name(ex.endpoint().provider, &conn.provider);
+    id.api_key_fingerprint = ex.key_fingerprint().unwrap_or("");
+    let owned = super::OwnedIdentity::of(&id);
+    ex.set_identity(owned);
+}
+
 /// Admits the exchange or refuses it with the provider-shaped response; either way the
 /// trace row carries the rule as a finding. Exchanges the engine did not recognise pass.
 pub fn admit(control: &Control, ctx: &mut ExchangeContext) -> Result<(), ProxyError> {

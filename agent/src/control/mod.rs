@@ -24,5 +24,5 @@ pub use self::{
     engine::Control,
     events::{ControlEvent, EventSink},
     glob::Glob,
-    selector::{Field, GroupBy, Identity, Selector},
+    selector::{Field, GroupBy, Identity, OwnedIdentity, Selector},
 };

@@ -74,6 +74,9 @@ async fn phases(
         Some(engine) => {
             let ctx = recorder.ctx_mut();
             ctx.llm = LlmTap::start(engine, &head, &conn.sni, ctx.started);
+            if let Some(control) = &proxy.control {
+                crate::control::gate::identify(control, ctx);
+            }
             let bound = engine.config.max_document_bytes;
             ctx.llm.request(&mut head, body, bound, sent).await?
         }
