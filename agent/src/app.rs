@@ -32,6 +32,8 @@ use crate::{
 };
 
 /// Runs the agent until SIGINT or SIGTERM.
+// The wiring reads top to bottom in start-up order; splitting it would only hide the order.
+#[allow(clippy::too_many_lines)]
 pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     raise_open_file_limit();
     let cgroup = match &config.intercept.cgroup {
@@ -73,19 +75,15 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         shutdown.clone(),
     ));
 
-    let control_tasks = [
-        tokio::spawn(crate::control::events::deliver(built.control_events)),
-        crate::control::reload::spawn_persist(built.control.clone(), shutdown.clone()),
-        crate::control::reload::spawn_sighup(
-            config_file.clone(),
-            built.control.clone(),
-            built.handler.engine_slot().clone(),
-            shutdown.clone(),
-        ),
-    ];
+    let control = crate::control::reload::ControlTasks::start(
+        built.control,
+        built.control_events,
+        built.handler.engine_slot().clone(),
+        config_file.clone(),
+        &shutdown,
+    );
     let fleet = Arc::new(crate::trace::Fleet::detect(&config.sink.cluster_label));
     let records = tokio::spawn(build::records_to_sink(built.records, sink.clone(), fleet));
-    let built_control = built.control.clone();
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
         handler: built.handler,
@@ -148,11 +146,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     }
     drop(acceptor);
     drain(tasks, records, config.proxy.drain_timeout_ms).await;
-    // Every exchange has been counted: keep the budgets for the next start.
-    built_control.persist();
-    for t in control_tasks {
-        t.abort();
-    }
+    control.stop();
     // Every connection has ended, so every row is queued: flush them to the spool.
     sink.shutdown().await;
     let _ = sink_task.await;

@@ -489,9 +489,9 @@ fn group<'a>(
     st.groups.get_mut(key).expect("inserted above")
 }
 
-fn retry_s(wait: f64) -> Option<u64> {
+fn retry_s(wait: f64) -> u64 {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a positive wait in s
-    Some((wait.ceil() as u64).max(1))
+    (wait.ceil() as u64).max(1)
 }
 
 /// The first limit of `rule` the request breaks, without counting anything.
@@ -558,7 +558,7 @@ fn check(
             RATE,
             Refusal::RateLimited,
             "request rate limit reached".to_owned(),
-            retry_s(wait),
+            Some(retry_s(wait)),
         ));
     }
     if let Some(b) = g.tokens.as_mut()
@@ -568,7 +568,7 @@ fn check(
             TOKEN_RATE,
             Refusal::RateLimited,
             "token rate limit reached".to_owned(),
-            retry_s(wait),
+            Some(retry_s(wait)),
         ));
     }
     None

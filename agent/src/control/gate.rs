@@ -11,7 +11,7 @@ use crate::{
 use super::{Control, Identity, engine::Request};
 
 /// The provider name rules match: the engine's, else the provider list's (as the trace row).
-fn provider_name<'a>(engine: Provider, listed: &'a str) -> &'a str {
+fn provider_name(engine: Provider, listed: &str) -> &str {
     match engine {
         Provider::Unknown => listed,
         p => p.as_str(),

@@ -88,10 +88,10 @@ pub fn spawn_sighup(
             };
             match reload(path, &control, &engine) {
                 Ok(()) => {
-                    info!(path = %path.display(), "SIGHUP: reloaded policy, limits and allow rules")
+                    info!(path = %path.display(), "SIGHUP: reloaded policy, limits and allow rules");
                 }
                 Err(e) => {
-                    error!(path = %path.display(), error = %e, "SIGHUP: configuration rejected; the previous rules stay in force")
+                    error!(path = %path.display(), error = %e, "SIGHUP: configuration rejected; the previous rules stay in force");
                 }
             }
         }
@@ -112,4 +112,37 @@ pub fn spawn_persist(
             }
         }
     })
+}
+
+/// The control tasks of a running agent.
+#[derive(Debug)]
+pub struct ControlTasks {
+    control: Arc<Control>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ControlTasks {
+    /// Starts event delivery, periodic persistence and the SIGHUP reload.
+    pub fn start(
+        control: Arc<Control>,
+        events: tokio::sync::mpsc::Receiver<super::ControlEvent>,
+        engine: Arc<EngineSlot>,
+        config_file: Option<PathBuf>,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let tasks = vec![
+            tokio::spawn(super::events::deliver(events)),
+            spawn_persist(control.clone(), shutdown.clone()),
+            spawn_sighup(config_file, control.clone(), engine, shutdown.clone()),
+        ];
+        Self { control, tasks }
+    }
+
+    /// Once every exchange has been counted: writes the state a last time and stops.
+    pub fn stop(self) {
+        self.control.persist();
+        for t in self.tasks {
+            t.abort();
+        }
+    }
 }

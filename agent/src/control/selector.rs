@@ -371,12 +371,12 @@ mod tests {
 
     #[test]
     fn group_keys_are_compact_and_distinct() {
-        let (p, d) = (process(), details());
-        let mut id = Identity::of_process("n", &p, &d);
         #[derive(Deserialize)]
         struct R {
             group_by: GroupBy,
         }
+        let (p, d) = (process(), details());
+        let mut id = Identity::of_process("n", &p, &d);
         let g = toml::from_str::<R>("group_by = [\"k8s_workload\", \"uid\"]")
             .unwrap()
             .group_by;

@@ -69,8 +69,8 @@ pub struct Exchange {
 }
 
 /// The policy in force for an exchange: its own (rules narrowed to the caller), else the engine's.
-pub(crate) fn policy_of<'a>(own: &'a Option<PolicyConfig>, engine: &'a Engine) -> &'a PolicyConfig {
-    own.as_ref().unwrap_or(&engine.config.analysis.policy)
+pub(crate) fn policy_of<'a>(own: Option<&'a PolicyConfig>, engine: &'a Engine) -> &'a PolicyConfig {
+    own.unwrap_or(&engine.config.analysis.policy)
 }
 
 #[derive(Debug)]
@@ -224,7 +224,7 @@ impl Exchange {
         let scan = self.engine.analyzer.scan_text(&scanned, Location::Request);
         self.out.analysis_truncated |= scan.truncated;
         self.request_findings = scan.findings;
-        let policy = policy_of(&self.policy, &self.engine);
+        let policy = policy_of(self.policy.as_ref(), &self.engine);
         let mut action = policy.decide(&self.request_findings);
         if unparsed {
             action = action.max(self.unparsed_action());
@@ -281,7 +281,7 @@ impl Exchange {
     fn verdict(&mut self, action: Action, redacted_body: Option<Vec<u8>>) -> RequestVerdict {
         self.request_action = action;
         let block = (action == Action::Block).then(|| {
-            let policy = policy_of(&self.policy, &self.engine);
+            let policy = policy_of(self.policy.as_ref(), &self.engine);
             let blocking: Vec<&Finding> = self
                 .request_findings
                 .iter()
@@ -355,7 +355,7 @@ impl Exchange {
         let monitor = r.monitor.as_mut()?;
         let delta = info.text.get(r.text_seen..).unwrap_or("");
         r.text_seen = info.text.len();
-        let policy = policy_of(&self.policy, &self.engine);
+        let policy = policy_of(self.policy.as_ref(), &self.engine);
         let finding = monitor.feed(delta, &self.engine.analyzer, policy)?;
         self.out.early_stopped = true;
         let msg = block::block_message(&[&finding]);

@@ -73,7 +73,7 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     out.request_truncated |= request.prompt_truncated;
     let reasoning = std::mem::take(&mut info.reasoning);
     fill_response(&mut out, info);
-    let policy = super::exchange::policy_of(&policy, &engine);
+    let policy = super::exchange::policy_of(policy.as_ref(), &engine);
     let response_findings = scan_response(&engine, policy, &mut out, &request_findings, &reasoning);
     out.action = settle(
         policy,
