@@ -382,18 +382,9 @@ impl Control {
     /// force). Counters of limits that keep their name are kept; a limit whose window kind
     /// changed starts its spend over.
     pub fn reload(&self, new: ControlRules) -> Result<(), String> {
-        let result = new
+        let tz = new
             .validate()
-            .and_then(|()| TimeZone::get(&new.control.time_zone).map_err(|e| e.to_string()));
-        let outcome = if result.is_ok() { "ok" } else { "rejected" };
-        self.metrics
-            .reloads
-            .get_or_create(&RuleKindLabels {
-                rule: String::new(),
-                kind: outcome,
-            })
-            .inc();
-        let tz = result?;
+            .and_then(|()| TimeZone::get(&new.control.time_zone).map_err(|e| e.to_string()))?;
         let mono = self.mono();
         let mut inner = self.lock();
         let inner_ref = &mut *inner;
@@ -426,6 +417,18 @@ impl Control {
             limits,
         };
         Ok(())
+    }
+
+    /// Counts a configuration reload by outcome.
+    pub fn note_reload(&self, ok: bool) {
+        let kind = if ok { "ok" } else { "rejected" };
+        self.metrics
+            .reloads
+            .get_or_create(&RuleKindLabels {
+                rule: String::new(),
+                kind,
+            })
+            .inc();
     }
 
     /// The budget spend, for the state file.

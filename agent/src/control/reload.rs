@@ -55,10 +55,15 @@ pub fn reload(
     control: &Control,
     engine: &EngineSlot,
 ) -> Result<(), String> {
-    let (config, _) = crate::config::load(Some(path)).map_err(|e| e.to_string())?;
-    control.reload(config.control_rules())?;
-    engine.replace_policy(&config.llm.analysis.policy);
-    Ok(())
+    let result = crate::config::load(Some(path))
+        .map_err(|e| e.to_string())
+        .and_then(|(config, _)| {
+            control.reload(config.control_rules())?;
+            engine.replace_policy(&config.llm.analysis.policy);
+            Ok(())
+        });
+    control.note_reload(result.is_ok());
+    result
 }
 
 /// Reloads on every SIGHUP until `shutdown`.

@@ -127,6 +127,7 @@ pub fn from_config(
         },
     )
     .with_pod_directory(pods)
+    .with_control(control.clone())
     .with_docker_names(Arc::new(crate::identity::DockerNames::new(
         crate::identity::DOCKER_SOCKET,
         std::time::Duration::from_millis(250),
@@ -168,6 +169,11 @@ fn control(
     let (events, rx) = EventSink::channel(1024);
     let node = Fleet::detect(&config.sink.cluster_label).node;
     let metrics = Arc::new(ControlMetrics::register(registry));
+    info!(
+        limits = rules.limits.len(),
+        allow = rules.allow.len(),
+        "control rules loaded"
+    );
     let control = Control::new(&node, &config.state_dir, rules, snapshot, metrics, events)
         .map_err(BuildError::Control)?;
     Ok((Arc::new(control), rx))
