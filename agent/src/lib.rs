@@ -11,6 +11,7 @@ pub mod analysis;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dns;
 pub mod ebpf;
 pub mod identity;

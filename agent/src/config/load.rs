@@ -120,6 +120,9 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         validate_provider(n, p)?;
     }
     c.sink.validate().map_err(|e| invalid(e.key, e.problem))?;
+    c.control_rules()
+        .validate()
+        .map_err(|m| invalid("control/limits/allow", m))?;
     if let Some(path) = &c.llm.fingerprint_key_file {
         crate::proxy::keyfile::load_shared(path)
             .map_err(|e| invalid("llm.fingerprint_key_file", e.to_string()))?;

@@ -26,6 +26,13 @@ use crate::{
 const BATCH: usize = 16;
 
 impl Records {
+    /// Counts each ended exchange against `control`'s limits once it is settled.
+    #[must_use]
+    pub fn with_control(mut self, control: Arc<crate::control::Control>) -> Self {
+        self.control = Some(control);
+        self
+    }
+
     /// Runs the pool until every [`super::record::RecordTee`] is gone and the queue is empty,
     /// storing each record as a trace row.
     pub async fn into_sink(self, sink: SinkHandle, fleet: Arc<Fleet>) {
@@ -104,6 +111,9 @@ impl Records {
             record.llm = analyse(llm, &self.metrics, &mut record.error).map(Box::new);
         }
         Job::settle(&mut record, end, &self.metrics);
+        if let Some(control) = &self.control {
+            crate::control::gate::settle(control, &record);
+        }
         record
     }
 }

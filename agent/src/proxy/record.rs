@@ -133,6 +133,9 @@ pub struct Records {
     pub workers: usize,
     /// Where analysed exchanges are counted.
     pub metrics: Arc<ProxyMetrics>,
+    /// The limits an ended exchange's spend counts against (every record passes the pool,
+    /// including those recorded without their analysis, so none escapes its budget).
+    pub control: Option<Arc<crate::control::Control>>,
 }
 
 impl RecordTee {
@@ -145,6 +148,7 @@ impl RecordTee {
             held: held.clone(),
             workers: limits.workers.max(1),
             metrics: metrics.clone(),
+            control: None,
         };
         let tee = Self {
             tx: Producer::new(queue),
