@@ -167,10 +167,25 @@ fn a_budget_spent_mid_run_is_a_rate_limit_error_with_retry_after() {
         );
         assert_eq!(t["model"], "gpt-4o-mini", "{t}");
     }
+    // A streamed request is refused before its stream starts, with the same error.
+    let streamed = client(&w, &["calls", "--n", "1", "--stream"]);
+    let streamed = &streamed["calls"][0];
+    assert_eq!(streamed["error"], "RateLimitError", "{streamed}");
+    assert_eq!(streamed["status"], 429, "{streamed}");
+    assert_eq!(w.fake.received().len(), 4, "{streamed}");
+    let t = follow
+        .next(Duration::from_secs(10))
+        .expect("a trace of the streamed call");
+    assert_eq!(
+        (t["status"].as_u64(), t["stream"].as_bool()),
+        (Some(429), Some(true)),
+        "{t}"
+    );
+    assert_eq!(kinds(&t), ["limit.budget"], "{t}");
     assert_eq!(
         w.agent
             .metric("llmtrace_control_refusals_total", "kind=\"limit.budget\""),
-        2
+        3
     );
     assert_eq!(
         w.agent

@@ -29,13 +29,16 @@ def resolve_to(address):
     socket.getaddrinfo = patched
 
 
-def call(client, model, max_tokens):
+def call(client, model, max_tokens, stream=False):
     import openai
 
     kwargs = {"model": model, "messages": [{"role": "user", "content": "Say hello."}]}
     if max_tokens:
         kwargs["max_tokens"] = max_tokens
     try:
+        if stream:
+            chunks = list(client.chat.completions.create(stream=True, **kwargs))
+            return {"ok": True, "model": chunks[0].model if chunks else None, "chunks": len(chunks)}
         r = client.chat.completions.create(**kwargs)
         return {"ok": True, "model": r.model}
     except openai.APIStatusError as e:
@@ -53,6 +56,7 @@ def main():
     ap.add_argument("--model", default="gpt-4o-mini")
     ap.add_argument("--max-tokens", type=int, default=0)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--stream", action="store_true", help="streamed calls (calls mode)")
     ap.add_argument("--pause", type=float, default=0.05, help="between calls (calls mode)")
     args = ap.parse_args()
     resolve_to(args.address)
@@ -64,7 +68,7 @@ def main():
     if args.mode == "calls":
         out = []
         for _ in range(args.n):
-            out.append(call(client, args.model, args.max_tokens))
+            out.append(call(client, args.model, args.max_tokens, args.stream))
             time.sleep(args.pause)
         print(json.dumps({"calls": out}))
         return 0
