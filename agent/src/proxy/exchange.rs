@@ -73,7 +73,8 @@ async fn phases(
     let body = match &proxy.engine {
         Some(engine) => {
             let ctx = recorder.ctx_mut();
-            ctx.llm = LlmTap::start(engine, &head, &conn.sni, ctx.started);
+            ctx.llm =
+                LlmTap::start(engine, &head, &conn.sni, ctx.started).with_budget(proxy.budget());
             let bound = engine.config.max_document_bytes;
             ctx.llm.request(&mut head, body, bound, sent).await?
         }
@@ -87,7 +88,13 @@ async fn phases(
     };
 
     // Upstream phase.
-    let sent = upstream::send(proxy, key, head, body, app_upgrade.is_some()).await?;
+    let wait = proxy.limits.response_timeout;
+    let sent = tokio::time::timeout(
+        wait,
+        upstream::send(proxy, key, head, body, app_upgrade.is_some()),
+    )
+    .await
+    .map_err(|_| ProxyError::UpstreamTimeout(wait))??;
     let mut response = sent.response;
     let upstream_upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
         .then(|| hyper::upgrade::on(&mut response));

@@ -17,7 +17,12 @@ use hyper::{
     http::{request, response},
 };
 
-use super::{body::RequestBody, error::ProxyError, metrics::ProxyMetrics};
+use super::{
+    budget::{ByteBudget, Reservation},
+    body::RequestBody,
+    error::ProxyError,
+    metrics::ProxyMetrics,
+};
 use crate::{
     analysis::Action,
     llm::{Engine, Exchange, ExchangeAnalysis, RequestHead},
@@ -35,7 +40,20 @@ pub struct LlmTap {
     redaction_skipped: bool,
     /// The stream monitor is on, so an event stream may be ended early.
     may_stop: bool,
+    /// Bytes this exchange holds from the agent-wide budget (request body and response
+    /// capture); `None` without a budget.
+    held: Option<Reservation>,
+    /// Most response bytes the engine keeps, so the reservation stops growing there.
+    capture_cap: usize,
+    /// Response bytes counted against the reservation so far.
+    captured: usize,
+    /// The budget was spent: part of this exchange went on unanalysed.
+    over_budget: bool,
 }
+
+/// The reason an exchange over the budget records.
+pub const OVER_BUDGET: &str =
+    "not fully analysed: the agent-wide inspection budget ([proxy] max_buffered_bytes) was spent";
 
 /// What the analysis adds to an exchange record.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,10 +87,23 @@ impl LlmTap {
         let a = &engine.config.analysis;
         Self {
             exchange,
+            capture_cap: engine
+                .config
+                .max_document_bytes
+                .max(engine.config.max_decoded_bytes),
             may_stop: a.enabled && a.stream_monitor,
             spent: t.elapsed(),
             ..Self::default()
         }
+    }
+
+    /// Holds what this exchange buffers or captures against `budget`.
+    #[must_use]
+    pub fn with_budget(mut self, budget: &Arc<ByteBudget>) -> Self {
+        if self.exchange.is_some() {
+            self.held = Some(budget.reservation());
+        }
+        self
     }
 
     /// Whether the engine is analysing this exchange.
@@ -93,7 +124,18 @@ impl LlmTap {
         let Some(ex) = self.exchange.as_mut() else {
             return Ok(RequestBody::new(body, sent));
         };
-        let buffered = buffer(body, bound).await?;
+        let buffered = buffer(body, bound, self.held.as_mut()).await?;
+        if buffered.over_budget {
+            // Forwarded as it came, never judged on a part the budget happened to allow.
+            self.over_budget = true;
+            self.request_inspected = Some(0);
+            return Ok(RequestBody::buffered(
+                buffered.data.freeze(),
+                buffered.rest,
+                buffered.trailers,
+                sent,
+            ));
+        }
         let t = Instant::now();
         let verdict = ex.request_body(&buffered.data, buffered.rest.is_none());
         self.spent += t.elapsed();
@@ -147,6 +189,15 @@ impl LlmTap {
     /// the monitor stops it.
     pub fn response_chunk(&mut self, chunk: &[u8]) -> Option<Bytes> {
         let ex = self.exchange.as_mut()?;
+        if let Some(held) = self.held.as_mut() {
+            let grow = chunk.len().min(self.capture_cap.saturating_sub(self.captured));
+            if self.over_budget || (grow > 0 && !held.grow(grow)) {
+                // Not captured: the rest of the response goes to the app unanalysed.
+                self.over_budget = true;
+                return None;
+            }
+            self.captured += grow;
+        }
         let t = Instant::now();
         let stop = ex.response_chunk(chunk, t);
         self.spent += t.elapsed();
@@ -160,6 +211,18 @@ impl LlmTap {
         let t = Instant::now();
         let mut analysis = ex.finish(t);
         self.spent += t.elapsed();
+        // The capture is gone with the exchange: give its bytes back.
+        self.held = None;
+        if self.over_budget {
+            metrics.guard("buffer_budget_exhausted");
+            analysis.analysis_truncated = true;
+            analysis.request_truncated |= self.request_inspected.is_some();
+            analysis.response_truncated = true;
+            analysis.error = Some(match analysis.error.take() {
+                Some(e) => format!("{OVER_BUDGET}; {e}"),
+                None => OVER_BUDGET.to_owned(),
+            });
+        }
         if self.redaction_skipped && analysis.action == Action::Redact.as_str() {
             // Nothing was masked upstream: the trace must not claim otherwise.
             analysis.action = Action::Flag.as_str();
@@ -183,6 +246,8 @@ struct Buffered {
     /// The unread rest, when the bound was reached before the end.
     rest: Option<Incoming>,
     trailers: Option<HeaderMap>,
+    /// The budget refused to hold more: `data` is what had arrived, `rest` the remainder.
+    over_budget: bool,
 }
 
 /// How long inspection waits for the rest of a request body. A client that stalls mid-body
@@ -190,7 +255,11 @@ struct Buffered {
 /// and the rest streams through as it comes.
 const INSPECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn buffer(mut body: Incoming, bound: usize) -> Result<Buffered, ProxyError> {
+async fn buffer(
+    mut body: Incoming,
+    bound: usize,
+    mut held: Option<&mut Reservation>,
+) -> Result<Buffered, ProxyError> {
     let mut data = BytesMut::new();
     let deadline = tokio::time::Instant::now() + INSPECT_WAIT;
     while data.len() <= bound {
@@ -199,6 +268,7 @@ async fn buffer(mut body: Incoming, bound: usize) -> Result<Buffered, ProxyError
                 data,
                 rest: Some(body),
                 trailers: None,
+                over_budget: false,
             });
         };
         let Some(frame) = next else {
@@ -206,17 +276,30 @@ async fn buffer(mut body: Incoming, bound: usize) -> Result<Buffered, ProxyError
                 data,
                 rest: None,
                 trailers: None,
+                over_budget: false,
             });
         };
         let frame = frame
             .map_err(|e| ProxyError::BadRequest(format!("the app's request body failed: {e}")))?;
         match frame.into_data() {
-            Ok(chunk) => data.extend_from_slice(&chunk),
+            Ok(chunk) => {
+                data.extend_from_slice(&chunk);
+                if held.as_mut().is_some_and(|h| !h.grow(chunk.len())) {
+                    let rest = (!body.is_end_stream()).then_some(body);
+                    return Ok(Buffered {
+                        data,
+                        rest,
+                        trailers: None,
+                        over_budget: true,
+                    });
+                }
+            }
             Err(frame) => {
                 return Ok(Buffered {
                     data,
                     rest: None,
                     trailers: frame.into_trailers().ok(),
+                    over_budget: false,
                 });
             }
         }
@@ -226,5 +309,6 @@ async fn buffer(mut body: Incoming, bound: usize) -> Result<Buffered, ProxyError
         data,
         rest,
         trailers: None,
+        over_budget: false,
     })
 }
