@@ -109,10 +109,17 @@ fn udp_to_a_provider_is_refused_other_udp_and_tcp_are_not() {
     assert_refused(&udp_in(&cg, &provider, "connect"));
     assert_refused(&udp_in(&cg, &format!("[::1]:{port}"), "sendto"));
     assert_refused(&udp_in(&cg, &format!("[::1]:{port}"), "connect"));
-    assert_refused(&udp_in(&cg, &format!("[::ffff:127.0.0.2]:{port}"), "sendto"));
+    assert_refused(&udp_in(
+        &cg,
+        &format!("[::ffff:127.0.0.2]:{port}"),
+        "sendto",
+    ));
     assert_eq!(provider_udp.received.load(Ordering::SeqCst), 0);
     assert_eq!(provider_udp6.received.load(Ordering::SeqCst), 0);
-    assert_eq!(agent.metric("llmtrace_ebpf_events_total", "quic_refused"), 5);
+    assert_eq!(
+        agent.metric("llmtrace_ebpf_events_total", "quic_refused"),
+        5
+    );
 
     // Another loopback address on the same port is not a provider: UDP works both ways.
     let other = format!("127.0.0.3:{}", other_udp.port);
@@ -136,5 +143,8 @@ fn udp_to_a_provider_is_refused_other_udp_and_tcp_are_not() {
     let out = probe_in(&cg, &provider);
     assert_eq!(out["ok"], true, "{out}");
     assert_eq!(out["via_agent"], true, "{out}");
-    assert_eq!(agent.metric("llmtrace_ebpf_events_total", "quic_refused"), 5);
+    assert_eq!(
+        agent.metric("llmtrace_ebpf_events_total", "quic_refused"),
+        5
+    );
 }

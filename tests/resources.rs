@@ -95,7 +95,14 @@ fn over_the_byte_budget_exchanges_pass_unanalysed_and_say_so() {
         &cg,
         &fake,
         &agent.ca_pem(),
-        &["--concurrency", "16", "--size", "6291456", "--timeout", "60"],
+        &[
+            "--concurrency",
+            "16",
+            "--size",
+            "6291456",
+            "--timeout",
+            "60",
+        ],
     );
     assert_eq!(out["ok"], 16, "every exchange succeeds: {out}");
     assert_eq!(out["failed"], 0, "{out}");

@@ -1,5 +1,6 @@
 //! The programs themselves (see the crate documentation).
 
+use crate::quic;
 use aya_ebpf::{
     bindings::{
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
@@ -15,7 +16,6 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, sock_ops},
     programs::{SockAddrContext, SockOpsContext},
 };
-use crate::quic;
 use llmtrace_common::{AF_INET, AF_INET6, AgentConfig, ConnRecord, Stat, is_v4_mapped, v4_mapped};
 
 use crate::{

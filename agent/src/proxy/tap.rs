@@ -18,8 +18,8 @@ use hyper::{
 };
 
 use super::{
-    budget::{ByteBudget, Reservation},
     body::RequestBody,
+    budget::{ByteBudget, Reservation},
     error::ProxyError,
     metrics::ProxyMetrics,
 };
@@ -190,7 +190,9 @@ impl LlmTap {
     pub fn response_chunk(&mut self, chunk: &[u8]) -> Option<Bytes> {
         let ex = self.exchange.as_mut()?;
         if let Some(held) = self.held.as_mut() {
-            let grow = chunk.len().min(self.capture_cap.saturating_sub(self.captured));
+            let grow = chunk
+                .len()
+                .min(self.capture_cap.saturating_sub(self.captured));
             if self.over_budget || (grow > 0 && !held.grow(grow)) {
                 // Not captured: the rest of the response goes to the app unanalysed.
                 self.over_budget = true;

@@ -38,7 +38,7 @@ pub(super) async fn handle(req: Request<Incoming>) -> Result<Response<ReplyBody>
         }
         "stall" => {
             let _ = body.collect().await;
-            tokio::time::sleep(Duration::from_secs(3600)).await;
+            tokio::time::sleep(Duration::from_hours(1)).await;
             Err(reset("fake provider: stalled"))
         }
         "reset-response" => {
@@ -74,7 +74,9 @@ fn aborted(content_type: &'static str, chunks: Vec<String>) -> Response<ReplyBod
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = tx.send(Err(reset("fake provider: reset mid-response"))).await;
+        let _ = tx
+            .send(Err(reset("fake provider: reset mid-response")))
+            .await;
     });
     let mut r = Response::new(ChannelBody(rx).boxed());
     r.headers_mut()
