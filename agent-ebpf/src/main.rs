@@ -5,6 +5,9 @@
 //! `sock_ops` re-keys that record by the client endpoint once the connection is established (so the
 //! agent can find it from `accept()`'s peer address) and removes both records at close.
 //! `getpeername4/6` show the app the address it asked for, not the agent's.
+//! UDP to a provider destination (QUIC, which the agent cannot inspect) is refused with `EPERM`
+//! in `connect4/6` (connected sockets) and `sendmsg4/6` (unconnected sends), so clients fall
+//! back to TCP.
 //!
 //! Programs return 1 to let a syscall proceed; 0 makes `connect()` fail with `EPERM`, used only
 //! in fail-closed mode while the agent is down.
@@ -17,6 +20,8 @@ mod addr;
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod programs;
+#[cfg(target_arch = "bpf")]
+mod quic;
 
 /// On the host this crate is only a placeholder, so `cargo build --workspace` works; the real
 /// object is built for the BPF target by `agent/build.rs`.

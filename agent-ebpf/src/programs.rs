@@ -1,5 +1,6 @@
 //! The programs themselves (see the crate documentation).
 
+use crate::quic;
 use aya_ebpf::{
     bindings::{
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
@@ -26,9 +27,9 @@ use crate::{
 };
 
 /// Let the syscall proceed.
-const ALLOW: i32 = 1;
-/// Fail the syscall with `EPERM` (fail-closed only).
-const DENY: i32 = 0;
+pub(crate) const ALLOW: i32 = 1;
+/// Fail the syscall with `EPERM` (fail-closed, or UDP to a provider).
+pub(crate) const DENY: i32 = 0;
 const IPPROTO_TCP: u32 = 6;
 
 /// IPv4 loopback in network order, as `user_ip4` holds it.
@@ -61,7 +62,8 @@ struct Target {
 pub fn llt_connect4(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
     if addr::read_protocol(sa) != IPPROTO_TCP {
-        return ALLOW;
+        // Off the TCP path: a connected UDP socket to a provider is refused here.
+        return quic::connect_verdict(&ctx, sa);
     }
     let dst = v4_mapped(addr::read_user_ip4(sa).to_ne_bytes());
     let port = addr::read_user_port(sa);
@@ -80,7 +82,7 @@ pub fn llt_connect4(ctx: SockAddrContext) -> i32 {
 pub fn llt_connect6(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
     if addr::read_protocol(sa) != IPPROTO_TCP {
-        return ALLOW;
+        return quic::connect6_verdict(&ctx, sa);
     }
     let dst = addr::words_to_bytes(addr::read_user_ip6(sa));
     let port = addr::read_user_port(sa);
@@ -212,7 +214,7 @@ fn fail(cfg: &AgentConfig) -> Verdict {
 }
 
 /// The socket's `SO_MARK`, or 0 when the context carries no socket.
-fn socket_mark(sa: *mut bpf_sock_addr) -> u32 {
+pub(crate) fn socket_mark(sa: *mut bpf_sock_addr) -> u32 {
     // SAFETY: `sk` is a valid (possibly null) pointer for the invocation; `mark` is a readable
     // field of `bpf_sock` in sock_addr programs.
     unsafe {

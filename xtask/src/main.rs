@@ -58,6 +58,23 @@ enum Task {
         #[arg(long)]
         no_load: bool,
     },
+    /// Sustained load through the real redirect + MITM into a real ClickHouse (loopback
+    /// only, bounded): resources at start/peak/end, zero failed exchanges, every exchange
+    /// exactly once in ClickHouse.
+    Soak {
+        /// Length of the run.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Concurrent keep-alive connections (half HTTP/2, half HTTP/1.1).
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Pause between two requests of one connection.
+        #[arg(long, default_value_t = 1000)]
+        think_ms: u64,
+        /// Then run again with ClickHouse killed for the middle third.
+        #[arg(long)]
+        kill_clickhouse: bool,
+    },
     /// Benchmarks (bounded, loopback only): `ebpf`, `sink`, `analysis`, `proxy`, or `all`
     /// (which also writes BENCHMARKS.md).
     Bench {
@@ -102,6 +119,40 @@ fn main() -> Result<()> {
                 setup::container_engine()?;
             }
             image::run(&tag, !no_load)
+        }
+        Task::Soak {
+            minutes,
+            connections,
+            think_ms,
+            kill_clickhouse,
+        } => {
+            setup::run()?;
+            cmd::build_release()?;
+            let (minutes, connections, think_ms) = (
+                minutes.to_string(),
+                connections.to_string(),
+                think_ms.to_string(),
+            );
+            let mut bench = vec![
+                "bench",
+                "-p",
+                "llmtrace-tests",
+                "--bench",
+                "soak",
+                "--",
+                "--minutes",
+                &minutes,
+                "--connections",
+                &connections,
+                "--think-ms",
+                &think_ms,
+            ];
+            cmd::cargo(&bench)?;
+            if kill_clickhouse {
+                bench.push("--kill-clickhouse");
+                cmd::cargo(&bench)?;
+            }
+            Ok(())
         }
         Task::Bench { which } => {
             setup::run()?;

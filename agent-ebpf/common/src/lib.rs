@@ -39,8 +39,19 @@ pub mod programs {
     pub const GETPEERNAME4: &str = "llt_getpeer4";
     pub const GETPEERNAME6: &str = "llt_getpeer6";
     pub const SOCK_OPS: &str = "llt_sock_ops";
+    /// Unconnected UDP sends (`sendto`/`sendmsg` with an address): QUIC refusal.
+    pub const SENDMSG4: &str = "llt_sendmsg4";
+    pub const SENDMSG6: &str = "llt_sendmsg6";
     /// Every program, in attach order.
-    pub const ALL: [&str; 5] = [CONNECT4, CONNECT6, GETPEERNAME4, GETPEERNAME6, SOCK_OPS];
+    pub const ALL: [&str; 7] = [
+        CONNECT4,
+        CONNECT6,
+        GETPEERNAME4,
+        GETPEERNAME6,
+        SENDMSG4,
+        SENDMSG6,
+        SOCK_OPS,
+    ];
 }
 
 /// `AF_INET` as the kernel numbers it.
@@ -260,11 +271,14 @@ pub enum Stat {
     NetnsNotReady = 7,
     /// [`NetnsEvent`]s lost because the ring buffer was full.
     NetnsEventLost = 8,
+    /// UDP to a provider destination refused with `EPERM` (QUIC cannot be inspected; clients
+    /// fall back to TCP, which is redirected).
+    QuicRefused = 9,
 }
 
 impl Stat {
     /// Number of counters (the size of the STATS array).
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
     /// Every counter, for userspace iteration.
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Redirected,
@@ -276,6 +290,7 @@ impl Stat {
         Stat::ForeignNetns,
         Stat::NetnsNotReady,
         Stat::NetnsEventLost,
+        Stat::QuicRefused,
     ];
 }
 

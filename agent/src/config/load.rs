@@ -110,6 +110,9 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             "must be positive and not above dns.max_refresh_ms",
         ));
     }
+    if c.upstream.response_timeout_ms == 0 {
+        return Err(invalid("upstream.response_timeout_ms", "must be positive"));
+    }
     if c.upstream.connect_timeout_ms == 0 {
         return Err(invalid("upstream.connect_timeout_ms", "must be positive"));
     }

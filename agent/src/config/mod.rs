@@ -261,6 +261,10 @@ impl Default for DnsConfig {
 pub struct UpstreamConfig {
     /// Give up connecting to an original destination after this long.
     pub connect_timeout_ms: u64,
+    /// Give up waiting for a provider's response head after this long (the request was
+    /// sent): the app gets `504` and the row says so. Long, because a non-streamed answer
+    /// of a reasoning model can take minutes.
+    pub response_timeout_ms: u64,
     /// PEM files of extra root certificates trusted for provider certificates, on top of the
     /// system trust store (e.g. a corporate or test CA).
     pub extra_root_certs: Vec<PathBuf>,
@@ -270,6 +274,7 @@ impl Default for UpstreamConfig {
     fn default() -> Self {
         Self {
             connect_timeout_ms: 10_000,
+            response_timeout_ms: 600_000,
             extra_root_certs: Vec::new(),
         }
     }

@@ -53,6 +53,14 @@ pub struct ProxyConfig {
     /// `rejected_cert_ttl_s`. `false`: every connection to an intercepted name is
     /// intercepted, and apps that do not trust the llmtrace CA fail.
     pub trust_learning: bool,
+    /// Bytes held for inspection over all exchanges at once (request bodies buffered for a
+    /// verdict, response captures). An exchange that finds it spent is forwarded unanalysed
+    /// and its row says so (`analysis_truncated`, `error`).
+    pub max_buffered_bytes: usize,
+    /// At most this many connections of one uid are intercepted at once (0: no cap); more
+    /// follow `[intercept] fail_mode`: relayed untouched (open) or closed (closed), each
+    /// recorded with reason `uid_connection_cap`.
+    pub max_connections_per_uid: usize,
 }
 
 impl Default for ProxyConfig {
@@ -75,6 +83,8 @@ impl Default for ProxyConfig {
             rejected_cert_capacity: 4096,
             rejected_cert_ttl_s: 3600,
             trust_learning: true,
+            max_buffered_bytes: 64 << 20,
+            max_connections_per_uid: 4096,
         }
     }
 }
@@ -105,6 +115,9 @@ impl ProxyConfig {
         }
         if self.max_connections == 0 || self.max_connections > 1 << 24 {
             return Err(("proxy.max_connections", "must be between 1 and 16777216"));
+        }
+        if self.max_buffered_bytes == 0 {
+            return Err(("proxy.max_buffered_bytes", "must be positive"));
         }
         if self.record_channel_capacity == 0 {
             return Err(("proxy.record_channel_capacity", "must be positive"));

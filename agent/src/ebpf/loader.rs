@@ -127,11 +127,13 @@ pub struct Kernel {
     agent_netns_cookie: u64,
 }
 
-const SOCK_ADDR_PROGRAMS: [&str; 4] = [
+const SOCK_ADDR_PROGRAMS: [&str; 6] = [
     programs::CONNECT4,
     programs::CONNECT6,
     programs::GETPEERNAME4,
     programs::GETPEERNAME6,
+    programs::SENDMSG4,
+    programs::SENDMSG6,
 ];
 
 impl Kernel {

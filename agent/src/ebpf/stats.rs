@@ -45,6 +45,7 @@ pub fn stat_name(stat: Stat) -> &'static str {
         Stat::ForeignNetns => "foreign_netns",
         Stat::NetnsNotReady => "netns_not_ready",
         Stat::NetnsEventLost => "netns_event_lost",
+        Stat::QuicRefused => "quic_refused",
     }
 }
 

@@ -133,6 +133,7 @@ pub fn from_config(
     )
     .with_pod_directory(pods)
     .with_control(control.clone())
+    .with_fail_closed(config.intercept.fail_mode == crate::config::FailMode::Closed)
     .with_docker_names(Arc::new(crate::identity::DockerNames::new(
         crate::identity::DOCKER_SOCKET,
         std::time::Duration::from_millis(250),

@@ -16,6 +16,9 @@ pub enum ProxyError {
     UpstreamHandshake(hyper::Error),
     #[error("the provider did not answer the request: {0}")]
     UpstreamRequest(hyper::Error),
+    /// No response head within `[upstream] response_timeout_ms`.
+    #[error("the provider sent no response within {0:?} ([upstream] response_timeout_ms)")]
+    UpstreamTimeout(std::time::Duration),
     #[error("the request cannot be forwarded: {0}")]
     BadRequest(String),
     /// The request names another host than the connection's TLS server name.
@@ -31,7 +34,8 @@ impl ProxyError {
     pub fn synthetic_status(&self) -> StatusCode {
         match self {
             Self::UpstreamConnect(ConnectError::Timeout { .. })
-            | Self::UpstreamTls(UpstreamTlsError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            | Self::UpstreamTls(UpstreamTlsError::Timeout { .. })
+            | Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamConnect(_)
             | Self::UpstreamTls(_)
             | Self::UpstreamHandshake(_)

@@ -69,7 +69,8 @@ async fn phases(
     let body = match &proxy.engine.current() {
         Some(engine) => {
             let ctx = recorder.ctx_mut();
-            ctx.llm = LlmTap::start(engine, &head, &conn.sni, ctx.started);
+            ctx.llm =
+                LlmTap::start(engine, &head, &conn.sni, ctx.started).with_budget(proxy.budget());
             if let Some(control) = &proxy.control {
                 crate::control::gate::identify(control, ctx);
             }
@@ -89,7 +90,13 @@ async fn phases(
     };
 
     // Upstream phase.
-    let sent = upstream::send(proxy, key, head, body, app_upgrade.is_some()).await?;
+    let wait = proxy.limits.response_timeout;
+    let sent = tokio::time::timeout(
+        wait,
+        upstream::send(proxy, key, head, body, app_upgrade.is_some()),
+    )
+    .await
+    .map_err(|_| ProxyError::UpstreamTimeout(wait))??;
     let mut response = sent.response;
     let upstream_upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
         .then(|| hyper::upgrade::on(&mut response));

@@ -62,10 +62,15 @@ impl Intercept {
         });
         debug!(conn = meta.id, sni, alpn = alpn.as_str(), "intercepting");
         let result = serve::serve_http(self.clone(), ctx.clone(), tls).await;
-        let error = result.err().map(|e| e.to_string());
-        if let Some(e) = &error {
+        if let Err(e) = &result {
             debug!(conn = meta.id, error = %e, "intercepted connection ended with an error");
+            // Malformed or hostile HTTP (a bad head, a smuggling attempt, an HTTP/2 protocol
+            // violation) ends the connection in hyper; counted, so an operator sees it.
+            if !e.is_incomplete_message() && !e.is_canceled() {
+                self.metrics.guard("http_protocol_error");
+            }
         }
+        let error = result.err().map(|e| e.to_string());
         let (up, down) = (
             ctx.bytes_up.load(Ordering::Relaxed),
             ctx.bytes_down.load(Ordering::Relaxed),

@@ -11,6 +11,7 @@
 
 pub mod activity;
 pub mod body;
+pub mod budget;
 pub mod build;
 pub mod context;
 pub mod deferred;
@@ -42,6 +43,7 @@ use tracing::{info, warn};
 
 pub use self::meta::ConnectionMeta;
 use self::{
+    budget::{ByteBudget, UidConnections},
     metrics::ProxyMetrics,
     pool::Pool,
     record::RecordTee,
@@ -74,6 +76,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// TCP connect to providers.
     pub connect_timeout: Duration,
+    /// From a sent request to the provider's response head.
+    pub response_timeout: Duration,
 }
 
 impl Limits {
@@ -87,6 +91,7 @@ impl Limits {
             idle_timeout: Duration::from_millis(proxy.idle_timeout_ms),
             max_header_bytes: proxy.max_header_bytes,
             connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
+            response_timeout: Duration::from_millis(upstream.response_timeout_ms),
         }
     }
 }
@@ -143,6 +148,12 @@ pub struct Intercept {
     docker: Option<Arc<DockerNames>>,
     /// Budgets, rate limits and approved models (`None`: none configured).
     control: Option<Arc<crate::control::Control>>,
+    /// Bytes held for inspection, over all exchanges.
+    budget: Arc<ByteBudget>,
+    /// Open connections per uid.
+    uid_connections: Arc<UidConnections>,
+    /// Connections over a cap are closed (fail-closed) rather than relayed.
+    fail_closed: bool,
 }
 
 impl Intercept {
@@ -176,7 +187,22 @@ impl Intercept {
             pods: Arc::new(NoPodDirectory),
             docker: None,
             control: None,
+            budget: ByteBudget::new(proxy.max_buffered_bytes),
+            uid_connections: UidConnections::new(proxy.max_connections_per_uid),
+            fail_closed: false,
         }
+    }
+
+    /// Connections over a resource cap are closed instead of relayed untouched.
+    #[must_use]
+    pub fn with_fail_closed(mut self, closed: bool) -> Self {
+        self.fail_closed = closed;
+        self
+    }
+
+    /// The agent-wide inspection byte budget.
+    pub fn budget(&self) -> &Arc<ByteBudget> {
+        &self.budget
     }
 
     /// Names pods from `pods` (a Kubernetes API watch) instead of leaving them unnamed.
@@ -244,6 +270,10 @@ impl ConnectionHandler for Intercept {
             details: Arc::new(details),
             sni: None,
         };
+        let Some(_uid_slot) = self.uid_connections.enter(meta.redirect.process.uid) else {
+            self.over_uid_cap(&meta, stream).await;
+            return;
+        };
         let l = &self.limits;
         let sniffed = match sniff::read_client_hello(
             &mut stream,
@@ -305,6 +335,27 @@ impl ConnectionHandler for Intercept {
                 let stream = Prefixed::new(sniffed.buffered, stream);
                 self.mitm(&meta, stream, sni, protocols).await;
             }
+        }
+    }
+}
+
+impl Intercept {
+    /// A connection of a uid at its cap: never waits for a slot, follows the fail mode.
+    async fn over_uid_cap(&self, meta: &ConnectionMeta, stream: tokio::net::TcpStream) {
+        let reason = SpliceReason::UidConnectionCap;
+        warn!(
+            conn = meta.id,
+            uid = meta.redirect.process.uid,
+            fail_closed = self.fail_closed,
+            "this uid has [proxy] max_connections_per_uid connections open; not intercepting this one"
+        );
+        if self.fail_closed {
+            self.metrics.connection("close", reason.as_str());
+            let error = format!("closed: {}", reason.as_str());
+            meta.finish(self, false, Some(reason), 0, 0, Some(error));
+        } else {
+            self.metrics.connection("splice", reason.as_str());
+            splice::relay(self, meta, stream, Vec::new(), reason).await;
         }
     }
 }

@@ -62,6 +62,9 @@ pub enum SpliceReason {
     /// As [`Self::RejectedCertificate`], while the policy blocks or redacts: the relay
     /// escapes enforcement, and the record says so with this reason of its own.
     RejectedCertificateUnenforced,
+    /// The app's uid has `[proxy] max_connections_per_uid` connections open already (relayed
+    /// in fail-open mode, closed in fail-closed mode).
+    UidConnectionCap,
 }
 
 impl SpliceReason {
@@ -74,6 +77,7 @@ impl SpliceReason {
             Self::UnsupportedAlpn => "unsupported_alpn",
             Self::RejectedCertificate => "client_rejected_certificate",
             Self::RejectedCertificateUnenforced => "client_rejected_certificate_unenforced",
+            Self::UidConnectionCap => "uid_connection_cap",
         }
     }
 

@@ -19,7 +19,12 @@ use hyper::{
     http::{request, response},
 };
 
-use super::{body::RequestBody, error::ProxyError, metrics::ProxyMetrics};
+use super::{
+    body::RequestBody,
+    budget::{ByteBudget, Reservation},
+    error::ProxyError,
+    metrics::ProxyMetrics,
+};
 use crate::{
     analysis::Action,
     llm::{Engine, Exchange, ExchangeAnalysis, RequestHead},
@@ -37,7 +42,20 @@ pub struct LlmTap {
     redaction_skipped: bool,
     /// The stream monitor is on, so an event stream may be ended early.
     may_stop: bool,
+    /// Bytes this exchange holds from the agent-wide budget (request body and response
+    /// capture); `None` without a budget.
+    held: Option<Reservation>,
+    /// Most response bytes the engine keeps, so the reservation stops growing there.
+    capture_cap: usize,
+    /// Response bytes counted against the reservation so far.
+    captured: usize,
+    /// The budget was spent: part of this exchange went on unanalysed.
+    over_budget: bool,
 }
+
+/// The reason an exchange over the budget records.
+pub const OVER_BUDGET: &str =
+    "not fully analysed: the agent-wide inspection budget ([proxy] max_buffered_bytes) was spent";
 
 /// An exchange whose response analysis is still to be done (off the data path).
 #[derive(Debug)]
@@ -45,9 +63,22 @@ pub struct PendingLlm {
     exchange: Exchange,
     /// When the exchange ended.
     end: Instant,
+    facts: Finishing,
+}
+
+/// What the inline part knew that the record needs once the analysis is done.
+#[derive(Debug)]
+struct Finishing {
     spent: Duration,
     request_dropped_bytes: u64,
     redaction_skipped: bool,
+    /// The budget was spent: part of the exchange went on unanalysed.
+    over_budget: bool,
+    /// The request body was held for inspection (so a spent budget truncated it).
+    request_inspected: bool,
+    /// The agent-wide budget's bytes for the capture, given back once the analysis is done
+    /// (the capture lives until then).
+    _held: Option<Reservation>,
 }
 
 impl PendingLlm {
@@ -60,46 +91,45 @@ impl PendingLlm {
     pub fn complete(self, metrics: &ProxyMetrics) -> LlmRecord {
         let t = Instant::now();
         let analysis = self.exchange.finish(self.end);
-        Self::record(
-            analysis,
-            self.spent + t.elapsed(),
-            self.redaction_skipped,
-            self.request_dropped_bytes,
-            metrics,
-        )
+        self.facts.record(analysis, t.elapsed(), metrics)
     }
 
     /// Records the exchange without its response analysis (the pool had no room), counted.
     pub fn skip(self, metrics: &ProxyMetrics) -> LlmRecord {
         metrics.llm_analysis_skipped.inc();
         let analysis = self.exchange.skip(self.end);
-        Self::record(
-            analysis,
-            self.spent,
-            self.redaction_skipped,
-            self.request_dropped_bytes,
-            metrics,
-        )
+        self.facts.record(analysis, Duration::ZERO, metrics)
     }
+}
 
+impl Finishing {
     fn record(
+        self,
         mut analysis: ExchangeAnalysis,
-        spent: Duration,
-        redaction_skipped: bool,
-        request_dropped_bytes: u64,
+        more: Duration,
         metrics: &ProxyMetrics,
     ) -> LlmRecord {
-        if redaction_skipped && analysis.action == Action::Redact.as_str() {
+        if self.over_budget {
+            metrics.guard("buffer_budget_exhausted");
+            analysis.analysis_truncated = true;
+            analysis.request_truncated |= self.request_inspected;
+            analysis.response_truncated = true;
+            analysis.error = Some(match analysis.error.take() {
+                Some(e) => format!("{OVER_BUDGET}; {e}"),
+                None => OVER_BUDGET.to_owned(),
+            });
+        }
+        if self.redaction_skipped && analysis.action == Action::Redact.as_str() {
             // Nothing was masked upstream: the trace must not claim otherwise.
             analysis.action = Action::Flag.as_str();
             analysis.error.get_or_insert_with(|| {
                 "redaction not applied: the request body exceeded the inspection bound".to_owned()
             });
         }
-        metrics.llm_exchange(&analysis, spent);
+        metrics.llm_exchange(&analysis, self.spent + more);
         LlmRecord {
             analysis,
-            request_dropped_bytes,
+            request_dropped_bytes: self.request_dropped_bytes,
         }
     }
 }
@@ -136,10 +166,23 @@ impl LlmTap {
         let a = &engine.config.analysis;
         Self {
             exchange,
+            capture_cap: engine
+                .config
+                .max_document_bytes
+                .max(engine.config.max_decoded_bytes),
             may_stop: a.enabled && a.stream_monitor,
             spent: t.elapsed(),
             ..Self::default()
         }
+    }
+
+    /// Holds what this exchange buffers or captures against `budget`.
+    #[must_use]
+    pub fn with_budget(mut self, budget: &Arc<ByteBudget>) -> Self {
+        if self.exchange.is_some() {
+            self.held = Some(budget.reservation());
+        }
+        self
     }
 
     /// Whether the engine is analysing this exchange.
@@ -165,7 +208,18 @@ impl LlmTap {
         let Some(ex) = self.exchange.as_mut() else {
             return Ok(RequestBody::new(body, sent));
         };
-        let buffered = buffer(body, bound).await?;
+        let buffered = buffer(body, bound, self.held.as_mut()).await?;
+        if buffered.over_budget {
+            // Forwarded as it came, never judged on a part the budget happened to allow.
+            self.over_budget = true;
+            self.request_inspected = Some(0);
+            return Ok(RequestBody::buffered(
+                buffered.data.freeze(),
+                buffered.rest,
+                buffered.trailers,
+                sent,
+            ));
+        }
         let t = Instant::now();
         let verdict = ex.request_body(&buffered.data, buffered.rest.is_none());
         self.spent += t.elapsed();
@@ -219,6 +273,17 @@ impl LlmTap {
     /// the monitor stops it.
     pub fn response_chunk(&mut self, chunk: &[u8]) -> Option<Bytes> {
         let ex = self.exchange.as_mut()?;
+        if let Some(held) = self.held.as_mut() {
+            let grow = chunk
+                .len()
+                .min(self.capture_cap.saturating_sub(self.captured));
+            if self.over_budget || (grow > 0 && !held.grow(grow)) {
+                // Not captured: the rest of the response goes to the app unanalysed.
+                self.over_budget = true;
+                return None;
+            }
+            self.captured += grow;
+        }
         let t = Instant::now();
         let stop = ex.response_chunk(chunk, t);
         self.spent += t.elapsed();
@@ -232,11 +297,16 @@ impl LlmTap {
         Some(PendingLlm {
             exchange,
             end: Instant::now(),
-            spent: self.spent,
-            request_dropped_bytes: self
-                .request_inspected
-                .map_or(0, |seen| bytes_up.saturating_sub(seen)),
-            redaction_skipped: self.redaction_skipped,
+            facts: Finishing {
+                spent: self.spent,
+                request_dropped_bytes: self
+                    .request_inspected
+                    .map_or(0, |seen| bytes_up.saturating_sub(seen)),
+                redaction_skipped: self.redaction_skipped,
+                over_budget: self.over_budget,
+                request_inspected: self.request_inspected.is_some(),
+                _held: self.held.take(),
+            },
         })
     }
 }
@@ -247,6 +317,8 @@ struct Buffered {
     /// The unread rest, when the bound was reached before the end.
     rest: Option<Incoming>,
     trailers: Option<HeaderMap>,
+    /// The budget refused to hold more: `data` is what had arrived, `rest` the remainder.
+    over_budget: bool,
 }
 
 /// How long inspection waits for the rest of a request body. A client that stalls mid-body
@@ -254,7 +326,11 @@ struct Buffered {
 /// and the rest streams through as it comes.
 const INSPECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn buffer(mut body: Incoming, bound: usize) -> Result<Buffered, ProxyError> {
+async fn buffer(
+    mut body: Incoming,
+    bound: usize,
+    mut held: Option<&mut Reservation>,
+) -> Result<Buffered, ProxyError> {
     let mut data = BytesMut::new();
     let deadline = tokio::time::Instant::now() + INSPECT_WAIT;
     while data.len() <= bound {
@@ -263,6 +339,7 @@ async fn buffer(mut body: Incoming, bound: usize) -> Result<Buffered, ProxyError
                 data,
                 rest: Some(body),
                 trailers: None,
+                over_budget: false,
             });
         };
         let Some(frame) = next else {
@@ -270,17 +347,30 @@ async fn buffer(mut body: Incoming, bound: usize) -> Result<Buffered, ProxyError
                 data,
                 rest: None,
                 trailers: None,
+                over_budget: false,
             });
         };
         let frame = frame
             .map_err(|e| ProxyError::BadRequest(format!("the app's request body failed: {e}")))?;
         match frame.into_data() {
-            Ok(chunk) => data.extend_from_slice(&chunk),
+            Ok(chunk) => {
+                data.extend_from_slice(&chunk);
+                if held.as_mut().is_some_and(|h| !h.grow(chunk.len())) {
+                    let rest = (!body.is_end_stream()).then_some(body);
+                    return Ok(Buffered {
+                        data,
+                        rest,
+                        trailers: None,
+                        over_budget: true,
+                    });
+                }
+            }
             Err(frame) => {
                 return Ok(Buffered {
                     data,
                     rest: None,
                     trailers: frame.into_trailers().ok(),
+                    over_budget: false,
                 });
             }
         }
@@ -290,5 +380,6 @@ async fn buffer(mut body: Incoming, bound: usize) -> Result<Buffered, ProxyError
         data,
         rest,
         trailers: None,
+        over_budget: false,
     })
 }

@@ -8,13 +8,16 @@
 //! With `--connect-only` it only connects and closes, and reports connect+close latency
 //! percentiles (for the eBPF benchmark).
 //!
+//! With `--udp sendto|connect` it sends one datagram instead (unconnected, or on a connected
+//! socket) and reports whether it could, and the answer of a UDP echo server.
+//!
 //! Usage: llmtrace-probe ADDR [--count N] [--concurrency C] [--mark M] [--timeout-ms T]
-//!        [--connect-only 1]
+//!        [--connect-only 1] [--udp sendto|connect]
 #![forbid(unsafe_code)]
 
 use std::{
     io::{BufRead, BufReader, Write},
-    net::{SocketAddr, TcpStream},
+    net::{SocketAddr, TcpStream, UdpSocket},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -32,6 +35,7 @@ struct Args {
     mark: Option<u32>,
     timeout: Duration,
     connect_only: bool,
+    udp: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -48,6 +52,7 @@ fn parse_args() -> Args {
         mark: None,
         timeout: Duration::from_secs(3),
         connect_only: false,
+        udp: None,
     };
     while let Some(flag) = it.next() {
         let value = it.next().expect("flag value");
@@ -59,6 +64,7 @@ fn parse_args() -> Args {
                 args.timeout = Duration::from_millis(value.parse().expect("--timeout-ms"));
             }
             "--connect-only" => args.connect_only = value == "1",
+            "--udp" => args.udp = Some(value),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -168,8 +174,50 @@ fn connect_only(args: &Args) {
     );
 }
 
+/// Sends one datagram and waits for the echo; `errno` tells a refusal (EPERM) from the rest.
+fn udp_once(args: &Args, mode: &str) -> serde_json::Value {
+    let pid = std::process::id();
+    let fail = |step: &str, e: std::io::Error| {
+        json!({"ok": false, "pid": pid, "step": step, "error": e.to_string(),
+               "errno": e.raw_os_error()})
+    };
+    let bind = if args.addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = match UdpSocket::bind(bind) {
+        Ok(s) => s,
+        Err(e) => return fail("bind", e),
+    };
+    if let Err(e) = socket.set_read_timeout(Some(args.timeout)) {
+        return fail("timeout", e);
+    }
+    let sent = if mode == "connect" {
+        if let Err(e) = socket.connect(args.addr) {
+            return fail("connect", e);
+        }
+        socket.send(b"hello")
+    } else {
+        socket.send_to(b"hello", args.addr)
+    };
+    if let Err(e) = sent {
+        return fail("send", e);
+    }
+    let mut buf = [0u8; 512];
+    match socket.recv_from(&mut buf) {
+        Ok((n, from)) => json!({"ok": true, "pid": pid, "from": from.to_string(),
+                                "answer": String::from_utf8_lossy(&buf[..n])}),
+        Err(e) => fail("recv", e),
+    }
+}
+
 fn main() {
     let args = Arc::new(parse_args());
+    if let Some(mode) = &args.udp {
+        println!("{}", udp_once(&args, mode));
+        return;
+    }
     if args.connect_only {
         connect_only(&args);
         return;

@@ -5,11 +5,11 @@
 //! the body's end follows the last event (as real providers' can, after the terminal event).
 
 pub mod anthropic;
+pub mod fault;
 pub mod openai;
 mod tls;
 
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     path::PathBuf,
     pin::Pin,
@@ -219,9 +219,12 @@ struct Log {
     pacing: Pacing,
 }
 
-type ReplyBody = BoxBody<Bytes, Infallible>;
+type ReplyBody = BoxBody<Bytes, std::io::Error>;
 
-async fn handle(req: Request<Incoming>, log: Log) -> Result<Response<ReplyBody>, Infallible> {
+async fn handle(req: Request<Incoming>, log: Log) -> Result<Response<ReplyBody>, std::io::Error> {
+    if req.uri().path().starts_with(fault::PREFIX) {
+        return fault::handle(req).await;
+    }
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -267,7 +270,7 @@ fn respond(reply: Reply, log: Log) -> Response<ReplyBody> {
             if i > 0 && !pacing.gap.is_zero() {
                 tokio::time::sleep(pacing.gap).await;
             }
-            if tx.send(Frame::data(Bytes::from(chunk))).await.is_err() {
+            if tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.is_err() {
                 return;
             }
         }
@@ -287,17 +290,18 @@ fn respond(reply: Reply, log: Log) -> Response<ReplyBody> {
     r
 }
 
-/// A body whose frames come from a channel, sent as soon as they arrive.
-struct ChannelBody(mpsc::Receiver<Frame<Bytes>>);
+/// A body whose frames come from a channel, sent as soon as they arrive; an error item
+/// aborts the body (the connection or stream is reset).
+struct ChannelBody(mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>);
 
 impl Body for ChannelBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0.poll_recv(cx)
     }
 }
