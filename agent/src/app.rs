@@ -58,12 +58,22 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     // an agent that then exits with an error would refuse provider traffic until fixed.
     let resolver = SystemResolver::new(&config.dns.nameservers).map_err(anyhow::Error::msg)?;
     let sink_metrics = SinkMetrics::register(&mut registry);
-    let (sink, sink_task) = Sink::start(&config.sink, &config.state_dir, sink_metrics)?;
+    let (sink, sink_task) = Sink::start(&config.sink, &config.state_dir, sink_metrics.clone())?;
+    let (alerts, alert_pipeline) =
+        crate::alerts::start(&config.alerts, &mut registry, crate::trace::host_name())
+            .map_err(anyhow::Error::msg)?;
     let mut kernel = attach_kernel(&config.intercept, &cgroup, listen_ipv6)?;
     registry.register_collector(Box::new(kernel.stats.clone()));
 
     let tasks = TaskTracker::new();
     let heartbeat = spawn_heartbeat(&kernel, &config, &shutdown);
+    let alert_health = tokio::spawn(
+        crate::alerts::health::agent_watch(kernel.stats.clone(), sink_metrics).run(
+            alerts.clone(),
+            Duration::from_millis(config.alerts.health_interval_ms),
+            shutdown.clone(),
+        ),
+    );
 
     let dns_task = tokio::spawn(dns::run(
         table.clone(),
@@ -74,7 +84,16 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     ));
 
     let fleet = Arc::new(crate::trace::Fleet::detect(&config.sink.cluster_label));
-    let records = tokio::spawn(build::records_to_sink(built.records, sink.clone(), fleet));
+    let observer = crate::alerts::Observer::new(
+        crate::anomaly::Anomalies::new(&config.anomalies),
+        alerts.clone(),
+    );
+    let records = tokio::spawn(build::records_to_sink(
+        built.records,
+        sink.clone(),
+        fleet,
+        observer,
+    ));
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
         handler: built.handler,
@@ -137,6 +156,10 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     }
     drop(acceptor);
     drain(tasks, records, config.proxy.drain_timeout_ms).await;
+    // The last rows' alerts: every sender is gone once the records and health tasks are.
+    let _ = alert_health.await;
+    drop(alerts);
+    alert_pipeline.finish(Duration::from_secs(2)).await;
     // Every connection has ended, so every row is queued: flush them to the spool.
     sink.shutdown().await;
     let _ = sink_task.await;

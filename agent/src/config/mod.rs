@@ -47,6 +47,10 @@ pub struct Config {
     pub llm: crate::llm::LlmConfig,
     /// Pod names from the Kubernetes API.
     pub kubernetes: crate::kube::KubernetesConfig,
+    /// Alert sinks and rules.
+    pub alerts: crate::alerts::AlertsConfig,
+    /// Anomaly detection rules (none by default).
+    pub anomalies: Vec<crate::anomaly::AnomalyRule>,
 }
 
 impl Default for Config {
@@ -63,6 +67,8 @@ impl Default for Config {
             sink: crate::sink::SinkConfig::default(),
             llm: crate::llm::LlmConfig::default(),
             kubernetes: crate::kube::KubernetesConfig::default(),
+            alerts: crate::alerts::AlertsConfig::default(),
+            anomalies: Vec::new(),
         }
     }
 }

@@ -139,6 +139,7 @@ pub async fn records_to_sink(
     mut records: mpsc::Receiver<ExchangeRecord>,
     sink: SinkHandle,
     fleet: Arc<Fleet>,
+    mut observer: crate::alerts::Observer,
 ) {
     while let Some(r) = records.recv().await {
         debug!(
@@ -153,7 +154,9 @@ pub async fn records_to_sink(
             error = r.error.as_deref(),
             "exchange"
         );
-        sink.record(trace_row(&r, &fleet));
+        let mut row = trace_row(&r, &fleet);
+        observer.observe(&mut row);
+        sink.record(row);
     }
 }
 
