@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::model::Trigger;
-use crate::analysis::Severity;
+use crate::{
+    analysis::Severity,
+    control::{Glob, GroupBy, Selector},
+};
 
 /// The whole `[alerts]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,14 +138,14 @@ pub struct RuleConfig {
     /// Globs over the finding kind, limit rule name or health kind (`secret.*`,
     /// `anomaly.cost_spike`, `fail_open`); empty: all.
     #[serde(default)]
-    pub kinds: Vec<String>,
+    pub kinds: Vec<Glob>,
     /// Identity selector: only events whose caller matches (all given fields; exact or glob).
-    #[serde(default)]
-    pub selector: super::select::Selector,
+    #[serde(default, rename = "match")]
+    pub selector: Selector,
     /// Identity fields the dedup key is kept per (besides the rule and the kind); empty: one
     /// key per kind.
     #[serde(default)]
-    pub group_by: Vec<super::select::IdentityField>,
+    pub group_by: GroupBy,
     /// One alert per key per window (seconds); later ones are counted into the next alert.
     #[serde(default = "default_window_secs")]
     pub window_secs: u64,
@@ -257,6 +260,9 @@ impl AlertsConfig {
         }
         for (i, r) in self.rules.iter().enumerate() {
             let key = format!("alerts.rules[{i}]");
+            r.group_by
+                .validate()
+                .map_err(|e| bad(format!("{key}.group_by"), e))?;
             if r.window_secs == 0 {
                 return Err(bad(format!("{key}.window_secs"), "must be at least 1"));
             }
@@ -374,7 +380,7 @@ mod tests {
             min_severity = "high"
             kinds = ["secret.*"]
             group_by = ["k8s_workload"]
-            selector = { k8s_namespace = "prod-*" }
+            match = { k8s_namespace = "prod-*" }
             window_secs = 600
             sinks = ["soc", "siem"]
             "#,

@@ -16,7 +16,6 @@ pub mod metrics;
 pub mod model;
 mod observe;
 pub mod rules;
-pub mod select;
 mod sinks;
 pub mod syslog;
 mod time;
@@ -30,7 +29,7 @@ use tokio::{sync::mpsc, task::JoinSet};
 pub use self::{
     config::AlertsConfig,
     metrics::AlertMetrics,
-    model::{Alert, Crossing, Event, HealthEvent, HealthKind, Identity, LimitEvent, Trigger},
+    model::{Alert, Event, HealthEvent, HealthKind, Identity, LimitEvent, Trigger},
     observe::Observer,
 };
 use self::{

@@ -21,8 +21,10 @@ pub struct Identity {
     pub k8s_workload: String,
     /// Kubernetes pod name.
     pub k8s_pod: String,
-    /// Container name (Kubernetes or Docker), else the container id.
+    /// Container name (Docker/CRI, else Kubernetes), else the container id.
     pub container: String,
+    /// Container id.
+    pub container_id: String,
     /// Executable path.
     pub exe: String,
     /// Kernel command name.
@@ -40,7 +42,7 @@ pub struct Identity {
 impl Identity {
     /// The identity columns of `row`.
     pub fn of_row(row: &TraceRow) -> Self {
-        let container = [&row.k8s_container, &row.container_name, &row.container_id]
+        let container = [&row.container_name, &row.k8s_container, &row.container_id]
             .into_iter()
             .find(|s| !s.is_empty())
             .cloned()
@@ -52,12 +54,33 @@ impl Identity {
             k8s_workload: row.k8s_workload.clone(),
             k8s_pod: row.k8s_pod.clone(),
             container,
+            container_id: row.container_id.clone(),
             exe: row.exe.clone(),
             comm: row.comm.clone(),
             uid: row.uid,
             provider: row.provider.clone(),
             model: row.model.clone(),
             api_key_fingerprint: row.api_key_fingerprint.clone(),
+        }
+    }
+}
+
+impl Identity {
+    /// The borrowed form selectors and `group_by` work on.
+    pub fn view(&self) -> crate::control::Identity<'_> {
+        crate::control::Identity {
+            node: &self.node,
+            k8s_namespace: &self.k8s_namespace,
+            k8s_workload: &self.k8s_workload,
+            k8s_pod: &self.k8s_pod,
+            container: &self.container,
+            container_id: &self.container_id,
+            exe: &self.exe,
+            comm: &self.comm,
+            uid: self.uid,
+            provider: &self.provider,
+            model: &self.model,
+            api_key_fingerprint: &self.api_key_fingerprint,
         }
     }
 }
@@ -86,35 +109,28 @@ impl From<&row::Finding> for FindingView {
     }
 }
 
-/// Which threshold of a limit was crossed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Crossing {
-    /// 80% of the soft budget.
-    SoftWarning,
-    /// The soft budget.
-    Soft,
-    /// The hard budget or rate: requests are being refused.
-    Hard,
-}
-
-/// A limit crossing, as the limits module reports it.
+/// A limit event as the control module reports it: a spend threshold crossed, or a request
+/// refused by a limit or an approval rule. It names the rule's counter group (its `group_by`
+/// key), not a caller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LimitEvent {
-    /// Name of the `[[limits]]` rule.
+    /// Name of the `[[limits]]` or `[[allow]]` rule.
     pub rule: String,
-    /// Which threshold.
-    pub crossing: Crossing,
-    /// What is limited (`cost_hour`, `cost_day`, `request_rate`, `max_tokens`, ...).
-    pub limit: String,
-    /// Value reached.
+    /// The counter group (`k8s_workload=chat`); empty for a rule-wide counter.
+    pub group: String,
+    /// `soft`, `hard_80`, `hard` (spend thresholds) or `refused`.
+    pub level: String,
+    /// What: `budget` for a crossing, else the refusal's kind (`limit.budget`, `limit.rate`,
+    /// `policy.unapproved_model`, ...).
+    pub kind: String,
+    /// Budget window (`hour`, `day`, `month`); empty for refusals.
+    pub window: String,
+    /// Spend reached (USD); 0 for refusals.
     pub value: f64,
-    /// Threshold crossed.
+    /// Threshold crossed (USD); 0 for refusals.
     pub threshold: f64,
-    /// The counter's group (the rule's `group_by` values).
-    pub identity: Identity,
-    /// The exchange that crossed it, when there was one.
-    pub trace_id: Option<Uuid>,
+    /// Status of the refusal sent to the app.
+    pub status: Option<u16>,
 }
 
 /// An event about the agent itself.

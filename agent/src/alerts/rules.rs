@@ -7,8 +7,7 @@ use uuid::Uuid;
 use super::{
     config::RuleConfig,
     dedup::{Decision, Dedup, MAX_KEYS},
-    model::{Alert, Crossing, Event, HealthKind, Identity, Trigger},
-    select::{glob, group_key},
+    model::{Alert, Event, HealthKind, Identity, Trigger},
     time::rfc3339,
 };
 use crate::analysis::Severity;
@@ -60,21 +59,19 @@ impl Rule {
         if event.trigger() != self.cfg.on {
             return Outcome::NoMatch;
         }
-        let (kind, severity, identity) = facts(event);
+        let (kind, severity, identity, group) = facts(event);
         if severity < self.cfg.min_severity
-            || !(self.cfg.kinds.is_empty() || self.cfg.kinds.iter().any(|k| glob(k, kind)))
+            || !(self.cfg.kinds.is_empty() || self.cfg.kinds.iter().any(|k| k.matches(kind)))
         {
             return Outcome::NoMatch;
         }
-        // Health events have no caller: a selector cannot match them, so it is not applied.
+        // Limit and health events have no caller: a selector cannot apply to them.
         if let Some(id) = identity
-            && !self.cfg.selector.matches(id)
+            && !self.cfg.selector.matches(&id.view())
         {
             return Outcome::NoMatch;
         }
-        let group = identity
-            .map(|id| group_key(&self.cfg.group_by, id))
-            .unwrap_or_default();
+        let group = identity.map_or(group, |id| self.cfg.group_by.key(&id.view()));
         let key = format!("{}|{kind}|{group}", self.cfg.name);
         match self.dedup.check(&key, now) {
             Decision::Suppress => Outcome::Suppressed,
@@ -126,17 +123,15 @@ impl Rule {
                 alert.finding = Some(finding.clone());
             }
             Event::Limit(l) => {
-                alert.summary = format!(
-                    "limit {} ({}) {:?} crossing: {} reached {:.4} of {:.4}",
-                    l.rule,
-                    l.limit,
-                    l.crossing,
-                    who(&l.identity),
-                    l.value,
-                    l.threshold
-                );
-                alert.trace_id = l.trace_id;
-                alert.identity = Some(l.identity.clone());
+                let group = if l.group.is_empty() { "all" } else { &l.group };
+                alert.summary = if l.level == "refused" {
+                    format!("{} refused a request of {group} ({})", l.rule, l.kind)
+                } else {
+                    format!(
+                        "{} {} threshold crossed for {group}: {:.4} of {:.4} USD this {}",
+                        l.rule, l.level, l.value, l.threshold, l.window
+                    )
+                };
                 alert.limit = Some(l.clone());
             }
             Event::Health(h) => {
@@ -157,8 +152,9 @@ impl Rule {
     }
 }
 
-/// The kind (for `kinds` globs and the key), severity and caller of an event.
-fn facts(event: &Event) -> (&str, Severity, Option<&Identity>) {
+/// The kind (for `kinds` globs and the key), severity, caller, and (without a caller) group
+/// of an event.
+fn facts(event: &Event) -> (&str, Severity, Option<&Identity>, String) {
     match event {
         Event::Finding {
             identity, finding, ..
@@ -166,17 +162,18 @@ fn facts(event: &Event) -> (&str, Severity, Option<&Identity>) {
             &finding.kind,
             parse_severity(&finding.severity),
             Some(&**identity),
+            String::new(),
         ),
         Event::Limit(l) => (
             &l.rule,
-            match l.crossing {
-                Crossing::SoftWarning => Severity::Low,
-                Crossing::Soft => Severity::Medium,
-                Crossing::Hard => Severity::High,
+            match l.level.as_str() {
+                "hard" | "refused" => Severity::High,
+                _ => Severity::Medium,
             },
-            Some(&l.identity),
+            None,
+            l.group.clone(),
         ),
-        Event::Health(h) => (h.kind.as_str(), Severity::High, None),
+        Event::Health(h) => (h.kind.as_str(), Severity::High, None, String::new()),
     }
 }
 
@@ -221,10 +218,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::alerts::{
-        model::{FindingView, HealthEvent},
-        select::IdentityField,
-    };
+    use crate::alerts::model::{FindingView, HealthEvent};
 
     fn rule(toml_text: &str) -> Rule {
         Rule::new(toml::from_str(toml_text).unwrap(), vec![0])
@@ -252,9 +246,9 @@ mod tests {
     fn severity_kind_and_selector_filter_and_dedup_groups() {
         let mut r = rule(
             "name = \"s\"\non = \"finding\"\nmin_severity = \"high\"\nkinds = [\"secret.*\"]\n\
-             group_by = [\"k8s_workload\"]\nselector = { k8s_namespace = \"prod\" }\nwindow_secs = 60",
+             group_by = [\"k8s_workload\"]\nmatch = { k8s_namespace = \"prod\" }\nwindow_secs = 60",
         );
-        assert_eq!(r.cfg.group_by, [IdentityField::K8sWorkload]);
+        assert_eq!(r.cfg.group_by.0, [crate::control::Field::K8sWorkload]);
         let t = Instant::now();
         let host = "h";
         assert!(matches!(

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    alerts::select::{IdentityField, Selector},
     analysis::Severity,
+    control::{GroupBy, Selector},
 };
 
 /// A baseline kept per group.
@@ -72,11 +72,11 @@ pub struct AnomalyRule {
     /// Name, shown in the finding's excerpt.
     pub name: String,
     /// Only exchanges whose caller matches (every given field; exact or glob). Default: all.
-    #[serde(default)]
+    #[serde(default, rename = "match")]
     pub selector: Selector,
     /// Identity fields a baseline is kept per (e.g. `["k8s_workload"]`); empty: one baseline.
     #[serde(default)]
-    pub group_by: Vec<IdentityField>,
+    pub group_by: GroupBy,
     /// Metrics watched. Default: all five.
     #[serde(default = "all_metrics")]
     pub metrics: Vec<Metric>,
@@ -135,6 +135,9 @@ impl AnomalyRule {
         let bad = |k: &str, p: &str| Err((format!("{key}.{k}"), p.to_owned()));
         if self.name.is_empty() {
             return bad("name", "must not be empty");
+        }
+        if let Err(e) = self.group_by.validate() {
+            return bad("group_by", &e);
         }
         if self.metrics.is_empty() {
             return bad("metrics", "must name at least one metric");

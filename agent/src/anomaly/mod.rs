@@ -16,7 +16,7 @@ use std::collections::HashMap;
 pub use self::config::{AnomalyRule, Metric};
 use self::group::{Deviation, Group, Sample};
 use crate::{
-    alerts::{Identity, rules::severity_name, select::group_key},
+    alerts::{Identity, rules::severity_name},
     sink::{TraceRow, row},
 };
 
@@ -46,10 +46,10 @@ impl Anomalies {
         let id = Identity::of_row(row);
         let sample = sample(row);
         for (rule, groups) in &mut self.rules {
-            if !rule.selector.matches(&id) {
+            if !rule.selector.matches(&id.view()) {
                 continue;
             }
-            let key = group_key(&rule.group_by, &id);
+            let key = rule.group_by.key(&id.view());
             if !groups.contains_key(&key) && groups.len() >= rule.max_groups {
                 evict_idlest(groups);
             }

@@ -166,7 +166,7 @@ fn groups_have_their_own_baselines_and_need_min_samples() {
     a.observe(&mut r);
     assert_eq!(r.findings.len(), 1);
     // A selector keeps other workloads out entirely.
-    let mut only = Anomalies::new(&[rule("selector = { k8s_workload = \"other\" }")]);
+    let mut only = Anomalies::new(&[rule("match = { k8s_workload = \"other\" }")]);
     let mut t = Traffic::new(4);
     t.steady(&mut only, "chat", 60);
     assert!(only.rules[0].1.is_empty());
