@@ -85,7 +85,10 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
 
     let fleet = Arc::new(crate::trace::Fleet::detect(&config.sink.cluster_label));
     let observer = crate::alerts::Observer::new(
-        crate::anomaly::Anomalies::new(&config.anomalies),
+        crate::anomaly::Anomalies::new(
+            &config.anomalies,
+            crate::anomaly::AnomalyMetrics::register(&mut registry),
+        ),
         alerts.clone(),
     );
     let records = tokio::spawn(build::records_to_sink(

@@ -13,6 +13,12 @@ mod group;
 
 use std::collections::HashMap;
 
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+
 pub use self::config::{AnomalyRule, Metric};
 use self::group::{Deviation, Group, Sample};
 use crate::{
@@ -23,17 +29,46 @@ use crate::{
 /// Where anomaly findings are located: the traffic, not a part of one exchange.
 pub const LOCATION: &str = "exchange";
 
+/// A `kind` label: one of the fixed anomaly finding kinds.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `anomaly.cost_spike`, ...
+    pub kind: &'static str,
+}
+
+/// Anomaly findings by kind, as `llmtrace_anomaly_findings_total{kind}`.
+#[derive(Debug, Clone, Default)]
+pub struct AnomalyMetrics {
+    /// Findings raised.
+    pub findings: Family<KindLabel, Counter>,
+}
+
+impl AnomalyMetrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.sub_registry_with_prefix("anomaly").register(
+            "findings",
+            "Anomaly findings by kind",
+            m.findings.clone(),
+        );
+        m
+    }
+}
+
 /// Every rule's groups.
 #[derive(Debug, Default)]
 pub struct Anomalies {
     rules: Vec<(AnomalyRule, HashMap<String, Group>)>,
+    metrics: AnomalyMetrics,
 }
 
 impl Anomalies {
     /// Detectors for `rules` (validated).
-    pub fn new(rules: &[AnomalyRule]) -> Self {
+    pub fn new(rules: &[AnomalyRule], metrics: AnomalyMetrics) -> Self {
         Self {
             rules: rules.iter().map(|r| (r.clone(), HashMap::new())).collect(),
+            metrics,
         }
     }
 
@@ -55,6 +90,11 @@ impl Anomalies {
             }
             let group = groups.entry(key.clone()).or_default();
             for d in group.observe(rule, &sample) {
+                let kind = d.metric.kind();
+                self.metrics
+                    .findings
+                    .get_or_create(&KindLabel { kind })
+                    .inc();
                 row.findings.push(finding(rule, &key, &d));
             }
         }

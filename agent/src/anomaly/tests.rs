@@ -76,7 +76,7 @@ impl Traffic {
 fn steady_traffic_never_fires() {
     for seed in 0..20 {
         for per_minute in [10, 40] {
-            let mut a = Anomalies::new(&[rule("")]);
+            let mut a = Anomalies::new(&[rule("")], AnomalyMetrics::default());
             let mut t = Traffic::new(seed);
             let kinds = t.steady_at(&mut a, "chat", 300, per_minute);
             assert!(kinds.is_empty(), "seed {seed}, {per_minute}/min: {kinds:?}");
@@ -86,7 +86,7 @@ fn steady_traffic_never_fires() {
 
 #[test]
 fn a_request_burst_is_a_request_rate_and_cost_spike_once_per_bucket() {
-    let mut a = Anomalies::new(&[rule("")]);
+    let mut a = Anomalies::new(&[rule("")], AnomalyMetrics::default());
     let mut t = Traffic::new(1);
     assert!(t.steady(&mut a, "chat", 60).is_empty());
     let mut found = Vec::new();
@@ -107,6 +107,9 @@ fn a_request_burst_is_a_request_rate_and_cost_spike_once_per_bucket() {
         .iter()
         .find(|f| f.kind == "anomaly.request_rate")
         .unwrap();
+    let counted = |kind| a.metrics.findings.get_or_create(&KindLabel { kind }).get();
+    assert_eq!(counted("anomaly.request_rate"), 1);
+    assert_eq!(counted("anomaly.latency"), 0);
     assert_eq!(
         (f.severity.as_str(), f.location.as_str()),
         ("medium", "exchange")
@@ -121,9 +124,12 @@ fn a_request_burst_is_a_request_rate_and_cost_spike_once_per_bucket() {
 
 #[test]
 fn a_token_spike_error_burst_and_slow_call_fire_their_kinds() {
-    let mut a = Anomalies::new(&[rule(
-        "metrics = [\"tokens_per_request\", \"error_rate\", \"latency\"]",
-    )]);
+    let mut a = Anomalies::new(
+        &[rule(
+            "metrics = [\"tokens_per_request\", \"error_rate\", \"latency\"]",
+        )],
+        AnomalyMetrics::default(),
+    );
     let mut t = Traffic::new(2);
     assert!(t.steady(&mut a, "chat", 60).is_empty());
     let mut r = row("chat", t.t + 1.0, 50_000, 0.2, 200, 800.0);
@@ -136,7 +142,10 @@ fn a_token_spike_error_burst_and_slow_call_fire_their_kinds() {
     // Error rates are judged per bucket, when it closes: 40 calls a minute, then a minute
     // with half of them failing; the first call of the next minute carries the finding.
     let mut t = Traffic::new(5);
-    let mut a = Anomalies::new(&[rule("metrics = [\"error_rate\"]")]);
+    let mut a = Anomalies::new(
+        &[rule("metrics = [\"error_rate\"]")],
+        AnomalyMetrics::default(),
+    );
     assert!(t.steady_at(&mut a, "chat", 60, 40).is_empty());
     let mut kinds = Vec::new();
     for i in 0..40 {
@@ -154,7 +163,10 @@ fn a_token_spike_error_burst_and_slow_call_fire_their_kinds() {
 
 #[test]
 fn groups_have_their_own_baselines_and_need_min_samples() {
-    let mut a = Anomalies::new(&[rule("metrics = [\"tokens_per_request\"]\nmin_samples = 50")]);
+    let mut a = Anomalies::new(
+        &[rule("metrics = [\"tokens_per_request\"]\nmin_samples = 50")],
+        AnomalyMetrics::default(),
+    );
     let mut t = Traffic::new(3);
     t.steady(&mut a, "chat", 60);
     // A new workload: too few samples to judge, even for a huge value.
@@ -166,7 +178,10 @@ fn groups_have_their_own_baselines_and_need_min_samples() {
     a.observe(&mut r);
     assert_eq!(r.findings.len(), 1);
     // A selector keeps other workloads out entirely.
-    let mut only = Anomalies::new(&[rule("match = { k8s_workload = \"other\" }")]);
+    let mut only = Anomalies::new(
+        &[rule("match = { k8s_workload = \"other\" }")],
+        AnomalyMetrics::default(),
+    );
     let mut t = Traffic::new(4);
     t.steady(&mut only, "chat", 60);
     assert!(only.rules[0].1.is_empty());
@@ -174,7 +189,7 @@ fn groups_have_their_own_baselines_and_need_min_samples() {
 
 #[test]
 fn groups_are_bounded() {
-    let mut a = Anomalies::new(&[rule("max_groups = 3")]);
+    let mut a = Anomalies::new(&[rule("max_groups = 3")], AnomalyMetrics::default());
     for i in 0..10 {
         let mut r = row(
             &format!("w{i}"),
