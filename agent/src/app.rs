@@ -22,6 +22,7 @@ use crate::{
         metrics::TransportMetrics,
         status::{KernelStatus, RecentConnections, StatusReport, unix_now},
     },
+    alerts::Alerting,
     config::{Config, FailMode, InterceptConfig, NetnsMode, effective_providers},
     dns::{self, ProviderTable, SystemResolver},
     ebpf::{Kernel, KernelOptions, cgroup, stats_name},
@@ -59,21 +60,12 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     let resolver = SystemResolver::new(&config.dns.nameservers).map_err(anyhow::Error::msg)?;
     let sink_metrics = SinkMetrics::register(&mut registry);
     let (sink, sink_task) = Sink::start(&config.sink, &config.state_dir, sink_metrics.clone())?;
-    let (alerts, alert_pipeline) =
-        crate::alerts::start(&config.alerts, &mut registry, crate::trace::host_name())
-            .map_err(anyhow::Error::msg)?;
+    let mut alerts = Alerting::start(&config, sink_metrics, &shutdown, &mut registry)?;
     let mut kernel = attach_kernel(&config.intercept, &cgroup, listen_ipv6)?;
     registry.register_collector(Box::new(kernel.stats.clone()));
 
     let tasks = TaskTracker::new();
     let heartbeat = spawn_heartbeat(&kernel, &config, &shutdown);
-    let alert_health = tokio::spawn(
-        crate::alerts::health::agent_watch(kernel.stats.clone(), sink_metrics).run(
-            alerts.clone(),
-            Duration::from_millis(config.alerts.health_interval_ms),
-            shutdown.clone(),
-        ),
-    );
 
     let dns_task = tokio::spawn(dns::run(
         table.clone(),
@@ -83,20 +75,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         shutdown.clone(),
     ));
 
-    let fleet = Arc::new(crate::trace::Fleet::detect(&config.sink.cluster_label));
-    let observer = crate::alerts::Observer::new(
-        crate::anomaly::Anomalies::new(
-            &config.anomalies,
-            crate::anomaly::AnomalyMetrics::register(&mut registry),
-        ),
-        alerts.clone(),
-    );
-    let records = tokio::spawn(build::records_to_sink(
-        built.records,
-        sink.clone(),
-        fleet,
-        observer,
-    ));
+    let records = spawn_records(built.records, &sink, &config, &mut alerts, &kernel);
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
         handler: built.handler,
@@ -158,11 +137,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         let _ = l.await;
     }
     drop(acceptor);
-    drain(tasks, records, config.proxy.drain_timeout_ms).await;
-    // The last rows' alerts: every sender is gone once the records and health tasks are.
-    let _ = alert_health.await;
-    drop(alerts);
-    alert_pipeline.finish(Duration::from_secs(2)).await;
+    drain(tasks, records, config.proxy.drain_timeout_ms, alerts).await;
     // Every connection has ended, so every row is queued: flush them to the spool.
     sink.shutdown().await;
     let _ = sink_task.await;
@@ -271,9 +246,30 @@ fn attach_kernel(
     })?)
 }
 
+/// The task turning exchange records into trace rows (anomaly detection and alert rules on
+/// each, then the sink), and the watch of the agent's health counters for alerts.
+fn spawn_records(
+    records: tokio::sync::mpsc::Receiver<crate::proxy::record::ExchangeRecord>,
+    sink: &crate::sink::SinkHandle,
+    config: &Config,
+    alerts: &mut Alerting,
+    kernel: &Kernel,
+) -> JoinHandle<()> {
+    alerts.watch_health(kernel.stats.clone());
+    let fleet = Arc::new(crate::trace::Fleet::detect(&config.sink.cluster_label));
+    let observer = alerts.take_observer();
+    tokio::spawn(build::records_to_sink(
+        records,
+        sink.clone(),
+        fleet,
+        observer,
+    ))
+}
+
 /// Lets open connections finish (the hook is already detached, so new ones go direct), then
-/// waits for their last exchange records (the stream ends with the last connection).
-async fn drain(tasks: TaskTracker, records: JoinHandle<()>, timeout_ms: u64) {
+/// waits for their last exchange records (the stream ends with the last connection) and the
+/// alerts they raised.
+async fn drain(tasks: TaskTracker, records: JoinHandle<()>, timeout_ms: u64, alerts: Alerting) {
     let timeout = Duration::from_millis(timeout_ms);
     tasks.close();
     if tokio::time::timeout(timeout, tasks.wait()).await.is_err() {
@@ -288,6 +284,7 @@ async fn drain(tasks: TaskTracker, records: JoinHandle<()>, timeout_ms: u64) {
     {
         warn!("exchange records still pending after the drain; dropping them");
     }
+    alerts.finish().await;
 }
 
 /// The public admin listener (metrics, health) and the owner-only socket (everything).

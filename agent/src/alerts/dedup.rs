@@ -100,7 +100,7 @@ mod tests {
     #[test]
     fn one_alert_per_window_with_the_suppressed_count_on_the_next() {
         let t0 = Instant::now();
-        let mut d = Dedup::new(Duration::from_secs(60), 100);
+        let mut d = Dedup::new(Duration::from_mins(1), 100);
         assert_eq!(d.check("k", t0), Decision::Send { suppressed: 0 });
         assert_eq!(
             d.check("k", t0 + Duration::from_secs(1)),
@@ -116,7 +116,7 @@ mod tests {
             Decision::Send { suppressed: 0 }
         );
         assert_eq!(
-            d.check("k", t0 + Duration::from_secs(60)),
+            d.check("k", t0 + Duration::from_mins(1)),
             Decision::Send { suppressed: 2 }
         );
         assert_eq!(
@@ -128,7 +128,7 @@ mod tests {
             Decision::Send { suppressed: 1 }
         );
         assert_eq!(
-            d.check("k", t0 + Duration::from_secs(300)),
+            d.check("k", t0 + Duration::from_mins(5)),
             Decision::Send { suppressed: 0 }
         );
     }

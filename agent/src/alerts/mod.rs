@@ -115,6 +115,71 @@ impl Pipeline {
     }
 }
 
+/// Alerting as the app runs it: the pipeline, the health watch, and the handle both feed.
+#[derive(Debug)]
+pub struct Alerting {
+    handle: AlertHandle,
+    pipeline: Pipeline,
+    health: Option<tokio::task::JoinHandle<()>>,
+    health_interval: Duration,
+    sink_metrics: crate::sink::SinkMetrics,
+    shutdown: tokio_util::sync::CancellationToken,
+    observer: Option<Observer>,
+}
+
+impl Alerting {
+    /// Starts the pipeline for `config.alerts` and the anomaly detectors of
+    /// `config.anomalies` (both validated); alerts name this host.
+    /// `sink_metrics` are watched for dropped rows until `shutdown`.
+    pub fn start(
+        config: &crate::config::Config,
+        sink_metrics: crate::sink::SinkMetrics,
+        shutdown: &tokio_util::sync::CancellationToken,
+        registry: &mut Registry,
+    ) -> anyhow::Result<Self> {
+        let cfg = &config.alerts;
+        let (handle, pipeline) =
+            start(cfg, registry, crate::trace::host_name()).map_err(anyhow::Error::msg)?;
+        let metrics = crate::anomaly::AnomalyMetrics::register(registry);
+        let anomalies = crate::anomaly::Anomalies::new(&config.anomalies, metrics);
+        Ok(Self {
+            observer: Some(Observer::new(anomalies, handle.clone())),
+            handle,
+            pipeline,
+            health: None,
+            health_interval: Duration::from_millis(cfg.health_interval_ms),
+            sink_metrics,
+            shutdown: shutdown.clone(),
+        })
+    }
+
+    /// Watches the kernel's fail-open counter and the sink's dropped rows until `shutdown`.
+    pub fn watch_health(&mut self, kernel: crate::ebpf::KernelStats) {
+        let watch = health::agent_watch(kernel, self.sink_metrics.clone());
+        self.health = Some(tokio::spawn(watch.run(
+            self.handle.clone(),
+            self.health_interval,
+            self.shutdown.clone(),
+        )));
+    }
+
+    /// The observer of finished rows (anomaly detection, then alert rules); a second call gets
+    /// one that does nothing.
+    pub fn take_observer(&mut self) -> Observer {
+        self.observer.take().unwrap_or_else(Observer::disabled)
+    }
+
+    /// After the records task has ended: stops the health watch (shutdown was signalled) and
+    /// delivers what is queued, for at most two seconds.
+    pub async fn finish(self) {
+        if let Some(h) = self.health {
+            let _ = h.await;
+        }
+        drop(self.handle);
+        self.pipeline.finish(Duration::from_secs(2)).await;
+    }
+}
+
 /// Starts the rules task and the sinks (none when no rule is configured).
 pub fn start(
     cfg: &AlertsConfig,

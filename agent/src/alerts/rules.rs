@@ -1,6 +1,9 @@
 //! Alert rules: which events alert, the dedup key of each, and the alert built from it.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    fmt::Write as _,
+    time::{Duration, Instant, SystemTime},
+};
 
 use uuid::Uuid;
 
@@ -146,7 +149,7 @@ impl Rule {
             }
         }
         if suppressed > 0 {
-            alert.summary += &format!(" ({suppressed} more since the last alert)");
+            let _ = write!(alert.summary, " ({suppressed} more since the last alert)");
         }
         alert
     }

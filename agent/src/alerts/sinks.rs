@@ -16,7 +16,7 @@ use super::{
 /// How one sink delivers.
 #[derive(Debug)]
 enum Kind {
-    Webhook(Webhook),
+    Webhook(Box<Webhook>),
     Syslog(SyslogConfig),
     File(PathBuf),
 }
@@ -52,7 +52,11 @@ pub fn start(
     let mut kinds = Vec::new();
     for w in &cfg.webhook {
         let hook = Webhook::new(w).map_err(|e| format!("alerts webhook `{}`: {e}", w.name))?;
-        kinds.push((w.name.clone(), w.queue_capacity, Kind::Webhook(hook)));
+        kinds.push((
+            w.name.clone(),
+            w.queue_capacity,
+            Kind::Webhook(Box::new(hook)),
+        ));
     }
     for s in &cfg.syslog {
         kinds.push((s.name.clone(), s.queue_capacity, Kind::Syslog(s.clone())));

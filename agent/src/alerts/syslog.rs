@@ -2,7 +2,7 @@
 //! (`/dev/log`). The message is the alert's JSON; a structured-data element repeats the
 //! fields a SIEM filters on.
 
-use std::{net::SocketAddr, path::PathBuf, time::SystemTime};
+use std::{fmt::Write as _, net::SocketAddr, path::PathBuf, time::SystemTime};
 
 use tokio::net::{UdpSocket, UnixDatagram};
 
@@ -84,12 +84,12 @@ pub fn format(alert: &Alert, json: &str, facility: u8, app_name: &str, at: Syste
         alert.id
     );
     if let Some(t) = alert.trace_id {
-        sd += &format!(" trace_id=\"{t}\"");
+        let _ = write!(sd, " trace_id=\"{t}\"");
     }
     if let Some(f) = &alert.finding {
-        sd += &format!(" kind=\"{}\"", escape(&f.kind));
+        let _ = write!(sd, " kind=\"{}\"", escape(&f.kind));
     }
-    sd += &format!(" suppressed=\"{}\"]", alert.suppressed);
+    let _ = write!(sd, " suppressed=\"{}\"]", alert.suppressed);
     format!(
         "<{pri}>1 {} {} {} {} {msgid} {sd} \u{feff}{json}",
         rfc3339(at),

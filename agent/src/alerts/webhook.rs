@@ -2,7 +2,7 @@
 //! body) in a header so the receiver can check it came from us, retried with exponential
 //! backoff on network errors, 408, 429 and 5xx. Uses the agent's hyper + rustls stack.
 
-use std::{sync::Arc, time::Duration};
+use std::{fmt::Write as _, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
@@ -171,7 +171,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
-        s += &format!(": {c}");
+        let _ = write!(s, ": {c}");
         src = c.source();
     }
     s

@@ -158,7 +158,7 @@ impl Group {
 }
 
 /// A deviation when `v` lies more than `z_score` deviations above a mature baseline.
-fn judge(rule: &AnomalyRule, m: Metric, b: &Ewma, v: f64, count: u64) -> Option<Deviation> {
+fn judge(rule: &AnomalyRule, m: Metric, b: &Ewma, value: f64, count: u64) -> Option<Deviation> {
     if b.n < rule.min_samples {
         return None;
     }
@@ -170,16 +170,16 @@ fn judge(rule: &AnomalyRule, m: Metric, b: &Ewma, v: f64, count: u64) -> Option<
         Metric::ErrorRate => {
             // Binomial noise of a bucket of `count` exchanges at the baseline rate.
             #[allow(clippy::cast_precision_loss)]
-            let n = count.max(1) as f64;
-            let p = b.mean.clamp(0.05, 0.95);
-            (p * (1.0 - p) / n).sqrt().max(0.05)
+            let size = count.max(1) as f64;
+            let rate = b.mean.clamp(0.05, 0.95);
+            (rate * (1.0 - rate) / size).sqrt().max(0.05)
         }
         Metric::CostPerHour | Metric::TokensPerRequest | Metric::Latency => 0.1 * b.mean.abs(),
     };
-    let z = b.z(v, floor);
+    let z = b.z(value, floor);
     (z > rule.z_score).then(|| Deviation {
         metric: m,
-        value: v,
+        value,
         mean: b.mean,
         sd: b.sd(),
         z,
