@@ -124,6 +124,62 @@ fn verify(sig: Option<&str>, body: &[u8]) {
     );
 }
 
+/// The first alert: the finding, its caller and trace, and no secret.
+fn check_first_alert(body: &[u8]) -> Value {
+    let alert: Value = serde_json::from_slice(body).unwrap();
+    let text = String::from_utf8_lossy(body);
+    assert!(
+        !text.contains(FAKE_AWS_KEY),
+        "raw secret in the alert: {text}"
+    );
+    assert!(
+        !text.contains("sk-test-llmtrace"),
+        "API key in the alert: {text}"
+    );
+    assert_eq!(alert["rule"], "secrets", "{alert}");
+    assert_eq!(alert["trigger"], "finding", "{alert}");
+    assert_eq!(alert["finding"]["kind"], "secret.aws_access_key", "{alert}");
+    assert_eq!(alert["finding"]["location"], "request", "{alert}");
+    assert_eq!(alert["suppressed"], 0, "{alert}");
+    assert!(
+        alert["trace_id"].as_str().is_some_and(|s| s.len() == 36),
+        "{alert}"
+    );
+    let identity = &alert["identity"];
+    assert_eq!(identity["provider"], "openai", "{alert}");
+    assert!(
+        identity["exe"].as_str().unwrap().contains("python"),
+        "{alert}"
+    );
+    assert!(
+        !identity["api_key_fingerprint"].as_str().unwrap().is_empty(),
+        "{alert}"
+    );
+    alert
+}
+
+/// One RFC 5424 datagram per alert, in order.
+fn check_syslog(syslog: &std::net::UdpSocket, alerts: &[&Value]) {
+    // Syslog: RFC 5424; the detector rates an AWS key `critical`, which is syslog `crit` (2),
+    // at local0 (16): PRI 130.
+    let mut buf = vec![0u8; 65_536];
+    for expected in alerts {
+        let n = syslog.recv(&mut buf).expect("a syslog datagram");
+        let msg = std::str::from_utf8(&buf[..n]).unwrap();
+        assert_eq!(expected["severity"], "critical");
+        assert!(msg.starts_with("<130>1 "), "{msg}");
+        assert!(msg.contains(" llmtrace "), "{msg}");
+        assert!(msg.contains("kind=\"secret.aws_access_key\""), "{msg}");
+        assert!(!msg.contains(FAKE_AWS_KEY), "{msg}");
+        let json = msg
+            .split_once('\u{feff}')
+            .expect("BOM before the message")
+            .1;
+        let v: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["id"], expected["id"], "{msg}");
+    }
+}
+
 #[test]
 fn a_secret_in_a_prompt_raises_one_signed_deduplicated_alert_on_every_sink() {
     testkit::require_root!();
@@ -186,35 +242,7 @@ fn a_secret_in_a_prompt_raises_one_signed_deduplicated_alert_on_every_sink() {
     );
     assert_eq!(received.lock().unwrap().len(), 1, "one alert per window");
     verify(first.0.as_deref(), &first.1);
-    let alert: Value = serde_json::from_slice(&first.1).unwrap();
-    let text = String::from_utf8_lossy(&first.1);
-    assert!(
-        !text.contains(FAKE_AWS_KEY),
-        "raw secret in the alert: {text}"
-    );
-    assert!(
-        !text.contains("sk-test-llmtrace"),
-        "API key in the alert: {text}"
-    );
-    assert_eq!(alert["rule"], "secrets", "{alert}");
-    assert_eq!(alert["trigger"], "finding", "{alert}");
-    assert_eq!(alert["finding"]["kind"], "secret.aws_access_key", "{alert}");
-    assert_eq!(alert["finding"]["location"], "request", "{alert}");
-    assert_eq!(alert["suppressed"], 0, "{alert}");
-    assert!(
-        alert["trace_id"].as_str().is_some_and(|s| s.len() == 36),
-        "{alert}"
-    );
-    let identity = &alert["identity"];
-    assert_eq!(identity["provider"], "openai", "{alert}");
-    assert!(
-        identity["exe"].as_str().unwrap().contains("python"),
-        "{alert}"
-    );
-    assert!(
-        !identity["api_key_fingerprint"].as_str().unwrap().is_empty(),
-        "{alert}"
-    );
+    let alert = check_first_alert(&first.1);
 
     // After the window, the next event alerts again and carries the two suppressed ones.
     let wait = Duration::from_secs(WINDOW_SECS + 1).saturating_sub(start.elapsed());
@@ -240,24 +268,7 @@ fn a_secret_in_a_prompt_raises_one_signed_deduplicated_alert_on_every_sink() {
     assert_eq!(lines[0].as_bytes(), first.1.as_slice());
     assert_eq!(lines[1].as_bytes(), second.1.as_slice());
 
-    // Syslog: RFC 5424; the detector rates an AWS key `critical`, which is syslog `crit` (2),
-    // at local0 (16): PRI 130.
-    let mut buf = [0u8; 65_536];
-    for expected in [&alert, &alert2] {
-        let n = syslog.recv(&mut buf).expect("a syslog datagram");
-        let msg = std::str::from_utf8(&buf[..n]).unwrap();
-        assert_eq!(expected["severity"], "critical");
-        assert!(msg.starts_with("<130>1 "), "{msg}");
-        assert!(msg.contains(" llmtrace "), "{msg}");
-        assert!(msg.contains("kind=\"secret.aws_access_key\""), "{msg}");
-        assert!(!msg.contains(FAKE_AWS_KEY), "{msg}");
-        let json = msg
-            .split_once('\u{feff}')
-            .expect("BOM before the message")
-            .1;
-        let v: Value = serde_json::from_str(json).unwrap();
-        assert_eq!(v["id"], expected["id"], "{msg}");
-    }
+    check_syslog(&syslog, &[&alert, &alert2]);
 
     assert_eq!(
         agent.metric("llmtrace_alerts_sent_total", "sink=\"soc\""),

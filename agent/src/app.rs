@@ -33,6 +33,8 @@ use crate::{
 };
 
 /// Runs the agent until SIGINT or SIGTERM.
+// The wiring reads top to bottom in start-up order; splitting it would only hide the order.
+#[allow(clippy::too_many_lines)]
 pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     raise_open_file_limit();
     let cgroup = match &config.intercept.cgroup {
@@ -75,6 +77,13 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         shutdown.clone(),
     ));
 
+    let control = crate::control::reload::ControlTasks::start(
+        built.control,
+        alerts.tap_control(built.control_events),
+        built.handler.engine_slot().clone(),
+        config_file.clone(),
+        &shutdown,
+    );
     let records = spawn_records(built.records, &sink, &config, &mut alerts, &kernel);
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
@@ -138,6 +147,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     }
     drop(acceptor);
     drain(tasks, records, config.proxy.drain_timeout_ms, alerts).await;
+    control.stop();
     // Every connection has ended, so every row is queued: flush them to the spool.
     sink.shutdown().await;
     let _ = sink_task.await;

@@ -163,6 +163,24 @@ impl Alerting {
         )));
     }
 
+    /// Forwards the control module's events (budget crossings, refusals) to the alert rules
+    /// and hands them on unchanged to the control module's own consumer (which logs them).
+    pub fn tap_control(
+        &self,
+        mut events: mpsc::Receiver<crate::control::ControlEvent>,
+    ) -> mpsc::Receiver<crate::control::ControlEvent> {
+        let (tx, rx) = mpsc::channel(events.max_capacity());
+        let alerts = self.handle.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                alerts.send(Event::Limit(LimitEvent::from(&e)));
+                // The consumer only logs; a full queue loses a log line, never an alert.
+                let _ = tx.try_send(e);
+            }
+        });
+        rx
+    }
+
     /// The observer of finished rows (anomaly detection, then alert rules); a second call gets
     /// one that does nothing.
     pub fn take_observer(&mut self) -> Observer {

@@ -133,6 +133,47 @@ pub struct LimitEvent {
     pub status: Option<u16>,
 }
 
+impl From<&crate::control::ControlEvent> for LimitEvent {
+    fn from(e: &crate::control::ControlEvent) -> Self {
+        use crate::control::ControlEvent;
+        match e {
+            ControlEvent::Crossing {
+                rule,
+                group,
+                window,
+                level,
+                spent_usd,
+                threshold_usd,
+                ..
+            } => Self {
+                rule: rule.clone(),
+                group: group.clone(),
+                level: level.as_str().into(),
+                kind: "budget".into(),
+                window: window.as_str().into(),
+                value: *spent_usd,
+                threshold: *threshold_usd,
+                status: None,
+            },
+            ControlEvent::Refused {
+                rule,
+                group,
+                kind,
+                status,
+            } => Self {
+                rule: rule.clone(),
+                group: group.clone(),
+                level: "refused".into(),
+                kind: (*kind).into(),
+                window: String::new(),
+                value: 0.0,
+                threshold: 0.0,
+                status: Some(*status),
+            },
+        }
+    }
+}
+
 /// An event about the agent itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

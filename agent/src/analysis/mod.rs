@@ -26,7 +26,7 @@ mod triggers;
 use serde::{Deserialize, Serialize};
 
 pub use analyzer::{Analyzer, Scan};
-pub use block::{BlockResponse, block_response, stream_error_event};
+pub use block::{BlockResponse, Refusal, block_response, refusal_response, stream_error_event};
 pub use finding::{Finding, Location, Severity};
 pub use monitor::StreamMonitor;
 pub use policy::{Action, PolicyConfig, PolicyRule};

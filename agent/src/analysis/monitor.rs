@@ -78,6 +78,7 @@ mod tests {
         let p = PolicyConfig {
             default_action: Action::Flag,
             rules: vec![PolicyRule {
+                selector: crate::control::Selector::default(),
                 kind: Some("secret".into()),
                 min_severity: None,
                 location: None,

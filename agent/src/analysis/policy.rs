@@ -3,6 +3,9 @@
 //! match decides; otherwise `default_action` applies. An exchange takes the strongest action of
 //! its findings (`block` > `redact` > `flag` > `allow`).
 //!
+//! A rule may also name who it applies to with the control selector (`match = { k8s_namespace =
+//! "prod-*" }`); such a rule is skipped for other callers.
+//!
 //! ```toml
 //! [analysis.policy]
 //! default_action = "flag"
@@ -15,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::finding::{Finding, Location, Severity};
+use crate::control::{Identity, Selector};
 
 /// What to do about a finding.
 #[derive(
@@ -58,6 +62,9 @@ pub struct PolicyRule {
     /// Where the finding was made; absent matches everywhere.
     #[serde(default)]
     pub location: Option<Location>,
+    /// Which callers the rule applies to (the `[[limits]]` selector). Default: all.
+    #[serde(default, rename = "match", skip_serializing_if = "Selector::is_empty")]
+    pub selector: Selector,
     /// The action.
     #[serde(default)]
     pub action: Action,
@@ -95,6 +102,23 @@ impl Default for PolicyConfig {
 }
 
 impl PolicyConfig {
+    /// The policy as it applies to `id`: rules whose selector does not match are dropped.
+    /// `None` when no rule has a selector (the policy applies as it is, without a copy).
+    pub fn for_identity(&self, id: &Identity<'_>) -> Option<Self> {
+        if self.rules.iter().all(|r| r.selector.is_empty()) {
+            return None;
+        }
+        Some(Self {
+            default_action: self.default_action,
+            rules: self
+                .rules
+                .iter()
+                .filter(|r| r.selector.matches(id))
+                .cloned()
+                .collect(),
+        })
+    }
+
     /// The action for one finding.
     pub fn action_for(&self, f: &Finding) -> Action {
         self.rules
@@ -182,6 +206,41 @@ mod tests {
         assert_eq!(p.decide([&email, &card]), Action::Redact);
         assert_eq!(p.decide([&email, &card, &aws]), Action::Block);
         assert_eq!(p.decide([]), Action::Allow);
+    }
+
+    #[test]
+    fn rules_with_a_selector_apply_to_matching_callers_only() {
+        let p: PolicyConfig = toml::from_str(
+            r#"
+            [[rules]]
+            kind = "pii"
+            match = { k8s_namespace = "prod-*" }
+            action = "block"
+            [[rules]]
+            kind = "pii"
+            action = "redact"
+            "#,
+        )
+        .unwrap();
+        let card = finding("pii.payment_card", Severity::High);
+        let prod = Identity {
+            k8s_namespace: "prod-eu",
+            ..Identity::default()
+        };
+        let dev = Identity {
+            k8s_namespace: "dev",
+            ..Identity::default()
+        };
+        assert_eq!(
+            p.for_identity(&prod).unwrap().action_for(&card),
+            Action::Block
+        );
+        assert_eq!(
+            p.for_identity(&dev).unwrap().action_for(&card),
+            Action::Redact
+        );
+        assert_eq!(PolicyConfig::default().for_identity(&dev), None);
+        assert!(toml::from_str::<PolicyConfig>("[[rules]]\nmatch = { pod = \"x\" }").is_err());
     }
 
     #[test]

@@ -140,6 +140,7 @@ mod tests {
         PolicyConfig {
             default_action: Action::Flag,
             rules: vec![PolicyRule {
+                selector: crate::control::Selector::default(),
                 kind: Some("secret".into()),
                 min_severity: None,
                 location: None,

@@ -120,6 +120,9 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         validate_provider(n, p)?;
     }
     c.sink.validate().map_err(|e| invalid(e.key, e.problem))?;
+    c.control_rules()
+        .validate()
+        .map_err(|m| invalid("control/limits/allow", m))?;
     c.alerts.validate().map_err(|e| invalid(e.key, e.problem))?;
     for (n, r) in c.anomalies.iter().enumerate() {
         r.validate(&format!("anomalies[{n}]"))

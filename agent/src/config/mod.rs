@@ -47,6 +47,12 @@ pub struct Config {
     pub llm: crate::llm::LlmConfig,
     /// Pod names from the Kubernetes API.
     pub kubernetes: crate::kube::KubernetesConfig,
+    /// Settings shared by the limits (time zone, state file).
+    pub control: crate::control::ControlConfig,
+    /// Cost budgets, per-request caps and rate limits per selector (reloaded on SIGHUP).
+    pub limits: Vec<crate::control::LimitRule>,
+    /// Approved providers and models per selector (reloaded on SIGHUP).
+    pub allow: Vec<crate::control::AllowRule>,
     /// Alert sinks and rules.
     pub alerts: crate::alerts::AlertsConfig,
     /// Anomaly detection rules (none by default).
@@ -67,6 +73,9 @@ impl Default for Config {
             sink: crate::sink::SinkConfig::default(),
             llm: crate::llm::LlmConfig::default(),
             kubernetes: crate::kube::KubernetesConfig::default(),
+            control: crate::control::ControlConfig::default(),
+            limits: Vec::new(),
+            allow: Vec::new(),
             alerts: crate::alerts::AlertsConfig::default(),
             anomalies: Vec::new(),
         }
@@ -74,6 +83,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The reloadable control sections.
+    pub fn control_rules(&self) -> crate::control::ControlRules {
+        crate::control::ControlRules {
+            control: self.control.clone(),
+            limits: self.limits.clone(),
+            allow: self.allow.clone(),
+        }
+    }
+
     /// The admin socket: `admin.socket`, else `state_dir/admin.sock`.
     pub fn admin_socket(&self) -> PathBuf {
         self.admin
@@ -336,6 +354,7 @@ mod docs_tests {
             "client_cert_file",
             "client_key_file",
             "fingerprint_key_file",
+            "state_file",
         ] {
             if !reference.contains(&format!("{key} =")) {
                 missing.push(key.to_owned());

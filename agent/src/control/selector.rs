@@ -86,6 +86,61 @@ impl<'a> Identity<'a> {
     }
 }
 
+/// An [`Identity`] that outlives the connection borrow (kept by an exchange for its policy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnedIdentity {
+    pub node: String,
+    pub k8s_namespace: String,
+    pub k8s_workload: String,
+    pub k8s_pod: String,
+    pub container: String,
+    pub container_id: String,
+    pub exe: String,
+    pub comm: String,
+    pub uid: u32,
+    pub provider: String,
+    pub model: String,
+    pub api_key_fingerprint: String,
+}
+
+impl OwnedIdentity {
+    /// Copies `id`.
+    pub fn of(id: &Identity<'_>) -> Self {
+        Self {
+            node: id.node.to_owned(),
+            k8s_namespace: id.k8s_namespace.to_owned(),
+            k8s_workload: id.k8s_workload.to_owned(),
+            k8s_pod: id.k8s_pod.to_owned(),
+            container: id.container.to_owned(),
+            container_id: id.container_id.to_owned(),
+            exe: id.exe.to_owned(),
+            comm: id.comm.to_owned(),
+            uid: id.uid,
+            provider: id.provider.to_owned(),
+            model: id.model.to_owned(),
+            api_key_fingerprint: id.api_key_fingerprint.to_owned(),
+        }
+    }
+
+    /// Borrows it back.
+    pub fn as_identity(&self) -> Identity<'_> {
+        Identity {
+            node: &self.node,
+            k8s_namespace: &self.k8s_namespace,
+            k8s_workload: &self.k8s_workload,
+            k8s_pod: &self.k8s_pod,
+            container: &self.container,
+            container_id: &self.container_id,
+            exe: &self.exe,
+            comm: &self.comm,
+            uid: self.uid,
+            provider: &self.provider,
+            model: &self.model,
+            api_key_fingerprint: &self.api_key_fingerprint,
+        }
+    }
+}
+
 enum FieldValue<'a> {
     Str(&'a str),
     Uid(u32),
@@ -316,12 +371,12 @@ mod tests {
 
     #[test]
     fn group_keys_are_compact_and_distinct() {
-        let (p, d) = (process(), details());
-        let mut id = Identity::of_process("n", &p, &d);
         #[derive(Deserialize)]
         struct R {
             group_by: GroupBy,
         }
+        let (p, d) = (process(), details());
+        let mut id = Identity::of_process("n", &p, &d);
         let g = toml::from_str::<R>("group_by = [\"k8s_workload\", \"uid\"]")
             .unwrap()
             .group_by;

@@ -18,6 +18,7 @@ const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
 fn engine(action: Action) -> Arc<Engine> {
     let mut cfg = LlmConfig::default();
     cfg.analysis.policy.rules.push(PolicyRule {
+        selector: crate::control::Selector::default(),
         kind: Some("secret".into()),
         min_severity: Some(crate::analysis::Severity::High),
         location: None,

@@ -14,8 +14,9 @@ use super::provider::{Dialect, Endpoint};
 use super::timing::Timing;
 use super::{anthropic, gemini, openai, unparsed};
 use crate::analysis::{
-    Action, BlockResponse, Finding, Location, StreamMonitor, block, redact_body,
+    Action, BlockResponse, Finding, Location, PolicyConfig, StreamMonitor, block, redact_body,
 };
+use crate::control::OwnedIdentity;
 
 /// The request head as the proxy saw it. Header names in any case.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,15 @@ pub struct Exchange {
     out: ExchangeAnalysis,
     timing: Timing,
     response: Option<ResponseState>,
+    /// Who is calling, when known (policy rules with a selector need it).
+    identity: Option<OwnedIdentity>,
+    /// The policy as it applies to this caller, when some rule has a selector.
+    policy: Option<PolicyConfig>,
+}
+
+/// The policy in force for an exchange: its own (rules narrowed to the caller), else the engine's.
+pub(crate) fn policy_of<'a>(own: Option<&'a PolicyConfig>, engine: &'a Engine) -> &'a PolicyConfig {
+    own.unwrap_or(&engine.config.analysis.policy)
 }
 
 #[derive(Debug)]
@@ -116,13 +126,48 @@ impl Exchange {
             out,
             timing: Timing::new(start),
             response: None,
+            identity: None,
+            policy: None,
             endpoint,
         }
+    }
+
+    /// Tells the exchange who is calling (before the request body), so policy rules with a
+    /// selector can apply.
+    pub fn set_identity(&mut self, id: OwnedIdentity) {
+        self.identity = Some(id);
     }
 
     /// The detected endpoint.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// What the request asked for (filled once the request body was fed).
+    pub fn request_info(&self) -> &RequestInfo {
+        &self.request
+    }
+
+    /// The requested model as the trace row names it: the body's, else the path's (Gemini),
+    /// else the Azure deployment.
+    pub fn model(&self) -> Option<&str> {
+        self.request
+            .model
+            .as_deref()
+            .or(self.endpoint.path_model.as_deref())
+            .or(self.endpoint.deployment.as_deref())
+    }
+
+    /// The API key's keyed fingerprint, when the request carried a key.
+    pub fn key_fingerprint(&self) -> Option<&str> {
+        self.key_fingerprint.as_deref()
+    }
+
+    /// Records a finding made outside the detectors (a limit, an approval rule) and raises the
+    /// request's action to at least `action`, so the trace row says what was enforced.
+    pub fn add_request_finding(&mut self, finding: Finding, action: Action) {
+        self.request_findings.push(finding);
+        self.request_action = self.request_action.max(action);
     }
 
     /// Feeds the request body exactly as received (the exchange decodes `Content-Encoding`);
@@ -152,6 +197,18 @@ impl Exchange {
             },
         };
         self.out.stream |= self.request.stream;
+        if let Some(id) = &self.identity {
+            let mut id = id.clone();
+            if let Some(m) = self.model() {
+                m.clone_into(&mut id.model);
+            }
+            self.policy = self
+                .engine
+                .config
+                .analysis
+                .policy
+                .for_identity(&id.as_identity());
+        }
         let unparsed = document.is_none() && !text.trim().is_empty();
         // A body cut by the capture bound is marked truncated already; the error names only
         // a body that is unreadable in itself.
@@ -167,7 +224,7 @@ impl Exchange {
         let scan = self.engine.analyzer.scan_text(&scanned, Location::Request);
         self.out.analysis_truncated |= scan.truncated;
         self.request_findings = scan.findings;
-        let policy = &self.engine.config.analysis.policy;
+        let policy = policy_of(self.policy.as_ref(), &self.engine);
         let mut action = policy.decide(&self.request_findings);
         if unparsed {
             action = action.max(self.unparsed_action());
@@ -224,7 +281,7 @@ impl Exchange {
     fn verdict(&mut self, action: Action, redacted_body: Option<Vec<u8>>) -> RequestVerdict {
         self.request_action = action;
         let block = (action == Action::Block).then(|| {
-            let policy = &self.engine.config.analysis.policy;
+            let policy = policy_of(self.policy.as_ref(), &self.engine);
             let blocking: Vec<&Finding> = self
                 .request_findings
                 .iter()
@@ -298,7 +355,7 @@ impl Exchange {
         let monitor = r.monitor.as_mut()?;
         let delta = info.text.get(r.text_seen..).unwrap_or("");
         r.text_seen = info.text.len();
-        let policy = &self.engine.config.analysis.policy;
+        let policy = policy_of(self.policy.as_ref(), &self.engine);
         let finding = monitor.feed(delta, &self.engine.analyzer, policy)?;
         self.out.early_stopped = true;
         let msg = block::block_message(&[&finding]);
@@ -318,6 +375,7 @@ impl Exchange {
             engine: self.engine,
             endpoint: self.endpoint,
             key_fingerprint: self.key_fingerprint,
+            policy: self.policy,
             request: self.request,
             request_findings: self.request_findings,
             request_action: self.request_action,
@@ -339,6 +397,7 @@ pub(crate) struct FinishParts {
     pub engine: Arc<Engine>,
     pub endpoint: Endpoint,
     pub key_fingerprint: Option<String>,
+    pub policy: Option<PolicyConfig>,
     pub request: RequestInfo,
     pub request_findings: Vec<Finding>,
     pub request_action: Action,

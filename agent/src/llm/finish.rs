@@ -14,6 +14,7 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         engine,
         endpoint,
         key_fingerprint,
+        policy,
         request,
         request_findings,
         request_action,
@@ -72,9 +73,10 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     out.request_truncated |= request.prompt_truncated;
     let reasoning = std::mem::take(&mut info.reasoning);
     fill_response(&mut out, info);
-    let response_findings = scan_response(&engine, &mut out, &request_findings, &reasoning);
+    let policy = super::exchange::policy_of(policy.as_ref(), &engine);
+    let response_findings = scan_response(&engine, policy, &mut out, &request_findings, &reasoning);
     out.action = settle(
-        &engine.config.analysis.policy,
+        policy,
         request_action,
         &request_findings,
         &response_findings,
@@ -106,6 +108,7 @@ fn fill_response(out: &mut ExchangeAnalysis, info: ResponseInfo) {
 /// Runs the response detectors and masks secrets in every stored text.
 fn scan_response(
     engine: &super::engine::Engine,
+    policy: &crate::analysis::PolicyConfig,
     out: &mut ExchangeAnalysis,
     request: &[Finding],
     reasoning_text: &str,
@@ -113,7 +116,6 @@ fn scan_response(
     if !engine.config.analysis.enabled {
         return Vec::new();
     }
-    let policy = &engine.config.analysis.policy;
     // Texts without a finding to mask stay as they are (no copy).
     let mask = |text: &mut String, found: &[Finding]| {
         if found.iter().any(|f| must_mask(f, policy)) {

@@ -162,6 +162,7 @@ mod tests {
             let mut cfg = LlmConfig::default();
             cfg.analysis.on_unparsed = on_unparsed;
             cfg.analysis.policy.rules.push(PolicyRule {
+                selector: crate::control::Selector::default(),
                 kind: Some("secret".into()),
                 min_severity: None,
                 location: None,

@@ -39,6 +39,8 @@ pub enum BuildError {
     FingerprintKey(#[from] KeyError),
     #[error(transparent)]
     Kubernetes(#[from] crate::kube::KubeError),
+    #[error("control rules: {0}")]
+    Control(String),
 }
 
 /// The handler and the receiving end of its exchange records.
@@ -52,6 +54,10 @@ pub struct Built {
     pub ca: Arc<CertificateAuthority>,
     /// Recent connections, for `/status`.
     pub recent: Arc<RecentConnections>,
+    /// Limits and approvals (reloaded on SIGHUP).
+    pub control: Arc<crate::control::Control>,
+    /// Their events (budget crossings, refusals), for [`crate::control::events::deliver`].
+    pub control_events: mpsc::Receiver<crate::control::ControlEvent>,
 }
 
 /// Loads (or creates) the CA (`ca.dir`, default `state_dir/ca`), the upstream trust store,
@@ -101,6 +107,7 @@ pub fn from_config(
     );
     let (tee, records) = RecordTee::channel(config.proxy.record_channel_capacity, metrics.clone());
     let pods = crate::kube::start(&config.kubernetes, registry, shutdown)?;
+    let (control, control_events) = control(config, registry)?;
     let handler = Intercept::new(
         &config.proxy,
         &config.upstream,
@@ -120,6 +127,7 @@ pub fn from_config(
         },
     )
     .with_pod_directory(pods)
+    .with_control(control.clone())
     .with_docker_names(Arc::new(crate::identity::DockerNames::new(
         crate::identity::DOCKER_SOCKET,
         std::time::Duration::from_millis(250),
@@ -130,7 +138,45 @@ pub fn from_config(
         records,
         ca,
         recent,
+        control,
+        control_events,
     })
+}
+
+/// The control rules, with budget spend restored from the state file (an unreadable file is
+/// logged and ignored: spend starts over rather than the agent not starting).
+fn control(
+    config: &Config,
+    registry: &mut Registry,
+) -> Result<
+    (
+        Arc<crate::control::Control>,
+        mpsc::Receiver<crate::control::ControlEvent>,
+    ),
+    BuildError,
+> {
+    use crate::control::{Control, EventSink, metrics::ControlMetrics, state};
+    let rules = config.control_rules();
+    let path = rules
+        .control
+        .state_file
+        .clone()
+        .unwrap_or_else(|| config.state_dir.join("control-state.json"));
+    let snapshot = state::load(&path).unwrap_or_else(|e| {
+        warn!(error = %e, "control state file unreadable; budget spend starts over");
+        None
+    });
+    let (events, rx) = EventSink::channel(1024);
+    let node = Fleet::detect(&config.sink.cluster_label).node;
+    let metrics = Arc::new(ControlMetrics::register(registry));
+    info!(
+        limits = rules.limits.len(),
+        allow = rules.allow.len(),
+        "control rules loaded"
+    );
+    let control = Control::new(&node, &config.state_dir, rules, snapshot, metrics, events)
+        .map_err(BuildError::Control)?;
+    Ok((Arc::new(control), rx))
 }
 
 /// Turns exchange records into trace rows for the sink: HTTP facts for every exchange, and

@@ -179,6 +179,9 @@ impl Recorder {
             llm: c.llm.finish(m, bytes_up).map(Box::new),
         };
         ending::settle(&mut record, end);
+        if let Some(control) = &self.proxy.control {
+            crate::control::gate::settle(control, &record);
+        }
         if record.error.is_some() {
             m.exchange_errors.inc();
         }

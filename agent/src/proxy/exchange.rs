@@ -70,15 +70,21 @@ async fn phases(
         return Err(ProxyError::Blocked { status, message });
     }
     let sent = recorder.ctx().bytes_up.clone();
-    let body = match &proxy.engine {
+    let body = match &proxy.engine.current() {
         Some(engine) => {
             let ctx = recorder.ctx_mut();
             ctx.llm = LlmTap::start(engine, &head, &conn.sni, ctx.started);
+            if let Some(control) = &proxy.control {
+                crate::control::gate::identify(control, ctx);
+            }
             let bound = engine.config.max_document_bytes;
             ctx.llm.request(&mut head, body, bound, sent).await?
         }
         None => RequestBody::new(body, sent),
     };
+    if let Some(control) = &proxy.control {
+        crate::control::gate::admit(control, recorder.ctx_mut())?;
+    }
     let key = PoolKey {
         addr: conn.orig_dst,
         sni: conn.sni.clone(),
@@ -145,6 +151,10 @@ fn rescue(mut recorder: Recorder, e: &ProxyError) -> Response<ResponseBody> {
             header::CONTENT_TYPE,
             HeaderValue::from_static(refusal.content_type),
         );
+        if let Some(s) = refusal.retry_after_s {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
         return resp;
     }
     ctx.error = Some(e.to_string());

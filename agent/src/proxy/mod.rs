@@ -139,10 +139,13 @@ pub struct Intercept {
     recent: Arc<RecentConnections>,
     tee: RecordTee,
     hook: Arc<dyn ExchangeHook>,
-    engine: Option<Arc<Engine>>,
+    /// The LLM engine in force (replaced when SIGHUP reloads the policy).
+    engine: Arc<crate::control::reload::EngineSlot>,
     shutdown: CancellationToken,
     pods: Arc<dyn PodDirectory>,
     docker: Option<Arc<DockerNames>>,
+    /// Budgets, rate limits and approved models (`None`: none configured).
+    control: Option<Arc<crate::control::Control>>,
 }
 
 impl Intercept {
@@ -172,10 +175,11 @@ impl Intercept {
             recent: parts.recent,
             tee: parts.tee,
             hook: parts.hook,
-            engine: parts.engine,
+            engine: Arc::new(crate::control::reload::EngineSlot::new(parts.engine)),
             shutdown: parts.shutdown,
             pods: Arc::new(NoPodDirectory),
             docker: None,
+            control: None,
         }
     }
 
@@ -191,6 +195,18 @@ impl Intercept {
     pub fn with_docker_names(mut self, names: Arc<DockerNames>) -> Self {
         self.docker = Some(names);
         self
+    }
+
+    /// Enforces `[[limits]]` and `[[allow]]` on LLM exchanges.
+    #[must_use]
+    pub fn with_control(mut self, control: Arc<crate::control::Control>) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// The LLM engine in force, for reloads.
+    pub fn engine_slot(&self) -> &Arc<crate::control::reload::EngineSlot> {
+        &self.engine
     }
 
     /// The proxy's metrics.

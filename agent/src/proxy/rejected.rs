@@ -176,6 +176,7 @@ mod tests {
         assert!(policy_enforces(&p));
         p.default_action = Action::Allow;
         p.rules.push(PolicyRule {
+            selector: crate::control::Selector::default(),
             kind: Some("secret".into()),
             min_severity: None,
             location: None,

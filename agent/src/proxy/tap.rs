@@ -80,6 +80,11 @@ impl LlmTap {
         self.exchange.is_some()
     }
 
+    /// The exchange under analysis (for inline control after the request body was read).
+    pub fn exchange_mut(&mut self) -> Option<&mut Exchange> {
+        self.exchange.as_mut()
+    }
+
     /// The request phase: buffers the body until it ends or `bound` bytes are exceeded (so at
     /// most `bound` plus one read), asks for a verdict and applies it. Returns the body to forward (what was buffered, possibly redacted, then the
     /// rest of the stream untouched) or the provider-shaped refusal.

@@ -106,6 +106,7 @@ fn chat(content: &str, stream: bool) -> Value {
 fn policy(action: Action) -> LlmConfig {
     let mut cfg = LlmConfig::default();
     cfg.analysis.policy.rules.push(PolicyRule {
+        selector: llmtrace_agent::control::Selector::default(),
         kind: Some("secret".into()),
         min_severity: None,
         location: None,

@@ -234,6 +234,7 @@ async fn without_trust_learning_a_rejection_never_leads_to_a_relay() {
 async fn a_relay_of_learnt_distrust_under_an_enforcing_policy_is_recorded_as_such() {
     let mut llm = LlmConfig::default();
     llm.analysis.policy.rules.push(PolicyRule {
+        selector: llmtrace_agent::control::Selector::default(),
         kind: Some("secret".into()),
         min_severity: None,
         location: None,

@@ -1,0 +1,314 @@
+//! Limits and approvals with the official OpenAI Python SDK, unmodified, through the real eBPF
+//! redirect and TLS interception to a fake provider: a budget spent mid-run turns into the
+//! SDK's `RateLimitError` (429 + Retry-After), a request rate holds within 5% over 10 s, an
+//! unapproved model gets the SDK's `PermissionDeniedError`, and SIGHUP swaps the rules (an
+//! invalid file keeps the old ones). Refused exchanges still leave a trace row saying why.
+
+use std::{path::PathBuf, time::Duration};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use testkit::{
+    agent::{Agent, AgentConfig},
+    cgroup::{TestCgroup, command_in},
+    fake_llm::FakeLlm,
+    wait_for,
+};
+
+struct World {
+    cg: TestCgroup,
+    fake: FakeLlm,
+    agent: Agent,
+}
+
+fn providers(fake: &FakeLlm) -> String {
+    format!(
+        "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
+         [upstream]\nextra_root_certs = [\"{ca}\"]\n",
+        port = fake.addr.port(),
+        ca = fake.ca_pem_path.display(),
+    )
+}
+
+fn world(name: &str, rules: &str) -> World {
+    let cg = TestCgroup::new(name);
+    let fake = FakeLlm::start("127.0.0.2:0");
+    let agent = Agent::start(
+        &cg,
+        &AgentConfig {
+            intercept: String::new(),
+            rest: format!("{}{rules}\n", providers(&fake)),
+        },
+    );
+    World { cg, fake, agent }
+}
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("LLMTRACE_PYTHON").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+        PathBuf::from,
+    );
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo xtask setup`",
+        p.display()
+    );
+    p
+}
+
+/// Runs the SDK driver inside the test cgroup, trusting only the llmtrace CA.
+fn client(w: &World, args: &[&str]) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/control_client.py");
+    let out = command_in(Some(&w.cg), python())
+        .arg(script)
+        .args(args)
+        .args([
+            "--port",
+            &w.fake.addr.port().to_string(),
+            "--address",
+            "127.0.0.2",
+        ])
+        .env("SSL_CERT_FILE", w.agent.ca_pem())
+        .output()
+        .expect("run the SDK client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn calls(w: &World, n: usize, model: &str) -> Vec<Value> {
+    let v = client(w, &["calls", "--n", &n.to_string(), "--model", model]);
+    v["calls"].as_array().expect("calls").clone()
+}
+
+/// USD of one fake `gpt-4o-mini` exchange, from the shipped pricing table.
+fn one_call_usd() -> f64 {
+    let table: toml::Value =
+        toml::from_str(include_str!("../agent/pricing.toml")).expect("pricing table");
+    let m = &table["models"]["gpt-4o-mini"];
+    let (i, o) = testkit::fake_llm::openai::USAGE;
+    f64::from(i) * m["input"].as_float().unwrap() / 1e6
+        + f64::from(o) * m["output"].as_float().unwrap() / 1e6
+}
+
+fn kinds(t: &Value) -> Vec<String> {
+    t["findings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f["kind"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_budget_spent_mid_run_is_a_rate_limit_error_with_retry_after() {
+    testkit::require_root!();
+    let usd = one_call_usd();
+    // Four calls fit under the hard limit; the fourth crosses it; the fifth is refused.
+    let w = world(
+        "control-budget",
+        &format!(
+            "[[limits]]\nname = \"daily\"\nmatch = {{ comm = \"python*\" }}\ngroup_by = [\"uid\"]\n\
+             window = \"day\"\nsoft_usd = {soft}\nhard_usd = {hard}\n",
+            soft = usd * 1.5,
+            hard = usd * 3.5,
+        ),
+    );
+    let follow = w.agent.follow();
+    let out = calls(&w, 6, "gpt-4o-mini");
+    let ok: Vec<bool> = out.iter().map(|c| c["ok"] == true).collect();
+    assert_eq!(
+        ok,
+        [true, true, true, true, false, false],
+        "{out:?}\n{}",
+        w.agent.log()
+    );
+    let refused = &out[4];
+    assert_eq!(refused["error"], "RateLimitError", "{refused}");
+    assert_eq!(refused["status"], 429, "{refused}");
+    assert_eq!(refused["body"]["code"], "rate_limit_exceeded", "{refused}");
+    let retry: u64 = refused["retry_after"].as_str().unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry), "{refused}");
+    assert_eq!(
+        w.fake.received().len(),
+        4,
+        "refused requests never reach the provider"
+    );
+    let rows: Vec<Value> = (0..6)
+        .map(|_| {
+            follow
+                .next(Duration::from_secs(10))
+                .expect("a trace per call")
+        })
+        .collect();
+    for t in &rows[..4] {
+        assert_eq!(
+            (t["status"].as_u64(), t["action"].as_str()),
+            (Some(200), Some("allow")),
+            "{t}"
+        );
+    }
+    for t in &rows[4..] {
+        assert_eq!(t["status"], 429, "{t}");
+        assert_eq!(t["action"], "block", "{t}");
+        assert_eq!(kinds(t), ["limit.budget"], "{t}");
+        assert!(
+            t["findings"][0]["excerpt"]
+                .as_str()
+                .unwrap()
+                .contains("daily"),
+            "{t}"
+        );
+        assert_eq!(t["model"], "gpt-4o-mini", "{t}");
+    }
+    assert_eq!(
+        w.agent
+            .metric("llmtrace_control_refusals_total", "kind=\"limit.budget\""),
+        2
+    );
+    assert_eq!(
+        w.agent
+            .metric("llmtrace_control_crossings_total", "rule=\"daily\""),
+        3
+    );
+    // The spend survives a restart: it is in the state file after a clean stop.
+    let state_file = w.agent.state_dir().join("control-state.json");
+    let mut agent = w.agent;
+    assert!(agent.stop().success());
+    let state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let uid = nix::unistd::getuid().as_raw();
+    let spent = state["limits"]["daily"]["groups"][format!("uid={uid}")]["spent_usd"]
+        .as_f64()
+        .unwrap();
+    assert!((spent - 4.0 * usd).abs() < 1e-12, "{state}");
+}
+
+#[test]
+fn a_request_rate_holds_within_five_percent_over_ten_seconds() {
+    testkit::require_root!();
+    let (rate, burst) = (5.0, 2.0);
+    let w = world(
+        "control-rate",
+        &format!(
+            "[[limits]]\nname = \"rps\"\nrequests_per_second = {rate}\nrequest_burst = {burst}\n"
+        ),
+    );
+    let r = client(&w, &["rate", "--seconds", "10"]);
+    let admitted = r["ok"].as_u64().unwrap();
+    let ok = r["ok"].as_f64().unwrap();
+    let window = r["window_s"].as_f64().unwrap();
+    assert_eq!(r["other"], 0, "{r}");
+    assert!(
+        r["rate_limited"].as_u64().unwrap() > 100,
+        "the client kept asking: {r}"
+    );
+    // The burst is taken at once, then one call per 1/rate seconds.
+    let expected = burst + rate * window;
+    let off = (ok - expected).abs() / expected;
+    eprintln!(
+        "request rate: admitted {ok} in {window:.2} s, expected {expected:.1} ({:.2}% off)",
+        off * 100.0
+    );
+    assert!(
+        off <= 0.05,
+        "admitted {ok}, expected {expected:.1} ({:.1}% off): {r}",
+        off * 100.0
+    );
+    assert_eq!(
+        w.fake.received().len() as u64,
+        admitted,
+        "only admitted calls reach the provider"
+    );
+}
+
+#[test]
+fn an_unapproved_model_is_blocked_and_sighup_swaps_the_rules() {
+    testkit::require_root!();
+    let w = world("control-allow", "");
+    let follow = w.agent.follow();
+    assert_eq!(
+        calls(&w, 1, "gpt-4o")[0]["ok"],
+        true,
+        "no rules: anything goes"
+    );
+    follow.next(Duration::from_secs(10)).expect("trace");
+
+    // Approve only gpt-4o-mini, then reload.
+    let base = std::fs::read_to_string(&w.agent.config_path).unwrap();
+    let approved = format!(
+        "{base}\n[[allow]]\nname = \"approved\"\nproviders = [\"openai\"]\nmodels = [\"gpt-4o-mini*\"]\naction = \"block\"\n"
+    );
+    std::fs::write(&w.agent.config_path, &approved).unwrap();
+    w.agent.signal(Signal::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || w
+            .agent
+            .log()
+            .contains("SIGHUP: reloaded")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        w.agent.log()
+    );
+    let out = calls(&w, 2, "gpt-4o");
+    for c in &out {
+        assert_eq!(c["error"], "PermissionDeniedError", "{c}");
+        assert_eq!(c["status"], 403, "{c}");
+    }
+    assert_eq!(calls(&w, 1, "gpt-4o-mini")[0]["ok"], true);
+    let t = follow.next(Duration::from_secs(10)).expect("trace");
+    assert_eq!(
+        (t["status"].as_u64(), t["action"].as_str()),
+        (Some(403), Some("block")),
+        "{t}"
+    );
+    assert_eq!(kinds(&t), ["policy.unapproved_model"], "{t}");
+    assert_eq!(t["model"], "gpt-4o", "{t}");
+
+    // An invalid file is rejected whole: the approval stays in force.
+    std::fs::write(
+        &w.agent.config_path,
+        format!("{approved}\n[[allow]]\nname = \"empty\"\n"),
+    )
+    .unwrap();
+    w.agent.signal(Signal::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || w
+            .agent
+            .log()
+            .contains("configuration rejected")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        w.agent.log()
+    );
+    assert_eq!(calls(&w, 1, "gpt-4o")[0]["status"], 403);
+    assert_eq!(
+        w.agent
+            .metric("llmtrace_control_reloads_total", "kind=\"rejected\""),
+        1
+    );
+
+    // Flagging instead of blocking forwards the call and marks the trace.
+    std::fs::write(
+        &w.agent.config_path,
+        approved.replace("action = \"block\"", "action = \"flag\""),
+    )
+    .unwrap();
+    w.agent.signal(Signal::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || (w
+            .agent
+            .metric("llmtrace_control_reloads_total", "kind=\"ok\"")
+            == 2)
+            .then_some(()))
+        .is_some()
+    );
+    assert_eq!(calls(&w, 1, "gpt-4o")[0]["ok"], true);
+}
