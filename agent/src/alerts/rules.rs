@@ -289,6 +289,46 @@ mod tests {
     }
 
     #[test]
+    fn control_events_alert_through_limit_rules() {
+        use crate::control::{ControlEvent, events::Level};
+        let crossing = ControlEvent::Crossing {
+            rule: "team-budget".into(),
+            group: "k8s_workload=chat".into(),
+            window: crate::control::config::Window::Day,
+            level: Level::Hard,
+            spent_usd: 10.5,
+            threshold_usd: 10.0,
+            window_end: 0,
+        };
+        let mut r =
+            rule("name = \"l\"\non = \"limit\"\nmin_severity = \"high\"\nkinds = [\"team-*\"]");
+        let t = Instant::now();
+        let ev = Event::Limit(crate::alerts::LimitEvent::from(&crossing));
+        let Outcome::Alert(a) = r.apply(&ev, t, "h") else {
+            panic!("a hard crossing alerts")
+        };
+        assert_eq!(a.dedup_key, "l|team-budget|k8s_workload=chat");
+        assert!(
+            a.summary
+                .contains("hard threshold crossed for k8s_workload=chat"),
+            "{}",
+            a.summary
+        );
+        assert_eq!(a.limit.as_ref().unwrap().window, "day");
+        assert!(matches!(r.apply(&ev, t, "h"), Outcome::Suppressed));
+        let refused = ControlEvent::Refused {
+            rule: "team-budget".into(),
+            group: "k8s_workload=batch".into(),
+            kind: "limit.budget",
+            status: 429,
+        };
+        let Outcome::Alert(a) = r.apply(&Event::Limit((&refused).into()), t, "h") else {
+            panic!("a refusal alerts")
+        };
+        assert_eq!(a.limit.as_ref().unwrap().status, Some(429));
+    }
+
+    #[test]
     fn anomalies_and_health_are_their_own_triggers() {
         let mut r = rule("name = \"h\"\non = \"health\"\nkinds = [\"fail_open\"]");
         let t = Instant::now();
