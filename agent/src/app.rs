@@ -22,6 +22,7 @@ use crate::{
         metrics::TransportMetrics,
         status::{KernelStatus, RecentConnections, StatusReport, unix_now},
     },
+    alerts::Alerting,
     config::{Config, FailMode, InterceptConfig, NetnsMode, effective_providers},
     dns::{self, ProviderTable, SystemResolver},
     ebpf::{Kernel, KernelOptions, cgroup, stats_name},
@@ -60,7 +61,8 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     // an agent that then exits with an error would refuse provider traffic until fixed.
     let resolver = SystemResolver::new(&config.dns.nameservers).map_err(anyhow::Error::msg)?;
     let sink_metrics = SinkMetrics::register(&mut registry);
-    let (sink, sink_task) = Sink::start(&config.sink, &config.state_dir, sink_metrics)?;
+    let (sink, sink_task) = Sink::start(&config.sink, &config.state_dir, sink_metrics.clone())?;
+    let mut alerts = Alerting::start(&config, sink_metrics, &shutdown, &mut registry)?;
     let mut kernel = attach_kernel(&config.intercept, &cgroup, listen_ipv6)?;
     registry.register_collector(Box::new(kernel.stats.clone()));
 
@@ -77,13 +79,12 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
 
     let control = crate::control::reload::ControlTasks::start(
         built.control,
-        built.control_events,
+        alerts.tap_control(built.control_events),
         built.handler.engine_slot().clone(),
         config_file.clone(),
         &shutdown,
     );
-    let fleet = Arc::new(crate::trace::Fleet::detect(&config.sink.cluster_label));
-    let records = tokio::spawn(build::records_to_sink(built.records, sink.clone(), fleet));
+    let records = spawn_records(built.records, &sink, &config, &mut alerts, &kernel);
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
         handler: built.handler,
@@ -145,7 +146,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         let _ = l.await;
     }
     drop(acceptor);
-    drain(tasks, records, config.proxy.drain_timeout_ms).await;
+    drain(tasks, records, config.proxy.drain_timeout_ms, alerts).await;
     control.stop();
     // Every connection has ended, so every row is queued: flush them to the spool.
     sink.shutdown().await;
@@ -255,9 +256,30 @@ fn attach_kernel(
     })?)
 }
 
+/// The task turning exchange records into trace rows (anomaly detection and alert rules on
+/// each, then the sink), and the watch of the agent's health counters for alerts.
+fn spawn_records(
+    records: crate::proxy::record::Records,
+    sink: &crate::sink::SinkHandle,
+    config: &Config,
+    alerts: &mut Alerting,
+    kernel: &Kernel,
+) -> JoinHandle<()> {
+    alerts.watch_health(kernel.stats.clone());
+    let fleet = Arc::new(crate::trace::Fleet::detect(&config.sink.cluster_label));
+    let observer = alerts.take_observer();
+    tokio::spawn(build::records_to_sink(
+        records,
+        sink.clone(),
+        fleet,
+        observer,
+    ))
+}
+
 /// Lets open connections finish (the hook is already detached, so new ones go direct), then
-/// waits for their last exchange records (the stream ends with the last connection).
-async fn drain(tasks: TaskTracker, records: JoinHandle<()>, timeout_ms: u64) {
+/// waits for their last exchange records (the stream ends with the last connection) and the
+/// alerts they raised.
+async fn drain(tasks: TaskTracker, records: JoinHandle<()>, timeout_ms: u64, alerts: Alerting) {
     let timeout = Duration::from_millis(timeout_ms);
     tasks.close();
     if tokio::time::timeout(timeout, tasks.wait()).await.is_err() {
@@ -272,6 +294,7 @@ async fn drain(tasks: TaskTracker, records: JoinHandle<()>, timeout_ms: u64) {
     {
         warn!("exchange records still pending after the drain; dropping them");
     }
+    alerts.finish().await;
 }
 
 /// The public admin listener (metrics, health) and the owner-only socket (everything).

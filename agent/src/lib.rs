@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod alerts;
 pub mod analysis;
+pub mod anomaly;
 pub mod app;
 pub mod cli;
 pub mod config;

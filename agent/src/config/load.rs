@@ -126,6 +126,11 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     c.control_rules()
         .validate()
         .map_err(|m| invalid("control/limits/allow", m))?;
+    c.alerts.validate().map_err(|e| invalid(e.key, e.problem))?;
+    for (n, r) in c.anomalies.iter().enumerate() {
+        r.validate(&format!("anomalies[{n}]"))
+            .map_err(|(key, problem)| invalid(key, problem))?;
+    }
     if let Some(path) = &c.llm.fingerprint_key_file {
         crate::proxy::keyfile::load_shared(path)
             .map_err(|e| invalid("llm.fingerprint_key_file", e.to_string()))?;

@@ -53,6 +53,10 @@ pub struct Config {
     pub limits: Vec<crate::control::LimitRule>,
     /// Approved providers and models per selector (reloaded on SIGHUP).
     pub allow: Vec<crate::control::AllowRule>,
+    /// Alert sinks and rules.
+    pub alerts: crate::alerts::AlertsConfig,
+    /// Anomaly detection rules (none by default).
+    pub anomalies: Vec<crate::anomaly::AnomalyRule>,
 }
 
 impl Default for Config {
@@ -72,6 +76,8 @@ impl Default for Config {
             control: crate::control::ControlConfig::default(),
             limits: Vec::new(),
             allow: Vec::new(),
+            alerts: crate::alerts::AlertsConfig::default(),
+            anomalies: Vec::new(),
         }
     }
 }

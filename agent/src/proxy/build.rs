@@ -186,10 +186,16 @@ fn control(
 }
 
 /// Turns exchange records into trace rows for the sink: HTTP facts for every exchange, and
-/// the LLM analysis (finished by the analysis pool) for those the engine recognised. Ends
-/// once the handler is gone and every record is stored.
-pub async fn records_to_sink(records: Records, sink: SinkHandle, fleet: Arc<Fleet>) {
-    records.into_sink(sink, fleet).await;
+/// the LLM analysis (finished by the analysis pool) for those the engine recognised, each
+/// seen by the anomaly and alert rules before it is stored. Ends once the handler is gone and
+/// every record is stored.
+pub async fn records_to_sink(
+    records: Records,
+    sink: SinkHandle,
+    fleet: Arc<Fleet>,
+    observer: crate::alerts::Observer,
+) {
+    records.into_sink(sink, fleet, observer).await;
 }
 
 /// The trace row of one record.

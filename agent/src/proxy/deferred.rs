@@ -34,11 +34,27 @@ impl Records {
     }
 
     /// Runs the pool until every [`super::record::RecordTee`] is gone and the queue is empty,
-    /// storing each record as a trace row.
-    pub async fn into_sink(self, sink: SinkHandle, fleet: Arc<Fleet>) {
+    /// storing each record as a trace row once `observer` (anomalies, alerts) has seen it.
+    pub async fn into_sink(
+        self,
+        sink: SinkHandle,
+        fleet: Arc<Fleet>,
+        observer: crate::alerts::Observer,
+    ) {
+        // One observer for all workers: anomaly baselines are per identity, not per worker.
+        // Taken once per batch.
+        let observer = Arc::new(std::sync::Mutex::new(observer));
         let mut rows = Vec::with_capacity(BATCH);
         let workers = self.spawn(move |records| {
             rows.extend(records.drain(..).map(|r| trace_row(&r, &fleet)));
+            {
+                let mut o = observer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for row in &mut rows {
+                    o.observe(row);
+                }
+            }
             sink.record_many(&mut rows);
         });
         for w in workers {

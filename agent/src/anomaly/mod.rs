@@ -1,0 +1,152 @@
+//! Anomaly detection: per identity group (a rule's `group_by`), rolling baselines of cost per
+//! hour, tokens per request, requests per minute, error rate and latency. A value more than
+//! `z_score` deviations above a baseline with at least `min_samples` samples is a finding
+//! (`anomaly.cost_spike`, `anomaly.token_spike`, `anomaly.request_rate`, `anomaly.error_rate`,
+//! `anomaly.latency`) on the trace row that revealed it, stored and alerted like any other.
+//! Only increases are anomalies: less traffic, cost or latency is not a threat.
+//!
+//! Time is the rows' end time, so detection is deterministic for a given sequence of rows.
+
+pub mod config;
+mod ewma;
+mod group;
+
+use std::collections::HashMap;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+
+pub use self::config::{AnomalyRule, Metric};
+use self::group::{Deviation, Group, Sample};
+use crate::{
+    alerts::{Identity, rules::severity_name},
+    sink::{TraceRow, row},
+};
+
+/// Where anomaly findings are located: the traffic, not a part of one exchange.
+pub const LOCATION: &str = "exchange";
+
+/// A `kind` label: one of the fixed anomaly finding kinds.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `anomaly.cost_spike`, ...
+    pub kind: &'static str,
+}
+
+/// Anomaly findings by kind, as `llmtrace_anomaly_findings_total{kind}`.
+#[derive(Debug, Clone, Default)]
+pub struct AnomalyMetrics {
+    /// Findings raised.
+    pub findings: Family<KindLabel, Counter>,
+}
+
+impl AnomalyMetrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.sub_registry_with_prefix("anomaly").register(
+            "findings",
+            "Anomaly findings by kind",
+            m.findings.clone(),
+        );
+        m
+    }
+}
+
+/// Every rule's groups.
+#[derive(Debug, Default)]
+pub struct Anomalies {
+    rules: Vec<(AnomalyRule, HashMap<String, Group>)>,
+    metrics: AnomalyMetrics,
+}
+
+impl Anomalies {
+    /// Detectors for `rules` (validated).
+    pub fn new(rules: &[AnomalyRule], metrics: AnomalyMetrics) -> Self {
+        Self {
+            rules: rules.iter().map(|r| (r.clone(), HashMap::new())).collect(),
+            metrics,
+        }
+    }
+
+    /// Adds `row` to the baselines of its groups and appends a finding per deviation.
+    pub fn observe(&mut self, row: &mut TraceRow) {
+        // Relayed connections are not exchanges: nothing about requests is known.
+        if self.rules.is_empty() || !row.intercepted {
+            return;
+        }
+        let id = Identity::of_row(row);
+        let sample = sample(row);
+        for (rule, groups) in &mut self.rules {
+            if !rule.selector.matches(&id.view()) {
+                continue;
+            }
+            let key = rule.group_by.key(&id.view());
+            if !groups.contains_key(&key) && groups.len() >= rule.max_groups {
+                evict_idlest(groups);
+            }
+            let group = groups.entry(key.clone()).or_default();
+            for d in group.observe(rule, &sample) {
+                let kind = d.metric.kind();
+                self.metrics
+                    .findings
+                    .get_or_create(&KindLabel { kind })
+                    .inc();
+                row.findings.push(finding(rule, &key, &d));
+            }
+        }
+    }
+}
+
+fn evict_idlest(groups: &mut HashMap<String, Group>) {
+    if let Some(k) = groups
+        .iter()
+        .min_by_key(|(_, g)| g.last_secs)
+        .map(|(k, _)| k.clone())
+    {
+        groups.remove(&k);
+    }
+}
+
+fn sample(row: &TraceRow) -> Sample {
+    let tokens = match (row.input_tokens, row.output_tokens) {
+        (None, None) => None,
+        (i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
+    };
+    Sample {
+        at_secs: u64::try_from(row.end_time / 1_000_000).unwrap_or(0),
+        tokens,
+        cost_usd: row.cost_usd,
+        error: row.error.is_some() || row.status.is_none_or(|s| s >= 400),
+        latency_ms: row.duration_ms,
+    }
+}
+
+fn finding(rule: &AnomalyRule, group: &str, d: &Deviation) -> row::Finding {
+    let group = if group.is_empty() { "all" } else { group };
+    row::Finding {
+        kind: d.metric.kind().into(),
+        severity: severity_name(rule.severity).into(),
+        // Chebyshev: a value z deviations out has probability at most 1/z² under any
+        // distribution with the baseline's mean and variance.
+        #[allow(clippy::cast_possible_truncation)]
+        confidence: (1.0 - 1.0 / (d.z * d.z)).clamp(0.0, 1.0) as f32,
+        location: LOCATION.into(),
+        excerpt: format!(
+            "{} {}: {:.4} vs baseline {:.4}±{:.4} (z {:.1}, {} samples) for {group}",
+            rule.name,
+            d.metric.as_str(),
+            d.value,
+            d.mean,
+            d.sd,
+            d.z,
+            d.samples
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;
