@@ -231,6 +231,13 @@ impl Analyzer {
         while !text.is_char_boundary(from) {
             from += 1;
         }
+        if from == 0 && total <= WINDOW {
+            // The common case: the whole text in one window, straight into `out`.
+            let clock = budget.time_left.map(|_| Instant::now());
+            self.scan_window(text, location, set, out);
+            budget.spend(total, clock);
+            return false;
+        }
         let mut windows: Vec<Vec<Finding>> = Vec::new();
         let mut end = total;
         let mut covered = from;
@@ -304,6 +311,7 @@ impl Analyzer {
 }
 
 /// The detectors a view is scanned with.
+#[derive(Debug)]
 struct ViewDetect<'a> {
     analyzer: &'a Analyzer,
     location: Location,

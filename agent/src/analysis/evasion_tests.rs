@@ -26,7 +26,11 @@ fn b64(s: &str) -> String {
 }
 
 fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
+    s.bytes().fold(String::new(), |mut out, b| {
+        use std::fmt::Write;
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 fn fullwidth(s: &str) -> String {
@@ -156,9 +160,10 @@ fn benign_encodings_stay_quiet() {
 
 #[test]
 fn evasion_can_be_turned_off() {
-    let mut c = AnalysisConfig::default();
-    c.evasion = false;
-    let a = Analyzer::from_config(&c);
+    let a = Analyzer::from_config(&AnalysisConfig {
+        evasion: false,
+        ..AnalysisConfig::default()
+    });
     let s = a.scan_text(&format!("t {}", b64(KEY)), Location::Request);
     assert!(s.findings.is_empty());
 }
@@ -211,12 +216,13 @@ fn overlapping_masks_cover_their_union() {
 }
 
 fn canary_analyzer() -> Analyzer {
-    let mut c = AnalysisConfig::default();
-    c.canary.push(CanaryConfig {
-        name: "system-prompt".into(),
-        value: "zebra-7f3k-orchid".into(),
-    });
-    Analyzer::from_config(&c)
+    Analyzer::from_config(&AnalysisConfig {
+        canary: vec![CanaryConfig {
+            name: "system-prompt".into(),
+            value: "zebra-7f3k-orchid".into(),
+        }],
+        ..AnalysisConfig::default()
+    })
 }
 
 #[test]

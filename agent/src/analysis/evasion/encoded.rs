@@ -13,7 +13,9 @@ pub const MIN_BASE64: usize = 20;
 pub const MIN_HEX: usize = 32;
 
 /// A byte of the base64 alphabets (standard `+/`, URL-safe `-_`); padding `=` ends a segment.
-#[inline(always)]
+// Bitwise, not lazy, operators: branch-free, so the block loop below vectorises.
+#[allow(clippy::needless_bitwise_bool)]
+#[inline]
 fn is_b64(c: u8) -> bool {
     let l = c | 0x20;
     (l.wrapping_sub(b'a') < 26)
@@ -25,7 +27,7 @@ fn is_b64(c: u8) -> bool {
 }
 
 /// Bit `i` set when byte `i` of the block is a base64 byte.
-#[inline(always)]
+#[inline]
 fn block_mask(block: &[u8; 32]) -> u32 {
     let mut m = 0u32;
     for (i, &c) in block.iter().enumerate() {
@@ -35,7 +37,7 @@ fn block_mask(block: &[u8; 32]) -> u32 {
 }
 
 /// The mask holds a run of at least [`MIN_BASE64`] (20) set bits.
-#[inline(always)]
+#[inline]
 fn has_long_run(m: u32) -> bool {
     let m = m & (m >> 1); // runs of 2
     let m = m & (m >> 2); // 4
@@ -97,7 +99,7 @@ pub fn runs(b: &[u8]) -> Vec<Range<usize>> {
 
 /// `seg` decoded as hex, or `None` when it is not all hex digits of even length.
 pub fn hex(seg: &[u8]) -> Option<Vec<u8>> {
-    if seg.len() % 2 != 0 || !seg.iter().all(u8::is_ascii_hexdigit) {
+    if !seg.len().is_multiple_of(2) || !seg.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
     Some(
@@ -138,8 +140,7 @@ pub fn base64(seg: &[u8]) -> Option<Vec<u8>> {
         bits += 6;
         if bits >= 8 {
             bits -= 8;
-            // Truncation intended: the low 8 bits of the accumulator above `bits`.
-            #[allow(clippy::cast_possible_truncation)]
+            // Truncation intended: the 8 bits of the accumulator above `bits`.
             out.push((acc >> bits) as u8);
             acc &= (1 << bits) - 1;
         }
@@ -196,15 +197,15 @@ pub fn has_percent_escape(text: &str) -> bool {
     memchr::memchr_iter(b'%', b).any(|i| escape_at(b, i).is_some())
 }
 
-/// The ASCII byte `%XX` at `i` stands for.
-fn escape_at(b: &[u8], i: usize) -> Option<u8> {
-    let h = *b.get(i + 1)?;
-    let l = *b.get(i + 2)?;
-    if !h.is_ascii_hexdigit() || !l.is_ascii_hexdigit() {
+/// The ASCII byte `%XX` at `at` stands for.
+fn escape_at(bytes: &[u8], at: usize) -> Option<u8> {
+    let high = *bytes.get(at + 1)?;
+    let low = *bytes.get(at + 2)?;
+    if !high.is_ascii_hexdigit() || !low.is_ascii_hexdigit() {
         return None;
     }
-    let v = (nibble(h) << 4) | nibble(l);
-    v.is_ascii().then_some(v)
+    let byte = (nibble(high) << 4) | nibble(low);
+    byte.is_ascii().then_some(byte)
 }
 
 /// The text with `%XX` escapes of ASCII bytes decoded and `+` read as a space (a query
@@ -286,7 +287,11 @@ mod tests {
                     .map(|_| {
                         rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
                         // Mostly base64 bytes, sometimes a break, so runs of every length.
-                        if (rng >> 40) % 23 == 0 { b' ' } else { b'Q' }
+                        if (rng >> 40).is_multiple_of(23) {
+                            b' '
+                        } else {
+                            b'Q'
+                        }
                     })
                     .collect();
                 assert_eq!(runs(&text), naive_runs(&text), "{len}");

@@ -53,15 +53,15 @@ fn tag_ascii(c: char) -> Option<char> {
 /// confusables: the letters that pass for ASCII in common fonts).
 fn confusable(c: char) -> Option<char> {
     Some(match c {
-        'а' => 'a',
+        'а' | 'α' => 'a',
         'е' => 'e',
-        'о' => 'o',
+        'о' | 'ο' => 'o',
         'р' => 'p',
-        'с' => 'c',
+        'с' | 'ϲ' => 'c',
         'у' => 'y',
         'х' => 'x',
         'ѕ' => 's',
-        'і' => 'i',
+        'і' | 'ı' | 'ι' => 'i',
         'ј' => 'j',
         'ԁ' => 'd',
         'һ' => 'h',
@@ -69,7 +69,8 @@ fn confusable(c: char) -> Option<char> {
         'ԝ' => 'w',
         'ӏ' => 'l',
         'ɡ' => 'g',
-        'ı' => 'i',
+        'ν' => 'v',
+        'κ' => 'k',
         'А' | 'Α' => 'A',
         'В' | 'Β' => 'B',
         'Е' | 'Ε' => 'E',
@@ -89,12 +90,6 @@ fn confusable(c: char) -> Option<char> {
         'Ԝ' => 'W',
         'Ζ' => 'Z',
         'Ν' => 'N',
-        'ο' => 'o',
-        'ι' => 'i',
-        'ν' => 'v',
-        'α' => 'a',
-        'κ' => 'k',
-        'ϲ' => 'c',
         _ => return None,
     })
 }
