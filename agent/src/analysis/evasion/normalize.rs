@@ -94,8 +94,15 @@ fn confusable(c: char) -> Option<char> {
     })
 }
 
-/// NFKC maps `c` to something else.
+/// NFKC maps `c` to something else. The accented Latin letters of European prose
+/// (U+00C0–U+017F) are answered without the table walk, which costs far more per character.
 fn nfkc_changes(c: char) -> bool {
+    if ('\u{00C0}'..='\u{017F}').contains(&c) {
+        return matches!(
+            c,
+            '\u{0132}' | '\u{0133}' | '\u{013F}' | '\u{0140}' | '\u{0149}' | '\u{017F}'
+        );
+    }
     is_nfkc_quick(std::iter::once(c)) == IsNormalized::No
 }
 
@@ -164,7 +171,16 @@ mod tests {
     #[test]
     fn ascii_and_plain_accents_need_nothing() {
         assert!(!needed("plain ascii text"));
-        assert!(!needed("Les résultats du trimestre, Größe, naïve"));
+        assert!(!needed("Les résultats du trimestre, Größe, naïve, Œuvre"));
+        assert!(needed("ĳ") && needed("ſ"));
+        // The fast path agrees with the table on the whole range.
+        for c in '\u{00C0}'..='\u{017F}' {
+            assert_eq!(
+                nfkc_changes(c),
+                is_nfkc_quick(std::iter::once(c)) == IsNormalized::No,
+                "{c}"
+            );
+        }
         assert!(needed("AKIA\u{200B}IOSFODNN7EXAMPLE"));
         assert!(needed("ＡＫＩＡ"));
         assert!(needed("ignоre")); // Cyrillic о
