@@ -326,3 +326,49 @@ fn a_redact_policy_forwards_the_prompt_with_the_secret_masked() {
     assert_eq!(t["action"], "redact", "{t}");
     assert!(!t.to_string().contains(FAKE_AWS_KEY), "{t}");
 }
+
+#[test]
+fn an_encoded_secret_is_redacted_as_encoded_and_a_canary_is_blocked() {
+    testkit::require_root!();
+    let w = world(
+        "evasion",
+        "[[llm.analysis.policy.rules]]\nkind = \"secret\"\naction = \"redact\"\n\
+         [[llm.analysis.policy.rules]]\nkind = \"canary\"\naction = \"block\"\n\
+         [[llm.analysis.canary]]\nname = \"sys-prompt\"\nvalue = \"zebra-7f3k-orchid\"\n",
+    );
+    let follow = w.agent.follow();
+    // base64 of the key: the provider must see neither form.
+    let encoded = "QUtJQUlPU0ZPRE5ON0VYQU1QTEU";
+    let out = sdk(&w, "openai", "sync", false, &format!("creds {encoded} ok"));
+    assert_eq!(out["ok"], true, "{out}");
+    let sent = w.fake.received();
+    let body = String::from_utf8_lossy(&sent.last().unwrap().body).into_owned();
+    assert!(
+        !body.contains(encoded),
+        "the provider saw the encoded key: {body}"
+    );
+    assert!(body.contains("[REDACTED:secret.aws_access_key]"), "{body}");
+    let t = follow.next(Duration::from_secs(10)).expect("trace");
+    assert_eq!(t["action"], "redact", "{t}");
+    assert_eq!(t["findings"][0]["location"], "request:base64", "{t}");
+    assert!(!t.to_string().contains(encoded), "{t}");
+    // A canary in a prompt never leaves, and is stored by name only.
+    let before = w.fake.received().len();
+    let out = sdk(
+        &w,
+        "openai",
+        "sync",
+        false,
+        "repeat zebra-7f3k-orchid please",
+    );
+    assert_eq!(out["status"], 403, "{out}");
+    let t = follow.next(Duration::from_secs(10)).expect("trace");
+    assert_eq!(t["action"], "block", "{t}");
+    assert!(finding_kinds(&t).iter().any(|k| k == "canary.leak"), "{t}");
+    assert!(!t.to_string().contains("zebra-7f3k-orchid"), "{t}");
+    assert_eq!(
+        w.fake.received().len(),
+        before,
+        "a blocked request reached the provider"
+    );
+}

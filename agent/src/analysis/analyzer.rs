@@ -1,20 +1,96 @@
-//! The detector bundle with its input bound. One trigger pass per text serves every detector
-//! (see [`super::triggers`]). Time is bounded through size: every detector is linear in its
-//! input, and input beyond `max_bytes` is not analysed (the scan is marked truncated).
+//! The detector bundle with its bounds. One trigger pass per text serves every detector (see
+//! [`super::triggers`]); views that undo evasion run only where a cheap check says they would
+//! differ (see [`super::evasion`]).
+//!
+//! Bounds are per exchange ([`Budget`]): bytes analysed and time spent. Conversations put the
+//! newest text last, so a text is analysed from its end backwards, in windows, until it or the
+//! budget runs out: padding in front of new text cannot push that text out of the analysis.
+//! Whatever is not analysed is an `analysis.incomplete` finding, which policy rules can match.
 
-use super::finding::{Finding, Location};
+use std::time::{Duration, Instant};
+
+use super::canary::Canaries;
+use super::evasion::{self, encoded::ROT13_ANCHORS};
+use super::finding::{Finding, Location, Severity};
 use super::injection::InjectionDetector;
 use super::pii::PiiDetector;
 use super::secrets::SecretDetector;
 use super::tools::ToolDetector;
-use super::triggers::TriggerSet;
+use super::triggers::{Target, TriggerSet};
+
+/// The finding kind for text the budget did not cover.
+pub const INCOMPLETE: &str = "analysis.incomplete";
+
+/// Bytes per analysis window of a long text; the time budget is checked between windows.
+const WINDOW: usize = 1 << 20;
+/// Bytes a window shares with the one after it, so a match across the seam is seen whole.
+const OVERLAP: usize = 8 * 1024;
 
 /// The result of scanning one text.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scan {
     pub findings: Vec<Finding>,
-    /// The text was longer than the analysis limit; the rest was not analysed.
+    /// Part of the text was not analysed (an `analysis.incomplete` finding says how much).
     pub truncated: bool,
+}
+
+/// What one exchange may still spend on analysis.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    bytes_left: usize,
+    /// `None`: no time bound.
+    time_left: Option<Duration>,
+}
+
+impl Budget {
+    /// `bytes` of text and at most `time` (`None`: unbounded).
+    pub fn new(bytes: usize, time: Option<Duration>) -> Self {
+        Self {
+            bytes_left: bytes,
+            time_left: time,
+        }
+    }
+
+    fn out_of_time(&self) -> bool {
+        self.time_left.is_some_and(|t| t.is_zero())
+    }
+
+    fn spend(&mut self, bytes: usize, started: Option<Instant>) {
+        self.bytes_left = self.bytes_left.saturating_sub(bytes);
+        if let (Some(left), Some(t)) = (&mut self.time_left, started) {
+            *left = left.saturating_sub(t.elapsed());
+        }
+    }
+}
+
+/// The `analysis.incomplete` finding for `analysed` of `total` bytes of a text.
+pub fn incomplete(location: Location, analysed: usize, total: usize) -> Finding {
+    Finding {
+        kind: INCOMPLETE,
+        severity: Severity::Medium,
+        confidence: 1.0,
+        location,
+        excerpt: format!("analysed {analysed} of {total} bytes, newest first"),
+        span: 0..0,
+        view: None,
+    }
+}
+
+/// An `analysis.incomplete` finding for another reason than the budget.
+pub fn incomplete_because(location: Location, why: String) -> Finding {
+    Finding {
+        excerpt: why,
+        ..incomplete(location, 0, 0)
+    }
+}
+
+/// Which detectors a scan runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Set {
+    /// Secrets, PII, injection and canaries.
+    Text,
+    /// Those that can be masked: secrets, PII and canaries.
+    Maskable,
 }
 
 /// All detectors, compiled once and shared (`Sync`).
@@ -26,11 +102,16 @@ pub struct Analyzer {
     pub tools: ToolDetector,
     /// Every text detector's literals and the digit runs, found in one pass.
     triggers: TriggerSet,
+    canaries: Canaries,
+    /// Run the views that undo evasion.
+    evasion: bool,
     max_bytes: usize,
+    max_time: Option<Duration>,
 }
 
 impl Analyzer {
-    /// Detectors analysing at most `max_bytes` of each text.
+    /// Detectors analysing at most `max_bytes` per exchange, evasion views on, no canaries and
+    /// no time bound.
     pub fn new(max_bytes: usize) -> Self {
         let secrets = SecretDetector::default();
         let pii = PiiDetector::default();
@@ -39,7 +120,8 @@ impl Analyzer {
             secrets
                 .literals()
                 .chain(pii.literals())
-                .chain(injection.literals()),
+                .chain(injection.literals())
+                .chain(ROT13_ANCHORS.iter().map(|a| (*a, Target::Rot13))),
             true,
         );
         Self {
@@ -48,68 +130,210 @@ impl Analyzer {
             injection,
             tools: ToolDetector::default(),
             triggers,
+            canaries: Canaries::default(),
+            evasion: true,
             max_bytes,
+            max_time: None,
         }
     }
 
-    /// The analysis limit in bytes.
+    /// Detectors as configured.
+    pub fn from_config(c: &super::AnalysisConfig) -> Self {
+        let mut a = Self::new(c.max_analysis_bytes);
+        a.canaries = Canaries::new(&c.canary);
+        a.evasion = c.evasion;
+        a.max_time = (c.max_analysis_ms > 0).then(|| Duration::from_millis(c.max_analysis_ms));
+        a
+    }
+
+    /// The analysis limit in bytes (per exchange).
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
     }
 
-    /// Cuts `text` to the limit on a char boundary.
-    pub fn bounded<'a>(&self, text: &'a str) -> (&'a str, bool) {
-        if text.len() <= self.max_bytes {
-            return (text, false);
-        }
-        let mut cut = self.max_bytes;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        (&text[..cut], true)
+    /// A fresh per-exchange budget.
+    pub fn budget(&self) -> Budget {
+        Budget::new(self.max_bytes, self.max_time)
     }
 
-    /// Runs the text detectors (secrets, PII, injection).
+    /// Runs the text detectors (secrets, PII, injection, canaries) within a budget of its own.
     pub fn scan_text(&self, text: &str, location: Location) -> Scan {
-        let (text, truncated) = self.bounded(text);
-        let triggers = self.triggers.find(text.as_bytes());
+        self.scan_text_within(text, location, &mut self.budget())
+    }
+
+    /// Runs the text detectors, newest text first, within `budget`.
+    pub fn scan_text_within(&self, text: &str, location: Location, budget: &mut Budget) -> Scan {
         let mut findings = Vec::new();
-        self.secrets
-            .scan_triggered(text, &triggers, location, &mut findings);
-        self.pii
-            .scan_triggered(text, &triggers, location, &mut findings);
-        self.injection
-            .scan_triggered(&triggers, location, &mut findings);
+        let truncated = self.scan_bounded(text, location, Set::Text, budget, &mut findings);
         Scan {
             findings,
             truncated,
         }
     }
 
-    /// Runs the detectors that can be masked (secrets, PII): used for redaction.
+    /// Runs the detectors that can be masked (secrets, PII, canaries): used for redaction.
     pub fn scan_maskable(&self, text: &str, location: Location, out: &mut Vec<Finding>) {
-        let (text, _) = self.bounded(text);
+        self.scan_maskable_within(text, location, &mut self.budget(), out);
+    }
+
+    /// [`Self::scan_maskable`] within `budget`; true when part of the text was not analysed.
+    pub fn scan_maskable_within(
+        &self,
+        text: &str,
+        location: Location,
+        budget: &mut Budget,
+        out: &mut Vec<Finding>,
+    ) -> bool {
+        self.scan_bounded(text, location, Set::Maskable, budget, out)
+    }
+
+    /// Scans a tool call: risky-tool rules plus secrets, PII and canaries in its arguments.
+    pub fn scan_tool_call(&self, name: &str, arguments: &str) -> Scan {
+        self.scan_tool_call_within(name, arguments, &mut self.budget())
+    }
+
+    /// [`Self::scan_tool_call`] within `budget`.
+    pub fn scan_tool_call_within(&self, name: &str, arguments: &str, budget: &mut Budget) -> Scan {
+        let mut findings = Vec::new();
+        let (head, _) = bounded_head(arguments, self.max_bytes);
+        self.tools
+            .scan(name, head, Location::ToolCall, &mut findings);
+        let truncated = self.scan_bounded(
+            arguments,
+            Location::ToolCall,
+            Set::Maskable,
+            budget,
+            &mut findings,
+        );
+        Scan {
+            findings,
+            truncated,
+        }
+    }
+
+    /// Scans the last bytes of `text` the budget allows, in windows from the end; appends the
+    /// findings in text order, plus `analysis.incomplete` when the text was not covered.
+    fn scan_bounded(
+        &self,
+        text: &str,
+        location: Location,
+        set: Set,
+        budget: &mut Budget,
+        out: &mut Vec<Finding>,
+    ) -> bool {
+        let total = text.len();
+        let mut from = total
+            - total.min(if budget.out_of_time() {
+                0
+            } else {
+                budget.bytes_left
+            });
+        while !text.is_char_boundary(from) {
+            from += 1;
+        }
+        if from == 0 && total <= WINDOW {
+            // The common case: the whole text in one window, straight into `out`.
+            let clock = budget.time_left.map(|_| Instant::now());
+            self.scan_window(text, location, set, out);
+            budget.spend(total, clock);
+            return false;
+        }
+        let mut windows: Vec<Vec<Finding>> = Vec::new();
+        let mut end = total;
+        let mut covered = from;
+        while end > from {
+            let mut start = end.saturating_sub(WINDOW).max(from);
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            let clock = budget.time_left.map(|_| Instant::now());
+            let mut found = Vec::new();
+            self.scan_window(&text[start..end], location, set, &mut found);
+            for f in &mut found {
+                f.span = f.span.start + start..f.span.end + start;
+            }
+            windows.push(found);
+            budget.spend(end - start, clock);
+            covered = start;
+            if start == from || budget.out_of_time() {
+                break;
+            }
+            end = (start + OVERLAP).min(end - 1);
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+        }
+        let base = out.len();
+        if windows.len() == 1 {
+            out.append(&mut windows[0]);
+        } else {
+            // Text order; a match in an overlap is found by both windows: kept once.
+            for f in windows.into_iter().rev().flatten() {
+                if !out[base..].iter().any(|g| {
+                    g.kind == f.kind && g.span.start < f.span.end && f.span.start < g.span.end
+                }) {
+                    out.push(f);
+                }
+            }
+        }
+        let truncated = covered > 0;
+        if truncated {
+            out.push(incomplete(location, total - covered, total));
+        }
+        truncated
+    }
+
+    /// Every detector of `set` over one window, then over the views that undo evasion.
+    fn scan_window(&self, text: &str, location: Location, set: Set, out: &mut Vec<Finding>) {
+        let base = out.len();
+        let rot13 = self.detect(text, location, set, out);
+        if self.evasion {
+            let d = ViewDetect {
+                analyzer: self,
+                location,
+                set,
+            };
+            evasion::scan_views(text, rot13, &d, out, base);
+        }
+    }
+
+    /// The detectors of `set` over `text`; true when the trigger pass saw a ROT13 anchor.
+    fn detect(&self, text: &str, location: Location, set: Set, out: &mut Vec<Finding>) -> bool {
         let triggers = self.triggers.find(text.as_bytes());
         self.secrets.scan_triggered(text, &triggers, location, out);
         self.pii.scan_triggered(text, &triggers, location, out);
-    }
-
-    /// Scans a tool call: risky-tool rules plus secrets and PII in its arguments.
-    pub fn scan_tool_call(&self, name: &str, arguments: &str) -> Scan {
-        let (args, truncated) = self.bounded(arguments);
-        let mut findings = Vec::new();
-        self.tools
-            .scan(name, args, Location::ToolCall, &mut findings);
-        let triggers = self.triggers.find(args.as_bytes());
-        self.secrets
-            .scan_triggered(args, &triggers, Location::ToolCall, &mut findings);
-        self.pii
-            .scan_triggered(args, &triggers, Location::ToolCall, &mut findings);
-        Scan {
-            findings,
-            truncated,
+        if set == Set::Text {
+            self.injection.scan_triggered(&triggers, location, out);
         }
+        self.canaries.scan(text, location, out);
+        triggers.hits.iter().any(|h| h.target == Target::Rot13)
     }
+}
+
+/// The detectors a view is scanned with.
+#[derive(Debug)]
+struct ViewDetect<'a> {
+    analyzer: &'a Analyzer,
+    location: Location,
+    set: Set,
+}
+
+impl evasion::Detect for ViewDetect<'_> {
+    fn detect(&self, text: &str, out: &mut Vec<Finding>) {
+        self.analyzer.detect(text, self.location, self.set, out);
+    }
+}
+
+/// `text` cut to `max` bytes on a char boundary (the tool rules' input bound).
+fn bounded_head(text: &str, max: usize) -> (&str, bool) {
+    if text.len() <= max {
+        return (text, false);
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    (&text[..cut], true)
 }
 
 #[cfg(test)]
@@ -117,13 +341,68 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limit_marks_truncation_and_skips_the_rest() {
+    fn the_budget_covers_the_newest_text_and_says_what_it_skipped() {
         let a = Analyzer::new(32);
-        let text = format!("{}AKIAIOSFODNN7EXAMPLE", "x ".repeat(20));
+        let text = format!(
+            "AKIAIOSFODNN7EXAMPLE {}AKIAI0SFODNN7EXAMPLF",
+            "x ".repeat(20)
+        );
         let s = a.scan_text(&text, Location::Request);
-        assert!(s.truncated && s.findings.is_empty());
+        let kinds: Vec<_> = s.findings.iter().map(|f| f.kind).collect();
+        assert!(s.truncated);
+        assert_eq!(kinds, ["secret.aws_access_key", INCOMPLETE]);
+        assert_eq!(
+            s.findings[0].span.end,
+            text.len(),
+            "the newest key is the one found"
+        );
+        assert!(s.findings[1].excerpt.contains("of 81 bytes"));
         let s = Analyzer::new(1 << 20).scan_text(&text, Location::Request);
-        assert!(!s.truncated && s.findings.len() == 1);
+        assert!(!s.truncated && s.findings.len() == 2);
+    }
+
+    #[test]
+    fn a_secret_after_a_mebibyte_of_padding_is_found() {
+        let key = "AKIAIOSFODNN7EXAMPLE";
+        let text = format!("{}and now {key} ok", "lorem ipsum dolor ".repeat(70_000));
+        let a = Analyzer::new(16 << 20);
+        let s = a.scan_text(&text, Location::Request);
+        assert!(!s.truncated);
+        assert_eq!(s.findings.len(), 1, "{:?}", s.findings);
+        assert_eq!(&text[s.findings[0].span.clone()], key);
+        // A key right on a window seam, with several windows: found once, in place.
+        let pad = "p".repeat(WINDOW - 10);
+        let text = format!("{pad} {key} {pad} {key} {pad}");
+        let s = a.scan_text(&text, Location::Request);
+        assert_eq!(s.findings.len(), 2, "{:?}", s.findings);
+        assert!(s.findings.iter().all(|f| &text[f.span.clone()] == key));
+        // A budget too small for the padding still reaches the newest text.
+        let text = format!("{}{key}", "x ".repeat(600_000));
+        let s = Analyzer::new(64 * 1024).scan_text(&text, Location::Request);
+        assert!(s.truncated);
+        assert_eq!(s.findings[0].kind, "secret.aws_access_key");
+        assert_eq!(s.findings[1].kind, INCOMPLETE);
+    }
+
+    #[test]
+    fn an_exhausted_time_budget_is_incomplete() {
+        let a = Analyzer::new(1 << 20);
+        let mut b = Budget::new(1 << 20, Some(Duration::ZERO));
+        let s = a.scan_text_within("AKIAIOSFODNN7EXAMPLE", Location::Response, &mut b);
+        assert!(s.truncated);
+        assert_eq!(s.findings.len(), 1);
+        assert_eq!(s.findings[0].kind, INCOMPLETE);
+        assert_eq!(s.findings[0].location, Location::Response);
+        // Bytes are shared across the texts of one exchange.
+        let mut b = Budget::new(30, None);
+        assert!(
+            !a.scan_text_within(&"a".repeat(20), Location::Request, &mut b)
+                .truncated
+        );
+        assert!(
+            a.scan_text_within(&"a".repeat(20), Location::Response, &mut b)
+                .truncated
+        );
     }
 
     #[test]
@@ -144,7 +423,6 @@ mod tests {
 
     #[test]
     fn bounded_respects_char_boundaries() {
-        let a = Analyzer::new(3);
-        assert_eq!(a.bounded("aéb"), ("aé", true));
+        assert_eq!(bounded_head("aéb", 3), ("aé", true));
     }
 }

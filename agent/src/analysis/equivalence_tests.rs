@@ -69,6 +69,7 @@ impl Reference {
                         spec.mask,
                     ),
                     span: m.range(),
+                    view: None,
                 });
             }
         }
@@ -104,6 +105,7 @@ impl Reference {
                 location: Location::Request,
                 excerpt: phrase.to_owned(),
                 span,
+                view: None,
             });
         }
     }

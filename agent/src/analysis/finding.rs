@@ -24,8 +24,38 @@ pub enum Location {
     ToolCall,
 }
 
+/// The transformed view of a text a finding was made in, when the text as written did not
+/// show it: the evasion was undone first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum View {
+    /// Unicode NFKC, confusables folded, zero-width and bidi controls removed.
+    Normalized,
+    /// A base64 (standard or URL-safe) segment, decoded.
+    Base64,
+    /// A hex segment, decoded.
+    Hex,
+    /// URL percent-escapes decoded.
+    Url,
+    /// ROT13 undone.
+    Rot13,
+}
+
+impl View {
+    /// Stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normalized => "normalized",
+            Self::Base64 => "base64",
+            Self::Hex => "hex",
+            Self::Url => "url",
+            Self::Rot13 => "rot13",
+        }
+    }
+}
+
 /// One detection.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Clone, PartialEq, Serialize)]
 pub struct Finding {
     /// `category.name`, e.g. `secret.aws_access_key`, `pii.payment_card`.
     pub kind: &'static str,
@@ -35,9 +65,32 @@ pub struct Finding {
     pub location: Location,
     /// Masked excerpt; never the raw secret.
     pub excerpt: String,
-    /// Byte span in the analysed text (for redaction; not serialised).
+    /// Byte span in the analysed text (for redaction; not serialised). For a finding made in
+    /// a view, the span of the text as written that the view was made from (the whole encoded
+    /// segment, or the characters the normalised match came from).
     #[serde(skip)]
     pub span: Range<usize>,
+    /// Set when the finding was made only in a transformed view of the text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view: Option<View>,
+}
+
+// By hand so a finding made in the text as written prints exactly as it always has: the
+// analysis benchmark digests this output to show that findings did not change.
+impl std::fmt::Debug for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Finding");
+        d.field("kind", &self.kind)
+            .field("severity", &self.severity)
+            .field("confidence", &self.confidence)
+            .field("location", &self.location)
+            .field("excerpt", &self.excerpt)
+            .field("span", &self.span);
+        if let Some(v) = self.view {
+            d.field("view", &v);
+        }
+        d.finish()
+    }
 }
 
 impl Finding {

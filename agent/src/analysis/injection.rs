@@ -154,6 +154,7 @@ impl InjectionDetector {
                 location,
                 excerpt: phrase.to_owned(),
                 span,
+                view: None,
             });
         }
     }

@@ -5,13 +5,21 @@
 //!
 //! Findings carry a masked excerpt and never the matched text. One trigger pass per text (SIMD
 //! literal search for every required literal, and a digit skim) tells where detectors could
-//! match; their linear-time regexes run only there, over at most
-//! [`AnalysisConfig::max_analysis_bytes`] per text.
+//! match; their linear-time regexes run only there. Views undoing evasion (Unicode
+//! normalisation, decoded segments, ROT13) are scanned too where a cheap check says they
+//! differ ([`evasion`]), and configured canary tokens are matched ([`canary`]). Each exchange
+//! is analysed newest text first within [`AnalysisConfig::max_analysis_bytes`] and
+//! [`AnalysisConfig::max_analysis_ms`]; what is left over is an `analysis.incomplete`
+//! finding.
 
 pub mod analyzer;
 pub mod block;
+pub mod canary;
 #[cfg(test)]
 mod equivalence_tests;
+pub mod evasion;
+#[cfg(test)]
+mod evasion_tests;
 pub mod finding;
 pub mod injection;
 pub mod monitor;
@@ -25,9 +33,10 @@ mod triggers;
 
 use serde::{Deserialize, Serialize};
 
-pub use analyzer::{Analyzer, Scan};
+pub use analyzer::{Analyzer, Budget, INCOMPLETE, Scan};
 pub use block::{BlockResponse, Refusal, block_response, refusal_response, stream_error_event};
-pub use finding::{Finding, Location, Severity};
+pub use canary::CanaryConfig;
+pub use finding::{Finding, Location, Severity, View};
 pub use monitor::StreamMonitor;
 pub use policy::{Action, PolicyConfig, PolicyRule};
 pub use redact::{Redacted, mask_findings, must_mask, redact_body};
@@ -39,10 +48,23 @@ pub struct AnalysisConfig {
     /// Run the detectors at all. Default: true.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Bytes of each text (prompt, response, tool arguments) analysed; the rest is skipped and
-    /// the trace marked. Default: 262144 (256 KiB).
+    /// Bytes analysed per exchange (prompt, response, tool arguments, reasoning together),
+    /// newest text first; text beyond is an `analysis.incomplete` finding and the trace is
+    /// marked. Default: 16777216 (16 MiB, the largest decoded body).
     #[serde(default = "default_max_analysis_bytes")]
     pub max_analysis_bytes: usize,
+    /// Time spent analysing one exchange at most, in ms (checked between 1 MiB windows);
+    /// 0 = no time bound. Default: 250.
+    #[serde(default = "default_max_analysis_ms")]
+    pub max_analysis_ms: u64,
+    /// Also scan views that undo evasion: Unicode NFKC, confusables, zero-width and bidi
+    /// characters, decoded base64 / hex / URL-escaped segments, ROT13. Default: true.
+    #[serde(default = "default_true")]
+    pub evasion: bool,
+    /// Canary tokens that must never leave nor come back (`[[llm.analysis.canary]]`).
+    /// Default: none.
+    #[serde(default)]
+    pub canary: Vec<CanaryConfig>,
     /// Watch streamed responses and end the stream on a finding the policy blocks.
     /// Default: true.
     #[serde(default = "default_true")]
@@ -61,6 +83,9 @@ impl Default for AnalysisConfig {
         Self {
             enabled: true,
             max_analysis_bytes: default_max_analysis_bytes(),
+            max_analysis_ms: default_max_analysis_ms(),
+            evasion: true,
+            canary: Vec::new(),
             stream_monitor: true,
             policy: PolicyConfig::default(),
             on_unparsed: policy::OnUnparsed::Flag,
@@ -72,6 +97,23 @@ fn default_true() -> bool {
     true
 }
 
+impl AnalysisConfig {
+    /// Checks what serde cannot; `Err((key, problem))`.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.max_analysis_bytes == 0 {
+            return Err((
+                "llm.analysis.max_analysis_bytes",
+                "must be positive (set enabled = false to analyse nothing)".into(),
+            ));
+        }
+        canary::check(&self.canary).map_err(|e| ("llm.analysis.canary", e))
+    }
+}
+
 fn default_max_analysis_bytes() -> usize {
-    256 * 1024
+    16 << 20
+}
+
+fn default_max_analysis_ms() -> u64 {
+    250
 }

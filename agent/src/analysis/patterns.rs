@@ -242,6 +242,7 @@ fn finding(text: &str, spec: &Spec, caps: &Captures, location: Location) -> Opti
         location,
         excerpt: excerpt(text, whole, m.clone(), spec.mask),
         span: m,
+        view: None,
     })
 }
 

@@ -174,6 +174,7 @@ mod tests {
             location: Location::Request,
             excerpt: String::new(),
             span: 0..0,
+            view: None,
         }
     }
 

@@ -77,6 +77,9 @@ pub fn mask_findings<'a>(text: &str, findings: impl IntoIterator<Item = &'a Find
     let mut last = 0;
     for f in spans {
         if f.span.start < last {
+            // Overlapping an earlier mask: that mask covers the union (a decoded segment can
+            // start inside another finding and reach further).
+            last = last.max(f.span.end);
             continue;
         }
         out.push_str(&text[last..f.span.start]);
@@ -89,11 +92,14 @@ pub fn mask_findings<'a>(text: &str, findings: impl IntoIterator<Item = &'a Find
     out
 }
 
-/// True for findings whose text is always masked in stored copies: every secret, and anything
-/// the policy redacts or blocks.
+/// True for findings whose text is always masked in stored copies: every secret and canary,
+/// and any PII the policy redacts or blocks.
 pub fn must_mask(f: &Finding, policy: &PolicyConfig) -> bool {
-    matches!(f.category(), "secret" | "pii")
-        && (f.category() == "secret" || policy.action_for(f) >= Action::Redact)
+    match f.category() {
+        "secret" | "canary" => true,
+        "pii" => policy.action_for(f) >= Action::Redact,
+        _ => false,
+    }
 }
 
 /// Byte ranges (quotes included) of the string literals of a JSON text.

@@ -103,6 +103,7 @@ impl ToolDetector {
                 location,
                 excerpt: format!("{}: {needle}", truncate(name, 48)),
                 span,
+                view: None,
             });
         } else if is_shell {
             out.push(Finding {
@@ -112,6 +113,7 @@ impl ToolDetector {
                 location,
                 excerpt: format!("{}: shell command", truncate(name, 48)),
                 span: 0..0,
+                view: None,
             });
         }
     }

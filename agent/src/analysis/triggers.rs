@@ -16,6 +16,8 @@ pub(crate) enum Target {
     Pii(usize),
     /// Phrase `i` of the injection table.
     Phrase(usize),
+    /// A ROT13-encoded injection word: the text is worth a ROT13 view.
+    Rot13,
 }
 
 /// One occurrence of a literal.

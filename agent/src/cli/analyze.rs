@@ -55,7 +55,12 @@ pub fn run_on(
     mut input: impl BufRead,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let analyzer = Analyzer::new(args.max_bytes.unwrap_or(config.max_analysis_bytes));
+    // The configured detectors (canaries, evasion views), with the command's own byte bound.
+    let mut bounded = config.clone();
+    if let Some(max) = args.max_bytes {
+        bounded.max_analysis_bytes = max;
+    }
+    let analyzer = Analyzer::from_config(&bounded);
     let mut first = String::new();
     input.read_line(&mut first).context("cannot read input")?;
     let jsonl = match args.format {

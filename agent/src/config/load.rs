@@ -131,6 +131,10 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         r.validate(&format!("anomalies[{n}]"))
             .map_err(|(key, problem)| invalid(key, problem))?;
     }
+    c.llm
+        .analysis
+        .check()
+        .map_err(|(key, message)| invalid(key, message))?;
     if let Some(path) = &c.llm.fingerprint_key_file {
         crate::proxy::keyfile::load_shared(path)
             .map_err(|e| invalid("llm.fingerprint_key_file", e.to_string()))?;

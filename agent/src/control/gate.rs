@@ -31,6 +31,7 @@ fn finding(kind: &'static str, rule: &str, group: &str) -> Finding {
         location: Location::Request,
         excerpt,
         span: 0..0,
+        view: None,
     }
 }
 

@@ -77,7 +77,7 @@ impl Engine {
     /// Builds the engine; `fingerprint_key` is the per-host secret for API key fingerprints.
     pub fn new(config: LlmConfig, fingerprint_key: Vec<u8>) -> Arc<Self> {
         Arc::new(Self {
-            analyzer: Analyzer::new(config.analysis.max_analysis_bytes),
+            analyzer: Analyzer::from_config(&config.analysis),
             prices: PriceTable::builtin().with_overrides(&config.pricing),
             config,
             fingerprint_key,

@@ -19,7 +19,8 @@ use super::provider::{Dialect, Endpoint};
 use super::timing::Timing;
 use super::{anthropic, gemini, openai, unparsed};
 use crate::analysis::{
-    Action, BlockResponse, Finding, Location, PolicyConfig, StreamMonitor, block, redact_body,
+    Action, BlockResponse, Budget, Finding, Location, PolicyConfig, StreamMonitor, analyzer, block,
+    redact_body,
 };
 use crate::control::OwnedIdentity;
 
@@ -71,6 +72,8 @@ pub struct Exchange {
     identity: Option<OwnedIdentity>,
     /// The policy as it applies to this caller, when some rule has a selector.
     policy: Option<PolicyConfig>,
+    /// What analysis may still spend on this exchange (request and response together).
+    budget: Budget,
 }
 
 /// The policy in force for an exchange: its own (rules narrowed to the caller), else the engine's.
@@ -168,6 +171,7 @@ impl Exchange {
             ..ExchangeAnalysis::default()
         };
         Self {
+            budget: engine.analyzer.budget(),
             engine,
             key_fingerprint,
             request_encoding: encoding(head.headers),
@@ -271,10 +275,20 @@ impl Exchange {
         if !self.engine.config.analysis.enabled {
             return self.verdict(Action::Allow, None);
         }
-        let scanned = unparsed::scan_text(&self.request.prompt, document.as_ref(), &text);
-        let scan = self.engine.analyzer.scan_text(&scanned, Location::Request);
-        self.out.analysis_truncated |= scan.truncated;
+        let scanned = unparsed::scan_text(&self.request, document.as_ref(), &text);
+        let scan =
+            self.engine
+                .analyzer
+                .scan_text_within(&scanned, Location::Request, &mut self.budget);
         self.request_findings = scan.findings;
+        if !complete {
+            // The rest of the body goes upstream unseen: as incomplete as a spent budget.
+            self.request_findings.push(analyzer::incomplete_because(
+                Location::Request,
+                "request body larger than the capture bound; the rest was not analysed".into(),
+            ));
+        }
+        self.out.analysis_truncated |= scan.truncated || !complete;
         let policy = policy_of(self.policy.as_ref(), &self.engine);
         let mut action = policy.decide(&self.request_findings);
         if unparsed {
@@ -285,11 +299,69 @@ impl Exchange {
         }
         match action {
             Action::Redact => match redact_body(&text, &self.engine.analyzer, policy) {
-                Some(r) => self.verdict(Action::Redact, Some(r.body.into_bytes())),
+                Some(r) if self.fully_redacted(&r.body) => {
+                    self.verdict(Action::Redact, Some(r.body.into_bytes()))
+                }
+                // A finding the policy redacts is still in what would be forwarded (split
+                // across message fields, or in a form the masking cannot reach): never forward
+                // it while claiming redaction.
+                Some(_) => self.redaction_failed(),
+                None if self.redactable_findings() => self.redaction_failed(),
                 None => self.verdict(Action::Flag, None),
             },
             other => self.verdict(other, None),
         }
+    }
+
+    /// The redacted body, analysed as the request was, holds nothing the policy redacts.
+    fn fully_redacted(&self, body: &str) -> bool {
+        let document = serde_json::from_str::<serde_json::Value>(body).ok();
+        let request = match &document {
+            Some(v) => self.parse_request(v),
+            None => RequestInfo {
+                prompt: body.to_owned(),
+                ..RequestInfo::default()
+            },
+        };
+        let scanned = unparsed::scan_text(&request, document.as_ref(), body);
+        let policy = &self.engine.config.analysis.policy;
+        let mut found = Vec::new();
+        // A fresh budget: the same text size the request analysis covered.
+        self.engine.analyzer.scan_maskable_within(
+            &scanned,
+            Location::Request,
+            &mut self.engine.analyzer.budget(),
+            &mut found,
+        );
+        !found.iter().any(|f| policy.action_for(f) == Action::Redact)
+    }
+
+    /// Findings the policy redacts that masking could act on (secrets, PII, canaries).
+    fn redactable_findings(&self) -> bool {
+        let policy = &self.engine.config.analysis.policy;
+        self.request_findings.iter().any(|f| {
+            matches!(f.category(), "secret" | "pii" | "canary")
+                && policy.action_for(f) == Action::Redact
+        })
+    }
+
+    /// Redaction could not remove every finding it should: the request is blocked instead.
+    fn redaction_failed(&mut self) -> RequestVerdict {
+        tracing::info!(
+            provider = self.out.provider.as_str(),
+            "a finding to redact could not be masked in the forwarded body; blocking instead"
+        );
+        let mut verdict = self.verdict(Action::Block, None);
+        let kinds: Vec<&Finding> = self
+            .request_findings
+            .iter()
+            .filter(|f| self.engine.config.analysis.policy.action_for(f) == Action::Redact)
+            .collect();
+        verdict.block = Some(block::block_response(
+            self.endpoint.dialect,
+            &block::block_message(&kinds),
+        ));
+        verdict
     }
 
     fn parse_request(&self, v: &serde_json::Value) -> RequestInfo {
@@ -462,6 +534,7 @@ impl Exchange {
             request_action: self.request_action,
             out: self.out,
             timing: self.timing,
+            budget: self.budget,
             response: self.response.map(|r| FinishResponse {
                 parser: r.parser,
                 encoded: r.encoded,
@@ -486,6 +559,8 @@ pub(crate) struct FinishParts {
     pub out: ExchangeAnalysis,
     pub timing: Timing,
     pub response: Option<FinishResponse>,
+    /// What the request analysis left of the exchange's budget.
+    pub budget: Budget,
 }
 
 /// What the response phase left for `finish`.

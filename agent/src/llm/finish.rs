@@ -8,7 +8,7 @@ use super::decode::decode_body;
 use super::exchange::{Exchange, FinishParts};
 use super::model::ResponseInfo;
 use super::outcome::ExchangeAnalysis;
-use crate::analysis::{Action, Finding, Location, mask_findings, must_mask};
+use crate::analysis::{Action, Budget, Finding, INCOMPLETE, Location, mask_findings, must_mask};
 
 pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     let FinishParts {
@@ -22,6 +22,7 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         mut out,
         mut timing,
         response,
+        mut budget,
     } = ex.into_parts();
     let responded = response.is_some();
     let (mut info, header_id) = match response {
@@ -78,7 +79,14 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     let reasoning = std::mem::take(&mut info.reasoning);
     fill_response(&mut out, info);
     let policy = super::exchange::policy_of(policy.as_ref(), &engine);
-    let response_findings = scan_response(&engine, policy, &mut out, &request_findings, &reasoning);
+    let response_findings = scan_response(
+        &engine,
+        policy,
+        &mut out,
+        &request_findings,
+        &reasoning,
+        &mut budget,
+    );
     out.action = settle(
         policy,
         request_action,
@@ -107,6 +115,7 @@ pub(crate) fn skip(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         mut out,
         mut timing,
         response,
+        budget: _,
     } = ex.into_parts();
     if let Some(r) = &response {
         if let Some(c) = &r.capture {
@@ -163,13 +172,15 @@ fn fill_response(out: &mut ExchangeAnalysis, info: ResponseInfo) {
     }
 }
 
-/// Runs the response detectors and masks secrets in every stored text.
+/// Runs the response detectors within what is left of the exchange's budget (answer first,
+/// then tool calls, then reasoning) and masks secrets in every stored text.
 fn scan_response(
     engine: &super::engine::Engine,
     policy: &crate::analysis::PolicyConfig,
     out: &mut ExchangeAnalysis,
     request: &[Finding],
     reasoning_text: &str,
+    budget: &mut Budget,
 ) -> Vec<Finding> {
     if !engine.config.analysis.enabled {
         return Vec::new();
@@ -183,22 +194,32 @@ fn scan_response(
     mask(&mut out.prompt, request);
     let scan = engine
         .analyzer
-        .scan_text(&out.response_text, Location::Response);
+        .scan_text_within(&out.response_text, Location::Response, budget);
     out.analysis_truncated |= scan.truncated;
     mask(&mut out.response_text, &scan.findings);
     let mut findings = scan.findings;
     for call in &mut out.tool_calls {
-        let scan = engine.analyzer.scan_tool_call(&call.name, &call.arguments);
+        let scan = engine
+            .analyzer
+            .scan_tool_call_within(&call.name, &call.arguments, budget);
         out.analysis_truncated |= scan.truncated;
         mask(&mut call.arguments, &scan.findings);
         findings.extend(scan.findings);
     }
     // Reasoning is scanned for findings but not stored: its text is not kept.
-    let mut reasoning = Vec::new();
-    engine
-        .analyzer
-        .scan_maskable(reasoning_text, Location::Response, &mut reasoning);
-    findings.extend(reasoning);
+    out.analysis_truncated |= engine.analyzer.scan_maskable_within(
+        reasoning_text,
+        Location::Response,
+        budget,
+        &mut findings,
+    );
+    // One `analysis.incomplete` per side is enough for policy and readers.
+    let mut seen = false;
+    findings.retain(|f| {
+        let repeat = f.kind == INCOMPLETE && seen;
+        seen |= f.kind == INCOMPLETE;
+        !repeat
+    });
     findings
 }
 

@@ -33,6 +33,8 @@ pub mod anthropic;
 pub mod body;
 pub mod decode;
 #[cfg(test)]
+mod detect_tests;
+#[cfg(test)]
 mod enforce_tests;
 pub mod engine;
 pub mod exchange;

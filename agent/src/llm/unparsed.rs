@@ -12,16 +12,25 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use super::model::RequestInfo;
+
 /// The message of the provider-shaped refusal under `on_unparsed = "block"`.
 pub const BLOCK_MESSAGE: &str =
     "Blocked by llmtrace policy: the request body could not be analysed";
 
 /// The text the request detectors scan: the parsed prompt; every string of `document` when
-/// the prompt is empty; or `raw` with JSON escapes decoded when there is no document.
-pub fn scan_text<'a>(prompt: &'a str, document: Option<&Value>, raw: &'a str) -> Cow<'a, str> {
+/// the prompt is empty or was cut by the stored-text bound (the newest messages are last, so
+/// the cut dropped them; the analysis budget covers them newest first); or `raw` with JSON
+/// escapes decoded when there is no document.
+pub fn scan_text<'a>(
+    request: &'a RequestInfo,
+    document: Option<&Value>,
+    raw: &'a str,
+) -> Cow<'a, str> {
+    let prompt = request.prompt.as_str();
     match document {
         None => unescape_json(raw),
-        Some(v) if prompt.trim().is_empty() => {
+        Some(v) if prompt.trim().is_empty() || request.prompt_truncated => {
             let mut out = String::new();
             collect_strings(v, &mut out);
             Cow::Owned(out)
@@ -143,11 +152,24 @@ mod tests {
             "additional_messages": [{"content": [{"text": "my key AKIAIOSFODNN7EXAMPLE"}]}],
             "n": 1
         });
-        let text = scan_text("", Some(&v), "");
+        let info = |prompt: &str, cut: bool| RequestInfo {
+            prompt: prompt.into(),
+            prompt_truncated: cut,
+            ..RequestInfo::default()
+        };
+        let empty = info("", false);
+        let text = scan_text(&empty, Some(&v), "");
         assert!(text.contains("AKIAIOSFODNN7EXAMPLE"), "{text}");
         assert!(text.contains("asst_1"), "{text}");
-        assert_eq!(scan_text("user: hi", Some(&v), ""), "user: hi");
-        assert_eq!(scan_text("", None, r"{\u0041"), "{A");
+        assert_eq!(
+            scan_text(&info("user: hi", false), Some(&v), ""),
+            "user: hi"
+        );
+        assert_eq!(scan_text(&info("", false), None, r"{\u0041"), "{A");
+        // A prompt cut by the stored-text bound lost its newest messages: all strings instead.
+        let cut_info = info("user: hi", true);
+        let cut = scan_text(&cut_info, Some(&v), "");
+        assert!(cut.contains("AKIAIOSFODNN7EXAMPLE"), "{cut}");
     }
 
     mod through_the_exchange {

@@ -86,7 +86,11 @@ fn finding(f: &Finding) -> row::Finding {
         kind: f.kind.to_owned(),
         severity: severity(f.severity).to_owned(),
         confidence: f.confidence,
-        location: location(f.location).to_owned(),
+        // A finding made only in a decoded or normalised view says so: `request:base64`.
+        location: match f.view {
+            Some(v) => format!("{}:{}", location(f.location), v.as_str()),
+            None => location(f.location).to_owned(),
+        },
         excerpt: f.excerpt.clone(),
     }
 }

@@ -1,0 +1,338 @@
+//! Decoders for encoded segments of untrusted text: base64 (standard and URL-safe), hex, URL
+//! percent-escapes and ROT13. Each is total (never panics, whatever the bytes) and bounded by
+//! its input; a decoded segment counts only when it is printable text, so binary blobs (images,
+//! hashes, UUIDs) are skipped.
+
+use std::ops::Range;
+
+use super::Mapped;
+
+/// Shortest base64 segment decoded (15 bytes of text: shorter carries no known secret).
+pub const MIN_BASE64: usize = 20;
+/// Shortest hex segment decoded (16 bytes of text).
+pub const MIN_HEX: usize = 32;
+
+/// A byte of the base64 alphabets (standard `+/`, URL-safe `-_`); padding `=` ends a segment.
+// Bitwise, not lazy, operators: branch-free, so the block loop below vectorises.
+#[allow(clippy::needless_bitwise_bool)]
+#[inline]
+fn is_b64(c: u8) -> bool {
+    let l = c | 0x20;
+    (l.wrapping_sub(b'a') < 26)
+        | (c.wrapping_sub(b'0') < 10)
+        | (c == b'+')
+        | (c == b'/')
+        | (c == b'-')
+        | (c == b'_')
+}
+
+/// Bit `i` set when byte `i` of the block is a base64 byte.
+#[inline]
+fn block_mask(block: &[u8; 32]) -> u32 {
+    let mut m = 0u32;
+    for (i, &c) in block.iter().enumerate() {
+        m |= u32::from(is_b64(c)) << i;
+    }
+    m
+}
+
+/// The mask holds a run of at least [`MIN_BASE64`] (20) set bits.
+#[inline]
+fn has_long_run(m: u32) -> bool {
+    let m = m & (m >> 1); // runs of 2
+    let m = m & (m >> 2); // 4
+    let m = m & (m >> 4); // 8
+    let m = m & (m >> 8); // 16
+    m & (m >> 4) != 0 // 20
+}
+
+/// The maximal runs of base64 bytes at least [`MIN_BASE64`] long, in text order. One pass over
+/// 32-byte blocks as bit masks: a block costs a few bit operations unless it holds a long run
+/// inside it (rare in prose and code), and runs crossing blocks are carried.
+pub fn runs(b: &[u8]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut open: Option<usize> = None;
+    let emit = |out: &mut Vec<Range<usize>>, s: usize, e: usize| {
+        if e - s >= MIN_BASE64 {
+            out.push(s..e);
+        }
+    };
+    let mut base = 0;
+    while base < b.len() {
+        let mut block = [0u8; 32];
+        let n = (b.len() - base).min(32);
+        block[..n].copy_from_slice(&b[base..base + n]);
+        let m = block_mask(&block);
+        if m == u32::MAX {
+            open.get_or_insert(base);
+            base += 32;
+            continue;
+        }
+        let lo = m.trailing_ones();
+        let mut inner = m;
+        if let Some(s) = open.take() {
+            emit(&mut out, s, base + lo as usize);
+            inner &= u32::MAX.checked_shl(lo).unwrap_or(0);
+        }
+        let hi = m.leading_ones();
+        inner &= u32::MAX.checked_shr(hi).unwrap_or(0);
+        if has_long_run(inner) {
+            let mut bit = inner.trailing_zeros();
+            while bit < 32 {
+                let len = (inner >> bit).trailing_ones();
+                let s = base + bit as usize;
+                emit(&mut out, s, s + len as usize);
+                bit += len;
+                bit += (inner.checked_shr(bit).unwrap_or(0)).trailing_zeros();
+            }
+        }
+        if hi > 0 {
+            open = Some(base + 32 - hi as usize);
+        }
+        base += 32;
+    }
+    if let Some(s) = open {
+        emit(&mut out, s, b.len());
+    }
+    out
+}
+
+/// `seg` decoded as hex, or `None` when it is not all hex digits of even length.
+pub fn hex(seg: &[u8]) -> Option<Vec<u8>> {
+    if !seg.len().is_multiple_of(2) || !seg.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    Some(
+        seg.chunks_exact(2)
+            .map(|p| (nibble(p[0]) << 4) | nibble(p[1]))
+            .collect(),
+    )
+}
+
+fn nibble(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        b'A'..=b'F' => c - b'A' + 10,
+        _ => 0,
+    }
+}
+
+fn sextet(c: u8) -> Option<u32> {
+    Some(u32::from(match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' | b'-' => 62,
+        b'/' | b'_' => 63,
+        _ => return None,
+    }))
+}
+
+/// `seg` decoded as unpadded base64 (either alphabet); a trailing partial group of one
+/// character is dropped. `None` on a byte outside the alphabets.
+pub fn base64(seg: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(seg.len() / 4 * 3 + 2);
+    let mut acc = 0u32;
+    let mut bits = 0u32;
+    for &c in seg {
+        acc = (acc << 6) | sextet(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            // Truncation intended: the 8 bits of the accumulator above `bits`.
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Decoded bytes that read as text: valid UTF-8 without control characters other than
+/// whitespace, holding at least one letter or digit.
+pub fn printable(bytes: &[u8]) -> Option<&str> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    let ok = s
+        .chars()
+        .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'))
+        && s.chars().any(char::is_alphanumeric);
+    ok.then_some(s)
+}
+
+/// Which decoding of a base64-alphabet run reads as text, if any: hex first (a subset of the
+/// alphabet), then base64 from the run's start; a run prefixed by a path or a key (`com/…`,
+/// `v1/…`) is retried on its parts between `/`.
+pub fn decode_run(seg: &[u8]) -> Option<(String, super::super::finding::View, Range<usize>)> {
+    use super::super::finding::View;
+    if seg.len() >= MIN_HEX
+        && let Some(d) = hex(seg)
+        && let Some(s) = printable(&d)
+    {
+        return Some((s.to_owned(), View::Hex, 0..seg.len()));
+    }
+    if let Some(d) = base64(seg)
+        && let Some(s) = printable(&d)
+    {
+        return Some((s.to_owned(), View::Base64, 0..seg.len()));
+    }
+    if seg.contains(&b'/') {
+        let mut at = 0;
+        for part in seg.split(|&c| c == b'/') {
+            let range = at..at + part.len();
+            at += part.len() + 1;
+            if part.len() >= MIN_BASE64
+                && let Some(d) = base64(part)
+                && let Some(s) = printable(&d)
+            {
+                return Some((s.to_owned(), View::Base64, range));
+            }
+        }
+    }
+    None
+}
+
+/// The text holds a `%XX` escape of an ASCII byte.
+pub fn has_percent_escape(text: &str) -> bool {
+    let b = text.as_bytes();
+    memchr::memchr_iter(b'%', b).any(|i| escape_at(b, i).is_some())
+}
+
+/// The ASCII byte `%XX` at `at` stands for.
+fn escape_at(bytes: &[u8], at: usize) -> Option<u8> {
+    let high = *bytes.get(at + 1)?;
+    let low = *bytes.get(at + 2)?;
+    if !high.is_ascii_hexdigit() || !low.is_ascii_hexdigit() {
+        return None;
+    }
+    let byte = (nibble(high) << 4) | nibble(low);
+    byte.is_ascii().then_some(byte)
+}
+
+/// The text with `%XX` escapes of ASCII bytes decoded and `+` read as a space (a query
+/// string's form encoding); escapes of other bytes are kept as written.
+pub fn url_view(text: &str) -> Mapped {
+    let b = text.as_bytes();
+    let mut out = Mapped::with_capacity(text.len());
+    let mut i = 0;
+    for (at, c) in text.char_indices() {
+        if at < i {
+            continue;
+        }
+        if c == '%'
+            && let Some(v) = escape_at(b, at)
+        {
+            out.push(char::from(v), at);
+            i = at + 3;
+            continue;
+        }
+        out.push(if c == '+' { ' ' } else { c }, at);
+        i = at + c.len_utf8();
+    }
+    out.finish(text.len());
+    out
+}
+
+/// ROT13 of the ASCII letters; every other byte unchanged, so spans map one to one.
+pub fn rot13(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            'a'..='m' | 'A'..='M' => char::from(c as u8 + 13),
+            'n'..='z' | 'N'..='Z' => char::from(c as u8 - 13),
+            _ => c,
+        })
+        .collect()
+}
+
+/// ROT13 anchors for the trigger pass: words every injection or jailbreak phrase worth
+/// decoding holds, written in ROT13. Seeing one makes the text worth a ROT13 view.
+pub const ROT13_ANCHORS: &[&str] = &[
+    "vtaber",          // ignore
+    "qvfertneq",       // disregard
+    "vafgehpgvbaf",    // instructions
+    "flfgrz cebzcg",   // system prompt
+    "wnvyoernx",       // jailbreak
+    "qb nalguvat abj", // do anything now
+    "qrirybcre zbqr",  // developer mode
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_runs(b: &[u8]) -> Vec<Range<usize>> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if !is_b64(b[i]) {
+                i += 1;
+                continue;
+            }
+            let s = i;
+            while i < b.len() && is_b64(b[i]) {
+                i += 1;
+            }
+            if i - s >= MIN_BASE64 {
+                out.push(s..i);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn runs_match_a_byte_by_byte_scan() {
+        let mut rng = 0x1234_5678_u64;
+        for len in 0..300 {
+            for _ in 0..20 {
+                let text: Vec<u8> = (0..len)
+                    .map(|_| {
+                        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        // Mostly base64 bytes, sometimes a break, so runs of every length.
+                        if (rng >> 40).is_multiple_of(23) {
+                            b' '
+                        } else {
+                            b'Q'
+                        }
+                    })
+                    .collect();
+                assert_eq!(runs(&text), naive_runs(&text), "{len}");
+            }
+        }
+        let s = b"key=QUtJQUlPU0ZPRE5ON0VYQU1QTEU= and 3f786850e387550fdab836ed7e6dc881de23001b";
+        assert_eq!(runs(s), naive_runs(s));
+    }
+
+    #[test]
+    fn decoders() {
+        assert_eq!(
+            base64(b"QUtJQUlPU0ZPRE5ON0VYQU1QTEU").unwrap(),
+            b"AKIAIOSFODNN7EXAMPLE"
+        );
+        assert_eq!(hex(b"414b4941").unwrap(), b"AKIA");
+        assert!(hex(b"41x").is_none());
+        assert!(base64(b"ab=c").is_none());
+        assert!(printable(&[0, 1, 2]).is_none());
+        assert_eq!(rot13("Vtaber nyy"), "Ignore all");
+        assert_eq!(url_view("a%41+b%zz%e9").text, "aA b%zz%e9");
+        let (text, view, range) = decode_run(b"com/QUtJQUlPU0ZPRE5ON0VYQU1QTEU").unwrap();
+        assert_eq!(
+            (text.as_str(), view, range),
+            (
+                "AKIAIOSFODNN7EXAMPLE",
+                super::super::super::finding::View::Base64,
+                4..31
+            )
+        );
+        // Binary payloads (hashes, UUIDs) are not text.
+        assert!(decode_run(b"3f786850e387550fdab836ed7e6dc881de23001b").is_none());
+        assert!(decode_run(b"550e8400-e29b-41d4-a716-446655440000").is_none());
+    }
+
+    #[test]
+    fn url_view_maps_back() {
+        let text = "x=AKIA%49OSFODNN7EXAMPLE&y";
+        let v = url_view(text);
+        let at = v.text.find("AKIA").unwrap();
+        let span = v.original(at..at + 20);
+        assert_eq!(&text[span], "AKIA%49OSFODNN7EXAMPLE");
+    }
+}
