@@ -67,7 +67,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     registry.register_collector(Box::new(kernel.stats.clone()));
 
     let tasks = TaskTracker::new();
-    let heartbeat = spawn_heartbeat(&kernel, &config, &shutdown);
+    let heartbeat = spawn_heartbeat(&kernel, &config, &shutdown)?;
 
     let dns_task = tokio::spawn(dns::run(
         table.clone(),
@@ -314,28 +314,35 @@ fn spawn_admin(
     ]
 }
 
+/// Refreshes the heartbeat on a thread of its own, not as a runtime task: however busy the
+/// runtime's workers are (a heavy analysis, a flood of connections), the kernel keeps seeing
+/// a live agent, and only a hung or dead process lets it go stale (host-wide fail-open).
+/// The receiver completes once the thread has stopped after `shutdown`.
 fn spawn_heartbeat(
     kernel: &Kernel,
     config: &Config,
     shutdown: &CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     let heartbeat = kernel.heartbeat_handle();
     let period = Duration::from_millis((config.intercept.heartbeat_timeout_ms / 4).max(25));
     let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = tick.tick() => {
-                    if let Err(e) = heartbeat.lock().expect("heartbeat poisoned").beat() {
-                        warn!(error = %e, "writing the heartbeat failed");
-                    }
+    let (stopped, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("llmtrace-heartbeat".into())
+        .spawn(move || {
+            while !shutdown.is_cancelled() {
+                let beat = heartbeat
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .beat();
+                if let Err(e) = beat {
+                    warn!(error = %e, "writing the heartbeat failed");
                 }
+                std::thread::sleep(period);
             }
-        }
-    })
+            let _ = stopped.send(());
+        })?;
+    Ok(done)
 }
 
 fn status_fn(

@@ -28,6 +28,8 @@ impl Default for DecodeLimits {
 pub enum DecodeError {
     #[error("unsupported content-encoding {0:?}")]
     Unsupported(String),
+    #[error("{0} content codings stacked (at most {MAX_CODINGS})")]
+    TooManyCodings(usize),
     #[error("decoded body exceeds {0} bytes (decompression bound)")]
     TooLarge(usize),
     #[error("decoded body expands more than {0}x (decompression bomb bound)")]
@@ -39,6 +41,10 @@ pub enum DecodeError {
         source: io::Error,
     },
 }
+
+/// Most codings undone for one body. Real servers send one; each layer of a stack is its own
+/// decompression bomb budget, so a longer stack is refused rather than unwound.
+pub const MAX_CODINGS: usize = 2;
 
 /// Decodes `body` per a `Content-Encoding` value (`gzip`, `x-gzip`, `br`, `zstd`, `deflate`,
 /// `identity`, or a comma list applied in order). Returns the input itself, not a copy, when not
@@ -52,12 +58,18 @@ pub fn decode_body<'a>(
     let Some(encoding) = encoding else {
         return Ok(data);
     };
+    let codings = || {
+        encoding
+            .rsplit(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+    };
+    let n = codings().count();
+    if n > MAX_CODINGS {
+        return Err(DecodeError::TooManyCodings(n));
+    }
     // Codings are listed in the order they were applied; undo them in reverse.
-    for coding in encoding
-        .rsplit(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-    {
+    for coding in codings() {
         data = Cow::Owned(decode_one(&coding.to_ascii_lowercase(), &data, limits)?);
     }
     Ok(data)
@@ -154,6 +166,23 @@ mod tests {
         assert_eq!(decode_body(Some("zstd"), &zs, lim).unwrap(), TEXT);
         assert_eq!(decode_body(None, TEXT, lim).unwrap(), TEXT);
         assert_eq!(decode_body(Some("identity"), TEXT, lim).unwrap(), TEXT);
+    }
+
+    #[test]
+    fn two_stacked_codings_are_undone_and_a_third_is_refused() {
+        let lim = DecodeLimits::default();
+        let twice = gzip(&gzip(TEXT));
+        assert_eq!(decode_body(Some("gzip, gzip"), &twice, lim).unwrap(), TEXT);
+        // identity is no layer.
+        assert_eq!(
+            decode_body(Some("gzip, identity, gzip"), &twice, lim).unwrap(),
+            TEXT
+        );
+        let thrice = gzip(&twice);
+        assert!(matches!(
+            decode_body(Some("gzip,gzip,gzip"), &thrice, lim),
+            Err(DecodeError::TooManyCodings(3))
+        ));
     }
 
     #[test]
