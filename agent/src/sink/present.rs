@@ -106,11 +106,11 @@ pub async fn present(
 
 /// The rows of `data` (ending at `ends`) whose key is not in `present`: their bytes, end
 /// offsets, and how many were left out.
-pub fn missing(
+pub fn missing<S: std::hash::BuildHasher>(
     data: &Bytes,
     ends: &[usize],
     keys: &[RowKey],
-    present: &HashSet<Uuid>,
+    present: &HashSet<Uuid, S>,
 ) -> (Bytes, Vec<usize>, usize) {
     let mut out = Vec::with_capacity(data.len());
     let mut out_ends = Vec::with_capacity(ends.len());
@@ -141,7 +141,7 @@ mod tests {
         let mut rows = Vec::new();
         for i in 0..n {
             let mut row = sample_row(i);
-            row.start_time = 1_700_000_000_000_000 + i as i64;
+            row.start_time = 1_700_000_000_000_000 + i64::try_from(i).unwrap();
             encode(&row, &mut data);
             ends.push(data.len());
             rows.push(row);

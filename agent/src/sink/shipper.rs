@@ -319,6 +319,11 @@ impl Shipper {
                 match self.leave_out_present(rows, &mut data, &mut ends).await {
                     Ok(()) if ends.is_empty() => return Ok(Sent::Ok),
                     Ok(()) => {}
+                    // The server is up but refuses the lookup (rights, dialect): waiting
+                    // cannot fix that, and a re-sent row is merged away later, a stuck spool not.
+                    Err(e @ clickhouse::error::Error::BadResponse(_)) => {
+                        tracing::warn!(error = %e, "ClickHouse refused to say which rows of an unanswered insert landed; re-sending them all");
+                    }
                     Err(e) => {
                         self.metrics.insert_retries.inc();
                         if self.is_draining() {
