@@ -882,3 +882,46 @@ async fn a_spool_of_several_layouts_ships_every_layout() {
     ));
     assert_eq!(rowbinary::decode_all(&bytes).unwrap(), current);
 }
+
+/// The server commits an INSERT but its answer never arrives (it died in between; here a
+/// relay drops the answer and resets the connection). The retry must not store the rows a
+/// second time: on 18.16 there is no deduplication token, and merges are stopped so no
+/// merge hides a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_committed_but_unanswered_is_not_stored_twice() {
+    const N: u64 = 300;
+    let ch = ClickHouseServer::start();
+    ch.query("SYSTEM STOP MERGES");
+    let relay = testkit::lost_reply::LostReply::start(ch.http_port, TABLE);
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = config(&format!("http://127.0.0.1:{}", relay.port));
+    // One batch: the rows are recorded well within the flush interval.
+    cfg.clickhouse.flush_interval_ms = 2_000;
+    let (h, task) = Sink::start(&cfg, state.path(), SinkMetrics::default()).unwrap();
+    for n in 0..N {
+        assert!(h.record_wait(row(n)).await);
+    }
+    wait_until("all rows shipped", Duration::from_mins(1), || {
+        h.metrics().rows_shipped.get() >= N
+    })
+    .await;
+    let m = h.metrics().clone();
+    stop(h, task).await;
+
+    let count = ch.query_u64(&format!("SELECT count() FROM {TABLE}"));
+    let unique = ch.query_u64(&format!("SELECT uniqExact(trace_id) FROM {TABLE}"));
+    eprintln!(
+        "lost answers {}, insert retries {}, already present {}, rows {count}, unique {unique}",
+        relay.lost(),
+        m.insert_retries.get(),
+        m.rows_already_present.get()
+    );
+    assert_eq!(relay.lost(), 1, "the relay lost no INSERT answer");
+    assert!(
+        m.insert_retries.get() >= 1,
+        "the lost answer was not noticed"
+    );
+    assert_eq!((count, unique), (N, N), "rows stored twice");
+    assert_eq!(m.rows_shipped.get(), N);
+    assert_eq!(m.rows_already_present.get(), N);
+}

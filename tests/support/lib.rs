@@ -12,6 +12,7 @@ pub mod docker;
 pub mod echo;
 pub mod fake_kube;
 pub mod fake_llm;
+pub mod lost_reply;
 pub mod net;
 pub mod netns;
 pub mod nginx;

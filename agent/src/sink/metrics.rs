@@ -44,6 +44,9 @@ pub struct SinkMetrics {
     pub rows_dropped: Family<DropLabels, Counter>,
     /// Insert attempts that failed and were retried.
     pub insert_retries: Counter,
+    /// Rows of a batch whose insert failed ambiguously that the server turned out to hold
+    /// already (committed, response lost): acknowledged without re-sending them.
+    pub rows_already_present: Counter,
     /// Bytes in spool segment files.
     pub spool_bytes: Gauge,
     /// Age in seconds of the oldest row not yet acknowledged by ClickHouse (0 when caught up).
@@ -60,6 +63,7 @@ impl Default for SinkMetrics {
             rows_failed: Counter::default(),
             rows_dropped: Family::default(),
             insert_retries: Counter::default(),
+            rows_already_present: Counter::default(),
             spool_bytes: Gauge::default(),
             oldest_unshipped_age_seconds: Gauge::default(),
             batch_latency_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
@@ -97,6 +101,11 @@ impl SinkMetrics {
             "insert_retries",
             "Failed inserts that were retried",
             m.insert_retries.clone(),
+        );
+        r.register(
+            "rows_already_present",
+            "Rows found already in ClickHouse after an insert failed without an answer; not re-sent",
+            m.rows_already_present.clone(),
         );
         r.register(
             "spool_bytes",

@@ -16,6 +16,7 @@ pub mod deadletter;
 mod ingest;
 pub mod metrics;
 pub mod migrate;
+pub mod present;
 pub mod queue;
 pub mod retry;
 pub mod row;

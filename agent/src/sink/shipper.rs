@@ -8,6 +8,12 @@
 //! `ReplacingMergeTree` keyed by `trace_id` as a second line of defence
 //! (and the only one on 18.16): rows of a replay are byte-identical and
 //! collapse on merge. See `deploy/clickhouse/README.md` for queries.
+//!
+//! On 18.16 a single node has no token, and a merge may be far off: an insert
+//! that failed without the server calling the data invalid may still have
+//! been committed (the server died before answering), so before re-sending it
+//! the shipper asks which rows are already there and sends only the others
+//! (see [`super::present`]). A batch replayed after a restart is treated the same.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +25,7 @@ use super::config::ClickHouseConfig;
 use super::deadletter::DeadLetter;
 use super::metrics::SinkMetrics;
 use super::migrate::{self, Flavor, MigrateError};
+use super::present;
 use super::retry::{Backoff, Class, classify};
 use super::spool::{Batch, CURRENT_LAYOUT, Layout, SpoolError, SpoolReader};
 
@@ -51,7 +58,11 @@ struct Rows {
 /// Outcome of one insert with retries.
 enum Sent {
     Ok,
-    Invalid(String),
+    /// The server refused the rows; `suspect`: an earlier attempt may have committed some.
+    Invalid {
+        error: String,
+        suspect: bool,
+    },
 }
 
 /// The shipper task's state.
@@ -118,7 +129,7 @@ impl Shipper {
         }
         let mut drain_deadline: Option<Instant> = None;
         loop {
-            let batch = match self.next_batch().await {
+            let (batch, replayed) = match self.next_batch().await {
                 Ok(Some(b)) => b,
                 Ok(None) => return,
                 Err(e) => {
@@ -135,7 +146,7 @@ impl Shipper {
                     return;
                 }
             }
-            match self.ship(batch).await {
+            match self.ship(batch, replayed).await {
                 Ok(()) => {}
                 Err(ShipError::Aborted) => return,
                 Err(e) => {
@@ -168,15 +179,16 @@ impl Shipper {
     }
 
     /// The next batch: the replayed in-flight batch first, then new rows by
-    /// rows, bytes or age. `None` when draining and caught up.
-    async fn next_batch(&mut self) -> Result<Option<Batch>, SpoolError> {
+    /// rows, bytes or age, and whether it is a replay (it may have been committed already).
+    /// `None` when draining and caught up.
+    async fn next_batch(&mut self) -> Result<Option<(Batch, bool)>, SpoolError> {
         let mut batch = Batch::default();
         if let Some(inflight) = self.reader.inflight() {
             self.reader.seek(inflight.start);
             self.reader
                 .fill(&mut batch, usize::MAX, usize::MAX, inflight.end)?;
             if !batch.is_empty() {
-                return Ok(Some(batch));
+                return Ok(Some((batch, true)));
             }
         }
         let mut committed = self.reader.watch_committed();
@@ -190,7 +202,7 @@ impl Shipper {
                 || batch.rows() >= self.cfg.batch_rows
                 || batch.data.len() >= self.cfg.batch_bytes
             {
-                return Ok(Some(batch));
+                return Ok(Some((batch, false)));
             }
             let draining = self.is_draining();
             let wait = if batch.is_empty() {
@@ -204,7 +216,7 @@ impl Shipper {
                 let started = *opened.get_or_insert_with(Instant::now);
                 match flush_wait(flush, started.elapsed(), draining) {
                     Some(wait) => wait,
-                    None => return Ok(Some(batch)),
+                    None => return Ok(Some((batch, false))),
                 }
             };
             let mut drain_rx = self.draining.clone();
@@ -216,7 +228,7 @@ impl Shipper {
         }
     }
 
-    async fn ship(&mut self, batch: Batch) -> Result<(), ShipError> {
+    async fn ship(&mut self, batch: Batch, replayed: bool) -> Result<(), ShipError> {
         if let Some(oldest) = batch.oldest_written_at_us {
             self.metrics
                 .oldest_unshipped_age_seconds
@@ -238,55 +250,95 @@ impl Shipper {
             sql: self.insert_sql(&layout),
             layout,
         };
-        self.ship_rows(&rows, 0, rows.ends.len(), token).await?;
+        self.ship_rows(&rows, 0, rows.ends.len(), token, replayed)
+            .await?;
         self.reader.ack(batch.end)?;
         Ok(())
     }
 
     /// Inserts rows `lo..hi`; when the server calls them invalid, splits
     /// them until the bad rows are isolated and quarantines only those.
+    /// `suspect`: the rows may already be in the table (see [`Self::send`]).
     async fn ship_rows(
         &mut self,
         rows: &Rows,
         lo: usize,
         hi: usize,
         token: String,
+        suspect: bool,
     ) -> Result<(), ShipError> {
         let ends = &rows.ends;
         let start = if lo == 0 { 0 } else { ends[lo - 1] };
         let piece = rows.data.slice(start..ends[hi - 1]);
-        match self.send(&rows.sql, &piece, &token).await? {
+        let piece_ends: Vec<usize> = ends[lo..hi].iter().map(|e| e - start).collect();
+        match self.send(rows, &piece, piece_ends, &token, suspect).await? {
             Sent::Ok => {
                 self.metrics.rows_shipped.inc_by((hi - lo) as u64);
                 Ok(())
             }
-            Sent::Invalid(error) if hi - lo == 1 => {
+            Sent::Invalid { error, .. } if hi - lo == 1 => {
                 self.dead.write(&token, &piece, 1, &error, &rows.layout)?;
                 self.metrics.rows_failed.inc();
                 Ok(())
             }
-            Sent::Invalid(error) => {
+            Sent::Invalid { error, suspect } => {
                 tracing::warn!(
                     rows = hi - lo,
                     error,
                     "ClickHouse rejected a batch as invalid; splitting it to isolate the bad rows"
                 );
                 let mid = lo + (hi - lo) / 2;
-                Box::pin(self.ship_rows(rows, lo, mid, format!("{token}a"))).await?;
-                Box::pin(self.ship_rows(rows, mid, hi, format!("{token}b"))).await
+                Box::pin(self.ship_rows(rows, lo, mid, format!("{token}a"), suspect)).await?;
+                Box::pin(self.ship_rows(rows, mid, hi, format!("{token}b"), suspect)).await
             }
         }
     }
 
-    /// One insert, retried with backoff until it succeeds or is invalid.
-    async fn send(&mut self, sql: &str, data: &Bytes, token: &str) -> Result<Sent, ShipError> {
+    /// One insert of `data` (rows ending at `ends`), retried with backoff until it succeeds
+    /// or is invalid. Where the server has no deduplication (see [`Self::checks_presence`]),
+    /// after a failure that may have committed the rows (or for a `suspect` batch) the rows
+    /// the server already holds are left out of the next attempt; all there is success.
+    async fn send(
+        &mut self,
+        rows: &Rows,
+        data: &Bytes,
+        mut ends: Vec<usize>,
+        token: &str,
+        suspect: bool,
+    ) -> Result<Sent, ShipError> {
         let mut backoff = Backoff::new(
             FIRST_BACKOFF,
             Duration::from_millis(self.cfg.max_backoff_ms),
         );
+        let mut data = data.clone();
+        // Whether some attempt may have committed rows, and whether the table must be asked
+        // which before the next one.
+        let (mut ambiguous, mut check) = (suspect, suspect && self.checks_presence());
         loop {
+            if check {
+                match self.leave_out_present(rows, &mut data, &mut ends).await {
+                    Ok(()) if ends.is_empty() => return Ok(Sent::Ok),
+                    Ok(()) => {}
+                    // The server is up but refuses the lookup (rights, dialect): waiting
+                    // cannot fix that, and a re-sent row is merged away later, a stuck spool not.
+                    Err(e @ clickhouse::error::Error::BadResponse(_)) => {
+                        tracing::warn!(error = %e, "ClickHouse refused to say which rows of an unanswered insert landed; re-sending them all");
+                    }
+                    Err(e) => {
+                        self.metrics.insert_retries.inc();
+                        if self.is_draining() {
+                            tracing::warn!(error = %e, "cannot tell which rows landed during shutdown; the batch stays in the spool");
+                            return Err(ShipError::Aborted);
+                        }
+                        let delay = backoff.next_delay();
+                        tracing::warn!(error = %e, attempt = backoff.attempts(), retry_in = ?delay, "cannot ask ClickHouse which rows of an unanswered insert landed; will retry");
+                        self.pause(delay).await;
+                        continue;
+                    }
+                }
+            }
             let started = Instant::now();
-            match self.insert(sql, data, token).await {
+            match self.insert(&rows.sql, &data, token).await {
                 Ok(()) => {
                     self.metrics
                         .batch_latency_seconds
@@ -294,9 +346,14 @@ impl Shipper {
                     return Ok(Sent::Ok);
                 }
                 Err(e) if classify(&e) == Class::Invalid => {
-                    return Ok(Sent::Invalid(e.to_string()));
+                    return Ok(Sent::Invalid {
+                        error: e.to_string(),
+                        suspect: ambiguous,
+                    });
                 }
                 Err(e) => {
+                    ambiguous = true;
+                    check = self.checks_presence();
                     self.metrics.insert_retries.inc();
                     if self.is_draining() {
                         tracing::warn!(error = %e, "insert failed during shutdown; the batch stays in the spool");
@@ -308,6 +365,43 @@ impl Shipper {
                 }
             }
         }
+    }
+
+    /// Whether re-sent rows must be checked against the table: only a single 18.16-era node
+    /// stores a repeated insert twice (tokens dedupe on modern servers, block checksums on
+    /// replicated tables, where a re-sent subset would be a new block and could not be).
+    fn checks_presence(&self) -> bool {
+        self.flavor == Some(Flavor::Legacy) && self.cfg.cluster.is_none()
+    }
+
+    /// Drops from `data`/`ends` the rows the table already holds.
+    async fn leave_out_present(
+        &self,
+        rows: &Rows,
+        data: &mut Bytes,
+        ends: &mut Vec<usize>,
+    ) -> Result<(), clickhouse::error::Error> {
+        let Some(keys) = present::row_keys(&rows.layout, data, ends) else {
+            tracing::warn!(
+                "rows of this spool layout carry no leading trace_id; re-sending them whole"
+            );
+            return Ok(());
+        };
+        let table = format!("{}.{}", self.cfg.database, self.cfg.table);
+        let found = present::present(&self.client, &table, &keys, self.timeout()).await?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        let (left, left_ends, skipped) = present::missing(data, ends, &keys, &found);
+        self.metrics.rows_already_present.inc_by(skipped as u64);
+        tracing::info!(
+            already_present = skipped,
+            to_send = left_ends.len(),
+            "rows of an unanswered insert are already in ClickHouse; not re-sending them"
+        );
+        *data = left;
+        *ends = left_ends;
+        Ok(())
     }
 
     /// The INSERT for rows of `layout`: it names the layout's columns, so the

@@ -112,7 +112,7 @@ async fn h1_and_h2_responses_match_direct() {
         "{} upstream connections",
         w.metrics.upstream_connections.get()
     );
-    let records = w.drain_records();
+    let records = w.drain_records().await;
     let r = records
         .iter()
         .find(|r| r.path.as_deref() == Some("/echo") && r.bytes_up == data.len() as u64)

@@ -149,7 +149,7 @@ async fn a_provider_reset_mid_body_fails_only_that_exchange() {
         assert_eq!((out.exit, out.status), (0, 200), "{out:?}");
     }
     w.wait_for_no_active_connections().await;
-    let records = w.drain_records();
+    let records = w.drain_records().await;
     let reset: Vec<_> = records
         .iter()
         .filter(|r| r.path.as_deref() == Some("/reset"))
@@ -230,7 +230,7 @@ async fn uninspectable_connections_are_closed_when_configured_and_recorded() {
         assert_eq!(w.metrics.connections_for("close", reason), 1, "{reason}");
         assert_eq!(w.metrics.connections_for("splice", reason), 0, "{reason}");
     }
-    let records = w.drain_records();
+    let records = w.drain_records().await;
     let mut reasons: Vec<_> = records
         .iter()
         .map(|r| {
@@ -264,7 +264,7 @@ async fn relayed_uninspectable_connections_are_recorded_with_their_reason() {
     s.shutdown().await.unwrap();
     let _ = read_until_closed(&mut s).await;
     w.wait_for_no_active_connections().await;
-    let records = w.drain_records();
+    let records = w.drain_records().await;
     let mut reasons: Vec<_> = records
         .iter()
         .map(|r| {

@@ -83,7 +83,7 @@ async fn an_untrusted_provider_certificate_fails_the_request_and_others_keep_wor
         assert_eq!((out.exit, out.status), (0, 200), "{out:?}");
     }
     assert_eq!(w.metrics.upstream_tls_verify_failures.get(), 2);
-    let records = w.drain_records();
+    let records = w.drain_records().await;
     let failed: Vec<_> = records
         .iter()
         .filter(|r| r.sni.as_deref() == Some(BAD_NAME))
@@ -260,7 +260,7 @@ async fn a_relay_of_learnt_distrust_under_an_enforcing_policy_is_recorded_as_suc
             .connections_for("splice", "client_rejected_certificate"),
         0
     );
-    let records = w.drain_records();
+    let records = w.drain_records().await;
     let relayed: Vec<_> = records
         .iter()
         .filter(|r| !r.intercepted && r.sni.as_deref() == Some(NAME))
@@ -301,7 +301,7 @@ async fn a_request_for_another_host_than_the_server_name_gets_421_and_is_not_for
         "nothing reached the provider"
     );
     assert_eq!(w.metrics.guard_for("misdirected_request"), 4);
-    let records = w.drain_records();
+    let records = w.drain_records().await;
     let refused: Vec<_> = records.iter().filter(|r| r.status == Some(421)).collect();
     assert_eq!(refused.len(), 4, "{records:?}");
     assert!(refused.iter().all(|r| {

@@ -158,6 +158,11 @@ impl Layout {
         self.columns.iter().map(|(n, _)| n.as_str())
     }
 
+    /// `(name, type)` of every column in RowBinary order.
+    pub fn columns(&self) -> &[(String, String)] {
+        &self.columns
+    }
+
     /// The column list of an INSERT: `` `a`, `b`, ... ``.
     pub fn insert_columns(&self) -> String {
         self.names()

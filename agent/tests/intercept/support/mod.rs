@@ -197,11 +197,18 @@ impl World {
         s
     }
 
-    /// Every record emitted so far.
-    pub fn drain_records(&mut self) -> Vec<ExchangeRecord> {
+    /// Every record emitted so far. Records reach the channel through the analysis pool, a
+    /// moment after their connection closed, so this takes them until none has arrived for a
+    /// quiet interval (bounded).
+    pub async fn drain_records(&mut self) -> Vec<ExchangeRecord> {
+        const QUIET: Duration = Duration::from_millis(250);
+        let deadline = Instant::now() + Duration::from_secs(10);
         let mut out = Vec::new();
-        while let Ok(r) = self.records.try_recv() {
-            out.push(r);
+        while Instant::now() < deadline {
+            match tokio::time::timeout(QUIET, self.records.recv()).await {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) | Err(_) => break,
+            }
         }
         out
     }
