@@ -14,7 +14,7 @@
 //! iptables rules would isolate such a bridge from the lab's internet.) Containers, network, images,
 //! cgroups, the lab and a dockerd the kit started are all removed afterwards.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -223,11 +223,7 @@ fn metric(admin: SocketAddr, name: &str) -> u64 {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    testkit::net::free_port("127.0.0.1")
 }
 
 /// The agent's files, as the DaemonSet mounts them: config, CA (key 0400), state; and the

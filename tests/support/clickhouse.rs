@@ -2,7 +2,7 @@
 //! killed on drop. Uses the Debian `clickhouse-server` binary (18.16 here).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,11 +53,7 @@ pub struct Replica {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::net::free_port("127.0.0.1")
 }
 
 impl ClickHouseServer {
