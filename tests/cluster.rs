@@ -178,11 +178,20 @@ fn migrate_from_two_agents(dir: &Path, r0: &ClickHouseServer, r1: &ClickHouseSer
 /// table, every trace once, and `FINAL` (which collapses any replay that escaped the block
 /// checksums) agreeing.
 fn assert_converged(r0: &ClickHouseServer, r1: &ClickHouseServer, expected: u64) {
-    for ch in [r0, r1] {
-        ch.query("SYSTEM SYNC REPLICA llmtrace.traces_local");
-    }
     let local = |sql: &str| -> Vec<u64> { [r0, r1].iter().map(|ch| ch.query_u64(sql)).collect() };
-    let counts = local("SELECT count() FROM llmtrace.traces_local");
+    // A restarted replica may only learn of parts from ZooKeeper after the first SYNC REPLICA
+    // returned, so convergence is waited for (bounded), not assumed after one.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let counts = loop {
+        for ch in [r0, r1] {
+            ch.query("SYSTEM SYNC REPLICA llmtrace.traces_local");
+        }
+        let counts = local("SELECT count() FROM llmtrace.traces_local");
+        if counts[0] == counts[1] || Instant::now() > deadline {
+            break counts;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     assert_eq!(
         counts[0], counts[1],
         "local tables of the two replicas differ"
