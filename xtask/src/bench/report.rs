@@ -28,6 +28,15 @@ pub fn render(sections: &[Section]) -> String {
     for (what, value) in machine() {
         let _ = writeln!(s, "- {what}: {value}");
     }
+    // Shortened runs (fewer rows, shorter cells) say so, since their figures are noisier.
+    let mut knobs: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("LLMTRACE_BENCH_"))
+        .map(|(k, v)| format!("`{k}={v}`"))
+        .collect();
+    knobs.sort();
+    if !knobs.is_empty() {
+        let _ = writeln!(s, "- run with: {}", knobs.join(", "));
+    }
     for sec in sections {
         let _ = write!(
             s,
