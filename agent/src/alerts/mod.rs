@@ -323,7 +323,12 @@ mod tests {
         assert_eq!(lines.len(), 1, "{text}");
         assert_eq!(lines[0].trace_id, Some(row.trace_id));
         assert_eq!(
-            lines[0].identity.as_ref().unwrap().api_key_fingerprint,
+            lines[0]
+                .identity
+                .as_ref()
+                .unwrap()
+                .caller
+                .api_key_fingerprint,
             "fp"
         );
         assert!(!text.contains("AKIAIOSFODNN7EXAMPLE"));

@@ -6,42 +6,26 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::sink::{TraceRow, row};
+use crate::{
+    control::OwnedIdentity,
+    sink::{TraceRow, row},
+};
 
-/// Who made the call, as the agent knows it for certain (kernel, cgroup, /proc, API key).
+/// Who made the call, as the agent knows it for certain (kernel, cgroup, /proc, API key):
+/// the agent's host and the caller fields selectors match, serialised side by side.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Identity {
     /// Host name of the agent's machine.
     pub host: String,
-    /// Kubernetes node (else the host name).
-    pub node: String,
-    /// Kubernetes namespace.
-    pub k8s_namespace: String,
-    /// Kubernetes workload name.
-    pub k8s_workload: String,
-    /// Kubernetes pod name.
-    pub k8s_pod: String,
-    /// Container name (Docker/CRI, else Kubernetes), else the container id.
-    pub container: String,
-    /// Container id.
-    pub container_id: String,
-    /// Executable path.
-    pub exe: String,
-    /// Kernel command name.
-    pub comm: String,
-    /// User id of the process.
-    pub uid: u32,
-    /// Provider name.
-    pub provider: String,
-    /// Model requested.
-    pub model: String,
-    /// Keyed fingerprint of the API key; never the key.
-    pub api_key_fingerprint: String,
+    /// Node, Kubernetes names, container, process, provider, model and key fingerprint.
+    #[serde(flatten)]
+    pub caller: OwnedIdentity,
 }
 
 impl Identity {
     /// The identity columns of `row`.
     pub fn of_row(row: &TraceRow) -> Self {
+        // Container name (Docker/CRI, else Kubernetes), else the container id.
         let container = [&row.container_name, &row.k8s_container, &row.container_id]
             .into_iter()
             .find(|s| !s.is_empty())
@@ -49,39 +33,26 @@ impl Identity {
             .unwrap_or_default();
         Self {
             host: row.host.clone(),
-            node: row.node.clone(),
-            k8s_namespace: row.k8s_namespace.clone(),
-            k8s_workload: row.k8s_workload.clone(),
-            k8s_pod: row.k8s_pod.clone(),
-            container,
-            container_id: row.container_id.clone(),
-            exe: row.exe.clone(),
-            comm: row.comm.clone(),
-            uid: row.uid,
-            provider: row.provider.clone(),
-            model: row.model.clone(),
-            api_key_fingerprint: row.api_key_fingerprint.clone(),
+            caller: OwnedIdentity {
+                node: row.node.clone(),
+                k8s_namespace: row.k8s_namespace.clone(),
+                k8s_workload: row.k8s_workload.clone(),
+                k8s_pod: row.k8s_pod.clone(),
+                container,
+                container_id: row.container_id.clone(),
+                exe: row.exe.clone(),
+                comm: row.comm.clone(),
+                uid: row.uid,
+                provider: row.provider.clone(),
+                model: row.model.clone(),
+                api_key_fingerprint: row.api_key_fingerprint.clone(),
+            },
         }
     }
-}
 
-impl Identity {
     /// The borrowed form selectors and `group_by` work on.
     pub fn view(&self) -> crate::control::Identity<'_> {
-        crate::control::Identity {
-            node: &self.node,
-            k8s_namespace: &self.k8s_namespace,
-            k8s_workload: &self.k8s_workload,
-            k8s_pod: &self.k8s_pod,
-            container: &self.container,
-            container_id: &self.container_id,
-            exe: &self.exe,
-            comm: &self.comm,
-            uid: self.uid,
-            provider: &self.provider,
-            model: &self.model,
-            api_key_fingerprint: &self.api_key_fingerprint,
-        }
+        self.caller.as_identity()
     }
 }
 

@@ -14,6 +14,7 @@ use super::{
     time::rfc3339,
 };
 use crate::analysis::Severity;
+use crate::control::OwnedIdentity;
 
 /// One configured rule with its dedup state.
 #[derive(Debug)]
@@ -119,7 +120,7 @@ impl Rule {
                     finding.severity,
                     finding.kind,
                     finding.location,
-                    who(identity)
+                    who(&identity.caller)
                 );
                 alert.trace_id = Some(*trace_id);
                 alert.identity = Some((**identity).clone());
@@ -180,7 +181,7 @@ fn facts(event: &Event) -> (&str, Severity, Option<&Identity>, String) {
     }
 }
 
-fn who(id: &Identity) -> String {
+fn who(id: &OwnedIdentity) -> String {
     let mut parts = Vec::new();
     if !id.k8s_namespace.is_empty() {
         parts.push(format!("{}/{}", id.k8s_namespace, id.k8s_workload));
@@ -231,9 +232,12 @@ mod tests {
         Event::Finding {
             trace_id: Uuid::new_v4(),
             identity: Arc::new(Identity {
-                k8s_namespace: "prod".into(),
-                k8s_workload: workload.into(),
-                api_key_fingerprint: "fp:abcd".into(),
+                caller: OwnedIdentity {
+                    k8s_namespace: "prod".into(),
+                    k8s_workload: workload.into(),
+                    api_key_fingerprint: "fp:abcd".into(),
+                    ..OwnedIdentity::default()
+                },
                 ..Identity::default()
             }),
             finding: FindingView {
@@ -283,7 +287,7 @@ mod tests {
         assert!(a.summary.contains("1 more"), "{}", a.summary);
         let mut elsewhere = finding("secret.x", "high", "a");
         if let Event::Finding { identity, .. } = &mut elsewhere {
-            Arc::make_mut(identity).k8s_namespace = "dev".into();
+            Arc::make_mut(identity).caller.k8s_namespace = "dev".into();
         }
         assert!(matches!(r.apply(&elsewhere, later, host), Outcome::NoMatch));
     }

@@ -86,8 +86,9 @@ impl<'a> Identity<'a> {
     }
 }
 
-/// An [`Identity`] that outlives the connection borrow (kept by an exchange for its policy).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// An [`Identity`] that outlives the connection borrow (kept by an exchange for its policy,
+/// carried by alerts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OwnedIdentity {
     pub node: String,
     pub k8s_namespace: String,
