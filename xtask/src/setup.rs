@@ -176,22 +176,26 @@ fn python_venv() -> Result<()> {
 }
 
 /// A venv at `dir` (relative to the workspace) holding `requirements`, with a stamp recording
-/// which requirements it was built from, so an unchanged venv costs nothing.
+/// where it was built and from which requirements, so an unchanged venv costs nothing. The path
+/// is part of the stamp because pip writes it into every script's shebang: a venv copied or moved
+/// from another checkout looks complete but its entry points (`mitmdump`) cannot start.
 pub fn venv(dir: &str, requirements: &str) -> Result<()> {
     let root = crate::root();
     let venv = root.join(dir);
+    let venv_arg = venv.to_str().context("venv path")?;
     let reqs_path = root.join(requirements);
     let reqs = fs::read_to_string(&reqs_path).with_context(|| requirements.to_owned())?;
-    let stamp = venv.join(".llmtrace-requirements");
+    let stamp_path = venv.join(".llmtrace-requirements");
+    let stamp = format!("# venv {venv_arg}\n{reqs}");
     let python = venv.join("bin/python");
-    if python.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == reqs) {
+    let built = fs::read_to_string(&stamp_path).ok();
+    if python.exists() && built.as_deref() == Some(stamp.as_str()) {
         return Ok(());
     }
-    if !python.exists() {
-        cmd::run(
-            "python3",
-            &["-m", "venv", venv.to_str().context("venv path")?],
-        )?;
+    let moved = built.is_some_and(|b| !b.starts_with(&format!("# venv {venv_arg}\n")));
+    if !python.exists() || moved {
+        // `--clear` rebuilds a moved venv in place, rewriting interpreter links and shebangs.
+        cmd::run("python3", &["-m", "venv", "--clear", venv_arg])?;
     }
     let py = python.to_str().context("venv path")?;
     cmd::run(
@@ -206,7 +210,7 @@ pub fn venv(dir: &str, requirements: &str) -> Result<()> {
             reqs_path.to_str().context("path")?,
         ],
     )?;
-    fs::write(&stamp, reqs)?;
+    fs::write(&stamp_path, stamp)?;
     Ok(())
 }
 
