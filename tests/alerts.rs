@@ -73,23 +73,10 @@ fn webhook_receiver(rt: &tokio::runtime::Runtime) -> (SocketAddr, Received) {
     (addr, received)
 }
 
-fn python() -> PathBuf {
-    let p = std::env::var_os("LLMTRACE_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-        PathBuf::from,
-    );
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo xtask setup`",
-        p.display()
-    );
-    p
-}
-
 /// The OpenAI SDK, inside the test cgroup, trusting only the llmtrace CA.
 fn openai_call(cg: &TestCgroup, fake: &FakeLlm, agent: &Agent, prompt: &str) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/llm_client.py");
-    let out = command_in(Some(cg), python())
+    let out = command_in(Some(cg), testkit::python())
         .arg(script)
         .args(["--sdk", "openai", "--mode", "sync", "--prompt", prompt])
         .args([

@@ -455,20 +455,9 @@ fn write_ddl(work: &Path, ch_cfg: &ClickHouseConfig) {
     std::fs::write(work.join("upgrade.sql"), upgrade).unwrap();
 }
 
-fn python() -> PathBuf {
-    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    let path = std::env::var_os("LLMTRACE_PYTHON").map_or(default, PathBuf::from);
-    assert!(
-        path.exists(),
-        "python with chdb-core not found at {} (set LLMTRACE_PYTHON or `python3 -m venv .venv && .venv/bin/pip install chdb-core`)",
-        path.display()
-    );
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chdb_accepts_the_production_ddl_and_the_exact_bytes_sent() {
-    let python = python();
+    let python = testkit::python();
     let ch = ClickHouseServer::start();
     let tee = Tee::start(ch.http_port);
     let state = tempfile::tempdir().unwrap();

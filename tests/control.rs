@@ -43,23 +43,10 @@ fn world(name: &str, rules: &str) -> World {
     World { cg, fake, agent }
 }
 
-fn python() -> PathBuf {
-    let p = std::env::var_os("LLMTRACE_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-        PathBuf::from,
-    );
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo xtask setup`",
-        p.display()
-    );
-    p
-}
-
 /// Runs the SDK driver inside the test cgroup, trusting only the llmtrace CA.
 fn client(w: &World, args: &[&str]) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/control_client.py");
-    let out = command_in(Some(&w.cg), python())
+    let out = command_in(Some(&w.cg), testkit::python())
         .arg(script)
         .args(args)
         .args([

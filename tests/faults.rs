@@ -23,13 +23,6 @@ use testkit::{
     wait_for,
 };
 
-fn python() -> PathBuf {
-    std::env::var_os("LLMTRACE_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-        PathBuf::from,
-    )
-}
-
 struct World {
     cg: TestCgroup,
     fake: FakeLlm,
@@ -57,7 +50,7 @@ fn world(name: &str, extra: &str) -> World {
 /// `http_load.py` in the test cgroup, trusting the agent's CA.
 fn load(w: &World, args: &[&str]) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/http_load.py");
-    let out = command_in(Some(&w.cg), python())
+    let out = command_in(Some(&w.cg), testkit::python())
         .arg(script)
         .args([
             "--address",

@@ -209,19 +209,6 @@ fn tls_mistakes_are_refused_when_the_configuration_loads() {
     );
 }
 
-fn python() -> PathBuf {
-    let p = std::env::var_os("LLMTRACE_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-        PathBuf::from,
-    );
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo xtask setup`",
-        p.display()
-    );
-    p
-}
-
 /// One host: its own cgroup, fake provider and agent; `shared_key` is its
 /// `llm.fingerprint_key_file`, if any. Returns the fingerprint of the OpenAI SDK's key.
 fn fingerprint_on_a_host(name: &str, shared_key: Option<&Path>) -> String {
@@ -244,7 +231,7 @@ fn fingerprint_on_a_host(name: &str, shared_key: Option<&Path>) -> String {
     );
     let follow = agent.follow();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/llm_client.py");
-    let out = command_in(Some(&cg), python())
+    let out = command_in(Some(&cg), testkit::python())
         .arg(script)
         .args(["--sdk", "openai", "--mode", "sync", "--prompt", "hello"])
         .args(["--port", &port.to_string(), "--address", "127.0.0.2"])

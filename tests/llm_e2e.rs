@@ -38,23 +38,10 @@ fn world(name: &str, policy: &str) -> World {
     World { cg, fake, agent }
 }
 
-fn python() -> PathBuf {
-    let p = std::env::var_os("LLMTRACE_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-        PathBuf::from,
-    );
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo xtask setup`",
-        p.display()
-    );
-    p
-}
-
 /// Runs the SDK client inside the test cgroup, trusting only the llmtrace CA.
 fn sdk(w: &World, which: &str, mode: &str, tools: bool, prompt: &str) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/llm_client.py");
-    let mut c = command_in(Some(&w.cg), python());
+    let mut c = command_in(Some(&w.cg), testkit::python());
     c.arg(script)
         .args(["--sdk", which, "--mode", mode, "--prompt", prompt])
         .args([

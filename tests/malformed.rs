@@ -15,13 +15,6 @@ use testkit::{
     fake_llm::FakeLlm,
 };
 
-fn python() -> PathBuf {
-    std::env::var_os("LLMTRACE_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-        PathBuf::from,
-    )
-}
-
 struct World {
     cg: TestCgroup,
     fake: FakeLlm,
@@ -49,7 +42,7 @@ fn world(name: &str) -> World {
 fn case(w: &World, name: &str) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/malformed.py");
     let started = Instant::now();
-    let out = command_in(Some(&w.cg), python())
+    let out = command_in(Some(&w.cg), testkit::python())
         .arg(script)
         .args([
             "--address",

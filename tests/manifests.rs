@@ -12,21 +12,9 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The test venv's Python (it carries `kubernetes-validate`, from tests/requirements.txt).
-fn python() -> PathBuf {
-    let default = workspace().join(".venv/bin/python");
-    let path = std::env::var_os("LLMTRACE_PYTHON").map_or(default, PathBuf::from);
-    assert!(
-        path.exists(),
-        "python with kubernetes-validate not found at {} (run `cargo xtask setup` or set LLMTRACE_PYTHON)",
-        path.display()
-    );
-    path
-}
-
 /// Runs the renderer/validator on `dir`: (success, stdout, stderr).
 fn render(dir: &Path) -> (bool, String, String) {
-    let out = Command::new(python())
+    let out = Command::new(testkit::python())
         .arg(workspace().join("tests/k8s/render_validate.py"))
         .arg(dir)
         .output()

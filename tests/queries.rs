@@ -748,17 +748,6 @@ type Case = (
     &'static str,
 );
 
-fn python() -> PathBuf {
-    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    let path = std::env::var_os("LLMTRACE_PYTHON").map_or(default, PathBuf::from);
-    assert!(
-        path.exists(),
-        "python with chdb-core not found at {} (run `cargo xtask setup`)",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn the_modern_engine_answers_the_same_over_the_production_ddl() {
     let w = World::new();
@@ -823,7 +812,7 @@ fn the_modern_engine_answers_the_same_over_the_production_ddl() {
     .unwrap();
     // Same zone as the 18.16 server, so times print alike.
     let zone = w.ch.query_text("SELECT timezone()");
-    let out = Command::new(python())
+    let out = Command::new(testkit::python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("chdb_queries.py"))
         .arg(work.path())
         .env("TZ", &zone)

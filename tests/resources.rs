@@ -14,13 +14,6 @@ use testkit::{
     fake_llm::{FakeLlm, Pacing},
 };
 
-fn python() -> PathBuf {
-    std::env::var_os("LLMTRACE_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-        PathBuf::from,
-    )
-}
-
 fn agent_for(cg: &TestCgroup, fake: &FakeLlm, extra: &str, intercept: &str) -> Agent {
     Agent::start(
         cg,
@@ -39,7 +32,7 @@ fn agent_for(cg: &TestCgroup, fake: &FakeLlm, extra: &str, intercept: &str) -> A
 /// Runs `http_load.py` in the test cgroup, trusting the PEM bundle `trust`.
 fn load(cg: &TestCgroup, fake: &FakeLlm, trust: &std::path::Path, args: &[&str]) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/http_load.py");
-    let out = command_in(Some(cg), python())
+    let out = command_in(Some(cg), testkit::python())
         .arg(script)
         .args([
             "--address",

@@ -52,19 +52,6 @@ fn clients() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients")
 }
 
-fn python() -> PathBuf {
-    let p = std::env::var_os("LLMTRACE_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-        PathBuf::from,
-    );
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo xtask setup`",
-        p.display()
-    );
-    p
-}
-
 /// Runs `c` (inside the test cgroup) and parses the one JSON object it prints.
 fn json_of(mut c: Command) -> Value {
     let out = c.output().expect("run the SDK client");
@@ -81,7 +68,7 @@ fn json_of(mut c: Command) -> Value {
 
 /// A streamed call through a Python SDK, trusting only the llmtrace CA.
 fn python_stream(w: &World, which: &str, extra: &[&str]) -> Value {
-    let mut c = command_in(Some(&w.cg), python());
+    let mut c = command_in(Some(&w.cg), testkit::python());
     c.arg(clients().join("llm_client.py"))
         .args(["--sdk", which, "--mode", "stream"])
         .args(["--port", &w.fake.addr.port().to_string()])

@@ -84,3 +84,18 @@ macro_rules! require_root {
         }
     };
 }
+
+/// The Python of the test venv (real SDKs, chdb): `LLMTRACE_PYTHON` when set, else the
+/// workspace's `.venv`, which `cargo xtask setup` builds.
+pub fn python() -> std::path::PathBuf {
+    let path = std::env::var_os("LLMTRACE_PYTHON").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask setup` (or set LLMTRACE_PYTHON to a Python with the packages of tests/requirements.txt)",
+        path.display()
+    );
+    path
+}
