@@ -114,6 +114,16 @@ fn body_columns() -> Vec<String> {
         .collect()
 }
 
+/// Seeded traces: id | minutes ago | host | executable | namespace | workload kind | workload |
+/// provider | model | finding | action | intercepted.
+const SEEDS: &[&str] = &[
+    "1|10|h1|/usr/bin/python3|payments|Deployment|checkout|openai|gpt-4o|secret.aws_access_key|flag|1",
+    "2|11|h1|/usr/bin/python3|payments|Deployment|checkout|openai|gpt-4o|pii.email|redact|1",
+    "3|12|h2|/usr/bin/node||||anthropic|claude-sonnet-4-5||allow|1",
+    "4|13|h2|/opt/app/agent|research|StatefulSet|crawler|mistral|mistral-large|secret.github_token|block|1",
+    "5|14|h2|/usr/bin/curl|||||||allow|0",
+];
+
 struct World {
     ch: ClickHouseServer,
     dir: tempfile::TempDir,
@@ -182,91 +192,24 @@ impl World {
     /// processes, an uninspected connection.
     fn seed(&self) {
         let now_us = i64::try_from(self.ch.query_u64("SELECT toUInt64(now()) * 1000000")).unwrap();
-        let rows = [
-            // (id, minutes ago, host, exe, ns, kind, workload, provider, model, finding, action, intercepted)
-            (
-                1,
-                10,
-                "h1",
-                "/usr/bin/python3",
-                "payments",
-                "Deployment",
-                "checkout",
-                "openai",
-                "gpt-4o",
-                "secret.aws_access_key",
-                "flag",
-                1,
-            ),
-            (
-                2,
-                11,
-                "h1",
-                "/usr/bin/python3",
-                "payments",
-                "Deployment",
-                "checkout",
-                "openai",
-                "gpt-4o",
-                "pii.email",
-                "redact",
-                1,
-            ),
-            (
-                3,
-                12,
-                "h2",
-                "/usr/bin/node",
-                "",
-                "",
-                "",
-                "anthropic",
-                "claude-sonnet-4-5",
-                "",
-                "allow",
-                1,
-            ),
-            (
-                4,
-                13,
-                "h2",
-                "/opt/app/agent",
-                "research",
-                "StatefulSet",
-                "crawler",
-                "mistral",
-                "mistral-large",
-                "secret.github_token",
-                "block",
-                1,
-            ),
-            (
-                5,
-                14,
-                "h2",
-                "/usr/bin/curl",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "allow",
-                0,
-            ),
-        ];
-        let values: Vec<String> = rows
+        let values: Vec<String> = SEEDS
             .iter()
-            .map(|&(id, ago, host, exe, ns, kind, workload, provider, model, finding, action, intercepted)| {
-                let t = now_us - ago * 60_000_000;
+            .map(|row| {
+                let f: Vec<&str> = row.split('|').collect();
+                let [id, ago, host, exe, ns, kind, workload, provider, model, finding, action, intercepted] =
+                    f[..]
+                else {
+                    panic!("seed {row}")
+                };
+                let t = now_us - ago.parse::<i64>().unwrap() * 60_000_000;
                 let findings = if finding.is_empty() {
                     "[], [], [], [], []".to_owned()
                 } else {
                     format!("['{finding}'], ['high'], [0.9], ['request'], ['AKIA****(20)']")
                 };
-                let reason = if intercepted == 1 { "" } else { "not_configured" };
+                let reason = if intercepted == "1" { "" } else { "not_configured" };
                 format!(
-                    "(toUUID('00000000-0000-0000-0000-{id:012}'), {t}, {t}, '{host}', '{exe}', \
+                    "(toUUID('00000000-0000-0000-0000-{id:0>12}'), {t}, {t}, '{host}', '{exe}', \
                      '{exe} --prompt {ARGV}', '{ns}', '{kind}', '{workload}', '{host}', 'prod', \
                      '{provider}', '{model}', 200, 1000, 10, 5, 0.5, 100, 50, \
                      'sys: {PROMPT}', 'reply: {ANSWER}', ['call_1'], ['run_shell'], ['{{\"cmd\":\"{ARGS}\"}}'], \

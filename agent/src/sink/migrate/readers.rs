@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::{ClientError, MigrateError, execute};
 use crate::sink::config::ClickHouseConfig;
-use crate::sink::row::TraceRow;
+use crate::sink::row::{ColumnDef, TraceRow};
 
 /// Migration number shown in errors of this step (it is not recorded: it always runs).
 const STEP: u32 = 0;
@@ -30,7 +30,7 @@ pub fn database(cfg: &ClickHouseConfig) -> String {
 pub fn visible(columns: &[(String, String)]) -> Vec<(String, String)> {
     let allowed: Vec<String> = TraceRow::SCHEMA
         .iter()
-        .flat_map(|c| c.stored_names())
+        .flat_map(ColumnDef::stored_names)
         .filter(|(_, all)| *all)
         .map(|(n, _)| n)
         .collect();
