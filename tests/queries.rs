@@ -994,6 +994,65 @@ fn every_grafana_panel_is_a_tested_saved_query() {
     }
 }
 
+/// Every dashboard type-checks against Grafana's own dashboard schema (the TypeScript types
+/// `@grafana/schema` generates from it, as Grafana's front end uses them): required fields,
+/// value types and no unknown keys on the objects it describes. A copy with a misspelled panel
+/// key must fail, so the check is known to bite.
+#[test]
+fn every_dashboard_matches_grafanas_schema() {
+    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/node/node_modules");
+    let schema = modules.join("@grafana/schema/dist/types/index.d.ts");
+    let tsc = modules.join("typescript/bin/tsc");
+    assert!(
+        schema.exists() && tsc.exists(),
+        "@grafana/schema or typescript missing: run `cargo xtask setup`"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    let mut write = |name: &str, dash: &serde_json::Value| {
+        let ts = format!(
+            "import type {{ Dashboard }} from '@grafana/schema';\nexport const dashboard: Dashboard = {};\n",
+            serde_json::to_string_pretty(dash).unwrap()
+        );
+        std::fs::write(work.path().join(name), ts).unwrap();
+        files.push(name.to_owned());
+    };
+    for file in CLICKHOUSE_DASHBOARDS.iter().chain([&HEALTH_DASHBOARD]) {
+        write(&file.replace(".json", ".ts"), &dashboard(file));
+    }
+    let mut broken = dashboard(HEALTH_DASHBOARD);
+    let panel = broken["panels"][0].as_object_mut().unwrap();
+    let field_config = panel.remove("fieldConfig").unwrap_or(serde_json::json!({}));
+    panel.insert("fieldconfig".into(), field_config);
+    write("broken.ts", &broken);
+    let tsconfig = serde_json::json!({
+        "compilerOptions": {
+            "strict": true, "noEmit": true, "target": "es2022", "module": "esnext",
+            "moduleResolution": "bundler", "types": [],
+            "paths": { "@grafana/schema": [schema] }
+        },
+        "files": files,
+    });
+    std::fs::write(work.path().join("tsconfig.json"), tsconfig.to_string()).unwrap();
+    let out = Command::new("node")
+        .arg(&tsc)
+        .arg("-p")
+        .arg("tsconfig.json")
+        .current_dir(work.path())
+        .output()
+        .expect("run node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("error TS")).collect();
+    assert!(!out.status.success(), "the misspelled key passed: {text}");
+    assert!(
+        errors.len() == 1
+            && errors[0].starts_with("broken.ts(")
+            && errors[0].contains("'\"fieldconfig\"' does not exist in type 'Panel"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Every metric name the agent exports, from its registrations in `agent/src`: the root registry
 /// has the prefix `llmtrace` (app.rs) and a sub-registry's prefix extends it; counters get
 /// `_total`, histograms `_bucket`, `_sum` and `_count` in the text exposition.

@@ -6,22 +6,24 @@
 -- traces_local too, hence the second grant, which is harmless on a single node.
 --
 -- llmtrace_reader: every trace column except what the prompts and answers said: the request
---   and response bodies and the tool-call arguments the model produced. Enough for every saved
---   query in queries/ (`llmtrace report`), dashboards, cost and usage: give it to
---   platform, FinOps and most security analysts.
+--   and response bodies, the tool-call arguments the model produced, and the calling process's
+--   command line (a command-line client given its prompt as an argument holds it there). The
+--   columns are the ones agent/src/sink/row.rs marks `body` (tests/readers.rs checks this list
+--   against them). Enough for every saved query in queries/ (`llmtrace report`), dashboards,
+--   cost and usage: give it to platform, FinOps and most security analysts.
 -- llmtrace_full_reader: every column, bodies included: give it only to the few people who
 --   investigate an incident and may read what was sent.
 -- Columns a later migration adds are readable by both roles (the reader's grant is all columns
--- minus the revoked ones), so a new body-like column must be revoked here too.
+-- minus the revoked ones), so a new body column must be revoked here too (re-run this file).
 --
--- ClickHouse 18.16 has no roles or column grants: there, readers get a separate user with
--- <readonly>1</readonly> in users.xml and see every column, bodies included.
+-- ClickHouse 18.16 has no roles or column grants: there, use readers-18.16/ (users with a
+-- database list, and a Distributed table without the body columns that the agent keeps).
 
 CREATE ROLE IF NOT EXISTS llmtrace_reader;
 GRANT SELECT ON llmtrace.traces TO llmtrace_reader;
-REVOKE SELECT(request_body, response_body, `tool_calls.arguments`) ON llmtrace.traces FROM llmtrace_reader;
+REVOKE SELECT(cmdline, request_body, response_body, `tool_calls.arguments`) ON llmtrace.traces FROM llmtrace_reader;
 GRANT SELECT ON llmtrace.traces_local TO llmtrace_reader;
-REVOKE SELECT(request_body, response_body, `tool_calls.arguments`) ON llmtrace.traces_local FROM llmtrace_reader;
+REVOKE SELECT(cmdline, request_body, response_body, `tool_calls.arguments`) ON llmtrace.traces_local FROM llmtrace_reader;
 
 CREATE ROLE IF NOT EXISTS llmtrace_full_reader;
 GRANT SELECT ON llmtrace.* TO llmtrace_full_reader;

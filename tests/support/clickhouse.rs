@@ -59,21 +59,32 @@ pub fn free_port() -> u16 {
 impl ClickHouseServer {
     /// Starts a fresh server and waits until `/ping` answers.
     pub fn start() -> Self {
-        Self::start_with(None, None)
+        Self::start_with(None, None, &|_| Vec::new())
+    }
+
+    /// Starts a fresh server with extra configuration files: `(path, text)` pairs, the path
+    /// relative to its config directory (`users.d/…`, `config.d/…`), made from its native
+    /// (TCP) port.
+    pub fn start_with_files(files: &dyn Fn(u16) -> Vec<(String, String)>) -> Self {
+        Self::start_with(None, None, files)
     }
 
     /// Starts a fresh server that also serves HTTPS (OpenSSL section of its config).
     pub fn start_https(tls: &HttpsOptions) -> Self {
-        Self::start_with(Some(tls), None)
+        Self::start_with(Some(tls), None, &|_| Vec::new())
     }
 
     /// Starts one replica of a one-shard cluster (macros `{shard}` = `01`, `{replica}` =
     /// `r<index>`), replicating through ZooKeeper and the interserver port on 127.0.0.1.
     pub fn start_replica(replica: &Replica) -> Self {
-        Self::start_with(None, Some(replica))
+        Self::start_with(None, Some(replica), &|_| Vec::new())
     }
 
-    fn start_with(tls: Option<&HttpsOptions>, replica: Option<&Replica>) -> Self {
+    fn start_with(
+        tls: Option<&HttpsOptions>,
+        replica: Option<&Replica>,
+        files: &dyn Fn(u16) -> Vec<(String, String)>,
+    ) -> Self {
         assert!(
             Path::new(SERVER_BIN).exists(),
             "{SERVER_BIN} missing: apt-get install clickhouse-server"
@@ -90,6 +101,11 @@ impl ClickHouseServer {
             config = with_cluster(&config, replica);
         }
         std::fs::write(dir.path().join("config.xml"), config).unwrap();
+        for (path, text) in files(tcp_port) {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
         let mut server = Self {
             dir,
             http_port,

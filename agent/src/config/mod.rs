@@ -355,6 +355,7 @@ mod docs_tests {
             "user",
             "password_file",
             "cluster",
+            "redacted_cluster",
             "ca_file",
             "client_cert_file",
             "client_key_file",

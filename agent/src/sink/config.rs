@@ -60,6 +60,11 @@ pub struct ClickHouseConfig {
     pub migrate_on_start: bool,
     /// Cluster name for the `ON CLUSTER` schema (Replicated + Distributed); none is single node.
     pub cluster: Option<String>,
+    /// Cluster (`remote_servers`) whose replica connects as a service user allowed to read
+    /// `database`: when set, migrations keep `<database>_redacted.<table>`, a Distributed table
+    /// over the traces with every column except the body ones, for readers without bodies
+    /// (`deploy/clickhouse/readers-18.16/`). Single node only; none creates no such table.
+    pub redacted_cluster: Option<String>,
     /// Days trace metadata is kept (table TTL; modern servers only).
     pub retention_days: u32,
     /// Days request/response bodies are kept (column TTL; modern servers only).
@@ -144,6 +149,7 @@ impl Default for ClickHouseConfig {
             max_backoff_ms: 30_000,
             migrate_on_start: true,
             cluster: None,
+            redacted_cluster: None,
             retention_days: 180,
             body_retention_days: 30,
             ca_file: None,
@@ -212,6 +218,20 @@ impl SinkConfig {
         }
         if ch.max_backoff_ms == 0 {
             return bad("sink.clickhouse.max_backoff_ms", "must be at least 1");
+        }
+        if let Some(c) = &ch.redacted_cluster {
+            if !is_identifier(c) {
+                return bad(
+                    "sink.clickhouse.redacted_cluster",
+                    "must be a plain identifier [A-Za-z0-9_]",
+                );
+            }
+            if ch.cluster.is_some() {
+                return bad(
+                    "sink.clickhouse.redacted_cluster",
+                    "is for a single node; with `cluster` set, leave it out",
+                );
+            }
         }
         if ch.retention_days > MAX_RETENTION_DAYS {
             // `toDate(start_time) + INTERVAL n DAY` must stay below Date's 2149 limit.
@@ -333,6 +353,15 @@ mod tests {
         cfg.clickhouse.table = "traces; DROP".into();
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("sink.clickhouse.table"), "{err}");
+        let mut cfg = SinkConfig::default();
+        cfg.clickhouse.redacted_cluster = Some("a-b".into());
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("sink.clickhouse.redacted_cluster"), "{err}");
+        cfg.clickhouse.redacted_cluster = Some("llmtrace_redacted".into());
+        cfg.validate().unwrap();
+        cfg.clickhouse.cluster = Some("fleet".into());
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("single node"), "{err}");
         let mut cfg = SinkConfig::default();
         cfg.clickhouse.timeout_ms = 0;
         assert!(

@@ -9,6 +9,7 @@
 //! columns), so a migration interrupted half way is simply run again.
 
 mod added;
+pub mod readers;
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -374,6 +375,10 @@ pub async fn migrate(
             "applied ClickHouse migration"
         );
         applied.push(m.version);
+    }
+    // Always, not once: a column migrations added (here or by a newer agent) must reach it.
+    if let Some(cluster) = &cfg.redacted_cluster {
+        readers::sync(client, cfg, cluster, timeout).await?;
     }
     Ok(applied)
 }

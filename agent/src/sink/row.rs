@@ -18,7 +18,9 @@ use uuid::Uuid;
 use super::rowbinary::{Column, DecodeError, Reader, nested_column};
 use crate::identity::ContainerRuntime;
 
-/// One column of the trace table.
+/// One column of the trace table. A column whose text is (or may be) what a prompt or an
+/// answer said is marked `; body` (a `Nested` one `; body[field, …]` for such fields): only
+/// full readers see it. Mark a new column before it ships, or every reader will see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ColumnDef {
     /// Column name (for `Nested`, the prefix of its `name.field` columns).
@@ -28,6 +30,41 @@ pub struct ColumnDef {
     pub ch_type: &'static str,
     /// Field names of a `Nested` column; empty otherwise.
     pub nested: &'static [&'static str],
+    /// Who may read it (`sink::migrate::readers` builds the body-free table from this).
+    pub readers: Readers,
+}
+
+/// Who may read a column. Body columns hold what a prompt or an answer said (or may say: a
+/// command line can carry a prompt given as an argument); only full readers see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    /// Every reader.
+    All,
+    /// Only full readers.
+    Full,
+    /// Every reader sees this `Nested` column except these fields, which only full readers see.
+    FullFields(&'static [&'static str]),
+}
+
+impl ColumnDef {
+    /// The ClickHouse column names it stores (`name.field` for each field of a `Nested` one),
+    /// each with whether every reader may read it.
+    pub fn stored_names(&self) -> Vec<(String, bool)> {
+        if self.nested.is_empty() {
+            return vec![(self.name.to_owned(), self.readers != Readers::Full)];
+        }
+        self.nested
+            .iter()
+            .map(|f| {
+                let all = match self.readers {
+                    Readers::All => true,
+                    Readers::Full => false,
+                    Readers::FullFields(hidden) => !hidden.contains(f),
+                };
+                (format!("{}.{f}", self.name), all)
+            })
+            .collect()
+    }
 }
 
 macro_rules! trace_row {
@@ -36,7 +73,8 @@ macro_rules! trace_row {
         pub struct TraceRow {
             $(
                 $(#[$fmeta:meta])*
-                $name:ident : $ty:ty => $ch:expr $(; default $default:expr)? ,
+                $name:ident : $ty:ty => $ch:expr $(; body $([$($field:ident),*])?)?
+                    $(; default $default:expr)? ,
             )*
         }
     ) => {
@@ -53,6 +91,7 @@ macro_rules! trace_row {
                     name: stringify!($name),
                     ch_type: $ch,
                     nested: <$ty as Column>::NESTED,
+                    readers: trace_row!(@readers $(body $([$($field),*])?)?),
                 }, )*
             ];
 
@@ -72,6 +111,9 @@ macro_rules! trace_row {
             }
         }
     };
+    (@readers) => { Readers::All };
+    (@readers body) => { Readers::Full };
+    (@readers body [$($field:ident),*]) => { Readers::FullFields(&[$(stringify!($field)),*]) };
     (@default) => { Default::default() };
     (@default $default:expr) => { $default };
 }
@@ -100,8 +142,9 @@ trace_row! {
         comm: String => "LowCardinality(String)",
         /// Executable path of the calling process.
         exe: String => "LowCardinality(String)",
-        /// Command line of the calling process (bounded, credentials masked).
-        cmdline: String => "String",
+        /// Command line of the calling process (bounded, credentials masked). Full readers
+        /// only: a prompt given to a command-line client as an argument is in it.
+        cmdline: String => "String"; body,
         /// Container id derived from the cgroup path; empty outside containers.
         container_id: String => "String",
         /// Original destination address the application connected to.
@@ -145,9 +188,9 @@ trace_row! {
         /// Cost in US dollars; `None` means unknown, which is not zero.
         cost_usd: Option<f64> => "Nullable(Float64)",
         /// Request text (bounded, after redaction).
-        request_body: String => "String",
+        request_body: String => "String"; body,
         /// Response text (bounded, after redaction).
-        response_body: String => "String",
+        response_body: String => "String"; body,
         /// Request body bytes seen.
         request_bytes: u64 => "UInt64",
         /// Response body bytes seen.
@@ -157,7 +200,7 @@ trace_row! {
         /// Response body bytes not kept because of the capture bound.
         response_dropped_bytes: u64 => "UInt64",
         /// Tool calls the model made.
-        tool_calls: Vec<ToolCall> => ToolCall::CH_TYPE,
+        tool_calls: Vec<ToolCall> => ToolCall::CH_TYPE; body[arguments],
         /// Security findings.
         findings: Vec<Finding> => Finding::CH_TYPE,
         /// Enforcement action taken (`allow`, `flag`, `redact`, `block`).
@@ -329,6 +372,34 @@ mod tests {
             .find(|c| c.name == "tool_calls")
             .unwrap();
         assert_eq!(tool_calls.nested, ["id", "name", "arguments"]);
+    }
+
+    /// The columns only full readers see: what prompts and answers said, the tool-call
+    /// arguments the model wrote, and command lines (which can carry a prompt). Findings'
+    /// excerpts are masked and go out in alerts, so every reader sees them.
+    #[test]
+    fn body_columns_are_marked() {
+        let hidden: Vec<String> = TraceRow::SCHEMA
+            .iter()
+            .flat_map(ColumnDef::stored_names)
+            .filter(|(_, all)| !all)
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            hidden,
+            [
+                "cmdline",
+                "request_body",
+                "response_body",
+                "tool_calls.arguments"
+            ]
+        );
+        let findings = TraceRow::SCHEMA
+            .iter()
+            .find(|c| c.name == "findings")
+            .unwrap();
+        assert_eq!(findings.stored_names().len(), 5);
+        assert!(findings.stored_names().iter().all(|(_, all)| *all));
     }
 
     #[test]
