@@ -61,6 +61,11 @@ pub struct ProxyConfig {
     /// follow `[intercept] fail_mode`: relayed untouched (open) or closed (closed), each
     /// recorded with reason `uid_connection_cap`.
     pub max_connections_per_uid: usize,
+    /// Hold the end of each intercepted response (its last byte, or the end of its stream)
+    /// until the exchange's trace row is in the spool file, at most this long (ms); 0 does
+    /// not hold. With it, an exchange the app saw complete is never lost to a SIGKILL of
+    /// the agent. A row dropped instead (queue or spool full, disk error) releases at once.
+    pub spool_before_end_ms: u64,
 }
 
 impl Default for ProxyConfig {
@@ -85,6 +90,7 @@ impl Default for ProxyConfig {
             trust_learning: true,
             max_buffered_bytes: 64 << 20,
             max_connections_per_uid: 4096,
+            spool_before_end_ms: 1000,
         }
     }
 }
@@ -121,6 +127,9 @@ impl ProxyConfig {
         }
         if self.record_channel_capacity == 0 {
             return Err(("proxy.record_channel_capacity", "must be positive"));
+        }
+        if self.spool_before_end_ms > 60_000 {
+            return Err(("proxy.spool_before_end_ms", "must be at most 60000"));
         }
         if self.analysis_workers == 0 || self.analysis_workers > 64 {
             return Err(("proxy.analysis_workers", "must be between 1 and 64"));

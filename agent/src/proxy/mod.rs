@@ -78,6 +78,8 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// From a sent request to the provider's response head.
     pub response_timeout: Duration,
+    /// Hold a response's end until its row is in the spool file, at most this long.
+    pub spool_before_end: Option<Duration>,
 }
 
 impl Limits {
@@ -92,6 +94,8 @@ impl Limits {
             max_header_bytes: proxy.max_header_bytes,
             connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
             response_timeout: Duration::from_millis(upstream.response_timeout_ms),
+            spool_before_end: (proxy.spool_before_end_ms > 0)
+                .then(|| Duration::from_millis(proxy.spool_before_end_ms)),
         }
     }
 }
