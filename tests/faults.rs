@@ -317,7 +317,12 @@ fn spawn_load(cg: &TestCgroup, fake: &FakeLlm, ca: &Path, done_log: &Path, args:
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/http_load.py");
     command_in(Some(cg), python())
         .arg(script)
-        .args(["--address", "127.0.0.2", "--port", &fake.addr.port().to_string()])
+        .args([
+            "--address",
+            "127.0.0.2",
+            "--port",
+            &fake.addr.port().to_string(),
+        ])
         .arg("--done-log")
         .arg(done_log)
         .args(args)
@@ -368,10 +373,25 @@ fn killed_agent_under_load_fails_over_and_loses_no_finished_exchange() {
             &fake,
             &agent.ca_pem(),
             &done_log,
-            &["--concurrency", "8", "--requests", "1000000", "--timeout", "5", "--tag", &tag],
+            &[
+                "--concurrency",
+                "8",
+                "--requests",
+                "1000000",
+                "--timeout",
+                "5",
+                "--tag",
+                &tag,
+            ],
         );
-        let warm = wait_for(Duration::from_secs(30), || (lines(&done_log).len() >= 300).then_some(()));
-        assert!(warm.is_some(), "fail_mode {mode}: no load through the agent:\n{}", agent.log());
+        let warm = wait_for(Duration::from_secs(30), || {
+            (lines(&done_log).len() >= 300).then_some(())
+        });
+        assert!(
+            warm.is_some(),
+            "fail_mode {mode}: no load through the agent:\n{}",
+            agent.log()
+        );
         agent.kill();
         let killed = Instant::now();
         let outcome = wait_for(Duration::from_secs(2), || {
@@ -395,7 +415,9 @@ fn killed_agent_under_load_fails_over_and_loses_no_finished_exchange() {
         let out = outcome.unwrap_or_else(|| {
             panic!("fail_mode {mode}: new connections did not fail over within 2 s of the kill")
         });
-        eprintln!("fail_mode {mode}: failed over {took:?} after the kill under load ({rounds} rounds): {out}");
+        eprintln!(
+            "fail_mode {mode}: failed over {took:?} after the kill under load ({rounds} rounds): {out}"
+        );
 
         // The exchanges the app saw complete (through the agent: a direct connection fails
         // the app's trust in the agent's CA, so none completes around it).
@@ -430,7 +452,13 @@ impl SmallDisk {
     fn mount(size: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "llmtrace-test"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "llmtrace-test",
+            ])
             .arg(dir.path())
             .status()
             .expect("mount");
@@ -489,7 +517,16 @@ fn a_full_spool_disk_keeps_traffic_flowing_counts_the_loss_and_recovers() {
             &fake,
             &agent.ca_pem(),
             &done_log,
-            &["--concurrency", "4", "--requests", requests, "--size", "6000", "--tag", tag],
+            &[
+                "--concurrency",
+                "4",
+                "--requests",
+                requests,
+                "--size",
+                "6000",
+                "--tag",
+                tag,
+            ],
         );
         let out = child.wait_with_output().expect("http_load.py");
         let tally: Value = serde_json::from_slice(&out.stdout).expect("tally");
@@ -503,7 +540,11 @@ fn a_full_spool_disk_keeps_traffic_flowing_counts_the_loss_and_recovers() {
     assert_eq!(done_full.len(), 240);
     let no_space = || agent.metric("llmtrace_sink_rows_dropped_total", "NoSpace");
     let counted = wait_for(Duration::from_secs(10), || (no_space() > 0).then_some(()));
-    assert!(counted.is_some(), "rows lost to the full disk are counted:\n{}", agent.log());
+    assert!(
+        counted.is_some(),
+        "rows lost to the full disk are counted:\n{}",
+        agent.log()
+    );
     assert!(
         agent.log().contains("NoSpace"),
         "and logged:\n{}",
@@ -533,9 +574,20 @@ fn a_full_spool_disk_keeps_traffic_flowing_counts_the_loss_and_recovers() {
     let (rows, corrupt) = spooled_rows(&spool);
     assert_eq!(corrupt, 0, "no torn or corrupt record");
     let before = prompt_ids(&rows, "full");
-    assert_eq!(before.len() as u64, spooled_full, "every row counted as spooled is there");
-    assert_eq!(before.len() as u64 + dropped_full, 240, "and the rest counted as lost");
+    assert_eq!(
+        before.len() as u64,
+        spooled_full,
+        "every row counted as spooled is there"
+    );
+    assert_eq!(
+        before.len() as u64 + dropped_full,
+        240,
+        "and the rest counted as lost"
+    );
     let stored_after = prompt_ids(&rows, "after");
-    let missing = done_after.iter().filter(|id| !stored_after.contains(*id)).count();
+    let missing = done_after
+        .iter()
+        .filter(|id| !stored_after.contains(*id))
+        .count();
     assert_eq!(missing, 0, "rows after the recovery are all stored");
 }

@@ -175,7 +175,11 @@ impl ResponseBody {
 
     /// The response completes for the app with `frame` (`None`: the end of the stream): record
     /// the exchange and, when its row must be in the spool first, hold `frame` until then.
-    fn complete(&mut self, frame: Option<Frame<Bytes>>, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
+    fn complete(
+        &mut self,
+        frame: Option<Frame<Bytes>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Frame<Bytes>>> {
         let wait = self
             .recorder
             .take()

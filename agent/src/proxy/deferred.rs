@@ -25,6 +25,10 @@ use crate::{
 /// enough that a burst still spreads over the workers.
 const BATCH: usize = 16;
 
+/// An analysed record, and the signal its data path waits for (fired once its row is in the
+/// spool file).
+type Analysed = (ExchangeRecord, Option<Spooled>);
+
 impl Records {
     /// Counts each ended exchange against `control`'s limits once it is settled.
     #[must_use]
@@ -84,7 +88,7 @@ impl Records {
     /// Starts the workers; each hands its analysed batches to its own clone of `out`.
     fn spawn<F>(self, out: F) -> Vec<JoinHandle<()>>
     where
-        F: FnMut(&mut Vec<(ExchangeRecord, Option<Spooled>)>) + Clone + Send + 'static,
+        F: FnMut(&mut Vec<Analysed>) + Clone + Send + 'static,
     {
         let this = Arc::new(self);
         (0..this.workers)
@@ -95,7 +99,7 @@ impl Records {
             .collect()
     }
 
-    fn work(&self, out: &mut dyn FnMut(&mut Vec<(ExchangeRecord, Option<Spooled>)>)) {
+    fn work(&self, out: &mut dyn FnMut(&mut Vec<Analysed>)) {
         let mut jobs = Vec::with_capacity(BATCH);
         let mut done = Vec::with_capacity(BATCH);
         while self.queue.pop_batch(&mut jobs, BATCH, None) == Popped::Items {

@@ -125,13 +125,19 @@ impl Writer<'_> {
 
     fn commit(&mut self) {
         let done = self.spool.commit();
-        self.settle(done, "cannot write or fsync the spool; the rows not yet durable were given up (counted)");
+        self.settle(
+            done,
+            "cannot write or fsync the spool; the rows not yet durable were given up (counted)",
+        );
         self.deadline = None;
     }
 
     fn write_out(&mut self) {
         let done = self.spool.write_out();
-        self.settle(done, "cannot write to the spool; the rows not yet written were given up (counted)");
+        self.settle(
+            done,
+            "cannot write to the spool; the rows not yet written were given up (counted)",
+        );
     }
 
     /// After a write-out: the rows appended are in the file (their waiters are released as
@@ -160,7 +166,10 @@ impl Writer<'_> {
             Ok(appended) => appended,
             Err(e) => {
                 self.metrics.dropped(e.drop_reason(), 1);
-                self.log_error(&e, "cannot write to the spool; trace rows are lost (counted)");
+                self.log_error(
+                    &e,
+                    "cannot write to the spool; trace rows are lost (counted)",
+                );
                 false
             }
         }

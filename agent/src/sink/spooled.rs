@@ -73,10 +73,7 @@ impl Future for SpoolWait {
             Poll::Ready(Err(_)) => return Poll::Ready(Waited::Lost),
             Poll::Pending => {}
         }
-        self.deadline
-            .as_mut()
-            .poll(cx)
-            .map(|()| Waited::TimedOut)
+        self.deadline.as_mut().poll(cx).map(|()| Waited::TimedOut)
     }
 }
 

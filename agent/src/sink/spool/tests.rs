@@ -357,7 +357,11 @@ fn a_full_disk_keeps_what_was_written_refuses_rows_counted_and_recovers() {
         w.fail_opens = 3;
         let e = w.write_out().unwrap_err();
         assert_eq!(e.drop_reason(), DropReason::NoSpace);
-        assert_eq!(m.dropped_count(DropReason::NoSpace), 1, "three, and only it");
+        assert_eq!(
+            m.dropped_count(DropReason::NoSpace),
+            1,
+            "three, and only it"
+        );
         // "two" is kept, made durable by the cut, and readable at once.
         assert_eq!(read_all(&mut r), vec![b"one".to_vec(), b"two".to_vec()]);
         // Still full: rows are refused, each counted by its caller; nothing is torn.
@@ -373,12 +377,18 @@ fn a_full_disk_keeps_what_was_written_refuses_rows_counted_and_recovers() {
     }
     let m2 = SinkMetrics::default();
     let (_w, mut r) = open(dir.path(), &config, &m2).unwrap();
-    assert_eq!(m2.dropped_count(DropReason::Corrupt), 0, "no torn record anywhere");
+    assert_eq!(
+        m2.dropped_count(DropReason::Corrupt),
+        0,
+        "no torn record anywhere"
+    );
     assert_eq!(read_all(&mut r), vec![b"six".to_vec()]);
     let leftovers = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter_map(|e| e.unwrap().file_name().into_string().ok())
-        .filter(|n| n.ends_with(".seg") && std::fs::metadata(dir.path().join(n)).unwrap().len() == 0)
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "seg") && std::fs::metadata(p).unwrap().len() == 0
+        })
         .count();
     assert_eq!(leftovers, 0, "no half-made segment left behind");
 }

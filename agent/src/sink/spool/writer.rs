@@ -269,7 +269,10 @@ impl SpoolWriter {
             segment: self.segment,
             offset: 0,
         });
-        tracing::warn!(segment = self.segment, "the spool writes again, in a fresh segment");
+        tracing::warn!(
+            segment = self.segment,
+            "the spool writes again, in a fresh segment"
+        );
         Ok(())
     }
 
@@ -281,10 +284,8 @@ impl SpoolWriter {
         let dup = self.file.get_ref().try_clone();
         let old_file = match dup {
             Ok(dup) => {
-                let old = std::mem::replace(
-                    &mut self.file,
-                    BufWriter::with_capacity(256 << 10, dup),
-                );
+                let old =
+                    std::mem::replace(&mut self.file, BufWriter::with_capacity(256 << 10, dup));
                 Some(old.into_parts().0)
             }
             Err(_) => None,
