@@ -66,6 +66,13 @@ pub struct ProxyConfig {
     /// not hold. With it, an exchange the app saw complete is never lost to a SIGKILL of
     /// the agent. A row dropped instead (queue or spool full, disk error) releases at once.
     pub spool_before_end_ms: u64,
+    /// HTTP/2: streams an app may open and reset before the proxy accepted them, pending at
+    /// once; beyond it the connection gets GOAWAY `ENHANCE_YOUR_CALM` (the "rapid reset"
+    /// attack bound).
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2: streams the proxy may reset because of the app's protocol errors on one
+    /// connection; beyond it the connection gets GOAWAY.
+    pub h2_max_local_error_reset_streams: usize,
 }
 
 impl Default for ProxyConfig {
@@ -91,6 +98,9 @@ impl Default for ProxyConfig {
             max_buffered_bytes: 64 << 20,
             max_connections_per_uid: 4096,
             spool_before_end_ms: 1000,
+            // hyper's (h2's) defaults, made explicit.
+            h2_max_pending_accept_reset_streams: 20,
+            h2_max_local_error_reset_streams: 1024,
         }
     }
 }
@@ -127,6 +137,18 @@ impl ProxyConfig {
         }
         if self.record_channel_capacity == 0 {
             return Err(("proxy.record_channel_capacity", "must be positive"));
+        }
+        if !(1..=10_000).contains(&self.h2_max_pending_accept_reset_streams) {
+            return Err((
+                "proxy.h2_max_pending_accept_reset_streams",
+                "must be between 1 and 10000",
+            ));
+        }
+        if !(1..=100_000).contains(&self.h2_max_local_error_reset_streams) {
+            return Err((
+                "proxy.h2_max_local_error_reset_streams",
+                "must be between 1 and 100000",
+            ));
         }
         if self.spool_before_end_ms > 60_000 {
             return Err(("proxy.spool_before_end_ms", "must be at most 60000"));

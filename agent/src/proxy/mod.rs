@@ -80,6 +80,10 @@ pub struct Limits {
     pub response_timeout: Duration,
     /// Hold a response's end until its row is in the spool file, at most this long.
     pub spool_before_end: Option<Duration>,
+    /// HTTP/2 streams reset by the app before being accepted, pending at once.
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 streams reset by the proxy for the app's protocol errors.
+    pub h2_max_local_error_reset_streams: usize,
 }
 
 impl Limits {
@@ -96,6 +100,8 @@ impl Limits {
             response_timeout: Duration::from_millis(upstream.response_timeout_ms),
             spool_before_end: (proxy.spool_before_end_ms > 0)
                 .then(|| Duration::from_millis(proxy.spool_before_end_ms)),
+            h2_max_pending_accept_reset_streams: proxy.h2_max_pending_accept_reset_streams,
+            h2_max_local_error_reset_streams: proxy.h2_max_local_error_reset_streams,
         }
     }
 }
