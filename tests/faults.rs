@@ -1,10 +1,12 @@
 //! Faults through the real agent: a provider that resets mid-request, mid-response or
-//! mid-stream, or stalls; an agent frozen under load. Each time the app gets a clear answer
-//! (an error status or a cut body, never a hang), the row records what happened, and the
-//! agent keeps serving.
+//! mid-stream, or stalls; an agent frozen or killed under load; the spool's disk filling up.
+//! Each time the app gets a clear answer (an error status or a cut body, never a hang), the
+//! row records what happened (or its loss is counted), and the agent keeps serving.
 
 use std::{
-    path::PathBuf,
+    collections::HashSet,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -255,4 +257,330 @@ fn frozen_agent_under_load_fails_over_within_the_heartbeat_timeout() {
             "fail_mode {mode}: a thawed agent intercepts again"
         );
     }
+}
+
+/// Every row in the spool at `dir`, read (after recovery, as a restarted agent would) with the
+/// agent's own reader; and how many records it found corrupt or torn.
+fn spooled_rows(dir: &Path) -> (Vec<llmtrace_agent::sink::TraceRow>, u64) {
+    use llmtrace_agent::sink::{
+        SinkMetrics, config::SpoolConfig, metrics::DropReason, rowbinary, spool,
+    };
+    let m = SinkMetrics::default();
+    let (_w, mut r) = spool::open(dir, &SpoolConfig::default(), &m).expect("open the spool");
+    let mut rows = Vec::new();
+    loop {
+        let mut batch = spool::Batch::default();
+        r.fill(&mut batch, usize::MAX, usize::MAX, r.committed())
+            .expect("read the spool");
+        if batch.is_empty() {
+            break;
+        }
+        rows.extend(rowbinary::decode_all(&batch.data).expect("every spooled row decodes"));
+        r.ack(batch.end).expect("ack");
+    }
+    (rows, m.dropped_count(DropReason::Corrupt))
+}
+
+/// Prompt ids (`tag-worker-n`) found in the request bodies of `rows`.
+fn prompt_ids(rows: &[llmtrace_agent::sink::TraceRow], tag: &str) -> HashSet<String> {
+    let prefix = format!("{tag}-");
+    rows.iter()
+        .filter_map(|r| {
+            let at = r.request_body.find(&prefix)?;
+            let id = &r.request_body[at..];
+            let end = id
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .unwrap_or(id.len());
+            Some(id[..end].to_owned())
+        })
+        .collect()
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `http_load.py` started in the cgroup against the fake provider, logging each exchange whose
+/// whole response it read to `done_log`.
+fn spawn_load(cg: &TestCgroup, fake: &FakeLlm, ca: &Path, done_log: &Path, args: &[&str]) -> Child {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/http_load.py");
+    command_in(Some(cg), python())
+        .arg(script)
+        .args([
+            "--address",
+            "127.0.0.2",
+            "--port",
+            &fake.addr.port().to_string(),
+        ])
+        .arg("--done-log")
+        .arg(done_log)
+        .args(args)
+        .env("SSL_CERT_FILE", ca)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run http_load.py")
+}
+
+fn killed_agent_config(mode: &str, fake: &FakeLlm, echo: &EchoServer, spool: &Path) -> AgentConfig {
+    AgentConfig {
+        intercept: format!("fail_mode = \"{mode}\"\nheartbeat_timeout_ms = 500"),
+        rest: format!(
+            "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
+             [[providers]]\nhost = \"api.anthropic.com\"\nport = {echo}\naddresses = [\"127.0.0.3\"]\n\
+             [upstream]\nextra_root_certs = [\"{ca}\"]\n\
+             [sink.spool]\ndir = \"{spool}\"\nfsync_interval_ms = 3600000\n",
+            port = fake.addr.port(),
+            echo = echo.addr.port(),
+            ca = fake.ca_pem_path.display(),
+            spool = spool.display(),
+        ),
+    }
+}
+
+/// SIGKILL under load: new connections fail over as `fail_mode` says within the heartbeat
+/// timeout, and every exchange whose client read its whole response has its row in the spool
+/// (the agent releases a response's end only once its row is in the spool file; the group
+/// fsync is an hour away here, so `write(2)` alone must be enough).
+#[test]
+fn killed_agent_under_load_fails_over_and_loses_no_finished_exchange() {
+    testkit::require_root!();
+    for (mode, closed) in [("open", false), ("closed", true)] {
+        let cg = Arc::new(TestCgroup::new(&format!("sigkill{mode}")));
+        let fake = FakeLlm::start("127.0.0.2:0");
+        let echo = EchoServer::start("127.0.0.3:0");
+        let addr = echo.addr.to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        let done_log = dir.path().join("done.log");
+        let mut agent = Agent::start(&cg, &killed_agent_config(mode, &fake, &echo, &spool));
+        let stop = Arc::new(AtomicBool::new(false));
+        let probes = background_load(cg.clone(), addr.clone(), stop.clone());
+        let tag = format!("kill{mode}");
+        let mut exchanges = spawn_load(
+            &cg,
+            &fake,
+            &agent.ca_pem(),
+            &done_log,
+            &[
+                "--concurrency",
+                "8",
+                "--requests",
+                "1000000",
+                "--timeout",
+                "5",
+                "--tag",
+                &tag,
+            ],
+        );
+        let warm = wait_for(Duration::from_secs(30), || {
+            (lines(&done_log).len() >= 300).then_some(())
+        });
+        assert!(
+            warm.is_some(),
+            "fail_mode {mode}: no load through the agent:\n{}",
+            agent.log()
+        );
+        agent.kill();
+        let killed = Instant::now();
+        let outcome = wait_for(Duration::from_secs(2), || {
+            let out = probe_once(&cg, &addr);
+            let failed_over = if closed {
+                out["ok"] == false
+                    && out["error"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("Operation not permitted")
+            } else {
+                out["ok"] == true && out["via_agent"] == false
+            };
+            failed_over.then_some(out)
+        });
+        let took = killed.elapsed();
+        stop.store(true, Ordering::SeqCst);
+        let _ = exchanges.kill();
+        let _ = exchanges.wait();
+        let rounds = probes.join().expect("load thread");
+        let out = outcome.unwrap_or_else(|| {
+            panic!("fail_mode {mode}: new connections did not fail over within 2 s of the kill")
+        });
+        eprintln!(
+            "fail_mode {mode}: failed over {took:?} after the kill under load ({rounds} rounds): {out}"
+        );
+
+        // The exchanges the app saw complete (through the agent: a direct connection fails
+        // the app's trust in the agent's CA, so none completes around it).
+        let done: HashSet<String> = lines(&done_log).into_iter().collect();
+        // A restarted agent recovers the spool, then stops; its reader then reads every row.
+        drop(agent);
+        let mut second = Agent::start(&cg, &killed_agent_config(mode, &fake, &echo, &spool));
+        second.stop();
+        let (rows, corrupt) = spooled_rows(&spool);
+        let stored = prompt_ids(&rows, &tag);
+        let missing: Vec<&String> = done.iter().filter(|id| !stored.contains(*id)).collect();
+        eprintln!(
+            "fail_mode {mode}: {} exchanges completed for the app, {} rows spooled, {} missing, {corrupt} corrupt records",
+            done.len(),
+            stored.len(),
+            missing.len()
+        );
+        assert!(
+            missing.is_empty(),
+            "fail_mode {mode}: exchanges the app saw complete have no row: {:?}",
+            &missing[..missing.len().min(10)]
+        );
+    }
+}
+
+/// A tmpfs of `size` mounted on a fresh directory; unmounted (lazily) when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "llmtrace-test",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(ok.success(), "mount a tmpfs");
+        Self { dir }
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .expect("remount");
+        assert!(ok.success(), "resize the tmpfs");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The spool's disk fills under load: the agent keeps serving, says so (log + metric),
+/// counts every row it could not store, leaves no torn record, and stores rows again once
+/// space comes back.
+#[test]
+fn a_full_spool_disk_keeps_traffic_flowing_counts_the_loss_and_recovers() {
+    testkit::require_root!();
+    let cg = TestCgroup::new("diskfull");
+    let fake = FakeLlm::start("127.0.0.2:0");
+    let disk = SmallDisk::mount("1m");
+    let spool = disk.dir.path().join("spool");
+    let agent = Agent::start(
+        &cg,
+        &AgentConfig {
+            intercept: String::new(),
+            rest: format!(
+                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
+                 [upstream]\nextra_root_certs = [\"{ca}\"]\n\
+                 [sink.spool]\ndir = \"{spool}\"\nmax_bytes = 67108864\nfsync_interval_ms = 20\n",
+                port = fake.addr.port(),
+                ca = fake.ca_pem_path.display(),
+                spool = spool.display(),
+            ),
+        },
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let run = |tag: &str, requests: &str| -> (Value, Vec<String>) {
+        let done_log = logs.path().join(format!("{tag}.log"));
+        let child = spawn_load(
+            &cg,
+            &fake,
+            &agent.ca_pem(),
+            &done_log,
+            &[
+                "--concurrency",
+                "4",
+                "--requests",
+                requests,
+                "--size",
+                "6000",
+                "--tag",
+                tag,
+            ],
+        );
+        let out = child.wait_with_output().expect("http_load.py");
+        let tally: Value = serde_json::from_slice(&out.stdout).expect("tally");
+        (tally, lines(&done_log))
+    };
+
+    // ~1.5 MB of rows for a 1 MiB disk.
+    let (full, done_full) = run("full", "60");
+    eprintln!("while the disk filled: {full}");
+    assert_eq!(full["failed"], 0, "traffic flows on a full disk: {full}");
+    assert_eq!(done_full.len(), 240);
+    let no_space = || agent.metric("llmtrace_sink_rows_dropped_total", "NoSpace");
+    let counted = wait_for(Duration::from_secs(10), || (no_space() > 0).then_some(()));
+    assert!(
+        counted.is_some(),
+        "rows lost to the full disk are counted:\n{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains("NoSpace"),
+        "and logged:\n{}",
+        agent.log()
+    );
+    let settled = |n: u64| {
+        wait_for(Duration::from_secs(10), || {
+            let stored = agent.metric("llmtrace_sink_rows_spooled_total", "");
+            let dropped = agent.metric("llmtrace_sink_rows_dropped_total", "");
+            (stored + dropped >= n).then_some((stored, dropped))
+        })
+    };
+    let (spooled_full, dropped_full) = settled(240).expect("every row is stored or counted");
+    assert_eq!(dropped_full, no_space(), "lost only to the full disk");
+
+    // Space comes back: rows are stored again.
+    disk.resize("16m");
+    let (after, done_after) = run("after", "25");
+    assert_eq!(after["failed"], 0, "{after}");
+    let (spooled_all, dropped_all) = settled(340).expect("stored or counted");
+    assert_eq!(dropped_all, dropped_full, "nothing lost once space is back");
+    assert_eq!(spooled_all, spooled_full + 100);
+    drop(agent);
+
+    // Every record in the spool reads back whole: the rows stored before the disk filled,
+    // none torn, and every row after.
+    let (rows, corrupt) = spooled_rows(&spool);
+    assert_eq!(corrupt, 0, "no torn or corrupt record");
+    let before = prompt_ids(&rows, "full");
+    assert_eq!(
+        before.len() as u64,
+        spooled_full,
+        "every row counted as spooled is there"
+    );
+    assert_eq!(
+        before.len() as u64 + dropped_full,
+        240,
+        "and the rest counted as lost"
+    );
+    let stored_after = prompt_ids(&rows, "after");
+    let missing = done_after
+        .iter()
+        .filter(|id| !stored_after.contains(*id))
+        .count();
+    assert_eq!(missing, 0, "rows after the recovery are all stored");
 }

@@ -22,6 +22,10 @@ struct World {
 }
 
 fn world(name: &str) -> World {
+    world_with(name, "")
+}
+
+fn world_with(name: &str, extra: &str) -> World {
     let cg = TestCgroup::new(name);
     let fake = FakeLlm::start("127.0.0.2:0");
     let agent = Agent::start(
@@ -30,7 +34,7 @@ fn world(name: &str) -> World {
             intercept: String::new(),
             rest: format!(
                 "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
-                 [upstream]\nextra_root_certs = [\"{ca}\"]\n",
+                 [upstream]\nextra_root_certs = [\"{ca}\"]\n{extra}",
                 port = fake.addr.port(),
                 ca = fake.ca_pem_path.display(),
             ),
@@ -154,7 +158,11 @@ fn smuggling_attempts_never_desynchronise_the_upstream_connection() {
 #[test]
 fn http2_abuse_is_bounded() {
     testkit::require_root!();
-    let w = world("h2abuse");
+    // A small rapid-reset bound, so the test shows it is the configured one that holds.
+    let w = world_with(
+        "h2abuse",
+        "[proxy]\nh2_max_pending_accept_reset_streams = 5\nh2_max_local_error_reset_streams = 50\n",
+    );
     let follow = w.agent.follow();
 
     let errors = || {
@@ -163,12 +171,17 @@ fn http2_abuse_is_bounded() {
             "event=\"http_protocol_error\"",
         )
     };
-    // Rapid reset: 10,000 streams opened and reset at once.
+    // Rapid reset: 10,000 streams opened and reset at once. Past 5 pending resets the
+    // connection gets GOAWAY ENHANCE_YOUR_CALM (11).
     let v = case(&w, "rapid-reset");
     let forwarded = w.fake.received().len();
     assert!(
-        forwarded < 1000,
+        forwarded < 100,
         "rapid reset is bounded: {forwarded} requests reached the provider: {v}"
+    );
+    assert!(
+        v["goaway"].as_array().unwrap().contains(&11.into()) || v["closed"] == true,
+        "rapid reset ends the connection: {v}"
     );
     still_serving(&w, &follow);
 

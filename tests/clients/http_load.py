@@ -12,6 +12,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 
 
 def resolve_to(host, address):
@@ -36,17 +37,25 @@ def main():
     p.add_argument("--size", type=int, default=0, help="bytes of prompt text per request")
     p.add_argument("--stream", action="store_true")
     p.add_argument("--timeout", type=float, default=30)
+    p.add_argument("--done-log", help="append the prompt id of each exchange whose whole 200 "
+                   "response was read (one line each, flushed); prompts are then those ids")
+    p.add_argument("--tag", default="x", help="prefix of the prompt ids")
     args = p.parse_args()
+    done_log = open(args.done_log, "a", buffering=1) if args.done_log else None
+    latencies = []
     resolve_to(args.host, args.address)
     ctx = ssl.create_default_context()
     lock = threading.Lock()
     tally = {"ok": 0, "failed": 0, "statuses": {}, "errors": [], "bytes_down": 0}
 
-    def worker():
+    def worker(w):
         conn = None
-        for _ in range(args.requests):
+        for n in range(args.requests):
+            prompt_id = f"{args.tag}-{w}-{n}"
+            content = f"{prompt_id} {'x' * args.size}" if done_log else "x" * args.size
             body = json.dumps({"model": "gpt-4o-mini", "stream": args.stream,
-                               "messages": [{"role": "user", "content": "x" * args.size}]})
+                               "messages": [{"role": "user", "content": content}]})
+            started = time.monotonic()
             try:
                 if conn is None:
                     conn = http.client.HTTPSConnection(args.host, args.port, context=ctx,
@@ -56,7 +65,11 @@ def main():
                                       "authorization": "Bearer sk-test-load-0123456789"})
                 r = conn.getresponse()
                 data = r.read()
+                took = time.monotonic() - started
                 with lock:
+                    latencies.append(took)
+                    if done_log and r.status == 200:
+                        done_log.write(prompt_id + "\n")
                     tally["statuses"][str(r.status)] = tally["statuses"].get(str(r.status), 0) + 1
                     tally["bytes_down"] += len(data)
                     if r.status == 200:
@@ -79,11 +92,15 @@ def main():
         if conn is not None:
             conn.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(args.concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    latencies.sort()
+    if latencies:
+        pick = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 3)  # noqa: E731
+        tally["p50_ms"], tally["p99_ms"] = pick(0.5), pick(0.99)
     print(json.dumps(tally))
 
 

@@ -92,6 +92,8 @@ pub fn agent_watch(kernel: crate::ebpf::KernelStats, sink: crate::sink::SinkMetr
                 DropReason::SpoolFull,
                 DropReason::Corrupt,
                 DropReason::Closed,
+                DropReason::NoSpace,
+                DropReason::IoError,
                 DropReason::DeadLetterFull,
             ]
             .into_iter()

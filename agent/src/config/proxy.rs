@@ -61,6 +61,18 @@ pub struct ProxyConfig {
     /// follow `[intercept] fail_mode`: relayed untouched (open) or closed (closed), each
     /// recorded with reason `uid_connection_cap`.
     pub max_connections_per_uid: usize,
+    /// Hold the end of each intercepted response (its last byte, or the end of its stream)
+    /// until the exchange's trace row is in the spool file, at most this long (ms); 0 does
+    /// not hold. With it, an exchange the app saw complete is never lost to a SIGKILL of
+    /// the agent. A row dropped instead (queue or spool full, disk error) releases at once.
+    pub spool_before_end_ms: u64,
+    /// HTTP/2: streams an app may open and reset before the proxy accepted them, pending at
+    /// once; beyond it the connection gets GOAWAY `ENHANCE_YOUR_CALM` (the "rapid reset"
+    /// attack bound).
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2: streams the proxy may reset because of the app's protocol errors on one
+    /// connection; beyond it the connection gets GOAWAY.
+    pub h2_max_local_error_reset_streams: usize,
 }
 
 impl Default for ProxyConfig {
@@ -85,6 +97,10 @@ impl Default for ProxyConfig {
             trust_learning: true,
             max_buffered_bytes: 64 << 20,
             max_connections_per_uid: 4096,
+            spool_before_end_ms: 1000,
+            // hyper's (h2's) defaults, made explicit.
+            h2_max_pending_accept_reset_streams: 20,
+            h2_max_local_error_reset_streams: 1024,
         }
     }
 }
@@ -121,6 +137,21 @@ impl ProxyConfig {
         }
         if self.record_channel_capacity == 0 {
             return Err(("proxy.record_channel_capacity", "must be positive"));
+        }
+        if !(1..=10_000).contains(&self.h2_max_pending_accept_reset_streams) {
+            return Err((
+                "proxy.h2_max_pending_accept_reset_streams",
+                "must be between 1 and 10000",
+            ));
+        }
+        if !(1..=100_000).contains(&self.h2_max_local_error_reset_streams) {
+            return Err((
+                "proxy.h2_max_local_error_reset_streams",
+                "must be between 1 and 100000",
+            ));
+        }
+        if self.spool_before_end_ms > 60_000 {
+            return Err(("proxy.spool_before_end_ms", "must be at most 60000"));
         }
         if self.analysis_workers == 0 || self.analysis_workers > 64 {
             return Err(("proxy.analysis_workers", "must be between 1 and 64"));

@@ -17,7 +17,8 @@ use hyper::{
     body::{Body, Frame, Incoming, SizeHint},
 };
 
-use super::{context::Recorder, ending::BodyEnd, pool::PoolReturn};
+use super::{context::Recorder, ending::BodyEnd, metrics::ProxyMetrics, pool::PoolReturn};
+use crate::sink::{SpoolWait, Waited};
 
 /// The app's request body on its way to the provider: a prefix the analysis buffered (maybe
 /// rewritten), then the rest of the app's stream, then trailers seen while buffering.
@@ -116,6 +117,15 @@ pub struct ResponseBody {
     bytes: u64,
     recorder: Option<Recorder>,
     pool_return: Option<PoolReturn>,
+    /// What completes the response for the app (its last frame, or the end of the stream:
+    /// `None`), held until the exchange's row is in the spool file.
+    held: Option<Held>,
+}
+
+struct Held {
+    wait: SpoolWait,
+    frame: Option<Frame<Bytes>>,
+    metrics: Arc<ProxyMetrics>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -134,6 +144,7 @@ impl ResponseBody {
             bytes: 0,
             recorder: Some(recorder),
             pool_return,
+            held: None,
         }
     }
 
@@ -144,6 +155,7 @@ impl ResponseBody {
             bytes: 0,
             recorder,
             pool_return: None,
+            held: None,
         }
     }
 
@@ -151,6 +163,47 @@ impl ResponseBody {
         if let Some(mut r) = self.recorder.take() {
             r.finish(self.bytes, end);
         }
+    }
+
+    /// Whether the provider's (or the synthetic) body has nothing more to give.
+    fn inner_ended(&self) -> bool {
+        match &self.inner {
+            Inner::Stream(s) => s.is_end_stream(),
+            Inner::Full(d) => d.is_none(),
+        }
+    }
+
+    /// The response completes for the app with `frame` (`None`: the end of the stream): record
+    /// the exchange and, when its row must be in the spool first, hold `frame` until then.
+    fn complete(
+        &mut self,
+        frame: Option<Frame<Bytes>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Frame<Bytes>>> {
+        let wait = self
+            .recorder
+            .take()
+            .and_then(|mut r| r.finish_complete(self.bytes));
+        let Some((wait, metrics)) = wait else {
+            return Poll::Ready(frame);
+        };
+        self.held = Some(Held {
+            wait,
+            frame,
+            metrics,
+        });
+        self.poll_held(cx)
+    }
+
+    fn poll_held(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
+        let Some(held) = &mut self.held else {
+            return Poll::Ready(None);
+        };
+        let waited = std::task::ready!(Pin::new(&mut held.wait).poll(cx));
+        if waited == Waited::TimedOut {
+            held.metrics.spool_wait_timeouts.inc();
+        }
+        Poll::Ready(self.held.take().and_then(|h| h.frame))
     }
 }
 
@@ -163,6 +216,9 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
+        if this.held.is_some() {
+            return this.poll_held(cx).map(|f| f.map(Ok));
+        }
         let polled = match &mut this.inner {
             Inner::Stream(s) => Pin::new(s).poll_frame(cx),
             Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
@@ -180,6 +236,14 @@ impl Body for ResponseBody {
                         this.inner = Inner::Full(Some(event));
                     }
                 }
+                // Trailers, or the last data of a body of known length: the app has the
+                // whole response with this frame.
+                if frame.is_trailers() || this.inner_ended() {
+                    let Poll::Ready(Some(Ok(frame))) = polled else {
+                        unreachable!("matched above")
+                    };
+                    return this.complete(Some(frame), cx).map(|f| f.map(Ok));
+                }
             }
             Poll::Ready(Some(Err(e))) => {
                 let message = format!("the provider's response body failed: {e}");
@@ -190,7 +254,7 @@ impl Body for ResponseBody {
                 if let Some(p) = this.pool_return.take() {
                     p.give_back();
                 }
-                this.finish(BodyEnd::Complete);
+                return this.complete(None, cx).map(|f| f.map(Ok));
             }
             Poll::Pending => {}
         }
@@ -198,13 +262,16 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Stream(s) => s.is_end_stream(),
-            Inner::Full(d) => d.is_none(),
-        }
+        self.held.is_none() && self.inner_ended()
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(Held {
+            frame: Some(frame), ..
+        }) = &self.held
+        {
+            return SizeHint::with_exact(frame.data_ref().map_or(0, |d| d.len() as u64));
+        }
         match &self.inner {
             Inner::Stream(s) => s.size_hint(),
             Inner::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),

@@ -12,8 +12,15 @@ use std::{
 use bytes::Bytes;
 use hyper::{Method, Version};
 
-use super::{Intercept, ending::BodyEnd, record::ExchangeRecord, tap::LlmTap};
-use crate::{identity::ProcessDetails, tls::Alpn, transport::ProcessInfo};
+use super::{
+    Intercept, ending::BodyEnd, metrics::ProxyMetrics, record::ExchangeRecord, tap::LlmTap,
+};
+use crate::{
+    identity::ProcessDetails,
+    sink::{SpoolWait, Spooled},
+    tls::Alpn,
+    transport::ProcessInfo,
+};
 
 /// What every exchange of one intercepted connection shares.
 #[derive(Debug)]
@@ -137,6 +144,27 @@ impl Recorder {
     /// The record phase: builds the record, judges how its body ended, counts it, and hands
     /// it to the tee.
     pub fn finish(&mut self, bytes_down: u64, end: BodyEnd) {
+        self.finish_spooled(bytes_down, end, None);
+    }
+
+    /// The record phase of a response about to complete for the app: when
+    /// `[proxy] spool_before_end_ms` is set, returns what to wait for before releasing the
+    /// response's end (its row in the spool file, or that limit), and the metrics to count a
+    /// wait that timed out.
+    pub fn finish_complete(&mut self, bytes_down: u64) -> Option<(SpoolWait, Arc<ProxyMetrics>)> {
+        if self.done {
+            return None;
+        }
+        let Some(max) = self.proxy.limits.spool_before_end else {
+            self.finish(bytes_down, BodyEnd::Complete);
+            return None;
+        };
+        let (spooled, wait) = Spooled::pair(max);
+        self.finish_spooled(bytes_down, BodyEnd::Complete, Some(spooled));
+        Some((wait, self.proxy.metrics.clone()))
+    }
+
+    fn finish_spooled(&mut self, bytes_down: u64, end: BodyEnd, spooled: Option<Spooled>) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
@@ -174,7 +202,9 @@ impl Recorder {
             llm: None,
         };
         let pending = c.llm.finish(bytes_up);
-        self.proxy.tee.emit_exchange(record, pending, end);
+        self.proxy
+            .tee
+            .emit_exchange_spooled(record, pending, end, spooled);
     }
 }
 

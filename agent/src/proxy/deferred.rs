@@ -17,13 +17,17 @@ use super::{
     tap::PendingLlm,
 };
 use crate::{
-    sink::{SinkHandle, queue::Popped},
+    sink::{SinkHandle, Spooled, queue::Popped},
     trace::Fleet,
 };
 
 /// Records a worker takes per wake-up: large enough to spare wake-ups under load, small
 /// enough that a burst still spreads over the workers.
 const BATCH: usize = 16;
+
+/// An analysed record, and the signal its data path waits for (fired once its row is in the
+/// spool file).
+type Analysed = (ExchangeRecord, Option<Spooled>);
 
 impl Records {
     /// Counts each ended exchange against `control`'s limits once it is settled.
@@ -46,12 +50,16 @@ impl Records {
         let observer = Arc::new(std::sync::Mutex::new(observer));
         let mut rows = Vec::with_capacity(BATCH);
         let workers = self.spawn(move |records| {
-            rows.extend(records.drain(..).map(|r| trace_row(&r, &fleet)));
+            rows.extend(
+                records
+                    .drain(..)
+                    .map(|(r, spooled)| (trace_row(&r, &fleet), spooled)),
+            );
             {
                 let mut o = observer
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for row in &mut rows {
+                for (row, _) in &mut rows {
                     o.observe(row);
                 }
             }
@@ -69,7 +77,8 @@ impl Records {
     pub fn into_channel(self, capacity: usize) -> mpsc::Receiver<ExchangeRecord> {
         let (tx, rx) = mpsc::channel(capacity);
         self.spawn(move |records| {
-            for r in records.drain(..) {
+            // No spool here: each signal is dropped, which releases its waiter.
+            for (r, _) in records.drain(..) {
                 let _ = tx.blocking_send(r);
             }
         });
@@ -79,7 +88,7 @@ impl Records {
     /// Starts the workers; each hands its analysed batches to its own clone of `out`.
     fn spawn<F>(self, out: F) -> Vec<JoinHandle<()>>
     where
-        F: FnMut(&mut Vec<ExchangeRecord>) + Clone + Send + 'static,
+        F: FnMut(&mut Vec<Analysed>) + Clone + Send + 'static,
     {
         let this = Arc::new(self);
         (0..this.workers)
@@ -90,11 +99,12 @@ impl Records {
             .collect()
     }
 
-    fn work(&self, out: &mut dyn FnMut(&mut Vec<ExchangeRecord>)) {
+    fn work(&self, out: &mut dyn FnMut(&mut Vec<Analysed>)) {
         let mut jobs = Vec::with_capacity(BATCH);
         let mut done = Vec::with_capacity(BATCH);
         while self.queue.pop_batch(&mut jobs, BATCH, None) == Popped::Items {
-            for job in jobs.drain(..) {
+            for mut job in jobs.drain(..) {
+                let spooled = job.spooled.take();
                 let record = self.complete(job);
                 debug!(
                     conn = record.connection_id,
@@ -108,7 +118,7 @@ impl Records {
                     error = record.error.as_deref(),
                     "exchange"
                 );
-                done.push(record);
+                done.push((record, spooled));
             }
             out(&mut done);
         }
@@ -121,6 +131,7 @@ impl Records {
             llm,
             held,
             end,
+            spooled: _,
         } = job;
         if let Some(llm) = llm {
             self.held.fetch_sub(held, Ordering::Relaxed);

@@ -67,6 +67,8 @@ pub struct ProxyMetrics {
     pub upstream_connections: Counter,
     /// Exchange records dropped because the record channel was full.
     pub record_drops: Counter,
+    /// Response ends released after `spool_before_end_ms` without their row in the spool file.
+    pub spool_wait_timeouts: Counter,
     /// (executable, server name) pairs remembered as not trusting the llmtrace CA.
     pub rejected_certificate_remembered: Counter,
     /// Exchanges in flight.
@@ -101,6 +103,7 @@ impl Default for ProxyMetrics {
             upstream_tls_verify_failures: Counter::default(),
             upstream_connections: Counter::default(),
             record_drops: Counter::default(),
+            spool_wait_timeouts: Counter::default(),
             rejected_certificate_remembered: Counter::default(),
             active_exchanges: Gauge::default(),
             llm_exchanges: Family::default(),
@@ -153,6 +156,11 @@ impl ProxyMetrics {
             "proxy_record_drops",
             "Exchange records dropped because the record channel was full",
             m.record_drops.clone(),
+        );
+        r.register(
+            "proxy_spool_wait_timeouts",
+            "Response ends released after spool_before_end_ms without their row in the spool file",
+            m.spool_wait_timeouts.clone(),
         );
         r.register(
             "proxy_rejected_certificate_remembered",

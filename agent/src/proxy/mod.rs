@@ -78,6 +78,12 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// From a sent request to the provider's response head.
     pub response_timeout: Duration,
+    /// Hold a response's end until its row is in the spool file, at most this long.
+    pub spool_before_end: Option<Duration>,
+    /// HTTP/2 streams reset by the app before being accepted, pending at once.
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 streams reset by the proxy for the app's protocol errors.
+    pub h2_max_local_error_reset_streams: usize,
 }
 
 impl Limits {
@@ -92,6 +98,10 @@ impl Limits {
             max_header_bytes: proxy.max_header_bytes,
             connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
             response_timeout: Duration::from_millis(upstream.response_timeout_ms),
+            spool_before_end: (proxy.spool_before_end_ms > 0)
+                .then(|| Duration::from_millis(proxy.spool_before_end_ms)),
+            h2_max_pending_accept_reset_streams: proxy.h2_max_pending_accept_reset_streams,
+            h2_max_local_error_reset_streams: proxy.h2_max_local_error_reset_streams,
         }
     }
 }

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     identity::ProcessDetails,
+    sink::Spooled,
     sink::queue::{BatchQueue, Producer, PushError},
     transport::ProcessInfo,
 };
@@ -83,6 +84,9 @@ pub struct Job {
     /// How the response body ended, settled once `llm` is attached (it tells whether the
     /// terminal event came before an app's close); `None` for a record already settled.
     pub end: Option<BodyEnd>,
+    /// Fired once the row is in the spool file (the data path holds the response's end until
+    /// then); dropped with the record if it is lost.
+    pub spooled: Option<Spooled>,
 }
 
 impl Job {
@@ -161,21 +165,37 @@ impl RecordTee {
 
     /// Hands `record` on, or drops it when the consumer is behind or gone.
     pub fn emit(&self, record: ExchangeRecord) {
+        self.emit_spooled(record, None);
+    }
+
+    fn emit_spooled(&self, record: ExchangeRecord, spooled: Option<Spooled>) {
         self.push(Job {
             record,
             llm: None,
             held: 0,
             end: None,
+            spooled,
         });
     }
 
     /// Hands `record` on with its analysis to finish and its ending to settle after that, or,
     /// when the pool is behind, finishes it here without the response analysis (cheap) and
     /// hands it on like [`Self::emit`].
-    pub fn emit_exchange(&self, mut record: ExchangeRecord, llm: Option<PendingLlm>, end: BodyEnd) {
+    pub fn emit_exchange(&self, record: ExchangeRecord, llm: Option<PendingLlm>, end: BodyEnd) {
+        self.emit_exchange_spooled(record, llm, end, None);
+    }
+
+    /// [`Self::emit_exchange`], with the signal to fire once the row is in the spool file.
+    pub fn emit_exchange_spooled(
+        &self,
+        mut record: ExchangeRecord,
+        llm: Option<PendingLlm>,
+        end: BodyEnd,
+        spooled: Option<Spooled>,
+    ) {
         let Some(llm) = llm else {
             Job::settle(&mut record, Some(end), &self.metrics);
-            return self.emit(record);
+            return self.emit_spooled(record, spooled);
         };
         let held = llm.held_bytes();
         let total = self.held.fetch_add(held, Ordering::Relaxed) + held;
@@ -184,6 +204,7 @@ impl RecordTee {
             llm: Some(llm),
             held,
             end: Some(end),
+            spooled,
         };
         let job = if total <= self.limits.analysis_queue_bytes {
             match self.tx.queue().push_below(job, self.limits.analysis_queue) {
@@ -197,7 +218,7 @@ impl RecordTee {
         record = job.record;
         record.llm = job.llm.map(|l| Box::new(l.skip(&self.metrics)));
         Job::settle(&mut record, job.end, &self.metrics);
-        self.emit(record);
+        self.emit_spooled(record, job.spooled);
     }
 
     fn push(&self, job: Job) {

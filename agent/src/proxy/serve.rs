@@ -42,6 +42,8 @@ where
             // one connection can have in flight.
             .max_concurrent_streams(100)
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
             .serve_connection(io, service);
         let graceful = http2::Connection::graceful_shutdown;
         drive(connection, graceful, &proxy, &conn, &activity).await

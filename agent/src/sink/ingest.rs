@@ -14,13 +14,14 @@ use super::metrics::{DropReason, SinkMetrics};
 use super::queue::{BatchQueue, Popped};
 use super::row::TraceRow;
 use super::rowbinary;
-use super::spool::{MAX_PAYLOAD, SpoolWriter};
+use super::spool::{MAX_PAYLOAD, SpoolError, SpoolWriter};
+use super::spooled::Spooled;
 
 /// Messages to the writer thread.
 #[derive(Debug)]
 pub(super) enum Msg {
-    /// A finished trace.
-    Row(Arc<TraceRow>),
+    /// A finished trace, and the signal to fire once it is in the spool file.
+    Row(Arc<TraceRow>, Option<Spooled>),
     /// Commit now and report back (the rows before it are then durable).
     Flush(oneshot::Sender<()>),
     /// Commit and stop.
@@ -31,6 +32,8 @@ pub(super) enum Msg {
 const IDLE: Duration = Duration::from_secs(1);
 /// Messages taken per wake-up: bounds the time between two deadline checks.
 const BATCH: usize = 1024;
+/// A failing spool (full disk) is logged at ERROR at most this often, not once per row.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub(super) fn run(
     rx: &BatchQueue<Msg>,
@@ -46,6 +49,9 @@ pub(super) fn run(
         fsync_interval,
         buf: Vec::with_capacity(8 << 10),
         deadline: None,
+        appended: Vec::new(),
+        last_error_log: None,
+        errors_unlogged: 0,
     };
     let mut batch = Vec::with_capacity(BATCH);
     loop {
@@ -81,6 +87,11 @@ struct Writer<'a> {
     buf: Vec<u8>,
     /// When the oldest uncommitted row must be committed.
     deadline: Option<Instant>,
+    /// Signals of rows appended and not yet written out (fired by the next write-out).
+    appended: Vec<Spooled>,
+    last_error_log: Option<Instant>,
+    /// Errors since the last one logged.
+    errors_unlogged: u64,
 }
 
 impl Writer<'_> {
@@ -89,12 +100,15 @@ impl Writer<'_> {
         let mut stop = false;
         for msg in batch.drain(..) {
             match msg {
-                Msg::Row(row) => {
+                Msg::Row(row, spooled) => {
                     self.buf.clear();
                     rowbinary::encode(&row, &mut self.buf);
                     // No subscriber is the normal case; that is not an error.
                     let _ = self.tail.send(row);
-                    append(&mut self.spool, &self.buf, self.metrics);
+                    // A row not appended drops its signal: its waiter is released at once.
+                    if self.append() {
+                        self.appended.extend(spooled);
+                    }
                     if self.spool.is_dirty() && self.deadline.is_none() {
                         self.deadline = Some(Instant::now() + self.fsync_interval);
                     }
@@ -110,35 +124,70 @@ impl Writer<'_> {
     }
 
     fn commit(&mut self) {
-        commit(&mut self.spool);
+        let done = self.spool.commit();
+        self.settle(
+            done,
+            "cannot write or fsync the spool; the rows not yet durable were given up (counted)",
+        );
         self.deadline = None;
     }
 
     fn write_out(&mut self) {
-        if let Err(e) = self.spool.write_out() {
-            tracing::error!(error = %e, "cannot write to the spool; the rows since the last commit were given up (counted)");
+        let done = self.spool.write_out();
+        self.settle(
+            done,
+            "cannot write to the spool; the rows not yet written were given up (counted)",
+        );
+    }
+
+    /// After a write-out: the rows appended are in the file (their waiters are released as
+    /// spooled) or were given up (their signals are dropped, which releases them too).
+    fn settle(&mut self, done: Result<(), SpoolError>, message: &'static str) {
+        match done {
+            Ok(()) => self.appended.drain(..).for_each(|s| s.done()),
+            Err(e) => {
+                self.appended.clear();
+                self.log_error(&e, message);
+            }
         }
     }
-}
 
-fn append(writer: &mut SpoolWriter, payload: &[u8], metrics: &SinkMetrics) {
-    if payload.len() > MAX_PAYLOAD {
-        tracing::error!(
-            bytes = payload.len(),
-            "trace row exceeds the spool record limit; dropped"
-        );
-        metrics.dropped(DropReason::Closed, 1);
-        return;
+    /// Appends the encoded row in `buf`; false when it was dropped (counted).
+    fn append(&mut self) -> bool {
+        if self.buf.len() > MAX_PAYLOAD {
+            tracing::error!(
+                bytes = self.buf.len(),
+                "trace row exceeds the spool record limit; dropped"
+            );
+            self.metrics.dropped(DropReason::Closed, 1);
+            return false;
+        }
+        match self.spool.append(&self.buf, now_us()) {
+            Ok(appended) => appended,
+            Err(e) => {
+                self.metrics.dropped(e.drop_reason(), 1);
+                self.log_error(
+                    &e,
+                    "cannot write to the spool; trace rows are lost (counted)",
+                );
+                false
+            }
+        }
     }
-    if let Err(e) = writer.append(payload, now_us()) {
-        tracing::error!(error = %e, "cannot write to the spool; trace row lost");
-        metrics.dropped(DropReason::Closed, 1);
-    }
-}
 
-fn commit(writer: &mut SpoolWriter) {
-    if let Err(e) = writer.commit() {
-        tracing::error!(error = %e, "cannot fsync the spool; the rows since the last commit were given up (counted)");
+    /// Logs a spool failure at ERROR, at most once per interval with the count of the ones
+    /// in between (a full disk fails every row).
+    fn log_error(&mut self, e: &SpoolError, message: &'static str) {
+        self.errors_unlogged += 1;
+        if self
+            .last_error_log
+            .is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY)
+        {
+            self.last_error_log = Some(Instant::now());
+            let reason = format!("{:?}", e.drop_reason());
+            tracing::error!(error = %e, reason, failures = self.errors_unlogged, "{message}");
+            self.errors_unlogged = 0;
+        }
     }
 }
 

@@ -18,8 +18,12 @@ pub enum DropReason {
     SpoolFull,
     /// A spooled record failed its checksum or was torn by a crash.
     Corrupt,
-    /// The row arrived after shutdown began, or could not be written.
+    /// The row arrived after shutdown began, or could not be encoded within the record limit.
     Closed,
+    /// The spool's disk (or the agent's quota on it) was full when the row was written.
+    NoSpace,
+    /// Another I/O error failed the row's write or fsync.
+    IoError,
     /// A dead-lettered row was deleted to keep the dead-letter directory under its cap.
     DeadLetterFull,
 }

@@ -25,6 +25,7 @@ pub mod rowbinary;
 pub mod sample;
 pub mod shipper;
 pub mod spool;
+pub mod spooled;
 pub mod tls;
 
 use std::path::Path;
@@ -41,6 +42,7 @@ use self::metrics::DropReason;
 pub use self::metrics::SinkMetrics;
 use self::queue::{BatchQueue, Producer, PushError};
 pub use self::row::{Finding, ToolCall, TraceRow};
+pub use self::spooled::{SpoolWait, Spooled, Waited};
 
 /// Rows buffered for each slow `tail` subscriber before it starts missing rows.
 const TAIL_CAPACITY: usize = 4096;
@@ -158,7 +160,7 @@ impl SinkHandle {
     /// the sink is shut down) the row is dropped and counted; returns whether
     /// it was queued.
     pub fn record(&self, row: TraceRow) -> bool {
-        match self.tx.queue().push(Msg::Row(Arc::new(row))) {
+        match self.tx.queue().push(Msg::Row(Arc::new(row), None)) {
             Ok(()) => true,
             Err(PushError::Full(_)) => {
                 self.metrics.dropped(DropReason::QueueFull, 1);
@@ -173,10 +175,14 @@ impl SinkHandle {
     }
 
     /// Queues finished traces without blocking, with one lock and at most one wake-up of
-    /// the writer; the ones that do not fit are dropped and counted like [`Self::record`].
-    /// Leaves `rows` empty.
-    pub fn record_many(&self, rows: &mut Vec<TraceRow>) {
-        let mut msgs: Vec<Msg> = rows.drain(..).map(|r| Msg::Row(Arc::new(r))).collect();
+    /// the writer; the ones that do not fit are dropped and counted like [`Self::record`]
+    /// (their signal, if any, is dropped with them). A row's [`Spooled`] signal fires once the
+    /// row is in the spool file. Leaves `rows` empty.
+    pub fn record_many(&self, rows: &mut Vec<(TraceRow, Option<Spooled>)>) {
+        let mut msgs: Vec<Msg> = rows
+            .drain(..)
+            .map(|(r, s)| Msg::Row(Arc::new(r), s))
+            .collect();
         let closed = self.tx.queue().push_many(&mut msgs);
         if !msgs.is_empty() {
             let n = msgs.len() as u64;
@@ -212,7 +218,7 @@ impl SinkHandle {
     /// Queues a trace, waiting while the queue is full (for tools and
     /// benchmarks; the proxy uses [`Self::record`]). False after shutdown.
     pub async fn record_wait(&self, row: TraceRow) -> bool {
-        let mut msg = Msg::Row(Arc::new(row));
+        let mut msg = Msg::Row(Arc::new(row), None);
         loop {
             match self.tx.queue().push(msg) {
                 Ok(()) => return true,

@@ -76,6 +76,13 @@ impl SpoolError {
     fn io(path: &Path, e: std::io::Error) -> Self {
         Self::Io(path.to_path_buf(), e)
     }
+
+    /// How a row lost to this error is counted (`NoSpace` for a full disk or quota).
+    pub fn drop_reason(&self) -> super::metrics::DropReason {
+        match self {
+            Self::Io(_, e) => writer::drop_reason(e),
+        }
+    }
 }
 
 /// Per-segment bookkeeping.

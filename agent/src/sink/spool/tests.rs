@@ -287,10 +287,10 @@ fn a_failed_write_leaves_no_torn_record_behind_and_counts_the_loss() {
         w.append(b"one", 1).unwrap();
         w.commit().unwrap();
         w.append(b"two, not yet committed", 2).unwrap();
-        w.fail_next_write = true;
+        w.fail_next_write = Some(std::io::ErrorKind::Other);
         assert!(w.append(b"three, torn by the disk", 3).is_err());
-        // "two" was never made durable: it is given up with the failed write, and counted.
-        assert_eq!(m.dropped_count(crate::sink::metrics::DropReason::Closed), 1);
+        // "two" was never written out: it is given up with the failed write, and counted.
+        assert_eq!(m.dropped_count(DropReason::IoError), 1);
         w.append(b"four", 4).unwrap();
         w.commit().unwrap();
         assert_eq!(read_all(&mut r), vec![b"one".to_vec(), b"four".to_vec()]);
@@ -337,4 +337,58 @@ fn written_out_rows_survive_a_killed_writer_without_a_commit() {
         "what was written out survives; what was only buffered does not"
     );
     assert_eq!(m.dropped_count(DropReason::Corrupt), 0);
+}
+
+#[test]
+fn a_full_disk_keeps_what_was_written_refuses_rows_counted_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = SinkMetrics::default();
+    let config = cfg(1 << 20, FullPolicy::DropOldest);
+    {
+        let (mut w, mut r) = open(dir.path(), &config, &m).unwrap();
+        w.append(b"one", 1).unwrap();
+        w.commit().unwrap();
+        // Written out (the data path was told "spooled"), not yet fsynced.
+        w.append(b"two", 2).unwrap();
+        w.write_out().unwrap();
+        w.append(b"three", 3).unwrap();
+        // The disk fills: the write-out fails half way, and no fresh segment can be made.
+        w.fail_next_write = Some(std::io::ErrorKind::StorageFull);
+        w.fail_opens = 3;
+        let e = w.write_out().unwrap_err();
+        assert_eq!(e.drop_reason(), DropReason::NoSpace);
+        assert_eq!(
+            m.dropped_count(DropReason::NoSpace),
+            1,
+            "three, and only it"
+        );
+        // "two" is kept, made durable by the cut, and readable at once.
+        assert_eq!(read_all(&mut r), vec![b"one".to_vec(), b"two".to_vec()]);
+        // Still full: rows are refused, each counted by its caller; nothing is torn.
+        assert!(w.append(b"four", 4).is_err());
+        assert!(w.commit().is_err());
+        // Space is back: a fresh segment, and rows are stored again.
+        assert!(w.append(b"five", 5).unwrap());
+        w.commit().unwrap();
+        assert_eq!(read_all(&mut r), vec![b"five".to_vec()]);
+        w.append(b"six", 6).unwrap();
+        w.write_out().unwrap();
+        std::mem::forget(w);
+    }
+    let m2 = SinkMetrics::default();
+    let (_w, mut r) = open(dir.path(), &config, &m2).unwrap();
+    assert_eq!(
+        m2.dropped_count(DropReason::Corrupt),
+        0,
+        "no torn record anywhere"
+    );
+    assert_eq!(read_all(&mut r), vec![b"six".to_vec()]);
+    let leftovers = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "seg") && std::fs::metadata(p).unwrap().len() == 0
+        })
+        .count();
+    assert_eq!(leftovers, 0, "no half-made segment left behind");
 }

@@ -34,16 +34,36 @@ pub struct SpoolWriter {
     last_full_log: Option<Instant>,
     /// End of the last fsynced record of the active segment.
     committed_offset: u64,
+    /// End of the last record handed to the kernel (`write(2)` done) in the active segment.
+    written_offset: u64,
     /// Records appended to the active segment since the last commit.
     uncommitted_records: u64,
     /// Records still in the user-space buffer (not handed to the kernel yet).
     unwritten_records: u64,
-    /// A write or fsync failed: the active segment may end in a torn record, or the kernel
-    /// may have dropped dirty pages, so nothing past `committed_offset` can be trusted.
-    torn: bool,
-    /// Test hook: the next frame is half written, then the write fails.
+    /// A write or fsync failed and the active segment must be cut back and left.
+    torn: Option<Tear>,
+    /// The active segment has been cut back already; only a fresh segment is missing (its
+    /// creation failed too, e.g. on a full disk) and is retried on the next append or commit.
+    cut: bool,
+    /// How the rows lost to the last failure are counted.
+    io_reason: DropReason,
+    /// Test hook: the next frame is half written, then the write fails with this error.
     #[cfg(test)]
-    pub(super) fail_next_write: bool,
+    pub(super) fail_next_write: Option<std::io::ErrorKind>,
+    /// Test hook: this many segment creations fail with "no space".
+    #[cfg(test)]
+    pub(super) fail_opens: u32,
+}
+
+/// What a failure leaves trustworthy in the active segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tear {
+    /// A `write(2)` failed (disk full, I/O error): the records written before it are intact
+    /// in the page cache; only the ones after them (maybe half written) are given up.
+    Write,
+    /// An fsync failed: the kernel may have dropped dirty pages, so nothing past the last
+    /// commit can be trusted.
+    Sync,
 }
 
 impl SpoolWriter {
@@ -66,11 +86,16 @@ impl SpoolWriter {
             frame_buf: Vec::new(),
             last_full_log: None,
             committed_offset: header_len,
+            written_offset: header_len,
             uncommitted_records: 0,
             unwritten_records: 0,
-            torn: false,
+            torn: None,
+            cut: false,
+            io_reason: DropReason::IoError,
             #[cfg(test)]
-            fail_next_write: false,
+            fail_next_write: None,
+            #[cfg(test)]
+            fail_opens: 0,
         })
     }
 
@@ -78,9 +103,7 @@ impl SpoolWriter {
     /// was dropped (counted). The record is in the file after [`Self::write_out`] and
     /// durable after [`Self::commit`].
     pub fn append(&mut self, payload: &[u8], written_at_us: u64) -> Result<bool, SpoolError> {
-        if self.torn {
-            self.abandon_uncommitted()?;
-        }
+        self.recover_from_tear()?;
         let len = framed_len(payload.len());
         if self.offset > self.header_len && self.offset + len > self.segment_bytes {
             self.roll()?;
@@ -92,9 +115,9 @@ impl SpoolWriter {
         frame(payload, written_at_us, &mut self.frame_buf);
         if let Err(e) = self.write_frame() {
             let path = segment_path(&self.shared.dir, self.segment);
-            self.torn = true;
+            self.tear(Tear::Write, &e);
             // Best effort now; the next append or commit retries.
-            let _ = self.abandon_uncommitted();
+            let _ = self.recover_from_tear();
             return Err(SpoolError::io(&path, e));
         }
         self.offset += len;
@@ -117,18 +140,17 @@ impl SpoolWriter {
     /// the agent alone (SIGKILL, OOM kill, abort) loses none of them, only a crash of the
     /// machine before the next [`Self::commit`] can. Cheap enough to call after each batch.
     pub fn write_out(&mut self) -> Result<(), SpoolError> {
-        if self.torn {
-            self.abandon_uncommitted()?;
-        }
+        self.recover_from_tear()?;
         if self.unwritten_records == 0 {
             return Ok(());
         }
-        if let Err(e) = self.file.flush() {
+        if let Err(e) = self.flush_buffer() {
             let path = segment_path(&self.shared.dir, self.segment);
-            self.torn = true;
-            let _ = self.abandon_uncommitted();
+            self.tear(Tear::Write, &e);
+            let _ = self.recover_from_tear();
             return Err(SpoolError::io(&path, e));
         }
+        self.written_offset = self.offset;
         self.shared
             .metrics
             .rows_spooled
@@ -143,9 +165,7 @@ impl SpoolWriter {
 
     /// Flushes and fsyncs, then lets the shipper see the new records.
     pub fn commit(&mut self) -> Result<(), SpoolError> {
-        if self.torn {
-            self.abandon_uncommitted()?;
-        }
+        self.recover_from_tear()?;
         if !self.dirty {
             return Ok(());
         }
@@ -154,8 +174,8 @@ impl SpoolWriter {
         if let Err(e) = self.file.get_ref().sync_data() {
             // After a failed fsync the kernel may have dropped the dirty pages and a retry
             // would report success: the uncommitted records are given up instead.
-            self.torn = true;
-            let _ = self.abandon_uncommitted();
+            self.tear(Tear::Sync, &e);
+            let _ = self.recover_from_tear();
             return Err(SpoolError::io(&path, e));
         }
         self.committed_offset = self.offset;
@@ -171,12 +191,13 @@ impl SpoolWriter {
     fn roll(&mut self) -> Result<(), SpoolError> {
         self.commit()?;
         let next = self.segment + 1;
-        let (file, header_len) = open_segment(&self.shared, next)?;
+        let (file, header_len) = self.open_next()?;
         self.file = BufWriter::with_capacity(256 << 10, file);
         self.segment = next;
         self.offset = header_len;
         self.header_len = header_len;
         self.committed_offset = header_len;
+        self.written_offset = header_len;
         self.uncommitted_records = 0;
         self.shared.committed.send_replace(Position {
             segment: next,
@@ -185,37 +206,110 @@ impl SpoolWriter {
         Ok(())
     }
 
+    fn open_next(&mut self) -> Result<(File, u64), SpoolError> {
+        #[cfg(test)]
+        if self.fail_opens > 0 {
+            self.fail_opens -= 1;
+            let path = segment_path(&self.shared.dir, self.segment + 1);
+            return Err(SpoolError::io(&path, no_space()));
+        }
+        open_segment(&self.shared, self.segment + 1)
+    }
+
+    fn flush_buffer(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(kind) = self.fail_next_write.take() {
+            // A disk that takes part of the buffer and then fails.
+            let buffered = self.file.buffer().len();
+            let part = self.file.buffer()[..buffered / 2].to_vec();
+            self.file.get_mut().write_all(&part)?;
+            return Err(injected(kind));
+        }
+        self.file.flush()
+    }
+
     fn write_frame(&mut self) -> std::io::Result<()> {
         #[cfg(test)]
-        if std::mem::take(&mut self.fail_next_write) {
+        if let Some(kind) = self.fail_next_write.take() {
             // A disk that takes half a record and then fails.
             let half = self.frame_buf.len() / 2;
             self.file.write_all(&self.frame_buf[..half])?;
             self.file.flush()?;
-            return Err(std::io::Error::other("injected write failure"));
+            return Err(injected(kind));
         }
         self.file.write_all(&self.frame_buf)
     }
 
-    /// After a failed write or fsync: cuts the active segment back to its last committed
-    /// record (so no half record is ever read as data), gives up the records after it
-    /// (counted, logged at ERROR), and continues in a fresh segment.
-    fn abandon_uncommitted(&mut self) -> Result<(), SpoolError> {
-        let old = self.segment;
-        let next = old + 1;
-        let (file, header_len) = open_segment(&self.shared, next)?;
-        let old_writer =
-            std::mem::replace(&mut self.file, BufWriter::with_capacity(256 << 10, file));
-        // Bytes still buffered belong to the records given up below.
-        let (old_file, _unwritten) = old_writer.into_parts();
-        let cut = old_file
-            .set_len(self.committed_offset)
-            .and_then(|()| old_file.sync_data());
-        let lost_bytes = self.offset - self.committed_offset;
-        let lost_rows = self.uncommitted_records;
+    /// After a failed write or fsync: cuts the active segment back to what can be trusted (so
+    /// no half record is ever read as data), gives up the records after it (counted, logged at
+    /// ERROR), and continues in a fresh segment. When the fresh segment cannot be created
+    /// (a full disk), the writer stays torn, refusing rows (counted by the caller), and tries
+    /// again on the next append or commit: it recovers by itself once space comes back.
+    fn recover_from_tear(&mut self) -> Result<(), SpoolError> {
+        let Some(tear) = self.torn else {
+            return Ok(());
+        };
+        if !std::mem::replace(&mut self.cut, true) {
+            self.cut_back(tear);
+        }
+        let (file, header_len) = self.open_next()?;
+        // The old segment's buffer was discarded by the cut: dropping its writer writes nothing.
+        self.file = BufWriter::with_capacity(256 << 10, file);
+        self.segment += 1;
+        self.offset = header_len;
+        self.header_len = header_len;
+        self.committed_offset = header_len;
+        self.written_offset = header_len;
+        self.uncommitted_records = 0;
+        self.unwritten_records = 0;
+        self.dirty = false;
+        self.torn = None;
+        self.cut = false;
+        self.shared.committed.send_replace(Position {
+            segment: self.segment,
+            offset: 0,
+        });
+        tracing::warn!(
+            segment = self.segment,
+            "the spool writes again, in a fresh segment"
+        );
+        Ok(())
+    }
+
+    /// Truncates the active segment after its last trustworthy record and fsyncs it, so the
+    /// records kept are committed (the shipper may read them); accounts for the rest.
+    fn cut_back(&mut self, tear: Tear) {
+        // Bytes still buffered belong to the records given up: discard them (a `BufWriter`
+        // dropped or flushed later would write them after the cut).
+        let dup = self.file.get_ref().try_clone();
+        let old_file = match dup {
+            Ok(dup) => {
+                let old =
+                    std::mem::replace(&mut self.file, BufWriter::with_capacity(256 << 10, dup));
+                Some(old.into_parts().0)
+            }
+            Err(_) => None,
+        };
+        let (mut keep, mut lost_rows) = match tear {
+            Tear::Write => (self.written_offset, self.unwritten_records),
+            Tear::Sync => (self.committed_offset, self.uncommitted_records),
+        };
+        let cut_to = |file: &File, at: u64| file.set_len(at).and_then(|()| file.sync_data());
+        let mut cut = old_file
+            .as_ref()
+            .map_or_else(|| cut_to(self.file.get_ref(), keep), |f| cut_to(f, keep));
+        if cut.is_err() && tear == Tear::Write {
+            // The kept records could not be made durable either: fall back to the last commit.
+            keep = self.committed_offset;
+            lost_rows = self.uncommitted_records;
+            cut = old_file
+                .as_ref()
+                .map_or_else(|| cut_to(self.file.get_ref(), keep), |f| cut_to(f, keep));
+        }
+        let lost_bytes = self.offset - keep;
         {
             let mut st = self.shared.lock();
-            if let Some(meta) = st.segments.get_mut(&old) {
+            if let Some(meta) = st.segments.get_mut(&self.segment) {
                 meta.bytes = meta.bytes.saturating_sub(lost_bytes);
                 meta.records = meta.records.saturating_sub(lost_rows);
             }
@@ -225,30 +319,39 @@ impl SpoolWriter {
                 .spool_bytes
                 .set(i64::try_from(st.total_bytes).unwrap_or(i64::MAX));
         }
-        self.segment = next;
-        self.offset = header_len;
-        self.header_len = header_len;
-        self.committed_offset = header_len;
-        self.uncommitted_records = 0;
-        self.unwritten_records = 0;
+        self.offset = keep;
         self.dirty = false;
-        self.torn = false;
-        self.shared.committed.send_replace(Position {
-            segment: next,
-            offset: 0,
-        });
-        if lost_rows > 0 {
-            self.shared.metrics.dropped(DropReason::Closed, lost_rows);
+        self.unwritten_records = 0;
+        self.uncommitted_records = 0;
+        if cut.is_ok() {
+            self.committed_offset = keep;
+            self.shared.committed.send_replace(Position {
+                segment: self.segment,
+                offset: keep,
+            });
         }
-        let path = segment_path(&self.shared.dir, old);
+        if lost_rows > 0 {
+            self.shared.metrics.dropped(self.io_reason(), lost_rows);
+        }
+        let path = segment_path(&self.shared.dir, self.segment);
         match cut {
-            Ok(()) => tracing::error!(path = %path.display(), lost_rows,
-                "a spool write failed: cut the segment back to its last committed record and gave up the rows after it"),
+            Ok(()) => tracing::error!(path = %path.display(), lost_rows, ?tear,
+                "a spool write failed: cut the segment back to its last intact record and gave up the rows after it"),
             // The reader's checksums still catch a torn tail left behind.
             Err(e) => tracing::error!(path = %path.display(), lost_rows, error = %e,
                 "a spool write failed and the segment could not be cut back; its torn tail will be skipped as corrupt"),
         }
-        Ok(())
+    }
+
+    /// The drop reason of rows lost to the last I/O failure.
+    fn io_reason(&self) -> DropReason {
+        self.io_reason
+    }
+
+    /// Marks the active segment torn by `e`.
+    fn tear(&mut self, tear: Tear, e: &std::io::Error) {
+        self.torn = Some(tear);
+        self.io_reason = drop_reason(e);
     }
 
     /// Applies the full policy until `len` more bytes fit; false drops the row.
@@ -300,6 +403,24 @@ impl SpoolWriter {
     }
 }
 
+/// How rows lost to the I/O error `e` are counted.
+pub(in crate::sink) fn drop_reason(e: &std::io::Error) -> DropReason {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => DropReason::NoSpace,
+        _ => DropReason::IoError,
+    }
+}
+
+#[cfg(test)]
+fn injected(kind: std::io::ErrorKind) -> std::io::Error {
+    std::io::Error::new(kind, "injected write failure")
+}
+
+#[cfg(test)]
+fn no_space() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::StorageFull)
+}
+
 /// Rows of a dropped segment that ClickHouse had not acknowledged; for the
 /// segment holding the acknowledged position, estimated by bytes.
 fn unacked_records(id: u64, meta: SegMeta, acked: Position) -> u64 {
@@ -330,9 +451,13 @@ fn open_segment(shared: &Shared, id: u64) -> Result<(File, u64), SpoolError> {
         .map_err(|e| SpoolError::io(&path, e))?;
     let mut header = Vec::new();
     CURRENT.write_header(super::now_us(), &mut header);
-    file.write_all(&header)
-        .and_then(|()| file.sync_data())
-        .map_err(|e| SpoolError::io(&path, e))?;
+    if let Err(e) = file.write_all(&header).and_then(|()| file.sync_data()) {
+        // Leave no half-made segment behind (a full disk): its id is retried later, and
+        // `create_new` would fail on it forever.
+        drop(file);
+        remove_segment(&shared.dir, id);
+        return Err(SpoolError::io(&path, e));
+    }
     sync_dir(&shared.dir)?;
     let len = header.len() as u64;
     shared.lock().segments.entry(id).or_default().header = len;
