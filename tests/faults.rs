@@ -308,7 +308,7 @@ fn lines(path: &Path) -> Vec<String> {
 /// whole response it read to `done_log`.
 fn spawn_load(cg: &TestCgroup, fake: &FakeLlm, ca: &Path, done_log: &Path, args: &[&str]) -> Child {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/http_load.py");
-    command_in(Some(cg), python())
+    command_in(Some(cg), testkit::python())
         .arg(script)
         .args([
             "--address",
