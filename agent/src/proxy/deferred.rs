@@ -33,6 +33,14 @@ impl Records {
         self
     }
 
+    /// Masks each row's command line with `engine`'s analysis (canaries, decoded secrets)
+    /// besides the masking every command line gets when it is read.
+    #[must_use]
+    pub fn with_cmdline_masking(mut self, engine: Arc<crate::llm::Engine>) -> Self {
+        self.cmdline_masker = Some(engine);
+        self
+    }
+
     /// Runs the pool until every [`super::record::RecordTee`] is gone and the queue is empty,
     /// storing each record as a trace row once `observer` (anomalies, alerts) has seen it.
     pub async fn into_sink(
@@ -45,8 +53,24 @@ impl Records {
         // Taken once per batch.
         let observer = Arc::new(std::sync::Mutex::new(observer));
         let mut rows = Vec::with_capacity(BATCH);
+        let masker = self.cmdline_masker.clone();
+        let control = self.control.clone();
         let workers = self.spawn(move |records| {
             rows.extend(records.drain(..).map(|r| trace_row(&r, &fleet)));
+            if let Some(control) = &control {
+                for row in &mut rows {
+                    control.tag_shadow_ai(row);
+                }
+            }
+            if let Some(engine) = &masker {
+                for row in &mut rows {
+                    if let Some(masked) =
+                        crate::identity::mask_cmdline_with(engine.analyzer(), &row.cmdline)
+                    {
+                        row.cmdline = masked;
+                    }
+                }
+            }
             {
                 let mut o = observer
                     .lock()
