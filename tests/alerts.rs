@@ -183,7 +183,7 @@ fn check_replays_are_refused(addr: SocketAddr, body: &[u8], rejected: &Mutex<Vec
         401,
         "a fresh timestamp on an old signature"
     );
-    let unsigned_ts = [("x-llmtrace-signature", &sign(key, &now, body))];
+    let unsigned_ts: [(&str, &str); 1] = [("x-llmtrace-signature", &sign(key, &now, body))];
     assert_eq!(post(addr, &unsigned_ts, body), 401, "no timestamp");
     let fresh = [
         ("x-llmtrace-timestamp", now.as_str()),

@@ -138,6 +138,10 @@ fn curl_h1_and_h2_through_the_agent_match_direct() {
             .is_some_and(|e| e.starts_with("api.anthropic.com")),
         "{relayed}"
     );
+    assert_eq!(
+        agent.metric("llmtrace_control_shadow_ai_connections_total", ""),
+        1
+    );
     let received = fake.received();
     assert_eq!(received.len(), 5);
     // The provider receives the app's request body unchanged.

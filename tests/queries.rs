@@ -740,7 +740,7 @@ fn report_lists_prints_json_and_tables_and_refuses_bad_input() {
             .starts_with(&format!("{:<9}  {:<19}  h2 ", "", "/usr/bin/curl")),
         "{table}"
     );
-    assert!(table.ends_with("(2 rows)\n"), "{table}");
+    assert!(table.ends_with("(3 rows)\n"), "{table}");
 
     for (args, needle) in [
         (&["report", "nope"][..], "no saved query \"nope\""),

@@ -437,7 +437,9 @@ impl Control {
         if row.intercepted {
             return;
         }
-        super::shadow::tag(&self.lock().rules.control.llm_api_names, row);
+        if super::shadow::tag(&self.lock().rules.control.llm_api_names, row) {
+            self.metrics.shadow_ai_connections.inc();
+        }
     }
 
     /// The budget spend, for the state file.

@@ -59,17 +59,17 @@ pub fn default_names() -> Vec<Glob> {
 }
 
 /// Adds the finding to `row` when it is a relayed connection to an unconfigured server name
-/// matching one of `names`. Only the server name is stored: it is no secret.
-pub fn tag(names: &[Glob], row: &mut TraceRow) {
+/// matching one of `names`; true when it did. Only the server name is stored: it is no secret.
+pub fn tag(names: &[Glob], row: &mut TraceRow) -> bool {
     if row.intercepted
         || row.sni.is_empty()
         || row.not_intercepted_reason != SpliceReason::NotIntercepted.as_str()
     {
-        return;
+        return false;
     }
     let sni = row.sni.trim_end_matches('.').to_ascii_lowercase();
     let Some(pattern) = names.iter().find(|g| g.matches(&sni)) else {
-        return;
+        return false;
     };
     row.findings.push(row::Finding {
         kind: KIND.into(),
@@ -78,6 +78,7 @@ pub fn tag(names: &[Glob], row: &mut TraceRow) {
         location: LOCATION.into(),
         excerpt: format!("{sni} (matches {})", pattern.as_str()),
     });
+    true
 }
 
 #[cfg(test)]
@@ -104,7 +105,7 @@ mod tests {
             "openrouter.ai",
         ] {
             let mut row = relayed(sni, "not_intercepted_name");
-            tag(&names, &mut row);
+            assert!(tag(&names, &mut row), "{sni}");
             assert_eq!(row.findings.len(), 1, "{sni}");
             let f = &row.findings[0];
             assert_eq!((f.kind.as_str(), f.location.as_str()), (KIND, LOCATION));
