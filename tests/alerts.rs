@@ -346,6 +346,8 @@ fn a_secret_in_a_prompt_raises_one_signed_deduplicated_alert_on_every_sink() {
         received.lock().unwrap().first().cloned()
     })
     .expect("the webhook got an alert");
+    // The agent's window opened before the receiver had the alert.
+    let first_seen = Instant::now();
     let dedup = wait_for(Duration::from_secs(10), || {
         (agent.metric("llmtrace_alerts_deduplicated_total", "rule=\"secrets\"") == 2).then_some(())
     });
@@ -363,13 +365,20 @@ fn a_secret_in_a_prompt_raises_one_signed_deduplicated_alert_on_every_sink() {
     let alert = check_first_alert(&first.1);
 
     // After the window, the next event alerts again and carries the two suppressed ones.
-    let wait = Duration::from_secs(WINDOW_SECS + 1).saturating_sub(start.elapsed());
+    let wait = Duration::from_secs(WINDOW_SECS + 1).saturating_sub(first_seen.elapsed());
     std::thread::sleep(wait);
     openai_call(&cg, &fake, &agent, &prompt);
     let second = wait_for(Duration::from_secs(10), || {
         received.lock().unwrap().get(1).cloned()
     })
-    .expect("a second alert after the window");
+    .unwrap_or_else(|| {
+        panic!(
+            "no second alert after the window; refused: {:?}; deduplicated: {}\n{}",
+            rejected.lock().unwrap(),
+            agent.metric("llmtrace_alerts_deduplicated_total", "rule=\"secrets\""),
+            agent.log()
+        )
+    });
     let alert2: Value = serde_json::from_slice(&second.1).unwrap();
     assert_eq!(alert2["suppressed"], 2, "{alert2}");
     assert_eq!(alert2["dedup_key"], alert["dedup_key"]);
