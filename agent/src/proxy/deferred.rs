@@ -53,7 +53,8 @@ impl Records {
         // Taken once per batch.
         let observer = Arc::new(std::sync::Mutex::new(observer));
         let mut rows = Vec::with_capacity(BATCH);
-        let masker = self.cmdline_masker.clone();
+        let cmdline_engine = self.cmdline_masker.clone();
+        let mut last_cmdline: Option<(String, Option<String>)> = None;
         let control = self.control.clone();
         let workers = self.spawn(move |records| {
             rows.extend(records.drain(..).map(|r| trace_row(&r, &fleet)));
@@ -62,12 +63,19 @@ impl Records {
                     control.tag_shadow_ai(row);
                 }
             }
-            if let Some(engine) = &masker {
+            if let Some(engine) = &cmdline_engine {
                 for row in &mut rows {
-                    if let Some(masked) =
-                        crate::identity::mask_cmdline_with(engine.analyzer(), &row.cmdline)
+                    // A process's exchanges come in runs: its last answer is reused.
+                    if last_cmdline
+                        .as_ref()
+                        .is_none_or(|(raw, _)| *raw != row.cmdline)
                     {
-                        row.cmdline = masked;
+                        let masked =
+                            crate::identity::mask_cmdline_with(engine.analyzer(), &row.cmdline);
+                        last_cmdline = Some((row.cmdline.clone(), masked));
+                    }
+                    if let Some((_, Some(masked))) = &last_cmdline {
+                        row.cmdline.clone_from(masked);
                     }
                 }
             }
