@@ -1,5 +1,6 @@
 //! `[alerts]`: sinks (`[[alerts.webhook]]`, `[[alerts.syslog]]`, `[[alerts.file]]`) and rules
-//! (`[[alerts.rules]]`). Validated once at startup; unknown keys are rejected.
+//! (`[[alerts.rules]]`). Validated at startup and on each SIGHUP reload; unknown keys are
+//! rejected.
 
 use std::path::PathBuf;
 
