@@ -1,8 +1,9 @@
-//! Limits and approvals with the official OpenAI Python SDK, unmodified, through the real eBPF
-//! redirect and TLS interception to a fake provider: a budget spent mid-run turns into the
-//! SDK's `RateLimitError` (429 + Retry-After), a request rate holds within 5% over 10 s, an
-//! unapproved model gets the SDK's `PermissionDeniedError`, and SIGHUP swaps the rules (an
-//! invalid file keeps the old ones). Refused exchanges still leave a trace row saying why.
+//! Limits and approvals with the official OpenAI and Anthropic Python SDKs, unmodified, through
+//! the real eBPF redirect and TLS interception to a fake provider: a budget spent mid-run turns
+//! into the SDK's `RateLimitError` (429 + Retry-After), a request rate holds within 5% over
+//! 10 s, an unapproved model gets the SDK's `PermissionDeniedError` (both SDKs: the refusal is
+//! in each provider's own error format), and SIGHUP swaps the rules (an invalid file keeps the
+//! old ones). Refused exchanges still leave a trace row saying why.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -24,6 +25,7 @@ struct World {
 fn providers(fake: &FakeLlm) -> String {
     format!(
         "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
+         [[providers]]\nhost = \"api.anthropic.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
          [upstream]\nextra_root_certs = [\"{ca}\"]\n",
         port = fake.addr.port(),
         ca = fake.ca_pem_path.display(),
@@ -313,4 +315,93 @@ fn an_unapproved_model_is_blocked_and_sighup_swaps_the_rules() {
         .is_some()
     );
     assert_eq!(calls(&w, 1, "gpt-4o")[0]["ok"], true);
+}
+
+#[test]
+fn the_anthropic_sdk_raises_its_own_rate_limit_and_permission_errors() {
+    testkit::require_root!();
+    // Two haiku calls fit the burst, the third is over the rate; any other model is refused.
+    let w = world(
+        "control-anthropic",
+        "[[limits]]\nname = \"haiku-rate\"\n\
+         match = { provider = \"anthropic\", model = \"claude-3-5-haiku*\" }\n\
+         requests_per_second = 0.01\nrequest_burst = 2.0\n\
+         [[allow]]\nname = \"approved\"\nproviders = [\"anthropic\"]\n\
+         models = [\"claude-3-5-haiku*\"]\naction = \"block\"\n",
+    );
+    let follow = w.agent.follow();
+    let sdk = |args: &[&str]| {
+        let mut all = vec!["calls", "--sdk", "anthropic"];
+        all.extend_from_slice(args);
+        client(&w, &all)["calls"].as_array().expect("calls").clone()
+    };
+    let haiku = testkit::fake_llm::anthropic::MODEL;
+    let out = sdk(&["--n", "3", "--model", haiku]);
+    assert_eq!(
+        out.iter().map(|c| c["ok"] == true).collect::<Vec<_>>(),
+        [true, true, false],
+        "{out:?}\n{}",
+        w.agent.log()
+    );
+    let limited = &out[2];
+    assert_eq!(
+        (limited["error_module"].as_str(), limited["error"].as_str()),
+        (Some("anthropic"), Some("RateLimitError")),
+        "{limited}"
+    );
+    assert_eq!(limited["status"], 429, "{limited}");
+    assert_eq!(limited["body"]["type"], "error", "{limited}");
+    assert_eq!(
+        limited["body"]["error"]["type"], "rate_limit_error",
+        "{limited}"
+    );
+    let retry: u64 = limited["retry_after"].as_str().unwrap().parse().unwrap();
+    assert!((1..=200).contains(&retry), "{limited}");
+    // A streamed request is refused before its stream starts, with the same error.
+    let streamed = &sdk(&["--n", "1", "--model", haiku, "--stream"])[0];
+    assert_eq!(streamed["error"], "RateLimitError", "{streamed}");
+    // A model no rule approves.
+    let blocked = &sdk(&["--n", "1", "--model", "claude-3-opus-20240229"])[0];
+    assert_eq!(
+        (blocked["error_module"].as_str(), blocked["error"].as_str()),
+        (Some("anthropic"), Some("PermissionDeniedError")),
+        "{blocked}"
+    );
+    assert_eq!(blocked["status"], 403, "{blocked}");
+    assert_eq!(
+        blocked["body"]["error"]["type"], "permission_error",
+        "{blocked}"
+    );
+    assert_eq!(
+        w.fake.received().len(),
+        2,
+        "refused requests never reach the provider"
+    );
+    let rows: Vec<Value> = (0..5)
+        .map(|_| {
+            follow
+                .next(Duration::from_secs(10))
+                .expect("a trace per call")
+        })
+        .collect();
+    for t in &rows {
+        assert_eq!(t["provider"], "anthropic", "{t}");
+        assert_eq!(t["path"], "/v1/messages", "{t}");
+    }
+    for t in &rows[2..4] {
+        assert_eq!(
+            (t["status"].as_u64(), t["action"].as_str()),
+            (Some(429), Some("block")),
+            "{t}"
+        );
+        assert_eq!(kinds(t), ["limit.rate"], "{t}");
+    }
+    assert_eq!(rows[3]["stream"], true, "{}", rows[3]);
+    assert_eq!(
+        (rows[4]["status"].as_u64(), rows[4]["action"].as_str()),
+        (Some(403), Some("block")),
+        "{}",
+        rows[4]
+    );
+    assert_eq!(kinds(&rows[4]), ["policy.unapproved_model"], "{}", rows[4]);
 }

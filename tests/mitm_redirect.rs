@@ -1,6 +1,7 @@
 //! curl over HTTP/1.1 and HTTP/2 through the real eBPF redirect and TLS interception gets the
 //! same status and body as directly from the provider, and sees the llmtrace certificate only
-//! for names configured for interception.
+//! for names configured for interception. A relayed connection to a name that looks like an LLM
+//! API but is not configured is a shadow-AI finding on its trace row.
 
 use std::process::Command;
 
@@ -105,6 +106,7 @@ fn curl_h1_and_h2_through_the_agent_match_direct() {
     }
     // A name that is not configured for interception, at the same redirected address: relayed
     // untouched, so curl sees the provider's own certificate.
+    let follow = agent.follow();
     let spliced = curl_to(
         "api.anthropic.com",
         &mut command_in(Some(&cg), "/usr/bin/curl"),
@@ -116,6 +118,29 @@ fn curl_h1_and_h2_through_the_agent_match_direct() {
         spliced.2.contains("fake provider"),
         "spliced issuer: {}",
         spliced.2
+    );
+    // Its row: relayed for its name, which looks like an LLM API: shadow AI, seen via SNI.
+    let relayed = (0..8)
+        .map_while(|_| follow.next(std::time::Duration::from_secs(10)))
+        .find(|t| t["intercepted"] == false)
+        .expect("a trace row of the relayed connection");
+    assert_eq!(relayed["sni"], "api.anthropic.com", "{relayed}");
+    assert_eq!(
+        relayed["not_intercepted_reason"], "not_intercepted_name",
+        "{relayed}"
+    );
+    let finding = &relayed["findings"][0];
+    assert_eq!(finding["kind"], "shadow_ai.llm_api", "{relayed}");
+    assert_eq!(finding["location"], "connection", "{relayed}");
+    assert!(
+        finding["excerpt"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("api.anthropic.com")),
+        "{relayed}"
+    );
+    assert_eq!(
+        agent.metric("llmtrace_control_shadow_ai_connections_total", ""),
+        1
     );
     let received = fake.received();
     assert_eq!(received.len(), 5);

@@ -53,6 +53,7 @@ const PY: (&str, &str) = ("/usr/bin/python3", "python3");
 const NODE: (&str, &str) = ("/usr/bin/node", "node");
 const APP: (&str, &str) = ("/opt/app/agent", "agent");
 const CURL: (&str, &str) = ("/usr/bin/curl", "curl");
+const WGET: (&str, &str) = ("/usr/bin/wget", "wget");
 
 #[allow(clippy::too_many_arguments)]
 const fn seed(
@@ -274,6 +275,26 @@ const SEEDS: &[Seed] = &[
             A,
         )
     },
+    // 12: relayed untouched because its server name is not configured for interception; the
+    // name looks like an LLM API, so the agent added its shadow-AI finding.
+    Seed {
+        sni: "api.mistral.ai",
+        intercepted: false,
+        reason: "not_intercepted_name",
+        status: None,
+        ..seed(
+            "h1",
+            WGET,
+            "",
+            "",
+            None,
+            None,
+            (200, 300),
+            &[("shadow_ai.llm_api", "connection")],
+            "",
+            R,
+        )
+    },
 ];
 
 fn sql_list(items: impl Iterator<Item = String>) -> String {
@@ -465,14 +486,17 @@ fn exposure(w: &World) {
         )
     );
 
-    let header = format!("{WHO},provider,model,not_approved,exchanges,first_seen,last_seen");
+    let header =
+        format!("{WHO},provider,model,server_name,not_approved,exchanges,first_seen,last_seen");
+    let unconfigured = format!(",/usr/bin/wget,h1,,,api.mistral.ai,unconfigured_name,1,{r},{r}");
     assert_eq!(
         w.csv("shadow-ai", &[]),
         lines(
             &header,
-            &[format!(
-                "{CRAWLER_WHO},mistral,mistral-large,provider,1,{r},{r}"
-            )]
+            &[
+                unconfigured.clone(),
+                format!("{CRAWLER_WHO},mistral,mistral-large,,provider,1,{r},{r}"),
+            ]
         )
     );
     assert_eq!(
@@ -483,8 +507,9 @@ fn exposure(w: &World) {
         lines(
             &header,
             &[
-                format!("{CRAWLER_WHO},mistral,mistral-large,provider,1,{r},{r}"),
-                format!("{CRAWLER_WHO},openai,gpt-3.5-turbo,model,1,{o},{o}"),
+                unconfigured,
+                format!("{CRAWLER_WHO},mistral,mistral-large,,provider,1,{r},{r}"),
+                format!("{CRAWLER_WHO},openai,gpt-3.5-turbo,,model,1,{o},{o}"),
             ]
         )
     );
@@ -539,6 +564,7 @@ fn spending(w: &World) {
         ",/usr/bin/node,h1,1,360,1,4500".to_owned(),
         ",/usr/bin/python3,h3,1,2,0.03125,20".to_owned(),
         ",/usr/bin/curl,h2,1,0,0,700".to_owned(),
+        ",/usr/bin/wget,h1,1,0,0,500".to_owned(),
     ];
     let header = format!("{WHO},exchanges,tokens,cost_usd,bytes");
     assert_eq!(w.csv("top-talkers", &[]), lines(&header, &top));
@@ -571,6 +597,7 @@ fn inventory(w: &World) {
             &format!("{WHO},sni,reason,connections,bytes,last_seen"),
             &[
                 format!(",/usr/bin/curl,h2,,no_sni,1,700,{r}"),
+                format!(",/usr/bin/wget,h1,api.mistral.ai,not_intercepted_name,1,500,{r}"),
                 format!("{CHECKOUT_WHO},api.openai.com,client_rejected_certificate,1,1600,{r}"),
             ]
         )
@@ -651,6 +678,7 @@ fn series(w: &World) {
                 format!("{r},pii.email,high,1,1"),
                 format!("{r},secret.aws_access_key,high,2,2"),
                 format!("{r},secret.github_token,high,1,1"),
+                format!("{r},shadow_ai.llm_api,high,1,1"),
             ]
         )
     );
@@ -689,7 +717,7 @@ fn report_lists_prints_json_and_tables_and_refuses_bad_input() {
 
     let json: serde_json::Value =
         serde_json::from_str(&w.llmtrace(&["report", "top-talkers", "--format", "json"])).unwrap();
-    assert_eq!(json.as_array().unwrap().len(), 5, "{json}");
+    assert_eq!(json.as_array().unwrap().len(), 6, "{json}");
     assert_eq!(json[0]["namespace"], "payments");
     assert_eq!(json[0]["workload"], "Deployment/checkout");
     assert_eq!(json[2]["process_host"], "h1");
@@ -712,7 +740,7 @@ fn report_lists_prints_json_and_tables_and_refuses_bad_input() {
             .starts_with(&format!("{:<9}  {:<19}  h2 ", "", "/usr/bin/curl")),
         "{table}"
     );
-    assert!(table.ends_with("(2 rows)\n"), "{table}");
+    assert!(table.ends_with("(3 rows)\n"), "{table}");
 
     for (args, needle) in [
         (&["report", "nope"][..], "no saved query \"nope\""),
@@ -738,7 +766,7 @@ fn report_lists_prints_json_and_tables_and_refuses_bad_input() {
         );
     }
     // Nothing was dropped by the refused parameters.
-    assert_eq!(w.ch.query_u64("SELECT count() FROM llmtrace.traces"), 22);
+    assert_eq!(w.ch.query_u64("SELECT count() FROM llmtrace.traces"), 24);
 }
 
 /// A saved query, its parameters and its period.

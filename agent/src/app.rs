@@ -81,6 +81,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         built.control,
         alerts.tap_control(built.control_events),
         built.handler.engine_slot().clone(),
+        alerts.reloader(),
         config_file.clone(),
         &shutdown,
     );

@@ -1,8 +1,10 @@
-"""Drive the official OpenAI Python SDK, unmodified, against llmtrace's limits and approvals.
+"""Drive the official OpenAI or Anthropic Python SDK, unmodified, against llmtrace's limits and
+approvals.
 
-Like llm_client.py, api.openai.com resolves to the fake provider's address in this process
-only, so the real SNI goes through the kernel redirect. max_retries=0: every refusal reaches us
-as the exception the SDK raises for it. Prints one JSON object.
+Like llm_client.py, api.openai.com and api.anthropic.com resolve to the fake provider's address
+in this process only, so the real SNI goes through the kernel redirect. max_retries=0: every
+refusal reaches us as the exception the SDK raises for it (its class name is reported, so a
+test sees exactly what an application would catch). Prints one JSON object.
 
 Modes:
   calls  --n N --model M      N sequential calls; per call the outcome (ok, or the exception
@@ -18,11 +20,14 @@ import sys
 import time
 
 
+PROVIDER_HOSTS = {"api.openai.com", "api.anthropic.com"}
+
+
 def resolve_to(address):
     real = socket.getaddrinfo
 
     def patched(host, port, *args, **kwargs):
-        if host == "api.openai.com":
+        if host in PROVIDER_HOSTS:
             host = address
         return real(host, port, *args, **kwargs)
 
@@ -47,9 +52,30 @@ def call(client, model, max_tokens, stream=False):
                 "body": e.body}
 
 
+def call_anthropic(client, model, max_tokens, stream=False):
+    import anthropic
+
+    kwargs = {"model": model, "max_tokens": max_tokens or 64,
+              "messages": [{"role": "user", "content": "Say hello."}]}
+    try:
+        if stream:
+            with client.messages.stream(**kwargs) as s:
+                m = s.get_final_message()
+            return {"ok": True, "model": m.model, "stream": True}
+        r = client.messages.create(**kwargs)
+        return {"ok": True, "model": r.model}
+    except anthropic.APIStatusError as e:
+        return {"ok": False, "error": type(e).__name__,
+                "error_module": type(e).__module__.split(".")[0],
+                "status": e.status_code,
+                "retry_after": e.response.headers.get("retry-after"),
+                "body": e.body}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["calls", "rate"])
+    ap.add_argument("--sdk", choices=["openai", "anthropic"], default="openai")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--address", required=True)
     ap.add_argument("--n", type=int, default=1)
@@ -60,22 +86,31 @@ def main():
     ap.add_argument("--pause", type=float, default=0.05, help="between calls (calls mode)")
     args = ap.parse_args()
     resolve_to(args.address)
-    import openai
+    if args.sdk == "anthropic":
+        import anthropic
 
-    client = openai.OpenAI(base_url=f"https://api.openai.com:{args.port}/v1",
-                           api_key="sk-test-llmtrace-0123456789abcdefABCDEF0123456789",
-                           max_retries=0, timeout=20)
+        client = anthropic.Anthropic(base_url=f"https://api.anthropic.com:{args.port}",
+                                     api_key="sk-ant-test-llmtrace-0123456789abcdefABCDEF",
+                                     max_retries=0, timeout=20)
+        do_call = call_anthropic
+    else:
+        import openai
+
+        client = openai.OpenAI(base_url=f"https://api.openai.com:{args.port}/v1",
+                               api_key="sk-test-llmtrace-0123456789abcdefABCDEF0123456789",
+                               max_retries=0, timeout=20)
+        do_call = call
     if args.mode == "calls":
         out = []
         for _ in range(args.n):
-            out.append(call(client, args.model, args.max_tokens, args.stream))
+            out.append(do_call(client, args.model, args.max_tokens, args.stream))
             time.sleep(args.pause)
         print(json.dumps({"calls": out}))
         return 0
     ok = limited = other = 0
     start = None
     while start is None or time.monotonic() - start < args.seconds:
-        r = call(client, args.model, args.max_tokens)
+        r = do_call(client, args.model, args.max_tokens)
         if r["ok"]:
             ok += 1
             # The window opens when the first call is admitted.

@@ -1,5 +1,6 @@
 //! `[alerts]`: sinks (`[[alerts.webhook]]`, `[[alerts.syslog]]`, `[[alerts.file]]`) and rules
-//! (`[[alerts.rules]]`). Validated once at startup; unknown keys are rejected.
+//! (`[[alerts.rules]]`). Validated at startup and on each SIGHUP reload; unknown keys are
+//! rejected.
 
 use std::path::PathBuf;
 
@@ -53,7 +54,8 @@ impl std::fmt::Debug for SecretString {
     }
 }
 
-/// `[[alerts.webhook]]`: a JSON POST, signed with HMAC-SHA256 of the body.
+/// `[[alerts.webhook]]`: a JSON POST, signed with HMAC-SHA256 of `<timestamp>.<body>` (the
+/// timestamp, Unix seconds, in `x-llmtrace-timestamp`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
@@ -67,7 +69,7 @@ pub struct WebhookConfig {
     /// File whose first line is the HMAC key.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
-    /// Header carrying `sha256=<hex HMAC-SHA256(secret, body)>`.
+    /// Header carrying `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.
     #[serde(default = "default_signature_header")]
     pub signature_header: String,
     /// Extra trusted roots (PEM) for an `https://` URL, beside the system roots.

@@ -67,6 +67,22 @@ impl Dedup {
         Decision::Send { suppressed: 0 }
     }
 
+    /// Takes `old`'s keys (its window is not kept: this one's applies).
+    pub fn adopt(&mut self, old: &mut Self) {
+        self.keys = std::mem::take(&mut old.keys);
+        while self.keys.len() > self.max_keys {
+            let Some(oldest) = self
+                .keys
+                .iter()
+                .min_by_key(|(_, s)| s.sent_at)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.keys.remove(&oldest);
+        }
+    }
+
     /// Keys remembered.
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -130,6 +146,25 @@ mod tests {
         assert_eq!(
             d.check("k", t0 + Duration::from_mins(5)),
             Decision::Send { suppressed: 0 }
+        );
+    }
+
+    #[test]
+    fn adopted_keys_keep_their_window_and_count() {
+        let t0 = Instant::now();
+        let mut old = Dedup::new(Duration::from_mins(1), 100);
+        old.check("k", t0);
+        old.check("k", t0 + Duration::from_secs(1));
+        let mut new = Dedup::new(Duration::from_secs(30), 100);
+        new.adopt(&mut old);
+        assert_eq!(
+            new.check("k", t0 + Duration::from_secs(10)),
+            Decision::Suppress
+        );
+        // The new window applies; the count carried over.
+        assert_eq!(
+            new.check("k", t0 + Duration::from_secs(31)),
+            Decision::Send { suppressed: 2 }
         );
     }
 

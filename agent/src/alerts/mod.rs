@@ -6,6 +6,10 @@
 //!
 //! An alert is built only from what a trace row stores (finding kind, location, masked
 //! excerpt, API key fingerprint), so it never carries a raw secret.
+//!
+//! SIGHUP swaps the rules, the sinks and the anomaly rules ([`reload`]); a rule that keeps its
+//! name and `group_by` keeps its dedup windows, and an anomaly rule that keeps its name,
+//! selector, `group_by` and bucket keeps its baselines.
 
 mod backoff;
 pub mod config;
@@ -15,13 +19,17 @@ pub mod health;
 pub mod metrics;
 pub mod model;
 mod observe;
+pub mod reload;
 pub mod rules;
 mod sinks;
 pub mod syslog;
 mod time;
 pub mod webhook;
 
-use std::{sync::Arc, time::Duration, time::Instant};
+use std::{
+    sync::{Arc, PoisonError, RwLock},
+    time::{Duration, Instant},
+};
 
 use prometheus_client::registry::Registry;
 use tokio::{sync::mpsc, task::JoinSet};
@@ -31,6 +39,7 @@ pub use self::{
     metrics::AlertMetrics,
     model::{Alert, Event, HealthEvent, HealthKind, Identity, LimitEvent, Trigger},
     observe::Observer,
+    reload::Reloader,
 };
 use self::{
     metrics::RuleLabel,
@@ -40,15 +49,42 @@ use self::{
 };
 use crate::{analysis::Severity, sink::TraceRow};
 
-/// The sending side: cheap to clone; a no-op when no rule is configured.
+/// What events the rules in force can act on, so that the data path queues no event that no
+/// rule would look at. Replaced whole on reload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Some rule is configured.
+    pub enabled: bool,
+    /// Least severity any finding rule acts on (`None`: no finding rule).
+    pub findings_from: Option<Severity>,
+    /// Least severity any anomaly rule acts on.
+    pub anomalies_from: Option<Severity>,
+}
+
+impl Filter {
+    /// The filter of `rules`.
+    pub fn of(rules: &[Rule]) -> Self {
+        let min = |t: Trigger| {
+            rules
+                .iter()
+                .filter(|r| r.trigger() == t)
+                .map(Rule::min_severity)
+                .min()
+        };
+        Self {
+            enabled: !rules.is_empty(),
+            findings_from: min(Trigger::Finding),
+            anomalies_from: min(Trigger::Anomaly),
+        }
+    }
+}
+
+/// The sending side: cheap to clone; a no-op while no rule is configured.
 #[derive(Debug, Clone)]
 pub struct AlertHandle {
     tx: Option<mpsc::Sender<Event>>,
     metrics: AlertMetrics,
-    /// Least severity any finding rule acts on (`None`: no finding rule).
-    findings_from: Option<Severity>,
-    /// Least severity any anomaly rule acts on.
-    anomalies_from: Option<Severity>,
+    filter: Arc<RwLock<Filter>>,
 }
 
 impl AlertHandle {
@@ -57,14 +93,18 @@ impl AlertHandle {
         Self {
             tx: None,
             metrics: AlertMetrics::default(),
-            findings_from: None,
-            anomalies_from: None,
+            filter: Arc::default(),
         }
+    }
+
+    fn filter(&self) -> Filter {
+        *self.filter.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues `event`, or drops and counts it when the rules task is behind.
     pub fn send(&self, event: Event) {
         if let Some(tx) = &self.tx
+            && self.filter().enabled
             && tx.try_send(event).is_err()
         {
             self.metrics.events_dropped.inc();
@@ -73,12 +113,13 @@ impl AlertHandle {
 
     /// Queues the findings of `row` that some rule may act on.
     pub fn row(&self, row: &TraceRow) {
+        let filter = self.filter();
         let mut identity: Option<Arc<Identity>> = None;
         for f in &row.findings {
             let from = if f.kind.starts_with("anomaly.") {
-                self.anomalies_from
+                filter.anomalies_from
             } else {
-                self.findings_from
+                filter.findings_from
             };
             if from.is_none_or(|min| parse_severity(&f.severity) < min) {
                 continue;
@@ -125,6 +166,7 @@ pub struct Alerting {
     sink_metrics: crate::sink::SinkMetrics,
     shutdown: tokio_util::sync::CancellationToken,
     observer: Option<Observer>,
+    reloader: Arc<Reloader>,
 }
 
 impl Alerting {
@@ -138,12 +180,14 @@ impl Alerting {
         registry: &mut Registry,
     ) -> anyhow::Result<Self> {
         let cfg = &config.alerts;
-        let (handle, pipeline) =
+        let (handle, pipeline, swaps) =
             start(cfg, registry, crate::trace::host_name()).map_err(anyhow::Error::msg)?;
         let metrics = crate::anomaly::AnomalyMetrics::register(registry);
         let anomalies = crate::anomaly::Anomalies::new(&config.anomalies, metrics);
+        let (reloader, anomaly_updates) = Reloader::new(cfg, &config.anomalies, swaps, &handle);
         Ok(Self {
-            observer: Some(Observer::new(anomalies, handle.clone())),
+            observer: Some(Observer::new(anomalies, handle.clone()).reloading(anomaly_updates)),
+            reloader: Arc::new(reloader),
             handle,
             pipeline,
             health: None,
@@ -181,6 +225,11 @@ impl Alerting {
         rx
     }
 
+    /// What SIGHUP uses to swap the alert and anomaly rules.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
+    }
+
     /// The observer of finished rows (anomaly detection, then alert rules); a second call gets
     /// one that does nothing.
     pub fn take_observer(&mut self) -> Observer {
@@ -198,27 +247,43 @@ impl Alerting {
     }
 }
 
-/// Starts the rules task and the sinks (none when no rule is configured).
+/// Starts the rules task and the sinks; the returned sender swaps them (SIGHUP). With no
+/// rule configured the task waits for a reload and nothing is queued meanwhile.
 pub fn start(
     cfg: &AlertsConfig,
     registry: &mut Registry,
     agent_host: String,
-) -> Result<(AlertHandle, Pipeline), String> {
+) -> Result<(AlertHandle, Pipeline, mpsc::UnboundedSender<reload::Swap>), String> {
     let metrics = AlertMetrics::register(registry);
     let mut tasks = JoinSet::new();
-    if cfg.rules.is_empty() {
-        return Ok((
-            AlertHandle {
-                metrics,
-                ..AlertHandle::disabled()
-            },
-            Pipeline { tasks },
-        ));
-    }
-    let queues = sinks::start(cfg, &metrics, &mut tasks)?;
+    let mut sink_tasks = JoinSet::new();
+    let queues = if cfg.rules.is_empty() {
+        Vec::new()
+    } else {
+        sinks::start(cfg, &metrics, &mut sink_tasks)?
+    };
+    let rules = build_rules(cfg);
+    let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+    let (swap_tx, swap_rx) = mpsc::unbounded_channel();
+    let handle = AlertHandle {
+        tx: Some(tx),
+        metrics: metrics.clone(),
+        filter: Arc::new(RwLock::new(Filter::of(&rules))),
+    };
+    let state = RulesState {
+        rules,
+        sinks: queues,
+        sink_tasks: vec![sink_tasks],
+    };
+    tasks.spawn(run_rules(rx, swap_rx, state, metrics, agent_host));
+    Ok((handle, Pipeline { tasks }, swap_tx))
+}
+
+/// The rules of `cfg`, each sending to the sinks it names (in [`AlertsConfig::sink_names`]
+/// order), with fresh dedup state.
+fn build_rules(cfg: &AlertsConfig) -> Vec<Rule> {
     let names = cfg.sink_names();
-    let rules: Vec<Rule> = cfg
-        .rules
+    cfg.rules
         .iter()
         .map(|r| {
             let sinks = (0..names.len())
@@ -226,36 +291,37 @@ pub fn start(
                 .collect();
             Rule::new(r.clone(), sinks)
         })
-        .collect();
-    let min = |t: Trigger| {
-        rules
-            .iter()
-            .filter(|r| r.trigger() == t)
-            .map(Rule::min_severity)
-            .min()
-    };
-    let (tx, rx) = mpsc::channel(cfg.queue_capacity);
-    let handle = AlertHandle {
-        tx: Some(tx),
-        metrics: metrics.clone(),
-        findings_from: min(Trigger::Finding),
-        anomalies_from: min(Trigger::Anomaly),
-    };
-    tasks.spawn(run_rules(rx, rules, queues, metrics, agent_host));
-    Ok((handle, Pipeline { tasks }))
+        .collect()
 }
 
-async fn run_rules(
-    mut rx: mpsc::Receiver<Event>,
-    mut rules: Vec<Rule>,
+/// What the rules task owns: the rules with their dedup state, and the sinks' queues and tasks
+/// (the tasks of replaced sinks end once their queue is drained).
+struct RulesState {
+    rules: Vec<Rule>,
     sinks: Vec<SinkQueue>,
-    metrics: AlertMetrics,
-    host: String,
-) {
-    while let Some(event) = rx.recv().await {
+    sink_tasks: Vec<JoinSet<()>>,
+}
+
+impl RulesState {
+    fn swap(&mut self, swap: reload::Swap) {
+        let mut new = swap.rules;
+        for rule in &mut new {
+            if let Some(old) = self.rules.iter_mut().find(|o| rule.same_key_as(o)) {
+                rule.inherit_dedup(old);
+            }
+        }
+        self.rules = new;
+        if let Some((queues, tasks)) = swap.sinks {
+            // Dropping the old senders lets the old sink tasks deliver what they hold and end.
+            self.sinks = queues;
+            self.sink_tasks.push(tasks);
+        }
+    }
+
+    fn apply(&mut self, event: &Event, metrics: &AlertMetrics, host: &str) {
         let now = Instant::now();
-        for rule in &mut rules {
-            match rule.apply(&event, now, &host) {
+        for rule in &mut self.rules {
+            match rule.apply(event, now, host) {
                 Outcome::NoMatch => {}
                 Outcome::Suppressed => {
                     let rule = RuleLabel {
@@ -266,11 +332,43 @@ async fn run_rules(
                 Outcome::Alert(alert) => {
                     let alert: Arc<Alert> = Arc::from(alert);
                     for &i in &rule.sinks {
-                        sinks[i].push(alert.clone(), &metrics);
+                        if let Some(sink) = self.sinks.get(i) {
+                            sink.push(alert.clone(), metrics);
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+async fn run_rules(
+    mut rx: mpsc::Receiver<Event>,
+    mut swaps: mpsc::UnboundedReceiver<reload::Swap>,
+    mut state: RulesState,
+    metrics: AlertMetrics,
+    host: String,
+) {
+    loop {
+        tokio::select! {
+            // A reload queued before an event applies to it.
+            biased;
+            Some(swap) = swaps.recv() => state.swap(swap),
+            event = rx.recv() => match event {
+                Some(event) => state.apply(&event, &metrics, &host),
+                None => break,
+            },
+        }
+    }
+    // Every handle is gone: close the sinks' queues and let them deliver what they hold.
+    let RulesState {
+        rules,
+        sinks,
+        sink_tasks,
+    } = state;
+    drop((rules, sinks));
+    for mut tasks in sink_tasks {
+        while tasks.join_next().await.is_some() {}
     }
 }
 
@@ -291,7 +389,7 @@ mod tests {
         .unwrap();
         cfg.validate().unwrap();
         let mut registry = Registry::default();
-        let (handle, pipeline) = start(&cfg, &mut registry, "h".into()).unwrap();
+        let (handle, pipeline, _swaps) = start(&cfg, &mut registry, "h".into()).unwrap();
         let mut row = TraceRow::new(uuid::Uuid::new_v4(), 0, 1);
         row.exe = "/usr/bin/python3".into();
         row.api_key_fingerprint = "fp".into();

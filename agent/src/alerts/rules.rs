@@ -43,6 +43,20 @@ impl Rule {
         Self { cfg, sinks, dedup }
     }
 
+    /// Whether `old` (a rule before a reload) made the same dedup keys: same name, trigger
+    /// and `group_by` (the key is `name|kind|group`).
+    pub fn same_key_as(&self, old: &Self) -> bool {
+        self.cfg.name == old.cfg.name
+            && self.cfg.on == old.cfg.on
+            && self.cfg.group_by == old.cfg.group_by
+    }
+
+    /// Takes over `old`'s dedup windows and suppressed counts (judged by this rule's window
+    /// from now on), so a reload neither repeats an alert nor loses a count.
+    pub fn inherit_dedup(&mut self, old: &mut Self) {
+        self.dedup.adopt(&mut old.dedup);
+    }
+
     /// The rule's name.
     pub fn name(&self) -> &str {
         &self.cfg.name

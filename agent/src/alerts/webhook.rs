@@ -1,6 +1,9 @@
-//! The webhook sink: the alert as a JSON POST, with `sha256=<hex>` of HMAC-SHA256(secret,
-//! body) in a header so the receiver can check it came from us, retried with exponential
-//! backoff on network errors, 408, 429 and 5xx. Uses the agent's hyper + rustls stack.
+//! The webhook sink: the alert as a JSON POST, with `sha256=<hex>` of
+//! HMAC-SHA256(secret, `<timestamp>.<body>`) in a header and the timestamp (Unix seconds) in
+//! `x-llmtrace-timestamp`, so the receiver can check it came from us and is fresh: a captured
+//! request replayed later carries a stale timestamp, and changing it breaks the signature (the
+//! scheme Stripe and Slack use). Retried with exponential backoff on network errors, 408, 429
+//! and 5xx, each attempt signed anew. Uses the agent's hyper + rustls stack.
 
 use std::{fmt::Write as _, sync::Arc, time::Duration};
 
@@ -20,11 +23,22 @@ use crate::tls::upstream::{add_pem_file, add_system_roots};
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// `sha256=` and the hex HMAC-SHA256 of `body` keyed with `secret`.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
+/// Header carrying the Unix time (seconds) the signature was made at.
+pub const TIMESTAMP_HEADER: &str = "x-llmtrace-timestamp";
+
+/// `sha256=` and the hex HMAC-SHA256, keyed with `secret`, of `timestamp`, `.` and `body`.
+pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Why a delivery failed.
@@ -113,10 +127,12 @@ impl Webhook {
         alert_id: &str,
         mut on_retry: impl FnMut(),
     ) -> Result<(), WebhookError> {
-        let sig = signature(&self.secret, &body);
         let mut attempt = 0;
         loop {
-            match self.attempt(body.clone(), &sig, alert_id).await {
+            // Signed per attempt: a retry after a long backoff must not look stale.
+            let now = unix_now();
+            let sig = signature(&self.secret, now, &body);
+            match self.attempt(body.clone(), now, &sig, alert_id).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.retryable() && attempt < self.cfg.max_retries => {
                     tracing::debug!(webhook = %self.cfg.name, error = %e, attempt, "alert delivery failed; retrying");
@@ -134,7 +150,13 @@ impl Webhook {
         }
     }
 
-    async fn attempt(&self, body: Bytes, sig: &str, alert_id: &str) -> Result<(), WebhookError> {
+    async fn attempt(
+        &self,
+        body: Bytes,
+        timestamp: u64,
+        sig: &str,
+        alert_id: &str,
+    ) -> Result<(), WebhookError> {
         let req = Request::post(self.uri.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(
@@ -142,6 +164,7 @@ impl Webhook {
                 concat!("llmtrace/", env!("CARGO_PKG_VERSION")),
             )
             .header(&self.header, sig)
+            .header(TIMESTAMP_HEADER, timestamp)
             .header("x-llmtrace-alert-id", alert_id)
             .body(Full::new(body))
             .map_err(|e| WebhookError::Send(e.to_string()))?;
@@ -181,12 +204,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
-    /// RFC 4231 test case 2.
+    /// The signed message is `<timestamp>.<body>`: the expected value was computed
+    /// independently, with Python's `hmac.new(b"Jefe", b"1700000000.{}", hashlib.sha256)`.
     #[test]
-    fn hmac_sha256_known_vector() {
+    fn hmac_sha256_over_timestamp_and_body() {
         assert_eq!(
-            signature(b"Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            signature(b"Jefe", 1_700_000_000, b"{}"),
+            "sha256=d3793e2b4103edfbd98cc19591832f5fad701d413db9fcae0ae7dab8184ed207"
+        );
+        // The timestamp is covered: another one gives another signature.
+        assert_ne!(
+            signature(b"Jefe", 1_700_000_001, b"{}"),
+            signature(b"Jefe", 1_700_000_000, b"{}")
         );
     }
 

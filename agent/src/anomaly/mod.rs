@@ -72,6 +72,27 @@ impl Anomalies {
         }
     }
 
+    /// Replaces the rules with `rules` (validated). A rule that keeps its name, selector,
+    /// `group_by` and bucket length keeps its groups' baselines (their meaning is unchanged;
+    /// thresholds such as `z_score` apply from the next row); any other starts afresh.
+    pub fn reload(&mut self, rules: &[AnomalyRule]) {
+        let mut old = std::mem::take(&mut self.rules);
+        self.rules = rules
+            .iter()
+            .map(|r| {
+                let kept = old
+                    .iter()
+                    .position(|(o, _)| same_baselines(o, r))
+                    .map(|i| old.swap_remove(i).1);
+                let mut groups = kept.unwrap_or_default();
+                while groups.len() > r.max_groups {
+                    evict_idlest(&mut groups);
+                }
+                (r.clone(), groups)
+            })
+            .collect();
+    }
+
     /// Adds `row` to the baselines of its groups and appends a finding per deviation.
     pub fn observe(&mut self, row: &mut TraceRow) {
         // Relayed connections are not exchanges: nothing about requests is known.
@@ -99,6 +120,15 @@ impl Anomalies {
             }
         }
     }
+}
+
+/// Whether `new`'s baselines mean what `old`'s did: same identities, same grouping, same
+/// buckets.
+fn same_baselines(old: &AnomalyRule, new: &AnomalyRule) -> bool {
+    old.name == new.name
+        && old.selector == new.selector
+        && old.group_by == new.group_by
+        && old.bucket_secs == new.bucket_secs
 }
 
 fn evict_idlest(groups: &mut HashMap<String, Group>) {

@@ -188,6 +188,32 @@ fn groups_have_their_own_baselines_and_need_min_samples() {
 }
 
 #[test]
+fn a_reload_keeps_baselines_only_where_the_grouping_is_unchanged() {
+    let tokens = "metrics = [\"tokens_per_request\"]";
+    let mut a = Anomalies::new(&[rule(tokens)], AnomalyMetrics::default());
+    let mut t = Traffic::new(6);
+    assert!(t.steady(&mut a, "chat", 60).is_empty());
+    // Another threshold, same grouping: the baseline stays, and the spike is judged at once.
+    a.reload(&[rule(&format!("{tokens}\nz_score = 5.0"))]);
+    assert_eq!(a.rules[0].1.len(), 1);
+    let mut r = row("chat", t.t + 1.0, 50_000, 0.2, 200, 800.0);
+    a.observe(&mut r);
+    assert_eq!(r.findings.len(), 1, "the baseline survived the reload");
+    assert!(r.findings[0].excerpt.contains("z "), "{:?}", r.findings);
+    // Grouped by executable instead: the old per-workload baselines mean nothing now.
+    let by_exe: AnomalyRule =
+        toml::from_str(&format!("name = \"r\"\ngroup_by = [\"exe\"]\n{tokens}")).unwrap();
+    a.reload(&[by_exe]);
+    assert!(a.rules[0].1.is_empty());
+    let mut r = row("chat", t.t + 2.0, 50_000, 0.2, 200, 800.0);
+    a.observe(&mut r);
+    assert!(r.findings.is_empty(), "a new baseline has too few samples");
+    // A renamed rule is another rule.
+    a.reload(&[toml::from_str(&format!("name = \"s\"\n{tokens}")).unwrap()]);
+    assert!(a.rules[0].1.is_empty());
+}
+
+#[test]
 fn groups_are_bounded() {
     let mut a = Anomalies::new(&[rule("max_groups = 3")], AnomalyMetrics::default());
     for i in 0..10 {

@@ -20,6 +20,10 @@ pub struct ControlConfig {
     /// Most counter groups kept per rule; identities beyond it share one overflow group
     /// (`group_by` over traffic-chosen values must not grow memory without bound). Default: 10000.
     pub max_groups_per_rule: usize,
+    /// Server names (globs) that look like LLM APIs: a connection relayed because its name is
+    /// not configured for interception, to one of these, gets a `shadow_ai.llm_api` finding.
+    /// Default: [`super::shadow::DEFAULT_NAMES`]; empty turns it off.
+    pub llm_api_names: Vec<Glob>,
 }
 
 impl Default for ControlConfig {
@@ -29,6 +33,7 @@ impl Default for ControlConfig {
             state_file: None,
             persist_interval_s: 30,
             max_groups_per_rule: 10_000,
+            llm_api_names: super::shadow::default_names(),
         }
     }
 }
@@ -256,6 +261,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.limits[0].window, Window::Month);
+        assert!(
+            r.control
+                .llm_api_names
+                .iter()
+                .any(|g| g.matches("api.mistral.ai")),
+            "the default names stay when [control] sets others keys"
+        );
+        let only = rules("[control]\nllm_api_names = [\"llm.internal.example\"]").unwrap();
+        assert_eq!(only.control.llm_api_names.len(), 1);
         assert_eq!(r.allow[0].action, UnapprovedAction::Block);
     }
 

@@ -431,6 +431,17 @@ impl Control {
             .inc();
     }
 
+    /// Adds the shadow-AI finding to a relayed `row` whose server name looks like an LLM API
+    /// (see [`super::shadow`]); intercepted rows cost nothing.
+    pub fn tag_shadow_ai(&self, row: &mut crate::sink::TraceRow) {
+        if row.intercepted {
+            return;
+        }
+        if super::shadow::tag(&self.lock().rules.control.llm_api_names, row) {
+            self.metrics.shadow_ai_connections.inc();
+        }
+    }
+
     /// The budget spend, for the state file.
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.lock();

@@ -41,6 +41,8 @@ pub struct ControlMetrics {
     pub reloads: Family<RuleKindLabels, Counter>,
     /// State file writes that failed.
     pub state_write_errors: Counter,
+    /// Relayed connections to unconfigured names that look like LLM APIs (shadow AI).
+    pub shadow_ai_connections: Counter,
 }
 
 impl ControlMetrics {
@@ -88,6 +90,11 @@ impl ControlMetrics {
             "state_write_errors",
             "Failed writes of the control state file",
             m.state_write_errors.clone(),
+        );
+        r.register(
+            "shadow_ai_connections",
+            "Relayed connections to unconfigured names that look like LLM APIs",
+            m.shadow_ai_connections.clone(),
         );
         m
     }

@@ -16,6 +16,7 @@ pub mod glob;
 pub mod metrics;
 pub mod reload;
 pub mod selector;
+pub mod shadow;
 pub mod state;
 pub mod window;
 

@@ -1,6 +1,7 @@
 //! SIGHUP: re-reads the configuration file and swaps in its `[llm.analysis.policy]`,
-//! `[control]`, `[[limits]]` and `[[allow]]` sections. An invalid file is rejected whole and
-//! logged; the running rules stay in force. Other sections need a restart.
+//! `[control]`, `[[limits]]`, `[[allow]]`, `[alerts]` and `[[anomalies]]` sections. An invalid
+//! file is rejected whole and logged; the running rules stay in force. Other sections need a
+//! restart.
 
 use std::{
     path::PathBuf,
@@ -49,16 +50,25 @@ impl EngineSlot {
     }
 }
 
-/// Re-reads `path` and applies its reloadable sections.
+/// Re-reads `path` and applies its reloadable sections: all of them or, when any is
+/// rejected, none. Runs inside the runtime (new alert sinks start their tasks).
 pub fn reload(
     path: &std::path::Path,
     control: &Control,
     engine: &EngineSlot,
+    alerts: Option<&crate::alerts::Reloader>,
 ) -> Result<(), String> {
     let result = crate::config::load(Some(path))
         .map_err(|e| e.to_string())
         .and_then(|(config, _)| {
+            // Everything that can fail before anything changes.
+            let alerts = alerts
+                .map(|a| a.prepare(&config.alerts, &config.anomalies).map(|p| (a, p)))
+                .transpose()?;
             control.reload(config.control_rules())?;
+            if let Some((a, prepared)) = alerts {
+                a.commit(prepared);
+            }
             engine.replace_policy(&config.llm.analysis.policy);
             Ok(())
         });
@@ -71,6 +81,7 @@ pub fn spawn_sighup(
     path: Option<PathBuf>,
     control: Arc<Control>,
     engine: Arc<EngineSlot>,
+    alerts: Option<Arc<crate::alerts::Reloader>>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -91,9 +102,9 @@ pub fn spawn_sighup(
                 warn!("SIGHUP: the agent runs without a configuration file; nothing to reload");
                 continue;
             };
-            match reload(path, &control, &engine) {
+            match reload(path, &control, &engine, alerts.as_deref()) {
                 Ok(()) => {
-                    info!(path = %path.display(), "SIGHUP: reloaded policy, limits and allow rules");
+                    info!(path = %path.display(), "SIGHUP: reloaded policy, limits, allow, alert and anomaly rules");
                 }
                 Err(e) => {
                     error!(path = %path.display(), error = %e, "SIGHUP: configuration rejected; the previous rules stay in force");
@@ -132,13 +143,20 @@ impl ControlTasks {
         control: Arc<Control>,
         events: tokio::sync::mpsc::Receiver<super::ControlEvent>,
         engine: Arc<EngineSlot>,
+        alerts: Arc<crate::alerts::Reloader>,
         config_file: Option<PathBuf>,
         shutdown: &CancellationToken,
     ) -> Self {
         let tasks = vec![
             tokio::spawn(super::events::deliver(events)),
             spawn_persist(control.clone(), shutdown.clone()),
-            spawn_sighup(config_file, control.clone(), engine, shutdown.clone()),
+            spawn_sighup(
+                config_file,
+                control.clone(),
+                engine,
+                Some(alerts),
+                shutdown.clone(),
+            ),
         ];
         Self { control, tasks }
     }

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::analysis::redact::mask_known_secrets;
+use crate::analysis::{Analyzer, Location, canary, mask_findings, redact::mask_known_secrets};
 
 /// Values of credential-carrying options and headers, whatever their format.
 static CREDENTIAL_ARGS: LazyLock<Regex> = LazyLock::new(|| {
@@ -28,6 +28,17 @@ pub fn mask_cmdline(cmdline: &str) -> String {
     URL_USERINFO
         .replace_all(&args, "${1}[REDACTED]${3}")
         .into_owned()
+}
+
+/// `cmdline` (already through [`mask_cmdline`]) with what the configured analysis also finds
+/// masked: canaries, and secrets in decoded views (base64, hex, URL-encoded, …), the same
+/// detectors a request body goes through. Needs the configuration, so it runs where rows are
+/// made; `None` when there is nothing to mask.
+pub fn mask_cmdline_with(analyzer: &Analyzer, cmdline: &str) -> Option<String> {
+    let mut found = Vec::new();
+    analyzer.scan_maskable(cmdline, Location::Request, &mut found);
+    found.retain(|f| f.kind.starts_with("secret.") || f.kind == canary::KIND);
+    (!found.is_empty()).then(|| mask_findings(cmdline, &found))
 }
 
 #[cfg(test)]
@@ -71,5 +82,39 @@ mod tests {
     fn ordinary_command_lines_are_kept() {
         let line = "/usr/bin/python3 -m myapp --port 8080 --verbose";
         assert_eq!(mask_cmdline(line), line);
+        let analyzer = Analyzer::new(1 << 16);
+        assert_eq!(mask_cmdline_with(&analyzer, line), None);
+        // PII is not a credential: the analysis reports it, the command line keeps it.
+        let line = "mail --to alice@example.com";
+        assert_eq!(mask_cmdline_with(&analyzer, line), None);
+    }
+
+    #[test]
+    fn canaries_and_encoded_secrets_are_masked_with_the_configured_analysis() {
+        let config: crate::analysis::AnalysisConfig =
+            toml::from_str("[[canary]]\nname = \"sys-prompt\"\nvalue = \"zebra-7f3k-orchid\"")
+                .unwrap();
+        let analyzer = Analyzer::from_config(&config);
+        // The plain mask knows neither the canary nor the base64 of an AWS key.
+        let line = "python app.py --prompt repeat zebra-7f3k-orchid --creds QUtJQUlPU0ZPRE5ON0VYQU1QTEU ok";
+        let plain = mask_cmdline(line);
+        assert!(plain.contains("zebra-7f3k-orchid"));
+        let masked = mask_cmdline_with(&analyzer, &plain).expect("something to mask");
+        assert!(!masked.contains("zebra-7f3k-orchid"), "{masked}");
+        assert!(!masked.contains("QUtJQUlPU0ZPRE5ON0VYQU1QTEU"), "{masked}");
+        assert!(masked.contains("[REDACTED:canary.leak]"), "{masked}");
+        assert!(
+            masked.starts_with("python app.py --prompt repeat "),
+            "{masked}"
+        );
+        assert!(masked.ends_with(" ok"), "{masked}");
+        // An API key on the command line, also caught by the plain mask.
+        let line = "python app.py --key sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+        let plain = mask_cmdline(line);
+        assert!(!plain.contains("sk-proj-abcdef"), "{plain}");
+        let key = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+        let masked = mask_cmdline_with(&analyzer, &format!("python app.py {key}"))
+            .expect("the key is found");
+        assert!(!masked.contains(key), "{masked}");
     }
 }

@@ -126,7 +126,7 @@ pub fn from_config(
             transport_metrics: transport_metrics.clone(),
             recent: recent.clone(),
             tee,
-            engine: Some(engine),
+            engine: Some(engine.clone()),
             shutdown: shutdown.clone(),
             uninspectable: config.intercept.uninspectable,
         },
@@ -141,7 +141,9 @@ pub fn from_config(
     info!(ca = %ca.paths().cert.display(), names = covered.len(), "TLS interception is on");
     Ok(Built {
         handler: Arc::new(handler),
-        records: records.with_control(control.clone()),
+        records: records
+            .with_control(control.clone())
+            .with_cmdline_masking(engine),
         ca,
         recent,
         control,

@@ -37,6 +37,14 @@ impl Records {
         self
     }
 
+    /// Masks each row's command line with `engine`'s analysis (canaries, decoded secrets)
+    /// besides the masking every command line gets when it is read.
+    #[must_use]
+    pub fn with_cmdline_masking(mut self, engine: Arc<crate::llm::Engine>) -> Self {
+        self.cmdline_masker = Some(engine);
+        self
+    }
+
     /// Runs the pool until every [`super::record::RecordTee`] is gone and the queue is empty,
     /// storing each record as a trace row once `observer` (anomalies, alerts) has seen it.
     pub async fn into_sink(
@@ -49,12 +57,36 @@ impl Records {
         // Taken once per batch.
         let observer = Arc::new(std::sync::Mutex::new(observer));
         let mut rows = Vec::with_capacity(BATCH);
+        let cmdline_engine = self.cmdline_masker.clone();
+        let mut last_cmdline: Option<(String, Option<String>)> = None;
+        let control = self.control.clone();
         let workers = self.spawn(move |records| {
             rows.extend(
                 records
                     .drain(..)
                     .map(|(r, spooled)| (trace_row(&r, &fleet), spooled)),
             );
+            if let Some(control) = &control {
+                for (row, _) in &mut rows {
+                    control.tag_shadow_ai(row);
+                }
+            }
+            if let Some(engine) = &cmdline_engine {
+                for (row, _) in &mut rows {
+                    // A process's exchanges come in runs: its last answer is reused.
+                    if last_cmdline
+                        .as_ref()
+                        .is_none_or(|(raw, _)| *raw != row.cmdline)
+                    {
+                        let masked =
+                            crate::identity::mask_cmdline_with(engine.analyzer(), &row.cmdline);
+                        last_cmdline = Some((row.cmdline.clone(), masked));
+                    }
+                    if let Some((_, Some(masked))) = &last_cmdline {
+                        row.cmdline.clone_from(masked);
+                    }
+                }
+            }
             {
                 let mut o = observer
                     .lock()

@@ -140,6 +140,8 @@ pub struct Records {
     /// The limits an ended exchange's spend counts against (every record passes the pool,
     /// including those recorded without their analysis, so none escapes its budget).
     pub control: Option<Arc<crate::control::Control>>,
+    /// The analysis whose canaries and decoders also mask each row's command line.
+    pub cmdline_masker: Option<Arc<crate::llm::Engine>>,
 }
 
 impl RecordTee {
@@ -153,6 +155,7 @@ impl RecordTee {
             workers: limits.workers.max(1),
             metrics: metrics.clone(),
             control: None,
+            cmdline_masker: None,
         };
         let tee = Self {
             tx: Producer::new(queue),
