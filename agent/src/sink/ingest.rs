@@ -31,6 +31,8 @@ pub(super) enum Msg {
 const IDLE: Duration = Duration::from_secs(1);
 /// Messages taken per wake-up: bounds the time between two deadline checks.
 const BATCH: usize = 1024;
+/// Longest pause after a partial batch while rows await their commit (see [`linger`]).
+const LINGER: Duration = Duration::from_millis(5);
 
 pub(super) fn run(
     rx: &BatchQueue<Msg>,
@@ -55,6 +57,7 @@ pub(super) fn run(
         if rx.pop_batch(&mut batch, BATCH, Some(wait)) == Popped::Closed {
             break;
         }
+        let partial = batch.len() < BATCH;
         let stop = w.handle(&mut batch);
         // The batch's rows go to the file now (one write); only the fsync is grouped.
         w.write_out();
@@ -69,8 +72,24 @@ pub(super) fn run(
         if w.deadline.is_some_and(|d| Instant::now() >= d) {
             w.commit();
         }
+        if partial {
+            linger(w.deadline);
+        }
     }
     w.commit();
+}
+
+/// Under a steady trickle of rows the writer would park after each one, and every row would
+/// cost the proxy thread that queues it a futex wake and the writer a context switch. While
+/// rows await their commit anyway, the writer pauses briefly instead (not parked, so nothing
+/// wakes it) and takes what came meanwhile as one batch and one write. The commit deadline
+/// is kept; a flush or shutdown waits at most [`LINGER`] longer.
+fn linger(deadline: Option<Instant>) {
+    let Some(d) = deadline else { return };
+    let pause = d.saturating_duration_since(Instant::now()).min(LINGER);
+    if !pause.is_zero() {
+        std::thread::sleep(pause);
+    }
 }
 
 struct Writer<'a> {
