@@ -138,7 +138,11 @@ fn a_stream_is_watched_only_under_a_policy_that_can_block() {
         );
         assert_eq!(ex.stream_may_stop(), watched, "{action:?}");
         ex.response_head(200, &[("content-type", "text/event-stream")]);
-        let event = format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{KEY}\"}}}}]}}\n\n");
+        // Longer than the monitor's scan step, so a watched stream is judged on this event.
+        let content = format!("{KEY} {}", "more text ".repeat(20));
+        let event = format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}}}}]}}\n\n"
+        );
         let stop = ex.response_chunk(event.as_bytes(), Instant::now());
         assert_eq!(stop.is_some(), watched, "{action:?}");
         // Unwatched, the stream waits unparsed for the analysis pool, which still finds the key.

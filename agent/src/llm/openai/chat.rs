@@ -82,12 +82,11 @@ impl ChatAcc {
         // first (a map per object, a string per key) cost more than the rest of the
         // response analysis. Anything unusual (an error member, a field of an unexpected
         // type, a duplicate key) takes the general path below, which decides as before.
-        if data.trim_start().starts_with('{') {
-            if let Ok(chunk) = serde_json::from_str::<Chunk>(data) {
-                if !chunk.error {
-                    return self.chunk(chunk);
-                }
-            }
+        if data.trim_start().starts_with('{')
+            && let Ok(chunk) = serde_json::from_str::<Chunk>(data)
+            && !chunk.error
+        {
+            return self.chunk(chunk);
         }
         self.general(data);
     }
