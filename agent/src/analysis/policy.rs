@@ -119,6 +119,11 @@ impl PolicyConfig {
         })
     }
 
+    /// Whether some finding could be blocked (by a rule or the default action).
+    pub fn may_block(&self) -> bool {
+        self.default_action == Action::Block || self.rules.iter().any(|r| r.action == Action::Block)
+    }
+
     /// The action for one finding.
     pub fn action_for(&self, f: &Finding) -> Action {
         self.rules

@@ -125,6 +125,35 @@ fn streamed_secret_stops_the_stream_with_an_error_event() {
 }
 
 #[test]
+fn a_stream_is_watched_only_under_a_policy_that_can_block() {
+    let t = Instant::now();
+    for (action, watched) in [(Action::Block, true), (Action::Flag, false)] {
+        let e = engine(action);
+        let mut ex = e
+            .exchange(&head("api.openai.com", "/v1/chat/completions"), t)
+            .unwrap();
+        ex.request_body(
+            br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+            true,
+        );
+        assert_eq!(ex.stream_may_stop(), watched, "{action:?}");
+        ex.response_head(200, &[("content-type", "text/event-stream")]);
+        // Longer than the monitor's scan step, so a watched stream is judged on this event.
+        let content = format!("{KEY} {}", "more text ".repeat(20));
+        let event = format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}}}}]}}\n\n"
+        );
+        let stop = ex.response_chunk(event.as_bytes(), Instant::now());
+        assert_eq!(stop.is_some(), watched, "{action:?}");
+        // Unwatched, the stream waits unparsed for the analysis pool, which still finds the key.
+        assert_eq!(ex.held_bytes() > 0, !watched, "{action:?}");
+        let a = ex.finish(Instant::now());
+        assert_eq!(a.early_stopped, watched);
+        assert_eq!(a.action, action.as_str());
+    }
+}
+
+#[test]
 fn bad_input_is_survived() {
     let e = engine(Action::Block);
     let t = Instant::now();

@@ -420,6 +420,16 @@ impl Exchange {
         }
     }
 
+    /// Whether the stream monitor watches this exchange's event stream: it is on, and the
+    /// policy in force can block something (the monitor only ever stops a stream; under a
+    /// policy that blocks nothing, its scans would decide nothing and only slow the stream).
+    pub fn stream_may_stop(&self) -> bool {
+        let analysis = &self.engine.config.analysis;
+        analysis.enabled
+            && analysis.stream_monitor
+            && policy_of(self.policy.as_ref(), &self.engine).may_block()
+    }
+
     /// Response status and headers.
     pub fn response_head(&mut self, status: u16, headers: &[(&str, &str)]) {
         self.out.status = Some(status);
@@ -428,9 +438,7 @@ impl Exchange {
             header(headers, "content-type"),
             self.engine.config.max_document_bytes,
         );
-        let analysis = &self.engine.config.analysis;
-        let monitor = (analysis.enabled && analysis.stream_monitor && parser.is_sse())
-            .then(StreamMonitor::default);
+        let monitor = (self.stream_may_stop() && parser.is_sse()).then(StreamMonitor::default);
         let header_request_id = [
             "x-request-id",
             "request-id",

@@ -5,6 +5,7 @@
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
     sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -24,6 +25,8 @@ use crate::{
 /// Records a worker takes per wake-up: large enough to spare wake-ups under load, small
 /// enough that a burst still spreads over the workers.
 const BATCH: usize = 16;
+/// Pause after a partial batch (see [`Records::work`]).
+const LINGER: Duration = Duration::from_millis(1);
 
 /// An analysed record, and the signal its data path waits for (fired once its row is in the
 /// spool file).
@@ -135,6 +138,8 @@ impl Records {
         let mut jobs = Vec::with_capacity(BATCH);
         let mut done = Vec::with_capacity(BATCH);
         while self.queue.pop_batch(&mut jobs, BATCH, None) == Popped::Items {
+            // Nobody waits on a row without a spool signal: only then may the next batch wait.
+            let linger = jobs.len() < BATCH && jobs.iter().all(|j| j.spooled.is_none());
             for mut job in jobs.drain(..) {
                 let spooled = job.spooled.take();
                 let record = self.complete(job);
@@ -153,6 +158,14 @@ impl Records {
                 done.push((record, spooled));
             }
             out(&mut done);
+            if linger {
+                // Parked after every exchange, a worker would cost the proxy thread that
+                // hands it the next one a futex wake, and itself a context switch: under a
+                // steady trickle it pauses instead (not parked, so nothing wakes it) and takes
+                // what came meanwhile as one batch. A row waits at most this much longer, so
+                // never while an app's response end is held for its row.
+                std::thread::sleep(LINGER);
+            }
         }
     }
 

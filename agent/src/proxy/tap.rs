@@ -40,8 +40,6 @@ pub struct LlmTap {
     request_inspected: Option<u64>,
     /// The policy asked for a redaction that could not be applied (body cut by the bound).
     redaction_skipped: bool,
-    /// The stream monitor is on, so an event stream may be ended early.
-    may_stop: bool,
     /// Bytes this exchange holds from the agent-wide budget (request body and response
     /// capture); `None` without a budget.
     held: Option<Reservation>,
@@ -163,14 +161,12 @@ impl LlmTap {
             headers: &headers,
         };
         let exchange = engine.exchange(&req, at);
-        let a = &engine.config.analysis;
         Self {
             exchange,
             capture_cap: engine
                 .config
                 .max_document_bytes
                 .max(engine.config.max_decoded_bytes),
-            may_stop: a.enabled && a.stream_monitor,
             spent: t.elapsed(),
             ..Self::default()
         }
@@ -260,7 +256,7 @@ impl LlmTap {
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
-            if self.may_stop && sse {
+            if sse && ex.stream_may_stop() {
                 head.headers.remove(header::CONTENT_LENGTH);
             }
             let t = Instant::now();

@@ -34,6 +34,8 @@ const IDLE: Duration = Duration::from_secs(1);
 const BATCH: usize = 1024;
 /// A failing spool (full disk) is logged at ERROR at most this often, not once per row.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Longest pause after a partial batch while rows await their commit (see [`linger`]).
+const LINGER: Duration = Duration::from_millis(5);
 
 pub(super) fn run(
     rx: &BatchQueue<Msg>,
@@ -61,6 +63,9 @@ pub(super) fn run(
         if rx.pop_batch(&mut batch, BATCH, Some(wait)) == Popped::Closed {
             break;
         }
+        // Nobody waits on a row without a spool signal: only then may the next batch wait.
+        let linger_after =
+            batch.len() < BATCH && batch.iter().all(|m| !matches!(m, Msg::Row(_, Some(_))));
         let stop = w.handle(&mut batch);
         // The batch's rows go to the file now (one write); only the fsync is grouped.
         w.write_out();
@@ -75,8 +80,26 @@ pub(super) fn run(
         if w.deadline.is_some_and(|d| Instant::now() >= d) {
             w.commit();
         }
+        if linger_after {
+            linger(w.deadline);
+        }
     }
     w.commit();
+}
+
+/// Under a steady trickle of rows the writer would park after each one, and every row would
+/// cost the proxy thread that queues it a futex wake and the writer a context switch. While
+/// rows await their commit anyway, the writer pauses briefly instead (not parked, so nothing
+/// wakes it) and takes what came meanwhile as one batch and one write. The commit deadline
+/// is kept; a flush or shutdown waits at most [`LINGER`] longer. Not after a batch whose
+/// rows held an app's response end (`[proxy] spool_before_end_ms`): the next such row would
+/// wait for the pause too.
+fn linger(deadline: Option<Instant>) {
+    let Some(d) = deadline else { return };
+    let pause = d.saturating_duration_since(Instant::now()).min(LINGER);
+    if !pause.is_zero() {
+        std::thread::sleep(pause);
+    }
 }
 
 struct Writer<'a> {

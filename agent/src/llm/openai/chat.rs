@@ -15,6 +15,10 @@ struct Chunk {
     model: Option<String>,
     choices: Vec<Choice>,
     usage: Option<OaUsage>,
+    /// Whether the document has an `error` member (whatever its value): such documents take
+    /// the general path, which reads the error out of the whole value.
+    #[serde(deserialize_with = "present")]
+    error: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +58,11 @@ struct FnDelta {
     arguments: Option<String>,
 }
 
+/// Deserializes any value as `true`: the member is there (a missing one defaults to `false`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
+}
+
 /// Accumulator for chat completions, legacy completions and embeddings.
 #[derive(Debug, Default)]
 pub struct ChatAcc {
@@ -69,6 +78,21 @@ impl ChatAcc {
             self.info.terminal = true;
             return;
         }
+        // The common document parses straight into its model; building a generic value
+        // first (a map per object, a string per key) cost more than the rest of the
+        // response analysis. Anything unusual (an error member, a field of an unexpected
+        // type, a duplicate key) takes the general path below, which decides as before.
+        if data.trim_start().starts_with('{')
+            && let Ok(chunk) = serde_json::from_str::<Chunk>(data)
+            && !chunk.error
+        {
+            return self.chunk(chunk);
+        }
+        self.general(data);
+    }
+
+    /// The general path: the document as a value, its error, then its model.
+    fn general(&mut self, data: &str) {
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             self.info.parse_errors += 1;
             return;
@@ -83,6 +107,10 @@ impl ChatAcc {
             self.info.parse_errors += 1;
             return;
         };
+        self.chunk(chunk);
+    }
+
+    fn chunk(&mut self, chunk: Chunk) {
         self.info.set_id(chunk.id.as_deref());
         self.info.set_model(chunk.model.as_deref());
         if let Some(u) = chunk.usage {
@@ -166,5 +194,26 @@ mod tests {
         assert_eq!(calls, vec![("f", "{\"x\":1}"), ("g", "{\"y\":2}")]);
         assert_eq!(a.info.finish_reason.as_deref(), Some("tool_calls"));
         assert_eq!(a.info.parse_errors, 0);
+    }
+
+    #[test]
+    fn the_direct_parse_decides_as_the_general_path() {
+        let docs = [
+            r#"{"id":"x","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}"#,
+            r#"{"choices":[{"index":0,"message":{"content":[{"type":"text","text":"a"},"b"]},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":2}}}"#,
+            r#"{"error":null}"#,
+            r#"{"error":{"message":"slow down","type":"rate_limit"},"choices":[]}"#,
+            r#"{"choices":[{"index":1,"text":"other choice"}],"id":7}"#,
+            r#"{"id":"a","id":"b","choices":[{"index":0,"text":"dup"}]}"#,
+            r#"["id","model"]"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"cut"#,
+            "  {\"model\":\"spaced\",\"choices\":[]}",
+        ];
+        for d in docs {
+            let (mut direct, mut general) = (ChatAcc::default(), ChatAcc::default());
+            direct.document(d);
+            general.general(d);
+            assert_eq!(direct.info, general.info, "{d}");
+        }
     }
 }
