@@ -13,6 +13,7 @@
 //! after a 1 s warm-up. One-shot: sequential curl requests, each on a new connection. Last
 //! byte: sequential requests for a ~0.6 MB chat.completion on one kept-alive connection, the
 //! time until its last byte reached curl (the analysis must not delay it).
+//! `LLMTRACE_BENCH_AGENT_TOML` appends TOML to both llmtrace agents' config (a setting's cost).
 
 use std::{
     net::SocketAddr,
@@ -144,9 +145,11 @@ fn start_agent(cg: &TestCgroup, upstream: &Upstream, analysis: bool) -> Agent {
             rest: format!(
                 "[upstream]\nextra_root_certs = [\"{ca}\"]\n\
                  [[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.3\"]\n\
-                 [llm.analysis]\nenabled = {analysis}\n",
+                 [llm.analysis]\nenabled = {analysis}\n{extra}\n",
                 ca = upstream.pki.ca_pem.display(),
                 port = upstream.addr.port(),
+                // Extra agent TOML (e.g. `[proxy]` settings) to measure what a setting costs.
+                extra = std::env::var("LLMTRACE_BENCH_AGENT_TOML").unwrap_or_default(),
             ),
         },
     )
