@@ -333,6 +333,7 @@ fn killed_agent_config(mode: &str, fake: &FakeLlm, echo: &EchoServer, spool: &Pa
             "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
              [[providers]]\nhost = \"api.anthropic.com\"\nport = {echo}\naddresses = [\"127.0.0.3\"]\n\
              [upstream]\nextra_root_certs = [\"{ca}\"]\n\
+             [proxy]\nspool_before_end_ms = 1000\n\
              [sink.spool]\ndir = \"{spool}\"\nfsync_interval_ms = 3600000\n",
             port = fake.addr.port(),
             echo = echo.addr.port(),
@@ -344,8 +345,9 @@ fn killed_agent_config(mode: &str, fake: &FakeLlm, echo: &EchoServer, spool: &Pa
 
 /// SIGKILL under load: new connections fail over as `fail_mode` says within the heartbeat
 /// timeout, and every exchange whose client read its whole response has its row in the spool
-/// (the agent releases a response's end only once its row is in the spool file; the group
-/// fsync is an hour away here, so `write(2)` alone must be enough).
+/// (with `[proxy] spool_before_end_ms` set the agent releases a response's end only once its
+/// row is in the spool file; the group fsync is an hour away here, so `write(2)` alone must be
+/// enough).
 #[test]
 fn killed_agent_under_load_fails_over_and_loses_no_finished_exchange() {
     testkit::require_root!();

@@ -97,7 +97,7 @@ impl Default for ProxyConfig {
             trust_learning: true,
             max_buffered_bytes: 64 << 20,
             max_connections_per_uid: 4096,
-            spool_before_end_ms: 1000,
+            spool_before_end_ms: 0,
             // hyper's (h2's) defaults, made explicit.
             h2_max_pending_accept_reset_streams: 20,
             h2_max_local_error_reset_streams: 1024,
