@@ -72,9 +72,12 @@ impl Model {
         if slack == 0 || chunk < 2 * slack {
             return Err(format!("model chunking {chunk}/{slack} invalid"));
         }
-        let (scale, bias, threshold) = (f32_at(16), f32_at(20), f32_at(24));
-        if !(scale.is_finite() && scale > 0.0 && bias.is_finite())
-            || !(threshold > 0.0 && threshold < 1.0)
+        let (scale, intercept, threshold) = (f32_at(16), f32_at(20), f32_at(24));
+        if !(scale.is_finite()
+            && scale > 0.0
+            && intercept.is_finite()
+            && threshold > 0.0
+            && threshold < 1.0)
         {
             return Err("model scale, bias or threshold invalid".into());
         }
@@ -91,9 +94,9 @@ impl Model {
             chunk,
             slack,
             scale,
-            bias,
+            bias: intercept,
             threshold,
-            weights: weights.iter().map(|&w| w as i8).collect(),
+            weights: weights.iter().map(|&w| w.cast_signed()).collect(),
         })
     }
 
@@ -105,22 +108,24 @@ impl Model {
     /// The score of one normalised chunk; `None` when it has no feature. Features are the
     /// chunk's distinct buckets, each weighing 1/sqrt(their number).
     fn chunk_score(&self, chunk: &[u8], seen: &mut [u64], touched: &mut Vec<u32>) -> Option<f64> {
-        let mut acc = 0i64;
+        // At most 127 per bucket of a 4 KiB chunk's few thousand: i32 holds it exactly.
+        let mut acc = 0i32;
         let w = &self.weights[..];
         hashing::for_each_bucket(chunk, self.bits, |b| {
             let (word, bit) = (b >> 6, 1u64 << (b & 63));
             if seen[word] & bit == 0 {
                 seen[word] |= bit;
                 touched.push(b as u32);
-                acc += i64::from(w[b]);
+                acc += i32::from(w[b]);
             }
         });
-        let n = touched.len();
+        let n = u32::try_from(touched.len()).unwrap_or(u32::MAX);
         for b in touched.drain(..) {
             seen[b as usize >> 6] = 0;
         }
         (n > 0).then(|| {
-            let z = f64::from(self.bias) + f64::from(self.scale) * acc as f64 / (n as f64).sqrt();
+            let z =
+                f64::from(self.bias) + f64::from(self.scale) * f64::from(acc) / f64::from(n).sqrt();
             1.0 / (1.0 + (-z).exp())
         })
     }
@@ -133,10 +138,10 @@ impl Model {
             s.seen.resize(self.weights.len() / 64, 0);
             let mut best: Option<(f64, std::ops::Range<usize>)> = None;
             for r in hashing::chunks(&s.norm, self.chunk, self.slack) {
-                if let Some(v) = self.chunk_score(&s.norm[r.clone()], &mut s.seen, &mut s.touched) {
-                    if best.as_ref().is_none_or(|b| v > b.0) {
-                        best = Some((v, r));
-                    }
+                if let Some(v) = self.chunk_score(&s.norm[r.clone()], &mut s.seen, &mut s.touched)
+                    && best.as_ref().is_none_or(|b| v > b.0)
+                {
+                    best = Some((v, r));
                 }
             }
             if s.norm.capacity() > KEEP_BUFFER {

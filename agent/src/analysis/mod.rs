@@ -43,6 +43,8 @@ pub use policy::{Action, PolicyConfig, PolicyRule};
 pub use redact::{Redacted, mask_findings, must_mask, redact_body};
 
 /// Analysis settings.
+// Each bool is an independent switch of the TOML file, not a state machine.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisConfig {
@@ -117,13 +119,13 @@ impl AnalysisConfig {
                 "must be positive (set enabled = false to analyse nothing)".into(),
             ));
         }
-        if let Some(t) = self.learned_threshold {
-            if !(t > 0.0 && t < 1.0) {
-                return Err((
-                    "llm.analysis.learned_threshold",
-                    format!("{t} is not between 0 and 1 (exclusive)"),
-                ));
-            }
+        if let Some(t) = self.learned_threshold
+            && !(t > 0.0 && t < 1.0)
+        {
+            return Err((
+                "llm.analysis.learned_threshold",
+                format!("{t} is not between 0 and 1 (exclusive)"),
+            ));
         }
         if self.learned_detector {
             learned::Model::embedded().map_err(|e| ("llm.analysis.learned_detector", e.into()))?;

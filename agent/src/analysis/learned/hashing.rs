@@ -69,10 +69,10 @@ pub fn chunks(norm: &[u8], chunk: usize, slack: usize) -> impl Iterator<Item = R
         let mut end = (start + chunk).min(norm.len());
         if end < norm.len() {
             let from = end - slack;
-            if let Some(p) = norm[from..end].iter().rposition(|&b| b == b' ') {
-                if from + p > start {
-                    end = from + p + 1;
-                }
+            if let Some(p) = norm[from..end].iter().rposition(|&b| b == b' ')
+                && from + p > start
+            {
+                end = from + p + 1;
             }
         }
         let r = start..end;
