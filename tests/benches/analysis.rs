@@ -1,6 +1,6 @@
 //! Analysis cost per exchange: µs per KB of prompt + response for each detector and in total,
 //! on a deterministic mix of realistic requests (prose, code, JSON, logs; some carrying secrets,
-//! PII, injection phrases and tool calls). Goal: a full exchange (parse + detect + mask) at
+//! PII, injection phrases and tool calls; the learned injection model runs in the totals). Goal: a full exchange (parse + detect + mask) at
 //! ≤ 3 µs/KB. The findings line (count per kind and a digest of every finding) must not change
 //! when an engine changes.
 //!
@@ -9,6 +9,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use llmtrace_agent::analysis::learned::LearnedDetector;
 use llmtrace_agent::analysis::{Analyzer, Location};
 use llmtrace_agent::llm::{Engine, LlmConfig, RequestHead};
 
@@ -244,6 +245,13 @@ fn main() {
         a.injection.scan(&s.response, Location::Response, &mut out);
         black_box(&out);
     });
+    let learned_detector = LearnedDetector::new(None).expect("the embedded model parses");
+    let learned = measure(&samples, budget, |s| {
+        out.clear();
+        learned_detector.scan(&s.prompt, Location::Request, &mut out);
+        learned_detector.scan(&s.response, Location::Response, &mut out);
+        black_box(&out);
+    });
     let tools = measure(&samples, budget, |s| {
         black_box(a.scan_tool_call(&s.tool.0, &s.tool.1));
     });
@@ -281,6 +289,7 @@ fn main() {
         ("secrets", secrets),
         ("pii", pii),
         ("injection", injection),
+        ("learned injection model", learned),
         ("tool calls (per exchange KB)", tools),
         ("total detectors", total),
         ("full exchange (parse+detect+mask)", exchange),

@@ -1,19 +1,32 @@
-//! The evasion decoders on untrusted text: never a panic, every mapped span lies on character
-//! boundaries of the text as written, and whatever a view finds is masked by its span.
+//! The evasion decoders and the learned detector's feature extractor on untrusted text: never a
+//! panic, every mapped span lies on character boundaries of the text as written, and whatever a
+//! view finds is masked by its span.
 #![no_main]
 
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use llmtrace_agent::analysis::evasion::{encoded, normalize};
+use llmtrace_agent::analysis::learned::{LearnedDetector, hashing};
 use llmtrace_agent::analysis::{Analyzer, Location, mask_findings};
 
 static ANALYZER: LazyLock<Analyzer> = LazyLock::new(|| Analyzer::new(1 << 16));
+/// Reports every text that has a feature, so each input exercises the span mapping.
+static LEARNED: LazyLock<LearnedDetector> =
+    LazyLock::new(|| LearnedDetector::new(Some(1e-12)).expect("the embedded model parses"));
 
 fuzz_target!(|data: &[u8]| {
     for run in encoded::runs(data) {
         assert!(run.end <= data.len() && run.len() >= encoded::MIN_BASE64);
         let _ = encoded::decode_run(&data[run]);
+    }
+    let mut norm = Vec::new();
+    hashing::normalise_into(data, &mut norm);
+    assert!(norm.len() <= data.len());
+    for r in hashing::chunks(&norm, 64, 16) {
+        assert!(r.start < r.end && r.end <= norm.len());
+        hashing::for_each_bucket(&norm[r], 18, |b| assert!(b < 1 << 18));
+        let _ = hashing::original_offset(data, norm.len() / 2);
     }
     let _ = encoded::base64(data);
     let _ = encoded::hex(data);
@@ -36,4 +49,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(text.get(f.span.clone()).is_some(), "{f:?}");
     }
     let _ = mask_findings(text, &scan.findings);
+    let mut learned = Vec::new();
+    LEARNED.scan(text, Location::Request, &mut learned);
+    for f in &learned {
+        assert!(text.get(f.span.clone()).is_some(), "{f:?}");
+        assert!((0.0..=1.0).contains(&f.confidence));
+    }
 });

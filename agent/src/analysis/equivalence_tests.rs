@@ -11,7 +11,7 @@ use regex::bytes::{Regex, RegexBuilder};
 use super::analyzer::Analyzer;
 use super::finding::{Finding, Location, Severity, drop_overlaps};
 use super::patterns::{Spec, excerpt};
-use super::{injection, pii, secrets};
+use super::{injection, learned, pii, secrets};
 
 /// The replaced engine.
 struct Reference {
@@ -126,7 +126,13 @@ static ENGINES: std::sync::LazyLock<(Reference, Analyzer)> =
 fn check(text: &str) {
     let (reference, analyzer) = &*ENGINES;
     let want = reference.scan_text(text);
-    let got = analyzer.scan_text(text, Location::Request).findings;
+    // The learned detector has no reference engine: its findings are checked on their own.
+    let got: Vec<_> = analyzer
+        .scan_text(text, Location::Request)
+        .findings
+        .into_iter()
+        .filter(|f| f.kind != learned::KIND)
+        .collect();
     assert_eq!(got, want, "text: {text:?}");
     let mut alone = Vec::new();
     analyzer.secrets.scan(text, Location::Request, &mut alone);

@@ -22,6 +22,7 @@ pub mod evasion;
 mod evasion_tests;
 pub mod finding;
 pub mod injection;
+pub mod learned;
 pub mod monitor;
 mod patterns;
 pub mod pii;
@@ -42,6 +43,8 @@ pub use policy::{Action, PolicyConfig, PolicyRule};
 pub use redact::{Redacted, mask_findings, must_mask, redact_body};
 
 /// Analysis settings.
+// Each bool is an independent switch of the TOML file, not a state machine.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisConfig {
@@ -61,6 +64,14 @@ pub struct AnalysisConfig {
     /// characters, decoded base64 / hex / URL-escaped segments, ROT13. Default: true.
     #[serde(default = "default_true")]
     pub evasion: bool,
+    /// Run the learned prompt-injection / jailbreak detector next to the patterns (its
+    /// findings are `injection.learned`). Default: true.
+    #[serde(default = "default_true")]
+    pub learned_detector: bool,
+    /// Score (0–1, exclusive) at which the learned detector reports. Default: the threshold
+    /// shipped in the model (chosen on the training script's validation split).
+    #[serde(default)]
+    pub learned_threshold: Option<f64>,
     /// Canary tokens that must never leave nor come back (`[[llm.analysis.canary]]`).
     /// Default: none.
     #[serde(default)]
@@ -85,6 +96,8 @@ impl Default for AnalysisConfig {
             max_analysis_bytes: default_max_analysis_bytes(),
             max_analysis_ms: default_max_analysis_ms(),
             evasion: true,
+            learned_detector: true,
+            learned_threshold: None,
             canary: Vec::new(),
             stream_monitor: true,
             policy: PolicyConfig::default(),
@@ -105,6 +118,17 @@ impl AnalysisConfig {
                 "llm.analysis.max_analysis_bytes",
                 "must be positive (set enabled = false to analyse nothing)".into(),
             ));
+        }
+        if let Some(t) = self.learned_threshold
+            && !(t > 0.0 && t < 1.0)
+        {
+            return Err((
+                "llm.analysis.learned_threshold",
+                format!("{t} is not between 0 and 1 (exclusive)"),
+            ));
+        }
+        if self.learned_detector {
+            learned::Model::embedded().map_err(|e| ("llm.analysis.learned_detector", e.into()))?;
         }
         canary::check(&self.canary).map_err(|e| ("llm.analysis.canary", e))
     }
