@@ -312,7 +312,10 @@ impl Analyzer {
         self.pii.scan_triggered(text, &triggers, location, out);
         if set == Set::Text {
             self.injection.scan_triggered(&triggers, location, out);
-            if let Some(l) = &self.learned {
+            // Prompts only (user, system and tool-result messages): the model learned from
+            // prompts, a model's own answer is outside what it knows, and answers are most of
+            // an exchange's bytes.
+            if let (Some(l), Location::Request) = (&self.learned, location) {
                 l.scan(text, location, out);
             }
         }
@@ -464,6 +467,13 @@ mod tests {
             ..Default::default()
         });
         assert!(learned(&strict, attack).is_empty());
+        let in_answer = on.scan_text(attack, Location::Response).findings;
+        assert!(
+            in_answer
+                .iter()
+                .all(|f| f.kind != super::super::learned::KIND),
+            "answers are not scored: {in_answer:?}"
+        );
     }
 
     #[test]
