@@ -202,6 +202,24 @@ fn probe_once(cg: &TestCgroup, addr: &str) -> Value {
     .run(addr)
 }
 
+/// Probes until a new connection fails over as `fail_mode` says (closed: refused with
+/// `EPERM`; open: connected directly, not through the agent), at most for `limit`.
+fn fail_over_within(limit: Duration, cg: &TestCgroup, addr: &str, closed: bool) -> Option<Value> {
+    wait_for(limit, || {
+        let out = probe_once(cg, addr);
+        let failed_over = if closed {
+            out["ok"] == false
+                && out["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("Operation not permitted")
+        } else {
+            out["ok"] == true && out["via_agent"] == false
+        };
+        failed_over.then_some(out)
+    })
+}
+
 #[test]
 fn frozen_agent_under_load_fails_over_within_the_heartbeat_timeout() {
     testkit::require_root!();
@@ -224,19 +242,7 @@ fn frozen_agent_under_load_fails_over_within_the_heartbeat_timeout() {
         std::thread::sleep(Duration::from_millis(500));
         agent.signal(Signal::SIGSTOP);
         let frozen = Instant::now();
-        let outcome = wait_for(Duration::from_secs(2), || {
-            let out = probe_once(&cg, &addr);
-            let failed_over = if closed {
-                out["ok"] == false
-                    && out["error"]
-                        .as_str()
-                        .unwrap_or("")
-                        .contains("Operation not permitted")
-            } else {
-                out["ok"] == true && out["via_agent"] == false
-            };
-            failed_over.then_some(out)
-        });
+        let outcome = fail_over_within(Duration::from_secs(2), &cg, &addr, closed);
         let took = frozen.elapsed();
         agent.signal(Signal::SIGCONT);
         stop.store(true, Ordering::SeqCst);
@@ -389,19 +395,7 @@ fn killed_agent_under_load_fails_over_and_loses_no_finished_exchange() {
         );
         agent.kill();
         let killed = Instant::now();
-        let outcome = wait_for(Duration::from_secs(2), || {
-            let out = probe_once(&cg, &addr);
-            let failed_over = if closed {
-                out["ok"] == false
-                    && out["error"]
-                        .as_str()
-                        .unwrap_or("")
-                        .contains("Operation not permitted")
-            } else {
-                out["ok"] == true && out["via_agent"] == false
-            };
-            failed_over.then_some(out)
-        });
+        let outcome = fail_over_within(Duration::from_secs(2), &cg, &addr, closed);
         let took = killed.elapsed();
         stop.store(true, Ordering::SeqCst);
         let _ = exchanges.kill();
