@@ -230,15 +230,14 @@ impl Analyzer {
         out: &mut Vec<Finding>,
     ) -> bool {
         let total = text.len();
-        let mut from = total
-            - total.min(if budget.out_of_time() {
-                0
-            } else {
-                budget.bytes_left
-            });
-        while !text.is_char_boundary(from) {
-            from += 1;
-        }
+        let from = text.ceil_char_boundary(
+            total
+                - total.min(if budget.out_of_time() {
+                    0
+                } else {
+                    budget.bytes_left
+                }),
+        );
         if from == 0 && total <= WINDOW {
             // The common case: the whole text in one window, straight into `out`.
             let clock = budget.time_left.map(|_| Instant::now());
@@ -250,10 +249,7 @@ impl Analyzer {
         let mut end = total;
         let mut covered = from;
         while end > from {
-            let mut start = end.saturating_sub(WINDOW).max(from);
-            while !text.is_char_boundary(start) {
-                start -= 1;
-            }
+            let start = text.floor_char_boundary(end.saturating_sub(WINDOW).max(from));
             let clock = budget.time_left.map(|_| Instant::now());
             let mut found = Vec::new();
             self.scan_window(&text[start..end], location, set, &mut found);
@@ -266,10 +262,7 @@ impl Analyzer {
             if start == from || budget.out_of_time() {
                 break;
             }
-            end = (start + OVERLAP).min(end - 1);
-            while !text.is_char_boundary(end) {
-                end += 1;
-            }
+            end = text.ceil_char_boundary((start + OVERLAP).min(end - 1));
         }
         let base = out.len();
         if windows.len() == 1 {
@@ -343,11 +336,7 @@ fn bounded_head(text: &str, max: usize) -> (&str, bool) {
     if text.len() <= max {
         return (text, false);
     }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    (&text[..cut], true)
+    (&text[..text.floor_char_boundary(max)], true)
 }
 
 #[cfg(test)]

@@ -185,14 +185,8 @@ impl LearnedDetector {
             return;
         }
         let bytes = text.as_bytes();
-        let mut start = hashing::original_offset(bytes, range.start);
-        let mut end = hashing::original_offset(bytes, range.end);
-        while !text.is_char_boundary(start) {
-            start -= 1;
-        }
-        while !text.is_char_boundary(end) {
-            end += 1;
-        }
+        let start = text.floor_char_boundary(hashing::original_offset(bytes, range.start));
+        let end = text.ceil_char_boundary(hashing::original_offset(bytes, range.end));
         out.push(Finding {
             kind: KIND,
             severity: if score >= 0.9 {

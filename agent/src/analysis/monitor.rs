@@ -56,10 +56,9 @@ impl StreamMonitor {
             .findings
             .into_iter()
             .find(|f| policy.action_for(f) == Action::Block);
-        let mut keep = self.window.len().saturating_sub(OVERLAP);
-        while !self.window.is_char_boundary(keep) {
-            keep += 1;
-        }
+        let keep = self
+            .window
+            .ceil_char_boundary(self.window.len().saturating_sub(OVERLAP));
         self.window.drain(..keep);
         self.scanned = self.window.len();
         self.stopped = hit.is_some();
