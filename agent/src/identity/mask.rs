@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::analysis::{Analyzer, Location, canary, mask_findings, redact::mask_known_secrets};
+use crate::analysis::{Analyzer, Location, mask_findings, redact::mask_known_secrets};
 
 /// Values of credential-carrying options and headers, whatever their format.
 static CREDENTIAL_ARGS: LazyLock<Regex> = LazyLock::new(|| {
@@ -37,7 +37,7 @@ pub fn mask_cmdline(cmdline: &str) -> String {
 pub fn mask_cmdline_with(analyzer: &Analyzer, cmdline: &str) -> Option<String> {
     let mut found = Vec::new();
     analyzer.scan_maskable(cmdline, Location::Request, &mut found);
-    found.retain(|f| f.kind.starts_with("secret.") || f.kind == canary::KIND);
+    found.retain(|f| matches!(f.category(), "secret" | "canary"));
     (!found.is_empty()).then(|| mask_findings(cmdline, &found))
 }
 
