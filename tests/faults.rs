@@ -23,54 +23,14 @@ use testkit::{
     fake_llm::FakeLlm,
     probe::Probe,
     wait_for,
+    world::{World, json_of},
 };
-
-struct World {
-    cg: TestCgroup,
-    fake: FakeLlm,
-    agent: Agent,
-}
-
-fn world(name: &str, extra: &str) -> World {
-    let cg = TestCgroup::new(name);
-    let fake = FakeLlm::start("127.0.0.2:0");
-    let agent = Agent::start(
-        &cg,
-        &AgentConfig {
-            intercept: String::new(),
-            rest: format!(
-                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
-                 [upstream]\nextra_root_certs = [\"{ca}\"]\n{extra}\n",
-                port = fake.addr.port(),
-                ca = fake.ca_pem_path.display(),
-            ),
-        },
-    );
-    World { cg, fake, agent }
-}
 
 /// `http_load.py` in the test cgroup, trusting the agent's CA.
 fn load(w: &World, args: &[&str]) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/http_load.py");
-    let out = command_in(Some(&w.cg), testkit::python())
-        .arg(script)
-        .args([
-            "--address",
-            "127.0.0.2",
-            "--port",
-            &w.fake.addr.port().to_string(),
-        ])
-        .args(args)
-        .env("SSL_CERT_FILE", w.agent.ca_pem())
-        .output()
-        .expect("run http_load.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    let mut c = w.python_client("http_load.py");
+    c.args(args);
+    json_of(c)
 }
 
 fn row_for(follow: &Follow, path: &str) -> Value {
@@ -100,7 +60,7 @@ fn error_of(t: &Value) -> &str {
 #[test]
 fn provider_reset_mid_request_gives_502_and_a_row() {
     testkit::require_root!();
-    let w = world("fault-req", "");
+    let w = World::start("fault-req", "");
     let follow = w.agent.follow();
     // 4 MiB: the provider fails the exchange while most of the body is still on its way.
     let out = load(&w, &["--path", "/fault/reset-request", "--size", "4194304"]);
@@ -123,7 +83,7 @@ fn provider_reset_mid_request_gives_502_and_a_row() {
 #[test]
 fn provider_reset_mid_response_and_mid_stream_cut_the_body_and_are_recorded() {
     testkit::require_root!();
-    let w = world("fault-resp", "");
+    let w = World::start("fault-resp", "");
     let follow = w.agent.follow();
     for path in ["/fault/reset-response", "/fault/reset-stream"] {
         let started = Instant::now();
@@ -149,7 +109,7 @@ fn provider_reset_mid_response_and_mid_stream_cut_the_body_and_are_recorded() {
 #[test]
 fn provider_stall_ends_in_504_at_the_response_timeout() {
     testkit::require_root!();
-    let w = world("fault-stall", "response_timeout_ms = 1500");
+    let w = World::start("fault-stall", "response_timeout_ms = 1500");
     let follow = w.agent.follow();
     let started = Instant::now();
     let out = load(&w, &["--path", "/fault/stall", "--timeout", "20"]);

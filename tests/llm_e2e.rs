@@ -2,66 +2,24 @@
 //! to a fake provider: the app gets exactly what the provider sent, and the trace says exactly
 //! what happened (model, tokens, text, tool calls, cost, findings), with secrets masked.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use serde_json::Value;
 use testkit::{
-    agent::{Agent, AgentConfig},
-    cgroup::{TestCgroup, command_in},
-    fake_llm::{FakeLlm, anthropic, openai},
+    fake_llm::{anthropic, openai},
+    world::{World, json_of},
 };
 
 const FAKE_AWS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
 
-struct World {
-    cg: TestCgroup,
-    fake: FakeLlm,
-    agent: Agent,
-}
-
-fn world(name: &str, policy: &str) -> World {
-    let cg = TestCgroup::new(name);
-    let fake = FakeLlm::start("127.0.0.2:0");
-    let port = fake.addr.port();
-    let agent = Agent::start(
-        &cg,
-        &AgentConfig {
-            intercept: String::new(),
-            rest: format!(
-                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
-                 [[providers]]\nhost = \"api.anthropic.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
-                 [upstream]\nextra_root_certs = [\"{ca}\"]\n{policy}\n",
-                ca = fake.ca_pem_path.display(),
-            ),
-        },
-    );
-    World { cg, fake, agent }
-}
-
 /// Runs the SDK client inside the test cgroup, trusting only the llmtrace CA.
 fn sdk(w: &World, which: &str, mode: &str, tools: bool, prompt: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/llm_client.py");
-    let mut c = command_in(Some(&w.cg), testkit::python());
-    c.arg(script)
-        .args(["--sdk", which, "--mode", mode, "--prompt", prompt])
-        .args([
-            "--port",
-            &w.fake.addr.port().to_string(),
-            "--address",
-            "127.0.0.2",
-        ])
-        .env("SSL_CERT_FILE", w.agent.ca_pem());
+    let mut c = w.python_client("llm_client.py");
+    c.args(["--sdk", which, "--mode", mode, "--prompt", prompt]);
     if tools {
         c.arg("--tools");
     }
-    let out = c.output().expect("run the SDK client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    json_of(c)
 }
 
 /// USD per token from the shipped pricing table (USD per 1M tokens).
@@ -108,7 +66,7 @@ fn assert_trace(t: &Value, provider: &str, model: &str, usage: (u32, u32), pid: 
 #[test]
 fn openai_sdk_plain_streamed_and_tool_calls_are_traced_exactly() {
     testkit::require_root!();
-    let w = world("openai", "");
+    let w = World::start("openai", "");
     let follow = w.agent.follow();
     let (pin, pout) = price("gpt-4o-mini");
     for (mode, tools) in [
@@ -171,7 +129,7 @@ fn openai_sdk_plain_streamed_and_tool_calls_are_traced_exactly() {
 #[test]
 fn anthropic_sdk_plain_streamed_and_tool_use_are_traced_exactly() {
     testkit::require_root!();
-    let w = world("anthropic", "");
+    let w = World::start("anthropic", "");
     let follow = w.agent.follow();
     let (pin, pout) = price("claude-3-5-haiku");
     for (mode, tools) in [
@@ -230,7 +188,7 @@ fn finding_kinds(t: &Value) -> Vec<String> {
 #[test]
 fn a_secret_in_a_prompt_is_flagged_and_masked_everywhere() {
     testkit::require_root!();
-    let w = world("flag", "");
+    let w = World::start("flag", "");
     let follow = w.agent.follow();
     let prompt = format!("My key is {FAKE_AWS_KEY}, please keep it safe.");
     let out = sdk(&w, "openai", "sync", false, &prompt);
@@ -291,7 +249,7 @@ fn a_secret_in_a_prompt_is_flagged_and_masked_everywhere() {
 #[test]
 fn a_block_policy_answers_with_a_provider_shaped_403_and_never_reaches_the_provider() {
     testkit::require_root!();
-    let w = world(
+    let w = World::start(
         "block",
         "[[llm.analysis.policy.rules]]\nkind = \"secret\"\naction = \"block\"\n",
     );
@@ -319,7 +277,7 @@ fn a_block_policy_answers_with_a_provider_shaped_403_and_never_reaches_the_provi
 #[test]
 fn a_redact_policy_forwards_the_prompt_with_the_secret_masked() {
     testkit::require_root!();
-    let w = world(
+    let w = World::start(
         "redact",
         "[[llm.analysis.policy.rules]]\nkind = \"secret\"\naction = \"redact\"\n",
     );
@@ -343,7 +301,7 @@ fn a_redact_policy_forwards_the_prompt_with_the_secret_masked() {
 #[test]
 fn an_encoded_secret_is_redacted_as_encoded_and_a_canary_is_blocked() {
     testkit::require_root!();
-    let w = world(
+    let w = World::start(
         "evasion",
         "[[llm.analysis.policy.rules]]\nkind = \"secret\"\naction = \"redact\"\n\
          [[llm.analysis.policy.rules]]\nkind = \"canary\"\naction = \"block\"\n\

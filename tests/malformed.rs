@@ -3,60 +3,16 @@
 //! frames, a decompression bomb, deep JSON and invalid UTF-8. Each ends in a bounded rejection
 //! or a clear row, never a desynchronised upstream connection, and the agent keeps serving.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testkit::{
-    agent::{Agent, AgentConfig, Follow},
-    cgroup::{TestCgroup, command_in},
-    fake_llm::FakeLlm,
-};
-
-struct World {
-    cg: TestCgroup,
-    fake: FakeLlm,
-    agent: Agent,
-}
-
-fn world(name: &str) -> World {
-    world_with(name, "")
-}
-
-fn world_with(name: &str, extra: &str) -> World {
-    let cg = TestCgroup::new(name);
-    let fake = FakeLlm::start("127.0.0.2:0");
-    let agent = Agent::start(
-        &cg,
-        &AgentConfig {
-            intercept: String::new(),
-            rest: format!(
-                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
-                 [upstream]\nextra_root_certs = [\"{ca}\"]\n{extra}",
-                port = fake.addr.port(),
-                ca = fake.ca_pem_path.display(),
-            ),
-        },
-    );
-    World { cg, fake, agent }
-}
+use testkit::{agent::Follow, world::World};
 
 fn case(w: &World, name: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/malformed.py");
     let started = Instant::now();
-    let out = command_in(Some(&w.cg), testkit::python())
-        .arg(script)
-        .args([
-            "--address",
-            "127.0.0.2",
-            "--port",
-            &w.fake.addr.port().to_string(),
-            "--case",
-            name,
-        ])
-        .env("SSL_CERT_FILE", w.agent.ca_pem())
+    let out = w
+        .python_client("malformed.py")
+        .args(["--case", name])
         .output()
         .expect("run malformed.py");
     assert!(
@@ -109,7 +65,7 @@ fn smuggled(w: &World) -> bool {
 #[test]
 fn smuggling_attempts_never_desynchronise_the_upstream_connection() {
     testkit::require_root!();
-    let w = world("smuggle");
+    let w = World::start("smuggle", "");
     let follow = w.agent.follow();
     let mut rejected = 0;
     for name in ["cl-te", "te-cl", "double-cl", "bad-te"] {
@@ -159,7 +115,7 @@ fn smuggling_attempts_never_desynchronise_the_upstream_connection() {
 fn http2_abuse_is_bounded() {
     testkit::require_root!();
     // A small rapid-reset bound, so the test shows it is the configured one that holds.
-    let w = world_with(
+    let w = World::start(
         "h2abuse",
         "[proxy]\nh2_max_pending_accept_reset_streams = 5\nh2_max_local_error_reset_streams = 50\n",
     );
@@ -210,7 +166,7 @@ fn http2_abuse_is_bounded() {
 #[test]
 fn hostile_bodies_end_in_clear_rows() {
     testkit::require_root!();
-    let w = world("bodies");
+    let w = World::start("bodies", "");
     let follow = w.agent.follow();
     for name in ["decompression-bomb", "deep-json", "invalid-utf8"] {
         let v = case(&w, name);

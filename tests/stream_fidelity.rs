@@ -7,81 +7,40 @@
 //! abandons a stream halfway is recorded as cut short, with how far it got.
 
 use std::{
-    path::PathBuf,
     process::Command,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::Value;
 use testkit::{
-    agent::{Agent, AgentConfig, Follow},
-    cgroup::{TestCgroup, command_in},
-    fake_llm::{FakeLlm, Pacing, anthropic, openai},
+    agent::Follow,
+    cgroup::command_in,
+    fake_llm::{Pacing, anthropic, openai},
     wait_for,
+    world::{self, World},
 };
 
 /// How long the fake's body end follows the terminal event.
 const END_DELAY: Duration = Duration::from_millis(400);
 
-struct World {
-    cg: TestCgroup,
-    fake: FakeLlm,
-    agent: Agent,
-}
-
-fn world(name: &str, pacing: Pacing) -> World {
-    let cg = TestCgroup::new(name);
-    let fake = FakeLlm::start_paced("127.0.0.2:0", pacing);
-    let port = fake.addr.port();
-    let agent = Agent::start(
-        &cg,
-        &AgentConfig {
-            intercept: String::new(),
-            rest: format!(
-                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
-                 [[providers]]\nhost = \"api.anthropic.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
-                 [upstream]\nextra_root_certs = [\"{ca}\"]\n",
-                ca = fake.ca_pem_path.display(),
-            ),
-        },
-    );
-    World { cg, fake, agent }
-}
-
-fn clients() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients")
-}
-
-/// Runs `c` (inside the test cgroup) and parses the one JSON object it prints.
-fn json_of(mut c: Command) -> Value {
-    let out = c.output().expect("run the SDK client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+/// Runs `c` (inside the test cgroup): it succeeds and says `ok`.
+fn json_of(c: Command) -> Value {
+    let v = world::json_of(c);
     assert_eq!(v["ok"], true, "{v}");
     v
 }
 
 /// A streamed call through a Python SDK, trusting only the llmtrace CA.
 fn python_stream(w: &World, which: &str, extra: &[&str]) -> Value {
-    let mut c = command_in(Some(&w.cg), testkit::python());
-    c.arg(clients().join("llm_client.py"))
-        .args(["--sdk", which, "--mode", "stream"])
-        .args(["--port", &w.fake.addr.port().to_string()])
-        .args(["--address", "127.0.0.2"])
-        .args(extra)
-        .env("SSL_CERT_FILE", w.agent.ca_pem());
+    let mut c = w.python_client("llm_client.py");
+    c.args(["--sdk", which, "--mode", "stream"]).args(extra);
     json_of(c)
 }
 
 /// A streamed chat completion through the Node SDK, trusting the llmtrace CA on top of
 /// Node's own roots.
 fn node_stream(w: &World) -> Value {
-    let dir = clients().join("node");
+    let dir = world::clients_dir().join("node");
     assert!(
         dir.join("node_modules/openai").exists(),
         "the Node SDK is missing: run `cargo xtask setup`"
@@ -144,12 +103,13 @@ fn assert_ends_at_the_terminal_event(w: &World, t: &Value, n: usize) {
 #[test]
 fn sdks_that_close_after_the_terminal_event_get_complete_traces() {
     testkit::require_root!();
-    let w = world(
+    let w = World::start_paced(
         "fidelity",
         Pacing {
             end_delay: END_DELAY,
             ..Pacing::default()
         },
+        "",
     );
     let follow = w.agent.follow();
 
@@ -187,12 +147,13 @@ fn sdks_that_close_after_the_terminal_event_get_complete_traces() {
 fn an_app_that_abandons_a_stream_halfway_is_recorded_as_cut_short() {
     testkit::require_root!();
     // Slow enough that the terminal event is far behind the app's close.
-    let w = world(
+    let w = World::start_paced(
         "cut-short",
         Pacing {
             gap: Duration::from_millis(150),
             end_delay: Duration::ZERO,
         },
+        "",
     );
     let follow = w.agent.follow();
     let out = python_stream(&w, "openai", &["--abandon-after", "2"]);

@@ -25,6 +25,7 @@ pub mod proxy_peers;
 #[path = "../../xtask/src/rootfs.rs"]
 pub mod rootfs;
 pub mod tee;
+pub mod world;
 pub mod wrk;
 pub mod zookeeper;
 
