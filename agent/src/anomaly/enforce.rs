@@ -104,7 +104,8 @@ mod tests {
         let cost = raised("anomaly.cost_spike", "high");
         let latency = raised("anomaly.latency", "medium");
         // By category, at a severity.
-        let p = policy("[[rules]]\nkind = \"anomaly\"\nmin_severity = \"high\"\naction = \"block\"");
+        let p =
+            policy("[[rules]]\nkind = \"anomaly\"\nmin_severity = \"high\"\naction = \"block\"");
         assert_eq!(action(&p, &cost), Action::Block);
         assert_eq!(action(&p, &latency), Action::Flag, "default action");
         // By exact kind and location; other locations do not match anomalies.
@@ -119,39 +120,47 @@ mod tests {
         assert_eq!(action(&PolicyConfig::default(), &cost), Action::Flag);
     }
 
-    /// Steady rows of `workload`, then one with far more tokens: the spike is raised, the
+    /// An enforcer with `policy_text`, blocking through a control with `rule` configured and
+    /// its state file in `dir`.
+    fn setup(
+        rule: &AnomalyRule,
+        policy_text: &str,
+        dir: &std::path::Path,
+    ) -> (
+        Enforcer,
+        Arc<Control>,
+        tokio::sync::mpsc::Receiver<crate::control::ControlEvent>,
+    ) {
+        use crate::{
+            control::{ControlRules, EventSink},
+            llm::{Engine, LlmConfig},
+        };
+        let (sink, events) = EventSink::channel(16);
+        let rules = ControlRules::default();
+        let control = Arc::new(Control::new("n", dir, rules, None, Arc::default(), sink).unwrap());
+        control.configure_anomalies(std::slice::from_ref(rule));
+        let mut cfg = LlmConfig::default();
+        cfg.analysis.policy = policy(policy_text);
+        let slot = Arc::new(EngineSlot::new(Some(Engine::new(cfg, b"k".to_vec()))));
+        (Enforcer::new(control.clone(), slot), control, events)
+    }
+
+    /// Steady rows of a workload, then one with far more tokens: the spike is raised, the
     /// policy blocks it, and the gate refuses that workload only.
     #[test]
     fn a_spike_the_policy_blocks_blocks_its_group_at_the_gate() {
         use crate::{
             anomaly::{Anomalies, AnomalyMetrics, BLOCKED},
-            control::{ControlEvent, ControlRules, EventSink, engine::Request},
-            llm::{Engine, LlmConfig},
+            control::{ControlEvent, engine::Request},
         };
         let rule: AnomalyRule = toml::from_str(
             "name = \"tokens\"\ngroup_by = [\"k8s_workload\"]\nmetrics = [\"tokens_per_request\"]\n\
              min_samples = 5\nblock_secs = 60",
         )
         .unwrap();
-        let (sink, mut events) = EventSink::channel(16);
         let dir = tempfile::tempdir().unwrap();
-        let control = Arc::new(
-            Control::new(
-                "n",
-                dir.path(),
-                ControlRules::default(),
-                None,
-                Arc::default(),
-                sink,
-            )
-            .unwrap(),
-        );
-        control.configure_anomalies(std::slice::from_ref(&rule));
-        let mut cfg = LlmConfig::default();
-        cfg.analysis.policy =
-            policy("[[rules]]\nkind = \"anomaly\"\nlocation = \"exchange\"\naction = \"block\"");
-        let slot = Arc::new(EngineSlot::new(Some(Engine::new(cfg, b"k".to_vec()))));
-        let enforcer = Enforcer::new(control.clone(), slot);
+        let blocking = "[[rules]]\nkind = \"anomaly\"\nlocation = \"exchange\"\naction = \"block\"";
+        let (enforcer, control, mut events) = setup(&rule, blocking, dir.path());
         let mut anomalies = Anomalies::new(std::slice::from_ref(&rule), AnomalyMetrics::default());
         let row = |tokens: u64, at: i64| {
             let mut r = TraceRow::new(uuid::Uuid::new_v4(), at - 1000, at);
@@ -210,24 +219,19 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(saved.anomaly_blocks[0].scope.rule, "tokens");
-        // Flag does not block.
-        let flagging = Enforcer::new(
-            control.clone(),
-            Arc::new(EngineSlot::new(Some(Engine::new(
-                LlmConfig::default(),
-                b"k".to_vec(),
-            )))),
-        );
-        // A reload without the rule ends its blocks; with it again, nothing is blocked.
+        // A reload without the rule ends its blocks.
         control.configure_anomalies(&[]);
         assert!(!control.quarantined());
         assert!(control.admit(&req("batch")).refused.is_none());
-        control.configure_anomalies(std::slice::from_ref(&rule));
+        // The default policy (flag) does not block.
+        let flag_dir = tempfile::tempdir().unwrap();
+        let (flagging, flag_control, _) = setup(&rule, "", flag_dir.path());
         let mut spike = row(1_000_000, 30_000_000);
         let raised = anomalies.observe(&mut spike);
         assert_eq!(raised.len(), 1);
         flagging.apply(&mut spike, &raised);
-        assert!(!control.quarantined(), "flag does not block");
+        assert!(!flag_control.quarantined(), "flag does not block");
+        assert!(!spike.findings[0].excerpt.contains("blocked"));
     }
 
     #[test]

@@ -19,8 +19,8 @@ use super::{
     config::{ControlRules, LimitRule, UnapprovedAction},
     events::{ControlEvent, EventSink},
     metrics::{ControlMetrics, RuleKindLabels, RuleLabel},
-    selector::Identity,
     quarantine::{Hit, Placed, Quarantine},
+    selector::Identity,
     state::{RuleSnapshot, Snapshot},
     window,
 };

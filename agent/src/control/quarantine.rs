@@ -338,7 +338,11 @@ mod tests {
         assert_eq!(q.gauge.get(), 1);
         let hit = q.check(&id("a"), 2_999).unwrap();
         assert_eq!(
-            (hit.rule.as_str(), hit.group.as_str(), hit.block.kind.as_str()),
+            (
+                hit.rule.as_str(),
+                hit.group.as_str(),
+                hit.block.kind.as_str()
+            ),
             ("r", "k8s_workload=a", "anomaly.cost_spike")
         );
         assert_eq!(q.check(&id("b"), 2_000), None, "another group");
@@ -376,7 +380,10 @@ mod tests {
         assert_eq!(q.check(&id("a"), 200), None);
         assert!(!q.any());
         // A finding raised under the old rule, applied after the reload: no block.
-        assert_eq!(q.block(&r, "k8s_workload=a", "anomaly.cost_spike", 300), None);
+        assert_eq!(
+            q.block(&r, "k8s_workload=a", "anomaly.cost_spike", 300),
+            None
+        );
         // Removing the rule ends its blocks.
         q.configure(std::slice::from_ref(&r), 300);
         q.block(&r, "k8s_workload=a", "anomaly.cost_spike", 300)
@@ -408,6 +415,10 @@ mod tests {
         assert!(back.check(&id("c"), 60).is_some(), "held before configure");
         back.configure(std::slice::from_ref(&r), 60);
         assert!(back.check(&id("c"), 60).is_some(), "kept by the same rule");
-        assert_eq!(back.snapshot(10_000), Vec::new(), "ended blocks are not saved");
+        assert_eq!(
+            back.snapshot(10_000),
+            Vec::new(),
+            "ended blocks are not saved"
+        );
     }
 }
