@@ -53,9 +53,6 @@ impl Enforcer {
             return;
         };
         let policy = &engine.config.analysis.policy;
-        if !policy.may_block() {
-            return;
-        }
         let id = Identity::of_row(row);
         let scoped = policy.for_identity(&id.view());
         let policy = scoped.as_ref().unwrap_or(policy);
