@@ -578,3 +578,97 @@ fn check_block_alert(alert_file: &std::path::Path) {
     assert_eq!(alert["limit"]["status"], 429, "{alert}");
     assert_eq!(alert["severity"], "high", "{alert}");
 }
+
+/// Key A of the client's spike mode.
+const SPIKE_KEY_A: &str = "sk-test-llmtrace-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+fn status_of_key_a(w: &World) -> Value {
+    client(w, &["calls", "--n", "1", "--api-key", SPIKE_KEY_A])["calls"][0].clone()
+}
+
+fn reload_with(w: &World, config: &str, ok_reloads: u64) {
+    std::fs::write(&w.agent.config_path, config).unwrap();
+    w.agent.signal(Signal::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || (w
+            .agent
+            .metric("llmtrace_control_reloads_total", "kind=\"ok\"")
+            == ok_reloads)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        w.agent.log()
+    );
+}
+
+#[test]
+fn an_anomaly_block_outlives_a_reload_and_a_restart_and_ends_with_its_rule() {
+    testkit::require_root!();
+    let state = tempfile::tempdir().unwrap();
+    let rule = "[[anomalies]]\nname = \"tokens\"\ngroup_by = [\"api_key_fingerprint\"]\n\
+                metrics = [\"tokens_per_request\"]\nmin_samples = 5\nblock_secs = 600\n";
+    // What outlives the agent's state directory, as a fleet's would: the control state and
+    // the fingerprint key (the group is an API key fingerprint).
+    let key = state.path().join("fingerprint.key");
+    std::fs::write(&key, "quarantine-test-fingerprint-key-0123456789").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let rules = format!(
+        "[control]\nstate_file = \"{}\"\n[llm]\nfingerprint_key_file = \"{}\"\n\
+         [[llm.analysis.policy.rules]]\nkind = \"anomaly\"\naction = \"block\"\n{rule}",
+        state.path().join("control-state.json").display(),
+        key.display()
+    );
+    let w = world("control-quarantine-keep", &rules);
+    let out = client(
+        &w,
+        &["spike", "--steady", "8", "--repeat", "300", "--no-recover"],
+    );
+    assert_eq!(out["refused_stream"]["status"], 429, "{out}");
+    assert_eq!(out["other_key"]["ok"], true, "{out}");
+    let retry: u64 = out["refused_stream"]["retry_after"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((590..=600).contains(&retry), "{out}");
+    // Thresholds change, name, match and group_by do not: the block stays.
+    let base = std::fs::read_to_string(&w.agent.config_path).unwrap();
+    reload_with(&w, &base.replace("min_samples = 5", "min_samples = 6"), 1);
+    assert_eq!(status_of_key_a(&w)["status"], 429);
+    // A restart restores it from the state file.
+    let World {
+        cg,
+        fake,
+        mut agent,
+    } = w;
+    assert!(agent.stop().success());
+    drop(agent);
+    let agent = Agent::start(
+        &cg,
+        &AgentConfig {
+            intercept: String::new(),
+            rest: format!("{}{rules}\n", providers(&fake)),
+        },
+    );
+    let w = World { cg, fake, agent };
+    let refused = status_of_key_a(&w);
+    assert_eq!(
+        refused["error"],
+        "RateLimitError",
+        "{refused}\n{}",
+        w.agent.log()
+    );
+    assert!(
+        refused["body"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("anomaly.token_spike"),
+        "{refused}"
+    );
+    assert_eq!(w.agent.metric("llmtrace_anomaly_blocked_groups", ""), 1);
+    // Without the rule, the block ends.
+    let base = std::fs::read_to_string(&w.agent.config_path).unwrap();
+    reload_with(&w, &base.replace(rule, ""), 1);
+    assert_eq!(status_of_key_a(&w)["ok"], true, "{}", w.agent.log());
+    assert_eq!(w.agent.metric("llmtrace_anomaly_blocked_groups", ""), 0);
+}

@@ -16,7 +16,8 @@ Modes:
                               usage (so tokens are estimated from the prompt): N steady calls of
                               key A, one with the prompt repeated R times, then calls of A until
                               one is refused; at once a call of key B and a plain call of A; then
-                              calls of A until one passes again (for at most B + 10 s)
+                              calls of A until one passes again (for at most B + 10 s; not
+                              with --no-recover)
 """
 
 import argparse
@@ -107,6 +108,9 @@ def spike(args):
     out["other_key"] = call(b, args.model, 0)
     out["refused_plain"] = call(a, args.model, 0)
     refusals = 2
+    if args.no_recover:
+        out["refusals"] = refusals
+        return out
     deadline = blocked_at + args.block_secs + 10
     recovered = None
     while recovered is None and time.monotonic() < deadline:
@@ -139,6 +143,9 @@ def main():
     ap.add_argument("--steady", type=int, default=10, help="steady calls before the spike")
     ap.add_argument("--repeat", type=int, default=200, help="the spike's prompt, repeated")
     ap.add_argument("--block-secs", type=float, default=2.0, help="the block expected")
+    ap.add_argument("--no-recover", action="store_true", help="spike: do not wait for the end")
+    ap.add_argument("--api-key", default="sk-test-llmtrace-0123456789abcdefABCDEF0123456789",
+                    help="OpenAI key (calls, rate); spike uses its own two")
     args = ap.parse_args()
     resolve_to(args.address)
     if args.mode == "spike":
@@ -155,7 +162,7 @@ def main():
         import openai
 
         client = openai.OpenAI(base_url=f"https://api.openai.com:{args.port}/v1",
-                               api_key="sk-test-llmtrace-0123456789abcdefABCDEF0123456789",
+                               api_key=args.api_key,
                                max_retries=0, timeout=20)
         do_call = call
     if args.mode == "calls":
