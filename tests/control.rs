@@ -3,7 +3,9 @@
 //! into the SDK's `RateLimitError` (429 + Retry-After), a request rate holds within 5% over
 //! 10 s, an unapproved model gets the SDK's `PermissionDeniedError` (both SDKs: the refusal is
 //! in each provider's own error format), and SIGHUP swaps the rules (an invalid file keeps the
-//! old ones). Refused exchanges still leave a trace row saying why.
+//! old ones). Refused exchanges still leave a trace row saying why. An anomaly the analysis
+//! policy blocks blocks the caller's group: its next requests get the SDK's `RateLimitError`
+//! until `block_secs` have passed, while another caller goes on.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -404,4 +406,269 @@ fn the_anthropic_sdk_raises_its_own_rate_limit_and_permission_errors() {
         rows[4]
     );
     assert_eq!(kinds(&rows[4]), ["policy.unapproved_model"], "{}", rows[4]);
+}
+
+#[test]
+fn an_anomaly_the_policy_blocks_is_a_rate_limit_for_that_caller_until_the_block_ends() {
+    testkit::require_root!();
+    let alerts = tempfile::tempdir().unwrap();
+    let alert_file = alerts.path().join("alerts.jsonl");
+    // Per API key: tokens per request (streams without usage: estimated from the prompt).
+    let w = world(
+        "control-quarantine",
+        &format!(
+            "[[llm.analysis.policy.rules]]\nkind = \"anomaly\"\nlocation = \"exchange\"\n\
+             match = {{ comm = \"python*\" }}\naction = \"block\"\n\
+             [[anomalies]]\nname = \"tokens\"\ngroup_by = [\"api_key_fingerprint\"]\n\
+             metrics = [\"tokens_per_request\"]\nmin_samples = 5\nblock_secs = 2\n\
+             [alerts]\n[[alerts.file]]\nname = \"f\"\npath = \"{}\"\n\
+             [[alerts.rules]]\nname = \"blocks\"\non = \"limit\"\n",
+            alert_file.display()
+        ),
+    );
+    let follow = w.agent.follow();
+    // The sequence runs in one process (the block is short); meanwhile the gauge shows it.
+    let (out, gauge_seen) = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            client(
+                &w,
+                &[
+                    "spike",
+                    "--steady",
+                    "8",
+                    "--repeat",
+                    "300",
+                    "--block-secs",
+                    "2",
+                ],
+            )
+        });
+        let seen = wait_for(Duration::from_secs(30), || {
+            (w.agent.metric("llmtrace_anomaly_blocked_groups", "") == 1).then_some(())
+        });
+        (run.join().expect("client thread"), seen.is_some())
+    });
+    assert!(
+        gauge_seen,
+        "the blocked-groups gauge never showed the block"
+    );
+    let (passed, refusals) = check_spike_run(&out, &w);
+    // Steady, spike, those before the block, the other key, the recovered one.
+    assert_eq!(
+        w.fake.received().len() as u64,
+        8 + 1 + passed + 1 + 1,
+        "refused requests never reach the provider"
+    );
+    let rows: Vec<Value> = (0..8 + 1 + passed + 1 + 1 + refusals)
+        .map(|_| {
+            follow
+                .next(Duration::from_secs(10))
+                .expect("a trace per call")
+        })
+        .collect();
+    check_quarantine_rows(&rows, refusals);
+    assert_eq!(
+        w.agent.metric(
+            "llmtrace_control_refusals_total",
+            "kind=\"anomaly.blocked\""
+        ),
+        refusals
+    );
+    assert_eq!(
+        w.agent.metric("llmtrace_anomaly_blocked_groups", ""),
+        0,
+        "the block has ended"
+    );
+    check_block_alert(&alert_file);
+}
+
+/// What the SDK saw of the spike run; returns the calls passed between the spike and the
+/// block, and the calls refused.
+fn check_spike_run(out: &Value, w: &World) -> (u64, u64) {
+    let steady = out["steady"].as_array().unwrap();
+    assert!(steady.iter().all(|c| c["ok"] == true), "{out}");
+    assert_eq!(out["spike"]["ok"], true, "the spike itself passes: {out}");
+    let refused = &out["refused_stream"];
+    assert_eq!(
+        refused["error"],
+        "RateLimitError",
+        "{out}\n{}",
+        w.agent.log()
+    );
+    assert_eq!(refused["status"], 429, "{out}");
+    assert_eq!(refused["body"]["code"], "rate_limit_exceeded", "{out}");
+    let message = refused["body"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("anomaly.token_spike") && message.contains("tokens"),
+        "{out}"
+    );
+    let retry: u64 = refused["retry_after"].as_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{out}");
+    assert_eq!(
+        out["other_key"]["ok"], true,
+        "another caller goes on: {out}"
+    );
+    assert_eq!(out["refused_plain"]["error"], "RateLimitError", "{out}");
+    assert!(out.get("unexpected").is_none(), "{out}");
+    assert_eq!(out["recovered"]["ok"], true, "{out}");
+    let after = out["recovered_after_s"].as_f64().unwrap();
+    assert!(
+        (0.5..=3.5).contains(&after),
+        "unblocked {after} s after the first refusal: {out}"
+    );
+    eprintln!(
+        "quarantine: {} calls passed between the spike and the block; {} refused; \
+         unblocked {after:.2} s after the first refusal",
+        out["passed_before_block"], out["refusals"]
+    );
+    (
+        out["passed_before_block"].as_u64().unwrap(),
+        out["refusals"].as_u64().unwrap(),
+    )
+}
+
+/// The spike's row says it blocked; each refused call's row says why, until when.
+fn check_quarantine_rows(rows: &[Value], refusals: u64) {
+    let spiked: Vec<&Value> = rows
+        .iter()
+        .filter(|t| kinds(t).iter().any(|k| k == "anomaly.token_spike"))
+        .collect();
+    assert_eq!(spiked.len(), 1, "{rows:?}");
+    let spike_finding = spiked[0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "anomaly.token_spike")
+        .unwrap();
+    assert_eq!(spike_finding["location"], "exchange", "{spike_finding}");
+    assert!(
+        spike_finding["excerpt"]
+            .as_str()
+            .unwrap()
+            .contains("blocked until"),
+        "{spike_finding}"
+    );
+    let blocked: Vec<&Value> = rows.iter().filter(|t| t["status"] == 429).collect();
+    assert_eq!(blocked.len() as u64, refusals, "{rows:?}");
+    for t in &blocked {
+        assert_eq!(t["action"], "block", "{t}");
+        assert_eq!(kinds(t), ["anomaly.blocked"], "{t}");
+        let excerpt = t["findings"][0]["excerpt"].as_str().unwrap();
+        assert!(
+            excerpt.starts_with("rule tokens (api_key_fingerprint=")
+                && excerpt.contains("anomaly.token_spike until "),
+            "{t}"
+        );
+    }
+    assert!(blocked.iter().any(|t| t["stream"] == true), "{rows:?}");
+}
+
+/// The block started one limit alert.
+fn check_block_alert(alert_file: &std::path::Path) {
+    let alert = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(alert_file)
+            .ok()?
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|a| a["limit"]["level"] == "blocked")
+    })
+    .expect("an alert for the block");
+    assert_eq!(alert["limit"]["rule"], "tokens", "{alert}");
+    assert_eq!(alert["limit"]["kind"], "anomaly.token_spike", "{alert}");
+    assert_eq!(alert["limit"]["status"], 429, "{alert}");
+    assert_eq!(alert["severity"], "high", "{alert}");
+}
+
+/// Key A of the client's spike mode.
+const SPIKE_KEY_A: &str = "sk-test-llmtrace-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+fn status_of_key_a(w: &World) -> Value {
+    client(w, &["calls", "--n", "1", "--api-key", SPIKE_KEY_A])["calls"][0].clone()
+}
+
+fn reload_with(w: &World, config: &str, ok_reloads: u64) {
+    std::fs::write(&w.agent.config_path, config).unwrap();
+    w.agent.signal(Signal::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || (w
+            .agent
+            .metric("llmtrace_control_reloads_total", "kind=\"ok\"")
+            == ok_reloads)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        w.agent.log()
+    );
+}
+
+#[test]
+fn an_anomaly_block_outlives_a_reload_and_a_restart_and_ends_with_its_rule() {
+    testkit::require_root!();
+    let state = tempfile::tempdir().unwrap();
+    let rule = "[[anomalies]]\nname = \"tokens\"\ngroup_by = [\"api_key_fingerprint\"]\n\
+                metrics = [\"tokens_per_request\"]\nmin_samples = 5\nblock_secs = 600\n";
+    // What outlives the agent's state directory, as a fleet's would: the control state and
+    // the fingerprint key (the group is an API key fingerprint).
+    let key = state.path().join("fingerprint.key");
+    std::fs::write(&key, "quarantine-test-fingerprint-key-0123456789").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let rules = format!(
+        "[control]\nstate_file = \"{}\"\n[llm]\nfingerprint_key_file = \"{}\"\n\
+         [[llm.analysis.policy.rules]]\nkind = \"anomaly\"\naction = \"block\"\n{rule}",
+        state.path().join("control-state.json").display(),
+        key.display()
+    );
+    let w = world("control-quarantine-keep", &rules);
+    let out = client(
+        &w,
+        &["spike", "--steady", "8", "--repeat", "300", "--no-recover"],
+    );
+    assert_eq!(out["refused_stream"]["status"], 429, "{out}");
+    assert_eq!(out["other_key"]["ok"], true, "{out}");
+    let retry: u64 = out["refused_stream"]["retry_after"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((590..=600).contains(&retry), "{out}");
+    // Thresholds change, name, match and group_by do not: the block stays.
+    let base = std::fs::read_to_string(&w.agent.config_path).unwrap();
+    reload_with(&w, &base.replace("min_samples = 5", "min_samples = 6"), 1);
+    assert_eq!(status_of_key_a(&w)["status"], 429);
+    // A restart restores it from the state file.
+    let World {
+        cg,
+        fake,
+        mut agent,
+    } = w;
+    assert!(agent.stop().success());
+    drop(agent);
+    let agent = Agent::start(
+        &cg,
+        &AgentConfig {
+            intercept: String::new(),
+            rest: format!("{}{rules}\n", providers(&fake)),
+        },
+    );
+    let w = World { cg, fake, agent };
+    let refused = status_of_key_a(&w);
+    assert_eq!(
+        refused["error"],
+        "RateLimitError",
+        "{refused}\n{}",
+        w.agent.log()
+    );
+    assert!(
+        refused["body"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("anomaly.token_spike"),
+        "{refused}"
+    );
+    assert_eq!(w.agent.metric("llmtrace_anomaly_blocked_groups", ""), 1);
+    // Without the rule, the block ends.
+    let base = std::fs::read_to_string(&w.agent.config_path).unwrap();
+    reload_with(&w, &base.replace(rule, ""), 1);
+    assert_eq!(status_of_key_a(&w)["ok"], true, "{}", w.agent.log());
+    assert_eq!(w.agent.metric("llmtrace_anomaly_blocked_groups", ""), 0);
 }

@@ -77,6 +77,11 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         shutdown.clone(),
     ));
 
+    // The analysis policy acts on anomaly findings (found as rows are made) at the gate.
+    let enforcer = crate::anomaly::enforce::Enforcer::new(
+        built.control.clone(),
+        built.handler.engine_slot().clone(),
+    );
     let control = crate::control::reload::ControlTasks::start(
         built.control,
         alerts.tap_control(built.control_events),
@@ -85,7 +90,14 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         config_file.clone(),
         &shutdown,
     );
-    let records = spawn_records(built.records, &sink, &config, &mut alerts, &kernel);
+    let records = spawn_records(
+        built.records,
+        &sink,
+        &config,
+        &mut alerts,
+        &kernel,
+        enforcer,
+    );
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
         handler: built.handler,
@@ -257,18 +269,20 @@ fn attach_kernel(
     })?)
 }
 
-/// The task turning exchange records into trace rows (anomaly detection and alert rules on
-/// each, then the sink), and the watch of the agent's health counters for alerts.
+/// The task turning exchange records into trace rows (anomaly detection, the policy on its
+/// findings and alert rules on each, then the sink), and the watch of the agent's health
+/// counters for alerts.
 fn spawn_records(
     records: crate::proxy::record::Records,
     sink: &crate::sink::SinkHandle,
     config: &Config,
     alerts: &mut Alerting,
     kernel: &Kernel,
+    enforcer: crate::anomaly::enforce::Enforcer,
 ) -> JoinHandle<()> {
     alerts.watch_health(kernel.stats.clone());
     let fleet = Arc::new(crate::trace::Fleet::detect(&config.sink.cluster_label));
-    let observer = alerts.take_observer();
+    let observer = alerts.take_observer().enforcing(enforcer);
     tokio::spawn(build::records_to_sink(
         records,
         sink.clone(),

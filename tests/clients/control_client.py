@@ -11,6 +11,13 @@ Modes:
                               class, status and Retry-After header)
   rate   --seconds S          sequential calls for S seconds from the first admitted one (so
                               the SDK's start-up is not counted); counts of ok and RateLimitError
+  spike  --steady N --repeat R --block-secs B
+                              one process, two API keys (two identities), streamed calls without
+                              usage (so tokens are estimated from the prompt): N steady calls of
+                              key A, one with the prompt repeated R times, then calls of A until
+                              one is refused; at once a call of key B and a plain call of A; then
+                              calls of A until one passes again (for at most B + 10 s; not
+                              with --no-recover)
 """
 
 import argparse
@@ -34,10 +41,10 @@ def resolve_to(address):
     socket.getaddrinfo = patched
 
 
-def call(client, model, max_tokens, stream=False):
+def call(client, model, max_tokens, stream=False, prompt="Say hello."):
     import openai
 
-    kwargs = {"model": model, "messages": [{"role": "user", "content": "Say hello."}]}
+    kwargs = {"model": model, "messages": [{"role": "user", "content": prompt}]}
     if max_tokens:
         kwargs["max_tokens"] = max_tokens
     try:
@@ -72,9 +79,58 @@ def call_anthropic(client, model, max_tokens, stream=False):
                 "body": e.body}
 
 
+def spike(args):
+    import openai
+
+    def make(key):
+        return openai.OpenAI(base_url=f"https://api.openai.com:{args.port}/v1", api_key=key,
+                             max_retries=0, timeout=20)
+
+    a = make("sk-test-llmtrace-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+    b = make("sk-test-llmtrace-BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB")
+    out = {"steady": [], "passed_before_block": 0}
+    for _ in range(args.steady):
+        out["steady"].append(call(a, args.model, 0, stream=True))
+        time.sleep(args.pause)
+    out["spike"] = call(a, args.model, 0, stream=True, prompt="Say hello. " * args.repeat)
+    # The anomaly is found once the spike's row is made, just after its response ended.
+    deadline = time.monotonic() + 10
+    refused = None
+    while refused is None and time.monotonic() < deadline:
+        r = call(a, args.model, 0, stream=True)
+        if r["ok"]:
+            out["passed_before_block"] += 1
+            time.sleep(0.02)
+        else:
+            refused = r
+    blocked_at = time.monotonic()
+    out["refused_stream"] = refused
+    out["other_key"] = call(b, args.model, 0)
+    out["refused_plain"] = call(a, args.model, 0)
+    refusals = 2
+    if args.no_recover:
+        out["refusals"] = refusals
+        return out
+    deadline = blocked_at + args.block_secs + 10
+    recovered = None
+    while recovered is None and time.monotonic() < deadline:
+        r = call(a, args.model, 0)
+        if r["ok"]:
+            recovered = r
+        else:
+            refusals += 1
+            if r.get("error") != "RateLimitError":
+                out.setdefault("unexpected", []).append(r)
+            time.sleep(0.1)
+    out["recovered"] = recovered
+    out["recovered_after_s"] = time.monotonic() - blocked_at
+    out["refusals"] = refusals
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["calls", "rate"])
+    ap.add_argument("mode", choices=["calls", "rate", "spike"])
     ap.add_argument("--sdk", choices=["openai", "anthropic"], default="openai")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--address", required=True)
@@ -83,9 +139,18 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--stream", action="store_true", help="streamed calls (calls mode)")
-    ap.add_argument("--pause", type=float, default=0.05, help="between calls (calls mode)")
+    ap.add_argument("--pause", type=float, default=0.05, help="between calls (calls, spike)")
+    ap.add_argument("--steady", type=int, default=10, help="steady calls before the spike")
+    ap.add_argument("--repeat", type=int, default=200, help="the spike's prompt, repeated")
+    ap.add_argument("--block-secs", type=float, default=2.0, help="the block expected")
+    ap.add_argument("--no-recover", action="store_true", help="spike: do not wait for the end")
+    ap.add_argument("--api-key", default="sk-test-llmtrace-0123456789abcdefABCDEF0123456789",
+                    help="OpenAI key (calls, rate); spike uses its own two")
     args = ap.parse_args()
     resolve_to(args.address)
+    if args.mode == "spike":
+        print(json.dumps(spike(args)))
+        return 0
     if args.sdk == "anthropic":
         import anthropic
 
@@ -97,7 +162,7 @@ def main():
         import openai
 
         client = openai.OpenAI(base_url=f"https://api.openai.com:{args.port}/v1",
-                               api_key="sk-test-llmtrace-0123456789abcdefABCDEF0123456789",
+                               api_key=args.api_key,
                                max_retries=0, timeout=20)
         do_call = call
     if args.mode == "calls":

@@ -80,23 +80,24 @@ impl From<&row::Finding> for FindingView {
     }
 }
 
-/// A limit event as the control module reports it: a spend threshold crossed, or a request
-/// refused by a limit or an approval rule. It names the rule's counter group (its `group_by`
-/// key), not a caller.
+/// A limit event as the control module reports it: a spend threshold crossed, a request
+/// refused by a limit, an approval rule or an anomaly block, or a group blocked after an
+/// anomaly. It names the rule's counter group (its `group_by` key), not a caller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LimitEvent {
-    /// Name of the `[[limits]]` or `[[allow]]` rule.
+    /// Name of the `[[limits]]`, `[[allow]]` or (for blocks) `[[anomalies]]` rule.
     pub rule: String,
     /// The counter group (`k8s_workload=chat`); empty for a rule-wide counter.
     pub group: String,
-    /// `soft`, `hard_80`, `hard` (spend thresholds) or `refused`.
+    /// `soft`, `hard_80`, `hard` (spend thresholds), `refused`, or `blocked` (a group blocked
+    /// after an anomaly the policy blocks).
     pub level: String,
-    /// What: `budget` for a crossing, else the refusal's kind (`limit.budget`, `limit.rate`,
-    /// `policy.unapproved_model`, ...).
+    /// What: `budget` for a crossing, the anomaly kind for a block, else the refusal's kind
+    /// (`limit.budget`, `limit.rate`, `policy.unapproved_model`, `anomaly.blocked`, ...).
     pub kind: String,
     /// Budget window (`hour`, `day`, `month`); empty for refusals.
     pub window: String,
-    /// Spend reached (USD); 0 for refusals.
+    /// Spend reached (USD); the block's length in seconds for a block; 0 for refusals.
     pub value: f64,
     /// Threshold crossed (USD); 0 for refusals.
     pub threshold: f64,
@@ -125,6 +126,23 @@ impl From<&crate::control::ControlEvent> for LimitEvent {
                 value: *spent_usd,
                 threshold: *threshold_usd,
                 status: None,
+            },
+            ControlEvent::Blocked {
+                rule,
+                group,
+                kind,
+                block_secs,
+                ..
+            } => Self {
+                rule: rule.clone(),
+                group: group.clone(),
+                level: "blocked".into(),
+                kind: kind.clone(),
+                window: String::new(),
+                #[allow(clippy::cast_precision_loss)] // at most 30 days
+                value: *block_secs as f64,
+                threshold: 0.0,
+                status: Some(429),
             },
             ControlEvent::Refused {
                 rule,

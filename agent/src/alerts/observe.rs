@@ -1,6 +1,7 @@
 //! The one call the record path makes per finished trace row: anomaly detection adds its
-//! findings to the row (so they are stored like any other), then the row's findings go to the
-//! alert rules.
+//! findings to the row (so they are stored like any other), the analysis policy acts on them
+//! (a `block` blocks the group at the control gate), then the row's findings go to the alert
+//! rules.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use tokio::sync::watch;
 
 use super::AlertHandle;
 use crate::{
-    anomaly::{Anomalies, AnomalyRule},
+    anomaly::{Anomalies, AnomalyRule, enforce::Enforcer},
     sink::TraceRow,
 };
 
@@ -19,6 +20,8 @@ pub struct Observer {
     alerts: AlertHandle,
     /// Anomaly rules swapped in by SIGHUP.
     updates: Option<watch::Receiver<Arc<Vec<AnomalyRule>>>>,
+    /// The policy on anomaly findings (none: they are only stored and alerted).
+    enforcer: Option<Enforcer>,
 }
 
 impl Observer {
@@ -28,7 +31,15 @@ impl Observer {
             anomalies,
             alerts,
             updates: None,
+            enforcer: None,
         }
+    }
+
+    /// Lets the analysis policy act on anomaly findings through `enforcer`.
+    #[must_use]
+    pub fn enforcing(mut self, enforcer: Enforcer) -> Self {
+        self.enforcer = Some(enforcer);
+        self
     }
 
     /// Takes new anomaly rules from `updates` before the next row after each change.
@@ -51,7 +62,10 @@ impl Observer {
             let rules = updates.borrow_and_update().clone();
             self.anomalies.reload(&rules);
         }
-        self.anomalies.observe(row);
+        let raised = self.anomalies.observe(row);
+        if let Some(e) = &self.enforcer {
+            e.apply(row, &raised);
+        }
         if !row.findings.is_empty() {
             self.alerts.row(row);
         }

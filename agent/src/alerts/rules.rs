@@ -144,6 +144,11 @@ impl Rule {
                 let group = if l.group.is_empty() { "all" } else { &l.group };
                 alert.summary = if l.level == "refused" {
                     format!("{} refused a request of {group} ({})", l.rule, l.kind)
+                } else if l.level == "blocked" {
+                    format!(
+                        "{} blocked {group} for {} s after {}",
+                        l.rule, l.value, l.kind
+                    )
                 } else {
                     format!(
                         "{} {} threshold crossed for {group}: {:.4} of {:.4} USD this {}",
@@ -185,7 +190,7 @@ fn facts(event: &Event) -> (&str, Severity, Option<&Identity>, String) {
         Event::Limit(l) => (
             &l.rule,
             match l.level.as_str() {
-                "hard" | "refused" => Severity::High,
+                "hard" | "refused" | "blocked" => Severity::High,
                 _ => Severity::Medium,
             },
             None,

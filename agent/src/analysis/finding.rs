@@ -22,6 +22,9 @@ pub enum Location {
     Request,
     Response,
     ToolCall,
+    /// The traffic of a caller rather than one text: anomaly findings (what a policy rule with
+    /// `location = "exchange"` matches).
+    Exchange,
 }
 
 /// The transformed view of a text a finding was made in, when the text as written did not

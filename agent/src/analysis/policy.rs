@@ -78,6 +78,15 @@ impl PolicyRule {
             && self.min_severity.is_none_or(|s| f.severity >= s)
             && self.location.is_none_or(|l| l == f.location)
     }
+
+    /// Whether only anomaly findings (found after the exchange, about traffic) can match.
+    fn anomalies_only(&self) -> bool {
+        self.location == Some(Location::Exchange)
+            || self
+                .kind
+                .as_deref()
+                .is_some_and(|k| k == "anomaly" || k.starts_with("anomaly."))
+    }
 }
 
 /// The policy.
@@ -119,9 +128,15 @@ impl PolicyConfig {
         })
     }
 
-    /// Whether some finding could be blocked (by a rule or the default action).
+    /// Whether some finding of an exchange's text could be blocked (by a rule or the default
+    /// action). Rules only anomaly findings match do not count: those are found after the
+    /// exchange and block at the gate, not in it.
     pub fn may_block(&self) -> bool {
-        self.default_action == Action::Block || self.rules.iter().any(|r| r.action == Action::Block)
+        self.default_action == Action::Block
+            || self
+                .rules
+                .iter()
+                .any(|r| r.action == Action::Block && !r.anomalies_only())
     }
 
     /// The action for one finding.
@@ -247,6 +262,16 @@ mod tests {
         );
         assert_eq!(PolicyConfig::default().for_identity(&dev), None);
         assert!(toml::from_str::<PolicyConfig>("[[rules]]\nmatch = { pod = \"x\" }").is_err());
+    }
+
+    #[test]
+    fn rules_for_anomalies_only_do_not_block_exchanges() {
+        let p = |text: &str| toml::from_str::<PolicyConfig>(text).unwrap();
+        assert!(!p("[[rules]]\nkind = \"anomaly\"\naction = \"block\"").may_block());
+        assert!(!p("[[rules]]\nkind = \"anomaly.cost_spike\"\naction = \"block\"").may_block());
+        assert!(!p("[[rules]]\nlocation = \"exchange\"\naction = \"block\"").may_block());
+        assert!(p("[[rules]]\nkind = \"secret\"\naction = \"block\"").may_block());
+        assert!(p("default_action = \"block\"").may_block());
     }
 
     #[test]

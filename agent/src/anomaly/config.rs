@@ -99,10 +99,18 @@ pub struct AnomalyRule {
     /// Severity of the findings.
     #[serde(default = "default_severity")]
     pub severity: Severity,
-    /// Groups remembered; beyond it the longest-idle group is forgotten.
+    /// Groups remembered; beyond it the longest-idle group is forgotten. Also bounds the
+    /// groups this rule keeps blocked.
     #[serde(default = "default_max_groups")]
     pub max_groups: usize,
+    /// How long a group stays blocked when the analysis policy resolves one of this rule's
+    /// findings to `block`, in seconds from the finding.
+    #[serde(default = "default_block_secs")]
+    pub block_secs: u64,
 }
+
+/// Longest block: a month. Beyond it a block is a ban, which belongs in `[[allow]]`.
+pub const MAX_BLOCK_SECS: u64 = 30 * 86_400;
 
 fn all_metrics() -> Vec<Metric> {
     Metric::ALL.to_vec()
@@ -127,6 +135,9 @@ fn default_severity() -> Severity {
 }
 fn default_max_groups() -> usize {
     10_000
+}
+fn default_block_secs() -> u64 {
+    600
 }
 
 impl AnomalyRule {
@@ -156,6 +167,9 @@ impl AnomalyRule {
         }
         if self.max_groups == 0 {
             return bad("max_groups", "must be at least 1");
+        }
+        if !(1..=MAX_BLOCK_SECS).contains(&self.block_secs) {
+            return bad("block_secs", "must be between 1 and 2592000 (30 days)");
         }
         Ok(())
     }

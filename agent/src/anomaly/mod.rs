@@ -6,8 +6,12 @@
 //! Only increases are anomalies: less traffic, cost or latency is not a threat.
 //!
 //! Time is the rows' end time, so detection is deterministic for a given sequence of rows.
+//!
+//! Each finding raised is also returned as a [`Raised`], for the analysis policy to act on
+//! ([`enforce`]): a `block` blocks the rule's group at the control gate for `block_secs`.
 
 pub mod config;
+pub mod enforce;
 mod ewma;
 mod group;
 
@@ -28,6 +32,22 @@ use crate::{
 
 /// Where anomaly findings are located: the traffic, not a part of one exchange.
 pub const LOCATION: &str = "exchange";
+
+/// The finding kind of a request refused because its group is blocked after an anomaly.
+pub const BLOCKED: &str = "anomaly.blocked";
+
+/// An anomaly finding just added to a row, with what the policy needs to act on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raised {
+    /// The rule that raised it (as configured when it did).
+    pub rule: AnomalyRule,
+    /// Its group: the rule's `group_by` key of the caller (empty: the rule's one group).
+    pub group: String,
+    /// `anomaly.cost_spike`, ...
+    pub kind: &'static str,
+    /// Index of the finding in the row's `findings`.
+    pub finding: usize,
+}
 
 /// A `kind` label: one of the fixed anomaly finding kinds.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -93,11 +113,19 @@ impl Anomalies {
             .collect();
     }
 
-    /// Adds `row` to the baselines of its groups and appends a finding per deviation.
-    pub fn observe(&mut self, row: &mut TraceRow) {
-        // Relayed connections are not exchanges: nothing about requests is known.
-        if self.rules.is_empty() || !row.intercepted {
-            return;
+    /// Adds `row` to the baselines of its groups and appends a finding per deviation, which
+    /// it also returns.
+    pub fn observe(&mut self, row: &mut TraceRow) -> Vec<Raised> {
+        let mut raised = Vec::new();
+        // Relayed connections are not exchanges: nothing about requests is known. A request
+        // refused because its group is blocked says nothing about the caller's traffic beyond
+        // that it retried; counted, its 429 would feed the error rate that may have caused the
+        // block and keep the group blocked for ever.
+        if self.rules.is_empty()
+            || !row.intercepted
+            || row.findings.iter().any(|f| f.kind == BLOCKED)
+        {
+            return raised;
         }
         let id = Identity::of_row(row);
         let sample = sample(row);
@@ -116,9 +144,16 @@ impl Anomalies {
                     .findings
                     .get_or_create(&KindLabel { kind })
                     .inc();
+                raised.push(Raised {
+                    rule: rule.clone(),
+                    group: key.clone(),
+                    kind,
+                    finding: row.findings.len(),
+                });
                 row.findings.push(finding(rule, &key, &d));
             }
         }
+        raised
     }
 }
 

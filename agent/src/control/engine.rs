@@ -1,6 +1,7 @@
 //! [`Control`]: the live rules and their counters. One mutex guards both; each exchange takes
 //! it twice (admission, settlement) for a few map lookups, and a reload swaps the rules under
-//! it while keeping the counters of rules that still exist.
+//! it while keeping the counters of rules that still exist. Groups blocked after an anomaly
+//! are in a table of their own ([`Quarantine`]), refused at admission like a spent budget.
 
 use std::{
     collections::HashMap,
@@ -18,11 +19,15 @@ use super::{
     config::{ControlRules, LimitRule, UnapprovedAction},
     events::{ControlEvent, EventSink},
     metrics::{ControlMetrics, RuleKindLabels, RuleLabel},
+    quarantine::{Hit, Placed, Quarantine},
     selector::Identity,
     state::{RuleSnapshot, Snapshot},
     window,
 };
-use crate::analysis::Refusal;
+use crate::{
+    analysis::Refusal,
+    anomaly::{AnomalyRule, BLOCKED},
+};
 
 /// Finding kinds of refusals by limits.
 pub const BUDGET: &str = "limit.budget";
@@ -55,6 +60,8 @@ pub struct Refused {
     /// Human message for the provider-shaped error (names rule and limit, never traffic).
     pub message: String,
     pub retry_after_s: Option<u64>,
+    /// More for the trace row's finding than rule and group (empty: nothing).
+    pub note: String,
 }
 
 /// The outcome of admission.
@@ -130,10 +137,21 @@ pub struct Control {
     metrics: Arc<ControlMetrics>,
     events: EventSink,
     origin: Instant,
+    quarantine: Quarantine,
 }
 
 fn now_s() -> i64 {
     jiff::Timestamp::now().as_second()
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// `ms` since the epoch as RFC 3339 to the second (rounded up: never earlier than the end).
+fn rfc3339_ms(ms: i64) -> String {
+    jiff::Timestamp::from_second(ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) > 0))
+        .map_or_else(|_| ms.to_string(), |t| t.to_string())
 }
 
 impl Control {
@@ -151,6 +169,7 @@ impl Control {
         let tz = TimeZone::get(&rules.control.time_zone).map_err(|e| e.to_string())?;
         let origin = Instant::now();
         let mut snapshot = snapshot.unwrap_or_default();
+        let quarantine = Quarantine::restore(std::mem::take(&mut snapshot.anomaly_blocks));
         let limits = rules
             .limits
             .iter()
@@ -179,6 +198,7 @@ impl Control {
             metrics,
             events,
             origin,
+            quarantine,
         })
     }
 
@@ -202,6 +222,40 @@ impl Control {
     pub fn active(&self) -> bool {
         let i = self.lock();
         !i.rules.limits.is_empty() || !i.rules.allow.is_empty()
+    }
+
+    /// Whether some group may be blocked after an anomaly (one atomic load).
+    pub fn quarantined(&self) -> bool {
+        self.quarantine.any()
+    }
+
+    /// The table of groups blocked after an anomaly.
+    pub fn quarantine(&self) -> &Quarantine {
+        &self.quarantine
+    }
+
+    /// Takes the `[[anomalies]]` rules in force (at start and on reload): blocks of rules
+    /// that keep their name, selector and `group_by` stay, the others end.
+    pub fn configure_anomalies(&self, rules: &[AnomalyRule]) {
+        self.quarantine.configure(rules, now_ms());
+    }
+
+    /// Blocks `group` of anomaly `rule` after a finding of `kind` the policy resolved to
+    /// `block`. A new block is announced (event, alert) and written to the state file at
+    /// once, so a crash does not lift it. `None` when the rule changed since the finding.
+    pub fn block(&self, rule: &AnomalyRule, group: &str, kind: &str) -> Option<Placed> {
+        let placed = self.quarantine.block(rule, group, kind, now_ms())?;
+        if placed.started {
+            self.emit(ControlEvent::Blocked {
+                rule: rule.name.clone(),
+                group: group.to_owned(),
+                kind: kind.to_owned(),
+                block_secs: rule.block_secs,
+                until: placed.until_ms.div_euclid(1000),
+            });
+            self.persist();
+        }
+        Some(placed)
     }
 
     /// Where the counters are persisted.
@@ -249,10 +303,17 @@ impl Control {
                         req.id.provider, req.id.model, u.rule
                     ),
                     retry_after_s: None,
+                    note: String::new(),
                 });
             } else {
                 out.flagged.push((u.rule.to_owned(), UNAPPROVED));
             }
+        }
+        // An unapproved model is refused for good (403) before a temporary block (429).
+        if out.refused.is_none()
+            && let Some(hit) = self.quarantine.check(&req.id, now_ms())
+        {
+            out.refused = Some(blocked(hit, now_ms()));
         }
         let max_groups = rules.control.max_groups_per_rule;
         let mut admitted = Vec::new();
@@ -442,10 +503,13 @@ impl Control {
         }
     }
 
-    /// The budget spend, for the state file.
+    /// The budget spend and the blocks in force, for the state file.
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.lock();
-        let mut s = Snapshot::default();
+        let mut s = Snapshot {
+            anomaly_blocks: self.quarantine.snapshot(now_ms()),
+            ..Snapshot::default()
+        };
         for (rule, st) in inner.rules.limits.iter().zip(&inner.limits) {
             let groups = st
                 .groups
@@ -503,6 +567,28 @@ fn group<'a>(
     st.groups.get_mut(key).expect("inserted above")
 }
 
+/// The refusal of a request whose group is blocked: 429 until the block ends.
+fn blocked(hit: Hit, now_ms: i64) -> Refused {
+    let Hit { rule, group, block } = hit;
+    let remaining_ms = block.until_ms.saturating_sub(now_ms).max(0);
+    #[allow(clippy::cast_sign_loss)] // not negative
+    let retry = (remaining_ms as u64).div_ceil(1000).max(1);
+    let until = rfc3339_ms(block.until_ms);
+    let who = if group.is_empty() { "all" } else { &group };
+    Refused {
+        message: format!(
+            "requests of {who} are blocked until {until} after {} (llmtrace anomaly rule {rule})",
+            block.kind
+        ),
+        note: format!("{} until {until}", block.kind),
+        rule,
+        group,
+        kind: BLOCKED,
+        why: Refusal::RateLimited,
+        retry_after_s: Some(retry),
+    }
+}
+
 fn retry_s(wait: f64) -> u64 {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a positive wait in s
     (wait.ceil() as u64).max(1)
@@ -524,6 +610,7 @@ fn check(
         why,
         message: format!("{message} (llmtrace limit {})", rule.name),
         retry_after_s,
+        note: String::new(),
     };
     if let (Some(cap), Some(asked)) = (rule.max_tokens, req.max_tokens)
         && asked > cap
@@ -731,6 +818,58 @@ mod tests {
         let back = Control::new("n", &d, rules(text), Some(snap), Arc::default(), sink).unwrap();
         assert!(back.admit(&req("a", "m")).refused.is_some());
         assert!(back.admit(&req("b", "m")).refused.is_none());
+    }
+
+    #[test]
+    fn an_anomaly_block_is_a_429_for_its_group_and_survives_a_restart_not_its_rule() {
+        // A new block is written to the state file at once: a directory of its own.
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, mut rx) = EventSink::channel(64);
+        let c = Control::new("n", dir.path(), rules(""), None, Arc::default(), sink).unwrap();
+        let rule: AnomalyRule =
+            toml::from_str("name = \"spikes\"\ngroup_by = [\"k8s_workload\"]\nblock_secs = 60")
+                .unwrap();
+        c.configure_anomalies(std::slice::from_ref(&rule));
+        assert!(!c.quarantined());
+        assert!(
+            c.block(&rule, "k8s_workload=a", "anomaly.cost_spike")
+                .unwrap()
+                .started
+        );
+        let r = c.admit(&req("a", "m")).refused.unwrap();
+        assert_eq!(
+            (r.kind, r.why, r.rule.as_str(), r.group.as_str()),
+            (BLOCKED, Refusal::RateLimited, "spikes", "k8s_workload=a")
+        );
+        assert!((59..=60).contains(&r.retry_after_s.unwrap()), "{r:?}");
+        assert!(r.note.starts_with("anomaly.cost_spike until 20"), "{r:?}");
+        assert!(r.message.contains("spikes") && r.message.contains("anomaly.cost_spike"));
+        assert!(c.admit(&req("b", "m")).refused.is_none(), "another group");
+        let label = RuleKindLabels {
+            rule: "spikes".into(),
+            kind: BLOCKED,
+        };
+        assert_eq!(c.metrics.refusals.get_or_create(&label).get(), 1);
+        assert!(matches!(rx.try_recv(), Ok(ControlEvent::Blocked { .. })));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(ControlEvent::Refused { status: 429, .. })
+        ));
+        // A restart restores it (the state file), for the same rule only.
+        let snap = super::super::state::load(&dir.path().join("control-state.json"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(snap.anomaly_blocks, c.snapshot().anomaly_blocks);
+        let (sink, _rx2) = EventSink::channel(1);
+        let back =
+            Control::new("n", dir.path(), rules(""), Some(snap), Arc::default(), sink).unwrap();
+        back.configure_anomalies(std::slice::from_ref(&rule));
+        assert_eq!(
+            back.admit(&req("a", "m")).refused.map(|r| r.kind),
+            Some(BLOCKED)
+        );
+        back.configure_anomalies(&[]);
+        assert!(back.admit(&req("a", "m")).refused.is_none());
     }
 
     #[test]

@@ -47,7 +47,19 @@ pub enum ControlEvent {
         /// When the window ends (seconds since the epoch).
         window_end: i64,
     },
-    /// A request was refused by a limit or an approval rule.
+    /// The analysis policy blocked a group after an anomaly: its requests are refused until
+    /// `until` (once per block; a block extended by a later anomaly is not a new event).
+    Blocked {
+        /// The `[[anomalies]]` rule.
+        rule: String,
+        group: String,
+        /// The anomaly kind (`anomaly.cost_spike`, …).
+        kind: String,
+        block_secs: u64,
+        /// When the block ends (seconds since the epoch).
+        until: i64,
+    },
+    /// A request was refused by a limit, an approval rule or an anomaly block.
     Refused {
         rule: String,
         group: String,
@@ -95,6 +107,16 @@ pub async fn deliver(mut rx: mpsc::Receiver<ControlEvent>) {
                 spent_usd,
                 threshold_usd,
                 "budget threshold crossed"
+            ),
+            ControlEvent::Blocked {
+                rule,
+                group,
+                kind,
+                block_secs,
+                ..
+            } => warn!(
+                rule,
+                group, kind, block_secs, "group blocked after an anomaly"
             ),
             ControlEvent::Refused {
                 rule,

@@ -18,12 +18,16 @@ fn provider_name(engine: Provider, listed: &str) -> &str {
     }
 }
 
-fn finding(kind: &'static str, rule: &str, group: &str) -> Finding {
-    let excerpt = if group.is_empty() {
+fn finding(kind: &'static str, rule: &str, group: &str, note: &str) -> Finding {
+    let mut excerpt = if group.is_empty() {
         format!("rule {rule}")
     } else {
         format!("rule {rule} ({group})")
     };
+    if !note.is_empty() {
+        excerpt.push_str(": ");
+        excerpt.push_str(note);
+    }
     Finding {
         kind,
         severity: Severity::Medium,
@@ -52,7 +56,8 @@ pub fn identify(control: &Control, ctx: &mut ExchangeContext) {
 /// Admits the exchange or refuses it with the provider-shaped response; either way the
 /// trace row carries the rule as a finding. Exchanges the engine did not recognise pass.
 pub fn admit(control: &Control, ctx: &mut ExchangeContext) -> Result<(), ProxyError> {
-    if !control.active() {
+    // The atomic check first: with nothing blocked it costs no lock.
+    if !control.quarantined() && !control.active() {
         return Ok(());
     }
     let conn = ctx.conn.clone();
@@ -72,12 +77,12 @@ pub fn admit(control: &Control, ctx: &mut ExchangeContext) -> Result<(), ProxyEr
         })
     };
     for (rule, kind) in &admission.flagged {
-        ex.add_request_finding(finding(kind, rule, ""), Action::Flag);
+        ex.add_request_finding(finding(kind, rule, "", ""), Action::Flag);
     }
     let Some(r) = admission.refused else {
         return Ok(());
     };
-    ex.add_request_finding(finding(r.kind, &r.rule, &r.group), Action::Block);
+    ex.add_request_finding(finding(r.kind, &r.rule, &r.group, &r.note), Action::Block);
     let dialect = ex.endpoint().dialect;
     Err(ProxyError::Policy(refusal_response(
         dialect,

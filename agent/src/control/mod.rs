@@ -1,5 +1,6 @@
 //! Control by workload: identity selectors shared by every rule, cost budgets and rate limits
-//! (`[[limits]]`), approved providers and models (`[[allow]]`).
+//! (`[[limits]]`), approved providers and models (`[[allow]]`), and groups blocked after an
+//! anomaly the analysis policy blocks ([`quarantine`]).
 //!
 //! The data path calls [`gate::admit`] once per LLM exchange after the request body is read,
 //! and [`gate::settle`] when the exchange's record is built; events leave through
@@ -14,6 +15,7 @@ pub mod events;
 pub mod gate;
 pub mod glob;
 pub mod metrics;
+pub mod quarantine;
 pub mod reload;
 pub mod selector;
 pub mod shadow;

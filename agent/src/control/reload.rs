@@ -1,5 +1,6 @@
 //! SIGHUP: re-reads the configuration file and swaps in its `[llm.analysis.policy]`,
-//! `[control]`, `[[limits]]`, `[[allow]]`, `[alerts]` and `[[anomalies]]` sections. An invalid
+//! `[control]`, `[[limits]]`, `[[allow]]`, `[alerts]` and `[[anomalies]]` sections (anomaly
+//! blocks of rules that keep their name, `match` and `group_by` stay, others end). An invalid
 //! file is rejected whole and logged; the running rules stay in force. Other sections need a
 //! restart.
 
@@ -66,6 +67,7 @@ pub fn reload(
                 .map(|a| a.prepare(&config.alerts, &config.anomalies).map(|p| (a, p)))
                 .transpose()?;
             control.reload(config.control_rules())?;
+            control.configure_anomalies(&config.anomalies);
             if let Some((a, prepared)) = alerts {
                 a.commit(prepared);
             }

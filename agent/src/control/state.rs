@@ -1,5 +1,5 @@
 //! The state file: budget spend per limit and group, so an agent restart does not reset a
-//! day's budget. Written atomically (temporary file, fsync, rename) periodically and at
+//! day's budget, and the groups blocked after an anomaly, so a restart does not lift them. Written atomically (temporary file, fsync, rename) periodically and at
 //! shutdown; a missing file is an empty state, an unreadable one is logged and ignored
 //! (never a reason not to start).
 
@@ -11,7 +11,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{budget::Spend, config::Window};
+use super::{budget::Spend, config::Window, quarantine::SavedBlocks};
 
 const VERSION: u32 = 1;
 
@@ -21,6 +21,9 @@ const VERSION: u32 = 1;
 pub struct Snapshot {
     pub version: u32,
     pub limits: BTreeMap<String, RuleSnapshot>,
+    /// Absent when nothing is blocked, so such a file reads as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anomaly_blocks: Vec<SavedBlocks>,
 }
 
 /// One limit's spend.

@@ -184,6 +184,13 @@ fn control(
     );
     let control = Control::new(&node, &config.state_dir, rules, snapshot, metrics, events)
         .map_err(BuildError::Control)?;
+    // Blocks restored from the state file stay for the anomaly rules that are unchanged.
+    control.configure_anomalies(&config.anomalies);
+    registry.sub_registry_with_prefix("anomaly").register(
+        "blocked_groups",
+        "Groups blocked after an anomaly the analysis policy blocks",
+        control.quarantine().gauge(),
+    );
     Ok((Arc::new(control), rx))
 }
 

@@ -110,6 +110,7 @@ fn location(l: Location) -> &'static str {
         Location::Request => "request",
         Location::Response => "response",
         Location::ToolCall => "tool_call",
+        Location::Exchange => "exchange",
     }
 }
 
