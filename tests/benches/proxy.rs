@@ -10,7 +10,9 @@
 //! as a TLS-terminating reverse proxy (upstream keepalive, verified upstream TLS); mitmproxy in
 //! reverse mode (skipped with a note when `.venv/bench` has no mitmdump). Load: wrk, one thread,
 //! keep-alive, concurrency 1/16/64 (SSE at 16), `LLMTRACE_BENCH_SECONDS` per cell (default 5)
-//! after a 1 s warm-up. One-shot: sequential curl requests, each on a new connection. Last
+//! after a 1 s warm-up. One-shot: sequential curl requests, each on a new connection, the
+//! targets in turn, with curl's TCP/TLS/first-byte timers and each proxy's CPU per connection
+//! (its idle rate subtracted), after a few warm-up requests. Last
 //! byte: sequential requests for a ~0.6 MB chat.completion on one kept-alive connection, the
 //! time until its last byte reached curl (the analysis must not delay it).
 //! `LLMTRACE_BENCH_AGENT_TOML` appends TOML to both llmtrace agents' config (a setting's cost);
@@ -264,6 +266,33 @@ fn one_shots(targets: &[Target], url: &str, dir: &Path, body: &str) {
     }
 }
 
+/// Every target at each concurrency and mix; prints the table and the ratios to nginx.
+fn load_table(targets: &[Target], dir: &Path, url: &str, body: &str, upstream: SocketAddr) {
+    let sse_url = format!("{url}?stream=true");
+    let mut rows = Vec::new();
+    for (mix, u, c) in [
+        ("json", url, 1),
+        ("json", url, 16),
+        ("json", url, 64),
+        ("sse", sse_url.as_str(), 16),
+    ] {
+        for t in targets {
+            eprintln!("bench proxy: {} {mix} c={c}", t.name);
+            rows.push(measure(t, dir, mix, u, body, c));
+        }
+    }
+    let secs = seconds();
+    println!(
+        "\nllmtrace proxy benchmark: wrk -t1, keep-alive, {secs} s per cell after 1 s warm-up; \
+         request {} B JSON, response {} B JSON (sse: {} B event stream); upstream nginx on {}\n",
+        body.len(),
+        proxy_peers::response_json().len(),
+        proxy_peers::response_sse().len(),
+        upstream
+    );
+    print_load(&rows);
+}
+
 /// The sections `LLMTRACE_BENCH_ONLY` names (comma-separated: `load`, `one_shot`,
 /// `last_byte`, `pods`); all when unset, so one figure can be re-measured alone.
 fn runs(section: &str) -> bool {
@@ -276,7 +305,6 @@ fn main() {
     let upstream = Upstream::start(dir.path());
     let port = upstream.addr.port();
     let url = format!("https://api.openai.com:{port}/v1/chat/completions");
-    let sse_url = format!("{url}?stream=true");
     let body = proxy_peers::request_body();
     let cg = TestCgroup::new("bench-proxy");
     let agent = start_agent(&cg, &upstream, true);
@@ -330,28 +358,7 @@ fn main() {
         Err(note) => println!("note: mitmproxy skipped: {note}"),
     }
     if runs("load") {
-        let mut rows = Vec::new();
-        for (mix, u, c) in [
-            ("json", &url, 1),
-            ("json", &url, 16),
-            ("json", &url, 64),
-            ("sse", &sse_url, 16),
-        ] {
-            for t in &targets {
-                eprintln!("bench proxy: {} {mix} c={c}", t.name);
-                rows.push(measure(t, dir.path(), mix, u, &body, c));
-            }
-        }
-        let secs = seconds();
-        println!(
-            "\nllmtrace proxy benchmark: wrk -t1, keep-alive, {secs} s per cell after 1 s warm-up; \
-             request {} B JSON, response {} B JSON (sse: {} B event stream); upstream nginx on {}\n",
-            body.len(),
-            proxy_peers::response_json().len(),
-            proxy_peers::response_sse().len(),
-            upstream.addr
-        );
-        print_load(&rows);
+        load_table(&targets, dir.path(), &url, &body, upstream.addr);
     }
     if runs("one_shot") {
         one_shots(&targets, &url, dir.path(), &body);

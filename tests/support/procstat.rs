@@ -71,7 +71,7 @@ pub fn run_time(pid: u32) -> Duration {
     let ns: u64 = tree(pid)
         .into_iter()
         .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/task")).ok())
-        .flat_map(|tasks| tasks.flatten())
+        .flat_map(std::iter::Iterator::flatten)
         .filter_map(|task| {
             let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
             text.split_whitespace().next()?.parse::<u64>().ok()
