@@ -10,26 +10,34 @@
 //! as a TLS-terminating reverse proxy (upstream keepalive, verified upstream TLS); mitmproxy in
 //! reverse mode (skipped with a note when `.venv/bench` has no mitmdump). Load: wrk, one thread,
 //! keep-alive, concurrency 1/16/64 (SSE at 16), `LLMTRACE_BENCH_SECONDS` per cell (default 5)
-//! after a 1 s warm-up. One-shot: sequential curl requests, each on a new connection. Last
+//! after a 1 s warm-up. One-shot: sequential curl requests, each on a new connection, the
+//! targets in turn, with curl's TCP/TLS/first-byte timers and each proxy's CPU per connection
+//! (its idle rate subtracted), after a few warm-up requests. Last
 //! byte: sequential requests for a ~0.6 MB chat.completion on one kept-alive connection, the
 //! time until its last byte reached curl (the analysis must not delay it).
-//! `LLMTRACE_BENCH_AGENT_TOML` appends TOML to both llmtrace agents' config (a setting's cost).
+//! `LLMTRACE_BENCH_AGENT_TOML` appends TOML to both llmtrace agents' config (a setting's cost);
+//! `LLMTRACE_BENCH_ONLY=one_shot` (comma-separated: `load`, `one_shot`, `last_byte`, `pods`)
+//! runs only those sections.
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use testkit::{
     agent::{Agent, AgentConfig},
     cgroup::TestCgroup,
     procstat,
-    proxy_peers::{self, Mitmproxy, Upstream, last_byte, nginx_proxy, one_shot},
+    proxy_peers::{self, Mitmproxy, Phases, Upstream, last_byte, nginx_proxy, one_shot},
     wrk::{Wrk, WrkReport},
 };
 
 const ONE_SHOTS: usize = 50;
+/// Discarded one-shots per target before the measured ones.
+const WARM_UP_SHOTS: usize = 5;
+/// How long each proxy's idle CPU is measured for, before the one-shots.
+const IDLE_WINDOW: Duration = Duration::from_secs(4);
 const LAST_BYTES: usize = 20;
 
 fn seconds() -> u64 {
@@ -174,40 +182,122 @@ fn last_bytes(targets: &[Target], url: &str, dir: &Path, body: &str) {
     }
 }
 
-/// Sequential new-connection requests to every target; prints their table.
+/// Sequential new-connection requests, one per target in turn (so a busy moment of a shared
+/// machine costs every target alike); prints their medians, with where the time goes (curl's
+/// timers) so a regression in one phase shows as such.
+#[allow(clippy::cast_precision_loss)] // figures for display
 fn one_shots(targets: &[Target], url: &str, dir: &Path, body: &str) {
     let body_file = dir.join("request.json");
     std::fs::write(&body_file, body).expect("write body");
-    let shots: Vec<_> = targets
+    let expect = proxy_peers::response_json().len();
+    let shoot = |t: &Target| one_shot(t.cgroup, t.connect, url, &t.ca, &body_file, expect);
+    // Warm-up: lazily built state (regex caches, pooled provider connections) is not what a
+    // new connection costs.
+    for t in targets {
+        for _ in 0..WARM_UP_SHOTS {
+            let _ = shoot(t);
+        }
+    }
+    // What each proxy burns while idle (timers, rescans), to leave out of its per-connection
+    // figure.
+    let idle_from: Vec<_> = targets
         .iter()
-        .map(|t| {
-            let expect = proxy_peers::response_json().len();
-            let r = one_shot(
-                t.cgroup, t.connect, url, &t.ca, &body_file, expect, ONE_SHOTS,
-            );
-            (t.name, r)
+        .map(|t| t.pid.map(procstat::run_time))
+        .collect();
+    let idle_window = Instant::now();
+    std::thread::sleep(IDLE_WINDOW);
+    let idle_for = idle_window.elapsed();
+    let cpu_before: Vec<_> = targets
+        .iter()
+        .map(|t| t.pid.map(procstat::run_time))
+        .collect();
+    let started = Instant::now();
+    let mut shots: Vec<Vec<Phases>> = vec![Vec::with_capacity(ONE_SHOTS); targets.len()];
+    for _ in 0..ONE_SHOTS {
+        for (t, got) in targets.iter().zip(&mut shots) {
+            got.extend(shoot(t));
+        }
+    }
+    let elapsed = started.elapsed();
+    // Over the whole run, so work a proxy does after its response (records, analysis) counts
+    // too; its idle rate over the run's length is subtracted.
+    let cpu_us: Vec<Option<f64>> = (0..targets.len())
+        .map(|i| {
+            let pid = targets[i].pid?;
+            let idle = cpu_before[i]?.saturating_sub(idle_from[i]?);
+            let idle_share = idle.as_secs_f64() * elapsed.as_secs_f64() / idle_for.as_secs_f64();
+            let spent = procstat::run_time(pid).saturating_sub(cpu_before[i]?);
+            Some((spent.as_secs_f64() - idle_share) * 1e6 / shots[i].len().max(1) as f64)
         })
         .collect();
+    let median = |got: &[Phases], phase: fn(&Phases) -> f64| {
+        let mut v: Vec<f64> = got.iter().map(phase).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
     println!(
-        "\none-shot ({ONE_SHOTS} sequential curl --http1.1, new TLS connection each, median time_total)\n"
+        "\none-shot ({ONE_SHOTS} sequential curl --http1.1 per target, targets in turn, new TLS \
+         connection each; medians of curl's timers from the request's start: TCP connected, TLS \
+         done, first response byte, time_total; proxy CPU per connection over the whole run, \
+         its idle rate subtracted; after {WARM_UP_SHOTS} warm-up requests per target)\n"
     );
-    println!("| target | median ms | added ms | failures |");
-    println!("|---|---|---|---|");
-    let direct_ms = shots
+    println!(
+        "| target | median ms | added ms | tcp ms | tls ms | first byte ms | proxy CPU µs/conn | failures |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let direct_ms = targets
         .iter()
-        .find(|(n, _)| *n == "direct")
-        .map(|(_, r)| r.median_ms);
-    for (name, r) in &shots {
-        let added = direct_ms
-            .filter(|_| *name != "direct")
-            .map(|d| r.median_ms - d);
+        .zip(&shots)
+        .find(|(t, _)| t.name == "direct")
+        .map(|(_, got)| median(got, |p| p.total_ms));
+    for ((t, got), cpu) in targets.iter().zip(&shots).zip(&cpu_us) {
+        let total = median(got, |p| p.total_ms);
+        let added = direct_ms.filter(|_| t.name != "direct").map(|d| total - d);
         println!(
-            "| {name} | {:.2} | {} | {} |",
-            r.median_ms,
+            "| {} | {total:.2} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            t.name,
             opt(added, 2),
-            r.failures
+            median(got, |p| p.connect_ms),
+            median(got, |p| p.tls_ms),
+            median(got, |p| p.first_byte_ms),
+            opt(*cpu, 0),
+            ONE_SHOTS - got.len()
         );
     }
+}
+
+/// Every target at each concurrency and mix; prints the table and the ratios to nginx.
+fn load_table(targets: &[Target], dir: &Path, url: &str, body: &str, upstream: SocketAddr) {
+    let sse_url = format!("{url}?stream=true");
+    let mut rows = Vec::new();
+    for (mix, u, c) in [
+        ("json", url, 1),
+        ("json", url, 16),
+        ("json", url, 64),
+        ("sse", sse_url.as_str(), 16),
+    ] {
+        for t in targets {
+            eprintln!("bench proxy: {} {mix} c={c}", t.name);
+            rows.push(measure(t, dir, mix, u, body, c));
+        }
+    }
+    let secs = seconds();
+    println!(
+        "\nllmtrace proxy benchmark: wrk -t1, keep-alive, {secs} s per cell after 1 s warm-up; \
+         request {} B JSON, response {} B JSON (sse: {} B event stream); upstream nginx on {}\n",
+        body.len(),
+        proxy_peers::response_json().len(),
+        proxy_peers::response_sse().len(),
+        upstream
+    );
+    print_load(&rows);
+}
+
+/// The sections `LLMTRACE_BENCH_ONLY` names (comma-separated: `load`, `one_shot`,
+/// `last_byte`, `pods`); all when unset, so one figure can be re-measured alone.
+fn runs(section: &str) -> bool {
+    std::env::var("LLMTRACE_BENCH_ONLY")
+        .map_or(true, |only| only.split(',').any(|s| s.trim() == section))
 }
 
 fn main() {
@@ -215,7 +305,6 @@ fn main() {
     let upstream = Upstream::start(dir.path());
     let port = upstream.addr.port();
     let url = format!("https://api.openai.com:{port}/v1/chat/completions");
-    let sse_url = format!("{url}?stream=true");
     let body = proxy_peers::request_body();
     let cg = TestCgroup::new("bench-proxy");
     let agent = start_agent(&cg, &upstream, true);
@@ -268,32 +357,19 @@ fn main() {
         }),
         Err(note) => println!("note: mitmproxy skipped: {note}"),
     }
-    let mut rows = Vec::new();
-    for (mix, u, c) in [
-        ("json", &url, 1),
-        ("json", &url, 16),
-        ("json", &url, 64),
-        ("sse", &sse_url, 16),
-    ] {
-        for t in &targets {
-            eprintln!("bench proxy: {} {mix} c={c}", t.name);
-            rows.push(measure(t, dir.path(), mix, u, &body, c));
-        }
+    if runs("load") {
+        load_table(&targets, dir.path(), &url, &body, upstream.addr);
+    }
+    if runs("one_shot") {
+        one_shots(&targets, &url, dir.path(), &body);
+    }
+    if runs("last_byte") {
+        last_bytes(&targets, &format!("{url}?big=1"), dir.path(), &body);
+    }
+    if runs("pods") {
+        testkit::pod_proxy::print(&testkit::pod_proxy::measure(dir.path(), seconds()));
     }
     let exchanges = agent.metric("llmtrace_proxy_exchanges_total", "2xx");
-    let secs = seconds();
-    println!(
-        "\nllmtrace proxy benchmark: wrk -t1, keep-alive, {secs} s per cell after 1 s warm-up; \
-         request {} B JSON, response {} B JSON (sse: {} B event stream); upstream nginx on {}\n",
-        body.len(),
-        proxy_peers::response_json().len(),
-        proxy_peers::response_sse().len(),
-        upstream.addr
-    );
-    print_load(&rows);
-    one_shots(&targets, &url, dir.path(), &body);
-    last_bytes(&targets, &format!("{url}?big=1"), dir.path(), &body);
-    testkit::pod_proxy::print(&testkit::pod_proxy::measure(dir.path(), seconds()));
     println!("\nllmtrace counted {exchanges} intercepted 2xx exchanges (MITM path, agent metric)");
     println!(
         "goals: llmtrace CPU ≤ 80 µs/req at c=16/64 (≤ 100 µs SSE); req/s ≥ 0.8× nginx proxy; \

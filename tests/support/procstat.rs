@@ -64,6 +64,22 @@ pub fn cpu_time(pid: u32) -> Duration {
         + Duration::from_secs(ticks % tck) / u32::try_from(tck).unwrap_or(100)
 }
 
+/// Time on a CPU so far of every thread of `pid` and its live descendants, in nanoseconds
+/// (`/proc/PID/task/TID/schedstat`): precise where [`cpu_time`] counts 10 ms ticks, for
+/// figures of a few hundred microseconds per request over few requests.
+pub fn run_time(pid: u32) -> Duration {
+    let ns: u64 = tree(pid)
+        .into_iter()
+        .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/task")).ok())
+        .flat_map(std::iter::Iterator::flatten)
+        .filter_map(|task| {
+            let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            text.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    Duration::from_nanos(ns)
+}
+
 /// Resident memory of `pid` and its live descendants, in KiB (`VmRSS`).
 pub fn rss_kib(pid: u32) -> u64 {
     tree(pid)
@@ -89,6 +105,7 @@ mod tests {
         let spin = std::time::Instant::now();
         while spin.elapsed() < std::time::Duration::from_millis(50) {}
         assert!(super::cpu_time(me) > std::time::Duration::ZERO);
+        assert!(super::run_time(me) >= std::time::Duration::from_millis(50));
         assert!(super::rss_kib(me) > 0);
         assert_eq!(super::tree(me)[0], me);
     }

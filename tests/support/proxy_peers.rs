@@ -317,6 +317,20 @@ pub struct OneShot {
     pub failures: usize,
 }
 
+/// Where the time of one request on a new connection went, as curl's `-w` timers see it, each
+/// from the request's start.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    /// `time_connect`: TCP established.
+    pub connect_ms: f64,
+    /// `time_appconnect`: TLS handshake done.
+    pub tls_ms: f64,
+    /// `time_starttransfer`: first response byte.
+    pub first_byte_ms: f64,
+    /// `time_total`: last response byte.
+    pub total_ms: f64,
+}
+
 /// Median time from sending a request to the last byte of its response, over `n` sequential
 /// `curl --http1.1` POSTs of `body` to `url` on one kept-alive connection (the first, which
 /// pays the handshakes, is left out); each must get 200 and `expect_bytes` of body.
@@ -367,8 +381,8 @@ pub fn last_byte(
     }
 }
 
-/// `n` sequential `curl --http1.1` POSTs of `body` to `url`, connecting to `connect`, trusting
-/// only `ca`, from inside `cgroup` when given; each must get 200 and `expect_bytes` of body.
+/// One `curl --http1.1` POST of `body` to `url` on a new connection to `connect`, trusting only
+/// `ca`, from inside `cgroup` when given: its timers when it got 200 and `expect_bytes` of body.
 pub fn one_shot(
     cgroup: Option<&TestCgroup>,
     connect: SocketAddr,
@@ -376,41 +390,37 @@ pub fn one_shot(
     ca: &Path,
     body: &Path,
     expect_bytes: usize,
-    n: usize,
-) -> OneShot {
+) -> Option<Phases> {
     let resolve = format!("api.openai.com:{}:{}", connect.port(), connect.ip());
-    let mut times = Vec::with_capacity(n);
-    for _ in 0..n {
-        let out = crate::cgroup::command_in(cgroup, "curl")
-            .args(["-s", "-o", "/dev/null", "--http1.1", "--max-time", "10"])
-            .args([
-                "-w",
-                "%{http_code} %{size_download} %{time_total}",
-                "--resolve",
-                &resolve,
-            ])
-            .arg("--cacert")
-            .arg(ca)
-            .args(["-H", "Content-Type: application/json"])
-            .args(["-H", "Authorization: Bearer sk-bench-not-a-real-key"])
-            .arg("--data-binary")
-            .arg(format!("@{}", body.display()))
-            .arg(url)
-            .output()
-            .expect("run curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let fields: Vec<&str> = text.split_whitespace().collect();
-        if let ["200", size, t] = fields[..]
-            && size.parse() == Ok(expect_bytes)
-            && let Ok(t) = t.parse::<f64>()
-        {
-            times.push(t * 1e3);
-        }
-    }
-    let failures = n - times.len();
-    times.sort_by(f64::total_cmp);
-    OneShot {
-        median_ms: times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
-        failures,
-    }
+    let out = crate::cgroup::command_in(cgroup, "curl")
+        .args(["-s", "-o", "/dev/null", "--http1.1", "--max-time", "10"])
+        .args([
+            "-w",
+            "%{http_code} %{size_download} %{time_connect} %{time_appconnect} \
+             %{time_starttransfer} %{time_total}",
+            "--resolve",
+            &resolve,
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-H", "Authorization: Bearer sk-bench-not-a-real-key"])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let ["200", size, tcp, tls, first, total] = fields[..] else {
+        return None;
+    };
+    let ms = |t: &str| t.parse::<f64>().ok().map(|t| t * 1e3);
+    (size.parse() == Ok(expect_bytes)).then_some(())?;
+    Some(Phases {
+        connect_ms: ms(tcp)?,
+        tls_ms: ms(tls)?,
+        first_byte_ms: ms(first)?,
+        total_ms: ms(total)?,
+    })
 }

@@ -2,9 +2,13 @@
 //! (`curl -H 'Authorization: Bearer …'`, `--api-key=…`, keys pasted as arguments): mask them
 //! before they leave this module.
 
-use std::sync::LazyLock;
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, Mutex, PoisonError},
+};
 
 use regex::Regex;
+use sha2::{Digest as _, Sha256};
 
 use crate::analysis::{Analyzer, Location, mask_findings, redact::mask_known_secrets};
 
@@ -28,6 +32,34 @@ pub fn mask_cmdline(cmdline: &str) -> String {
     URL_USERINFO
         .replace_all(&args, "${1}[REDACTED]${3}")
         .into_owned()
+}
+
+/// Masked command lines by the SHA-256 of the raw one: most connections come from processes
+/// whose command line was seen before (the same app, restarted or forked), and masking is most
+/// of what reading a process's identity costs (≈ 90 µs of regex and secret scans). Keyed by a
+/// digest so the cache never holds a raw credential; bounded, emptied when full (a miss only
+/// costs a fresh mask).
+static MASKED: LazyLock<Mutex<HashMap<[u8; 32], String>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Entries of [`MASKED`] (each at most the 4 KiB command-line bound).
+const MASKED_CAPACITY: usize = 256;
+
+/// [`mask_cmdline`], answered from a cache of earlier results for the same command line.
+pub fn mask_cmdline_cached(cmdline: &str) -> String {
+    let key: [u8; 32] = Sha256::digest(cmdline.as_bytes()).into();
+    let lock = || MASKED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(hit) = lock().get(&key) {
+        return hit.clone();
+    }
+    // Masked outside the lock: a concurrent miss for the same line masks twice, harmlessly.
+    let masked = mask_cmdline(cmdline);
+    let mut cache = lock();
+    if cache.len() >= MASKED_CAPACITY {
+        cache.clear();
+    }
+    cache.insert(key, masked.clone());
+    masked
 }
 
 /// `cmdline` (already through [`mask_cmdline`]) with what the configured analysis also finds
@@ -76,6 +108,22 @@ mod tests {
             assert!(!masked.contains(secret), "{secret} survived in {masked}");
             assert!(masked.contains("REDACTED"), "{masked}");
         }
+    }
+
+    #[test]
+    fn cached_masks_equal_fresh_ones_and_stay_bounded() {
+        let line = "curl -H 'Authorization: Bearer abc.def-123' https://api.openai.com";
+        let first = mask_cmdline_cached(line);
+        assert_eq!(first, mask_cmdline(line));
+        assert_eq!(mask_cmdline_cached(line), first);
+        // A different line never gets another line's answer.
+        let other = "tool --token s3cr3t-value run";
+        assert_eq!(mask_cmdline_cached(other), mask_cmdline(other));
+        for i in 0..MASKED_CAPACITY * 2 {
+            let line = format!("app --instance {i} --api-key=k{i}");
+            assert_eq!(mask_cmdline_cached(&line), mask_cmdline(&line));
+        }
+        assert!(MASKED.lock().unwrap().len() <= MASKED_CAPACITY);
     }
 
     #[test]

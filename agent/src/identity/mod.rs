@@ -59,22 +59,17 @@ impl ProcessDetails {
         let exe = std::fs::read_link(dir.join("exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned());
-        let cmdline = std::fs::read(dir.join("cmdline")).ok().map(|raw| {
+        let cmdline = read_proc_file(&dir.join("cmdline")).map(|raw| {
             let mut s: String = String::from_utf8_lossy(&raw)
                 .trim_end_matches('\0')
                 .replace('\0', " ");
             if s.len() > MAX_CMDLINE {
-                let cut = (0..=MAX_CMDLINE)
-                    .rev()
-                    .find(|i| s.is_char_boundary(*i))
-                    .unwrap_or(0);
-                s.truncate(cut);
+                s.truncate(s.floor_char_boundary(MAX_CMDLINE));
             }
-            mask_cmdline(&s)
+            mask::mask_cmdline_cached(&s)
         });
-        let cgroup = std::fs::read_to_string(dir.join("cgroup"))
-            .ok()
-            .and_then(|text| unified_path(&text));
+        let cgroup = read_proc_file(&dir.join("cgroup"))
+            .and_then(|raw| unified_path(&String::from_utf8_lossy(&raw)));
         let (container_id, container_runtime) = cgroup
             .as_deref()
             .and_then(container)
@@ -97,6 +92,18 @@ impl ProcessDetails {
     }
 }
 
+/// A `/proc` file, read whole. These files report a size of 0, so `std::fs::read` would start
+/// with a tiny buffer and grow it read by read (six reads for a common command line, each one
+/// walking the other process's memory); one page-sized buffer takes it in one read plus the
+/// end-of-file read.
+fn read_proc_file(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+
+    let mut buf = Vec::with_capacity(4096);
+    std::fs::File::open(path).ok()?.read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
 /// The inode in a namespace link's target (`net:[4026531840]`).
 fn namespace_inode(target: &str) -> Option<u64> {
     target.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
@@ -117,7 +124,10 @@ mod tests {
     fn inspects_this_process() {
         let me = ProcessDetails::inspect(std::process::id());
         assert!(me.exe.is_some());
-        assert!(me.cmdline.is_some());
+        // Read whole in one buffer, arguments joined by spaces, then masked.
+        let args: Vec<String> = std::env::args().collect();
+        assert_eq!(me.cmdline, Some(mask_cmdline(&args.join(" "))));
+        assert!(me.cgroup.as_deref().is_some_and(|c| c.starts_with('/')));
         let own = std::fs::metadata("/proc/self/ns/net").unwrap();
         assert_eq!(me.netns, Some(std::os::unix::fs::MetadataExt::ino(&own)));
     }
