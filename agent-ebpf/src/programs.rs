@@ -21,8 +21,8 @@ use llmtrace_common::{AF_INET, AF_INET6, AgentConfig, ConnRecord, Stat, is_v4_ma
 use crate::{
     addr,
     maps::{
-        CONN_BY_CLIENT, CONN_BY_COOKIE, bump, config, heartbeat_fresh, netns_listener, provider,
-        request_listener,
+        CONN_BY_CLIENT, CONN_BY_COOKIE, Refusal, bump, config, denied, heartbeat_fresh,
+        netns_listener, provider, report_refusal, request_listener,
     },
 };
 
@@ -30,7 +30,7 @@ use crate::{
 pub(crate) const ALLOW: i32 = 1;
 /// Fail the syscall with `EPERM` (fail-closed, or UDP to a provider).
 pub(crate) const DENY: i32 = 0;
-const IPPROTO_TCP: u32 = 6;
+pub(crate) const IPPROTO_TCP: u32 = 6;
 
 /// IPv4 loopback in network order, as `user_ip4` holds it.
 const LOOPBACK4_BE: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
@@ -43,7 +43,7 @@ const LOOPBACK6_BE: [u32; 4] = [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])];
 enum Verdict {
     /// Not ours (or fail-open): leave the address alone.
     Pass,
-    /// Refuse with `EPERM` (fail-closed).
+    /// Refuse with `EPERM` (fail-closed, or a provider not approved for the caller's cgroup).
     Deny,
     /// Rewrite the destination to the agent's listener.
     Redirect(Target),
@@ -119,6 +119,20 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Verdi
         bump(Stat::SelfSkipped);
         return Verdict::Pass;
     }
+    // SAFETY: no arguments; always callable.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    // Before any redirect and in every network namespace: the rule is about the cgroup.
+    if refused_by_rule(
+        cgroup_id,
+        provider.provider_index,
+        dst,
+        port,
+        family,
+        tgid,
+        IPPROTO_TCP,
+    ) {
+        return Verdict::Deny;
+    }
     // SAFETY: the helper takes the program context, valid for the invocation.
     let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
     // Compared with the agent's own namespace, not the initial one: an agent that itself runs
@@ -168,10 +182,9 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Verdi
     }
     let uid_gid = bpf_get_current_uid_gid();
     // SAFETY: these helpers take the program context, which is valid for the whole invocation.
-    let (cookie, cgroup_id, now) = unsafe {
+    let (cookie, now) = unsafe {
         (
             bpf_get_socket_cookie(ctx.sock_addr.cast()),
-            bpf_get_current_cgroup_id(),
             bpf_ktime_get_ns(),
         )
     };
@@ -201,6 +214,39 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Verdi
     }
     bump(Stat::Redirected);
     Verdict::Redirect(to)
+}
+
+/// Refuses (and reports) a connect to a provider no `[[allow]]` rule approves for the
+/// caller's cgroup. Only while the agent is alive: with a stale heartbeat the operator's fail
+/// mode decides, as for every provider connect (fail-open lets it through uninspected,
+/// fail-closed refuses it anyway).
+#[inline(always)]
+pub(crate) fn refused_by_rule(
+    cgroup_id: u64,
+    provider_index: u32,
+    addr: [u8; 16],
+    port: u16,
+    family: u16,
+    tgid: u32,
+    protocol: u32,
+) -> bool {
+    let Some(rule) = denied(cgroup_id, provider_index) else {
+        return false;
+    };
+    if !heartbeat_fresh(config().heartbeat_timeout_ns) {
+        return false;
+    }
+    report_refusal(&Refusal {
+        cgroup_id,
+        addr,
+        port,
+        family,
+        tgid,
+        provider_index,
+        rule_id: rule.rule_id,
+        protocol,
+    });
+    true
 }
 
 /// A provider connection the agent cannot take: refused in fail-closed mode, else direct.
