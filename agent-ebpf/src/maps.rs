@@ -128,7 +128,9 @@ pub struct Refusal {
 }
 
 /// Counts a refusal and tells the agent about it (a full ring loses the event, counted; the
-/// refusal holds either way).
+/// refusal holds either way). Never inlined: its event lives in a frame of its own, called
+/// from the program's entry, not below `decide` (the verifier caps a call chain's stack).
+#[inline(never)]
 pub fn report_refusal(r: &Refusal) {
     bump(Stat::ConnectRefused);
     let event = RefusalEvent {

@@ -43,8 +43,10 @@ const LOOPBACK6_BE: [u32; 4] = [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])];
 enum Verdict {
     /// Not ours (or fail-open): leave the address alone.
     Pass,
-    /// Refuse with `EPERM` (fail-closed, or a provider not approved for the caller's cgroup).
+    /// Refuse with `EPERM` (fail-closed).
     Deny,
+    /// Refuse with `EPERM` and report it: a provider not approved for the caller's cgroup.
+    Refuse(Refusal),
     /// Rewrite the destination to the agent's listener.
     Redirect(Target),
 }
@@ -70,6 +72,10 @@ pub fn llt_connect4(ctx: SockAddrContext) -> i32 {
     match decide(&ctx, dst, port, AF_INET) {
         Verdict::Pass => ALLOW,
         Verdict::Deny => DENY,
+        Verdict::Refuse(r) => {
+            report_refusal(&r);
+            DENY
+        }
         Verdict::Redirect(to) => {
             addr::write_user_ip4(sa, to.ip4_be);
             addr::write_user_port(sa, to.port4);
@@ -89,6 +95,10 @@ pub fn llt_connect6(ctx: SockAddrContext) -> i32 {
     match decide(&ctx, dst, port, AF_INET6) {
         Verdict::Pass => ALLOW,
         Verdict::Deny => DENY,
+        Verdict::Refuse(r) => {
+            report_refusal(&r);
+            DENY
+        }
         Verdict::Redirect(to) => {
             // A v4-mapped destination travels over IPv4: send it to the agent's IPv4
             // listener, still in mapped form, or the kernel would try a real IPv6 route.
@@ -122,7 +132,7 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Verdi
     // SAFETY: no arguments; always callable.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     // Before any redirect and in every network namespace: the rule is about the cgroup.
-    if refused_by_rule(
+    if let Some(r) = refusal(
         cgroup_id,
         provider.provider_index,
         dst,
@@ -131,7 +141,7 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Verdi
         tgid,
         IPPROTO_TCP,
     ) {
-        return Verdict::Deny;
+        return Verdict::Refuse(r);
     }
     // SAFETY: the helper takes the program context, valid for the invocation.
     let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
@@ -216,12 +226,13 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Verdi
     Verdict::Redirect(to)
 }
 
-/// Refuses (and reports) a connect to a provider no `[[allow]]` rule approves for the
-/// caller's cgroup. Only while the agent is alive: with a stale heartbeat the operator's fail
-/// mode decides, as for every provider connect (fail-open lets it through uninspected,
-/// fail-closed refuses it anyway).
+/// The refusal of a connect to a provider no `[[allow]]` rule approves for the caller's
+/// cgroup, if it is one. Only while the agent is alive: with a stale heartbeat the operator's
+/// fail mode decides, as for every provider connect (fail-open lets it through uninspected,
+/// fail-closed refuses it anyway). The caller reports it with [`report_refusal`] from the
+/// program's own frame (the verifier caps the stack of a call chain at 512 bytes).
 #[inline(always)]
-pub(crate) fn refused_by_rule(
+pub(crate) fn refusal(
     cgroup_id: u64,
     provider_index: u32,
     addr: [u8; 16],
@@ -229,14 +240,12 @@ pub(crate) fn refused_by_rule(
     family: u16,
     tgid: u32,
     protocol: u32,
-) -> bool {
-    let Some(rule) = denied(cgroup_id, provider_index) else {
-        return false;
-    };
+) -> Option<Refusal> {
+    let rule = denied(cgroup_id, provider_index)?;
     if !heartbeat_fresh(config().heartbeat_timeout_ns) {
-        return false;
+        return None;
     }
-    report_refusal(&Refusal {
+    Some(Refusal {
         cgroup_id,
         addr,
         port,
@@ -245,8 +254,7 @@ pub(crate) fn refused_by_rule(
         provider_index,
         rule_id: rule.rule_id,
         protocol,
-    });
-    true
+    })
 }
 
 /// A provider connection the agent cannot take: refused in fail-closed mode, else direct.

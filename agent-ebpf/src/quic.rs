@@ -18,8 +18,8 @@ use llmtrace_common::{AF_INET, AF_INET6, Stat, v4_mapped};
 
 use crate::{
     addr,
-    maps::{bump, config, provider},
-    programs::{ALLOW, DENY, refused_by_rule, socket_mark},
+    maps::{bump, config, provider, report_refusal},
+    programs::{ALLOW, DENY, refusal, socket_mark},
 };
 
 const IPPROTO_UDP: u32 = 17;
@@ -83,7 +83,7 @@ fn verdict(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> i32 
     // every network namespace, before the QUIC rule.
     // SAFETY: no arguments; always callable.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if refused_by_rule(
+    if let Some(r) = refusal(
         cgroup_id,
         provider.provider_index,
         dst,
@@ -92,6 +92,7 @@ fn verdict(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> i32 
         tgid,
         IPPROTO_UDP,
     ) {
+        report_refusal(&r);
         return DENY;
     }
     if cfg.all_netns == 0 {

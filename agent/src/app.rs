@@ -80,7 +80,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     let guard = start_connect_guard(
         &mut kernel,
         &built,
-        &provider_names,
+        &providers,
         &sink,
         &config,
         &cgroup,
@@ -98,7 +98,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
         handler: built.handler,
-        provider_names: provider_names.clone(),
+        provider_names,
         metrics,
         limit: Arc::new(Semaphore::new(config.proxy.max_connections)),
         next_id: AtomicU64::new(1),
@@ -239,7 +239,7 @@ fn netns_manager(
 fn start_connect_guard(
     kernel: &mut Kernel,
     built: &build::Built,
-    providers: &Arc<Vec<String>>,
+    providers: &[crate::config::ProviderSpec],
     sink: &crate::sink::SinkHandle,
     config: &Config,
     attach: &std::path::Path,
@@ -248,9 +248,18 @@ fn start_connect_guard(
     let Some(maps) = kernel.take_connect_maps() else {
         return Ok(Vec::new());
     };
+    // Rules name providers as the proxy judges them: the engine's name for a known host,
+    // else the provider list's.
+    let names = providers
+        .iter()
+        .map(|p| match crate::llm::provider::provider_of_host(&p.host) {
+            crate::llm::Provider::Unknown => p.name.clone(),
+            known => known.as_str().to_owned(),
+        })
+        .collect();
     let parts = crate::connect_guard::Parts {
         control: built.control.clone(),
-        providers: providers.clone(),
+        providers: Arc::new(names),
         pods: built.pods.clone(),
         docker: Some(built.docker.clone()),
         sink: sink.clone(),

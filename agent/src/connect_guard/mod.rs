@@ -45,7 +45,7 @@ pub fn start(
     shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let known = Arc::new(sync::Known::default());
-    let syncer = sync::Sync {
+    let syncer = sync::Syncer {
         control: parts.control.clone(),
         deny: maps.deny,
         providers: parts.providers.clone(),

@@ -59,7 +59,7 @@ impl Known {
 }
 
 /// The task keeping the deny map.
-pub struct Sync {
+pub struct Syncer {
     pub control: Arc<Control>,
     pub deny: DenyMap,
     /// The agent's provider list, by index (as the kernel's provider map numbers them).
@@ -73,13 +73,13 @@ pub struct Sync {
     pub known: Arc<Known>,
 }
 
-impl std::fmt::Debug for Sync {
+impl std::fmt::Debug for Syncer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sync").finish_non_exhaustive()
+        f.debug_struct("Syncer").finish_non_exhaustive()
     }
 }
 
-impl Sync {
+impl Syncer {
     /// Runs until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let changed = self.control.changed();
