@@ -66,7 +66,10 @@ fn curl_in(cg: &TestCgroup, port: u16, cacert: Option<&Path>) -> Curl {
         .expect("run curl");
     Curl {
         code: out.status.code().unwrap_or(-1),
-        status: String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0),
+        status: String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
@@ -112,9 +115,7 @@ fn row_with(follow: &testkit::agent::Follow, kind: &str) -> Value {
 /// The next row `pred` accepts, skipping others.
 fn next_matching(follow: &testkit::agent::Follow, pred: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..20 {
-        let row = follow
-            .next(Duration::from_secs(10))
-            .expect("a row in time");
+        let row = follow.next(Duration::from_secs(10)).expect("a row in time");
         if pred(&row) {
             return row;
         }
@@ -143,6 +144,53 @@ fn assert_refused(c: &Curl) {
     // TLS handshake happened: trusting the CA or not makes no difference.
     assert_eq!(c.code, 7, "curl should fail at connect: {}", c.stderr);
     assert_eq!(c.status, 0);
+}
+
+/// A retry loop in one process (200 connects) makes one row per second, with its count;
+/// the metric counts every refusal (2 before the loop).
+fn retry_loop_makes_one_row(
+    agent: &Agent,
+    follow: &testkit::agent::Follow,
+    pod_a: &TestCgroup,
+    port: u16,
+) {
+    let python = std::env::var("LLMTRACE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let burst = command_in(Some(pod_a), &python)
+        .arg("-c")
+        .arg(format!(
+            "import socket\nn = 0\nfor _ in range(200):\n    try:\n        socket.create_connection(('127.0.0.2', {port}), timeout=2).close()\n    except PermissionError:\n        n += 1\nprint(n)"
+        ))
+        .output()
+        .expect("run the retry loop");
+    assert_eq!(
+        String::from_utf8_lossy(&burst.stdout).trim(),
+        "200",
+        "every connect refused: {}",
+        String::from_utf8_lossy(&burst.stderr)
+    );
+    let mut counted = 0;
+    let mut rows = 0;
+    while counted < 200 {
+        let row = row_with(follow, "policy.unapproved_provider");
+        let (_, excerpt) = findings(&row).into_iter().next().unwrap();
+        let n: u64 = excerpt
+            .split(": ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {excerpt:?}"));
+        counted += n;
+        rows += 1;
+    }
+    assert_eq!(counted, 200);
+    // 200 connects take well under a second; a window boundary may split them once.
+    assert!(rows <= 2, "{rows} rows for one retry loop");
+    wait_metric(
+        agent,
+        "llmtrace_control_connect_refusals_total",
+        &format!("rule=\"{RULE}\""),
+        202,
+    );
 }
 
 #[test]
@@ -196,7 +244,10 @@ fn an_unapproved_pod_is_refused_at_connect_and_an_approved_one_proxied() {
         .into_iter()
         .find(|(k, _)| k == "policy.unapproved_provider")
         .unwrap();
-    assert!(excerpt.starts_with(&format!("rule {RULE}: 1 connect(s)")), "{excerpt}");
+    assert!(
+        excerpt.starts_with(&format!("rule {RULE}: 1 connect(s)")),
+        "{excerpt}"
+    );
     wait_metric(
         &agent,
         "llmtrace_control_connect_refusals_total",
@@ -215,48 +266,15 @@ fn an_unapproved_pod_is_refused_at_connect_and_an_approved_one_proxied() {
     assert_eq!(row["k8s_namespace"], "web", "{row}");
     assert_ne!(row["action"], "block", "{row}");
 
-    // A retry loop in one process makes one row per second, with its count.
-    let python = std::env::var("LLMTRACE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let burst = command_in(Some(&pod_a), &python)
-        .arg("-c")
-        .arg(format!(
-            "import socket\nn = 0\nfor _ in range(200):\n    try:\n        socket.create_connection(('127.0.0.2', {port}), timeout=2).close()\n    except PermissionError:\n        n += 1\nprint(n)"
-        ))
-        .output()
-        .expect("run the retry loop");
-    assert_eq!(
-        String::from_utf8_lossy(&burst.stdout).trim(),
-        "200",
-        "every connect refused: {}",
-        String::from_utf8_lossy(&burst.stderr)
-    );
-    let mut counted = 0;
-    let mut rows = 0;
-    while counted < 200 {
-        let row = row_with(&follow, "policy.unapproved_provider");
-        let (_, excerpt) = findings(&row).into_iter().next().unwrap();
-        let n: u64 = excerpt
-            .split(": ")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no count in {excerpt:?}"));
-        counted += n;
-        rows += 1;
-    }
-    assert_eq!(counted, 200);
-    // 200 connects take well under a second; a window boundary may split them once.
-    assert!(rows <= 2, "{rows} rows for one retry loop");
-    wait_metric(
-        &agent,
-        "llmtrace_control_connect_refusals_total",
-        &format!("rule=\"{RULE}\""),
-        202,
-    );
+    retry_loop_makes_one_row(&agent, &follow, &pod_a, port);
 
     // Drop `at_connect`: the first pod connects again, and the proxy judges its request.
     let base = std::fs::read_to_string(&agent.config_path).unwrap();
-    std::fs::write(&agent.config_path, base.replace(&rules(true), &rules(false))).unwrap();
+    std::fs::write(
+        &agent.config_path,
+        base.replace(&rules(true), &rules(false)),
+    )
+    .unwrap();
     agent.signal(Signal::SIGHUP);
     wait_metric(&agent, "llmtrace_control_connect_deny_entries", "", 0);
     let a = curl_in(&pod_a, port, Some(&ca));

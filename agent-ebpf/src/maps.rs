@@ -2,12 +2,12 @@
 
 use core::ptr::read_volatile;
 
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_uid_gid};
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_uid_gid};
 use llmtrace_common::{
     AgentConfig, ClientKey, ConnRecord, DenyKey, DenyValue, NetnsEvent, NetnsListener,
     PROVIDER_KEY_PORT_BITS, ProviderKey, ProviderValue, RefusalEvent, Stat,

@@ -79,7 +79,9 @@ impl Windows {
             .filter(|(_, p)| all || now.duration_since(p.opened) >= WINDOW)
             .map(|(k, _)| *k)
             .collect();
-        due.into_iter().filter_map(|k| self.open.remove(&k)).collect()
+        due.into_iter()
+            .filter_map(|k| self.open.remove(&k))
+            .collect()
     }
 }
 
@@ -211,7 +213,14 @@ impl Context {
         let at = wall_time(e.connect_ns);
         let row = trace::refused_connect(&facts, at, &rule, p.count, e.protocol == 17);
         let group = caller(&details);
-        info!(rule, provider, pid = e.tgid, caller = group, count = p.count, "connects refused at connect time");
+        info!(
+            rule,
+            provider,
+            pid = e.tgid,
+            caller = group,
+            count = p.count,
+            "connects refused at connect time"
+        );
         self.control.note_connect_refusals(&rule, group, p.count);
         self.sink.record(row);
     }
@@ -254,9 +263,7 @@ fn comm(raw: &[u8; 16]) -> String {
 
 fn destination(e: &RefusalEvent) -> SocketAddr {
     let v6 = Ipv6Addr::from(e.addr);
-    let ip = v6
-        .to_ipv4_mapped()
-        .map_or(IpAddr::V6(v6), IpAddr::V4);
+    let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
     SocketAddr::new(ip, e.port)
 }
 
@@ -321,7 +328,9 @@ mod tests {
         let mut rows = w.close(t0 + WINDOW, false);
         rows.sort_by_key(|p| p.first.tgid);
         assert_eq!(
-            rows.iter().map(|p| (p.first.tgid, p.count)).collect::<Vec<_>>(),
+            rows.iter()
+                .map(|p| (p.first.tgid, p.count))
+                .collect::<Vec<_>>(),
             [(10, 500), (11, 1)]
         );
         assert!(w.close(t0 + WINDOW * 5, true).is_empty());

@@ -132,7 +132,14 @@ mod tests {
             leaf_entry.details.container_runtime,
             identity::ContainerRuntime::Containerd
         );
-        assert!(leaf_entry.details.cgroup.as_deref().unwrap().starts_with("/attach/"));
+        assert!(
+            leaf_entry
+                .details
+                .cgroup
+                .as_deref()
+                .unwrap()
+                .starts_with("/attach/")
+        );
         let docker_entry = s
             .entries
             .iter()

@@ -101,7 +101,9 @@ impl Syncer {
             match tokio::task::spawn_blocking(move || scan(&root, &attach)).await {
                 Ok(s) => {
                     if s.truncated {
-                        warn!("at_connect: too many cgroups below the attach cgroup; the scan stopped early");
+                        warn!(
+                            "at_connect: too many cgroups below the attach cgroup; the scan stopped early"
+                        );
                     }
                     s.entries
                 }

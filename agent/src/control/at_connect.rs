@@ -15,7 +15,11 @@ pub const UNAPPROVED_PROVIDER: &str = "policy.unapproved_provider";
 
 /// The `at_connect` rule refusing `provider` to the cgroup whose identity is `id` (its
 /// `provider` field is ignored), or `None` when the connect may proceed.
-pub fn refusing_rule<'a>(rules: &'a [AllowRule], id: &Identity<'_>, provider: &str) -> Option<&'a str> {
+pub fn refusing_rule<'a>(
+    rules: &'a [AllowRule],
+    id: &Identity<'_>,
+    provider: &str,
+) -> Option<&'a str> {
     let id = Identity { provider, ..*id };
     let refusing = rules
         .iter()
@@ -97,8 +101,14 @@ mod tests {
             refused(&r, &pod("research", "notebook")),
             [(0, "research".to_owned()), (2, "research".to_owned())]
         );
-        assert!(refused(&r, &pod("research", "other")).is_empty(), "not governed");
-        assert!(refused(&r, &pod("web", "notebook")).is_empty(), "not governed");
+        assert!(
+            refused(&r, &pod("research", "other")).is_empty(),
+            "not governed"
+        );
+        assert!(
+            refused(&r, &pod("web", "notebook")).is_empty(),
+            "not governed"
+        );
     }
 
     #[test]

@@ -207,8 +207,15 @@ mod tests {
         );
         assert_eq!(refused.not_intercepted_reason, REFUSED_AT_CONNECT);
         assert_eq!(refused.findings[0].kind, "policy.unapproved_provider");
-        assert!(refused.findings[0].excerpt.contains("rule research-only: 3 connect(s)"));
-        assert_eq!((refused.start_time, refused.end_time), (1_000_000_000, 1_000_000_000));
+        assert!(
+            refused.findings[0]
+                .excerpt
+                .contains("rule research-only: 3 connect(s)")
+        );
+        assert_eq!(
+            (refused.start_time, refused.end_time),
+            (1_000_000_000, 1_000_000_000)
+        );
         assert_eq!(refused.k8s_workload, "chat");
         assert_eq!(refused.provider, "openai");
     }
