@@ -4,8 +4,9 @@
 //! approve the provider is refused in the kernel at `connect()` (also with `--insecure`, as an
 //! app that would never trust the agent's CA), and a rate-bounded trace row, metric and log
 //! name the rule; the other pod is proxied as before. A SIGHUP that drops `at_connect` lets the
-//! first pod connect again (the proxy then judges it), and a frozen agent (stale heartbeat)
-//! fails open for it too.
+//! first pod connect again (the proxy then judges it). A UDP send (QUIC) from the refused pod is
+//! refused and reported by the same rule, and a frozen agent (stale heartbeat) fails open for
+//! the refused pod too.
 
 use std::{path::Path, time::Duration};
 
@@ -309,7 +310,32 @@ fn refusal_at_connect_needs_a_live_agent_in_fail_open_mode() {
     wait_metric(&agent, "llmtrace_kubernetes_pods", "", 2);
     let pod_a = cg.kubelet_container(UID_A, CID_A);
     wait_metric(&agent, "llmtrace_control_connect_deny_entries", "", 2);
+    let follow = agent.follow();
     assert_refused(&curl_in(&pod_a, port, None));
+    // A UDP send (QUIC) from the pod is refused by the same rule, and reported as such.
+    let python = std::env::var("LLMTRACE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let udp = command_in(Some(&pod_a), &python)
+        .arg("-c")
+        .arg(format!(
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             try:\n    s.sendto(b'q', ('127.0.0.2', {port}))\n    print('sent')\n\
+             except PermissionError:\n    print('refused')"
+        ))
+        .output()
+        .expect("run python");
+    assert_eq!(String::from_utf8_lossy(&udp.stdout).trim(), "refused");
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let row = row_with(&follow, "policy.unapproved_provider");
+        kinds.push(findings(&row)[0].1.contains("UDP send(s)"));
+    }
+    kinds.sort_unstable();
+    assert_eq!(kinds, [false, true], "one TCP and one UDP refusal row");
+    assert_eq!(
+        agent.metric("llmtrace_ebpf_events_total", "event=\"quic_refused\""),
+        0,
+        "counted as an at_connect refusal, not as QUIC"
+    );
 
     // Frozen agent: the heartbeat goes stale and the operator chose fail-open, so the
     // connect goes direct (to the fake provider, which `--insecure` accepts), not refused.
