@@ -128,14 +128,7 @@ fn main() {
             ),
         },
     );
-    let refused_cg = TestCgroup {
-        path: cg.path.join(format!("docker-{REFUSED_CONTAINER}.scope")),
-    };
-    std::fs::create_dir(&refused_cg.path).expect("create the refused container's cgroup");
-    let denied = wait_for(Duration::from_secs(10), || {
-        (agent.metric("llmtrace_control_connect_deny_entries", "") == 1).then_some(())
-    });
-    assert!(denied.is_some(), "no at_connect refusal:\n{}", agent.log());
+    let refused_cg = refused_container(&agent, &cg);
     let pod = lab.pod();
     let pod_cg = cg.kubelet_container("6b4b5c1e-2a3d-4f5e-8a9b-0c1d2e3f4a5b", &"a".repeat(64));
     let pause = Pause::start(&pod_cg, &pod.ns);
@@ -200,9 +193,36 @@ fn main() {
         "\nllmtrace eBPF benchmark ({} connects per row, sequential)\n",
         connects()
     );
+    print_rows(&rows);
+    println!(
+        "\ngoals: non-target ≤ 0.30 µs, redirected ≤ 1.50 µs per connect4 call (eBPF logging off)"
+    );
+    println!("\n| namespaces | agent RSS per served namespace | time to ready p50 | p99 |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {} new pods | {:.1} KiB | {:.2} ms | {:.2} ms |",
+        pods.count, pods.rss_kib_per_ns, pods.ready_p50_ms, pods.ready_p99_ms
+    );
+}
+
+/// A Docker-shaped container cgroup below `cg` that the bench's `at_connect` rule governs,
+/// once the agent refuses it.
+fn refused_container(agent: &Agent, cg: &TestCgroup) -> TestCgroup {
+    let refused = TestCgroup {
+        path: cg.path.join(format!("docker-{REFUSED_CONTAINER}.scope")),
+    };
+    std::fs::create_dir(&refused.path).expect("create the refused container's cgroup");
+    let denied = wait_for(Duration::from_secs(10), || {
+        (agent.metric("llmtrace_control_connect_deny_entries", "") == 1).then_some(())
+    });
+    assert!(denied.is_some(), "no at_connect refusal:\n{}", agent.log());
+    refused
+}
+
+fn print_rows(rows: &[Row]) {
     println!("| case | connect4 cost per call | connect+close p50 | p99 |");
     println!("|---|---|---|---|");
-    for r in &rows {
+    for r in rows {
         let cost = r.ns_per_call.map_or_else(
             || "–".to_owned(),
             |d| format!("{:.2} µs", d.as_secs_f64() * 1e6),
@@ -216,15 +236,6 @@ fn main() {
         };
         println!("| {} | {} | {} | {} |", r.label, cost, us(r.p50), us(r.p99));
     }
-    println!(
-        "\ngoals: non-target ≤ 0.30 µs, redirected ≤ 1.50 µs per connect4 call (eBPF logging off)"
-    );
-    println!("\n| namespaces | agent RSS per served namespace | time to ready p50 | p99 |");
-    println!("|---|---|---|---|");
-    println!(
-        "| {} new pods | {:.1} KiB | {:.2} ms | {:.2} ms |",
-        pods.count, pods.rss_kib_per_ns, pods.ready_p50_ms, pods.ready_p99_ms
-    );
 }
 
 fn wait_served(agent: &Agent, n: u64) {
