@@ -2,7 +2,10 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_uid_gid};
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid},
+};
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_ns,
     macros::map,
@@ -147,7 +150,12 @@ pub fn report_refusal(r: &Refusal) {
         protocol: r.protocol,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    if REFUSAL_EVENTS.output::<RefusalEvent>(&event, 0).is_err() {
+    // No wakeup: the agent drains the ring on its own tick (its rows wait for the end of a
+    // one-second window anyway), which keeps a refused connect cheap for a retrying client.
+    if REFUSAL_EVENTS
+        .output::<RefusalEvent>(&event, u64::from(BPF_RB_NO_WAKEUP))
+        .is_err()
+    {
         bump(Stat::RefusalEventLost);
     }
 }

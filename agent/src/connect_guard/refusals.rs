@@ -135,25 +135,32 @@ impl Reader {
                 () = shutdown.cancelled() => break,
                 guard = ring.readable_mut() => {
                     let Ok(mut guard) = guard else { break };
-                    let now = Instant::now();
-                    let r = guard.get_inner_mut();
-                    while let Some(item) = r.next() {
-                        let Some(e) = parse(&item) else { continue };
-                        if !windows.add(e, now) {
-                            ctx.dropped(&e);
-                        }
-                    }
+                    drain(guard.get_inner_mut(), &mut windows, &ctx);
                     guard.clear_ready();
                 }
+                // The kernel writes without waking us (cheaper refusals): drain on the tick.
                 _ = tick.tick() => {
+                    drain(ring.get_mut(), &mut windows, &ctx);
                     for p in windows.close(Instant::now(), false) {
                         ctx.write(&p).await;
                     }
                 }
             }
         }
+        drain(ring.get_mut(), &mut windows, &ctx);
         for p in windows.close(Instant::now(), true) {
             ctx.write(&p).await;
+        }
+    }
+}
+
+/// Reads every event waiting in the ring into `windows`.
+fn drain(ring: &mut RingBuf<MapData>, windows: &mut Windows, ctx: &Context) {
+    let now = Instant::now();
+    while let Some(item) = ring.next() {
+        let Some(e) = parse(&item) else { continue };
+        if !windows.add(e, now) {
+            ctx.dropped(&e);
         }
     }
 }
