@@ -3,13 +3,17 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid},
+};
+use aya_ebpf::{
     helpers::generated::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use llmtrace_common::{
-    AgentConfig, ClientKey, ConnRecord, NetnsEvent, NetnsListener, PROVIDER_KEY_PORT_BITS,
-    ProviderKey, ProviderValue, Stat,
+    AgentConfig, ClientKey, ConnRecord, DenyKey, DenyValue, NetnsEvent, NetnsListener,
+    PROVIDER_KEY_PORT_BITS, ProviderKey, ProviderValue, RefusalEvent, Stat,
 };
 
 /// Set by the agent at load time (a frozen `.rodata` value the verifier can see through).
@@ -41,6 +45,14 @@ static NETNS_LISTENERS: HashMap<u64, NetnsListener> = HashMap::with_max_entries(
 /// Namespaces that need a listener, for the agent to pick up (64 KiB: 4096 events).
 #[map]
 static NETNS_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// (cgroup, provider) pairs no `[[allow]]` rule approves (`at_connect`), kept by the agent.
+#[map]
+static CONNECT_DENY: HashMap<DenyKey, DenyValue> = HashMap::with_max_entries(65536, 0);
+
+/// Refused connects, for the agent's trace rows (256 KiB: 3640 events; more are counted lost).
+#[map]
+static REFUSAL_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
@@ -91,5 +103,59 @@ pub fn request_listener(netns_cookie: u64, tgid: u32) {
     };
     if NETNS_EVENTS.output::<NetnsEvent>(&event, 0).is_err() {
         bump(Stat::NetnsEventLost);
+    }
+}
+
+/// The rule refusing `provider_index` to cgroup `cgroup_id`, if one does.
+#[inline(always)]
+pub fn denied(cgroup_id: u64, provider_index: u32) -> Option<DenyValue> {
+    let key = DenyKey {
+        cgroup_id,
+        provider_index,
+        reserved: 0,
+    };
+    // SAFETY: the value is copied out at once.
+    unsafe { CONNECT_DENY.get(&key).copied() }
+}
+
+/// What a refusal event says besides who refused it.
+pub struct Refusal {
+    pub cgroup_id: u64,
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub family: u16,
+    pub tgid: u32,
+    pub provider_index: u32,
+    pub rule_id: u32,
+    pub protocol: u32,
+}
+
+/// Counts a refusal and tells the agent about it (a full ring loses the event, counted; the
+/// refusal holds either way). Never inlined: its event lives in a frame of its own, called
+/// from the program's entry, not below `decide` (the verifier caps a call chain's stack).
+#[inline(never)]
+pub fn report_refusal(r: &Refusal) {
+    bump(Stat::ConnectRefused);
+    let event = RefusalEvent {
+        cgroup_id: r.cgroup_id,
+        // SAFETY: no arguments; always callable.
+        connect_ns: unsafe { bpf_ktime_get_ns() },
+        addr: r.addr,
+        port: r.port,
+        family: r.family,
+        tgid: r.tgid,
+        uid: bpf_get_current_uid_gid() as u32,
+        provider_index: r.provider_index,
+        rule_id: r.rule_id,
+        protocol: r.protocol,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    // No wakeup: the agent drains the ring on its own tick (its rows wait for the end of a
+    // one-second window anyway), which keeps a refused connect cheap for a retrying client.
+    if REFUSAL_EVENTS
+        .output::<RefusalEvent>(&event, u64::from(BPF_RB_NO_WAKEUP))
+        .is_err()
+    {
+        bump(Stat::RefusalEventLost);
     }
 }

@@ -21,8 +21,8 @@ use llmtrace_common::{AF_INET, AF_INET6, AgentConfig, ConnRecord, Stat, is_v4_ma
 use crate::{
     addr,
     maps::{
-        CONN_BY_CLIENT, CONN_BY_COOKIE, bump, config, heartbeat_fresh, netns_listener, provider,
-        request_listener,
+        CONN_BY_CLIENT, CONN_BY_COOKIE, Refusal, bump, config, denied, heartbeat_fresh,
+        netns_listener, provider, report_refusal, request_listener,
     },
 };
 
@@ -30,7 +30,7 @@ use crate::{
 pub(crate) const ALLOW: i32 = 1;
 /// Fail the syscall with `EPERM` (fail-closed, or UDP to a provider).
 pub(crate) const DENY: i32 = 0;
-const IPPROTO_TCP: u32 = 6;
+pub(crate) const IPPROTO_TCP: u32 = 6;
 
 /// IPv4 loopback in network order, as `user_ip4` holds it.
 const LOOPBACK4_BE: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
@@ -45,6 +45,8 @@ enum Verdict {
     Pass,
     /// Refuse with `EPERM` (fail-closed).
     Deny,
+    /// Refuse with `EPERM` and report it: a provider not approved for the caller's cgroup.
+    Refuse(Refusal),
     /// Rewrite the destination to the agent's listener.
     Redirect(Target),
 }
@@ -70,6 +72,10 @@ pub fn llt_connect4(ctx: SockAddrContext) -> i32 {
     match decide(&ctx, dst, port, AF_INET) {
         Verdict::Pass => ALLOW,
         Verdict::Deny => DENY,
+        Verdict::Refuse(r) => {
+            report_refusal(&r);
+            DENY
+        }
         Verdict::Redirect(to) => {
             addr::write_user_ip4(sa, to.ip4_be);
             addr::write_user_port(sa, to.port4);
@@ -89,6 +95,10 @@ pub fn llt_connect6(ctx: SockAddrContext) -> i32 {
     match decide(&ctx, dst, port, AF_INET6) {
         Verdict::Pass => ALLOW,
         Verdict::Deny => DENY,
+        Verdict::Refuse(r) => {
+            report_refusal(&r);
+            DENY
+        }
         Verdict::Redirect(to) => {
             // A v4-mapped destination travels over IPv4: send it to the agent's IPv4
             // listener, still in mapped form, or the kernel would try a real IPv6 route.
@@ -118,6 +128,20 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Verdi
     if tgid == cfg.agent_tgid || socket_mark(ctx.sock_addr) == cfg.socket_mark {
         bump(Stat::SelfSkipped);
         return Verdict::Pass;
+    }
+    // SAFETY: no arguments; always callable.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    // Before any redirect and in every network namespace: the rule is about the cgroup.
+    if let Some(r) = refusal(
+        cgroup_id,
+        provider.provider_index,
+        dst,
+        port,
+        family,
+        tgid,
+        IPPROTO_TCP,
+    ) {
+        return Verdict::Refuse(r);
     }
     // SAFETY: the helper takes the program context, valid for the invocation.
     let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
@@ -168,10 +192,9 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Verdi
     }
     let uid_gid = bpf_get_current_uid_gid();
     // SAFETY: these helpers take the program context, which is valid for the whole invocation.
-    let (cookie, cgroup_id, now) = unsafe {
+    let (cookie, now) = unsafe {
         (
             bpf_get_socket_cookie(ctx.sock_addr.cast()),
-            bpf_get_current_cgroup_id(),
             bpf_ktime_get_ns(),
         )
     };
@@ -201,6 +224,37 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Verdi
     }
     bump(Stat::Redirected);
     Verdict::Redirect(to)
+}
+
+/// The refusal of a connect to a provider no `[[allow]]` rule approves for the caller's
+/// cgroup, if it is one. Only while the agent is alive: with a stale heartbeat the operator's
+/// fail mode decides, as for every provider connect (fail-open lets it through uninspected,
+/// fail-closed refuses it anyway). The caller reports it with [`report_refusal`] from the
+/// program's own frame (the verifier caps the stack of a call chain at 512 bytes).
+#[inline(always)]
+pub(crate) fn refusal(
+    cgroup_id: u64,
+    provider_index: u32,
+    addr: [u8; 16],
+    port: u16,
+    family: u16,
+    tgid: u32,
+    protocol: u32,
+) -> Option<Refusal> {
+    let rule = denied(cgroup_id, provider_index)?;
+    if !heartbeat_fresh(config().heartbeat_timeout_ns) {
+        return None;
+    }
+    Some(Refusal {
+        cgroup_id,
+        addr,
+        port,
+        family,
+        tgid,
+        provider_index,
+        rule_id: rule.rule_id,
+        protocol,
+    })
 }
 
 /// A provider connection the agent cannot take: refused in fail-closed mode, else direct.

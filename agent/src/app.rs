@@ -82,6 +82,15 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         built.control.clone(),
         built.handler.engine_slot().clone(),
     );
+    let guard = start_connect_guard(
+        &mut kernel,
+        &built,
+        &providers,
+        &sink,
+        &config,
+        &cgroup,
+        &shutdown,
+    )?;
     let control = crate::control::reload::ControlTasks::start(
         built.control,
         alerts.tap_control(built.control_events),
@@ -159,6 +168,10 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         let _ = l.await;
     }
     drop(acceptor);
+    // The refusal reader writes the rows of its open rate windows as it stops.
+    for t in guard {
+        let _ = t.await;
+    }
     drain(tasks, records, config.proxy.drain_timeout_ms, alerts).await;
     control.stop();
     // Every connection has ended, so every row is queued: flush them to the spool.
@@ -231,6 +244,43 @@ fn netns_manager(
         metrics: Arc::new(netns::NetnsMetrics::register(registry)),
         rescan: Duration::from_millis(i.netns_rescan_ms),
     }))
+}
+
+/// The `[[allow]] at_connect` tasks: the kernel's (cgroup, provider) refusals kept in sync
+/// with the rules and the pods/containers present, and refused connects turned into rows.
+fn start_connect_guard(
+    kernel: &mut Kernel,
+    built: &build::Built,
+    providers: &[crate::config::ProviderSpec],
+    sink: &crate::sink::SinkHandle,
+    config: &Config,
+    attach: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> Result<Vec<JoinHandle<()>>> {
+    let Some(maps) = kernel.take_connect_maps() else {
+        return Ok(Vec::new());
+    };
+    // Rules name providers as the proxy judges them: the engine's name for a known host,
+    // else the provider list's.
+    let names = providers
+        .iter()
+        .map(|p| match crate::llm::provider::provider_of_host(&p.host) {
+            crate::llm::Provider::Unknown => p.name.clone(),
+            known => known.as_str().to_owned(),
+        })
+        .collect();
+    let parts = crate::connect_guard::Parts {
+        control: built.control.clone(),
+        providers: Arc::new(names),
+        pods: built.pods.clone(),
+        docker: Some(built.docker.clone()),
+        sink: sink.clone(),
+        fleet: Arc::new(crate::trace::Fleet::detect(&config.sink.cluster_label)),
+    };
+    let root = cgroup::detect_root()?;
+    Ok(crate::connect_guard::start(
+        maps, parts, &root, attach, shutdown,
+    ))
 }
 
 /// The attached cgroup as `/proc/<pid>/cgroup` names it (relative to the cgroup2 root).

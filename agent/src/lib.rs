@@ -13,6 +13,7 @@ pub mod anomaly;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod connect_guard;
 pub mod control;
 pub mod dns;
 pub mod ebpf;

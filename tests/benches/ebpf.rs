@@ -5,8 +5,9 @@
 //! and connect+close latency from an app's point of view: outside any hook, inside the hooked
 //! cgroup to a non-provider, and redirected to the agent; the same from inside a simulated pod
 //! (its own network namespace, routed through the host to a provider in a test "internet"
-//! namespace). Then, over `LLMTRACE_BENCH_PODS` new pods (default 50): the agent's memory per
-//! served namespace and the time from a namespace's first provider connect to its listener.
+//! namespace), and refused at connect by an `[[allow]] at_connect` rule. Then, over
+//! `LLMTRACE_BENCH_PODS` new pods (default 50): the agent's memory per served namespace and the
+//! time from a namespace's first provider connect to its listener.
 //! Prints two tables.
 
 use std::time::Duration;
@@ -21,6 +22,8 @@ use testkit::{
 };
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+/// Container id of the cgroup whose provider connects are refused at connect.
+const REFUSED_CONTAINER: &str = "cc00000000000000000000000000000000000000000000000000000000000004";
 
 fn connects() -> usize {
     std::env::var("LLMTRACE_BENCH_CONNECTS")
@@ -55,6 +58,17 @@ fn measure_in(
     pod: Option<&PodNet>,
     addr: &str,
 ) -> Row {
+    measure_as(label, agent, cg, pod, addr, false)
+}
+
+fn measure_as(
+    label: &'static str,
+    agent: &Agent,
+    cg: Option<&TestCgroup>,
+    pod: Option<&PodNet>,
+    addr: &str,
+    refused: bool,
+) -> Row {
     let n = connects();
     let before = connect4(agent);
     let out = Probe {
@@ -68,7 +82,9 @@ fn measure_in(
         ],
     }
     .run(addr);
-    assert_eq!(out["failed"], 0, "{out}");
+    // A refused row expects every connect to fail (and has no latency to show).
+    let expected_failures = if refused { n } else { 0 };
+    assert_eq!(out["failed"], expected_failures, "{out}");
     let after = connect4(agent);
     let runs = after.0 - before.0;
     Row {
@@ -102,12 +118,17 @@ fn main() {
         &AgentConfig {
             // Namespaces come in through the kernel's event only (for the time to ready).
             intercept: "netns_rescan_ms = 600000".into(),
+            // One container may not use the provider at all: refused at connect.
             rest: format!(
-                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\", \"{}\"]\n",
+                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\", \"{}\"]\n\
+                 [control]\nconnect_rescan_ms = 200\n\
+                 [[allow]]\nname = \"bench-refused\"\nmatch = {{ container = \"{REFUSED_CONTAINER}\" }}\n\
+                 providers = [\"anthropic\"]\naction = \"block\"\nat_connect = true\n",
                 lab.provider_ip
             ),
         },
     );
+    let refused_cg = refused_container(&agent, &cg);
     let pod = lab.pod();
     let pod_cg = cg.kubelet_container("6b4b5c1e-2a3d-4f5e-8a9b-0c1d2e3f4a5b", &"a".repeat(64));
     let pause = Pause::start(&pod_cg, &pod.ns);
@@ -154,6 +175,14 @@ fn main() {
             Some(&pod),
             &remote.addr.to_string(),
         ),
+        measure_as(
+            "hooked, refused at connect (`[[allow]] at_connect`)",
+            &agent,
+            Some(&refused_cg),
+            None,
+            &target.addr.to_string(),
+            true,
+        ),
     ];
     // Kernel accounting is only needed for the rows above: restore it before anything else
     // can fail.
@@ -164,18 +193,7 @@ fn main() {
         "\nllmtrace eBPF benchmark ({} connects per row, sequential)\n",
         connects()
     );
-    println!("| case | connect4 cost per call | connect+close p50 | p99 |");
-    println!("|---|---|---|---|");
-    for r in &rows {
-        let cost = r.ns_per_call.map_or_else(
-            || "–".to_owned(),
-            |d| format!("{:.2} µs", d.as_secs_f64() * 1e6),
-        );
-        println!(
-            "| {} | {} | {:.1} µs | {:.1} µs |",
-            r.label, cost, r.p50, r.p99
-        );
-    }
+    print_rows(&rows);
     println!(
         "\ngoals: non-target ≤ 0.30 µs, redirected ≤ 1.50 µs per connect4 call (eBPF logging off)"
     );
@@ -185,6 +203,39 @@ fn main() {
         "| {} new pods | {:.1} KiB | {:.2} ms | {:.2} ms |",
         pods.count, pods.rss_kib_per_ns, pods.ready_p50_ms, pods.ready_p99_ms
     );
+}
+
+/// A Docker-shaped container cgroup below `cg` that the bench's `at_connect` rule governs,
+/// once the agent refuses it.
+fn refused_container(agent: &Agent, cg: &TestCgroup) -> TestCgroup {
+    let refused = TestCgroup {
+        path: cg.path.join(format!("docker-{REFUSED_CONTAINER}.scope")),
+    };
+    std::fs::create_dir(&refused.path).expect("create the refused container's cgroup");
+    let denied = wait_for(Duration::from_secs(10), || {
+        (agent.metric("llmtrace_control_connect_deny_entries", "") == 1).then_some(())
+    });
+    assert!(denied.is_some(), "no at_connect refusal:\n{}", agent.log());
+    refused
+}
+
+fn print_rows(rows: &[Row]) {
+    println!("| case | connect4 cost per call | connect+close p50 | p99 |");
+    println!("|---|---|---|---|");
+    for r in rows {
+        let cost = r.ns_per_call.map_or_else(
+            || "–".to_owned(),
+            |d| format!("{:.2} µs", d.as_secs_f64() * 1e6),
+        );
+        let us = |v: f64| {
+            if v.is_nan() {
+                "–".to_owned()
+            } else {
+                format!("{v:.1} µs")
+            }
+        };
+        println!("| {} | {} | {} | {} |", r.label, cost, us(r.p50), us(r.p99));
+    }
 }
 
 fn wait_served(agent: &Agent, n: u64) {

@@ -29,6 +29,12 @@ pub mod names {
     /// Ring buffer of [`NetnsEvent`](super::NetnsEvent): a provider connect came from a
     /// namespace without a listener yet.
     pub const NETNS_EVENTS: &str = "NETNS_EVENTS";
+    /// Hash: [`DenyKey`](super::DenyKey) (cgroup id, provider index) →
+    /// [`DenyValue`](super::DenyValue): provider connects refused at connect time.
+    pub const CONNECT_DENY: &str = "CONNECT_DENY";
+    /// Ring buffer of [`RefusalEvent`](super::RefusalEvent): one per connect refused by
+    /// [`CONNECT_DENY`].
+    pub const REFUSAL_EVENTS: &str = "REFUSAL_EVENTS";
 }
 
 /// Program names (the Rust function names in the eBPF object). The kernel keeps 15 bytes of
@@ -204,6 +210,56 @@ pub struct NetnsEvent {
     pub reserved: u32,
 }
 
+/// Key of [`names::CONNECT_DENY`]: a cgroup (v2 id, as `bpf_get_current_cgroup_id` returns
+/// it: the inode of the cgroup directory) and a provider (index in the agent's provider list,
+/// as [`ProviderValue::provider_index`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DenyKey {
+    pub cgroup_id: u64,
+    pub provider_index: u32,
+    /// Always zero; makes the tail padding explicit.
+    pub reserved: u32,
+}
+
+/// Value of [`names::CONNECT_DENY`]: which rule refuses the connect (an id the agent assigned
+/// to the rule's name), carried in the [`RefusalEvent`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenyValue {
+    pub rule_id: u32,
+    /// Always zero.
+    pub reserved: u32,
+}
+
+/// Record of [`names::REFUSAL_EVENTS`]: one refused connect (or UDP send).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusalEvent {
+    /// cgroup v2 id of the caller.
+    pub cgroup_id: u64,
+    /// `CLOCK_MONOTONIC` time of the refusal, in nanoseconds.
+    pub connect_ns: u64,
+    /// Destination address (16 bytes, IPv4 v4-mapped).
+    pub addr: [u8; 16],
+    /// Destination port, host order.
+    pub port: u16,
+    /// Address family of the socket (`AF_INET` or `AF_INET6`).
+    pub family: u16,
+    /// Process id (tgid) of the caller.
+    pub tgid: u32,
+    /// Real uid of the caller.
+    pub uid: u32,
+    /// Index of the provider entry that matched.
+    pub provider_index: u32,
+    /// [`DenyValue::rule_id`] of the refusing rule.
+    pub rule_id: u32,
+    /// 6 for TCP, 17 for UDP.
+    pub protocol: u32,
+    /// The caller's `comm` (NUL padded).
+    pub comm: [u8; 16],
+}
+
 /// Configuration the programs read, set once at load time as a read-only global.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,11 +330,16 @@ pub enum Stat {
     /// UDP to a provider destination refused with `EPERM` (QUIC cannot be inspected; clients
     /// fall back to TCP, which is redirected).
     QuicRefused = 9,
+    /// Provider connects (or UDP sends) refused because no `[[allow]]` rule approves the
+    /// provider for the caller's cgroup (`at_connect`).
+    ConnectRefused = 10,
+    /// [`RefusalEvent`]s lost because the ring buffer was full (the refusal itself held).
+    RefusalEventLost = 11,
 }
 
 impl Stat {
     /// Number of counters (the size of the STATS array).
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 12;
     /// Every counter, for userspace iteration.
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Redirected,
@@ -291,6 +352,8 @@ impl Stat {
         Stat::NetnsNotReady,
         Stat::NetnsEventLost,
         Stat::QuicRefused,
+        Stat::ConnectRefused,
+        Stat::RefusalEventLost,
     ];
 }
 
@@ -309,6 +372,14 @@ const _: () = {
     assert!(size_of::<NetnsListener>() == 4);
     assert!(size_of::<NetnsEvent>() == 24);
     assert!(offset_of!(NetnsEvent, tgid) == 16);
+    assert!(size_of::<DenyKey>() == 16);
+    assert!(offset_of!(DenyKey, provider_index) == 8);
+    assert!(size_of::<DenyValue>() == 8);
+    assert!(size_of::<RefusalEvent>() == 72);
+    assert!(offset_of!(RefusalEvent, addr) == 16);
+    assert!(offset_of!(RefusalEvent, port) == 32);
+    assert!(offset_of!(RefusalEvent, tgid) == 36);
+    assert!(offset_of!(RefusalEvent, comm) == 56);
     assert!(size_of::<AgentConfig>() == 56);
     assert!(offset_of!(AgentConfig, agent_netns_cookie) == 40);
     assert!(offset_of!(AgentConfig, listen_ip6_be) == 16);
@@ -335,6 +406,12 @@ mod user {
     unsafe impl aya::Pod for super::NetnsListener {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NetnsEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DenyKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DenyValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RefusalEvent {}
 
     /// The network namespace cookie of `socket`'s namespace (`SO_NETNS_COOKIE`, Linux 5.14+):
     /// the value `bpf_get_netns_cookie` returns for sockets of that namespace.

@@ -24,6 +24,9 @@ pub struct ControlConfig {
     /// not configured for interception, to one of these, gets a `shadow_ai.llm_api` finding.
     /// Default: [`super::shadow::DEFAULT_NAMES`]; empty turns it off.
     pub llm_api_names: Vec<Glob>,
+    /// How often the cgroups of pods and containers are rescanned for `[[allow]]
+    /// at_connect` refusals (also at once on SIGHUP). Default: 1000 ms.
+    pub connect_rescan_ms: u64,
 }
 
 impl Default for ControlConfig {
@@ -34,6 +37,7 @@ impl Default for ControlConfig {
             persist_interval_s: 30,
             max_groups_per_rule: 10_000,
             llm_api_names: super::shadow::default_names(),
+            connect_rescan_ms: 1000,
         }
     }
 }
@@ -132,6 +136,11 @@ pub struct AllowRule {
     /// `flag` or `block`. Default: `flag`.
     #[serde(default)]
     pub action: UnapprovedAction,
+    /// Also refuse, in the kernel at `connect()`, providers no rule approves for the cgroups
+    /// (pods, containers) this rule governs; needs `action = "block"` and a `match` on fields
+    /// known per cgroup. Default: false.
+    #[serde(default)]
+    pub at_connect: bool,
 }
 
 /// The reloadable control sections, validated together.
@@ -149,6 +158,9 @@ impl ControlRules {
             .map_err(|e| format!("control.time_zone: {e}"))?;
         if self.control.persist_interval_s == 0 {
             return Err("control.persist_interval_s: must be at least 1".into());
+        }
+        if self.control.connect_rescan_ms == 0 {
+            return Err("control.connect_rescan_ms: must be at least 1".into());
         }
         if self.control.max_groups_per_rule == 0 {
             return Err("control.max_groups_per_rule: must be at least 1".into());
@@ -207,9 +219,36 @@ impl ControlRules {
                     a.name
                 ));
             }
+            if a.at_connect {
+                validate_at_connect(a)?;
+            }
         }
         Ok(())
     }
+}
+
+/// An `at_connect` rule is judged per cgroup, before any request exists: it can only refuse,
+/// and only by what is known of a cgroup.
+fn validate_at_connect(a: &AllowRule) -> Result<(), String> {
+    let at = format!("allow[{}].at_connect", a.name);
+    if a.action != UnapprovedAction::Block {
+        return Err(format!(
+            "{at}: needs action = \"block\" (a refused connect cannot be only flagged)"
+        ));
+    }
+    if a.selector.is_empty() {
+        return Err(format!(
+            "{at}: needs a match on node, k8s_namespace, k8s_workload, k8s_pod or container \
+             (the cgroups it refuses)"
+        ));
+    }
+    if let Some(field) = a.selector.per_process_field() {
+        return Err(format!(
+            "{at}: match may only use node, k8s_namespace, k8s_workload, k8s_pod and container \
+             (known per cgroup); {field:?} is known only per process or request"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -297,6 +336,27 @@ mod tests {
             ),
             ("[[allow]]\nname = \"a\"", "approves neither"),
             (
+                "[[allow]]\nname = \"a\"\nproviders = [\"openai\"]\nmatch = { k8s_namespace = \"x\" }\nat_connect = true",
+                "needs action = \"block\"",
+            ),
+            (
+                "[[allow]]\nname = \"a\"\nproviders = [\"openai\"]\naction = \"block\"\nat_connect = true",
+                "needs a match",
+            ),
+            (
+                "[[allow]]\nname = \"a\"\nproviders = [\"openai\"]\naction = \"block\"\nat_connect = true\nmatch = { k8s_namespace = \"x\", exe = \"/bin/sh\" }",
+                "\"exe\" is known only per process",
+            ),
+            (
+                "[[allow]]\nname = \"a\"\nproviders = [\"openai\"]\naction = \"block\"\nat_connect = true\nmatch = { model = \"gpt-*\" }",
+                "\"model\" is known only",
+            ),
+            (
+                "[[allow]]\nname = \"a\"\nproviders = [\"openai\"]\nat_connect = \"yes\"",
+                "at_connect",
+            ),
+            ("[control]\nconnect_rescan_ms = 0", "connect_rescan_ms"),
+            (
                 "[[limits]]\nname = \"a\"\nrequest_burst = 2\nmax_tokens = 1",
                 "requests_per_second",
             ),
@@ -306,5 +366,17 @@ mod tests {
             assert!(e.contains(needle), "{text}: {e}");
         }
         assert_eq!(rules("").unwrap(), ControlRules::default());
+    }
+
+    #[test]
+    fn at_connect_is_off_by_default_and_accepted_with_a_cgroup_match() {
+        let r = rules(
+            "[[allow]]\nname = \"a\"\nproviders = [\"openai\"]\naction = \"block\"\n\
+             at_connect = true\nmatch = { k8s_namespace = \"team-*\", container = \"app\" }\n\
+             [[allow]]\nname = \"b\"\nproviders = [\"openai\"]",
+        )
+        .unwrap();
+        assert!(r.allow[0].at_connect);
+        assert!(!r.allow[1].at_connect);
     }
 }

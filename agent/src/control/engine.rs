@@ -138,6 +138,8 @@ pub struct Control {
     events: EventSink,
     origin: Instant,
     quarantine: Quarantine,
+    /// Woken on every successful reload (the `at_connect` sync recomputes at once).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 fn now_s() -> i64 {
@@ -199,6 +201,7 @@ impl Control {
             events,
             origin,
             quarantine,
+            changed: Arc::default(),
         })
     }
 
@@ -477,7 +480,45 @@ impl Control {
             tz,
             limits,
         };
+        drop(inner);
+        self.changed.notify_one();
         Ok(())
+    }
+
+    /// The `[[allow]]` rules in force and the rescan interval of `at_connect`.
+    pub fn allow_rules(&self) -> (Vec<super::AllowRule>, std::time::Duration) {
+        let i = self.lock();
+        (
+            i.rules.allow.clone(),
+            std::time::Duration::from_millis(i.rules.control.connect_rescan_ms),
+        )
+    }
+
+    /// Notified after every successful reload.
+    pub fn changed(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
+    }
+
+    /// The control metrics (the `at_connect` tasks keep theirs there).
+    pub fn metrics(&self) -> &ControlMetrics {
+        &self.metrics
+    }
+
+    /// Counts `count` connects refused in the kernel by `rule` and raises the refusal event
+    /// alerts hear about (status 0: no HTTP response exists). `group` names the caller.
+    pub fn note_connect_refusals(&self, rule: &str, group: String, count: u64) {
+        self.metrics
+            .connect_refusals
+            .get_or_create(&RuleLabel {
+                rule: rule.to_owned(),
+            })
+            .inc_by(count);
+        self.emit(ControlEvent::Refused {
+            rule: rule.to_owned(),
+            group,
+            kind: super::at_connect::UNAPPROVED_PROVIDER,
+            status: 0,
+        });
     }
 
     /// Counts a configuration reload by outcome.

@@ -43,6 +43,15 @@ pub struct ControlMetrics {
     pub state_write_errors: Counter,
     /// Relayed connections to unconfigured names that look like LLM APIs (shadow AI).
     pub shadow_ai_connections: Counter,
+    /// Provider connects refused in the kernel (`at_connect`), by rule.
+    pub connect_refusals: Family<RuleLabel, Counter>,
+    /// (cgroup, provider) pairs the kernel refuses now.
+    pub connect_deny_entries: Gauge,
+    /// Pod and container cgroups seen by the last scan.
+    pub connect_cgroups: Gauge,
+    /// Refusal events not turned into rows because too many (cgroup, provider, process)
+    /// windows were open at once (counted in `connect_refusals` all the same).
+    pub connect_refusal_rows_dropped: Counter,
 }
 
 impl ControlMetrics {
@@ -95,6 +104,26 @@ impl ControlMetrics {
             "shadow_ai_connections",
             "Relayed connections to unconfigured names that look like LLM APIs",
             m.shadow_ai_connections.clone(),
+        );
+        r.register(
+            "connect_refusals",
+            "Provider connects refused in the kernel by an allow rule (at_connect)",
+            m.connect_refusals.clone(),
+        );
+        r.register(
+            "connect_deny_entries",
+            "Cgroup and provider pairs refused at connect",
+            m.connect_deny_entries.clone(),
+        );
+        r.register(
+            "connect_cgroups",
+            "Pod and container cgroups known to the at_connect scan",
+            m.connect_cgroups.clone(),
+        );
+        r.register(
+            "connect_refusal_rows_dropped",
+            "Connect refusals not written as rows (too many open rate windows)",
+            m.connect_refusal_rows_dropped.clone(),
         );
         m
     }

@@ -7,6 +7,7 @@
 //! [`events::deliver`].
 
 pub mod allow;
+pub mod at_connect;
 pub mod bucket;
 pub mod budget;
 pub mod config;

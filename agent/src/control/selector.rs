@@ -47,6 +47,17 @@ impl<'a> Identity<'a> {
         process: &'a ProcessInfo,
         details: &'a ProcessDetails,
     ) -> Self {
+        Self {
+            exe: details.exe.as_deref().unwrap_or(""),
+            comm: &process.comm,
+            uid: process.uid,
+            ..Self::of_cgroup(node, details)
+        }
+    }
+
+    /// What is known of every process of a cgroup (pod, container) on `node`: no executable,
+    /// command or uid.
+    pub fn of_cgroup(node: &'a str, details: &'a ProcessDetails) -> Self {
         let pod = details.pod.as_ref();
         let container_id = details.container_id.as_deref().unwrap_or("");
         let container = details
@@ -62,9 +73,6 @@ impl<'a> Identity<'a> {
             k8s_pod: pod.map_or("", |p| p.pod.as_str()),
             container,
             container_id,
-            exe: details.exe.as_deref().unwrap_or(""),
-            comm: &process.comm,
-            uid: process.uid,
             ..Self::default()
         }
     }
@@ -231,6 +239,37 @@ impl Selector {
             && m(&self.provider, id.provider)
             && m(&self.model, id.model)
             && m(&self.api_key_fingerprint, id.api_key_fingerprint)
+    }
+
+    /// The first given field that is not known per cgroup (only node, Kubernetes names and
+    /// container are), if any.
+    pub fn per_process_field(&self) -> Option<&'static str> {
+        [
+            (self.exe.is_some(), Field::Exe),
+            (self.comm.is_some(), Field::Comm),
+            (self.uid.is_some(), Field::Uid),
+            (self.provider.is_some(), Field::Provider),
+            (self.model.is_some(), Field::Model),
+            (self.api_key_fingerprint.is_some(), Field::ApiKeyFingerprint),
+        ]
+        .into_iter()
+        .find_map(|(set, f)| set.then_some(f.as_str()))
+    }
+
+    /// Whether the selector may match some process of a cgroup with identity `id` (provider
+    /// given): fields not known per cgroup (executable, command, uid, model, key) are assumed
+    /// to match.
+    pub fn may_match_cgroup(&self, id: &Identity<'_>) -> bool {
+        let m = |g: &Option<Glob>, v: &str| g.as_ref().is_none_or(|g| g.matches(v));
+        m(&self.node, id.node)
+            && m(&self.k8s_namespace, id.k8s_namespace)
+            && m(&self.k8s_workload, id.k8s_workload)
+            && m(&self.k8s_pod, id.k8s_pod)
+            && self
+                .container
+                .as_ref()
+                .is_none_or(|g| g.matches(id.container) || g.matches(id.container_id))
+            && m(&self.provider, id.provider)
     }
 
     /// Whether the selector needs the request body (the model) to decide.

@@ -21,7 +21,8 @@ use llmtrace_common::{AgentConfig, NetnsListener, names, programs};
 use tracing::{info, warn};
 
 use super::{
-    KernelOriginalDst, KernelStats, ProviderMap, bpffs, conns::ConnMaps, heartbeat::Heartbeat,
+    ConnectMaps, DenyMap, KernelOriginalDst, KernelStats, ProviderMap, bpffs, conns::ConnMaps,
+    heartbeat::Heartbeat,
 };
 
 /// The object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
@@ -123,6 +124,8 @@ pub struct Kernel {
     pub stats: KernelStats,
     /// Namespace maps, until taken by the namespace manager.
     netns: Option<NetnsMaps>,
+    /// `at_connect` maps, until taken by their task.
+    connect: Option<ConnectMaps>,
     /// Cookie of the agent's own network namespace.
     agent_netns_cookie: u64,
 }
@@ -183,6 +186,7 @@ impl Kernel {
             heartbeat: Arc::new(Mutex::new(Heartbeat::new(maps.heartbeat))),
             stats: KernelStats::new(maps.stats, program_ids),
             netns: Some(maps.netns),
+            connect: Some(maps.connect),
             agent_netns_cookie: opts.agent_netns_cookie,
         })
     }
@@ -196,6 +200,11 @@ impl Kernel {
     /// The namespace maps, for the one task that serves other namespaces.
     pub fn take_netns_maps(&mut self) -> Option<NetnsMaps> {
         self.netns.take()
+    }
+
+    /// The `at_connect` maps, for the one task that keeps them.
+    pub fn take_connect_maps(&mut self) -> Option<ConnectMaps> {
+        self.connect.take()
     }
 
     /// The heartbeat writer, for the task that refreshes it.
@@ -363,6 +372,7 @@ struct Maps {
     heartbeat: Array<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
     netns: NetnsMaps,
+    connect: ConnectMaps,
 }
 
 fn take_maps(ebpf: &mut Ebpf) -> Result<Maps, KernelError> {
@@ -384,6 +394,10 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<Maps, KernelError> {
         netns: NetnsMaps {
             listeners: take::<HashMap<_, _, _>>(ebpf, names::NETNS_LISTENERS)?,
             events: take(ebpf, names::NETNS_EVENTS)?,
+        },
+        connect: ConnectMaps {
+            deny: DenyMap::new(take::<HashMap<_, _, _>>(ebpf, names::CONNECT_DENY)?),
+            events: take(ebpf, names::REFUSAL_EVENTS)?,
         },
     })
 }

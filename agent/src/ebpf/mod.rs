@@ -8,6 +8,7 @@ mod bpffs;
 pub mod cgroup;
 mod clock;
 mod conns;
+mod deny;
 mod heartbeat;
 mod loader;
 mod providers;
@@ -15,6 +16,7 @@ mod stats;
 
 pub use clock::monotonic_ns;
 pub use conns::KernelOriginalDst;
+pub use deny::{ConnectMaps, DenyMap, deny_key};
 pub use heartbeat::Heartbeat;
 pub use loader::{Kernel, KernelError, KernelOptions, NetnsMaps};
 pub use providers::{ProviderMap, ProviderRoute};

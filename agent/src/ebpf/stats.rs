@@ -46,6 +46,8 @@ pub fn stat_name(stat: Stat) -> &'static str {
         Stat::NetnsNotReady => "netns_not_ready",
         Stat::NetnsEventLost => "netns_event_lost",
         Stat::QuicRefused => "quic_refused",
+        Stat::ConnectRefused => "connect_refused",
+        Stat::RefusalEventLost => "refusal_event_lost",
     }
 }
 

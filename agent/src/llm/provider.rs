@@ -200,6 +200,20 @@ pub struct Endpoint {
     pub sse_query: bool,
 }
 
+/// The provider a host name belongs to by the built-in host table ([`Provider::Unknown`] when
+/// none); a `*.` pattern from the provider list is matched by its suffix.
+pub fn provider_of_host(host: &str) -> Provider {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.strip_prefix('*').unwrap_or(&host);
+    HOSTS
+        .iter()
+        .find(|(m, ..)| match m {
+            HostMatch::Exact(h) => host == *h,
+            HostMatch::Suffix(s) => host.ends_with(s),
+        })
+        .map_or(Provider::Unknown, |(_, p, _)| *p)
+}
+
 /// Detects the endpoint; `None` when neither host, path nor headers look like an LLM API.
 /// `headers` yields lowercase-insensitive `(name, value)` pairs.
 pub fn detect<'a>(
@@ -384,6 +398,17 @@ mod tests {
         .unwrap();
         assert_eq!(e.provider, Provider::AzureOpenAi);
         assert_eq!(e.deployment.as_deref(), Some("gpt4o-prod"));
+    }
+
+    #[test]
+    fn providers_of_hosts_and_host_patterns() {
+        assert_eq!(provider_of_host("API.OpenAI.com."), Provider::OpenAi);
+        assert_eq!(provider_of_host("api.anthropic.com"), Provider::Anthropic);
+        assert_eq!(
+            provider_of_host("*.openai.azure.com"),
+            Provider::AzureOpenAi
+        );
+        assert_eq!(provider_of_host("llm.internal.example"), Provider::Unknown);
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct Built {
     pub control: Arc<crate::control::Control>,
     /// Their events (budget crossings, refusals), for [`crate::control::events::deliver`].
     pub control_events: mpsc::Receiver<crate::control::ControlEvent>,
+    /// Pod names (also for `at_connect`).
+    pub pods: Arc<dyn crate::identity::PodDirectory>,
+    /// Docker container names (also for `at_connect`).
+    pub docker: Arc<crate::identity::DockerNames>,
 }
 
 /// Loads (or creates) the CA (`ca.dir`, default `state_dir/ca`), the upstream trust store,
@@ -114,6 +118,10 @@ pub fn from_config(
     let (tee, records) = RecordTee::channel(limits, metrics.clone());
     let pods = crate::kube::start(&config.kubernetes, registry, shutdown)?;
     let (control, control_events) = control(config, registry)?;
+    let docker = Arc::new(crate::identity::DockerNames::new(
+        crate::identity::DOCKER_SOCKET,
+        std::time::Duration::from_millis(250),
+    ));
     let handler = Intercept::new(
         &config.proxy,
         &config.upstream,
@@ -131,13 +139,10 @@ pub fn from_config(
             uninspectable: config.intercept.uninspectable,
         },
     )
-    .with_pod_directory(pods)
+    .with_pod_directory(pods.clone())
     .with_control(control.clone())
     .with_fail_closed(config.intercept.fail_mode == crate::config::FailMode::Closed)
-    .with_docker_names(Arc::new(crate::identity::DockerNames::new(
-        crate::identity::DOCKER_SOCKET,
-        std::time::Duration::from_millis(250),
-    )));
+    .with_docker_names(docker.clone());
     info!(ca = %ca.paths().cert.display(), names = covered.len(), "TLS interception is on");
     Ok(Built {
         handler: Arc::new(handler),
@@ -148,6 +153,8 @@ pub fn from_config(
         recent,
         control,
         control_events,
+        pods,
+        docker,
     })
 }
 

@@ -59,6 +59,41 @@ pub fn relayed_connection(
     row
 }
 
+/// Finding kind and reason of a connect refused in the kernel by an `[[allow]] at_connect`
+/// rule.
+pub const REFUSED_AT_CONNECT: &str = "refused_at_connect";
+
+/// A row for connects refused in the kernel: `count` refusals of one process to one provider
+/// within a second (the rows are rate-bounded), the first at `at`.
+pub fn refused_connect(
+    facts: &ConnectionFacts<'_>,
+    at: SystemTime,
+    rule: &str,
+    count: u64,
+    udp: bool,
+) -> TraceRow {
+    let t = micros(at);
+    let mut row = TraceRow::new(Uuid::new_v4(), t, t);
+    fill_connection(&mut row, facts);
+    row.intercepted = false;
+    REFUSED_AT_CONNECT.clone_into(&mut row.not_intercepted_reason);
+    row.capture_complete = false;
+    "block".clone_into(&mut row.action);
+    let what = if udp { "UDP send" } else { "connect" };
+    row.findings.push(crate::sink::Finding {
+        kind: crate::control::at_connect::UNAPPROVED_PROVIDER.to_owned(),
+        severity: "medium".to_owned(),
+        confidence: 1.0,
+        location: "connect".to_owned(),
+        excerpt: format!("rule {rule}: {count} {what}(s) refused within 1 s"),
+    });
+    row.error = Some(format!(
+        "{what} refused (EPERM): provider {:?} is not approved for this workload (rule {rule})",
+        facts.provider
+    ));
+    row
+}
+
 /// Copies connection and process facts into `row`.
 pub fn fill_connection(row: &mut TraceRow, facts: &ConnectionFacts<'_>) {
     row.connection_id = facts.connection_id;
@@ -165,5 +200,23 @@ mod tests {
             ["team-a", "chat-7d9f", "app", "Deployment", "chat"]
         );
         assert_eq!(row.netns, 4_026_531_840);
+        let refused = refused_connect(&facts, start, "research-only", 3, false);
+        assert_eq!(
+            (refused.action.as_str(), refused.intercepted),
+            ("block", false)
+        );
+        assert_eq!(refused.not_intercepted_reason, REFUSED_AT_CONNECT);
+        assert_eq!(refused.findings[0].kind, "policy.unapproved_provider");
+        assert!(
+            refused.findings[0]
+                .excerpt
+                .contains("rule research-only: 3 connect(s)")
+        );
+        assert_eq!(
+            (refused.start_time, refused.end_time),
+            (1_000_000_000, 1_000_000_000)
+        );
+        assert_eq!(refused.k8s_workload, "chat");
+        assert_eq!(refused.provider, "openai");
     }
 }
