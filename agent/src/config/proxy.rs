@@ -38,11 +38,11 @@ pub struct ProxyConfig {
     /// Threads that finish each exchange's analysis (response parsing, detectors, pricing,
     /// masking) beside the data path, after the response has been forwarded.
     pub analysis_workers: usize,
-    /// Niceness added to those threads (0–19, capped at 19; 0: the proxy's own priority).
-    /// Under contention for the CPU the data path comes first, so the next response never
-    /// waits for an earlier one's analysis. The analysis still gets its share (niceness, not
-    /// an idle class: never starved), and under sustained overload the bounded queue records
-    /// the exchanges it had to skip.
+    /// Niceness added to those threads while they keep up (0–19, capped at 19; 0: none), so
+    /// that when the CPU is short the data path runs first and no response waits for an
+    /// earlier one's analysis. While a quarter of either bound below is waiting they run at
+    /// the agent's own priority again (that needs `CAP_SYS_NICE`, which the agent has as
+    /// root), so yielding never makes the pool skip an analysis it would otherwise have done.
     pub analysis_nice: i32,
     /// Exchanges waiting for those threads at most; an exchange arriving beyond it is recorded
     /// without its response analysis (the row says so; counted), never waited for.
