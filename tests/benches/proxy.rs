@@ -176,6 +176,18 @@ fn last_bytes(targets: &[Target], url: &str, dir: &Path, body: &str) {
     }
 }
 
+/// Only the last-byte table, `LLMTRACE_BENCH_ROUNDS` times over (every target in turn each
+/// round): small differences need many samples on a noisy machine.
+fn last_bytes_only(targets: &[Target], url: &str, dir: &Path, body: &str) {
+    let rounds = std::env::var("LLMTRACE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for _ in 0..rounds {
+        last_bytes(targets, url, dir, body);
+    }
+}
+
 /// Sequential new-connection requests to every target; prints their table.
 fn one_shots(targets: &[Target], url: &str, dir: &Path, body: &str) {
     let body_file = dir.join("request.json");
@@ -271,16 +283,7 @@ fn main() {
         Err(note) => println!("note: mitmproxy skipped: {note}"),
     }
     if std::env::var("LLMTRACE_BENCH_ONLY").is_ok_and(|v| v == "last_byte") {
-        // Only the last-byte table, `LLMTRACE_BENCH_ROUNDS` times over (every target in turn
-        // each round): small differences need many samples on a noisy machine.
-        let rounds = std::env::var("LLMTRACE_BENCH_ROUNDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        for _ in 0..rounds {
-            last_bytes(&targets, &format!("{url}?big=1"), dir.path(), &body);
-        }
-        return;
+        return last_bytes_only(&targets, &format!("{url}?big=1"), dir.path(), &body);
     }
     let mut rows = Vec::new();
     for (mix, u, c) in [
