@@ -229,6 +229,10 @@ mod tests {
         assert!(e.contains("sideways"), "{e}");
         let e = err("[intercept]\nlisten_port = 0");
         assert!(e.contains("intercept.listen_port"), "{e}");
+        let e = err("[proxy]\nanalysis_nice = 20");
+        assert!(e.contains("proxy.analysis_nice"), "{e}");
+        let e = err("[proxy]\nanalysis_nice = -1");
+        assert!(e.contains("proxy.analysis_nice"), "{e}");
     }
 
     #[test]

@@ -38,6 +38,12 @@ pub struct ProxyConfig {
     /// Threads that finish each exchange's analysis (response parsing, detectors, pricing,
     /// masking) beside the data path, after the response has been forwarded.
     pub analysis_workers: usize,
+    /// Niceness added to those threads while they keep up (0–19, capped at 19; 0: none), so
+    /// that when the CPU is short the data path runs first and no response waits for an
+    /// earlier one's analysis. While a quarter of either bound below is waiting they run at
+    /// the agent's own priority again (that needs `CAP_SYS_NICE`, which the agent has as
+    /// root), so yielding never makes the pool skip an analysis it would otherwise have done.
+    pub analysis_nice: i32,
     /// Exchanges waiting for those threads at most; an exchange arriving beyond it is recorded
     /// without its response analysis (the row says so; counted), never waited for.
     pub analysis_queue: usize,
@@ -90,6 +96,7 @@ impl Default for ProxyConfig {
             pool_idle_timeout_ms: 60_000,
             record_channel_capacity: 4096,
             analysis_workers: 2,
+            analysis_nice: 10,
             analysis_queue: 1024,
             analysis_queue_bytes: 256 << 20,
             rejected_cert_capacity: 4096,
@@ -155,6 +162,9 @@ impl ProxyConfig {
         }
         if self.analysis_workers == 0 || self.analysis_workers > 64 {
             return Err(("proxy.analysis_workers", "must be between 1 and 64"));
+        }
+        if !(0..=19).contains(&self.analysis_nice) {
+            return Err(("proxy.analysis_nice", "must be between 0 and 19"));
         }
         Ok(())
     }

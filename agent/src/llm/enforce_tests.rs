@@ -176,3 +176,51 @@ fn bad_input_is_survived() {
     assert!(a.error.is_some());
     assert_eq!(a.status, Some(500));
 }
+
+#[test]
+fn a_shared_chunk_is_captured_by_reference_and_analysed_like_a_copied_one() {
+    let e = engine(Action::Flag);
+    let t = Instant::now();
+    let answer = format!(
+        r#"{{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[{{"index":0,"message":{{"role":"assistant","content":"the key is {KEY}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}}}"#
+    );
+    let (first, second) = answer.as_bytes().split_at(40);
+    let run = |shared: bool| {
+        let mut ex = e
+            .exchange(&head("api.openai.com", "/v1/chat/completions"), t)
+            .unwrap();
+        ex.request_body(
+            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
+            true,
+        );
+        ex.response_head(200, &[("content-type", "application/json")]);
+        let chunks = [
+            bytes::Bytes::copy_from_slice(first),
+            bytes::Bytes::copy_from_slice(second),
+        ];
+        for c in &chunks {
+            let stop = if shared {
+                ex.response_bytes(c, t)
+            } else {
+                ex.response_chunk(c, t)
+            };
+            assert!(stop.is_none());
+        }
+        let captured = ex.captured();
+        assert_eq!(captured.len(), 2);
+        for (held, given) in captured.iter().zip(&chunks) {
+            assert_eq!(held, given);
+            assert_eq!(held.as_ptr() == given.as_ptr(), shared, "shared: {shared}");
+        }
+        assert_eq!(ex.held_bytes(), answer.len());
+        ex.finish(t)
+    };
+    let (by_reference, copied) = (run(true), run(false));
+    assert!(
+        by_reference
+            .findings
+            .iter()
+            .any(|f| f.kind.starts_with("secret"))
+    );
+    assert_eq!(by_reference, copied);
+}

@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::body::ResponseParser;
 use super::decode::decode_body;
 use super::engine::Engine;
@@ -102,12 +104,14 @@ const MAX_CAPTURE_BYTES: usize = 4 << 20;
 /// Most chunks captured for deferred parsing (each keeps its arrival time).
 const MAX_CAPTURE_CHUNKS: usize = 16 << 10;
 
-/// A response body captured as forwarded, with each chunk's arrival time and end offset, so
+/// A response body captured as forwarded, each chunk as the data path handed it on (shared,
+/// not copied: the proxy's I/O thread only takes a reference) with its arrival time, so
 /// `finish` parses it exactly as inline parsing would have (same chunk boundaries and times).
 #[derive(Debug, Default)]
 pub(crate) struct Capture {
-    pub data: Vec<u8>,
-    pub chunks: Vec<(Instant, usize)>,
+    pub chunks: Vec<(Instant, Bytes)>,
+    /// Bytes over all chunks.
+    pub len: usize,
 }
 
 impl Capture {
@@ -119,15 +123,13 @@ impl Capture {
         timing: &mut Timing,
         terminal_at: &mut Option<Instant>,
     ) {
-        let mut start = 0;
-        for (at, end) in self.chunks {
+        for (at, chunk) in self.chunks {
             let before = parser.info().output_len();
-            parser.push(&self.data[start..end]);
+            parser.push(&chunk);
             if terminal_at.is_none() && parser.terminal() {
                 *terminal_at = Some(at);
             }
             timing.chunk(at, parser.info().output_len() > before);
-            start = end;
         }
     }
 
@@ -135,6 +137,30 @@ impl Capture {
     pub fn time_only(&self, timing: &mut Timing) {
         for (at, _) in &self.chunks {
             timing.chunk(*at, false);
+        }
+    }
+}
+
+/// A response chunk handed to the exchange: borrowed (copied only if captured) or already
+/// shared (captured by reference).
+#[derive(Debug, Clone, Copy)]
+enum Chunk<'a> {
+    Borrowed(&'a [u8]),
+    Shared(&'a Bytes),
+}
+
+impl Chunk<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Chunk::Borrowed(b) => b,
+            Chunk::Shared(b) => b,
+        }
+    }
+
+    fn to_shared(self) -> Bytes {
+        match self {
+            Chunk::Borrowed(b) => Bytes::copy_from_slice(b),
+            Chunk::Shared(b) => b.clone(),
         }
     }
 }
@@ -464,6 +490,17 @@ impl Exchange {
     /// Feeds a response body chunk exactly as forwarded, with its arrival time. Returns an
     /// early stop when the monitor finds something the policy blocks.
     pub fn response_chunk(&mut self, chunk: &[u8], at: Instant) -> Option<EarlyStop> {
+        self.response_data(Chunk::Borrowed(chunk), at)
+    }
+
+    /// [`Self::response_chunk`] for a chunk the caller already holds as [`Bytes`]: a capture
+    /// keeps a reference instead of a copy.
+    pub fn response_bytes(&mut self, chunk: &Bytes, at: Instant) -> Option<EarlyStop> {
+        self.response_data(Chunk::Shared(chunk), at)
+    }
+
+    fn response_data(&mut self, data: Chunk<'_>, at: Instant) -> Option<EarlyStop> {
+        let chunk = data.as_slice();
         let limit = self.engine.config.max_decoded_bytes;
         let r = self.response.as_mut()?;
         if self.out.early_stopped {
@@ -480,11 +517,9 @@ impl Exchange {
             return None;
         }
         if let Some(c) = &mut r.capture {
-            if c.data.len() + chunk.len() <= MAX_CAPTURE_BYTES
-                && c.chunks.len() < MAX_CAPTURE_CHUNKS
-            {
-                c.data.extend_from_slice(chunk);
-                c.chunks.push((at, c.data.len()));
+            if c.len + chunk.len() <= MAX_CAPTURE_BYTES && c.chunks.len() < MAX_CAPTURE_CHUNKS {
+                c.len += chunk.len();
+                c.chunks.push((at, data.to_shared()));
                 return None;
             }
             // Too long to hold: parse what was held, and the rest inline as it passes.
@@ -526,9 +561,18 @@ impl Exchange {
     /// Response bytes held for `finish` (captured or compressed).
     pub fn held_bytes(&self) -> usize {
         self.response.as_ref().map_or(0, |r| {
-            r.capture.as_ref().map_or(0, |c| c.data.len())
-                + r.encoded.as_ref().map_or(0, |(_, b)| b.len())
+            r.capture.as_ref().map_or(0, |c| c.len) + r.encoded.as_ref().map_or(0, |(_, b)| b.len())
         })
+    }
+
+    /// The chunks captured for `finish` (tests: whether they are shared or copies).
+    #[cfg(test)]
+    pub(crate) fn captured(&self) -> Vec<Bytes> {
+        self.response
+            .as_ref()
+            .and_then(|r| r.capture.as_ref())
+            .map(|c| c.chunks.iter().map(|(_, b)| b.clone()).collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn into_parts(self) -> FinishParts {

@@ -114,6 +114,7 @@ pub fn from_config(
         analysis_queue: p.analysis_queue,
         analysis_queue_bytes: p.analysis_queue_bytes,
         workers: p.analysis_workers,
+        nice: p.analysis_nice,
     };
     let (tee, records) = RecordTee::channel(limits, metrics.clone());
     let pods = crate::kube::start(&config.kubernetes, registry, shutdown)?;

@@ -134,7 +134,7 @@ impl Recorder {
 
     /// Tees a response chunk being forwarded into the analysis; returns the bytes that end
     /// the stream when the analysis stops it early.
-    pub fn tee_chunk(&mut self, chunk: &[u8]) -> Option<Bytes> {
+    pub fn tee_chunk(&mut self, chunk: &Bytes) -> Option<Bytes> {
         if self.done {
             return None;
         }

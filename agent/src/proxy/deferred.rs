@@ -8,8 +8,8 @@ use std::{
     time::Duration,
 };
 
-use tokio::{sync::mpsc, task::JoinHandle};
-use tracing::{debug, error};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, warn};
 
 use super::{
     build::trace_row,
@@ -101,8 +101,8 @@ impl Records {
             sink.record_many(&mut rows);
         });
         for w in workers {
-            if let Err(e) = w.await {
-                error!(error = %e, "an analysis worker failed; its batch of trace rows is lost");
+            if w.await.is_err() {
+                error!("an analysis worker failed; its batch of trace rows is lost");
             }
         }
     }
@@ -120,16 +120,32 @@ impl Records {
         rx
     }
 
-    /// Starts the workers; each hands its analysed batches to its own clone of `out`.
-    fn spawn<F>(self, out: F) -> Vec<JoinHandle<()>>
+    /// Starts the workers, each on a thread of its own (their priority is lowered, so they
+    /// must not be threads a runtime reuses); each hands its analysed batches to its own clone
+    /// of `out`. Each returned receiver resolves when its worker ends (an error: it panicked).
+    fn spawn<F>(self, out: F) -> Vec<oneshot::Receiver<()>>
     where
-        F: FnMut(&mut Vec<Analysed>) + Clone + Send + 'static,
+        F: FnMut(&mut Vec<Analysed>) + Send + Clone + 'static,
     {
         let this = Arc::new(self);
         (0..this.workers)
-            .map(|_| {
+            .filter_map(|i| {
                 let (this, mut out) = (this.clone(), out.clone());
-                tokio::task::spawn_blocking(move || this.work(&mut out))
+                let (done, ended) = oneshot::channel();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("llmtrace-analysis-{i}"))
+                    .spawn(move || {
+                        this.work(&mut out);
+                        // Dropped unsent when `work` panics: the receiver sees an error.
+                        let _ = done.send(());
+                    });
+                match spawned {
+                    Ok(_) => Some(ended),
+                    Err(e) => {
+                        error!(error = %e, "could not start an analysis worker");
+                        None
+                    }
+                }
             })
             .collect()
     }
@@ -137,7 +153,12 @@ impl Records {
     fn work(&self, out: &mut dyn FnMut(&mut Vec<Analysed>)) {
         let mut jobs = Vec::with_capacity(BATCH);
         let mut done = Vec::with_capacity(BATCH);
+        let mut priority = Yielding::new(self.nice, thread_priority());
         while self.queue.pop_batch(&mut jobs, BATCH, None) == Popped::Items {
+            let queued = self.queue.len();
+            let behind =
+                queued >= self.behind.0 || self.held.load(Ordering::Relaxed) >= self.behind.1;
+            priority.adjust(behind, queued == 0);
             // Nobody waits on a row without a spool signal: only then may the next batch wait.
             let linger = jobs.len() < BATCH && jobs.iter().all(|j| j.spooled.is_none());
             for mut job in jobs.drain(..) {
@@ -190,6 +211,68 @@ impl Records {
     }
 }
 
+/// The calling thread's niceness, and what sets it (a thread's niceness is its own on Linux).
+fn thread_priority() -> (i32, impl FnMut(i32) -> std::io::Result<()>) {
+    let tid = Some(rustix::thread::gettid());
+    let base = rustix::process::getpriority_process(tid).unwrap_or(0);
+    (base, move |nice| {
+        rustix::process::setpriority_process(tid, nice).map_err(std::io::Error::from)
+    })
+}
+
+/// A worker's CPU priority: lowered by `[proxy] analysis_nice` while the pool keeps up, so
+/// that on a busy machine the proxy's I/O threads (and the apps and providers either side of
+/// them) run first and no response waits for an earlier one's analysis; the agent's own
+/// while the pool falls behind, so that yielding never costs an analysis the queue would have
+/// kept. Lowering needs no privilege; raising it back needs `CAP_SYS_NICE` (or
+/// `RLIMIT_NICE`): without it the worker stays lowered.
+struct Yielding<S> {
+    base: i32,
+    low: i32,
+    lowered: bool,
+    /// Changing it failed once: left as it is from then on.
+    stuck: bool,
+    set: S,
+}
+
+impl<S: FnMut(i32) -> std::io::Result<()>> Yielding<S> {
+    /// Lowers the thread whose niceness is `base` by `nice` (capped at 19) through `set`.
+    fn new(nice: i32, (base, set): (i32, S)) -> Self {
+        let low = (base + nice.max(0)).min(19);
+        let mut p = Self {
+            base,
+            low,
+            lowered: false,
+            stuck: low == base,
+            set,
+        };
+        p.adjust(false, true);
+        p
+    }
+
+    /// After taking a batch: back to the agent's priority when `behind`, lowered again once
+    /// the queue is `empty`.
+    fn adjust(&mut self, behind: bool, empty: bool) {
+        let to = if behind && self.lowered {
+            self.base
+        } else if empty && !self.lowered {
+            self.low
+        } else {
+            return;
+        };
+        if self.stuck {
+            return;
+        }
+        match (self.set)(to) {
+            Ok(()) => self.lowered = to == self.low,
+            Err(e) => {
+                self.stuck = true;
+                warn!(error = %e, nice = to, "could not change an analysis thread's priority; it keeps its current one");
+            }
+        }
+    }
+}
+
 /// Finishes the analysis; a bug in it costs this exchange its analysis, not the row.
 fn analyse(
     llm: PendingLlm,
@@ -202,4 +285,111 @@ fn analyse(
         error.get_or_insert_with(|| "analysis failed (internal error)".to_owned());
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::record::{RecordTee, TeeLimits};
+
+    fn niceness() -> i32 {
+        thread_priority().0
+    }
+
+    #[test]
+    fn a_worker_thread_is_niced_relative_to_the_agent_and_capped() {
+        let (base, lowered, capped) = std::thread::spawn(|| {
+            let base = niceness();
+            let _p = Yielding::new(3, thread_priority());
+            let lowered = niceness();
+            let _p = Yielding::new(40, thread_priority());
+            (base, lowered, niceness())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(lowered, (base + 3).min(19));
+        assert_eq!(capped, 19);
+        // The caller's thread kept its own.
+        assert_eq!(niceness(), base);
+    }
+
+    /// A `Yielding` over a fake thread whose priority changes are recorded.
+    fn fake(nice: i32, base: i32) -> Yielding<impl FnMut(i32) -> std::io::Result<()>> {
+        let set = |n: i32| {
+            SET.with(|s| s.borrow_mut().push(n));
+            if DENY_RAISE.with(std::cell::Cell::get) && n < 10 {
+                return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+            }
+            Ok(())
+        };
+        Yielding::new(nice, (base, set))
+    }
+
+    thread_local! {
+        static SET: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
+        static DENY_RAISE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    fn set_calls() -> Vec<i32> {
+        SET.with(|s| std::mem::take(&mut *s.borrow_mut()))
+    }
+
+    #[test]
+    fn the_pool_yields_while_it_keeps_up_and_not_while_it_falls_behind() {
+        let mut p = fake(10, 0);
+        assert_eq!(set_calls(), [10], "lowered from the start");
+        p.adjust(false, false);
+        p.adjust(false, true);
+        assert_eq!(set_calls(), [] as [i32; 0], "already lowered");
+        p.adjust(true, false);
+        assert_eq!(set_calls(), [0], "behind: the agent's priority");
+        p.adjust(true, false);
+        p.adjust(false, false);
+        assert_eq!(set_calls(), [] as [i32; 0], "not caught up yet");
+        p.adjust(false, true);
+        assert_eq!(set_calls(), [10], "caught up: lowered again");
+    }
+
+    #[test]
+    fn without_the_right_to_raise_it_the_pool_stays_lowered() {
+        DENY_RAISE.with(|d| d.set(true));
+        let mut p = fake(10, 0);
+        p.adjust(true, false);
+        p.adjust(false, true);
+        p.adjust(true, false);
+        assert_eq!(set_calls(), [10, 0], "one refused attempt, then left alone");
+        DENY_RAISE.with(|d| d.set(false));
+    }
+
+    #[test]
+    fn zero_leaves_the_priority_alone() {
+        let mut p = fake(0, 5);
+        p.adjust(true, false);
+        p.adjust(false, true);
+        assert_eq!(set_calls(), [] as [i32; 0]);
+        let mut capped = fake(10, 19);
+        capped.adjust(true, false);
+        assert_eq!(set_calls(), [] as [i32; 0], "already at the lowest");
+    }
+
+    #[tokio::test]
+    async fn the_workers_end_once_every_tee_is_gone() {
+        let limits = TeeLimits {
+            capacity: 4,
+            analysis_queue: 4,
+            analysis_queue_bytes: 1 << 20,
+            workers: 3,
+            nice: 5,
+        };
+        let (tee, records) = RecordTee::channel(limits, Arc::new(ProxyMetrics::default()));
+        let ended = records.spawn(|_: &mut Vec<Analysed>| {});
+        assert_eq!(ended.len(), 3);
+        drop(tee);
+        for e in ended {
+            assert!(
+                e.await.is_ok(),
+                "a worker ends cleanly when the queue closes"
+            );
+        }
+    }
 }

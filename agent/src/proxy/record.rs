@@ -113,6 +113,8 @@ pub struct TeeLimits {
     pub analysis_queue_bytes: usize,
     /// Threads of the analysis pool.
     pub workers: usize,
+    /// Niceness added to them while they keep up (0: the proxy's priority).
+    pub nice: i32,
 }
 
 /// Queues records for the analysis pool without ever waiting: when the pool is behind, an
@@ -135,6 +137,11 @@ pub struct Records {
     pub held: Arc<AtomicUsize>,
     /// Threads to work on them.
     pub workers: usize,
+    /// Their niceness while they keep up (see [`TeeLimits::nice`]).
+    pub nice: i32,
+    /// Queued records and held response bytes from which the pool counts as falling behind
+    /// (a quarter of the bounds beyond which exchanges are recorded without their analysis).
+    pub behind: (usize, usize),
     /// Where analysed exchanges are counted.
     pub metrics: Arc<ProxyMetrics>,
     /// The limits an ended exchange's spend counts against (every record passes the pool,
@@ -153,6 +160,11 @@ impl RecordTee {
             queue: queue.clone(),
             held: held.clone(),
             workers: limits.workers.max(1),
+            nice: limits.nice,
+            behind: (
+                (limits.analysis_queue / 4).max(1),
+                (limits.analysis_queue_bytes / 4).max(1),
+            ),
             metrics: metrics.clone(),
             control: None,
             cmdline_masker: None,
@@ -302,7 +314,8 @@ mod tests {
             .into_parts();
         tap.response_head(&mut resp);
         let body = br#"{"id":"c1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-        assert!(tap.response_chunk(&body[..keep.min(body.len())]).is_none());
+        let chunk = bytes::Bytes::copy_from_slice(&body[..keep.min(body.len())]);
+        assert!(tap.response_chunk(&chunk).is_none());
         head.headers.clear();
         tap.finish(0).unwrap()
     }
@@ -313,6 +326,7 @@ mod tests {
             analysis_queue,
             analysis_queue_bytes: 1 << 20,
             workers: 1,
+            nice: 0,
         }
     }
 

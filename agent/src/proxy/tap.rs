@@ -267,7 +267,7 @@ impl LlmTap {
 
     /// A response chunk that is being forwarded; returns the bytes that end the stream when
     /// the monitor stops it.
-    pub fn response_chunk(&mut self, chunk: &[u8]) -> Option<Bytes> {
+    pub fn response_chunk(&mut self, chunk: &Bytes) -> Option<Bytes> {
         let ex = self.exchange.as_mut()?;
         if let Some(held) = self.held.as_mut() {
             let grow = chunk
@@ -281,7 +281,7 @@ impl LlmTap {
             self.captured += grow;
         }
         let t = Instant::now();
-        let stop = ex.response_chunk(chunk, t);
+        let stop = ex.response_bytes(chunk, t);
         self.spent += t.elapsed();
         stop.map(|s| Bytes::from(s.event))
     }
