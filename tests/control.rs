@@ -7,68 +7,21 @@
 //! policy blocks blocks the caller's group: its next requests get the SDK's `RateLimitError`
 //! until `block_secs` have passed, while another caller goes on.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use testkit::{
     agent::{Agent, AgentConfig},
-    cgroup::{TestCgroup, command_in},
-    fake_llm::FakeLlm,
     wait_for,
+    world::{World, json_of, providers},
 };
-
-struct World {
-    cg: TestCgroup,
-    fake: FakeLlm,
-    agent: Agent,
-}
-
-fn providers(fake: &FakeLlm) -> String {
-    format!(
-        "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
-         [[providers]]\nhost = \"api.anthropic.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
-         [upstream]\nextra_root_certs = [\"{ca}\"]\n",
-        port = fake.addr.port(),
-        ca = fake.ca_pem_path.display(),
-    )
-}
-
-fn world(name: &str, rules: &str) -> World {
-    let cg = TestCgroup::new(name);
-    let fake = FakeLlm::start("127.0.0.2:0");
-    let agent = Agent::start(
-        &cg,
-        &AgentConfig {
-            intercept: String::new(),
-            rest: format!("{}{rules}\n", providers(&fake)),
-        },
-    );
-    World { cg, fake, agent }
-}
 
 /// Runs the SDK driver inside the test cgroup, trusting only the llmtrace CA.
 fn client(w: &World, args: &[&str]) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/control_client.py");
-    let out = command_in(Some(&w.cg), testkit::python())
-        .arg(script)
-        .args(args)
-        .args([
-            "--port",
-            &w.fake.addr.port().to_string(),
-            "--address",
-            "127.0.0.2",
-        ])
-        .env("SSL_CERT_FILE", w.agent.ca_pem())
-        .output()
-        .expect("run the SDK client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    let mut c = w.python_client("control_client.py");
+    c.args(args);
+    json_of(c)
 }
 
 fn calls(w: &World, n: usize, model: &str) -> Vec<Value> {
@@ -102,7 +55,7 @@ fn a_budget_spent_mid_run_is_a_rate_limit_error_with_retry_after() {
     testkit::require_root!();
     let usd = one_call_usd();
     // Four calls fit under the hard limit; the fourth crosses it; the fifth is refused.
-    let w = world(
+    let w = World::start(
         "control-budget",
         &format!(
             "[[limits]]\nname = \"daily\"\nmatch = {{ comm = \"python*\" }}\ngroup_by = [\"uid\"]\n\
@@ -199,7 +152,7 @@ fn a_budget_spent_mid_run_is_a_rate_limit_error_with_retry_after() {
 fn a_request_rate_holds_within_five_percent_over_ten_seconds() {
     testkit::require_root!();
     let (rate, burst) = (5.0, 2.0);
-    let w = world(
+    let w = World::start(
         "control-rate",
         &format!(
             "[[limits]]\nname = \"rps\"\nrequests_per_second = {rate}\nrequest_burst = {burst}\n"
@@ -236,7 +189,7 @@ fn a_request_rate_holds_within_five_percent_over_ten_seconds() {
 #[test]
 fn an_unapproved_model_is_blocked_and_sighup_swaps_the_rules() {
     testkit::require_root!();
-    let w = world("control-allow", "");
+    let w = World::start("control-allow", "");
     let follow = w.agent.follow();
     assert_eq!(
         calls(&w, 1, "gpt-4o")[0]["ok"],
@@ -323,7 +276,7 @@ fn an_unapproved_model_is_blocked_and_sighup_swaps_the_rules() {
 fn the_anthropic_sdk_raises_its_own_rate_limit_and_permission_errors() {
     testkit::require_root!();
     // Two haiku calls fit the burst, the third is over the rate; any other model is refused.
-    let w = world(
+    let w = World::start(
         "control-anthropic",
         "[[limits]]\nname = \"haiku-rate\"\n\
          match = { provider = \"anthropic\", model = \"claude-3-5-haiku*\" }\n\
@@ -414,7 +367,7 @@ fn an_anomaly_the_policy_blocks_is_a_rate_limit_for_that_caller_until_the_block_
     let alerts = tempfile::tempdir().unwrap();
     let alert_file = alerts.path().join("alerts.jsonl");
     // Per API key: tokens per request (streams without usage: estimated from the prompt).
-    let w = world(
+    let w = World::start(
         "control-quarantine",
         &format!(
             "[[llm.analysis.policy.rules]]\nkind = \"anomaly\"\nlocation = \"exchange\"\n\
@@ -618,7 +571,7 @@ fn an_anomaly_block_outlives_a_reload_and_a_restart_and_ends_with_its_rule() {
         state.path().join("control-state.json").display(),
         key.display()
     );
-    let w = world("control-quarantine-keep", &rules);
+    let w = World::start("control-quarantine-keep", &rules);
     let out = client(
         &w,
         &["spike", "--steady", "8", "--repeat", "300", "--no-recover"],
