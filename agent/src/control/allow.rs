@@ -25,8 +25,7 @@ pub fn judge<'a>(rules: &'a [AllowRule], id: &Identity<'_>) -> Option<Unapproved
     let first = governing.peek()?.name.as_str();
     let mut action = None;
     for r in governing {
-        let provider_ok =
-            r.providers.is_empty() || r.providers.iter().any(|g| g.matches(id.provider));
+        let provider_ok = r.approves_provider(id.provider);
         let model_ok = id.model.is_empty()
             || r.models.is_empty()
             || r.models.iter().any(|g| g.matches(id.model));

@@ -24,10 +24,9 @@ pub fn refusing_rule<'a>(
     let refusing = rules
         .iter()
         .find(|r| r.at_connect && r.selector.may_match_cgroup(&id))?;
-    let approved = rules.iter().any(|r| {
-        r.selector.may_match_cgroup(&id)
-            && (r.providers.is_empty() || r.providers.iter().any(|g| g.matches(provider)))
-    });
+    let approved = rules
+        .iter()
+        .any(|r| r.selector.may_match_cgroup(&id) && r.approves_provider(provider));
     (!approved).then_some(refusing.name.as_str())
 }
 

@@ -143,6 +143,13 @@ pub struct AllowRule {
     pub at_connect: bool,
 }
 
+impl AllowRule {
+    /// Whether the rule approves `provider` (for some models at least).
+    pub fn approves_provider(&self, provider: &str) -> bool {
+        self.providers.is_empty() || self.providers.iter().any(|g| g.matches(provider))
+    }
+}
+
 /// The reloadable control sections, validated together.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ControlRules {

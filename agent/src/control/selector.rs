@@ -225,14 +225,7 @@ impl Selector {
     /// Whether every given field matches `id`.
     pub fn matches(&self, id: &Identity<'_>) -> bool {
         let m = |g: &Option<Glob>, v: &str| g.as_ref().is_none_or(|g| g.matches(v));
-        m(&self.node, id.node)
-            && m(&self.k8s_namespace, id.k8s_namespace)
-            && m(&self.k8s_workload, id.k8s_workload)
-            && m(&self.k8s_pod, id.k8s_pod)
-            && self
-                .container
-                .as_ref()
-                .is_none_or(|g| g.matches(id.container) || g.matches(id.container_id))
+        self.matches_cgroup_fields(id)
             && m(&self.exe, id.exe)
             && m(&self.comm, id.comm)
             && self.uid.is_none_or(|u| u == id.uid)
@@ -260,6 +253,16 @@ impl Selector {
     /// given): fields not known per cgroup (executable, command, uid, model, key) are assumed
     /// to match.
     pub fn may_match_cgroup(&self, id: &Identity<'_>) -> bool {
+        self.matches_cgroup_fields(id)
+            && self
+                .provider
+                .as_ref()
+                .is_none_or(|g| g.matches(id.provider))
+    }
+
+    /// Whether the fields known per cgroup (node, Kubernetes names, container by name or id)
+    /// match `id`.
+    fn matches_cgroup_fields(&self, id: &Identity<'_>) -> bool {
         let m = |g: &Option<Glob>, v: &str| g.as_ref().is_none_or(|g| g.matches(v));
         m(&self.node, id.node)
             && m(&self.k8s_namespace, id.k8s_namespace)
@@ -269,7 +272,6 @@ impl Selector {
                 .container
                 .as_ref()
                 .is_none_or(|g| g.matches(id.container) || g.matches(id.container_id))
-            && m(&self.provider, id.provider)
     }
 
     /// Whether the selector needs the request body (the model) to decide.
