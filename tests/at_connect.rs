@@ -194,27 +194,35 @@ fn retry_loop_makes_one_row(
     );
 }
 
-#[test]
-fn an_unapproved_pod_is_refused_at_connect_and_an_approved_one_proxied() {
-    testkit::require_root!();
+/// The fake API server serving both pods, the fake provider, the test cgroup and an agent
+/// with the `at_connect` rule, its `[intercept]` section given.
+fn start(name: &str, intercept: &str) -> (FakeKube, FakeLlm, TestCgroup, Agent) {
     let kube = FakeKube::start();
     put_pods(&kube);
     let fake = FakeLlm::start("127.0.0.2:0");
-    let port = fake.addr.port();
-    let cg = TestCgroup::new("atconnect");
+    let cg = TestCgroup::new(name);
     let agent = Agent::start(
         &cg,
         &AgentConfig {
-            intercept: "heartbeat_timeout_ms = 500".into(),
+            intercept: intercept.into(),
             rest: format!(
                 "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
-                 [upstream]\nextra_root_certs = [\"{}\"]\n{}\n{}",
-                fake.ca_pem_path.display(),
-                kube.agent_config(NODE),
-                rules(true),
+                 [upstream]\nextra_root_certs = [\"{ca}\"]\n{kube}\n{rules}",
+                port = fake.addr.port(),
+                ca = fake.ca_pem_path.display(),
+                kube = kube.agent_config(NODE),
+                rules = rules(true),
             ),
         },
     );
+    (kube, fake, cg, agent)
+}
+
+#[test]
+fn an_unapproved_pod_is_refused_at_connect_and_an_approved_one_proxied() {
+    testkit::require_root!();
+    let (_kube, fake, cg, agent) = start("atconnect", "heartbeat_timeout_ms = 500");
+    let port = fake.addr.port();
     wait_metric(&agent, "llmtrace_kubernetes_pods", "", 2);
     let pod_a = cg.kubelet_container(UID_A, CID_A);
     let pod_b = cg.kubelet_container(UID_B, CID_B);
@@ -289,32 +297,18 @@ fn an_unapproved_pod_is_refused_at_connect_and_an_approved_one_proxied() {
 #[test]
 fn refusal_at_connect_needs_a_live_agent_in_fail_open_mode() {
     testkit::require_root!();
-    let kube = FakeKube::start();
-    put_pods(&kube);
-    let fake = FakeLlm::start("127.0.0.2:0");
-    let port = fake.addr.port();
-    let cg = TestCgroup::new("atconnect-fo");
-    let mut agent = Agent::start(
-        &cg,
-        &AgentConfig {
-            intercept: "fail_mode = \"open\"\nheartbeat_timeout_ms = 500".into(),
-            rest: format!(
-                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
-                 [upstream]\nextra_root_certs = [\"{}\"]\n{}\n{}",
-                fake.ca_pem_path.display(),
-                kube.agent_config(NODE),
-                rules(true),
-            ),
-        },
+    let (_kube, fake, cg, mut agent) = start(
+        "atconnect-fo",
+        "fail_mode = \"open\"\nheartbeat_timeout_ms = 500",
     );
+    let port = fake.addr.port();
     wait_metric(&agent, "llmtrace_kubernetes_pods", "", 2);
     let pod_a = cg.kubelet_container(UID_A, CID_A);
     wait_metric(&agent, "llmtrace_control_connect_deny_entries", "", 2);
     let follow = agent.follow();
     assert_refused(&curl_in(&pod_a, port, None));
     // A UDP send (QUIC) from the pod is refused by the same rule, and reported as such.
-    let python = std::env::var("LLMTRACE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let udp = command_in(Some(&pod_a), &python)
+    let udp = command_in(Some(&pod_a), testkit::python())
         .arg("-c")
         .arg(format!(
             "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\

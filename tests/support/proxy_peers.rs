@@ -343,21 +343,9 @@ pub fn last_byte(
     expect_bytes: usize,
     n: usize,
 ) -> OneShot {
-    let resolve = format!("api.openai.com:{}:{}", connect.port(), connect.ip());
-    let out = crate::cgroup::command_in(cgroup, "curl")
-        .args(["-s", "--http1.1", "--max-time", "60"])
-        .args([
-            "-w",
-            "%{http_code} %{size_download} %{time_total}\n",
-            "--resolve",
-            &resolve,
-        ])
-        .arg("--cacert")
-        .arg(ca)
-        .args(["-H", "Content-Type: application/json"])
-        .args(["-H", "Authorization: Bearer sk-bench-not-a-real-key"])
-        .arg("--data-binary")
-        .arg(format!("@{}", body.display()))
+    let out = curl_post(cgroup, connect, ca, body)
+        .args(["--max-time", "60"])
+        .args(["-w", "%{http_code} %{size_download} %{time_total}\n"])
         .args((0..=n).flat_map(|_| ["-o", "/dev/null", url]))
         .output()
         .expect("run curl");
@@ -381,6 +369,31 @@ pub fn last_byte(
     }
 }
 
+/// `curl --http1.1` from inside `cgroup` (when given), silent, sending `api.openai.com` to
+/// `connect`, trusting only `ca`, POSTing the JSON file `body` with a bench API key; the caller
+/// adds its timers, outputs and URLs.
+fn curl_post(
+    cgroup: Option<&TestCgroup>,
+    connect: SocketAddr,
+    ca: &Path,
+    body: &Path,
+) -> std::process::Command {
+    let mut c = crate::cgroup::command_in(cgroup, "curl");
+    c.args(["-s", "--http1.1", "--resolve"])
+        .arg(format!(
+            "api.openai.com:{}:{}",
+            connect.port(),
+            connect.ip()
+        ))
+        .arg("--cacert")
+        .arg(ca)
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-H", "Authorization: Bearer sk-bench-not-a-real-key"])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()));
+    c
+}
+
 /// One `curl --http1.1` POST of `body` to `url` on a new connection to `connect`, trusting only
 /// `ca`, from inside `cgroup` when given: its timers when it got 200 and `expect_bytes` of body.
 pub fn one_shot(
@@ -391,22 +404,13 @@ pub fn one_shot(
     body: &Path,
     expect_bytes: usize,
 ) -> Option<Phases> {
-    let resolve = format!("api.openai.com:{}:{}", connect.port(), connect.ip());
-    let out = crate::cgroup::command_in(cgroup, "curl")
-        .args(["-s", "-o", "/dev/null", "--http1.1", "--max-time", "10"])
+    let out = curl_post(cgroup, connect, ca, body)
+        .args(["-o", "/dev/null", "--max-time", "10"])
         .args([
             "-w",
             "%{http_code} %{size_download} %{time_connect} %{time_appconnect} \
              %{time_starttransfer} %{time_total}",
-            "--resolve",
-            &resolve,
         ])
-        .arg("--cacert")
-        .arg(ca)
-        .args(["-H", "Content-Type: application/json"])
-        .args(["-H", "Authorization: Bearer sk-bench-not-a-real-key"])
-        .arg("--data-binary")
-        .arg(format!("@{}", body.display()))
         .arg(url)
         .output()
         .expect("run curl");
