@@ -26,12 +26,12 @@ static EMBEDDED: &[u8] = include_bytes!("../../../models/injection/model.bin");
 static MODEL: LazyLock<Result<Model, String>> = LazyLock::new(|| Model::parse(EMBEDDED));
 
 /// Per-thread buffers reused across calls: the normalised text, a bitset of the buckets a
-/// chunk has seen (features count once) and the buckets set in it (to clear only those).
+/// chunk has seen (features count once) and a chunk's bucket ids.
 #[derive(Default)]
 struct Scratch {
     norm: Vec<u8>,
     seen: Vec<u64>,
-    touched: Vec<u32>,
+    ids: Vec<u32>,
 }
 
 thread_local! {
@@ -106,23 +106,33 @@ impl Model {
     }
 
     /// The score of one normalised chunk; `None` when it has no feature. Features are the
-    /// chunk's distinct buckets, each weighing 1/sqrt(their number).
-    fn chunk_score(&self, chunk: &[u8], seen: &mut [u64], touched: &mut Vec<u32>) -> Option<f64> {
-        // At most 127 per bucket of a 4 KiB chunk's few thousand: i32 holds it exactly.
-        let mut acc = 0i32;
+    /// chunk's distinct buckets, each weighing 1/sqrt(their number). `seen` is all clear on
+    /// entry and left so.
+    fn chunk_score(&self, chunk: &[u8], seen: &mut [u64], ids: &mut Vec<u32>) -> Option<f64> {
+        let ids = hashing::buckets_into(chunk, self.bits, ids);
+        // Pass 1: each bucket's first occurrence, compacted to the front of `ids` in place
+        // (the write index never passes the read index). Without a branch: whether a bucket
+        // is new is unpredictable in text, and a mispredicted branch per id cost more than the
+        // whole of the rest.
+        let mut n = 0usize;
+        for i in 0..ids.len() {
+            let b = ids[i];
+            let (word, bit) = (b as usize >> 6, 1u64 << (b & 63));
+            let old = seen[word];
+            seen[word] = old | bit;
+            ids[n.min(i)] = b;
+            n += usize::from(old & bit == 0);
+        }
+        // Pass 2: the distinct buckets' weights (loads independent of each other, which the
+        // CPU overlaps), clearing the bitset for the next chunk on the way. At most 127 per
+        // bucket of a 4 KiB chunk's few thousand: i32 holds the sum exactly, in any order.
         let w = &self.weights[..];
-        hashing::for_each_bucket(chunk, self.bits, |b| {
-            let (word, bit) = (b >> 6, 1u64 << (b & 63));
-            if seen[word] & bit == 0 {
-                seen[word] |= bit;
-                touched.push(b as u32);
-                acc += i32::from(w[b]);
-            }
-        });
-        let n = u32::try_from(touched.len()).unwrap_or(u32::MAX);
-        for b in touched.drain(..) {
+        let mut acc = 0i32;
+        for &b in &ids[..n] {
+            acc += i32::from(w[b as usize]);
             seen[b as usize >> 6] = 0;
         }
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
         (n > 0).then(|| {
             let z =
                 f64::from(self.bias) + f64::from(self.scale) * f64::from(acc) / f64::from(n).sqrt();
@@ -138,7 +148,7 @@ impl Model {
             s.seen.resize(self.weights.len() / 64, 0);
             let mut best: Option<(f64, std::ops::Range<usize>)> = None;
             for r in hashing::chunks(&s.norm, self.chunk, self.slack) {
-                if let Some(v) = self.chunk_score(&s.norm[r.clone()], &mut s.seen, &mut s.touched)
+                if let Some(v) = self.chunk_score(&s.norm[r.clone()], &mut s.seen, &mut s.ids)
                     && best.as_ref().is_none_or(|b| v > b.0)
                 {
                     best = Some((v, r));
@@ -146,6 +156,9 @@ impl Model {
             }
             if s.norm.capacity() > KEEP_BUFFER {
                 s.norm = Vec::new();
+            }
+            if s.ids.capacity() > KEEP_BUFFER {
+                s.ids = Vec::new();
             }
             best
         })
@@ -228,11 +241,13 @@ mod tests {
             if let Some(want) = &g.buckets {
                 let mut norm = Vec::new();
                 hashing::normalise_into(g.text.as_bytes(), &mut norm);
+                let mut buf = Vec::new();
                 let got: Vec<Vec<usize>> = hashing::chunks(&norm, m.chunk, m.slack)
                     .map(|r| {
-                        let mut v = Vec::new();
-                        hashing::for_each_bucket(&norm[r], m.bits, |b| v.push(b));
-                        v
+                        hashing::buckets_into(&norm[r], m.bits, &mut buf)
+                            .iter()
+                            .map(|&b| b as usize)
+                            .collect()
                     })
                     .collect();
                 assert_eq!(&got, want, "{:?}", g.text);
