@@ -26,7 +26,7 @@ static EMBEDDED: &[u8] = include_bytes!("../../../models/injection/model.bin");
 static MODEL: LazyLock<Result<Model, String>> = LazyLock::new(|| Model::parse(EMBEDDED));
 
 /// Per-thread buffers reused across calls: the normalised text, a bitset of the buckets a
-/// chunk has seen (features count once) and a chunk's bucket ids.
+/// chunk has seen (features count once) and a chunk's distinct buckets.
 #[derive(Default)]
 struct Scratch {
     norm: Vec<u8>,
@@ -109,20 +109,22 @@ impl Model {
     /// chunk's distinct buckets, each weighing 1/sqrt(their number). `seen` is all clear on
     /// entry and left so.
     fn chunk_score(&self, chunk: &[u8], seen: &mut [u64], ids: &mut Vec<u32>) -> Option<f64> {
-        let ids = hashing::buckets_into(chunk, self.bits, ids);
-        // Pass 1: each bucket's first occurrence, compacted to the front of `ids` in place
-        // (the write index never passes the read index). Without a branch: whether a bucket
-        // is new is unpredictable in text, and a mispredicted branch per id cost more than the
-        // whole of the rest.
+        // Pass 1, with the extraction: each bucket's first occurrence, in `ids`. Without a
+        // branch (every id is stored, the end advances when it is new): whether a bucket is
+        // new is unpredictable in text, and a mispredicted branch per id cost more than the
+        // rest of the work. At most 4 ids per byte (3 n-grams, a word's two per 2 bytes).
+        let cap = 4 * chunk.len() + 2;
+        if ids.len() < cap {
+            ids.resize(cap, 0);
+        }
         let mut n = 0usize;
-        for i in 0..ids.len() {
-            let b = ids[i];
+        hashing::for_each_bucket(chunk, self.bits, |b| {
             let (word, bit) = (b as usize >> 6, 1u64 << (b & 63));
             let old = seen[word];
             seen[word] = old | bit;
-            ids[n.min(i)] = b;
+            ids[n] = b;
             n += usize::from(old & bit == 0);
-        }
+        });
         // Pass 2: the distinct buckets' weights (loads independent of each other, which the
         // CPU overlaps), clearing the bitset for the next chunk on the way. At most 127 per
         // bucket of a 4 KiB chunk's few thousand: i32 holds the sum exactly, in any order.
@@ -241,13 +243,11 @@ mod tests {
             if let Some(want) = &g.buckets {
                 let mut norm = Vec::new();
                 hashing::normalise_into(g.text.as_bytes(), &mut norm);
-                let mut buf = Vec::new();
                 let got: Vec<Vec<usize>> = hashing::chunks(&norm, m.chunk, m.slack)
                     .map(|r| {
-                        hashing::buckets_into(&norm[r], m.bits, &mut buf)
-                            .iter()
-                            .map(|&b| b as usize)
-                            .collect()
+                        let mut v = Vec::new();
+                        hashing::for_each_bucket(&norm[r], m.bits, |b| v.push(b as usize));
+                        v
                     })
                     .collect();
                 assert_eq!(&got, want, "{:?}", g.text);

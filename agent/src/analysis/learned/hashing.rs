@@ -4,8 +4,7 @@
 //! Text is normalised (ASCII lowercased, whitespace runs one space, other bytes kept), cut
 //! into chunks, and each chunk yields bucket ids: character 3/4/5-grams of bytes by
 //! multiplicative hashing of the packed bytes, then word unigrams and bigrams by FNV-1a.
-//! No allocation per n-gram: bucket ids go to a buffer reused across chunks, written by loops
-//! without per-byte branches (see [`buckets_into`]).
+//! No allocation per n-gram: buckets go to a callback, inlined with it.
 
 use std::ops::Range;
 
@@ -115,57 +114,45 @@ pub fn chunks(norm: &[u8], chunk: usize, slack: usize) -> impl Iterator<Item = R
     })
 }
 
-/// The bucket ids (< 2^`bits`) of one normalised chunk, in the order the Python extractor
-/// emits them: character 3-, 4- and 5-grams position by position, then each word's unigram
-/// and its bigram with the word before. `buf` is scratch space reused across calls.
+/// Calls `f` with every bucket id (< 2^`bits`) of one normalised chunk, in the order the
+/// Python extractor emits them: character 3-, 4- and 5-grams position by position, then each
+/// word's unigram and its bigram with the word before.
 ///
-/// Two loops without per-byte branches (the n-grams of neighbouring positions are
-/// independent multiplications the CPU overlaps; a word ends where a table says so), and for
-/// the shipped model's width a constant shift: a variable one costs several micro-ops on x86.
-pub fn buckets_into<'a>(chunk: &[u8], bits: u32, buf: &'a mut Vec<u32>) -> &'a mut [u32] {
-    let n = if bits == 18 {
-        buckets_with(chunk, 18, buf)
+/// Inlined into the caller with `f`, so the ids stay in registers: the caller's per-id work
+/// (the detector's seen-set) overlaps the next positions' independent multiplications. For the
+/// shipped model's width the shift is a constant: a variable one costs several micro-ops on
+/// x86.
+#[inline(always)]
+pub fn for_each_bucket(chunk: &[u8], bits: u32, f: impl FnMut(u32)) {
+    if bits == 18 {
+        buckets_with(chunk, 18, f);
     } else {
-        buckets_with(chunk, bits, buf)
-    };
-    &mut buf[..n]
+        buckets_with(chunk, bits, f);
+    }
 }
 
 #[inline(always)]
-fn buckets_with(chunk: &[u8], bits: u32, buf: &mut Vec<u32>) -> usize {
+fn buckets_with(chunk: &[u8], bits: u32, mut f: impl FnMut(u32)) {
     let shift = 64 - bits;
     // `bits` <= 24 (the model parser checks): a u32 holds every id.
     #[allow(clippy::cast_possible_truncation)]
     let bucket = |x: u64| (x.wrapping_mul(K) >> shift) as u32;
-    // Three n-grams per byte, and per word (at least one byte, then a separator or the end)
-    // at most a unigram and a bigram: 4n + 2 ids at most.
-    let cap = 4 * chunk.len() + 2;
-    if buf.len() < cap {
-        buf.resize(cap, 0);
-    }
-    let dst = &mut buf[..cap];
-    let mut k = 0;
     let mut window = 0u64;
     for (i, &b) in chunk.iter().enumerate().take(4) {
         window = (window << 8) | u64::from(b);
         if i >= 2 {
-            dst[k] = bucket((window & 0xFF_FFFF) | (3 << 40));
-            k += 1;
+            f(bucket((window & 0xFF_FFFF) | (3 << 40)));
         }
         if i >= 3 {
-            dst[k] = bucket((window & 0xFFFF_FFFF) | (4 << 40));
-            k += 1;
+            f(bucket((window & 0xFFFF_FFFF) | (4 << 40)));
         }
     }
-    if chunk.len() > 4 {
-        let grams = &mut dst[k..k + 3 * (chunk.len() - 4)];
-        for (&b, d) in chunk[4..].iter().zip(grams.chunks_exact_mut(3)) {
-            window = (window << 8) | u64::from(b);
-            d[0] = bucket((window & 0xFF_FFFF) | (3 << 40));
-            d[1] = bucket((window & 0xFFFF_FFFF) | (4 << 40));
-            d[2] = bucket((window & 0xFF_FFFF_FFFF) | (5 << 40));
-        }
-        k += grams.len();
+    // From the fifth byte on, all three n-grams at every position: no branch in the loop.
+    for &b in chunk.get(4..).unwrap_or_default() {
+        window = (window << 8) | u64::from(b);
+        f(bucket((window & 0xFF_FFFF) | (3 << 40)));
+        f(bucket((window & 0xFFFF_FFFF) | (4 << 40)));
+        f(bucket((window & 0xFF_FFFF_FFFF) | (5 << 40)));
     }
     let (mut h, mut in_word) = (FNV_OFFSET, false);
     let (mut prev, mut has_prev) = (0u64, false);
@@ -175,15 +162,14 @@ fn buckets_with(chunk: &[u8], bits: u32, buf: &mut Vec<u32>) -> usize {
             h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
             in_word = true;
         } else if in_word {
-            dst[k] = bucket(h ^ TAG_WORD);
-            // Written always, kept only after a first word.
-            dst[k + 1] = bucket(prev.rotate_left(17) ^ h ^ TAG_BIGRAM);
-            k += 1 + usize::from(has_prev);
+            f(bucket(h ^ TAG_WORD));
+            if has_prev {
+                f(bucket(prev.rotate_left(17) ^ h ^ TAG_BIGRAM));
+            }
             (prev, has_prev) = (h, true);
             (h, in_word) = (FNV_OFFSET, false);
         }
     }
-    k
 }
 
 #[cfg(test)]
@@ -201,8 +187,7 @@ mod tests {
         assert_eq!(original_offset(text, 4), text.len());
     }
 
-    /// The straightforward extractor (a callback per id, branches per byte) the fast loops
-    /// replaced.
+    /// The straightforward extractor (branches per byte) the loops above replaced.
     fn reference(chunk: &[u8], bits: u32) -> Vec<u32> {
         let mut out = Vec::new();
         let shift = 64 - bits;
@@ -260,8 +245,8 @@ mod tests {
                 }
             }
             proptest::prop_assert_eq!(&norm, &want);
-            let mut buf = vec![7; 3];
-            let got = buckets_into(&norm, bits, &mut buf).to_vec();
+            let mut got = Vec::new();
+            for_each_bucket(&norm, bits, |b| got.push(b));
             proptest::prop_assert_eq!(got, reference(&norm, bits));
         }
     }
