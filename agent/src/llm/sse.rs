@@ -5,6 +5,8 @@
 //! fields on several lines are joined with `\n`. A line longer than the configured bound is dropped
 //! (and counted) so a peer cannot make the parser buffer without limit.
 
+use super::decode::utf8_lossy;
+
 /// One dispatched event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SseEvent {
@@ -141,7 +143,7 @@ impl SseParser {
             }
             None => (line, &[][..]),
         };
-        let value = String::from_utf8_lossy(value);
+        let value = utf8_lossy(value);
         match name {
             b"data" => {
                 if self.has_data {
