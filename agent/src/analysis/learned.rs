@@ -26,12 +26,12 @@ static EMBEDDED: &[u8] = include_bytes!("../../../models/injection/model.bin");
 static MODEL: LazyLock<Result<Model, String>> = LazyLock::new(|| Model::parse(EMBEDDED));
 
 /// Per-thread buffers reused across calls: the normalised text, a bitset of the buckets a
-/// chunk has seen (features count once) and the buckets set in it (to clear only those).
+/// chunk has seen (features count once) and a chunk's distinct buckets.
 #[derive(Default)]
 struct Scratch {
     norm: Vec<u8>,
     seen: Vec<u64>,
-    touched: Vec<u32>,
+    ids: Vec<u32>,
 }
 
 thread_local! {
@@ -106,23 +106,35 @@ impl Model {
     }
 
     /// The score of one normalised chunk; `None` when it has no feature. Features are the
-    /// chunk's distinct buckets, each weighing 1/sqrt(their number).
-    fn chunk_score(&self, chunk: &[u8], seen: &mut [u64], touched: &mut Vec<u32>) -> Option<f64> {
-        // At most 127 per bucket of a 4 KiB chunk's few thousand: i32 holds it exactly.
-        let mut acc = 0i32;
-        let w = &self.weights[..];
+    /// chunk's distinct buckets, each weighing 1/sqrt(their number). `seen` is all clear on
+    /// entry and left so.
+    fn chunk_score(&self, chunk: &[u8], seen: &mut [u64], ids: &mut Vec<u32>) -> Option<f64> {
+        // Pass 1, with the extraction: each bucket's first occurrence, in `ids`. Without a
+        // branch (every id is stored, the end advances when it is new): whether a bucket is
+        // new is unpredictable in text, and a mispredicted branch per id cost more than the
+        // rest of the work. At most 4 ids per byte (3 n-grams, a word's two per 2 bytes).
+        let cap = 4 * chunk.len() + 2;
+        if ids.len() < cap {
+            ids.resize(cap, 0);
+        }
+        let mut n = 0usize;
         hashing::for_each_bucket(chunk, self.bits, |b| {
-            let (word, bit) = (b >> 6, 1u64 << (b & 63));
-            if seen[word] & bit == 0 {
-                seen[word] |= bit;
-                touched.push(b as u32);
-                acc += i32::from(w[b]);
-            }
+            let (word, bit) = (b as usize >> 6, 1u64 << (b & 63));
+            let old = seen[word];
+            seen[word] = old | bit;
+            ids[n] = b;
+            n += usize::from(old & bit == 0);
         });
-        let n = u32::try_from(touched.len()).unwrap_or(u32::MAX);
-        for b in touched.drain(..) {
+        // Pass 2: the distinct buckets' weights (loads independent of each other, which the
+        // CPU overlaps), clearing the bitset for the next chunk on the way. At most 127 per
+        // bucket of a 4 KiB chunk's few thousand: i32 holds the sum exactly, in any order.
+        let w = &self.weights[..];
+        let mut acc = 0i32;
+        for &b in &ids[..n] {
+            acc += i32::from(w[b as usize]);
             seen[b as usize >> 6] = 0;
         }
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
         (n > 0).then(|| {
             let z =
                 f64::from(self.bias) + f64::from(self.scale) * f64::from(acc) / f64::from(n).sqrt();
@@ -138,7 +150,7 @@ impl Model {
             s.seen.resize(self.weights.len() / 64, 0);
             let mut best: Option<(f64, std::ops::Range<usize>)> = None;
             for r in hashing::chunks(&s.norm, self.chunk, self.slack) {
-                if let Some(v) = self.chunk_score(&s.norm[r.clone()], &mut s.seen, &mut s.touched)
+                if let Some(v) = self.chunk_score(&s.norm[r.clone()], &mut s.seen, &mut s.ids)
                     && best.as_ref().is_none_or(|b| v > b.0)
                 {
                     best = Some((v, r));
@@ -146,6 +158,9 @@ impl Model {
             }
             if s.norm.capacity() > KEEP_BUFFER {
                 s.norm = Vec::new();
+            }
+            if s.ids.capacity() > KEEP_BUFFER {
+                s.ids = Vec::new();
             }
             best
         })
@@ -231,7 +246,7 @@ mod tests {
                 let got: Vec<Vec<usize>> = hashing::chunks(&norm, m.chunk, m.slack)
                     .map(|r| {
                         let mut v = Vec::new();
-                        hashing::for_each_bucket(&norm[r], m.bits, |b| v.push(b));
+                        hashing::for_each_bucket(&norm[r], m.bits, |b| v.push(b as usize));
                         v
                     })
                     .collect();

@@ -55,11 +55,16 @@ impl ProcessDetails {
     }
 
     fn inspect_in(proc: &std::path::Path, pid: u32) -> Self {
-        let dir = proc.join(pid.to_string());
-        let exe = std::fs::read_link(dir.join("exe"))
-            .ok()
+        // Every read is relative to one handle on the process's directory: the kernel resolves
+        // `/proc/PID` once instead of per file, and all the facts come from the same process
+        // even if the pid is reused meanwhile (the reads then fail instead of mixing two).
+        let Some(dir) = ProcDir::open(&proc.join(pid.to_string())) else {
+            return Self::default();
+        };
+        let exe = dir
+            .read_link("exe")
             .map(|p| p.to_string_lossy().into_owned());
-        let cmdline = read_proc_file(&dir.join("cmdline")).map(|raw| {
+        let cmdline = dir.read("cmdline").map(|raw| {
             let mut s: String = String::from_utf8_lossy(&raw)
                 .trim_end_matches('\0')
                 .replace('\0', " ");
@@ -68,15 +73,16 @@ impl ProcessDetails {
             }
             mask::mask_cmdline_cached(&s)
         });
-        let cgroup = read_proc_file(&dir.join("cgroup"))
+        let cgroup = dir
+            .read("cgroup")
             .and_then(|raw| unified_path(&String::from_utf8_lossy(&raw)));
         let (container_id, container_runtime) = cgroup
             .as_deref()
             .and_then(container)
             .map_or((None, ContainerRuntime::Unknown), |(id, rt)| (Some(id), rt));
         let pod_uid = cgroup.as_deref().and_then(pod_uid);
-        let netns = std::fs::read_link(dir.join("ns/net"))
-            .ok()
+        let netns = dir
+            .read_link("ns/net")
             .and_then(|link| namespace_inode(&link.to_string_lossy()));
         Self {
             exe,
@@ -92,16 +98,38 @@ impl ProcessDetails {
     }
 }
 
-/// A `/proc` file, read whole. These files report a size of 0, so `std::fs::read` would start
-/// with a tiny buffer and grow it read by read (six reads for a common command line, each one
-/// walking the other process's memory); one page-sized buffer takes it in one read plus the
-/// end-of-file read.
-fn read_proc_file(path: &std::path::Path) -> Option<Vec<u8>> {
-    use std::io::Read as _;
+/// An open `/proc/PID` directory that files are read relative to.
+struct ProcDir(std::os::fd::OwnedFd);
 
-    let mut buf = Vec::with_capacity(4096);
-    std::fs::File::open(path).ok()?.read_to_end(&mut buf).ok()?;
-    Some(buf)
+impl ProcDir {
+    fn open(path: &std::path::Path) -> Option<Self> {
+        use rustix::fs::{Mode, OFlags};
+
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::open(path, flags, Mode::empty()).ok().map(Self)
+    }
+
+    fn read_link(&self, name: &str) -> Option<std::ffi::OsString> {
+        use std::os::unix::ffi::OsStringExt as _;
+
+        let target = rustix::fs::readlinkat(&self.0, name, Vec::new()).ok()?;
+        Some(std::ffi::OsString::from_vec(target.into_bytes()))
+    }
+
+    /// A file, read whole. These files report a size of 0, so `std::fs::read` would start
+    /// with a tiny buffer and grow it read by read (six reads for a common command line, each
+    /// one walking the other process's memory); one page-sized buffer takes it in one read
+    /// plus the end-of-file read.
+    fn read(&self, name: &str) -> Option<Vec<u8>> {
+        use rustix::fs::{Mode, OFlags};
+        use std::io::Read as _;
+
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.0, name, flags, Mode::empty()).ok()?;
+        let mut buf = Vec::with_capacity(4096);
+        std::fs::File::from(fd).read_to_end(&mut buf).ok()?;
+        Some(buf)
+    }
 }
 
 /// The inode in a namespace link's target (`net:[4026531840]`).

@@ -1,6 +1,7 @@
 //! Response body framing (SSE events or JSON documents) feeding the dialect's accumulator.
 
 use super::anthropic::MessagesAcc;
+use super::decode::utf8_lossy;
 use super::gemini::GeminiAcc;
 use super::model::ResponseInfo;
 use super::openai::{ChatAcc, ResponsesAcc};
@@ -267,10 +268,10 @@ impl JsonSplitter {
         if self.skipping || self.buf.len() + tail.len() > self.max {
             self.overflowed = true;
         } else if self.buf.is_empty() {
-            on_doc(&String::from_utf8_lossy(tail));
+            on_doc(&utf8_lossy(tail));
         } else {
             self.buf.extend_from_slice(tail);
-            on_doc(&String::from_utf8_lossy(&self.buf));
+            on_doc(&utf8_lossy(&self.buf));
         }
         self.buf.clear();
         self.skipping = false;

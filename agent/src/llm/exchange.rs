@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::body::ResponseParser;
-use super::decode::decode_body;
+use super::decode::{self, decode_body};
 use super::engine::Engine;
 use super::fingerprint::api_key_fingerprint;
 use super::model::RequestInfo;
@@ -267,7 +267,7 @@ impl Exchange {
                 return self.unparsed_verdict(action);
             }
         };
-        let text = String::from_utf8_lossy(&decoded);
+        let text = decode::utf8_lossy(&decoded);
         let document = serde_json::from_str::<serde_json::Value>(&text).ok();
         self.request = match &document {
             Some(v) => self.parse_request(v),

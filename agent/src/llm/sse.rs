@@ -5,6 +5,8 @@
 //! fields on several lines are joined with `\n`. A line longer than the configured bound is dropped
 //! (and counted) so a peer cannot make the parser buffer without limit.
 
+use super::decode::utf8_lossy;
+
 /// One dispatched event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SseEvent {
@@ -139,11 +141,7 @@ impl SseParser {
             }
             None => (line, &[][..]),
         };
-        // Valid UTF-8 is the rule: checked at full speed, repaired only when it is not.
-        let value = match std::str::from_utf8(value) {
-            Ok(v) => std::borrow::Cow::Borrowed(v),
-            Err(_) => String::from_utf8_lossy(value),
-        };
+        let value = utf8_lossy(value);
         let ev = &mut self.current;
         match name {
             b"data" => {

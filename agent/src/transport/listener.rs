@@ -92,22 +92,28 @@ impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
                     }
                 },
             };
-            if let Some(conn) = self.admit(stream, peer, netns_cookie).await {
-                let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-                    self.metrics.rejected_over_limit.inc();
-                    warn!(client = %peer, "connection limit reached; closing a redirected connection");
-                    continue;
-                };
-                let handler = self.handler.clone();
-                let metrics = self.metrics.clone();
-                tasks.spawn(async move {
-                    metrics.active.inc();
-                    handler.handle(conn).await;
-                    metrics.active.dec();
-                    drop(permit);
-                });
-            }
+            // The loop only accepts: attribution, its log line and the limit check run in the
+            // connection's own task, so the next accept (and, on a small machine, the app that
+            // just connected) is not kept waiting behind them.
+            tasks.spawn(self.clone().serve(stream, peer, netns_cookie));
         }
+    }
+
+    /// Attributes one accepted stream and, within the connection limit, hands it to the
+    /// handler.
+    async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, netns_cookie: u64) {
+        let Some(conn) = self.admit(stream, peer, netns_cookie).await else {
+            return;
+        };
+        let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+            self.metrics.rejected_over_limit.inc();
+            warn!(client = %peer, "connection limit reached; closing a redirected connection");
+            return;
+        };
+        self.metrics.active.inc();
+        self.handler.clone().handle(conn).await;
+        self.metrics.active.dec();
+        drop(permit);
     }
 
     /// Attributes an accepted stream, or closes it when the kernel has no record for it.

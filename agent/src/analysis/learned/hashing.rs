@@ -4,7 +4,7 @@
 //! Text is normalised (ASCII lowercased, whitespace runs one space, other bytes kept), cut
 //! into chunks, and each chunk yields bucket ids: character 3/4/5-grams of bytes by
 //! multiplicative hashing of the packed bytes, then word unigrams and bigrams by FNV-1a.
-//! No allocation per n-gram: buckets go to a callback.
+//! No allocation per n-gram: buckets go to a callback, inlined with it.
 
 use std::ops::Range;
 
@@ -14,45 +14,78 @@ const TAG_BIGRAM: u64 = 0x5742_0000_0000_0002;
 const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01B3;
 
-fn is_space(b: u8) -> bool {
+/// Each byte's normalised form: whitespace becomes a space, ASCII letters lowercase. A table
+/// lookup instead of the comparisons: the normalisation loop then has no branch.
+static NORMAL: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        #[allow(clippy::cast_possible_truncation)] // i < 256
+        let b = i as u8;
+        t[i] = if is_space(b) {
+            b' '
+        } else {
+            b.to_ascii_lowercase()
+        };
+        i += 1;
+    }
+    t
+};
+
+/// The bytes of a word in normalised text (a table for the same reason).
+static WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        #[allow(clippy::cast_possible_truncation)] // i < 256
+        let b = i as u8;
+        t[i] = is_word(b);
+        i += 1;
+    }
+    t
+};
+
+const fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
-fn is_word(b: u8) -> bool {
+const fn is_word(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit() || b >= 0x80
 }
 
-/// Appends the normalised form of `text` to `out` (cleared first).
+/// Writes the normalised form of `text` to `out` (replacing its contents). Every byte is
+/// stored and the output index advances only when the byte is kept (not a space after a
+/// space): no per-byte branch, whatever the mix of text.
 pub fn normalise_into(text: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    out.reserve(text.len());
+    out.resize(text.len(), 0);
+    let dst = &mut out[..];
+    let mut k = 0;
     let mut space = false;
-    for &b in text {
-        if is_space(b) {
-            if !space {
-                out.push(b' ');
-            }
-            space = true;
-        } else {
-            space = false;
-            out.push(b.to_ascii_lowercase());
-        }
+    for (i, &b) in text.iter().enumerate() {
+        let m = NORMAL[usize::from(b)];
+        let is = m == b' ';
+        // `k <= i`: the output never runs ahead of the input (the `min` tells the compiler).
+        dst[k.min(i)] = m;
+        k += usize::from(!(is && space));
+        space = is;
     }
+    out.truncate(k);
 }
 
 /// The offset in `text` of the byte that became normalised byte `pos` (`text.len()` past the
 /// end): used only to place a finding.
 pub fn original_offset(text: &[u8], pos: usize) -> usize {
+    // Counts kept bytes without a branch on the kind of byte; the byte that brings the count
+    // past `pos` is the one that became normalised byte `pos`.
     let mut n = 0;
     let mut space = false;
     for (i, &b) in text.iter().enumerate() {
-        let emits = !(is_space(b) && space);
-        space = is_space(b);
-        if emits {
-            if n == pos {
-                return i;
-            }
-            n += 1;
+        let is = NORMAL[usize::from(b)] == b' ';
+        n += usize::from(!(is && space));
+        space = is;
+        if n > pos {
+            return i;
         }
     }
     text.len()
@@ -82,13 +115,34 @@ pub fn chunks(norm: &[u8], chunk: usize, slack: usize) -> impl Iterator<Item = R
 }
 
 /// Calls `f` with every bucket id (< 2^`bits`) of one normalised chunk, in the order the
-/// Python extractor emits them.
-#[inline]
-pub fn for_each_bucket(chunk: &[u8], bits: u32, mut f: impl FnMut(usize)) {
+/// Python extractor emits them: character 3-, 4- and 5-grams position by position, then each
+/// word's unigram and its bigram with the word before.
+///
+/// Inlined into the caller with `f`, so the ids stay in registers: the caller's per-id work
+/// (the detector's seen-set) overlaps the next positions' independent multiplications. For the
+/// shipped model's width the shift is a constant: a variable one costs several micro-ops on
+/// x86.
+// Always: the constant width only reaches the loop, and the ids only stay in registers,
+// when both this and `buckets_with` are inlined into the caller with `f`.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+pub fn for_each_bucket(chunk: &[u8], bits: u32, f: impl FnMut(u32)) {
+    if bits == 18 {
+        buckets_with(chunk, 18, f);
+    } else {
+        buckets_with(chunk, bits, f);
+    }
+}
+
+#[allow(clippy::inline_always)] // see `for_each_bucket`
+#[inline(always)]
+fn buckets_with(chunk: &[u8], bits: u32, mut f: impl FnMut(u32)) {
     let shift = 64 - bits;
-    let bucket = |x: u64| (x.wrapping_mul(K) >> shift) as usize;
+    // `bits` <= 24 (the model parser checks): a u32 holds every id.
+    #[allow(clippy::cast_possible_truncation)]
+    let bucket = |x: u64| (x.wrapping_mul(K) >> shift) as u32;
     let mut window = 0u64;
-    for (i, &b) in chunk.iter().enumerate() {
+    for (i, &b) in chunk.iter().enumerate().take(4) {
         window = (window << 8) | u64::from(b);
         if i >= 2 {
             f(bucket((window & 0xFF_FFFF) | (3 << 40)));
@@ -96,29 +150,29 @@ pub fn for_each_bucket(chunk: &[u8], bits: u32, mut f: impl FnMut(usize)) {
         if i >= 3 {
             f(bucket((window & 0xFFFF_FFFF) | (4 << 40)));
         }
-        if i >= 4 {
-            f(bucket((window & 0xFF_FFFF_FFFF) | (5 << 40)));
-        }
     }
-    let mut prev: Option<u64> = None;
-    let mut h: Option<u64> = None;
-    let mut flush = |h: u64, prev: &mut Option<u64>| {
-        f(bucket(h ^ TAG_WORD));
-        if let Some(p) = *prev {
-            f(bucket(p.rotate_left(17) ^ h ^ TAG_BIGRAM));
-        }
-        *prev = Some(h);
-    };
-    for &b in chunk {
-        if is_word(b) {
-            let x = h.unwrap_or(FNV_OFFSET);
-            h = Some((x ^ u64::from(b)).wrapping_mul(FNV_PRIME));
-        } else if let Some(x) = h.take() {
-            flush(x, &mut prev);
-        }
+    // From the fifth byte on, all three n-grams at every position: no branch in the loop.
+    for &b in chunk.get(4..).unwrap_or_default() {
+        window = (window << 8) | u64::from(b);
+        f(bucket((window & 0xFF_FFFF) | (3 << 40)));
+        f(bucket((window & 0xFFFF_FFFF) | (4 << 40)));
+        f(bucket((window & 0xFF_FFFF_FFFF) | (5 << 40)));
     }
-    if let Some(x) = h {
-        flush(x, &mut prev);
+    let (mut h, mut in_word) = (FNV_OFFSET, false);
+    let (mut prev, mut has_prev) = (0u64, false);
+    // A separator after the last byte ends the last word.
+    for &b in chunk.iter().chain(std::iter::once(&b' ')) {
+        if WORD[usize::from(b)] {
+            h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+            in_word = true;
+        } else if in_word {
+            f(bucket(h ^ TAG_WORD));
+            if has_prev {
+                f(bucket(prev.rotate_left(17) ^ h ^ TAG_BIGRAM));
+            }
+            (prev, has_prev) = (h, true);
+            (h, in_word) = (FNV_OFFSET, false);
+        }
     }
 }
 
@@ -135,6 +189,78 @@ mod tests {
         assert_eq!(original_offset(text, 2), 2);
         assert_eq!(original_offset(text, 3), 6);
         assert_eq!(original_offset(text, 4), text.len());
+    }
+
+    /// The straightforward extractor (branches per byte) the loops above replaced.
+    fn reference(chunk: &[u8], bits: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let shift = 64 - bits;
+        let mut f = |x: u64| out.push(u32::try_from(x.wrapping_mul(K) >> shift).unwrap());
+        let mut window = 0u64;
+        for (i, &b) in chunk.iter().enumerate() {
+            window = (window << 8) | u64::from(b);
+            if i >= 2 {
+                f((window & 0xFF_FFFF) | (3 << 40));
+            }
+            if i >= 3 {
+                f((window & 0xFFFF_FFFF) | (4 << 40));
+            }
+            if i >= 4 {
+                f((window & 0xFF_FFFF_FFFF) | (5 << 40));
+            }
+        }
+        let mut prev: Option<u64> = None;
+        let mut h: Option<u64> = None;
+        let mut flush = |h: u64, prev: &mut Option<u64>| {
+            f(h ^ TAG_WORD);
+            if let Some(p) = *prev {
+                f(p.rotate_left(17) ^ h ^ TAG_BIGRAM);
+            }
+            *prev = Some(h);
+        };
+        for &b in chunk {
+            if is_word(b) {
+                let x = h.unwrap_or(FNV_OFFSET);
+                h = Some((x ^ u64::from(b)).wrapping_mul(FNV_PRIME));
+            } else if let Some(x) = h.take() {
+                flush(x, &mut prev);
+            }
+        }
+        if let Some(x) = h {
+            flush(x, &mut prev);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn fast_loops_match_the_reference(
+            text in "[ \tab.,\n1Z\u{b}é]{0,40}",
+            bits in proptest::sample::select(vec![8u32, 18, 24]),
+        ) {
+            let mut norm = Vec::new();
+            normalise_into(text.as_bytes(), &mut norm);
+            let mut want = Vec::new();
+            for &b in text.as_bytes() {
+                if !(is_space(b) && want.last() == Some(&b' ')) {
+                    want.push(if is_space(b) { b' ' } else { b.to_ascii_lowercase() });
+                }
+            }
+            proptest::prop_assert_eq!(&norm, &want);
+            // Each normalised byte maps back to a byte that normalises to it, in order.
+            let offsets: Vec<usize> =
+                (0..=norm.len()).map(|p| original_offset(text.as_bytes(), p)).collect();
+            for (p, &o) in offsets[..norm.len()].iter().enumerate() {
+                proptest::prop_assert_eq!(NORMAL[usize::from(text.as_bytes()[o])], norm[p]);
+            }
+            proptest::prop_assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+            proptest::prop_assert_eq!(offsets[norm.len()], text.len());
+            let mut got = Vec::new();
+            for_each_bucket(&norm, bits, |b| got.push(b));
+            proptest::prop_assert_eq!(got, reference(&norm, bits));
+        }
     }
 
     #[test]
