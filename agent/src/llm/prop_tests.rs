@@ -115,9 +115,9 @@ proptest! {
         let mut p = super::sse::SseParser::default();
         let mut out = Vec::new();
         for c in split(&data, &cuts) {
-            p.push(c, &mut |e| out.push(e));
+            p.push(c, &mut |e| out.push(e.clone()));
         }
-        p.finish(&mut |e| out.push(e));
+        p.finish(&mut |e| out.push(e.clone()));
         prop_assert_eq!(out, whole);
     }
 }

@@ -27,10 +27,10 @@ pub struct SseParser {
     /// The current line went over `max_line`; ignore its bytes until the line ends.
     discarding: bool,
     max_line: usize,
-    event: String,
-    data: String,
+    /// The event being read: handed out by reference and cleared, so its buffers serve the
+    /// whole stream instead of one allocation per event.
+    current: SseEvent,
     has_data: bool,
-    id: Option<String>,
     dropped_lines: u64,
 }
 
@@ -51,10 +51,8 @@ impl SseParser {
             after_cr: false,
             discarding: false,
             max_line: max_line.max(1),
-            event: String::new(),
-            data: String::new(),
+            current: SseEvent::default(),
             has_data: false,
-            id: None,
             dropped_lines: 0,
         }
     }
@@ -65,7 +63,7 @@ impl SseParser {
     }
 
     /// Feeds bytes; calls `on_event` for every event completed by them.
-    pub fn push(&mut self, mut chunk: &[u8], on_event: &mut dyn FnMut(SseEvent)) {
+    pub fn push(&mut self, mut chunk: &[u8], on_event: &mut dyn FnMut(&SseEvent)) {
         if chunk.is_empty() {
             return;
         }
@@ -96,7 +94,7 @@ impl SseParser {
 
     /// End of stream: a last line without terminator and an event without its blank line are
     /// dispatched (lenient, as the provider SDKs do).
-    pub fn finish(&mut self, on_event: &mut dyn FnMut(SseEvent)) {
+    pub fn finish(&mut self, on_event: &mut dyn FnMut(&SseEvent)) {
         if !self.line.is_empty() || self.discarding {
             self.end_line(on_event);
         }
@@ -116,7 +114,7 @@ impl SseParser {
         self.line.extend_from_slice(bytes);
     }
 
-    fn end_line(&mut self, on_event: &mut dyn FnMut(SseEvent)) {
+    fn end_line(&mut self, on_event: &mut dyn FnMut(&SseEvent)) {
         if self.discarding {
             self.discarding = false;
             self.line.clear();
@@ -144,32 +142,33 @@ impl SseParser {
             None => (line, &[][..]),
         };
         let value = utf8_lossy(value);
+        let ev = &mut self.current;
         match name {
             b"data" => {
                 if self.has_data {
-                    self.data.push('\n');
+                    ev.data.push('\n');
                 }
-                self.data.push_str(&value);
+                ev.data.push_str(&value);
                 self.has_data = true;
             }
-            b"event" => value.as_ref().clone_into(&mut self.event),
-            // An id containing NUL is ignored by the spec.
-            b"id" if !value.contains('\0') => self.id = Some(value.into_owned()),
+            b"event" => value.as_ref().clone_into(&mut ev.event),
+            // An id containing NUL is ignored by the spec; the last one stays the stream's.
+            b"id" if !value.contains('\0') => {
+                value
+                    .as_ref()
+                    .clone_into(ev.id.get_or_insert_with(String::new));
+            }
             _ => {}
         }
     }
 
-    fn dispatch(&mut self, on_event: &mut dyn FnMut(SseEvent)) {
-        if !self.has_data {
-            self.event.clear();
-            return;
+    fn dispatch(&mut self, on_event: &mut dyn FnMut(&SseEvent)) {
+        if self.has_data {
+            self.has_data = false;
+            on_event(&self.current);
         }
-        self.has_data = false;
-        on_event(SseEvent {
-            event: std::mem::take(&mut self.event),
-            data: std::mem::take(&mut self.data),
-            id: self.id.clone(),
-        });
+        self.current.event.clear();
+        self.current.data.clear();
     }
 }
 
@@ -177,8 +176,8 @@ impl SseParser {
 pub fn parse_all(bytes: &[u8]) -> Vec<SseEvent> {
     let mut parser = SseParser::default();
     let mut out = Vec::new();
-    parser.push(bytes, &mut |e| out.push(e));
-    parser.finish(&mut |e| out.push(e));
+    parser.push(bytes, &mut |e| out.push(e.clone()));
+    parser.finish(&mut |e| out.push(e.clone()));
     out
 }
 
@@ -213,9 +212,9 @@ mod tests {
                 let mut p = SseParser::default();
                 let mut out = Vec::new();
                 for part in [&input[..i], &input[i..j], &input[j..]] {
-                    p.push(part, &mut |e| out.push(e));
+                    p.push(part, &mut |e| out.push(e.clone()));
                 }
-                p.finish(&mut |e| out.push(e));
+                p.finish(&mut |e| out.push(e.clone()));
                 assert_eq!(out, whole, "split at {i},{j}");
             }
         }
@@ -238,9 +237,9 @@ mod tests {
             for i in 0..=fx.len() {
                 let mut p = SseParser::default();
                 let mut out = Vec::new();
-                p.push(&fx[..i], &mut |e| out.push(e));
-                p.push(&fx[i..], &mut |e| out.push(e));
-                p.finish(&mut |e| out.push(e));
+                p.push(&fx[..i], &mut |e| out.push(e.clone()));
+                p.push(&fx[i..], &mut |e| out.push(e.clone()));
+                p.finish(&mut |e| out.push(e.clone()));
                 assert_eq!(out, whole, "split at {i}");
             }
         }
@@ -250,8 +249,10 @@ mod tests {
     fn overlong_line_dropped_and_parser_recovers() {
         let mut p = SseParser::new(16);
         let mut out = Vec::new();
-        p.push(b"data: 0123456789abcdefghij\n", &mut |e| out.push(e));
-        p.push(b"\ndata: ok\n\n", &mut |e| out.push(e));
+        p.push(b"data: 0123456789abcdefghij\n", &mut |e| {
+            out.push(e.clone())
+        });
+        p.push(b"\ndata: ok\n\n", &mut |e| out.push(e.clone()));
         assert_eq!(out, vec![ev("", "ok")]);
         assert_eq!(p.dropped_lines(), 1);
     }

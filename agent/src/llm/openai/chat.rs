@@ -1,5 +1,11 @@
 //! Chat completions, legacy completions and embeddings: one chunk model serves whole bodies
 //! and stream chunks (`delta` or `message`); tool calls are assembled by their stream index.
+//!
+//! A stream repeats its id and model in every chunk and carries its text a few bytes at a
+//! time: the model borrows every string it can from the document (a string with escapes is
+//! the only one copied), so a chunk costs one parse and no allocation per field.
+
+use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -10,10 +16,13 @@ use crate::llm::model::{ResponseInfo, ToolCall, content_text, error_message};
 /// A chat / completions / embeddings response body or stream chunk.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct Chunk {
-    id: Option<String>,
-    model: Option<String>,
-    choices: Vec<Choice>,
+struct Chunk<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    choices: Vec<Choice<'a>>,
     usage: Option<OaUsage>,
     /// Whether the document has an `error` member (whatever its value): such documents take
     /// the general path, which reads the error out of the whole value.
@@ -23,39 +32,136 @@ struct Chunk {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct Choice {
+struct Choice<'a> {
     index: u32,
-    delta: Option<Message>,
-    message: Option<Message>,
+    #[serde(borrow)]
+    delta: Option<Message<'a>>,
+    #[serde(borrow)]
+    message: Option<Message<'a>>,
     /// Legacy completions.
-    text: Option<String>,
-    finish_reason: Option<String>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct Message {
-    content: Option<Value>,
+struct Message<'a> {
+    #[serde(borrow)]
+    content: Option<Content<'a>>,
     /// DeepSeek / OpenRouter style reasoning deltas.
-    reasoning_content: Option<String>,
-    reasoning: Option<String>,
-    refusal: Option<String>,
-    tool_calls: Vec<CallDelta>,
+    #[serde(borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool_calls: Vec<CallDelta<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct CallDelta {
+struct CallDelta<'a> {
     index: Option<usize>,
-    id: Option<String>,
-    function: Option<FnDelta>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    function: Option<FnDelta<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct FnDelta {
-    name: Option<String>,
-    arguments: Option<String>,
+struct FnDelta<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// A message's `content`: almost always a string (borrowed), otherwise (parts, null, …) the
+/// value, read as the general path reads it.
+#[derive(Debug)]
+enum Content<'a> {
+    Text(Cow<'a, str>),
+    Other(Value),
+}
+
+impl Content<'_> {
+    fn text(&self) -> Cow<'_, str> {
+        match self {
+            Self::Text(t) => Cow::Borrowed(t),
+            Self::Other(v) => content_text(v),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ContentVisitor)
+    }
+}
+
+struct ContentVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ContentVisitor {
+    type Value = Content<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("message content")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Content::Text(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Content::Text(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Content::Text(Cow::Owned(s)))
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(Content::Other(Value::Bool(b)))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(Content::Other(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(Content::Other(n.into()))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Self::Value, E> {
+        // As `Value` reads it: a number it cannot hold is null.
+        Ok(Content::Other(
+            serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
+        ))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Content::Other(Value::Null))
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Content::Other(Value::Null))
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(Content::Other)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Content::Other)
+    }
 }
 
 /// Deserializes any value as `true`: the member is there (a missing one defaults to `false`).
@@ -103,14 +209,14 @@ impl ChatAcc {
             self.info.terminal = true;
             return;
         }
-        let Ok(chunk) = serde_json::from_value::<Chunk>(v) else {
+        let Ok(chunk) = Chunk::deserialize(&v) else {
             self.info.parse_errors += 1;
             return;
         };
         self.chunk(chunk);
     }
 
-    fn chunk(&mut self, chunk: Chunk) {
+    fn chunk(&mut self, chunk: Chunk<'_>) {
         self.info.set_id(chunk.id.as_deref());
         self.info.set_model(chunk.model.as_deref());
         if let Some(u) = chunk.usage {
@@ -121,14 +227,14 @@ impl ChatAcc {
         }
     }
 
-    fn choice(&mut self, c: Choice) {
+    fn choice(&mut self, c: Choice<'_>) {
         if let Some(t) = &c.text {
             self.info.push_text(t);
         }
         let whole = c.message.is_some();
         if let Some(m) = c.delta.or(c.message) {
             if let Some(content) = &m.content {
-                self.info.push_text(&content_text(content));
+                self.info.push_text(&content.text());
             }
             if let Some(r) = m.refusal.as_deref() {
                 self.info.push_text(r);
@@ -140,12 +246,12 @@ impl ChatAcc {
                 self.call(if whole { i } else { d.index.unwrap_or(i) }, d);
             }
         }
-        if c.finish_reason.is_some() {
-            self.info.finish_reason = c.finish_reason;
+        if let Some(r) = c.finish_reason {
+            self.info.finish_reason = Some(r.into_owned());
         }
     }
 
-    fn call(&mut self, index: usize, d: CallDelta) {
+    fn call(&mut self, index: usize, d: CallDelta<'_>) {
         let slot = if let Some((_, s)) = self.call_slots.iter().find(|(i, _)| *i == index) {
             *s
         } else {
@@ -155,8 +261,8 @@ impl ChatAcc {
             s
         };
         let call = &mut self.info.tool_calls[slot];
-        if d.id.is_some() {
-            call.id = d.id;
+        if let Some(id) = d.id {
+            call.id = Some(id.into_owned());
         }
         if let Some(f) = d.function {
             if let Some(n) = f.name {
