@@ -250,7 +250,7 @@ mod tests {
         let mut p = SseParser::new(16);
         let mut out = Vec::new();
         p.push(b"data: 0123456789abcdefghij\n", &mut |e| {
-            out.push(e.clone())
+            out.push(e.clone());
         });
         p.push(b"\ndata: ok\n\n", &mut |e| out.push(e.clone()));
         assert_eq!(out, vec![ev("", "ok")]);
