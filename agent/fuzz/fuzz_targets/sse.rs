@@ -12,11 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let cut = usize::from(cut) * body.len() / 255;
     let mut p = SseParser::new(64);
     let mut bounded = Vec::new();
-    p.push(body, &mut |e| bounded.push(e));
+    p.push(body, &mut |e| bounded.push(e.clone()));
     let mut p = SseParser::default();
     let mut split = Vec::new();
-    p.push(&body[..cut], &mut |e| split.push(e));
-    p.push(&body[cut..], &mut |e| split.push(e));
-    p.finish(&mut |e| split.push(e));
+    p.push(&body[..cut], &mut |e| split.push(e.clone()));
+    p.push(&body[cut..], &mut |e| split.push(e.clone()));
+    p.finish(&mut |e| split.push(e.clone()));
     assert_eq!(split, whole);
 });
