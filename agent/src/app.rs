@@ -29,7 +29,7 @@ use crate::{
     netns,
     proxy::build,
     sink::{Sink, SinkMetrics},
-    transport::listener,
+    transport::{listener, workers::Workers},
 };
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -107,6 +107,8 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         &kernel,
         enforcer,
     );
+    let workers = Workers::start(config.proxy.connection_workers)
+        .context("starting the connection workers")?;
     let acceptor = Arc::new(listener::Acceptor {
         orig_dst: kernel.orig_dst.clone(),
         handler: built.handler,
@@ -114,6 +116,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         metrics,
         limit: Arc::new(Semaphore::new(config.proxy.max_connections)),
         next_id: AtomicU64::new(1),
+        workers: workers.clone(),
     });
     let listen_names: Vec<String> = listeners
         .iter()
@@ -172,7 +175,14 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     for t in guard {
         let _ = t.await;
     }
-    drain(tasks, records, config.proxy.drain_timeout_ms, alerts).await;
+    drain(
+        tasks,
+        &workers,
+        records,
+        config.proxy.drain_timeout_ms,
+        alerts,
+    )
+    .await;
     control.stop();
     // Every connection has ended, so every row is queued: flush them to the spool.
     sink.shutdown().await;
@@ -344,7 +354,13 @@ fn spawn_records(
 /// Lets open connections finish (the hook is already detached, so new ones go direct), then
 /// waits for their last exchange records (the stream ends with the last connection) and the
 /// alerts they raised.
-async fn drain(tasks: TaskTracker, records: JoinHandle<()>, timeout_ms: u64, alerts: Alerting) {
+async fn drain(
+    tasks: TaskTracker,
+    workers: &Arc<Workers>,
+    records: JoinHandle<()>,
+    timeout_ms: u64,
+    alerts: Alerting,
+) {
     let timeout = Duration::from_millis(timeout_ms);
     tasks.close();
     if tokio::time::timeout(timeout, tasks.wait()).await.is_err() {
@@ -353,6 +369,10 @@ async fn drain(tasks: TaskTracker, records: JoinHandle<()>, timeout_ms: u64, ale
             "connections still open after the drain timeout; closing them"
         );
     }
+    // Closing what is left emits its records while the record task still runs. Joining the
+    // worker threads blocks: off the runtime's own threads.
+    let stopping = workers.clone();
+    let _ = tokio::task::spawn_blocking(move || stopping.stop()).await;
     if tokio::time::timeout(Duration::from_secs(1), records)
         .await
         .is_err()

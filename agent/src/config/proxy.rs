@@ -35,6 +35,10 @@ pub struct ProxyConfig {
     /// Capacity of the exchange-record queue to analysis and storage; records that do not
     /// fit are dropped and counted, never waited for.
     pub record_channel_capacity: usize,
+    /// Threads that serve the intercepted connections (0: one per available CPU). Each
+    /// connection, its provider connection and its body relay stay on one of them, so a
+    /// request is not passed between CPUs on its way.
+    pub connection_workers: usize,
     /// Threads that finish each exchange's analysis (response parsing, detectors, pricing,
     /// masking) beside the data path, after the response has been forwarded.
     pub analysis_workers: usize,
@@ -95,6 +99,7 @@ impl Default for ProxyConfig {
             pool_max_idle_per_key: 256,
             pool_idle_timeout_ms: 60_000,
             record_channel_capacity: 4096,
+            connection_workers: 0,
             analysis_workers: 2,
             analysis_nice: 10,
             analysis_queue: 1024,
@@ -159,6 +164,9 @@ impl ProxyConfig {
         }
         if self.spool_before_end_ms > 60_000 {
             return Err(("proxy.spool_before_end_ms", "must be at most 60000"));
+        }
+        if self.connection_workers > 256 {
+            return Err(("proxy.connection_workers", "must be at most 256"));
         }
         if self.analysis_workers == 0 || self.analysis_workers > 64 {
             return Err(("proxy.analysis_workers", "must be between 1 and 64"));

@@ -87,6 +87,7 @@ async fn phases(
         sni: conn.sni.clone(),
         alpn: conn.alpn,
         netns_cookie: conn.process.netns_cookie,
+        worker: crate::transport::workers::current(),
     };
 
     // Upstream phase.

@@ -1,4 +1,5 @@
-//! Upstream HTTP connections kept for reuse, per (address, server name, app protocol).
+//! Upstream HTTP connections kept for reuse, per (address, server name, app protocol, network
+//! namespace, connection worker).
 //!
 //! An HTTP/2 connection is shared by every exchange for its key (multiplexed); HTTP/1.1
 //! connections are lent to one exchange at a time and come back when its response body has
@@ -28,6 +29,9 @@ pub struct PoolKey {
     /// Network namespace of the app: connections opened from one pod's namespace are never
     /// reused for another's, so each keeps its own routes and firewall.
     pub netns_cookie: u64,
+    /// The connection worker that drives the connection: lending it to a connection served
+    /// by another would pass every request between threads.
+    pub worker: Option<usize>,
 }
 
 #[derive(Default)]

@@ -18,7 +18,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
-use super::{Accepted, ConnectionHandler, OriginalDst};
+use super::{Accepted, ConnectionHandler, OriginalDst, workers::Workers};
 use crate::admin::metrics::TransportMetrics;
 
 /// Binds the listeners the kernel redirects to. `SO_REUSEADDR` lets a restarted agent bind
@@ -55,6 +55,8 @@ pub struct Acceptor<O, H> {
     pub limit: Arc<Semaphore>,
     /// Connection ids.
     pub next_id: AtomicU64,
+    /// The threads connections are served on.
+    pub workers: Arc<Workers>,
 }
 
 impl<O, H> std::fmt::Debug for Acceptor<O, H> {
@@ -92,16 +94,38 @@ impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
                     }
                 },
             };
+            // The socket leaves this runtime's reactor: the worker that serves the connection
+            // registers it with its own, so its wake-ups land on that worker's thread.
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(client = %peer, error = %e, "cannot hand an accepted connection to a worker; closing it");
+                    continue;
+                }
+            };
             // The loop only accepts: attribution, its log line and the limit check run in the
             // connection's own task, so the next accept (and, on a small machine, the app that
             // just connected) is not kept waiting behind them.
-            tasks.spawn(self.clone().serve(stream, peer, netns_cookie));
+            self.workers
+                .spawn(tasks.track_future(self.clone().serve(stream, peer, netns_cookie)));
         }
     }
 
     /// Attributes one accepted stream and, within the connection limit, hands it to the
     /// handler.
-    async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, netns_cookie: u64) {
+    async fn serve(
+        self: Arc<Self>,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+        netns_cookie: u64,
+    ) {
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(client = %peer, error = %e, "cannot register an accepted connection; closing it");
+                return;
+            }
+        };
         let Some(conn) = self.admit(stream, peer, netns_cookie).await else {
             return;
         };

@@ -11,6 +11,7 @@ pub mod prefixed;
 pub mod sniff;
 pub mod splice;
 pub mod upstream;
+pub mod workers;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::SystemTime};
 

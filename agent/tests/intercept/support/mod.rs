@@ -134,6 +134,8 @@ impl World {
             metrics: transport.clone(),
             limit: Arc::new(Semaphore::new(config.proxy.max_connections)),
             next_id: AtomicU64::new(1),
+            // Two, as on a small host: connections and the pool are spread over both.
+            workers: llmtrace_agent::transport::workers::Workers::start(2).unwrap(),
         });
         let tasks = TaskTracker::new();
         tokio::spawn(acceptor.run(listener, shutdown.clone(), tasks.clone()));
