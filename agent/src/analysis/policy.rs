@@ -139,6 +139,17 @@ impl PolicyConfig {
                 .any(|r| r.action == Action::Block && !r.anomalies_only())
     }
 
+    /// Whether a request finding could change what is forwarded (a redaction or a block, by a
+    /// rule or the default action). When it cannot, the request's detectors need not run
+    /// before the request goes out: they run beside the data path with the response's.
+    pub fn may_act_on_request(&self) -> bool {
+        self.default_action >= Action::Redact
+            || self
+                .rules
+                .iter()
+                .any(|r| r.action >= Action::Redact && !r.anomalies_only())
+    }
+
     /// The action for one finding.
     pub fn action_for(&self, f: &Finding) -> Action {
         self.rules
@@ -185,6 +196,37 @@ impl OnUnparsed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_redaction_or_block_acts_on_a_request() {
+        let mut p = PolicyConfig::default();
+        assert!(!p.may_act_on_request());
+        p.rules.push(PolicyRule {
+            kind: Some("pii".into()),
+            min_severity: None,
+            location: None,
+            selector: Selector::default(),
+            action: Action::Flag,
+        });
+        assert!(!p.may_act_on_request());
+        // A rule that only anomaly findings (made after the exchange) can match.
+        p.rules.push(PolicyRule {
+            location: Some(Location::Exchange),
+            action: Action::Block,
+            ..p.rules[0].clone()
+        });
+        assert!(!p.may_act_on_request());
+        for action in [Action::Redact, Action::Block] {
+            let mut q = p.clone();
+            q.rules[0].action = action;
+            assert!(q.may_act_on_request(), "{action:?}");
+            let q = PolicyConfig {
+                default_action: action,
+                rules: Vec::new(),
+            };
+            assert!(q.may_act_on_request(), "{action:?}");
+        }
+    }
 
     fn finding(kind: &'static str, severity: Severity) -> Finding {
         Finding {

@@ -116,9 +116,12 @@ fn over_budget_the_newest_text_is_analysed_and_incomplete_is_a_policy_input() {
     let e = engine(|c| c.analysis.max_analysis_bytes = 64 * 1024);
     let mut ex = e.exchange(&HEAD, t).unwrap();
     let v = ex.request_body(&body, true);
-    let kinds: Vec<_> = v.findings.iter().map(|f| f.kind).collect();
-    assert_eq!(kinds, ["secret.aws_access_key", INCOMPLETE]);
+    // A policy that only flags decides nothing before forwarding: the request is scanned in
+    // the record phase, beside the data path.
+    assert_eq!((v.action, v.findings.len()), (Action::Allow, 0));
     let a = ex.finish(t);
+    let kinds: Vec<_> = a.findings.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, ["secret.aws_access_key", INCOMPLETE]);
     assert!(a.analysis_truncated);
     assert_eq!(a.action, "flag");
     // An operator who wants everything analysed blocks what was not.
@@ -149,9 +152,26 @@ fn a_body_cut_by_the_capture_bound_is_incomplete() {
     let e = engine(|_| {});
     let t = Instant::now();
     let mut ex = e.exchange(&HEAD, t).unwrap();
-    let v = ex.request_body(&chat(&["hello"]), false);
-    assert!(v.findings.iter().any(|f| f.kind == INCOMPLETE));
-    assert!(ex.finish(t).analysis_truncated);
+    assert_eq!(
+        ex.request_body(&chat(&["hello"]), false).action,
+        Action::Allow
+    );
+    let a = ex.finish(t);
+    assert!(a.findings.iter().any(|f| f.kind == INCOMPLETE));
+    assert!(a.analysis_truncated);
+    assert_eq!(a.action, "flag");
+    // Under a policy that blocks it, the same body is judged before it is forwarded.
+    let e = engine(|c| {
+        c.analysis
+            .policy
+            .rules
+            .push(rule(INCOMPLETE, Action::Block));
+    });
+    let mut ex = e.exchange(&HEAD, t).unwrap();
+    assert_eq!(
+        ex.request_body(&chat(&["hello"]), false).action,
+        Action::Block
+    );
 }
 
 #[test]

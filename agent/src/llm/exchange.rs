@@ -67,6 +67,8 @@ pub struct Exchange {
     request: RequestInfo,
     request_findings: Vec<Finding>,
     request_action: Action,
+    /// The request text whose scan waits for the record phase (the policy cannot act on it).
+    deferred_scan: Option<DeferredScan>,
     out: ExchangeAnalysis,
     timing: Timing,
     response: Option<ResponseState>,
@@ -204,6 +206,7 @@ impl Exchange {
             request: RequestInfo::default(),
             request_findings: Vec::new(),
             request_action: Action::Allow,
+            deferred_scan: None,
             out,
             timing: Timing::new(start),
             response: None,
@@ -302,19 +305,19 @@ impl Exchange {
             return self.verdict(Action::Allow, None);
         }
         let scanned = unparsed::scan_text(&self.request, document.as_ref(), &text);
-        let scan =
-            self.engine
-                .analyzer
-                .scan_text_within(&scanned, Location::Request, &mut self.budget);
-        self.request_findings = scan.findings;
-        if !complete {
-            // The rest of the body goes upstream unseen: as incomplete as a spent budget.
-            self.request_findings.push(analyzer::incomplete_because(
-                Location::Request,
-                "request body larger than the capture bound; the rest was not analysed".into(),
-            ));
+        if !unparsed && !policy_of(self.policy.as_ref(), &self.engine).may_act_on_request() {
+            // Nothing found here could change what is forwarded: the detectors run beside
+            // the data path, in the record phase, with the response's.
+            self.deferred_scan = Some(DeferredScan {
+                text: scanned.into_owned(),
+                complete,
+            });
+            return self.verdict(Action::Allow, None);
         }
-        self.out.analysis_truncated |= scan.truncated || !complete;
+        let (findings, truncated) =
+            scan_request(&self.engine, &scanned, complete, &mut self.budget);
+        self.request_findings = findings;
+        self.out.analysis_truncated |= truncated;
         let policy = policy_of(self.policy.as_ref(), &self.engine);
         let mut action = policy.decide(&self.request_findings);
         if unparsed {
@@ -584,6 +587,7 @@ impl Exchange {
             request: self.request,
             request_findings: self.request_findings,
             request_action: self.request_action,
+            deferred_scan: self.deferred_scan,
             out: self.out,
             timing: self.timing,
             budget: self.budget,
@@ -608,11 +612,42 @@ pub(crate) struct FinishParts {
     pub request: RequestInfo,
     pub request_findings: Vec<Finding>,
     pub request_action: Action,
+    pub deferred_scan: Option<DeferredScan>,
     pub out: ExchangeAnalysis,
     pub timing: Timing,
     pub response: Option<FinishResponse>,
     /// What the request analysis left of the exchange's budget.
     pub budget: Budget,
+}
+
+/// A request's text, scanned in the record phase instead of before forwarding.
+#[derive(Debug)]
+pub(crate) struct DeferredScan {
+    pub text: String,
+    /// The whole body was captured (else the rest went upstream unseen).
+    pub complete: bool,
+}
+
+/// Runs the request detectors over `text` within `budget`: the findings (with
+/// `analysis.incomplete` when part of the body went unseen) and whether part was not analysed.
+pub(crate) fn scan_request(
+    engine: &Engine,
+    text: &str,
+    complete: bool,
+    budget: &mut Budget,
+) -> (Vec<Finding>, bool) {
+    let scan = engine
+        .analyzer
+        .scan_text_within(text, Location::Request, budget);
+    let mut findings = scan.findings;
+    if !complete {
+        // The rest of the body goes upstream unseen: as incomplete as a spent budget.
+        findings.push(analyzer::incomplete_because(
+            Location::Request,
+            "request body larger than the capture bound; the rest was not analysed".into(),
+        ));
+    }
+    (findings, scan.truncated || !complete)
 }
 
 /// What the response phase left for `finish`.

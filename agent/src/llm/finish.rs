@@ -19,11 +19,21 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         request,
         request_findings,
         request_action,
+        deferred_scan,
         mut out,
         mut timing,
         response,
         mut budget,
     } = ex.into_parts();
+    // The request first, as inline: it spends the budget before the response does.
+    let (request_findings, request_action) = scan_deferred(
+        &engine,
+        policy.as_ref(),
+        deferred_scan,
+        (request_findings, request_action),
+        &mut out,
+        &mut budget,
+    );
     let responded = response.is_some();
     let (mut info, header_id) = match response {
         Some(r) => {
@@ -100,8 +110,8 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     out
 }
 
-/// What the record says when the analysis pool had no room: the request side (decided inline)
-/// and the timing, no response parsing, detectors or pricing. No text is kept, since none was
+/// What the record says when the analysis pool had no room: the request side (decided inline,
+/// or scanned here when the policy could not act on it) and the timing, no response parsing, detectors or pricing. No text is kept, since none was
 /// masked.
 pub(crate) fn skip(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     let FinishParts {
@@ -112,11 +122,22 @@ pub(crate) fn skip(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         request,
         request_findings,
         request_action,
+        deferred_scan,
         mut out,
         mut timing,
         response,
-        budget: _,
+        mut budget,
     } = ex.into_parts();
+    // The request's findings are kept even without the response analysis, as they were when
+    // the request was scanned before forwarding.
+    let (request_findings, request_action) = scan_deferred(
+        &engine,
+        policy.as_ref(),
+        deferred_scan,
+        (request_findings, request_action),
+        &mut out,
+        &mut budget,
+    );
     if let Some(r) = &response {
         if let Some(c) = &r.capture {
             c.time_only(&mut timing);
@@ -150,6 +171,26 @@ pub(crate) fn skip(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     .as_str();
     out.findings = request_findings;
     out
+}
+
+/// The request side after a scan deferred to the record phase (as it was when there is none):
+/// its findings and the action the policy takes on them (never more than `flag`, or the scan
+/// would not have been deferred).
+fn scan_deferred(
+    engine: &super::engine::Engine,
+    policy: Option<&crate::analysis::PolicyConfig>,
+    deferred: Option<super::exchange::DeferredScan>,
+    inline: (Vec<Finding>, Action),
+    out: &mut ExchangeAnalysis,
+    budget: &mut Budget,
+) -> (Vec<Finding>, Action) {
+    let Some(d) = deferred else {
+        return inline;
+    };
+    let (findings, truncated) = super::exchange::scan_request(engine, &d.text, d.complete, budget);
+    out.analysis_truncated |= truncated;
+    let action = super::exchange::policy_of(policy, engine).decide(&findings);
+    (findings, inline.1.max(action))
 }
 
 /// The error a skipped analysis leaves in the record.
