@@ -208,3 +208,29 @@ fn a_secret_redaction_cannot_reach_is_blocked_not_forwarded() {
     assert_eq!(v.block.unwrap().status, 403);
     assert_eq!(ex.finish(t).action, "block");
 }
+
+#[test]
+fn a_finding_added_inline_survives_a_deferred_request_scan() {
+    let e = engine(|_| {});
+    let t = Instant::now();
+    let mut ex = e.exchange(&HEAD, t).unwrap();
+    assert_eq!(
+        ex.request_body(&chat(&[&format!("use {KEY}")]), true)
+            .action,
+        Action::Allow
+    );
+    let gate = crate::analysis::Finding {
+        kind: "policy.unapproved_model",
+        severity: crate::analysis::Severity::High,
+        confidence: 1.0,
+        location: crate::analysis::Location::Request,
+        excerpt: "rule r".into(),
+        span: 0..0,
+        view: None,
+    };
+    ex.add_request_finding(gate, Action::Block);
+    let a = ex.finish(t);
+    let kinds: Vec<_> = a.findings.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, ["secret.aws_access_key", "policy.unapproved_model"]);
+    assert_eq!(a.action, "block");
+}

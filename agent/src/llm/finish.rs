@@ -187,10 +187,15 @@ fn scan_deferred(
     let Some(d) = deferred else {
         return inline;
     };
-    let (findings, truncated) = super::exchange::scan_request(engine, &d.text, d.complete, budget);
+    let (scanned, truncated) = super::exchange::scan_request(engine, &d.text, d.complete, budget);
     out.analysis_truncated |= truncated;
-    let action = super::exchange::policy_of(policy, engine).decide(&findings);
-    (findings, inline.1.max(action))
+    let action = super::exchange::policy_of(policy, engine).decide(&scanned);
+    // Findings added inline after the request body (the control gate's) are kept, after the
+    // detectors' as when the scan ran inline.
+    let (added, inline_action) = inline;
+    let mut findings = scanned;
+    findings.extend(added);
+    (findings, inline_action.max(action))
 }
 
 /// The error a skipped analysis leaves in the record.
