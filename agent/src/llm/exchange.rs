@@ -620,6 +620,26 @@ pub(crate) struct FinishParts {
     pub budget: Budget,
 }
 
+impl FinishParts {
+    /// Runs a request scan deferred to the record phase, first (it spends the budget before
+    /// the response does): its findings come before those added inline after the request body
+    /// (the control gate's), as when the scan runs inline, and the action rises to what the
+    /// policy takes on them (never more than `flag`, or the scan would not have been deferred).
+    pub fn with_request_scanned(mut self) -> Self {
+        let Some(d) = self.deferred_scan.take() else {
+            return self;
+        };
+        let (mut findings, truncated) =
+            scan_request(&self.engine, &d.text, d.complete, &mut self.budget);
+        self.out.analysis_truncated |= truncated;
+        let action = policy_of(self.policy.as_ref(), &self.engine).decide(&findings);
+        self.request_action = self.request_action.max(action);
+        findings.append(&mut self.request_findings);
+        self.request_findings = findings;
+        self
+    }
+}
+
 /// A request's text, scanned in the record phase instead of before forwarding.
 #[derive(Debug)]
 pub(crate) struct DeferredScan {

@@ -19,21 +19,12 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         request,
         request_findings,
         request_action,
-        deferred_scan,
         mut out,
         mut timing,
         response,
         mut budget,
-    } = ex.into_parts();
-    // The request first, as inline: it spends the budget before the response does.
-    let (request_findings, request_action) = scan_deferred(
-        &engine,
-        policy.as_ref(),
-        deferred_scan,
-        (request_findings, request_action),
-        &mut out,
-        &mut budget,
-    );
+        ..
+    } = ex.into_parts().with_request_scanned();
     let responded = response.is_some();
     let (mut info, header_id) = match response {
         Some(r) => {
@@ -111,8 +102,8 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
 }
 
 /// What the record says when the analysis pool had no room: the request side (decided inline,
-/// or scanned here when the policy could not act on it) and the timing, no response parsing, detectors or pricing. No text is kept, since none was
-/// masked.
+/// or scanned here when the policy could not act on it) and the timing, no response parsing,
+/// detectors or pricing. No text is kept, since none was masked.
 pub(crate) fn skip(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     let FinishParts {
         engine,
@@ -122,22 +113,11 @@ pub(crate) fn skip(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         request,
         request_findings,
         request_action,
-        deferred_scan,
         mut out,
         mut timing,
         response,
-        mut budget,
-    } = ex.into_parts();
-    // The request's findings are kept even without the response analysis, as they were when
-    // the request was scanned before forwarding.
-    let (request_findings, request_action) = scan_deferred(
-        &engine,
-        policy.as_ref(),
-        deferred_scan,
-        (request_findings, request_action),
-        &mut out,
-        &mut budget,
-    );
+        ..
+    } = ex.into_parts().with_request_scanned();
     if let Some(r) = &response {
         if let Some(c) = &r.capture {
             c.time_only(&mut timing);
@@ -171,31 +151,6 @@ pub(crate) fn skip(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     .as_str();
     out.findings = request_findings;
     out
-}
-
-/// The request side after a scan deferred to the record phase (as it was when there is none):
-/// its findings and the action the policy takes on them (never more than `flag`, or the scan
-/// would not have been deferred).
-fn scan_deferred(
-    engine: &super::engine::Engine,
-    policy: Option<&crate::analysis::PolicyConfig>,
-    deferred: Option<super::exchange::DeferredScan>,
-    inline: (Vec<Finding>, Action),
-    out: &mut ExchangeAnalysis,
-    budget: &mut Budget,
-) -> (Vec<Finding>, Action) {
-    let Some(d) = deferred else {
-        return inline;
-    };
-    let (scanned, truncated) = super::exchange::scan_request(engine, &d.text, d.complete, budget);
-    out.analysis_truncated |= truncated;
-    let action = super::exchange::policy_of(policy, engine).decide(&scanned);
-    // Findings added inline after the request body (the control gate's) are kept, after the
-    // detectors' as when the scan ran inline.
-    let (added, inline_action) = inline;
-    let mut findings = scanned;
-    findings.extend(added);
-    (findings, inline_action.max(action))
 }
 
 /// The error a skipped analysis leaves in the record.
