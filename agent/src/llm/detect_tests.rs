@@ -234,3 +234,45 @@ fn a_finding_added_inline_survives_a_deferred_request_scan() {
     assert_eq!(kinds, ["secret.aws_access_key", "policy.unapproved_model"]);
     assert_eq!(a.action, "block");
 }
+
+#[test]
+fn a_prompt_scanned_in_another_form_is_masked_where_its_own_bytes_say() {
+    let e = engine(|c| {
+        c.analysis
+            .policy
+            .rules
+            .push(rule("pii.email", Action::Redact));
+    });
+    // Not JSON, so the detectors read it with its escapes decoded (two bytes shorter than the
+    // stored prompt before the address): their spans do not fit the stored text.
+    let body = r"not json \n\n write to a.person@example.com thanks";
+    let t = Instant::now();
+    let mut ex = e.exchange(&HEAD, t).unwrap();
+    ex.request_body(body.as_bytes(), true);
+    let a = ex.finish(t);
+    assert_eq!(
+        a.prompt,
+        r"not json \n\n write to [REDACTED:pii.email] thanks"
+    );
+    assert!(a.stored_text_masked);
+}
+
+#[test]
+fn stored_texts_are_marked_masked_only_when_scanned_whole() {
+    let run = |e: &Arc<Engine>| {
+        let t = Instant::now();
+        let mut ex = e.exchange(&HEAD, t).unwrap();
+        ex.request_body(&chat(&[&format!("use {KEY} please")]), true);
+        ex.response_head(200, &[("content-type", "application/json")]);
+        ex.response_chunk(&answer(&format!("noted: {KEY}")), t);
+        ex.finish(t)
+    };
+    let a = run(&engine(|_| {}));
+    assert!(a.stored_text_masked);
+    assert!(!a.prompt.contains(KEY) && !a.response_text.contains(KEY));
+    // Part of a text past the analysis limit: the row's own secret scan stays on.
+    let a = run(&engine(|c| c.analysis.max_analysis_bytes = 8));
+    assert!(a.analysis_truncated && !a.stored_text_masked);
+    let a = run(&engine(|c| c.analysis.enabled = false));
+    assert!(!a.stored_text_masked && a.prompt.contains(KEY));
+}

@@ -69,6 +69,9 @@ pub struct Exchange {
     request_action: Action,
     /// The request text whose scan waits for the record phase (the policy cannot act on it).
     deferred_scan: Option<DeferredScan>,
+    /// The request detectors scan the stored prompt itself, so their findings' spans can mask
+    /// it (not so for every string of the document, or a raw body with its escapes decoded).
+    request_scan_on_prompt: bool,
     out: ExchangeAnalysis,
     timing: Timing,
     response: Option<ResponseState>,
@@ -207,6 +210,7 @@ impl Exchange {
             request_findings: Vec::new(),
             request_action: Action::Allow,
             deferred_scan: None,
+            request_scan_on_prompt: true,
             out,
             timing: Timing::new(start),
             response: None,
@@ -305,11 +309,13 @@ impl Exchange {
             return self.verdict(Action::Allow, None);
         }
         let scanned = unparsed::scan_text(&self.request, document.as_ref(), &text);
+        let on_prompt = *scanned == self.request.prompt;
+        self.request_scan_on_prompt = on_prompt;
         if !unparsed && !policy_of(self.policy.as_ref(), &self.engine).may_act_on_request() {
             // Nothing found here could change what is forwarded: the detectors run beside
             // the data path, in the record phase, with the response's.
             self.deferred_scan = Some(DeferredScan {
-                text: scanned.into_owned(),
+                text: (!on_prompt).then(|| scanned.into_owned()),
                 complete,
             });
             return self.verdict(Action::Allow, None);
@@ -588,6 +594,7 @@ impl Exchange {
             request_findings: self.request_findings,
             request_action: self.request_action,
             deferred_scan: self.deferred_scan,
+            request_scan_on_prompt: self.request_scan_on_prompt,
             out: self.out,
             timing: self.timing,
             budget: self.budget,
@@ -613,6 +620,8 @@ pub(crate) struct FinishParts {
     pub request_findings: Vec<Finding>,
     pub request_action: Action,
     pub deferred_scan: Option<DeferredScan>,
+    /// The request findings' spans point into `request.prompt`.
+    pub request_scan_on_prompt: bool,
     pub out: ExchangeAnalysis,
     pub timing: Timing,
     pub response: Option<FinishResponse>,
@@ -629,8 +638,9 @@ impl FinishParts {
         let Some(d) = self.deferred_scan.take() else {
             return self;
         };
+        let text = d.text.as_deref().unwrap_or(&self.request.prompt);
         let (mut findings, truncated) =
-            scan_request(&self.engine, &d.text, d.complete, &mut self.budget);
+            scan_request(&self.engine, text, d.complete, &mut self.budget);
         self.out.analysis_truncated |= truncated;
         let action = policy_of(self.policy.as_ref(), &self.engine).decide(&findings);
         self.request_action = self.request_action.max(action);
@@ -643,7 +653,8 @@ impl FinishParts {
 /// A request's text, scanned in the record phase instead of before forwarding.
 #[derive(Debug)]
 pub(crate) struct DeferredScan {
-    pub text: String,
+    /// `None`: the prompt itself (not copied).
+    pub text: Option<String>,
     /// The whole body was captured (else the rest went upstream unseen).
     pub complete: bool,
 }

@@ -19,6 +19,7 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         request,
         request_findings,
         request_action,
+        request_scan_on_prompt,
         mut out,
         mut timing,
         response,
@@ -84,7 +85,7 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         &engine,
         policy,
         &mut out,
-        &request_findings,
+        (&request_findings, request_scan_on_prompt),
         &reasoning,
         &mut budget,
     );
@@ -174,12 +175,13 @@ fn fill_response(out: &mut ExchangeAnalysis, info: ResponseInfo) {
 }
 
 /// Runs the response detectors within what is left of the exchange's budget (answer first,
-/// then tool calls, then reasoning) and masks secrets in every stored text.
+/// then tool calls, then reasoning) and masks secrets in every stored text. `request` is the
+/// request's findings and whether their spans point into the stored prompt.
 fn scan_response(
     engine: &super::engine::Engine,
     policy: &crate::analysis::PolicyConfig,
     out: &mut ExchangeAnalysis,
-    request: &[Finding],
+    (request, on_prompt): (&[Finding], bool),
     reasoning_text: &str,
     budget: &mut Budget,
 ) -> Vec<Finding> {
@@ -192,7 +194,23 @@ fn scan_response(
             *text = mask_findings(text, found.iter().filter(|f| must_mask(f, policy)));
         }
     };
-    mask(&mut out.prompt, request);
+    let prompt_whole = if on_prompt {
+        mask(&mut out.prompt, request);
+        true
+    } else {
+        // The request was scanned in another form (every string of the document, or the raw
+        // body with its escapes decoded): spans from there would mask the wrong bytes here.
+        // This scan only finds what to mask; its findings are the request's already.
+        let mut found = Vec::new();
+        let cut = engine.analyzer.scan_maskable_within(
+            &out.prompt,
+            Location::Request,
+            &mut engine.analyzer.budget(),
+            &mut found,
+        );
+        mask(&mut out.prompt, &found);
+        !cut
+    };
     let scan = engine
         .analyzer
         .scan_text_within(&out.response_text, Location::Response, budget);
@@ -214,6 +232,7 @@ fn scan_response(
         budget,
         &mut findings,
     );
+    out.stored_text_masked = prompt_whole && !out.analysis_truncated;
     // One `analysis.incomplete` per side is enough for policy and readers.
     let mut seen = false;
     findings.retain(|f| {

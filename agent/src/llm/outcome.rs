@@ -65,6 +65,11 @@ pub struct ExchangeAnalysis {
     pub analysis_truncated: bool,
     /// The stream was ended early by the monitor.
     pub early_stopped: bool,
+    /// Every text kept here (prompt, response, tool-call arguments) went whole through the
+    /// secret detectors and was masked: storing it needs no second scan. Not a column: it
+    /// only spares the row mapping that work.
+    #[serde(skip)]
+    pub stored_text_masked: bool,
     pub parse_errors: u32,
     /// How far the response got (events, terminal event). Not a column of its own: when the
     /// app closes before the body's end it decides the row's error, completeness and duration.

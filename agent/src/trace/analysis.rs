@@ -44,8 +44,9 @@ pub fn fill_analysis(
     row.input_tokens = a.input_tokens;
     row.output_tokens = a.output_tokens;
     row.cost_usd = a.cost_usd;
-    let (request_body, request_cut) = bounded(&a.prompt);
-    let (response_body, response_cut) = bounded(&a.response_text);
+    let masked = a.stored_text_masked;
+    let (request_body, request_cut) = bounded(&a.prompt, masked);
+    let (response_body, response_cut) = bounded(&a.response_text, masked);
     row.request_body = request_body;
     row.response_body = response_body;
     row.request_dropped_bytes = request_dropped_bytes + request_cut;
@@ -56,7 +57,7 @@ pub fn fill_analysis(
         .map(|c| row::ToolCall {
             id: c.id.clone().unwrap_or_default(),
             name: c.name.clone(),
-            arguments: bounded(&c.arguments).0,
+            arguments: bounded(&c.arguments, masked).0,
         })
         .collect();
     row.findings = a.findings.iter().map(finding).collect();
@@ -116,12 +117,20 @@ fn location(l: Location) -> &'static str {
 
 /// `text` cut to [`MAX_STORED_TEXT`] on a character boundary, with known secrets masked (also
 /// when analysis is off or did not reach this far into the text), and how many bytes were cut.
-fn bounded(text: &str) -> (String, u64) {
+/// `masked`: the analysis scanned the whole text and masked it already, so it is scanned again
+/// only when cut here (a cut can end a longer token where a secret's pattern now matches).
+fn bounded(text: &str, masked: bool) -> (String, u64) {
     let mut end = text.len().min(MAX_STORED_TEXT);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    (mask_known_secrets(&text[..end]), (text.len() - end) as u64)
+    let kept = &text[..end];
+    let stored = if masked && end == text.len() {
+        kept.to_owned()
+    } else {
+        mask_known_secrets(kept)
+    };
+    (stored, (text.len() - end) as u64)
 }
 
 #[cfg(test)]
@@ -213,5 +222,28 @@ mod tests {
             "{}",
             row.request_body
         );
+    }
+
+    #[test]
+    fn a_text_the_analysis_masked_is_scanned_again_only_where_the_row_cuts_it() {
+        // Whole in the analysis, the token is longer than a key; the row's cut ends it where
+        // the key's pattern matches: that stored copy is masked even though the text was.
+        let cut = format!(
+            "{}AKIAIOSFODNN7EXAMPLE",
+            "x ".repeat(MAX_STORED_TEXT / 2 - 10)
+        );
+        let a = ExchangeAnalysis {
+            response_text: format!("{cut}MORE"),
+            stored_text_masked: true,
+            ..ExchangeAnalysis::default()
+        };
+        assert_eq!(cut.len(), MAX_STORED_TEXT);
+        let mut row = TraceRow::new(Uuid::nil(), 0, 0);
+        fill_analysis(&mut row, &a, "openai", 0);
+        assert!(
+            row.response_body
+                .ends_with("[REDACTED:secret.aws_access_key]")
+        );
+        assert_eq!(row.response_dropped_bytes, 4);
     }
 }
