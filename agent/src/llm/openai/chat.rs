@@ -11,7 +11,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::OaUsage;
-use crate::llm::model::{ResponseInfo, ToolCall, content_text, error_message};
+use crate::llm::{
+    borrowed::Str,
+    model::{ResponseInfo, ToolCall, content_text, error_message},
+};
 
 /// A chat / completions / embeddings response body or stream chunk.
 ///
@@ -125,21 +128,6 @@ struct FnDelta<'a> {
     name: Option<Str<'a>>,
     #[serde(borrow)]
     arguments: Option<Str<'a>>,
-}
-
-/// A string member, borrowed from the document unless it has escapes. `#[serde(borrow)]`
-/// borrows a `Cow` only when the `Cow` is the field's own type: inside an `Option` it was
-/// always copied, an allocation per member per stream chunk.
-#[derive(Debug, Deserialize)]
-#[serde(transparent)]
-struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
-
-impl std::ops::Deref for Str<'_> {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
 }
 
 /// A message's `content`: almost always a string (borrowed), otherwise (parts, null, …) the
