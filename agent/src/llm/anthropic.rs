@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::borrowed::Str;
+use super::borrowed::{Str, or_empty};
 use super::model::{
     PromptBuilder, RequestInfo, ResponseInfo, ToolCall, content_text, error_message,
 };
@@ -87,11 +87,6 @@ struct DeltaBody<'a> {
     thinking: Option<Str<'a>>,
     #[serde(borrow)]
     partial_json: Option<Str<'a>>,
-}
-
-/// A missing member reads as "", as the general path reads it.
-fn or_empty<'s>(member: Option<&'s Str<'_>>) -> &'s str {
-    member.map_or("", |s| s)
 }
 
 // Field names mirror the wire format.

@@ -21,6 +21,11 @@ impl std::ops::Deref for Str<'_> {
     }
 }
 
+/// A missing member reads as "", as the general paths (`Value::as_str`) read it.
+pub(crate) fn or_empty<'s>(member: Option<&'s Str<'_>>) -> &'s str {
+    member.map_or("", |s| s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
