@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::borrowed::{Str, or_empty};
 use super::model::{
     PromptBuilder, RequestInfo, ResponseInfo, ToolCall, content_text, error_message,
 };
@@ -66,6 +67,28 @@ fn block_text(b: &Value) -> String {
     }
 }
 
+/// A `content_block_delta` event, as the direct path reads it.
+#[derive(Debug, Deserialize)]
+struct BlockDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Str<'a>,
+    index: Option<u64>,
+    #[serde(borrow)]
+    delta: Option<DeltaBody<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DeltaBody<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    text: Option<Str<'a>>,
+    #[serde(borrow)]
+    thinking: Option<Str<'a>>,
+    #[serde(borrow)]
+    partial_json: Option<Str<'a>>,
+}
+
 // Field names mirror the wire format.
 #[allow(clippy::struct_field_names)]
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +113,30 @@ impl MessagesAcc {
     /// One stream event (its `data`; the type is read from the JSON `type` field, which
     /// Anthropic always mirrors from the SSE `event:` name) or a whole body.
     pub fn document(&mut self, data: &str) {
+        // A stream is mostly `content_block_delta` events: they parse straight into a
+        // borrowed model (a generic value, a map per object and a string per key, cost twice
+        // as much). Anything else or unusual (another event, a member of an unexpected type, a
+        // duplicate key) takes the general path, which decides as before.
+        if let Ok(e) = serde_json::from_str::<BlockDelta>(data)
+            && &*e.kind == "content_block_delta"
+        {
+            if let Some(d) = e.delta {
+                self.delta(
+                    e.index,
+                    or_empty(d.kind.as_ref()),
+                    or_empty(d.text.as_ref()),
+                    or_empty(d.thinking.as_ref()),
+                    or_empty(d.partial_json.as_ref()),
+                );
+            }
+            self.info.usage = self.normalised();
+            return;
+        }
+        self.general(data);
+    }
+
+    /// The general path: the document as a value.
+    fn general(&mut self, data: &str) {
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             self.info.parse_errors += 1;
             return;
@@ -175,15 +222,24 @@ impl MessagesAcc {
     fn block_delta(&mut self, v: &Value) {
         let Some(d) = v.get("delta") else { return };
         let s = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("");
-        match s("type") {
-            "text_delta" => self.info.push_text(s("text")),
-            "thinking_delta" => self.info.push_reasoning(s("thinking")),
+        self.delta(
+            num(v, "index"),
+            s("type"),
+            s("text"),
+            s("thinking"),
+            s("partial_json"),
+        );
+    }
+
+    /// A `content_block_delta`'s delta, from either path (a missing member reads as "").
+    fn delta(&mut self, index: Option<u64>, kind: &str, text: &str, thinking: &str, json: &str) {
+        match kind {
+            "text_delta" => self.info.push_text(text),
+            "thinking_delta" => self.info.push_reasoning(thinking),
             "input_json_delta" => {
-                let index = num(v, "index").unwrap_or(0);
+                let index = index.unwrap_or(0);
                 if let Some((_, slot)) = self.blocks.iter().find(|(i, _)| *i == index) {
-                    self.info.tool_calls[*slot]
-                        .arguments
-                        .push_str(s("partial_json"));
+                    self.info.tool_calls[*slot].arguments.push_str(json);
                 }
             }
             _ => {}
@@ -237,6 +293,46 @@ mod tests {
         assert_eq!(r.prompt, "system: sys\nuser: q\nuser: r");
         assert_eq!(r.tools, vec!["bash"]);
         assert_eq!(r.max_tokens, Some(100));
+    }
+
+    #[test]
+    fn the_direct_parse_decides_as_the_general_path() {
+        let start = [
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}"#,
+        ];
+        let docs = [
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a\"b"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hm"}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"x\":1}"}}"#,
+            r#"{"type":"content_block_delta","index":-1,"delta":{"type":"input_json_delta","partial_json":"neg"}}"#,
+            r#"{"type":"content_block_delta","index":"1","delta":{"type":"input_json_delta","partial_json":"str"}}"#,
+            r#"{"type":"content_block_delta","delta":{"type":"input_json_delta","partial_json":"none"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":7}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":null}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":"text"}"#,
+            r#"{"type":"content_block_delta","index":0}"#,
+            r#"{"type":"content_block_delta","type":"message_stop"}"#,
+            r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"a","text":"b"}}"#,
+            r#"{"type":7,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"message_stop"}"#,
+            r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"cut"#,
+            r#"["content_block_delta"]"#,
+        ];
+        for d in docs {
+            let (mut direct, mut general) = (MessagesAcc::default(), MessagesAcc::default());
+            for s in start {
+                direct.document(s);
+                general.general(s);
+            }
+            direct.document(d);
+            general.general(d);
+            assert_eq!(direct.info, general.info, "{d}");
+        }
+        let mut a = MessagesAcc::default();
+        a.document(docs[0]);
+        assert_eq!(a.info.text, "hi");
     }
 
     #[test]

@@ -31,6 +31,7 @@
 
 pub mod anthropic;
 pub mod body;
+mod borrowed;
 pub mod decode;
 #[cfg(test)]
 mod detect_tests;

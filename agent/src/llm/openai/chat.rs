@@ -11,28 +11,34 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::OaUsage;
-use crate::llm::model::{ResponseInfo, ToolCall, content_text, error_message};
+use crate::llm::{
+    borrowed::Str,
+    model::{ResponseInfo, ToolCall, content_text, error_message},
+};
 
 /// A chat / completions / embeddings response body or stream chunk.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+///
+/// Defaults are per field, not for the whole struct: a struct-wide default builds the whole
+/// (large) value first and moves it field by field, which cost a fifth of a chunk's parse.
+/// A missing `Option` is `None` either way.
+#[derive(Debug, Deserialize)]
 struct Chunk<'a> {
     #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Str<'a>>,
     #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    choices: Vec<Choice<'a>>,
+    model: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    choices: Choices<'a>,
     usage: Option<OaUsage>,
     /// Whether the document has an `error` member (whatever its value): such documents take
     /// the general path, which reads the error out of the whole value.
-    #[serde(deserialize_with = "present")]
+    #[serde(deserialize_with = "present", default)]
     error: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Deserialize)]
 struct Choice<'a> {
+    #[serde(default)]
     index: u32,
     #[serde(borrow)]
     delta: Option<Message<'a>>,
@@ -40,44 +46,88 @@ struct Choice<'a> {
     message: Option<Message<'a>>,
     /// Legacy completions.
     #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
+    text: Option<Str<'a>>,
     #[serde(borrow)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Str<'a>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+/// The choices of index 0, in document order (the others are the further completions of a
+/// request with `n` > 1, which the trace does not keep). Every element is still parsed, so a
+/// malformed one fails the document as before; the usual single choice is held without a
+/// vector, so a stream chunk allocates nothing for it.
+#[derive(Debug, Default)]
+struct Choices<'a> {
+    first: Option<Choice<'a>>,
+    more: Vec<Choice<'a>>,
+}
+
+impl<'a> Choices<'a> {
+    fn into_iter(self) -> impl Iterator<Item = Choice<'a>> {
+        self.first.into_iter().chain(self.more)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(ChoicesVisitor(std::marker::PhantomData))
+    }
+}
+
+struct ChoicesVisitor<'a>(std::marker::PhantomData<Choices<'a>>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for ChoicesVisitor<'a> {
+    type Value = Choices<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence of choices")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Choices::default();
+        while let Some(c) = seq.next_element::<Choice<'a>>()? {
+            if c.index != 0 {
+                continue;
+            }
+            if out.first.is_none() {
+                out.first = Some(c);
+            } else {
+                out.more.push(c);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Deserialize)]
 struct Message<'a> {
     #[serde(borrow)]
     content: Option<Content<'a>>,
     /// DeepSeek / OpenRouter style reasoning deltas.
     #[serde(borrow)]
-    reasoning_content: Option<Cow<'a, str>>,
+    reasoning_content: Option<Str<'a>>,
     #[serde(borrow)]
-    reasoning: Option<Cow<'a, str>>,
+    reasoning: Option<Str<'a>>,
     #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    refusal: Option<Str<'a>>,
+    #[serde(borrow, default)]
     tool_calls: Vec<CallDelta<'a>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Deserialize)]
 struct CallDelta<'a> {
     index: Option<usize>,
     #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Str<'a>>,
     #[serde(borrow)]
     function: Option<FnDelta<'a>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Deserialize)]
 struct FnDelta<'a> {
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Str<'a>>,
     #[serde(borrow)]
-    arguments: Option<Cow<'a, str>>,
+    arguments: Option<Str<'a>>,
 }
 
 /// A message's `content`: almost always a string (borrowed), otherwise (parts, null, …) the
@@ -222,7 +272,7 @@ impl ChatAcc {
         if let Some(u) = chunk.usage {
             self.info.usage = u.into_usage();
         }
-        for c in chunk.choices.into_iter().filter(|c| c.index == 0) {
+        for c in chunk.choices.into_iter() {
             self.choice(c);
         }
     }
@@ -247,7 +297,7 @@ impl ChatAcc {
             }
         }
         if let Some(r) = c.finish_reason {
-            self.info.finish_reason = Some(r.into_owned());
+            self.info.finish_reason = Some(r.0.into_owned());
         }
     }
 
@@ -262,7 +312,7 @@ impl ChatAcc {
         };
         let call = &mut self.info.tool_calls[slot];
         if let Some(id) = d.id {
-            call.id = Some(id.into_owned());
+            call.id = Some(id.0.into_owned());
         }
         if let Some(f) = d.function {
             if let Some(n) = f.name {
@@ -300,6 +350,28 @@ mod tests {
         assert_eq!(calls, vec![("f", "{\"x\":1}"), ("g", "{\"y\":2}")]);
         assert_eq!(a.info.finish_reason.as_deref(), Some("tool_calls"));
         assert_eq!(a.info.parse_errors, 0);
+    }
+
+    #[test]
+    fn a_chunk_borrows_its_strings_from_the_document() {
+        let doc = r#"{"id":"x","model":"m","choices":[{"index":0,"text":"t","delta":{"content":"c","refusal":"r","reasoning":"why","tool_calls":[{"id":"call","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"stop"}]}"#;
+        let chunk: Chunk = serde_json::from_str(doc).expect("parses");
+        let borrowed = |s: &Option<Str>| matches!(s, Some(Str(Cow::Borrowed(_))));
+        assert!(borrowed(&chunk.id) && borrowed(&chunk.model));
+        let choice = chunk.choices.into_iter().next().expect("one choice");
+        assert!(borrowed(&choice.text) && borrowed(&choice.finish_reason));
+        let delta = choice.delta.expect("delta");
+        assert!(matches!(
+            delta.content,
+            Some(Content::Text(Cow::Borrowed(_)))
+        ));
+        assert!(borrowed(&delta.refusal) && borrowed(&delta.reasoning));
+        let call = &delta.tool_calls[0];
+        let function = call.function.as_ref().expect("function");
+        assert!(borrowed(&call.id) && borrowed(&function.name) && borrowed(&function.arguments));
+        // A string with an escape is the one that cannot be borrowed.
+        let chunk: Chunk = serde_json::from_str(r#"{"id":"a\nb"}"#).expect("parses");
+        assert!(matches!(chunk.id, Some(Str(Cow::Owned(ref s))) if s == "a\nb"));
     }
 
     #[test]

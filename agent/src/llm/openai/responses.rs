@@ -6,7 +6,21 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::OaUsage;
-use crate::llm::model::{ResponseInfo, ToolCall, content_text, error_message};
+use crate::llm::{
+    borrowed::{Str, or_empty},
+    model::{ResponseInfo, ToolCall, content_text, error_message},
+};
+
+/// A delta event, as the direct path reads it.
+#[derive(Debug, Deserialize)]
+struct DeltaEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Str<'a>,
+    #[serde(borrow)]
+    item_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    delta: Option<Str<'a>>,
+}
 
 /// Accumulator for the Responses API (stream events or a whole response object).
 #[derive(Debug, Default)]
@@ -20,6 +34,24 @@ pub struct ResponsesAcc {
 impl ResponsesAcc {
     /// One stream event's `data` or a whole body.
     pub fn document(&mut self, data: &str) {
+        // A stream is mostly delta events: they parse straight into a borrowed model (a
+        // generic value, a map per object and a string per key, cost twice as much). Any other
+        // event, or anything unusual (a member of an unexpected type, a duplicate key), takes
+        // the general path, which decides as before.
+        if let Ok(e) = serde_json::from_str::<DeltaEvent>(data)
+            && self.delta(
+                &e.kind,
+                or_empty(e.item_id.as_ref()),
+                or_empty(e.delta.as_ref()),
+            )
+        {
+            return;
+        }
+        self.general(data);
+    }
+
+    /// The general path: the document as a value.
+    fn general(&mut self, data: &str) {
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             self.info.parse_errors += 1;
             return;
@@ -32,26 +64,14 @@ impl ResponsesAcc {
         ) {
             self.info.terminal = true;
         }
+        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
+        if self.delta(kind, s("item_id"), s("delta")) {
+            return;
+        }
         match kind {
-            "response.output_text.delta" | "response.refusal.delta" => {
-                self.saw_delta = true;
-                self.info
-                    .push_text(v.get("delta").and_then(Value::as_str).unwrap_or(""));
-            }
-            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
-                self.info
-                    .push_reasoning(v.get("delta").and_then(Value::as_str).unwrap_or(""));
-            }
             "response.output_item.added" | "response.output_item.done" => {
                 if let Some(item) = v.get("item") {
                     self.item(item);
-                }
-            }
-            "response.function_call_arguments.delta" => {
-                let id = v.get("item_id").and_then(Value::as_str).unwrap_or("");
-                if let Some(slot) = self.slot(id) {
-                    let d = v.get("delta").and_then(Value::as_str).unwrap_or("");
-                    self.info.tool_calls[slot].arguments.push_str(d);
                 }
             }
             "error" => {
@@ -66,6 +86,27 @@ impl ResponsesAcc {
             // No type: a whole (non-streamed) response object.
             _ => self.response(&v),
         }
+    }
+
+    /// A delta event, from either path (a missing member reads as ""); false for any other
+    /// kind of event.
+    fn delta(&mut self, kind: &str, item_id: &str, delta: &str) -> bool {
+        match kind {
+            "response.output_text.delta" | "response.refusal.delta" => {
+                self.saw_delta = true;
+                self.info.push_text(delta);
+            }
+            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                self.info.push_reasoning(delta);
+            }
+            "response.function_call_arguments.delta" => {
+                if let Some(slot) = self.slot(item_id) {
+                    self.info.tool_calls[slot].arguments.push_str(delta);
+                }
+            }
+            _ => return false,
+        }
+        true
     }
 
     fn slot(&self, id: &str) -> Option<usize> {
@@ -138,5 +179,45 @@ impl ResponsesAcc {
         if !self.info.text.is_empty() {
             self.saw_delta = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_direct_parse_decides_as_the_general_path() {
+        let added = r#"{"type":"response.output_item.added","item":{"type":"function_call","id":"fc_1","name":"f","arguments":""}}"#;
+        let docs = [
+            r#"{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"hi","sequence_number":4,"logprobs":[]}"#,
+            r#"{"type":"response.output_text.delta","delta":"a\"b"}"#,
+            r#"{"type":"response.refusal.delta","delta":"no"}"#,
+            r#"{"type":"response.reasoning_summary_text.delta","delta":"hm"}"#,
+            r#"{"type":"response.reasoning_text.delta","delta":"hm"}"#,
+            r#"{"type":"response.function_call_arguments.delta","item_id":"fc_1","delta":"{\"x\":1}"}"#,
+            r#"{"type":"response.function_call_arguments.delta","item_id":"other","delta":"lost"}"#,
+            r#"{"type":"response.function_call_arguments.delta","delta":"no id"}"#,
+            r#"{"type":"response.output_text.delta"}"#,
+            r#"{"type":"response.output_text.delta","delta":7}"#,
+            r#"{"type":"response.output_text.delta","delta":"a","delta":"b"}"#,
+            r#"{"type":"response.output_text.delta","type":"response.completed"}"#,
+            r#"{"type":7,"delta":"x"}"#,
+            r#"{"type":"response.completed","response":{"id":"r","model":"m","status":"completed"}}"#,
+            r#"{"type":"response.output_text.delta","delta":"cut"#,
+            r#"["response.output_text.delta"]"#,
+        ];
+        for d in docs {
+            let (mut direct, mut general) = (ResponsesAcc::default(), ResponsesAcc::default());
+            direct.document(added);
+            general.general(added);
+            direct.document(d);
+            general.general(d);
+            assert_eq!(direct.info, general.info, "{d}");
+            assert_eq!(direct.saw_delta, general.saw_delta, "{d}");
+        }
+        let mut a = ResponsesAcc::default();
+        a.document(docs[0]);
+        assert_eq!(a.info.text, "hi");
     }
 }
