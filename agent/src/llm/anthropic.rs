@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::borrowed::{Str, or_empty};
+use super::borrowed::{Object, Str, or_empty};
 use super::model::{
     PromptBuilder, RequestInfo, ResponseInfo, ToolCall, content_text, error_message,
 };
@@ -74,7 +74,7 @@ struct BlockDelta<'a> {
     kind: Str<'a>,
     index: Option<u64>,
     #[serde(borrow)]
-    delta: Option<DeltaBody<'a>>,
+    delta: Option<Object<DeltaBody<'a>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,11 +116,14 @@ impl MessagesAcc {
         // A stream is mostly `content_block_delta` events: they parse straight into a
         // borrowed model (a generic value, a map per object and a string per key, cost twice
         // as much). Anything else or unusual (another event, a member of an unexpected type, a
-        // duplicate key) takes the general path, which decides as before.
-        if let Ok(e) = serde_json::from_str::<BlockDelta>(data)
+        // duplicate key, an array where an object belongs) takes the general path. The one
+        // difference: members the model does not read are skipped, not checked, so a number out
+        // of range or a lone surrogate there does not cost the event its text, as it does on the
+        // general path (the chat path has always read its chunks so).
+        if let Ok(Object(e)) = serde_json::from_str::<Object<BlockDelta>>(data)
             && &*e.kind == "content_block_delta"
         {
-            if let Some(d) = e.delta {
+            if let Some(Object(d)) = e.delta {
                 self.delta(
                     e.index,
                     or_empty(d.kind.as_ref()),
@@ -319,6 +322,11 @@ mod tests {
             r#"{"type":"message_stop"}"#,
             r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"cut"#,
             r#"["content_block_delta"]"#,
+            r#"["content_block_delta",0,["text_delta","hi",null,null]]"#,
+            r#"{"type":"content_block_delta","index":0,"delta":["text_delta","hi",null,null]}"#,
+            r#"{"type":"content_block_delta","index":1.0,"delta":{"type":"input_json_delta","partial_json":"f"}}"#,
+            r#"{"type":"content_block_delta","index":18446744073709551616,"delta":{"type":"input_json_delta","partial_json":"big"}}"#,
+            r#" {"type":"content_block_delta","delta":{"type":"text_delta","text":null}} "#,
         ];
         for d in docs {
             let (mut direct, mut general) = (MessagesAcc::default(), MessagesAcc::default());
@@ -333,6 +341,19 @@ mod tests {
         let mut a = MessagesAcc::default();
         a.document(docs[0]);
         assert_eq!(a.info.text, "hi");
+        // The known difference: a member nobody reads is skipped unchecked.
+        let odd = r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"kept"},"x":1e400}"#;
+        let (mut direct, mut general) = (MessagesAcc::default(), MessagesAcc::default());
+        direct.document(odd);
+        general.general(odd);
+        assert_eq!(
+            (direct.info.text.as_str(), direct.info.parse_errors),
+            ("kept", 0)
+        );
+        assert_eq!(
+            (general.info.text.as_str(), general.info.parse_errors),
+            ("", 1)
+        );
     }
 
     #[test]

@@ -18,17 +18,19 @@ use crate::llm::{
 
 /// A chat / completions / embeddings response body or stream chunk.
 ///
-/// Defaults are per field, not for the whole struct: a struct-wide default builds the whole
-/// (large) value first and moves it field by field, which cost a fifth of a chunk's parse.
-/// A missing `Option` is `None` either way.
+/// Every field has its own default instead of one for the whole struct: a struct-wide default
+/// builds the whole (large) value first and moves it field by field. Either way a member
+/// missing from the object (or an element missing from an array, which serde also reads as
+/// a struct, on both paths) takes its type's default.
 #[derive(Debug, Deserialize)]
 struct Chunk<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     id: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     model: Option<Str<'a>>,
     #[serde(borrow, default)]
     choices: Choices<'a>,
+    #[serde(default)]
     usage: Option<OaUsage>,
     /// Whether the document has an `error` member (whatever its value): such documents take
     /// the general path, which reads the error out of the whole value.
@@ -40,14 +42,14 @@ struct Chunk<'a> {
 struct Choice<'a> {
     #[serde(default)]
     index: u32,
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     delta: Option<Message<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     message: Option<Message<'a>>,
     /// Legacy completions.
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     text: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     finish_reason: Option<Str<'a>>,
 }
 
@@ -61,8 +63,12 @@ struct Choices<'a> {
     more: Vec<Choice<'a>>,
 }
 
-impl<'a> Choices<'a> {
-    fn into_iter(self) -> impl Iterator<Item = Choice<'a>> {
+impl<'a> IntoIterator for Choices<'a> {
+    type Item = Choice<'a>;
+    type IntoIter =
+        std::iter::Chain<std::option::IntoIter<Choice<'a>>, std::vec::IntoIter<Choice<'a>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
         self.first.into_iter().chain(self.more)
     }
 }
@@ -100,14 +106,14 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for ChoicesVisitor<'a> {
 
 #[derive(Debug, Deserialize)]
 struct Message<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     content: Option<Content<'a>>,
     /// DeepSeek / OpenRouter style reasoning deltas.
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     reasoning_content: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     reasoning: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     refusal: Option<Str<'a>>,
     #[serde(borrow, default)]
     tool_calls: Vec<CallDelta<'a>>,
@@ -115,18 +121,19 @@ struct Message<'a> {
 
 #[derive(Debug, Deserialize)]
 struct CallDelta<'a> {
+    #[serde(default)]
     index: Option<usize>,
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     id: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     function: Option<FnDelta<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
 struct FnDelta<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     name: Option<Str<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     arguments: Option<Str<'a>>,
 }
 
@@ -272,7 +279,7 @@ impl ChatAcc {
         if let Some(u) = chunk.usage {
             self.info.usage = u.into_usage();
         }
-        for c in chunk.choices.into_iter() {
+        for c in chunk.choices {
             self.choice(c);
         }
     }
@@ -297,7 +304,7 @@ impl ChatAcc {
             }
         }
         if let Some(r) = c.finish_reason {
-            self.info.finish_reason = Some(r.0.into_owned());
+            self.info.finish_reason = Some(r.into_owned());
         }
     }
 
@@ -312,7 +319,7 @@ impl ChatAcc {
         };
         let call = &mut self.info.tool_calls[slot];
         if let Some(id) = d.id {
-            call.id = Some(id.0.into_owned());
+            call.id = Some(id.into_owned());
         }
         if let Some(f) = d.function {
             if let Some(n) = f.name {

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::OaUsage;
 use crate::llm::{
-    borrowed::{Str, or_empty},
+    borrowed::{Object, Str, or_empty},
     model::{ResponseInfo, ToolCall, content_text, error_message},
 };
 
@@ -36,9 +36,11 @@ impl ResponsesAcc {
     pub fn document(&mut self, data: &str) {
         // A stream is mostly delta events: they parse straight into a borrowed model (a
         // generic value, a map per object and a string per key, cost twice as much). Any other
-        // event, or anything unusual (a member of an unexpected type, a duplicate key), takes
-        // the general path, which decides as before.
-        if let Ok(e) = serde_json::from_str::<DeltaEvent>(data)
+        // event, or anything unusual (a member of an unexpected type, a duplicate key, an array
+        // where an object belongs), takes the general path. The one difference: members the
+        // model does not read are skipped, not checked, so a number out of range or a lone
+        // surrogate there does not cost the event its text, as it does on the general path.
+        if let Ok(Object(e)) = serde_json::from_str::<Object<DeltaEvent>>(data)
             && self.delta(
                 &e.kind,
                 or_empty(e.item_id.as_ref()),
@@ -206,6 +208,8 @@ mod tests {
             r#"{"type":"response.completed","response":{"id":"r","model":"m","status":"completed"}}"#,
             r#"{"type":"response.output_text.delta","delta":"cut"#,
             r#"["response.output_text.delta"]"#,
+            r#"["response.output_text.delta",null,"hi"]"#,
+            r#"{"type":"response.output_text.delta","delta":null}"#,
         ];
         for d in docs {
             let (mut direct, mut general) = (ResponsesAcc::default(), ResponsesAcc::default());
@@ -219,5 +223,18 @@ mod tests {
         let mut a = ResponsesAcc::default();
         a.document(docs[0]);
         assert_eq!(a.info.text, "hi");
+        // The known difference: a member nobody reads is skipped unchecked.
+        let odd = r#"{"type":"response.output_text.delta","delta":"kept","obfuscation":"\udc00"}"#;
+        let (mut direct, mut general) = (ResponsesAcc::default(), ResponsesAcc::default());
+        direct.document(odd);
+        general.general(odd);
+        assert_eq!(
+            (direct.info.text.as_str(), direct.info.parse_errors),
+            ("kept", 0)
+        );
+        assert_eq!(
+            (general.info.text.as_str(), general.info.parse_errors),
+            ("", 1)
+        );
     }
 }
