@@ -70,11 +70,21 @@ fn block_text(b: &Value) -> String {
 /// A `content_block_delta` event, as the direct path reads it.
 #[derive(Debug, Deserialize)]
 struct BlockDelta<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Str<'a>,
+    #[serde(rename = "type", deserialize_with = "content_block_delta")]
+    _kind: (),
     index: Option<u64>,
     #[serde(borrow)]
     delta: Option<Object<DeltaBody<'a>>>,
+}
+
+/// Accepts only the type `content_block_delta`. Anthropic writes `type` first, so another
+/// event's direct read ends there instead of at the end of the document.
+fn content_block_delta<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    if &*Str::deserialize(d)? == "content_block_delta" {
+        Ok(())
+    } else {
+        Err(serde::de::Error::custom("not a content_block_delta"))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,36 +120,34 @@ pub struct MessagesAcc {
 }
 
 impl MessagesAcc {
-    /// One stream event (its `data`; the type is read from the JSON `type` field, which
-    /// Anthropic always mirrors from the SSE `event:` name) or a whole body.
-    pub fn document(&mut self, data: &str) {
-        // A stream is mostly `content_block_delta` events: they parse straight into a
-        // borrowed model (a generic value, a map per object and a string per key, cost twice
-        // as much). Anything else or unusual (another event, a member of an unexpected type, a
-        // duplicate key, an array where an object belongs) takes the general path. The one
-        // difference: members the model does not read are skipped, not checked, so a number out
-        // of range or a lone surrogate there does not cost the event its text, as it does on the
-        // general path (the chat path has always read its chunks so).
-        if let Ok(Object(e)) = serde_json::from_str::<Object<BlockDelta>>(data)
-            && &*e.kind == "content_block_delta"
-        {
-            if let Some(Object(d)) = e.delta {
-                self.delta(
-                    e.index,
-                    or_empty(d.kind.as_ref()),
-                    or_empty(d.text.as_ref()),
-                    or_empty(d.thinking.as_ref()),
-                    or_empty(d.partial_json.as_ref()),
-                );
-            }
-            self.info.usage = self.normalised();
-            return;
+    /// One stream event's `data`. A stream is mostly `content_block_delta` events: they
+    /// parse straight into a borrowed model (a generic value, a map per object and a string
+    /// per key, cost twice as much). Any other event, or anything unusual (a member of an
+    /// unexpected type, a duplicate key, an array where an object belongs), is read by
+    /// [`Self::document`]; the direct read stops at the `type` of another event, so such an
+    /// event is not read whole twice. The one difference: members the model does not read are
+    /// skipped, not checked, so a number out of range or a lone surrogate there does not cost
+    /// the event its text, as it does in `document` (the chat path has always read its chunks
+    /// so).
+    pub fn event(&mut self, data: &str) {
+        let Ok(Object(e)) = serde_json::from_str::<Object<BlockDelta>>(data) else {
+            return self.document(data);
+        };
+        if let Some(Object(d)) = e.delta {
+            self.delta(
+                e.index,
+                or_empty(d.kind.as_ref()),
+                or_empty(d.text.as_ref()),
+                or_empty(d.thinking.as_ref()),
+                or_empty(d.partial_json.as_ref()),
+            );
         }
-        self.general(data);
+        self.info.usage = self.normalised();
     }
 
-    /// The general path: the document as a value.
-    fn general(&mut self, data: &str) {
+    /// One stream event (its `data`; the type is read from the JSON `type` field, which
+    /// Anthropic always mirrors from the SSE `event:` name) or a whole body, as a value.
+    pub fn document(&mut self, data: &str) {
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             self.info.parse_errors += 1;
             return;
@@ -331,21 +339,21 @@ mod tests {
         for d in docs {
             let (mut direct, mut general) = (MessagesAcc::default(), MessagesAcc::default());
             for s in start {
-                direct.document(s);
-                general.general(s);
+                direct.event(s);
+                general.document(s);
             }
-            direct.document(d);
-            general.general(d);
+            direct.event(d);
+            general.document(d);
             assert_eq!(direct.info, general.info, "{d}");
         }
         let mut a = MessagesAcc::default();
-        a.document(docs[0]);
+        a.event(docs[0]);
         assert_eq!(a.info.text, "hi");
         // The known difference: a member nobody reads is skipped unchecked.
         let odd = r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"kept"},"x":1e400}"#;
         let (mut direct, mut general) = (MessagesAcc::default(), MessagesAcc::default());
-        direct.document(odd);
-        general.general(odd);
+        direct.event(odd);
+        general.document(odd);
         assert_eq!(
             (direct.info.text.as_str(), direct.info.parse_errors),
             ("kept", 0)

@@ -38,6 +38,16 @@ impl ResponseAcc {
         }
     }
 
+    /// One SSE event's data: the dialects with a direct read of their common events try it
+    /// first (a whole body never does: it is not one of those events).
+    pub fn event(&mut self, data: &str) {
+        match self {
+            Self::Responses(a) => a.event(data),
+            Self::Messages(a) => a.event(data),
+            Self::Chat(_) | Self::Gemini(_) => self.document(data),
+        }
+    }
+
     /// What has been accumulated so far.
     pub fn info(&self) -> &ResponseInfo {
         match self {
@@ -102,7 +112,7 @@ impl ResponseParser {
         match &mut self.framing {
             Framing::Sse(p) => p.push(bytes, &mut |e| {
                 *events += 1;
-                acc.document(&e.data);
+                acc.event(&e.data);
             }),
             Framing::Json(s) => s.push(bytes, &mut |d| {
                 *events += 1;
@@ -133,7 +143,7 @@ impl ResponseParser {
         let acc = &mut self.acc;
         let (dropped, complete) = match &mut self.framing {
             Framing::Sse(p) => {
-                p.finish(&mut |e| acc.document(&e.data));
+                p.finish(&mut |e| acc.event(&e.data));
                 (p.dropped_lines() > 0, false)
             }
             Framing::Json(s) => (s.overflowed, s.complete),

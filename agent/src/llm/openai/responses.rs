@@ -14,12 +14,42 @@ use crate::llm::{
 /// A delta event, as the direct path reads it.
 #[derive(Debug, Deserialize)]
 struct DeltaEvent<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Str<'a>,
+    #[serde(rename = "type", deserialize_with = "delta_kind")]
+    kind: DeltaKind,
     #[serde(borrow)]
     item_id: Option<Str<'a>>,
     #[serde(borrow)]
     delta: Option<Str<'a>>,
+}
+
+/// What a delta event adds to.
+#[derive(Debug, Clone, Copy)]
+enum DeltaKind {
+    /// Output text or a refusal.
+    Text,
+    Reasoning,
+    /// A function call's arguments.
+    Arguments,
+}
+
+impl DeltaKind {
+    fn of(kind: &str) -> Option<Self> {
+        match kind {
+            "response.output_text.delta" | "response.refusal.delta" => Some(Self::Text),
+            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                Some(Self::Reasoning)
+            }
+            "response.function_call_arguments.delta" => Some(Self::Arguments),
+            _ => None,
+        }
+    }
+}
+
+/// Accepts only a delta event's type. OpenAI writes `type` first, so another event's direct
+/// read ends there instead of at the end of the document.
+fn delta_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DeltaKind, D::Error> {
+    DeltaKind::of(&Str::deserialize(d)?)
+        .ok_or_else(|| serde::de::Error::custom("not a delta event"))
 }
 
 /// Accumulator for the Responses API (stream events or a whole response object).
@@ -32,28 +62,27 @@ pub struct ResponsesAcc {
 }
 
 impl ResponsesAcc {
-    /// One stream event's `data` or a whole body.
-    pub fn document(&mut self, data: &str) {
-        // A stream is mostly delta events: they parse straight into a borrowed model (a
-        // generic value, a map per object and a string per key, cost twice as much). Any other
-        // event, or anything unusual (a member of an unexpected type, a duplicate key, an array
-        // where an object belongs), takes the general path. The one difference: members the
-        // model does not read are skipped, not checked, so a number out of range or a lone
-        // surrogate there does not cost the event its text, as it does on the general path.
-        if let Ok(Object(e)) = serde_json::from_str::<Object<DeltaEvent>>(data)
-            && self.delta(
-                &e.kind,
+    /// One stream event's `data`. A stream is mostly delta events: they parse straight into
+    /// a borrowed model (a generic value, a map per object and a string per key, cost twice as
+    /// much). Any other event, or anything unusual (a member of an unexpected type, a
+    /// duplicate key, an array where an object belongs), is read by [`Self::document`]; the
+    /// direct read stops at the `type` of another event, so such an event (`response.completed`
+    /// carries the whole response) is not read whole twice. The one difference: members the
+    /// model does not read are skipped, not checked, so a number out of range or a lone
+    /// surrogate there does not cost the event its text, as it does in `document`.
+    pub fn event(&mut self, data: &str) {
+        match serde_json::from_str::<Object<DeltaEvent>>(data) {
+            Ok(Object(e)) => self.delta(
+                e.kind,
                 or_empty(e.item_id.as_ref()),
                 or_empty(e.delta.as_ref()),
-            )
-        {
-            return;
+            ),
+            Err(_) => self.document(data),
         }
-        self.general(data);
     }
 
-    /// The general path: the document as a value.
-    fn general(&mut self, data: &str) {
+    /// One stream event's `data` or a whole body, as a value.
+    pub fn document(&mut self, data: &str) {
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             self.info.parse_errors += 1;
             return;
@@ -66,9 +95,9 @@ impl ResponsesAcc {
         ) {
             self.info.terminal = true;
         }
-        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
-        if self.delta(kind, s("item_id"), s("delta")) {
-            return;
+        if let Some(delta) = DeltaKind::of(kind) {
+            let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
+            return self.delta(delta, s("item_id"), s("delta"));
         }
         match kind {
             "response.output_item.added" | "response.output_item.done" => {
@@ -90,25 +119,20 @@ impl ResponsesAcc {
         }
     }
 
-    /// A delta event, from either path (a missing member reads as ""); false for any other
-    /// kind of event.
-    fn delta(&mut self, kind: &str, item_id: &str, delta: &str) -> bool {
+    /// A delta event, from either path (a missing member reads as "").
+    fn delta(&mut self, kind: DeltaKind, item_id: &str, delta: &str) {
         match kind {
-            "response.output_text.delta" | "response.refusal.delta" => {
+            DeltaKind::Text => {
                 self.saw_delta = true;
                 self.info.push_text(delta);
             }
-            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
-                self.info.push_reasoning(delta);
-            }
-            "response.function_call_arguments.delta" => {
+            DeltaKind::Reasoning => self.info.push_reasoning(delta),
+            DeltaKind::Arguments => {
                 if let Some(slot) = self.slot(item_id) {
                     self.info.tool_calls[slot].arguments.push_str(delta);
                 }
             }
-            _ => return false,
         }
-        true
     }
 
     fn slot(&self, id: &str) -> Option<usize> {
@@ -213,21 +237,21 @@ mod tests {
         ];
         for d in docs {
             let (mut direct, mut general) = (ResponsesAcc::default(), ResponsesAcc::default());
-            direct.document(added);
-            general.general(added);
-            direct.document(d);
-            general.general(d);
+            direct.event(added);
+            general.document(added);
+            direct.event(d);
+            general.document(d);
             assert_eq!(direct.info, general.info, "{d}");
             assert_eq!(direct.saw_delta, general.saw_delta, "{d}");
         }
         let mut a = ResponsesAcc::default();
-        a.document(docs[0]);
+        a.event(docs[0]);
         assert_eq!(a.info.text, "hi");
         // The known difference: a member nobody reads is skipped unchecked.
         let odd = r#"{"type":"response.output_text.delta","delta":"kept","obfuscation":"\udc00"}"#;
         let (mut direct, mut general) = (ResponsesAcc::default(), ResponsesAcc::default());
-        direct.document(odd);
-        general.general(odd);
+        direct.event(odd);
+        general.document(odd);
         assert_eq!(
             (direct.info.text.as_str(), direct.info.parse_errors),
             ("kept", 0)
