@@ -65,8 +65,14 @@ fn ipv4_connection_is_redirected_attributed_and_hidden() {
     let agent = agent_for(&cg, fake.addr.port(), &["127.0.0.2"], "");
     let out = probe_in(&cg, &fake.addr.to_string());
     assert_via_agent(&out);
-    // getpeername() in the app shows the address it asked for, not the agent's.
+    // getpeername() in the app shows the address it asked for, not the agent's; the kernel's
+    // own table shows where the socket really is connected: the agent's listener.
     assert_eq!(out["peer"], fake.addr.to_string());
+    assert_eq!(
+        out["kernel_peer"],
+        agent.status()["kernel"]["listen"][0],
+        "{out}"
+    );
     let pid = out["pid"].as_u64().unwrap();
     let conns = recent(&agent);
     let c = conns
@@ -257,7 +263,9 @@ fn ten_thousand_connections_are_all_attributed_and_tables_drain() {
         ..Probe::default()
     }
     .run(&fake.addr.to_string());
-    assert_eq!(out["via_agent"], 10_000, "{out}");
+    // The kernel's counters say why a connection went direct (fail_open, record_failed).
+    let counters = || agent.status()["kernel"]["counters"].clone();
+    assert_eq!(out["via_agent"], 10_000, "{out} {}", counters());
     assert_eq!(out["failed"], 0, "{out}");
     assert_eq!(
         agent.metric("llmtrace_redirected_connections_total", ""),

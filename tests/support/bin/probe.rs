@@ -3,7 +3,10 @@
 //! It connects to an address (optionally many times, concurrently, or with a socket mark),
 //! says hello, and reads the fake provider's answer, which names the peer address the
 //! provider saw. Comparing that with the probe's own local address tells whether the
-//! connection went through the agent (different) or direct (same). Prints one JSON object.
+//! connection went through the agent (different) or direct (same). The same address is not
+//! yet proof: the kernel may give the agent's upstream socket the probe's own source port
+//! (the two 4-tuples differ), so then the socket's real peer, which the redirect hides from
+//! `getpeername` but not from `/proc/net/tcp`, decides. Prints one JSON object.
 //!
 //! With `--connect-only` it only connects and closes, and reports connect+close latency
 //! percentiles (for the eBPF benchmark).
@@ -17,7 +20,8 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -76,6 +80,9 @@ struct Outcome {
     local: SocketAddr,
     peer: SocketAddr,
     server_saw: String,
+    /// The peer the kernel connected the socket to: looked up for a single probe, and for
+    /// any probe whose provider saw the probe's own address (see the module doc).
+    kernel_peer: Option<SocketAddr>,
 }
 
 fn probe_once(args: &Args) -> Result<Outcome, String> {
@@ -113,11 +120,62 @@ fn probe_once(args: &Args) -> Result<Outcome, String> {
         .strip_prefix("peer=")
         .ok_or_else(|| format!("unexpected answer {line:?}"))?
         .to_owned();
+    let kernel_peer = if plain(&server_saw) == plain(&local.to_string()) {
+        // Deciding: an answer the probe cannot read is an error, not a guess.
+        Some(kernel_peer(&stream)?)
+    } else if args.count == 1 {
+        // Only reported.
+        kernel_peer(&stream).ok()
+    } else {
+        None
+    };
     Ok(Outcome {
         local,
         peer,
         server_saw,
+        kernel_peer,
     })
+}
+
+/// The real remote address of a connected socket, from the namespace's `/proc/net/tcp{,6}`.
+fn kernel_peer(stream: &TcpStream) -> Result<SocketAddr, String> {
+    let fd = stream.as_raw_fd();
+    let link =
+        std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(|e| format!("fd link: {e}"))?;
+    let inode = link
+        .to_str()
+        .and_then(|l| l.strip_prefix("socket:["))
+        .and_then(|l| l.strip_suffix(']'))
+        .ok_or_else(|| format!("not a socket: {link:?}"))?
+        .to_owned();
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        let text = std::fs::read_to_string(table).map_err(|e| format!("{table}: {e}"))?;
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(9) == Some(&inode.as_str()) {
+                return proc_addr(fields[2]).ok_or_else(|| format!("{table}: bad line {line:?}"));
+            }
+        }
+    }
+    Err(format!("socket {inode} is in no TCP table"))
+}
+
+/// Parses `/proc/net/tcp`'s `ADDR:PORT`: the address as 32-bit words printed in host order,
+/// the port in hex.
+fn proc_addr(field: &str) -> Option<SocketAddr> {
+    let (addr, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for i in (0..addr.len()).step_by(8) {
+        let word = u32::from_str_radix(addr.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 /// Normalises `::ffff:a.b.c.d` so addresses compare across families.
@@ -133,13 +191,26 @@ fn plain(addr: &str) -> String {
         .map_or_else(|_| addr.to_owned(), |a| a.to_string())
 }
 
-fn via_agent(o: &Outcome) -> bool {
-    plain(&o.server_saw) != plain(&o.local.to_string())
+fn via_agent(o: &Outcome, dialed: SocketAddr) -> bool {
+    if plain(&o.server_saw) != plain(&o.local.to_string()) {
+        return true;
+    }
+    // The provider saw the probe's own address: direct, unless the kernel connected the socket
+    // somewhere other than where the probe dialed (the agent, whose upstream shared the port).
+    o.kernel_peer
+        .is_some_and(|real| plain(&real.to_string()) != plain(&dialed.to_string()))
+}
+
+/// Whether the agent's upstream socket had the probe's own source port.
+fn shared_port(o: &Outcome, dialed: SocketAddr) -> bool {
+    plain(&o.server_saw) == plain(&o.local.to_string()) && via_agent(o, dialed)
 }
 
 #[derive(Default)]
 struct Tally {
     via_agent: usize,
+    /// Of those, how many the agent's upstream socket shared the probe's source port.
+    shared_port: usize,
     direct: usize,
     failed: usize,
     errors: Vec<String>,
@@ -230,7 +301,8 @@ fn main() {
                 "local": o.local.to_string(),
                 "peer": o.peer.to_string(),
                 "server_saw": o.server_saw,
-                "via_agent": via_agent(&o),
+                "via_agent": via_agent(&o, args.addr),
+                "kernel_peer": o.kernel_peer.map(|a| a.to_string()),
             }),
             Err(e) => json!({"ok": false, "pid": std::process::id(), "error": e}),
         };
@@ -247,7 +319,10 @@ fn main() {
                     let r = probe_once(&args);
                     let mut t = tally.lock().expect("tally");
                     match r {
-                        Ok(o) if via_agent(&o) => t.via_agent += 1,
+                        Ok(o) if via_agent(&o, args.addr) => {
+                            t.via_agent += 1;
+                            t.shared_port += usize::from(shared_port(&o, args.addr));
+                        }
                         Ok(_) => t.direct += 1,
                         Err(e) => {
                             t.failed += 1;
@@ -267,6 +342,49 @@ fn main() {
     println!(
         "{}",
         json!({"pid": std::process::id(), "via_agent": t.via_agent, "direct": t.direct,
+               "shared_port": t.shared_port,
                "failed": t.failed, "errors": t.errors})
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_addresses_parse() {
+        // /proc/net/tcp prints the address words in host order: little-endian here.
+        let v4 = if cfg!(target_endian = "little") {
+            "0100007F:1F90"
+        } else {
+            "7F000001:1F90"
+        };
+        assert_eq!(proc_addr(v4), Some("127.0.0.1:8080".parse().unwrap()));
+        let mapped = if cfg!(target_endian = "little") {
+            "0000000000000000FFFF00000100007F:0050"
+        } else {
+            "00000000000000000000FFFF7F000001:0050"
+        };
+        assert_eq!(
+            proc_addr(mapped),
+            Some("[::ffff:127.0.0.1]:80".parse().unwrap())
+        );
+        for bad in ["", "0100007F", "0100007F:XYZ", "0100007:0050", "01000:0050"] {
+            assert_eq!(proc_addr(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_kernel_peer_of_a_plain_connection_is_where_it_went() {
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(listener) = TcpListener::bind(bind) else {
+                continue; // no IPv6 on this host
+            };
+            let to = listener.local_addr().unwrap();
+            let stream = TcpStream::connect(to).unwrap();
+            assert_eq!(kernel_peer(&stream), Ok(to));
+        }
+    }
 }
