@@ -146,7 +146,7 @@ fn kernel_peer(stream: &TcpStream) -> Result<SocketAddr, String> {
         .to_str()
         .and_then(|l| l.strip_prefix("socket:["))
         .and_then(|l| l.strip_suffix(']'))
-        .ok_or_else(|| format!("not a socket: {link:?}"))?
+        .ok_or_else(|| format!("not a socket: {}", link.display()))?
         .to_owned();
     for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
         let text = std::fs::read_to_string(table).map_err(|e| format!("{table}: {e}"))?;
