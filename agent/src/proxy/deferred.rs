@@ -32,6 +32,23 @@ const LINGER: Duration = Duration::from_millis(1);
 /// spool file).
 type Analysed = (ExchangeRecord, Option<Spooled>);
 
+/// A worker's reusable buffer, empty between batches: each worker's copy of the batch handler
+/// gets a buffer of its own (a signal has one owner, so the contents never need cloning).
+struct Scratch<T>(Vec<T>);
+
+impl<T> Scratch<T> {
+    /// The buffer (a method, so that a closure captures the whole `Scratch`, not its field).
+    fn get(&mut self) -> &mut Vec<T> {
+        &mut self.0
+    }
+}
+
+impl<T> Clone for Scratch<T> {
+    fn clone(&self) -> Self {
+        Self(Vec::with_capacity(self.0.capacity()))
+    }
+}
+
 impl Records {
     /// Counts each ended exchange against `control`'s limits once it is settled.
     #[must_use]
@@ -59,23 +76,24 @@ impl Records {
         // One observer for all workers: anomaly baselines are per identity, not per worker.
         // Taken once per batch.
         let observer = Arc::new(std::sync::Mutex::new(observer));
-        let mut rows = Vec::with_capacity(BATCH);
+        let mut rows = Scratch(Vec::with_capacity(BATCH));
         let cmdline_engine = self.cmdline_masker.clone();
         let mut last_cmdline: Option<(String, Option<String>)> = None;
         let control = self.control.clone();
         let workers = self.spawn(move |records| {
+            let rows = rows.get();
             rows.extend(
                 records
                     .drain(..)
                     .map(|(r, spooled)| (trace_row(&r, &fleet), spooled)),
             );
             if let Some(control) = &control {
-                for (row, _) in &mut rows {
+                for (row, _) in rows.iter_mut() {
                     control.tag_shadow_ai(row);
                 }
             }
             if let Some(engine) = &cmdline_engine {
-                for (row, _) in &mut rows {
+                for (row, _) in rows.iter_mut() {
                     // A process's exchanges come in runs: its last answer is reused.
                     if last_cmdline
                         .as_ref()
@@ -94,11 +112,11 @@ impl Records {
                 let mut o = observer
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (row, _) in &mut rows {
+                for (row, _) in rows.iter_mut() {
                     o.observe(row);
                 }
             }
-            sink.record_many(&mut rows);
+            sink.record_many(rows);
         });
         for w in workers {
             if w.await.is_err() {

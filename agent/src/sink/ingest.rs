@@ -167,7 +167,7 @@ impl Writer<'_> {
     /// spooled) or were given up (their signals are dropped, which releases them too).
     fn settle(&mut self, done: Result<(), SpoolError>, message: &'static str) {
         match done {
-            Ok(()) => self.appended.drain(..).for_each(|s| s.done()),
+            Ok(()) => self.appended.drain(..).for_each(Spooled::done),
             Err(e) => {
                 self.appended.clear();
                 self.log_error(&e, message);

@@ -9,16 +9,15 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
 
 use tokio::{sync::oneshot, time::Sleep};
 
-/// The writer's end; clones share one signal (a record may be cloned on its way).
-#[derive(Debug, Clone)]
-pub struct Spooled(Arc<Mutex<Option<oneshot::Sender<()>>>>);
+/// The writer's end: it travels with its row, and fires or drops once.
+#[derive(Debug)]
+pub struct Spooled(oneshot::Sender<()>);
 
 /// The waiter's end, bounded by a deadline.
 #[derive(Debug)]
@@ -43,7 +42,7 @@ impl Spooled {
     pub fn pair(max: Duration) -> (Self, SpoolWait) {
         let (tx, rx) = oneshot::channel();
         (
-            Self(Arc::new(Mutex::new(Some(tx)))),
+            Self(tx),
             SpoolWait {
                 rx,
                 deadline: Box::pin(tokio::time::sleep(max)),
@@ -52,15 +51,9 @@ impl Spooled {
     }
 
     /// Wakes the waiter: the row is in the spool file.
-    pub fn done(&self) {
-        let tx = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(tx) = tx {
-            let _ = tx.send(());
-        }
+    pub fn done(self) {
+        // The waiter may have given up (deadline): nobody to tell then.
+        let _ = self.0.send(());
     }
 }
 
@@ -84,18 +77,19 @@ mod tests {
     #[tokio::test]
     async fn done_dropped_or_late() {
         let (s, w) = Spooled::pair(Duration::from_secs(5));
-        let copy = s.clone();
-        copy.done();
         s.done();
         assert_eq!(w.await, Waited::Spooled);
 
         let (s, w) = Spooled::pair(Duration::from_secs(5));
-        let copy = s.clone();
         drop(s);
-        drop(copy);
         assert_eq!(w.await, Waited::Lost, "a dropped row releases at once");
 
-        let (_s, w) = Spooled::pair(Duration::from_millis(10));
+        // The waiter gave up first: firing afterwards is harmless.
+        let (s, w) = Spooled::pair(Duration::from_millis(10));
         assert_eq!(w.await, Waited::TimedOut);
+        s.done();
+
+        let (_s, w) = Spooled::pair(Duration::from_millis(10));
+        assert_eq!(w.await, Waited::TimedOut, "a row still on its way");
     }
 }
