@@ -291,6 +291,7 @@ fn ten_thousand_connections_are_all_attributed_and_tables_drain() {
 
 #[test]
 fn provider_addresses_follow_dns() {
+    const GRACE: Duration = Duration::from_secs(5);
     testkit::require_root!();
     let cg = TestCgroup::new("dns");
     let port = free_port("127.0.0.4");
@@ -304,8 +305,9 @@ fn provider_addresses_follow_dns() {
             rest: format!(
                 "[[providers]]\nhost = \"llm.provider.test\"\nport = {port}\n\
                  [dns]\nnameservers = [\"{}\"]\nmin_refresh_ms = 200\nretry_ms = 100\n\
-                 removed_grace_ms = 2000\n",
-                dns.addr
+                 removed_grace_ms = {}\n",
+                dns.addr,
+                GRACE.as_millis()
             ),
         },
     );
@@ -331,10 +333,20 @@ fn provider_addresses_follow_dns() {
         "re-resolved, the old address kept for its grace period: {}",
         agent.status()["providers"]
     );
+    let re_resolved = Instant::now();
     assert_via_agent(&probe_in(&cg, &second.addr.to_string()));
-    // An app still holding the older answer is covered during the grace period.
-    assert_via_agent(&probe_in(&cg, &first.addr.to_string()));
-    let moved = wait_for(Duration::from_secs(10), || {
+    // An app still holding the older answer is covered during the grace period (counted from
+    // the re-resolution, so this holds only if the probes came within it: on a machine busy
+    // with other tests that took seconds, hence the long grace).
+    let out = probe_in(&cg, &first.addr.to_string());
+    let late = re_resolved.elapsed();
+    assert_eq!(out["ok"], true, "{out}");
+    if late < GRACE {
+        assert_via_agent(&out);
+    } else {
+        eprintln!("grace period not checked: the probes took {late:?}");
+    }
+    let moved = wait_for(GRACE + Duration::from_secs(8), || {
         (addresses(&agent) == serde_json::json!(["127.0.0.5"])).then_some(())
     });
     assert!(
