@@ -148,12 +148,17 @@ fn kernel_peer(stream: &TcpStream) -> Result<SocketAddr, String> {
         .and_then(|l| l.strip_suffix(']'))
         .ok_or_else(|| format!("not a socket: {}", link.display()))?
         .to_owned();
-    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
-        let text = std::fs::read_to_string(table).map_err(|e| format!("{table}: {e}"))?;
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.get(9) == Some(&inode.as_str()) {
-                return proc_addr(fields[2]).ok_or_else(|| format!("{table}: bad line {line:?}"));
+    // The tables are read in pages: while other sockets come and go, a read can skip an entry,
+    // so a miss is retried before it counts as an error.
+    for _ in 0..3 {
+        for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+            let text = std::fs::read_to_string(table).map_err(|e| format!("{table}: {e}"))?;
+            for line in text.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if fields.get(9) == Some(&inode.as_str()) {
+                    return proc_addr(fields[2])
+                        .ok_or_else(|| format!("{table}: bad line {line:?}"));
+                }
             }
         }
     }
