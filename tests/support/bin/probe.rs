@@ -80,8 +80,11 @@ struct Outcome {
     local: SocketAddr,
     peer: SocketAddr,
     server_saw: String,
-    /// The peer the kernel connected the socket to: looked up for a single probe, and for
-    /// any probe whose provider saw the probe's own address (see the module doc).
+    /// The provider saw the probe's own address: direct, or the agent's upstream shared the
+    /// probe's source port (see the module doc).
+    saw_own_address: bool,
+    /// The peer the kernel connected the socket to: looked up for a single probe, and
+    /// whenever `saw_own_address`.
     kernel_peer: Option<SocketAddr>,
 }
 
@@ -120,7 +123,8 @@ fn probe_once(args: &Args) -> Result<Outcome, String> {
         .strip_prefix("peer=")
         .ok_or_else(|| format!("unexpected answer {line:?}"))?
         .to_owned();
-    let kernel_peer = if plain(&server_saw) == plain(&local.to_string()) {
+    let saw_own_address = plain(&server_saw) == plain(&local.to_string());
+    let kernel_peer = if saw_own_address {
         // Deciding: an answer the probe cannot read is an error, not a guess.
         Some(kernel_peer(&stream)?)
     } else if args.count == 1 {
@@ -133,6 +137,7 @@ fn probe_once(args: &Args) -> Result<Outcome, String> {
         local,
         peer,
         server_saw,
+        saw_own_address,
         kernel_peer,
     })
 }
@@ -197,18 +202,15 @@ fn plain(addr: &str) -> String {
 }
 
 fn via_agent(o: &Outcome, dialed: SocketAddr) -> bool {
-    if plain(&o.server_saw) != plain(&o.local.to_string()) {
-        return true;
-    }
-    // The provider saw the probe's own address: direct, unless the kernel connected the socket
-    // somewhere other than where the probe dialed (the agent, whose upstream shared the port).
-    o.kernel_peer
-        .is_some_and(|real| plain(&real.to_string()) != plain(&dialed.to_string()))
+    !o.saw_own_address || shared_port(o, dialed)
 }
 
-/// Whether the agent's upstream socket had the probe's own source port.
+/// Whether the provider saw the probe's own address although the kernel connected the socket
+/// somewhere other than where the probe dialed: the agent, whose upstream shared the port.
 fn shared_port(o: &Outcome, dialed: SocketAddr) -> bool {
-    plain(&o.server_saw) == plain(&o.local.to_string()) && via_agent(o, dialed)
+    o.saw_own_address
+        && o.kernel_peer
+            .is_some_and(|real| plain(&real.to_string()) != plain(&dialed.to_string()))
 }
 
 #[derive(Default)]
