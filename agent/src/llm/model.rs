@@ -155,6 +155,10 @@ impl PromptBuilder {
         if text.is_empty() {
             return;
         }
+        // One allocation for the four pieces instead of growing through each (bounded as
+        // the text is).
+        let room = MAX_TEXT.saturating_sub(self.text.len());
+        self.text.reserve((role.len() + text.len() + 3).min(room));
         if !self.text.is_empty() {
             push_bounded(&mut self.text, "\n", &mut self.truncated);
         }
