@@ -14,8 +14,7 @@ use super::evasion::{self, encoded::ROT13_ANCHORS};
 use super::finding::{Finding, Location, Severity};
 use super::injection::InjectionDetector;
 use super::learned::LearnedDetector;
-use super::pii::PiiDetector;
-use super::secrets::SecretDetector;
+use super::patterns::TableDetector;
 use super::tools::ToolDetector;
 use super::triggers::{Target, TriggerSet};
 
@@ -97,8 +96,8 @@ enum Set {
 /// All detectors, compiled once and shared (`Sync`).
 #[derive(Debug)]
 pub struct Analyzer {
-    pub secrets: SecretDetector,
-    pub pii: PiiDetector,
+    pub secrets: TableDetector,
+    pub pii: TableDetector,
     pub injection: InjectionDetector,
     pub tools: ToolDetector,
     /// The learned injection detector; `None` when switched off.
@@ -116,8 +115,8 @@ impl Analyzer {
     /// Detectors analysing at most `max_bytes` per exchange, evasion views on, no canaries and
     /// no time bound.
     pub fn new(max_bytes: usize) -> Self {
-        let secrets = SecretDetector::default();
-        let pii = PiiDetector::default();
+        let secrets = super::secrets::detector();
+        let pii = super::pii::detector();
         let injection = InjectionDetector::default();
         let triggers = TriggerSet::new(
             secrets

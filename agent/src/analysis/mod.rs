@@ -39,6 +39,7 @@ pub use block::{BlockResponse, Refusal, block_response, refusal_response, stream
 pub use canary::CanaryConfig;
 pub use finding::{Finding, Location, Severity, View};
 pub use monitor::StreamMonitor;
+pub use patterns::TableDetector;
 pub use policy::{Action, PolicyConfig, PolicyRule};
 pub use redact::{Redacted, mask_findings, must_mask, redact_body};
 

@@ -20,7 +20,7 @@ use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, meta};
 
 use super::finding::{Finding, Location, Severity, drop_overlaps};
-use super::triggers::{Target, Triggers};
+use super::triggers::{Target, TriggerSet, Triggers};
 
 /// Where a pattern's matches can be.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +37,11 @@ pub(crate) enum Trigger {
 }
 
 impl Trigger {
+    /// The trigger pass must find digit runs for this pattern.
+    fn needs_runs(self) -> bool {
+        matches!(self, Self::Digits(_) | Self::IbanHead)
+    }
+
     fn literals(self) -> &'static [&'static str] {
         match self {
             Self::Prefix(l) | Self::Inner(l, _) => l,
@@ -60,6 +65,46 @@ pub(crate) struct Spec {
     pub mask: fn(&str) -> String,
     /// Where matches can be; must hold for every match, or findings are missed.
     pub trigger: Trigger,
+}
+
+/// A detector made of one table (secrets, PII): the compiled table and a trigger pass of its
+/// own, for scans outside the [`Analyzer`](super::Analyzer), whose one pass serves all tables.
+#[derive(Debug)]
+pub struct TableDetector {
+    set: PatternSet,
+    triggers: TriggerSet,
+}
+
+impl TableDetector {
+    pub(crate) fn new(specs: &[Spec], tag: fn(usize) -> Target) -> Self {
+        let set = PatternSet::new(specs, tag);
+        let runs = specs.iter().any(|s| s.trigger.needs_runs());
+        let triggers = TriggerSet::new(set.literals(), runs);
+        Self { set, triggers }
+    }
+
+    /// Appends the table's findings in `text`.
+    pub fn scan(&self, text: &str, location: Location, out: &mut Vec<Finding>) {
+        let triggers = self.triggers.find(text.as_bytes());
+        self.set.scan(text, &triggers, location, out);
+    }
+
+    /// The table's trigger literals (a table with digit-run patterns also needs the runs).
+    pub(crate) fn literals(&self) -> impl Iterator<Item = (&'static str, Target)> + '_ {
+        self.set.literals()
+    }
+
+    /// Appends the table's findings in `text`, given its triggers from a set holding
+    /// [`Self::literals`] (and digit runs when the table needs them).
+    pub(crate) fn scan_triggered(
+        &self,
+        text: &str,
+        triggers: &Triggers,
+        location: Location,
+        out: &mut Vec<Finding>,
+    ) {
+        self.set.scan(text, triggers, location, out);
+    }
 }
 
 /// A compiled table.

@@ -1,9 +1,9 @@
 //! PII detectors: emails, phone numbers, payment cards (Luhn), IBANs (mod-97 checksum) and US
 //! social security numbers (area/group/serial rules).
 
-use super::finding::{Finding, Location, Severity, mask_email, mask_tail};
-use super::patterns::{PatternSet, Spec, Trigger};
-use super::triggers::{MIN_RUN_DIGITS, Target, TriggerSet, Triggers};
+use super::finding::{Severity, mask_email, mask_tail};
+use super::patterns::{Spec, TableDetector, Trigger};
+use super::triggers::{MIN_RUN_DIGITS, Target};
 
 fn digits(s: &str) -> Vec<u8> {
     s.bytes()
@@ -139,55 +139,19 @@ pub(crate) const SPECS: &[Spec] = &[
     },
 ];
 
-/// PII detector.
-#[derive(Debug)]
-pub struct PiiDetector {
-    set: PatternSet,
-    /// This table's literals and digit runs alone, for scans outside the
-    /// [`Analyzer`](super::Analyzer).
-    triggers: TriggerSet,
-}
-
-impl Default for PiiDetector {
-    fn default() -> Self {
-        let set = PatternSet::new(SPECS, Target::Pii);
-        let triggers = TriggerSet::new(set.literals(), true);
-        Self { set, triggers }
-    }
-}
-
-impl PiiDetector {
-    /// Appends PII findings in `text`.
-    pub fn scan(&self, text: &str, location: Location, out: &mut Vec<Finding>) {
-        let triggers = self.triggers.find(text.as_bytes());
-        self.set.scan(text, &triggers, location, out);
-    }
-
-    /// The trigger literals of the PII patterns (they also need digit runs).
-    pub(crate) fn literals(&self) -> impl Iterator<Item = (&'static str, Target)> + '_ {
-        self.set.literals()
-    }
-
-    /// Appends PII findings in `text`, given its triggers (with digit runs) from a set holding
-    /// [`Self::literals`].
-    pub(crate) fn scan_triggered(
-        &self,
-        text: &str,
-        triggers: &Triggers,
-        location: Location,
-        out: &mut Vec<Finding>,
-    ) {
-        self.set.scan(text, triggers, location, out);
-    }
+/// The PII detector.
+pub fn detector() -> TableDetector {
+    TableDetector::new(SPECS, Target::Pii)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::Location;
 
     fn found(text: &str) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        PiiDetector::default().scan(text, Location::Request, &mut out);
+        detector().scan(text, Location::Request, &mut out);
         out.into_iter().map(|f| (f.kind, f.excerpt)).collect()
     }
 

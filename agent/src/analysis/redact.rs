@@ -126,8 +126,8 @@ fn string_literals(b: &[u8]) -> Vec<(usize, usize)> {
 }
 
 /// Known secret formats, compiled once for the stored-text safety net below.
-static SECRETS: std::sync::LazyLock<super::secrets::SecretDetector> =
-    std::sync::LazyLock::new(super::secrets::SecretDetector::default);
+static SECRETS: std::sync::LazyLock<super::patterns::TableDetector> =
+    std::sync::LazyLock::new(super::secrets::detector);
 
 /// `text` with every recognisable secret replaced by `[REDACTED:kind]`, whatever the policy and
 /// whether analysis is on: the last step before any text is stored or printed.

@@ -1,9 +1,9 @@
 //! Secret detectors: provider API keys, cloud keys, private keys, JWTs, passwords in connection
 //! strings and assignments. Patterns are ordered most specific first.
 
-use super::finding::{Finding, Location, Severity, mask_secret};
-use super::patterns::{PatternSet, Spec, Trigger, not_placeholder};
-use super::triggers::{Target, TriggerSet, Triggers};
+use super::finding::{Severity, mask_secret};
+use super::patterns::{Spec, TableDetector, Trigger, not_placeholder};
+use super::triggers::Target;
 
 const fn spec(
     kind: &'static str,
@@ -166,54 +166,19 @@ pub(crate) const SPECS: &[Spec] = &[
     },
 ];
 
-/// Secret detector.
-#[derive(Debug)]
-pub struct SecretDetector {
-    set: PatternSet,
-    /// This table's literals alone, for scans outside the [`Analyzer`](super::Analyzer).
-    triggers: TriggerSet,
-}
-
-impl Default for SecretDetector {
-    fn default() -> Self {
-        let set = PatternSet::new(SPECS, Target::Secret);
-        let triggers = TriggerSet::new(set.literals(), false);
-        Self { set, triggers }
-    }
-}
-
-impl SecretDetector {
-    /// Appends secret findings in `text`.
-    pub fn scan(&self, text: &str, location: Location, out: &mut Vec<Finding>) {
-        let triggers = self.triggers.find(text.as_bytes());
-        self.set.scan(text, &triggers, location, out);
-    }
-
-    /// The trigger literals of the secret patterns.
-    pub(crate) fn literals(&self) -> impl Iterator<Item = (&'static str, Target)> + '_ {
-        self.set.literals()
-    }
-
-    /// Appends secret findings in `text`, given its triggers from a set holding
-    /// [`Self::literals`].
-    pub(crate) fn scan_triggered(
-        &self,
-        text: &str,
-        triggers: &Triggers,
-        location: Location,
-        out: &mut Vec<Finding>,
-    ) {
-        self.set.scan(text, triggers, location, out);
-    }
+/// The secret detector.
+pub fn detector() -> TableDetector {
+    TableDetector::new(SPECS, Target::Secret)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::Location;
 
     fn kinds(text: &str) -> Vec<&'static str> {
         let mut out = Vec::new();
-        SecretDetector::default().scan(text, Location::Request, &mut out);
+        detector().scan(text, Location::Request, &mut out);
         out.iter().map(|f| f.kind).collect()
     }
 
@@ -282,7 +247,7 @@ mod tests {
     fn excerpt_never_holds_the_secret() {
         let mut out = Vec::new();
         let text = "creds AKIAIOSFODNN7EXAMPLE and postgres://app:s3cr3tPa55@db/x";
-        SecretDetector::default().scan(text, Location::Request, &mut out);
+        detector().scan(text, Location::Request, &mut out);
         assert_eq!(out.len(), 2);
         for f in &out {
             assert!(
