@@ -76,11 +76,24 @@ fn verify_request(timestamp: Option<&str>, sig: Option<&str>, body: &[u8]) -> Re
     Ok(())
 }
 
+/// The webhook receiver, running while its runtime lives.
+struct Receiver {
+    addr: SocketAddr,
+    received: Received,
+    /// Why each refused POST was refused.
+    rejected: Arc<Mutex<Vec<String>>>,
+    /// Runs the receiver; dropped with it.
+    _rt: tokio::runtime::Runtime,
+}
+
 /// A plain HTTP/1 server on 127.0.0.1 that verifies every POST: a verified one is recorded and
 /// answered 204, any other is counted as rejected and answered 401.
-fn webhook_receiver(
-    rt: &tokio::runtime::Runtime,
-) -> (SocketAddr, Received, Arc<Mutex<Vec<String>>>) {
+fn webhook_receiver() -> Receiver {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let received: Received = Arc::default();
     let rejected: Arc<Mutex<Vec<String>>> = Arc::default();
     let listener = rt
@@ -131,7 +144,22 @@ fn webhook_receiver(
             });
         }
     });
-    (addr, received, rejected)
+    Receiver {
+        addr,
+        received,
+        rejected,
+        _rt: rt,
+    }
+}
+
+/// The fake provider as the agent's only provider, its certificate trusted upstream.
+fn provider_toml(fake: &FakeLlm) -> String {
+    format!(
+        "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
+         [upstream]\nextra_root_certs = [\"{ca}\"]\n",
+        port = fake.addr.port(),
+        ca = fake.ca_pem_path.display(),
+    )
 }
 
 /// POSTs `body` to the receiver with the given headers; returns the status.
@@ -285,12 +313,7 @@ fn check_syslog(syslog: &std::net::UdpSocket, alerts: &[&Value]) {
 #[test]
 fn a_secret_in_a_prompt_raises_one_signed_deduplicated_alert_on_every_sink() {
     testkit::require_root!();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (hook_addr, received, rejected) = webhook_receiver(&rt);
+    let hook = webhook_receiver();
     let syslog = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     syslog
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -302,22 +325,20 @@ fn a_secret_in_a_prompt_raises_one_signed_deduplicated_alert_on_every_sink() {
 
     let cg = TestCgroup::new("alerts");
     let fake = FakeLlm::start("127.0.0.2:0");
-    let port = fake.addr.port();
     let agent = Agent::start(
         &cg,
         &AgentConfig {
             intercept: String::new(),
             rest: format!(
-                "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
-                 [upstream]\nextra_root_certs = [\"{ca}\"]\n\
-                 [alerts]\n\
+                "{providers}[alerts]\n\
                  [[alerts.webhook]]\nname = \"soc\"\nurl = \"http://{hook_addr}/hooks/llmtrace\"\n\
                  secret_file = \"{key}\"\nbackoff_initial_ms = 50\n\
                  [[alerts.syslog]]\nname = \"local\"\naddress = \"udp://{syslog_addr}\"\n\
                  [[alerts.file]]\nname = \"siem\"\npath = \"{jsonl}\"\n\
                  [[alerts.rules]]\nname = \"secrets\"\non = \"finding\"\nmin_severity = \"high\"\n\
                  kinds = [\"secret.*\"]\ngroup_by = [\"exe\"]\nwindow_secs = {WINDOW_SECS}\n",
-                ca = fake.ca_pem_path.display(),
+                providers = provider_toml(&fake),
+                hook_addr = hook.addr,
                 key = secret_file.display(),
                 syslog_addr = syslog.local_addr().unwrap(),
                 jsonl = jsonl.display(),
@@ -331,7 +352,7 @@ fn a_secret_in_a_prompt_raises_one_signed_deduplicated_alert_on_every_sink() {
         openai_call(&cg, &fake, &agent, &prompt);
     }
     let first = wait_for(Duration::from_secs(10), || {
-        received.lock().unwrap().first().cloned()
+        hook.received.lock().unwrap().first().cloned()
     })
     .expect("the webhook got an alert");
     // The agent's window opened before the receiver had the alert.
@@ -344,11 +365,15 @@ fn a_secret_in_a_prompt_raises_one_signed_deduplicated_alert_on_every_sink() {
         start.elapsed() < Duration::from_secs(WINDOW_SECS),
         "the three calls took longer than the dedup window; the test cannot judge dedup"
     );
-    assert_eq!(received.lock().unwrap().len(), 1, "one alert per window");
+    assert_eq!(
+        hook.received.lock().unwrap().len(),
+        1,
+        "one alert per window"
+    );
     assert!(
-        rejected.lock().unwrap().is_empty(),
+        hook.rejected.lock().unwrap().is_empty(),
         "the receiver refused the agent's alerts: {:?}",
-        rejected.lock().unwrap()
+        hook.rejected.lock().unwrap()
     );
     let alert = check_first_alert(&first.1);
 
@@ -357,12 +382,12 @@ fn a_secret_in_a_prompt_raises_one_signed_deduplicated_alert_on_every_sink() {
     std::thread::sleep(wait);
     openai_call(&cg, &fake, &agent, &prompt);
     let second = wait_for(Duration::from_secs(10), || {
-        received.lock().unwrap().get(1).cloned()
+        hook.received.lock().unwrap().get(1).cloned()
     })
     .unwrap_or_else(|| {
         panic!(
             "no second alert after the window; refused: {:?}; deduplicated: {}\n{}",
-            rejected.lock().unwrap(),
+            hook.rejected.lock().unwrap(),
             agent.metric("llmtrace_alerts_deduplicated_total", "rule=\"secrets\""),
             agent.log()
         )
@@ -383,9 +408,9 @@ fn a_secret_in_a_prompt_raises_one_signed_deduplicated_alert_on_every_sink() {
     assert_eq!(lines[1].as_bytes(), second.1.as_slice());
 
     check_syslog(&syslog, &[&alert, &alert2]);
-    assert!(rejected.lock().unwrap().is_empty());
+    assert!(hook.rejected.lock().unwrap().is_empty());
     // Received alerts were verified; replaying one is refused.
-    check_replays_are_refused(hook_addr, &first.1, &rejected);
+    check_replays_are_refused(hook.addr, &first.1, &hook.rejected);
     check_sent_twice_without_secrets(&agent);
 }
 
@@ -426,22 +451,12 @@ fn reload(agent: &Agent, config: &str, kind: &str, n: u64) {
 #[test]
 fn sighup_swaps_alert_rules_and_sinks_keeping_dedup_windows_and_rejects_a_bad_file() {
     testkit::require_root!();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (hook_addr, received, rejected) = webhook_receiver(&rt);
+    let hook = webhook_receiver();
     let dir = tempfile::tempdir().unwrap();
     let jsonl = dir.path().join("alerts.jsonl");
     let cg = TestCgroup::new("alerts-reload");
     let fake = FakeLlm::start("127.0.0.2:0");
-    let port = fake.addr.port();
-    let providers = format!(
-        "[[providers]]\nhost = \"api.openai.com\"\nport = {port}\naddresses = [\"127.0.0.2\"]\n\
-         [upstream]\nextra_root_certs = [\"{ca}\"]\n",
-        ca = fake.ca_pem_path.display(),
-    );
+    let providers = provider_toml(&fake);
     let base = format!(
         "{providers}[[alerts.file]]\nname = \"siem\"\npath = \"{}\"\n",
         jsonl.display()
@@ -469,7 +484,8 @@ fn sighup_swaps_alert_rules_and_sinks_keeping_dedup_windows_and_rejects_a_bad_fi
     // a new rule grouped otherwise alert at once, correctly signed.
     let webhook = format!(
         "[[alerts.webhook]]\nname = \"soc\"\nurl = \"http://{hook_addr}/hooks/llmtrace\"\n\
-         secret = \"{WEBHOOK_SECRET}\"\nbackoff_initial_ms = 50\n"
+         secret = \"{WEBHOOK_SECRET}\"\nbackoff_initial_ms = 50\n",
+        hook_addr = hook.addr,
     );
     let by_comm = "[[alerts.rules]]\nname = \"by-comm\"\non = \"finding\"\nmin_severity = \"high\"\n\
                    group_by = [\"comm\"]\nwindow_secs = 600\nsinks = [\"soc\"]\n";
@@ -482,12 +498,16 @@ fn sighup_swaps_alert_rules_and_sinks_keeping_dedup_windows_and_rejects_a_bad_fi
     );
     openai_call(&cg, &fake, &agent, &prompt);
     let alert = wait_for(Duration::from_secs(10), || {
-        received.lock().unwrap().first().cloned()
+        hook.received.lock().unwrap().first().cloned()
     })
     .expect("the new rule alerts through the new sink");
     let alert: Value = serde_json::from_slice(&alert.1).unwrap();
     assert_eq!(alert["rule"], "by-comm", "{alert}");
-    assert!(rejected.lock().unwrap().is_empty(), "{:?}", rejected.lock());
+    assert!(
+        hook.rejected.lock().unwrap().is_empty(),
+        "{:?}",
+        hook.rejected.lock()
+    );
     let suppressed = wait_for(Duration::from_secs(10), || {
         (agent.metric("llmtrace_alerts_deduplicated_total", "rule=\"secrets\"") == 1).then_some(())
     });
@@ -514,7 +534,7 @@ fn sighup_swaps_alert_rules_and_sinks_keeping_dedup_windows_and_rejects_a_bad_fi
             .then_some(())
     });
     assert!(kept.is_some(), "the previous rules stay:\n{}", agent.log());
-    assert_eq!(received.lock().unwrap().len(), 1);
+    assert_eq!(hook.received.lock().unwrap().len(), 1);
 
     // A valid anomaly rule with no alert rule left: nothing is alerted any more.
     let anomalies_only =
@@ -522,7 +542,7 @@ fn sighup_swaps_alert_rules_and_sinks_keeping_dedup_windows_and_rejects_a_bad_fi
     reload(&agent, &anomalies_only, "ok", 2);
     openai_call(&cg, &fake, &agent, &prompt);
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(received.lock().unwrap().len(), 1);
+    assert_eq!(hook.received.lock().unwrap().len(), 1);
     assert!(lines(1).is_some());
     assert_eq!(
         agent.metric("llmtrace_alerts_deduplicated_total", "rule=\"secrets\""),
