@@ -16,7 +16,7 @@ pub const MIN_HEX: usize = 32;
 /// The definition the vector mask below is tested against.
 // Bitwise, not lazy, operators: branch-free, for the portable block mask.
 #[allow(clippy::needless_bitwise_bool)]
-#[cfg(any(test, not(target_arch = "x86_64")))]
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
 #[inline]
 fn is_b64(c: u8) -> bool {
     let l = c | 0x20;
@@ -33,7 +33,7 @@ const BLOCK: usize = 64;
 
 /// Bit `i` set when byte `i` of the block is a base64 byte: 16 bytes per compare with SSE2,
 /// part of every x86_64 CPU.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 fn block_mask(block: &[u8; BLOCK]) -> u64 {
     use safe_arch::{
@@ -50,15 +50,15 @@ fn block_mask(block: &[u8; BLOCK]) -> u64 {
         let letter = below(sub(or(c, set(0x20)), set(b'a')), 26);
         let digit = below(sub(c, set(b'0')), 10);
         let sign = or(or(is(b'+'), is(b'/')), or(is(b'-'), is(b'_')));
-        // The mask's low 16 bits are the lanes' top bits.
-        let lanes = move_mask_i8_m128i(or(or(letter, digit), sign)).cast_unsigned() & 0xFFFF;
+        // The lanes' top bits, one per byte, in the low 16 bits (the others are zero).
+        let lanes = move_mask_i8_m128i(or(or(letter, digit), sign)).cast_unsigned();
         m |= u64::from(lanes) << (16 * i);
     }
     m
 }
 
 /// The same mask a byte at a time, where SSE2 is not there to ask.
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline]
 fn block_mask(block: &[u8; BLOCK]) -> u64 {
     let mut m = 0u64;
