@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use llmtrace_agent::analysis::learned::LearnedDetector;
 use llmtrace_agent::analysis::{Analyzer, Location};
 use llmtrace_agent::llm::{Engine, LlmConfig, RequestHead};
+use testkit::procstat::thread_run_time;
 
 const PROSE: &[&str] = &[
     "The quarterly report shows revenue grew by twelve percent while operating costs stayed flat.",
@@ -108,27 +109,18 @@ fn corpus_kb(samples: &[Sample]) -> f64 {
         / 1024.0
 }
 
-/// CPU time this thread has run, in ns (`/proc/thread-self/schedstat`); `None` where that file
-/// does not exist.
-fn thread_cpu_ns() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    stat.split_whitespace().next()?.parse().ok()
-}
-
 /// Runs `f` over the corpus until ~`budget` of CPU time is spent; returns µs per KB. CPU time,
 /// not wall time: on a shared machine the thread waits for a core, and that wait is not the
 /// analysis' cost (wall time is the fallback where the kernel gives no per-thread figure).
-// ns of CPU time over a bench run fit f64 exactly.
-#[allow(clippy::cast_precision_loss)]
 fn measure(samples: &[Sample], budget: Duration, mut f: impl FnMut(&Sample)) -> f64 {
     let kb = corpus_kb(samples);
     for s in samples.iter().take(20) {
         f(s); // warm-up
     }
     let wall = Instant::now();
-    let cpu = thread_cpu_ns();
-    let spent = || match (cpu, thread_cpu_ns()) {
-        (Some(a), Some(b)) => Duration::from_nanos(b - a),
+    let cpu = thread_run_time();
+    let spent = || match (cpu, thread_run_time()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
         _ => wall.elapsed(),
     };
     let mut rounds = 0u32;

@@ -68,16 +68,26 @@ pub fn cpu_time(pid: u32) -> Duration {
 /// (`/proc/PID/task/TID/schedstat`): precise where [`cpu_time`] counts 10 ms ticks, for
 /// figures of a few hundred microseconds per request over few requests.
 pub fn run_time(pid: u32) -> Duration {
-    let ns: u64 = tree(pid)
+    tree(pid)
         .into_iter()
         .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/task")).ok())
         .flat_map(std::iter::Iterator::flatten)
-        .filter_map(|task| {
-            let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-            text.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum();
-    Duration::from_nanos(ns)
+        .filter_map(|task| schedstat(&task.path().join("schedstat")))
+        .sum()
+}
+
+/// Time on a CPU so far of the calling thread (`/proc/thread-self/schedstat`); `None` where
+/// the kernel has no such file.
+pub fn thread_run_time() -> Option<Duration> {
+    schedstat(std::path::Path::new("/proc/thread-self/schedstat"))
+}
+
+/// The time on a CPU in a `schedstat` file (its first field, in ns).
+fn schedstat(path: &std::path::Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(Duration::from_nanos(
+        text.split_whitespace().next()?.parse().ok()?,
+    ))
 }
 
 /// Resident memory of `pid` and its live descendants, in KiB (`VmRSS`).
@@ -104,11 +114,7 @@ mod tests {
         let me = std::process::id();
         // Spin until this thread itself has run 50 ms, by its own schedstat: wall time would
         // not do, as a thread waiting for a core (other tests, a shared VM) runs less.
-        let own = || {
-            let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
-            let ns = text.split_whitespace().next().unwrap().parse().unwrap();
-            std::time::Duration::from_nanos(ns)
-        };
+        let own = || super::thread_run_time().expect("this kernel has schedstat");
         let spin = std::time::Instant::now();
         while own() < std::time::Duration::from_millis(50) {
             assert!(
