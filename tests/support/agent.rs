@@ -210,8 +210,18 @@ impl Agent {
     }
 }
 
+/// How much of the agent's log a failing test prints.
+const LOG_TAIL: usize = 16 * 1024;
+
 impl Drop for Agent {
     fn drop(&mut self) {
+        // A failing test shows what the agent said: a flake that passes when run again can
+        // only be diagnosed from the log of the run that failed.
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail = &log[log.floor_char_boundary(log.len().saturating_sub(LOG_TAIL))..];
+            eprintln!("--- agent log (last {} bytes) ---\n{tail}", tail.len());
+        }
         if let Some(mut child) = self.child.take() {
             let _ =
                 nix::sys::signal::kill(Pid::from_raw(child.id().cast_signed()), Signal::SIGCONT);
