@@ -203,7 +203,7 @@ fn exchange_digest(engine: &std::sync::Arc<Engine>, bodies: &[(Vec<u8>, Vec<u8>)
             a.model,
             a.response_model,
             a.usage,
-            a.action,
+            a.action.as_str(),
             a.parse_errors
         );
         for b in line.bytes() {

@@ -123,7 +123,7 @@ fn over_budget_the_newest_text_is_analysed_and_incomplete_is_a_policy_input() {
     let kinds: Vec<_> = a.findings.iter().map(|f| f.kind).collect();
     assert_eq!(kinds, ["secret.aws_access_key", INCOMPLETE]);
     assert!(a.analysis_truncated);
-    assert_eq!(a.action, "flag");
+    assert_eq!(a.action, Action::Flag);
     // An operator who wants everything analysed blocks what was not.
     let e = engine(|c| {
         c.analysis.max_analysis_bytes = 64 * 1024;
@@ -159,7 +159,7 @@ fn a_body_cut_by_the_capture_bound_is_incomplete() {
     let a = ex.finish(t);
     assert!(a.findings.iter().any(|f| f.kind == INCOMPLETE));
     assert!(a.analysis_truncated);
-    assert_eq!(a.action, "flag");
+    assert_eq!(a.action, Action::Flag);
     // Under a policy that blocks it, the same body is judged before it is forwarded.
     let e = engine(|c| {
         c.analysis
@@ -189,7 +189,7 @@ fn an_encoded_secret_is_redacted_in_its_encoded_form() {
         "{body}"
     );
     let a = ex.finish(t);
-    assert_eq!(a.action, "redact");
+    assert_eq!(a.action, Action::Redact);
     assert_eq!(a.findings[0].view, Some(crate::analysis::View::Base64));
 }
 
@@ -206,7 +206,7 @@ fn a_secret_redaction_cannot_reach_is_blocked_not_forwarded() {
     assert_eq!(v.action, Action::Block);
     assert!(v.redacted_body.is_none());
     assert_eq!(v.block.unwrap().status, 403);
-    assert_eq!(ex.finish(t).action, "block");
+    assert_eq!(ex.finish(t).action, Action::Block);
 }
 
 #[test]
@@ -232,7 +232,7 @@ fn a_finding_added_inline_survives_a_deferred_request_scan() {
     let a = ex.finish(t);
     let kinds: Vec<_> = a.findings.iter().map(|f| f.kind).collect();
     assert_eq!(kinds, ["secret.aws_access_key", "policy.unapproved_model"]);
-    assert_eq!(a.action, "block");
+    assert_eq!(a.action, Action::Block);
 }
 
 #[test]

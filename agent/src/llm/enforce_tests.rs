@@ -56,7 +56,7 @@ fn block_gives_provider_shaped_403_and_masked_trace() {
     assert_eq!(j["type"], "error");
     assert_eq!(j["error"]["type"], "permission_error");
     let a = ex.finish(t);
-    assert_eq!(a.action, "block");
+    assert_eq!(a.action, Action::Block);
     assert_eq!(a.input_tokens, None, "nothing was sent upstream");
     let all = format!(
         "{}{}{a:?}",
@@ -83,7 +83,7 @@ fn redact_forwards_valid_json_without_the_key() {
     );
     assert!(v.findings.iter().all(|f| !f.excerpt.contains(KEY)));
     let a = ex.finish(t);
-    assert_eq!(a.action, "redact");
+    assert_eq!(a.action, Action::Redact);
     assert!(!serde_json::to_string(&a).unwrap().contains(KEY));
 }
 
@@ -120,7 +120,7 @@ fn streamed_secret_stops_the_stream_with_an_error_event() {
     );
     let a = ex.finish(Instant::now());
     assert!(a.early_stopped);
-    assert_eq!(a.action, "block");
+    assert_eq!(a.action, Action::Block);
     assert!(!serde_json::to_string(&a).unwrap().contains(KEY));
 }
 
@@ -149,7 +149,7 @@ fn a_stream_is_watched_only_under_a_policy_that_can_block() {
         assert_eq!(ex.held_bytes() > 0, !watched, "{action:?}");
         let a = ex.finish(Instant::now());
         assert_eq!(a.early_stopped, watched);
-        assert_eq!(a.action, action.as_str());
+        assert_eq!(a.action, action);
     }
 }
 

@@ -197,7 +197,7 @@ impl Exchange {
         );
         let out = ExchangeAnalysis {
             provider: endpoint.provider,
-            api: endpoint.api.as_str(),
+            api: endpoint.api,
             stream: endpoint.path_stream,
             ..ExchangeAnalysis::default()
         };

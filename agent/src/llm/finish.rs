@@ -95,8 +95,7 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         &request_findings,
         &response_findings,
         out.early_stopped,
-    )
-    .as_str();
+    );
     out.findings = request_findings;
     out.findings.extend(response_findings);
     out
@@ -148,8 +147,7 @@ pub(crate) fn skip(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         &request_findings,
         &[],
         out.early_stopped,
-    )
-    .as_str();
+    );
     out.findings = request_findings;
     out
 }

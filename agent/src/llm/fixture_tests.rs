@@ -12,6 +12,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use super::{Engine, ExchangeAnalysis, LlmConfig, RequestHead};
+use crate::analysis::Action;
 
 static ENGINE: LazyLock<Arc<Engine>> = LazyLock::new(|| {
     let mut c = LlmConfig::default();
@@ -100,7 +101,7 @@ fn check(case: &Case, e: &Expect) {
     let whole = run(case, &[case.response]);
     let a = &whole;
     assert_eq!(
-        (a.provider.as_str(), a.api),
+        (a.provider.as_str(), a.api.as_str()),
         (e.provider, e.api),
         "{}",
         case.name
@@ -209,7 +210,7 @@ fn openai_chat_non_streaming_with_tool_call() {
     assert_eq!(a.tools, vec!["get_weather"]);
     // The fake AWS key in the prompt is found, and masked in everything kept.
     assert_eq!(a.findings[0].kind, "secret.aws_access_key");
-    assert_eq!(a.action, "flag");
+    assert_eq!(a.action, Action::Flag);
     let json = serde_json::to_string(&a).unwrap();
     assert!(
         !json.contains("AKIAIOSFODNN7EXAMPLE") && !json.contains("sk-test-fixture"),
@@ -669,7 +670,7 @@ fn unknown_path_on_provider_host_keeps_metadata() {
     ex.response_chunk(br#"{"object":"list","data":[{"id":"gpt-4o"}]}"#, t0);
     let a = ex.finish(t0);
     assert_eq!(
-        (a.provider.as_str(), a.api, a.status),
+        (a.provider.as_str(), a.api.as_str(), a.status),
         ("openai", "unknown", Some(200))
     );
     assert_eq!(a.cost_usd, None);

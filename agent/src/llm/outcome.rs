@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use super::model::ToolCall;
 use super::progress::Progress;
-use super::provider::Provider;
+use super::provider::{ApiKind, Provider};
 use super::usage::Usage;
-use crate::analysis::Finding;
+use crate::analysis::{Action, Finding};
 
 /// The analysis of one exchange.
 // The trace row has independent completeness flags; an enum would not fit them.
@@ -19,7 +19,7 @@ pub struct ExchangeAnalysis {
     /// `Unknown` when recognised only by the request's shape.
     #[serde(serialize_with = "provider_name")]
     pub provider: Provider,
-    pub api: &'static str,
+    pub api: ApiKind,
     /// Requested model (body, else Gemini path model, else Azure deployment).
     pub model: Option<String>,
     /// Model named in the response.
@@ -47,8 +47,8 @@ pub struct ExchangeAnalysis {
     pub cost_usd: Option<f64>,
     pub tool_calls: Vec<ToolCall>,
     pub findings: Vec<Finding>,
-    /// Enforced action: `allow`, `flag`, `redact` or `block`.
-    pub action: &'static str,
+    /// Enforced action.
+    pub action: Action,
     pub prompt: String,
     pub response_text: String,
     pub finish_reason: Option<String>,

@@ -60,7 +60,7 @@ pub enum Dialect {
 }
 
 /// The API called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiKind {
     ChatCompletions,
@@ -70,6 +70,7 @@ pub enum ApiKind {
     Messages,
     GenerateContent,
     StreamGenerateContent,
+    #[default]
     Unknown,
 }
 

@@ -211,11 +211,7 @@ mod tests {
             let v = ex.request_body(body, true);
             let status = v.block.as_ref().map(|b| b.status);
             let a = ex.finish(t);
-            assert_eq!(
-                a.action,
-                v.action.as_str(),
-                "the trace says what was enforced"
-            );
+            assert_eq!(a.action, v.action, "the trace says what was enforced");
             (v.action, status, a.error.unwrap_or_default())
         }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{
         counter::Counter,
         family::Family,
@@ -14,7 +14,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::llm::ExchangeAnalysis;
+use crate::{analysis::Action, llm::ExchangeAnalysis};
 
 /// `decision` (`mitm` or `splice`) and `reason`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,7 +43,14 @@ pub struct ClassLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabel {
     /// Enforced action.
-    pub action: &'static str,
+    pub action: Action,
+}
+
+/// The label value is the action's stable name, as in the trace row.
+impl EncodeLabelValue for Action {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
 }
 
 /// A `kind` label: a finding kind from the detectors' fixed list.
@@ -232,7 +239,7 @@ impl ProxyMetrics {
     }
 
     /// Current count of analysed exchanges with `action`.
-    pub fn llm_exchanges_for(&self, action: &'static str) -> u64 {
+    pub fn llm_exchanges_for(&self, action: Action) -> u64 {
         self.llm_exchanges
             .get_or_create(&ActionLabel { action })
             .get()

@@ -251,6 +251,7 @@ mod tests {
 
     use super::*;
     use crate::{
+        analysis::Action,
         llm::{Engine, LlmConfig},
         proxy::tap::LlmTap,
         sink::queue::Popped,
@@ -351,7 +352,7 @@ mod tests {
         );
         tee.emit_exchange(record(), Some(p), BodyEnd::Complete);
         assert_eq!(
-            metrics.llm_exchanges_for("allow"),
+            metrics.llm_exchanges_for(Action::Allow),
             0,
             "nothing analysed yet"
         );
@@ -362,7 +363,7 @@ mod tests {
         let llm = job.llm.unwrap().complete(&metrics);
         assert_eq!(llm.analysis.output_tokens, Some(1));
         assert_eq!(llm.analysis.response_text, "hi");
-        assert_eq!(metrics.llm_exchanges_for("allow"), 1);
+        assert_eq!(metrics.llm_exchanges_for(Action::Allow), 1);
         assert_eq!(metrics.llm_analysis_skipped.get(), 0);
     }
 
@@ -390,7 +391,7 @@ mod tests {
             skipped.analysis.response_truncated,
             "the row is not complete"
         );
-        assert_eq!(skipped.analysis.action, "allow");
+        assert_eq!(skipped.analysis.action, Action::Allow);
     }
 
     /// Takes the one queued job and runs it through the pool's completion.

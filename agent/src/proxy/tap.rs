@@ -117,9 +117,9 @@ impl Finishing {
                 None => OVER_BUDGET.to_owned(),
             });
         }
-        if self.redaction_skipped && analysis.action == Action::Redact.as_str() {
+        if self.redaction_skipped && analysis.action == Action::Redact {
             // Nothing was masked upstream: the trace must not claim otherwise.
-            analysis.action = Action::Flag.as_str();
+            analysis.action = Action::Flag;
             analysis.error.get_or_insert_with(|| {
                 "redaction not applied: the request body exceeded the inspection bound".to_owned()
             });

@@ -25,7 +25,7 @@ pub fn fill_analysis(
         known => known.as_str(),
     };
     provider.clone_into(&mut row.provider);
-    a.api.clone_into(&mut row.api);
+    a.api.as_str().clone_into(&mut row.api);
     row.model = a.model.clone().unwrap_or_default();
     row.response_model = a.response_model.clone().unwrap_or_default();
     row.stream = a.stream;
@@ -61,7 +61,7 @@ pub fn fill_analysis(
         })
         .collect();
     row.findings = a.findings.iter().map(finding).collect();
-    a.action.clone_into(&mut row.action);
+    a.action.as_str().clone_into(&mut row.action);
     row.capture_complete = !a.request_truncated
         && !a.response_truncated
         && request_dropped_bytes == 0
@@ -140,12 +140,13 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::{analysis::Action, llm::ApiKind};
 
     #[test]
     fn analysis_fills_the_llm_columns() {
         let a = ExchangeAnalysis {
             provider: Provider::Unknown,
-            api: "chat",
+            api: ApiKind::ChatCompletions,
             model: Some("gpt-4o-mini".into()),
             response_model: Some("gpt-4o-mini-2024-07-18".into()),
             max_tokens: Some(256),
@@ -165,7 +166,7 @@ mod tests {
             analysis_truncated: true,
             tools: vec!["get_weather".into()],
             parse_errors: 2,
-            action: "flag",
+            action: Action::Flag,
             ..ExchangeAnalysis::default()
         };
         let mut row = TraceRow::new(Uuid::nil(), 0, 0);
@@ -177,6 +178,7 @@ mod tests {
         assert_eq!(row.request_dropped_bytes, MAX_STORED_TEXT as u64);
         assert!(!row.capture_complete);
         assert_eq!(row.action, "flag");
+        assert_eq!(row.api, "chat_completions");
         assert_eq!((row.max_tokens, row.temperature), (Some(256), Some(0.2)));
         assert_eq!(
             (row.request_id.as_str(), row.finish_reason.as_str()),

@@ -180,7 +180,7 @@ async fn chat_completion_plain_and_streamed() {
     let row = next_row(&mut w).await;
     assert_hello_row(&row, true);
     assert!(row.ttft_ms.unwrap() <= row.duration_ms);
-    assert_eq!(w.metrics.llm_exchanges_for("allow"), 2);
+    assert_eq!(w.metrics.llm_exchanges_for(Action::Allow), 2);
     let text = w.metrics_text();
     assert!(
         text.contains("llm_exchanges_total{action=\"allow\"} 2"),
@@ -288,7 +288,7 @@ async fn block_answers_in_the_provider_shape_without_contacting_it() {
     assert_eq!((row.action.as_str(), row.status), ("block", Some(403)));
     assert!(row.error.is_none(), "{:?}", row.error);
     assert_key_masked(&row);
-    assert_eq!(w.metrics.llm_exchanges_for("block"), 1);
+    assert_eq!(w.metrics.llm_exchanges_for(Action::Block), 1);
 
     let body = json!({"model": "claude-3-5-haiku-20241022", "max_tokens": 64,
                       "messages": [{"role": "user", "content": prompt}]});
@@ -434,7 +434,7 @@ async fn a_failed_exchange_still_gets_its_analysis() {
         "nothing was answered"
     );
     assert_eq!(
-        w.metrics.llm_exchanges_for("allow"),
+        w.metrics.llm_exchanges_for(Action::Allow),
         1,
         "finished exactly once"
     );
