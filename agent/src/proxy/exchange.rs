@@ -24,6 +24,7 @@ use super::{
     context::Recorder,
     error::ProxyError,
     headers,
+    metrics::GuardEvent,
     pool::PoolKey,
     route,
     tap::LlmTap,
@@ -110,7 +111,7 @@ async fn phases(
     ctx.status = Some(head.status.as_u16());
     recorder.ctx_mut().llm.response_head(&mut head);
     if headers::prepare_response(&mut head) {
-        proxy.metrics.guard("alt_svc_quic_removed");
+        proxy.metrics.guard(GuardEvent::AltSvcQuicRemoved);
     }
     if let (Some(app), Some(provider)) = (app_upgrade, upstream_upgrade) {
         tunnel(conn.id, app, provider);

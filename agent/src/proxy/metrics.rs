@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder},
     metrics::{
         counter::Counter,
         family::Family,
@@ -14,15 +14,61 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::route::SpliceReason;
 use crate::{analysis::Action, llm::ExchangeAnalysis};
 
-/// `decision` (`mitm` or `splice`) and `reason`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DecisionLabels {
-    /// `mitm` or `splice`.
-    pub decision: &'static str,
-    /// Why (`intercepted_name`, `not_tls`, `no_sni`, …).
-    pub reason: &'static str,
+/// What the proxy did with a redirected connection: the `decision` label (`mitm`, `splice`
+/// or `close`) and its `reason` (`intercepted_name`, `not_tls`, `no_sni`, …).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Routed {
+    /// Intercepted: the server name is configured for it.
+    Mitm,
+    /// Relayed untouched.
+    Splice(SpliceReason),
+    /// Closed without reaching the provider (fail-closed, or `uninspectable = "close"`).
+    Close(SpliceReason),
+}
+
+impl EncodeLabelSet for Routed {
+    fn encode(&self, encoder: LabelSetEncoder<'_>) -> std::fmt::Result {
+        let (decision, reason) = match *self {
+            Self::Mitm => ("mitm", "intercepted_name"),
+            Self::Splice(r) => ("splice", r.as_str()),
+            Self::Close(r) => ("close", r.as_str()),
+        };
+        [("decision", decision), ("reason", reason)].encode(encoder)
+    }
+}
+
+/// An enforcement-integrity event (the `event` label).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum GuardEvent {
+    /// An `Alt-Svc` offering HTTP/3 was removed, so the app stays on inspected TCP.
+    AltSvcQuicRemoved,
+    /// The agent-wide inspection budget was spent: part of an exchange went on unanalysed.
+    BufferBudgetExhausted,
+    /// The app broke the HTTP protocol on an intercepted connection.
+    HttpProtocolError,
+    /// A request named a host other than the connection's server name.
+    MisdirectedRequest,
+}
+
+impl GuardEvent {
+    /// Stable name, the label's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AltSvcQuicRemoved => "alt_svc_quic_removed",
+            Self::BufferBudgetExhausted => "buffer_budget_exhausted",
+            Self::HttpProtocolError => "http_protocol_error",
+            Self::MisdirectedRequest => "misdirected_request",
+        }
+    }
+}
+
+impl EncodeLabelValue for GuardEvent {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
 }
 
 /// A `cause` label.
@@ -63,7 +109,7 @@ pub struct KindLabel {
 /// Counters of the proxy.
 #[derive(Debug)]
 pub struct ProxyMetrics {
-    connections: Family<DecisionLabels, Counter>,
+    connections: Family<Routed, Counter>,
     handshake_failures: Family<CauseLabel, Counter>,
     exchanges: Family<ClassLabel, Counter>,
     /// Exchanges that ended with an error (a synthetic response, a failed or abandoned body).
@@ -88,16 +134,15 @@ pub struct ProxyMetrics {
     pub llm_analysis_skipped: Counter,
     /// Time spent in the analysis engine per exchange, seconds.
     pub llm_analysis_seconds: Histogram,
-    /// Enforcement-integrity events (`misdirected_request`, `alt_svc_removed`,
-    /// `uninspectable_closed`, …: fixed names chosen in code).
+    /// Enforcement-integrity events.
     guards: Family<EventLabel, Counter>,
 }
 
-/// An `event` label: a fixed name chosen in code.
+/// The `event` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
-    /// Fixed event name.
-    pub event: &'static str,
+    /// What the guard did.
+    pub event: GuardEvent,
 }
 
 impl Default for ProxyMetrics {
@@ -131,7 +176,7 @@ impl ProxyMetrics {
         let r = registry;
         r.register(
             "proxy_connections",
-            "Redirected connections by decision (mitm or splice) and reason",
+            "Redirected connections by decision (mitm, splice or close) and reason",
             m.connections.clone(),
         );
         r.register(
@@ -213,12 +258,12 @@ impl ProxyMetrics {
     }
 
     /// Counts an enforcement-integrity event.
-    pub fn guard(&self, event: &'static str) {
+    pub fn guard(&self, event: GuardEvent) {
         self.guards.get_or_create(&EventLabel { event }).inc();
     }
 
     /// Current count of an enforcement-integrity event.
-    pub fn guard_for(&self, event: &'static str) -> u64 {
+    pub fn guard_for(&self, event: GuardEvent) -> u64 {
         self.guards.get_or_create(&EventLabel { event }).get()
     }
 
@@ -246,10 +291,8 @@ impl ProxyMetrics {
     }
 
     /// Counts a routing decision.
-    pub fn connection(&self, decision: &'static str, reason: &'static str) {
-        self.connections
-            .get_or_create(&DecisionLabels { decision, reason })
-            .inc();
+    pub fn connection(&self, routed: Routed) {
+        self.connections.get_or_create(&routed).inc();
     }
 
     /// Counts a failed handshake with an app.
@@ -273,10 +316,8 @@ impl ProxyMetrics {
     }
 
     /// Current count for a decision (tests and status).
-    pub fn connections_for(&self, decision: &'static str, reason: &'static str) -> u64 {
-        self.connections
-            .get_or_create(&DecisionLabels { decision, reason })
-            .get()
+    pub fn connections_for(&self, routed: Routed) -> u64 {
+        self.connections.get_or_create(&routed).get()
     }
 
     /// Current count of handshake failures for `cause`.
@@ -284,5 +325,45 @@ impl ProxyMetrics {
         self.handshake_failures
             .get_or_create(&CauseLabel { cause })
             .get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+    use crate::transport::sniff::NotHello;
+
+    /// The typed labels keep the names dashboards and alerts already query.
+    #[test]
+    fn typed_labels_encode_their_stable_names() {
+        let mut registry = Registry::default();
+        let m = ProxyMetrics::register(&mut registry);
+        m.connection(Routed::Mitm);
+        m.connection(Routed::Splice(SpliceReason::NotHello(NotHello::NotTls)));
+        m.connection(Routed::Close(SpliceReason::UidConnectionCap));
+        m.guard(GuardEvent::MisdirectedRequest);
+        m.llm_exchanges
+            .get_or_create(&ActionLabel {
+                action: Action::Redact,
+            })
+            .inc();
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"proxy_connections_total{decision="mitm",reason="intercepted_name"} 1"#,
+            r#"proxy_connections_total{decision="splice",reason="not_tls"} 1"#,
+            r#"proxy_connections_total{decision="close",reason="uid_connection_cap"} 1"#,
+            r#"proxy_guard_events_total{event="misdirected_request"} 1"#,
+            r#"{action="redact"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} not in:\n{text}");
+        }
+        assert_eq!(
+            m.connections_for(Routed::Splice(SpliceReason::NotHello(NotHello::NotTls))),
+            1
+        );
+        assert_eq!(m.guard_for(GuardEvent::MisdirectedRequest), 1);
     }
 }

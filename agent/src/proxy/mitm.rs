@@ -12,7 +12,8 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::{
-    Intercept, context::ConnectionContext, meta::ConnectionMeta, rejected::RejectKey, serve,
+    Intercept, context::ConnectionContext, meta::ConnectionMeta, metrics::GuardEvent,
+    rejected::RejectKey, serve,
 };
 use crate::{tls::Alpn, transport::prefixed::Prefixed};
 
@@ -67,7 +68,7 @@ impl Intercept {
             // Malformed or hostile HTTP (a bad head, a smuggling attempt, an HTTP/2 protocol
             // violation) ends the connection in hyper; counted, so an operator sees it.
             if !e.is_incomplete_message() && !e.is_canceled() {
-                self.metrics.guard("http_protocol_error");
+                self.metrics.guard(GuardEvent::HttpProtocolError);
             }
         }
         let error = result.err().map(|e| e.to_string());

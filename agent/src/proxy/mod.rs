@@ -44,7 +44,7 @@ use tracing::{info, warn};
 pub use self::meta::ConnectionMeta;
 use self::{
     budget::{ByteBudget, UidConnections},
-    metrics::ProxyMetrics,
+    metrics::{ProxyMetrics, Routed},
     pool::Pool,
     record::RecordTee,
     rejected::{RejectKey, RejectedCerts},
@@ -309,7 +309,7 @@ impl ConnectionHandler for Intercept {
                 if reason.is_uninspectable()
                     && self.uninspectable == route::Uninspectable::Close =>
             {
-                self.metrics.connection("close", reason.as_str());
+                self.metrics.connection(Routed::Close(reason));
                 warn!(
                     conn = id,
                     reason = reason.as_str(),
@@ -321,7 +321,7 @@ impl ConnectionHandler for Intercept {
             }
             Decision::Splice(reason) => {
                 let reason = reason.under_policy(self.enforcing);
-                self.metrics.connection("splice", reason.as_str());
+                self.metrics.connection(Routed::Splice(reason));
                 if reason == SpliceReason::RejectedCertificateUnenforced {
                     warn!(
                         conn = id,
@@ -341,7 +341,7 @@ impl ConnectionHandler for Intercept {
                 splice::relay(&self, &meta, stream, sniffed.buffered, reason).await;
             }
             Decision::Mitm { sni, protocols } => {
-                self.metrics.connection("mitm", "intercepted_name");
+                self.metrics.connection(Routed::Mitm);
                 let stream = Prefixed::new(sniffed.buffered, stream);
                 self.mitm(&meta, stream, sni, protocols).await;
             }
@@ -360,11 +360,11 @@ impl Intercept {
             "this uid has [proxy] max_connections_per_uid connections open; not intercepting this one"
         );
         if self.fail_closed {
-            self.metrics.connection("close", reason.as_str());
+            self.metrics.connection(Routed::Close(reason));
             let error = format!("closed: {}", reason.as_str());
             meta.finish(self, false, Some(reason), 0, 0, Some(error));
         } else {
-            self.metrics.connection("splice", reason.as_str());
+            self.metrics.connection(Routed::Splice(reason));
             splice::relay(self, meta, stream, Vec::new(), reason).await;
         }
     }

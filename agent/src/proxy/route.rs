@@ -7,7 +7,7 @@ use hyper::{header, http::request::Parts, http::uri::Authority};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::{Intercept, context::ConnectionContext, error::ProxyError};
+use super::{Intercept, context::ConnectionContext, error::ProxyError, metrics::GuardEvent};
 use crate::{
     tls::alpn,
     transport::sniff::{ClientHelloInfo, NotHello},
@@ -47,7 +47,7 @@ impl InterceptNames {
 }
 
 /// Why a connection is relayed untouched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SpliceReason {
     /// No usable ClientHello.
     NotHello(NotHello),
@@ -205,7 +205,7 @@ pub(super) fn check_authority(
     let Some(why) = misdirected(head, &conn.sni, conn.orig_dst.port()) else {
         return Ok(());
     };
-    proxy.metrics.guard("misdirected_request");
+    proxy.metrics.guard(GuardEvent::MisdirectedRequest);
     warn!(conn = conn.id, sni = %conn.sni, reason = why, "refused a request for another host than the connection's server name (421)");
     Err(ProxyError::Misdirected(why))
 }

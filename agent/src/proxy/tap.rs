@@ -23,7 +23,7 @@ use super::{
     body::RequestBody,
     budget::{ByteBudget, Reservation},
     error::ProxyError,
-    metrics::ProxyMetrics,
+    metrics::{GuardEvent, ProxyMetrics},
 };
 use crate::{
     analysis::Action,
@@ -108,7 +108,7 @@ impl Finishing {
         metrics: &ProxyMetrics,
     ) -> LlmRecord {
         if self.over_budget {
-            metrics.guard("buffer_budget_exhausted");
+            metrics.guard(GuardEvent::BufferBudgetExhausted);
             analysis.analysis_truncated = true;
             analysis.request_truncated |= self.request_inspected;
             analysis.response_truncated = true;

@@ -30,7 +30,7 @@ pub struct ClientHelloInfo {
 }
 
 /// Why bytes are not a usable ClientHello.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NotHello {
     /// The first record is not a TLS handshake record.
     NotTls,

@@ -2,7 +2,15 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use llmtrace_agent::{config::ProxyConfig, llm::LlmConfig, proxy::route::Uninspectable};
+use llmtrace_agent::{
+    config::ProxyConfig,
+    llm::LlmConfig,
+    proxy::{
+        metrics::Routed,
+        route::{SpliceReason, Uninspectable},
+    },
+    transport::sniff::NotHello,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -30,7 +38,11 @@ async fn garbage_and_truncated_client_hellos_are_relayed_untouched() {
     let answer = read_until_closed(&mut s).await;
     // rustls answers plaintext HTTP with a TLS alert record (content type 21) or closes.
     assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
-    assert_eq!(w.metrics.connections_for("splice", "not_tls"), 1);
+    assert_eq!(
+        w.metrics
+            .connections_for(Routed::Splice(SpliceReason::NotHello(NotHello::NotTls))),
+        1
+    );
     drop(s);
 
     // The first bytes of a real ClientHello, then a close.
@@ -49,7 +61,7 @@ async fn garbage_and_truncated_client_hellos_are_relayed_untouched() {
     w.wait_for_no_active_connections().await;
     assert_eq!(
         w.metrics
-            .connections_for("splice", "truncated_client_hello"),
+            .connections_for(Routed::Splice(SpliceReason::NotHello(NotHello::Truncated))),
         1
     );
     assert!(
@@ -111,7 +123,9 @@ async fn a_slow_client_is_timed_out() {
         "the proxy did not close a client stuck in its headers"
     );
     w.eventually("the silent connection is relayed after the timeout", |w| {
-        w.metrics.connections_for("splice", "client_hello_timeout") == 1
+        w.metrics
+            .connections_for(Routed::Splice(SpliceReason::NotHello(NotHello::Timeout)))
+            == 1
     })
     .await;
     drop(silent);
@@ -226,9 +240,21 @@ async fn uninspectable_connections_are_closed_when_configured_and_recorded() {
         0,
         "nothing reached the provider"
     );
-    for reason in ["not_tls", "no_sni", "unsupported_alpn"] {
-        assert_eq!(w.metrics.connections_for("close", reason), 1, "{reason}");
-        assert_eq!(w.metrics.connections_for("splice", reason), 0, "{reason}");
+    for reason in [
+        SpliceReason::NotHello(NotHello::NotTls),
+        SpliceReason::NoSni,
+        SpliceReason::UnsupportedAlpn,
+    ] {
+        assert_eq!(
+            w.metrics.connections_for(Routed::Close(reason)),
+            1,
+            "{reason:?}"
+        );
+        assert_eq!(
+            w.metrics.connections_for(Routed::Splice(reason)),
+            0,
+            "{reason:?}"
+        );
     }
     let records = w.drain_records().await;
     let mut reasons: Vec<_> = records
@@ -274,6 +300,14 @@ async fn relayed_uninspectable_connections_are_recorded_with_their_reason() {
         .collect();
     reasons.sort_unstable();
     assert_eq!(reasons, ["no_sni", "not_tls"], "{records:?}");
-    assert_eq!(w.metrics.connections_for("splice", "not_tls"), 1);
-    assert_eq!(w.metrics.connections_for("splice", "no_sni"), 1);
+    assert_eq!(
+        w.metrics
+            .connections_for(Routed::Splice(SpliceReason::NotHello(NotHello::NotTls))),
+        1
+    );
+    assert_eq!(
+        w.metrics
+            .connections_for(Routed::Splice(SpliceReason::NoSni)),
+        1
+    );
 }

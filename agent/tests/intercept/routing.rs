@@ -6,6 +6,10 @@ use llmtrace_agent::{
     analysis::{Action, PolicyRule},
     config::ProxyConfig,
     llm::LlmConfig,
+    proxy::{
+        metrics::{GuardEvent, Routed},
+        route::SpliceReason,
+    },
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -48,10 +52,11 @@ async fn a_name_not_intercepted_sees_the_providers_own_certificate() {
     drop((direct, intercepted));
     w.wait_for_no_active_connections().await;
     assert_eq!(
-        w.metrics.connections_for("splice", "not_intercepted_name"),
+        w.metrics
+            .connections_for(Routed::Splice(SpliceReason::NotIntercepted)),
         1
     );
-    assert_eq!(w.metrics.connections_for("mitm", "intercepted_name"), 1);
+    assert_eq!(w.metrics.connections_for(Routed::Mitm), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +127,7 @@ async fn an_app_rejecting_the_llmtrace_certificate_is_relayed_next_time() {
     assert_eq!(second.header("x-upstream"), Some("fake"));
     assert_eq!(
         w.metrics
-            .connections_for("splice", "client_rejected_certificate"),
+            .connections_for(Routed::Splice(SpliceReason::RejectedCertificate)),
         1
     );
     assert_eq!(w.handler.rejected().len(), 1);
@@ -196,10 +201,10 @@ async fn a_close_during_the_handshake_does_not_opt_the_app_out_of_interception()
     w.wait_for_no_active_connections().await;
     assert_eq!(
         w.metrics
-            .connections_for("splice", "client_rejected_certificate"),
+            .connections_for(Routed::Splice(SpliceReason::RejectedCertificate)),
         0
     );
-    assert_eq!(w.metrics.connections_for("mitm", "intercepted_name"), 2);
+    assert_eq!(w.metrics.connections_for(Routed::Mitm), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,10 +227,10 @@ async fn without_trust_learning_a_rejection_never_leads_to_a_relay() {
     }
     assert!(w.handler.rejected().is_empty());
     w.wait_for_no_active_connections().await;
-    assert_eq!(w.metrics.connections_for("mitm", "intercepted_name"), 2);
+    assert_eq!(w.metrics.connections_for(Routed::Mitm), 2);
     assert_eq!(
         w.metrics
-            .connections_for("splice", "client_rejected_certificate"),
+            .connections_for(Routed::Splice(SpliceReason::RejectedCertificate)),
         0
     );
 }
@@ -252,12 +257,12 @@ async fn a_relay_of_learnt_distrust_under_an_enforcing_policy_is_recorded_as_suc
     w.wait_for_no_active_connections().await;
     assert_eq!(
         w.metrics
-            .connections_for("splice", "client_rejected_certificate_unenforced"),
+            .connections_for(Routed::Splice(SpliceReason::RejectedCertificateUnenforced)),
         1
     );
     assert_eq!(
         w.metrics
-            .connections_for("splice", "client_rejected_certificate"),
+            .connections_for(Routed::Splice(SpliceReason::RejectedCertificate)),
         0
     );
     let records = w.drain_records().await;
@@ -300,7 +305,7 @@ async fn a_request_for_another_host_than_the_server_name_gets_421_and_is_not_for
         0,
         "nothing reached the provider"
     );
-    assert_eq!(w.metrics.guard_for("misdirected_request"), 4);
+    assert_eq!(w.metrics.guard_for(GuardEvent::MisdirectedRequest), 4);
     let records = w.drain_records().await;
     let refused: Vec<_> = records.iter().filter(|r| r.status == Some(421)).collect();
     assert_eq!(refused.len(), 4, "{records:?}");
@@ -363,5 +368,5 @@ async fn responses_never_advertise_quic() {
             "{proxied:?}"
         );
     }
-    assert_eq!(w.metrics.guard_for("alt_svc_quic_removed"), 2);
+    assert_eq!(w.metrics.guard_for(GuardEvent::AltSvcQuicRemoved), 2);
 }
