@@ -93,9 +93,24 @@ fn ipv4_connection_is_redirected_attributed_and_hidden() {
         agent.metric("llmtrace_redirected_connections_total", "api.openai.com"),
         1
     );
-    assert!(
-        agent.log().contains("redirected connection"),
-        "the agent logs each redirected connection"
+    // The connection's span names it on every line, the relay's end included.
+    let log = agent.log();
+    let line = |what: &str| {
+        log.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} line in:\n{log}"))
+    };
+    let span = |l: &str| {
+        let at = l
+            .find("conn{id=")
+            .unwrap_or_else(|| panic!("no connection span in {l:?}"));
+        l[at..].split(':').next().unwrap_or_default().to_owned()
+    };
+    let opened = line("redirected connection");
+    assert_eq!(
+        span(opened),
+        span(line("relayed connection closed")),
+        "{log}"
     );
 }
 

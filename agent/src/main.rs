@@ -170,8 +170,11 @@ fn render(r: &StatusReport) -> String {
 fn init_logging() {
     let filter = EnvFilter::try_from_env("LLMTRACE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let format = std::env::var("LLMTRACE_LOG_FORMAT").unwrap_or_default();
+    // Colours only on a terminal: a journal or a log file would keep the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format.as_str() {
         "json" => builder.json().init(),

@@ -49,6 +49,9 @@ pub struct ConnectionContext {
     pub bytes_up: AtomicU64,
     /// Body bytes provider → app over all exchanges.
     pub bytes_down: AtomicU64,
+    /// The connection's span: the parent of its exchanges' spans, which HTTP/2 serves on
+    /// tasks of their own.
+    pub span: tracing::Span,
 }
 
 /// What one exchange knows so far; filled phase by phase.

@@ -15,7 +15,7 @@ use hyper::{
     Request, Response, StatusCode, body::Incoming, header, header::HeaderValue, upgrade::OnUpgrade,
 };
 use hyper_util::rt::TokioIo;
-use tracing::{debug, warn};
+use tracing::{Instrument as _, debug, info_span, warn};
 
 pub use super::context::{ConnectionContext, ExchangeContext};
 use super::{
@@ -41,7 +41,11 @@ pub async fn serve(
     let app_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (head, body) = req.into_parts();
     let mut recorder = Recorder::start(&proxy, &conn, &head);
-    let result = phases(&proxy, &conn, &mut recorder, head, body, app_upgrade).await;
+    let span = info_span!(parent: &conn.span, "exchange", seq = recorder.ctx().seq);
+    let result = phases(&proxy, &conn, &mut recorder, head, body, app_upgrade)
+        .instrument(span.clone())
+        .await;
+    let _in_span = span.enter();
     Ok(match result {
         Ok((head, body, pool_return)) => {
             Response::from_parts(head, ResponseBody::stream(body, recorder, pool_return))
@@ -114,27 +118,29 @@ async fn phases(
         proxy.metrics.guard(GuardEvent::AltSvcQuicRemoved);
     }
     if let (Some(app), Some(provider)) = (app_upgrade, upstream_upgrade) {
-        tunnel(conn.id, app, provider);
+        tunnel(app, provider);
     }
     Ok((head, body, sent.pool_return))
 }
 
 /// Relays an upgraded connection (WebSocket) both ways once both sides have switched.
-fn tunnel(conn_id: u64, app: OnUpgrade, provider: OnUpgrade) {
-    tokio::spawn(async move {
+fn tunnel(app: OnUpgrade, provider: OnUpgrade) {
+    let relay = async move {
         let (app, provider) = match tokio::try_join!(app, provider) {
             Ok(pair) => pair,
             Err(e) => {
-                warn!(conn = conn_id, error = %e, "protocol upgrade failed");
+                warn!(error = %e, "protocol upgrade failed");
                 return;
             }
         };
         let (mut app, mut provider) = (TokioIo::new(app), TokioIo::new(provider));
         match tokio::io::copy_bidirectional(&mut app, &mut provider).await {
-            Ok((up, down)) => debug!(conn = conn_id, up, down, "upgraded connection closed"),
-            Err(e) => debug!(conn = conn_id, error = %e, "upgraded connection ended with an error"),
+            Ok((up, down)) => debug!(up, down, "upgraded connection closed"),
+            Err(e) => debug!(error = %e, "upgraded connection ended with an error"),
         }
-    });
+    };
+    // Logged in the exchange's span, which the spawned task does not inherit by itself.
+    tokio::spawn(relay.instrument(tracing::Span::current()));
 }
 
 /// The one place errors become responses the app sees.
@@ -145,7 +151,7 @@ fn rescue(mut recorder: Recorder, e: &ProxyError) -> Response<ResponseBody> {
     ctx.first_byte = Some(ctx.started.elapsed());
     if let ProxyError::Policy(refusal) = e {
         // Not an error: the policy answered in the provider's shape; the trace says `block`.
-        debug!(conn = ctx.conn.id, "request refused by policy");
+        debug!("request refused by policy");
         let body = Bytes::from(refusal.body.clone());
         let mut resp = Response::new(ResponseBody::full(body, Some(recorder)));
         *resp.status_mut() = status;
@@ -161,9 +167,9 @@ fn rescue(mut recorder: Recorder, e: &ProxyError) -> Response<ResponseBody> {
     }
     ctx.error = Some(e.to_string());
     if e.is_upstream() {
-        warn!(conn = ctx.conn.id, sni = %ctx.conn.sni, error = %e, "request failed at the provider; answering {status}");
+        warn!(sni = %ctx.conn.sni, error = %e, "request failed at the provider; answering {status}");
     } else {
-        debug!(conn = ctx.conn.id, error = %e, "request answered by the proxy with {status}");
+        debug!(error = %e, "request answered by the proxy with {status}");
     }
     let body = Bytes::from(format!("llmtrace: {e}\n"));
     let mut resp = Response::new(ResponseBody::full(body, Some(recorder)));

@@ -37,10 +37,10 @@ impl Intercept {
                     let key = RejectKey::new(meta.redirect.process.uid, meta.who(), &sni);
                     self.rejected.remember(key, Instant::now());
                     self.metrics.rejected_certificate_remembered.inc();
-                    warn!(conn = meta.id, sni, exe = meta.who(), uid = meta.redirect.process.uid, error = %failure,
+                    warn!(sni, exe = meta.who(), uid = meta.redirect.process.uid, error = %failure,
                         "the app does not trust the llmtrace CA for this name; its next connections to it are relayed untouched");
                 } else {
-                    warn!(conn = meta.id, sni, error = %failure, "TLS handshake with the app failed");
+                    warn!(sni, error = %failure, "TLS handshake with the app failed");
                 }
                 meta.finish(self, true, None, 0, 0, Some(failure.to_string()));
                 return;
@@ -60,11 +60,12 @@ impl Intercept {
             in_flight: AtomicUsize::new(0),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
+            span: tracing::Span::current(),
         });
-        debug!(conn = meta.id, sni, alpn = alpn.as_str(), "intercepting");
+        debug!(sni, alpn = alpn.as_str(), "intercepting");
         let result = serve::serve_http(self.clone(), ctx.clone(), tls).await;
         if let Err(e) = &result {
-            debug!(conn = meta.id, error = %e, "intercepted connection ended with an error");
+            debug!(error = %e, "intercepted connection ended with an error");
             // Malformed or hostile HTTP (a bad head, a smuggling attempt, an HTTP/2 protocol
             // violation) ends the connection in hyper; counted, so an operator sees it.
             if !e.is_incomplete_message() && !e.is_canceled() {

@@ -294,7 +294,7 @@ impl ConnectionHandler for Intercept {
         {
             Ok(s) => s,
             Err(e) => {
-                info!(conn = id, error = %e, "the app's connection failed before its ClientHello");
+                info!(error = %e, "the app's connection failed before its ClientHello");
                 meta.finish(&self, false, None, 0, 0, Some(e.to_string()));
                 return;
             }
@@ -311,7 +311,6 @@ impl ConnectionHandler for Intercept {
             {
                 self.metrics.connection(Routed::Close(reason));
                 warn!(
-                    conn = id,
                     reason = reason.as_str(),
                     sni = meta.sni.as_deref(),
                     "closed a provider connection that cannot be inspected (uninspectable = \"close\")"
@@ -324,7 +323,6 @@ impl ConnectionHandler for Intercept {
                 self.metrics.connection(Routed::Splice(reason));
                 if reason == SpliceReason::RejectedCertificateUnenforced {
                     warn!(
-                        conn = id,
                         sni = meta.sni.as_deref(),
                         exe = meta.who(),
                         uid = meta.redirect.process.uid,
@@ -333,7 +331,6 @@ impl ConnectionHandler for Intercept {
                 }
                 if let SpliceReason::NotHello(why) = reason {
                     info!(
-                        conn = id,
                         reason = why.as_str(),
                         "no usable TLS ClientHello; relaying untouched"
                     );
@@ -354,7 +351,6 @@ impl Intercept {
     async fn over_uid_cap(&self, meta: &ConnectionMeta, stream: tokio::net::TcpStream) {
         let reason = SpliceReason::UidConnectionCap;
         warn!(
-            conn = meta.id,
             uid = meta.redirect.process.uid,
             fail_closed = self.fail_closed,
             "this uid has [proxy] max_connections_per_uid connections open; not intercepting this one"

@@ -206,7 +206,7 @@ pub(super) fn check_authority(
         return Ok(());
     };
     proxy.metrics.guard(GuardEvent::MisdirectedRequest);
-    warn!(conn = conn.id, sni = %conn.sni, reason = why, "refused a request for another host than the connection's server name (421)");
+    warn!(sni = %conn.sni, reason = why, "refused a request for another host than the connection's server name (421)");
     Err(ProxyError::Misdirected(why))
 }
 

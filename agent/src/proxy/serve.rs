@@ -80,14 +80,14 @@ where
             r = connection.as_mut() => return r,
             () = proxy.shutdown.cancelled(), if !closing => {
                 closing = true;
-                debug!(conn = conn.id, "draining the connection for shutdown");
+                debug!("draining the connection for shutdown");
                 graceful(connection.as_mut());
             }
             () = tokio::time::sleep(tick), if !closing => {
                 let quiet = conn.in_flight.load(Ordering::Acquire) == 0;
                 if quiet && activity.idle_for() >= idle {
                     closing = true;
-                    debug!(conn = conn.id, "closing an idle connection");
+                    debug!("closing an idle connection");
                     graceful(connection.as_mut());
                 }
             }

@@ -27,7 +27,7 @@ pub async fn relay(
         Ok(s) => s,
         Err(e) => {
             proxy.transport_metrics.upstream_connect_errors.inc();
-            warn!(conn = meta.id, error = %e, "cannot reach the original destination; closing the client connection");
+            warn!(error = %e, "cannot reach the original destination; closing the client connection");
             meta.finish(proxy, false, Some(reason), 0, 0, Some(e.to_string()));
             return;
         }
@@ -40,7 +40,6 @@ pub async fn relay(
     proxy.transport_metrics.bytes_up.inc_by(up);
     proxy.transport_metrics.bytes_down.inc_by(down);
     info!(
-        conn = meta.id,
         reason = reason.as_str(),
         sni = meta.sni.as_deref(),
         bytes_up = up,

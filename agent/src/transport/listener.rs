@@ -16,7 +16,7 @@ use tokio::{
     sync::Semaphore,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use super::{Accepted, ConnectionHandler, OriginalDst, workers::Workers};
 use crate::admin::metrics::TransportMetrics;
@@ -135,7 +135,21 @@ impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
             return;
         };
         self.metrics.active.inc();
-        self.handler.clone().handle(conn).await;
+        // Every log line of this connection, on any task, names it through this span.
+        let span = info_span!("conn", id = conn.id);
+        span.in_scope(|| {
+            info!(
+                client = %conn.client,
+                orig_dst = %conn.redirect.orig_dst,
+                provider = %conn.provider,
+                pid = conn.redirect.process.pid,
+                comm = %conn.redirect.process.comm,
+                uid = conn.redirect.process.uid,
+                netns_cookie = conn.redirect.process.netns_cookie,
+                "redirected connection"
+            );
+        });
+        self.handler.clone().handle(conn).instrument(span).await;
         self.metrics.active.dec();
         drop(permit);
     }
@@ -172,17 +186,6 @@ impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
             .unwrap_or_else(|| "unknown".to_owned());
         self.metrics.redirected(&provider);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        info!(
-            conn = id,
-            client = %peer,
-            orig_dst = %redirect.orig_dst,
-            provider = %provider,
-            pid = redirect.process.pid,
-            comm = %redirect.process.comm,
-            uid = redirect.process.uid,
-            netns_cookie = redirect.process.netns_cookie,
-            "redirected connection"
-        );
         Some(Accepted {
             id,
             stream,
