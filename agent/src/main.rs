@@ -9,7 +9,7 @@ use llmtrace_agent::{
     admin::{client, status::StatusReport},
     app, cli, config,
 };
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Layer, Registry, filter::LevelFilter, prelude::*};
 
 /// mimalloc instead of glibc malloc: the data path allocates and frees small buffers per
 /// exchange on several threads (hyper, rustls, captures, rows), where glibc's arenas spent
@@ -168,23 +168,35 @@ fn render(r: &StatusReport) -> String {
 /// Logs to stderr, filtered by `LLMTRACE_LOG` (default `info`), as text or, with
 /// `LLMTRACE_LOG_FORMAT=json`, one JSON object per line (for log collectors).
 fn init_logging() {
-    let filter = EnvFilter::try_from_env("LLMTRACE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("LLMTRACE_LOG").unwrap_or_default();
+    // A plain level is a static filter. `EnvFilter` takes a lock on every span enter and
+    // exit (it tracks span-scoped directives), and every connection and exchange is a span
+    // entered on each poll: only directives need it.
+    let filter: Box<dyn Layer<Registry> + Send + Sync> = if spec.trim().is_empty() {
+        LevelFilter::INFO.boxed()
+    } else if let Ok(level) = spec.trim().parse::<LevelFilter>() {
+        level.boxed()
+    } else {
+        EnvFilter::try_new(&spec)
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+            .boxed()
+    };
     let format = std::env::var("LLMTRACE_LOG_FORMAT").unwrap_or_default();
     // Colours only on a terminal: a journal or a log file would keep the escape codes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let text = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    match format.as_str() {
-        "json" => builder.json().init(),
-        "" | "text" => builder.init(),
-        other => {
-            builder.init();
-            tracing::error!(
-                value = other,
-                "LLMTRACE_LOG_FORMAT must be \"text\" or \"json\"; logging as text"
-            );
-        }
+    let fmt = if format == "json" {
+        text.json().boxed()
+    } else {
+        text.boxed()
+    };
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    if !matches!(format.as_str(), "" | "text" | "json") {
+        tracing::error!(
+            value = format,
+            "LLMTRACE_LOG_FORMAT must be \"text\" or \"json\"; logging as text"
+        );
     }
 }

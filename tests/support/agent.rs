@@ -71,6 +71,8 @@ impl Agent {
             .arg(&config_path)
             .arg("run")
             .env("LLMTRACE_LOG", "info")
+            // Tests read the text form, whatever the caller's environment says.
+            .env("LLMTRACE_LOG_FORMAT", "text")
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
