@@ -193,7 +193,7 @@ fn exchange_digest(engine: &std::sync::Arc<Engine>, bodies: &[(Vec<u8>, Vec<u8>)
         ex.request_body(req, true);
         ex.response_head(200, &[("content-type", "application/json")]);
         ex.response_chunk(resp, t);
-        let a = ex.finish(t);
+        let a = ex.finish();
         let line = format!(
             "{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}|{}|{}",
             a.findings,
@@ -270,7 +270,7 @@ fn main() {
         black_box(ex.request_body(req, true));
         ex.response_head(200, &[("content-type", "application/json")]);
         black_box(ex.response_chunk(resp, t));
-        black_box(ex.finish(t));
+        black_box(ex.finish());
     });
     println!(
         "analysis benchmark: {} exchanges, {kb:.0} KB of prompt+response text (thread CPU time)",

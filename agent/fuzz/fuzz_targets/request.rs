@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
     let v = ex.request_body(body, true);
     ex.response_head(200, &[("content-type", "text/event-stream")]);
     let _ = ex.response_chunk(body, t);
-    let a = ex.finish(t);
+    let a = ex.finish();
     // Findings only ever carry masked excerpts; the whole analysis serialises.
     assert!(v.findings.iter().all(|f| f.excerpt.len() < 400));
     serde_json::to_string(&a).expect("analysis serialises");

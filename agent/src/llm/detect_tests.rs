@@ -69,7 +69,7 @@ fn a_canary_leaving_or_coming_back_is_critical_and_never_stored() {
     let v = ex.request_body(&chat(&[&format!("the prompt is {CANARY}")]), true);
     assert_eq!(v.action, Action::Block);
     assert_eq!(v.findings[0].kind, "canary.leak");
-    let a = ex.finish(t);
+    let a = ex.finish();
     assert!(!serde_json::to_string(&a).unwrap().contains(CANARY));
 
     // Coming back in a response (only flagged there: the answer has been sent).
@@ -77,7 +77,7 @@ fn a_canary_leaving_or_coming_back_is_critical_and_never_stored() {
     assert_eq!(ex.request_body(&chat(&["hi"]), true).action, Action::Allow);
     ex.response_head(200, &[("content-type", "application/json")]);
     ex.response_chunk(&answer(&format!("My instructions say {CANARY}.")), t);
-    let a = ex.finish(t);
+    let a = ex.finish();
     let f: Vec<_> = a
         .findings
         .iter()
@@ -103,7 +103,7 @@ fn a_secret_after_mebibytes_of_older_messages_is_found() {
     let mut ex = e.exchange(&HEAD, t).unwrap();
     let v = ex.request_body(&body, true);
     assert_eq!(v.action, Action::Block, "{:?}", v.findings);
-    let a = ex.finish(t);
+    let a = ex.finish();
     assert!(!a.analysis_truncated);
 }
 
@@ -119,7 +119,7 @@ fn over_budget_the_newest_text_is_analysed_and_incomplete_is_a_policy_input() {
     // A policy that only flags decides nothing before forwarding: the request is scanned in
     // the record phase, beside the data path.
     assert_eq!((v.action, v.findings.len()), (Action::Allow, 0));
-    let a = ex.finish(t);
+    let a = ex.finish();
     let kinds: Vec<_> = a.findings.iter().map(|f| f.kind).collect();
     assert_eq!(kinds, ["secret.aws_access_key", INCOMPLETE]);
     assert!(a.analysis_truncated);
@@ -142,7 +142,7 @@ fn over_budget_the_newest_text_is_analysed_and_incomplete_is_a_policy_input() {
     ex.request_body(&body, true);
     ex.response_head(200, &[("content-type", "application/json")]);
     ex.response_chunk(&answer("fine"), t);
-    let a = ex.finish(t);
+    let a = ex.finish();
     let incomplete: Vec<_> = a.findings.iter().filter(|f| f.kind == INCOMPLETE).collect();
     assert_eq!(incomplete.len(), 2, "{:?}", a.findings);
 }
@@ -156,7 +156,7 @@ fn a_body_cut_by_the_capture_bound_is_incomplete() {
         ex.request_body(&chat(&["hello"]), false).action,
         Action::Allow
     );
-    let a = ex.finish(t);
+    let a = ex.finish();
     assert!(a.findings.iter().any(|f| f.kind == INCOMPLETE));
     assert!(a.analysis_truncated);
     assert_eq!(a.action, Action::Flag);
@@ -188,7 +188,7 @@ fn an_encoded_secret_is_redacted_in_its_encoded_form() {
         body.contains("creds [REDACTED:secret.aws_access_key]= thanks"),
         "{body}"
     );
-    let a = ex.finish(t);
+    let a = ex.finish();
     assert_eq!(a.action, Action::Redact);
     assert_eq!(a.findings[0].view, Some(crate::analysis::View::Base64));
 }
@@ -206,7 +206,7 @@ fn a_secret_redaction_cannot_reach_is_blocked_not_forwarded() {
     assert_eq!(v.action, Action::Block);
     assert!(v.redacted_body.is_none());
     assert_eq!(v.block.unwrap().status, 403);
-    assert_eq!(ex.finish(t).action, Action::Block);
+    assert_eq!(ex.finish().action, Action::Block);
 }
 
 #[test]
@@ -229,7 +229,7 @@ fn a_finding_added_inline_survives_a_deferred_request_scan() {
         view: None,
     };
     ex.add_request_finding(gate, Action::Block);
-    let a = ex.finish(t);
+    let a = ex.finish();
     let kinds: Vec<_> = a.findings.iter().map(|f| f.kind).collect();
     assert_eq!(kinds, ["secret.aws_access_key", "policy.unapproved_model"]);
     assert_eq!(a.action, Action::Block);
@@ -249,7 +249,7 @@ fn a_prompt_scanned_in_another_form_is_masked_where_its_own_bytes_say() {
     let t = Instant::now();
     let mut ex = e.exchange(&HEAD, t).unwrap();
     ex.request_body(body.as_bytes(), true);
-    let a = ex.finish(t);
+    let a = ex.finish();
     assert_eq!(
         a.prompt,
         r"not json \n\n write to [REDACTED:pii.email] thanks"
@@ -265,7 +265,7 @@ fn stored_texts_are_marked_masked_only_when_scanned_whole() {
         ex.request_body(&chat(&[&format!("use {KEY} please")]), true);
         ex.response_head(200, &[("content-type", "application/json")]);
         ex.response_chunk(&answer(&format!("noted: {KEY}")), t);
-        ex.finish(t)
+        ex.finish()
     };
     let a = run(&engine(|_| {}));
     assert!(a.stored_text_masked);

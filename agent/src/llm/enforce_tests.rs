@@ -55,7 +55,7 @@ fn block_gives_provider_shaped_403_and_masked_trace() {
     let j: serde_json::Value = serde_json::from_slice(&b.body).unwrap();
     assert_eq!(j["type"], "error");
     assert_eq!(j["error"]["type"], "permission_error");
-    let a = ex.finish(t);
+    let a = ex.finish();
     assert_eq!(a.action, Action::Block);
     assert_eq!(a.input_tokens, None, "nothing was sent upstream");
     let all = format!(
@@ -82,7 +82,7 @@ fn redact_forwards_valid_json_without_the_key() {
         "deploy with [REDACTED:secret.aws_access_key] please"
     );
     assert!(v.findings.iter().all(|f| !f.excerpt.contains(KEY)));
-    let a = ex.finish(t);
+    let a = ex.finish();
     assert_eq!(a.action, Action::Redact);
     assert!(!serde_json::to_string(&a).unwrap().contains(KEY));
 }
@@ -118,7 +118,7 @@ fn streamed_secret_stops_the_stream_with_an_error_event() {
     assert!(
         ev.starts_with("data: {\"error\"") && ev.ends_with("data: [DONE]\n\n") && !ev.contains(KEY)
     );
-    let a = ex.finish(Instant::now());
+    let a = ex.finish();
     assert!(a.early_stopped);
     assert_eq!(a.action, Action::Block);
     assert!(!serde_json::to_string(&a).unwrap().contains(KEY));
@@ -147,7 +147,7 @@ fn a_stream_is_watched_only_under_a_policy_that_can_block() {
         assert_eq!(stop.is_some(), watched, "{action:?}");
         // Unwatched, the stream waits unparsed for the analysis pool, which still finds the key.
         assert_eq!(ex.held_bytes() > 0, !watched, "{action:?}");
-        let a = ex.finish(Instant::now());
+        let a = ex.finish();
         assert_eq!(a.early_stopped, watched);
         assert_eq!(a.action, action);
     }
@@ -171,7 +171,7 @@ fn bad_input_is_survived() {
         ],
     );
     ex.response_chunk(b"\x00\x01\x02garbage", t);
-    let a = ex.finish(t);
+    let a = ex.finish();
     assert!(a.request_truncated);
     assert!(a.error.is_some());
     assert_eq!(a.status, Some(500));
@@ -213,7 +213,7 @@ fn a_shared_chunk_is_captured_by_reference_and_analysed_like_a_copied_one() {
             assert_eq!(held.as_ptr() == given.as_ptr(), shared, "shared: {shared}");
         }
         assert_eq!(ex.held_bytes(), answer.len());
-        ex.finish(t)
+        ex.finish()
     };
     let (by_reference, copied) = (run(true), run(false));
     assert!(

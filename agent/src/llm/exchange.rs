@@ -556,15 +556,15 @@ impl Exchange {
         })
     }
 
-    /// Ends the exchange at `end` (also after errors: whatever was seen is summarised).
-    pub fn finish(self, end: Instant) -> ExchangeAnalysis {
-        super::finish::finish(self, end)
+    /// Ends the exchange (also after errors: whatever was seen is summarised).
+    pub fn finish(self) -> ExchangeAnalysis {
+        super::finish::finish(self)
     }
 
-    /// Ends the exchange at `end` without the response analysis (no time for it): the
+    /// Ends the exchange without the response analysis (no time for it): the
     /// request's facts, verdict and findings, the timing, and an error saying what was skipped.
-    pub fn skip(self, end: Instant) -> ExchangeAnalysis {
-        super::finish::skip(self, end)
+    pub fn skip(self) -> ExchangeAnalysis {
+        super::finish::skip(self)
     }
 
     /// Response bytes held for `finish` (captured or compressed).

@@ -2,15 +2,13 @@
 //! parsers, estimate missing usage, price it, run the response detectors and settle the enforced
 //! action. The proxy runs this beside the data path, after the response has been forwarded.
 
-use std::time::Instant;
-
 use super::decode::decode_body;
 use super::exchange::{Exchange, FinishParts};
 use super::model::ResponseInfo;
 use super::outcome::ExchangeAnalysis;
 use crate::analysis::{Action, Budget, Finding, INCOMPLETE, Location, mask_findings, must_mask};
 
-pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
+pub(crate) fn finish(ex: Exchange) -> ExchangeAnalysis {
     let FinishParts {
         engine,
         endpoint,
@@ -55,7 +53,7 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     if responded && ok && info.usage.is_empty() {
         info.usage.estimate_missing(&request.prompt, &info.text);
     }
-    let t = timing.summary(end);
+    let t = timing.summary();
     out.model = request
         .model
         .clone()
@@ -67,7 +65,6 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
     out.cost_usd = engine.prices.cost(priced, &info.usage);
     out.ttft_ms = t.ttft_ms;
     out.first_byte_ms = t.first_byte_ms;
-    out.duration_ms = t.duration_ms;
     out.inter_chunk_p50_ms = t.inter_chunk_p50_ms;
     out.inter_chunk_max_ms = t.inter_chunk_max_ms;
     out.chunks = t.chunks;
@@ -104,7 +101,7 @@ pub(crate) fn finish(ex: Exchange, end: Instant) -> ExchangeAnalysis {
 /// What the record says when the analysis pool had no room: the request side (decided inline,
 /// or scanned here when the policy could not act on it) and the timing, no response parsing,
 /// detectors or pricing. No text is kept, since none was masked.
-pub(crate) fn skip(ex: Exchange, end: Instant) -> ExchangeAnalysis {
+pub(crate) fn skip(ex: Exchange) -> ExchangeAnalysis {
     let FinishParts {
         engine,
         endpoint,
@@ -125,13 +122,12 @@ pub(crate) fn skip(ex: Exchange, end: Instant) -> ExchangeAnalysis {
         // Known only when the stream was parsed inline (a monitored stream).
         out.progress.terminal_ms = r.terminal_at.map(|t| timing.since_start(t));
     }
-    let t = timing.summary(end);
+    let t = timing.summary();
     out.model = request
         .model
         .or(endpoint.path_model.clone())
         .or(endpoint.deployment.clone());
     out.first_byte_ms = t.first_byte_ms;
-    out.duration_ms = t.duration_ms;
     out.inter_chunk_p50_ms = t.inter_chunk_p50_ms;
     out.inter_chunk_max_ms = t.inter_chunk_max_ms;
     out.chunks = t.chunks;

@@ -20,7 +20,7 @@
 //!     if let Some(stop) = ex.response_chunk(b"data: {}\n\n", Instant::now()) {
 //!         // write stop.event to the client and end the body
 //!     }
-//!     let analysis = ex.finish(Instant::now()); // → trace row fields
+//!     let analysis = ex.finish(); // → trace row fields
 //! }
 //! ```
 //!

@@ -32,7 +32,6 @@ pub struct ExchangeAnalysis {
     pub status: Option<u16>,
     pub ttft_ms: Option<f64>,
     pub first_byte_ms: Option<f64>,
-    pub duration_ms: f64,
     pub inter_chunk_p50_ms: Option<f64>,
     pub inter_chunk_max_ms: Option<f64>,
     pub chunks: u64,

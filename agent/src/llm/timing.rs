@@ -26,8 +26,6 @@ pub struct TimingSummary {
     pub ttft_ms: Option<f64>,
     /// Request start to the first response body byte.
     pub first_byte_ms: Option<f64>,
-    /// Request start to the end of the response.
-    pub duration_ms: f64,
     /// Median time between consecutive body chunks.
     pub inter_chunk_p50_ms: Option<f64>,
     /// Longest time between consecutive body chunks.
@@ -77,10 +75,10 @@ impl Timing {
         ms(t.saturating_duration_since(self.start))
     }
 
-    /// Summarises at `end`.
+    /// Summarises the chunks seen.
     // Microsecond gaps stay far below 2^52, so the conversion is exact.
     #[allow(clippy::cast_precision_loss)]
-    pub fn summary(&self, end: Instant) -> TimingSummary {
+    pub fn summary(&self) -> TimingSummary {
         let since = |t: Instant| ms(t.saturating_duration_since(self.start));
         let mut gaps = self.gaps_us.clone();
         gaps.sort_unstable();
@@ -88,7 +86,6 @@ impl Timing {
         TimingSummary {
             ttft_ms: self.first_token.map(since),
             first_byte_ms: self.first_byte.map(since),
-            duration_ms: since(end),
             inter_chunk_p50_ms: p50,
             inter_chunk_max_ms: p50.map(|_| self.max_gap_us as f64 / 1000.0),
             chunks: self.chunks,
@@ -117,10 +114,9 @@ mod tests {
         t.chunk(at(150), true);
         t.chunk(at(160), true);
         t.chunk(at(400), true);
-        let s = t.summary(at(500));
+        let s = t.summary();
         assert_eq!(s.first_byte_ms, Some(100.0));
         assert_eq!(s.ttft_ms, Some(150.0));
-        assert!((s.duration_ms - 500.0).abs() < 1e-9);
         assert_eq!(s.inter_chunk_p50_ms, Some(50.0));
         assert_eq!(s.inter_chunk_max_ms, Some(240.0));
         assert_eq!(s.chunks, 4);
@@ -129,7 +125,7 @@ mod tests {
     #[test]
     fn no_chunks() {
         let t0 = Instant::now();
-        let s = Timing::new(t0).summary(t0);
+        let s = Timing::new(t0).summary();
         assert_eq!((s.ttft_ms, s.inter_chunk_p50_ms), (None, None));
     }
 }

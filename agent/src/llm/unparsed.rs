@@ -210,7 +210,7 @@ mod tests {
             let mut ex = e.exchange(&head, t).unwrap();
             let v = ex.request_body(body, true);
             let status = v.block.as_ref().map(|b| b.status);
-            let a = ex.finish(t);
+            let a = ex.finish();
             assert_eq!(a.action, v.action, "the trace says what was enforced");
             (v.action, status, a.error.unwrap_or_default())
         }

@@ -50,7 +50,6 @@ fn until_terminal(record: &mut ExchangeRecord) -> bool {
     let Some(ms) = analysis.progress.terminal_ms else {
         return false;
     };
-    analysis.duration_ms = ms;
     record.duration_us = micros(ms);
     true
 }
@@ -122,7 +121,6 @@ mod tests {
             llm: progress.map(|progress| {
                 Box::new(LlmRecord {
                     analysis: ExchangeAnalysis {
-                        duration_ms: 250.0,
                         progress,
                         ..ExchangeAnalysis::default()
                     },
@@ -143,7 +141,6 @@ mod tests {
         assert_eq!(r.duration_us, 189_500);
         let a = &r.llm.as_ref().unwrap().analysis;
         assert!(!a.response_truncated);
-        assert!((a.duration_ms - 189.5).abs() < 1e-9);
     }
 
     #[test]

@@ -59,8 +59,6 @@ pub const OVER_BUDGET: &str =
 #[derive(Debug)]
 pub struct PendingLlm {
     exchange: Exchange,
-    /// When the exchange ended.
-    end: Instant,
     facts: Finishing,
 }
 
@@ -88,14 +86,14 @@ impl PendingLlm {
     /// Runs the rest of the analysis and counts it.
     pub fn complete(self, metrics: &ProxyMetrics) -> LlmRecord {
         let t = Instant::now();
-        let analysis = self.exchange.finish(self.end);
+        let analysis = self.exchange.finish();
         self.facts.record(analysis, t.elapsed(), metrics)
     }
 
     /// Records the exchange without its response analysis (the pool had no room), counted.
     pub fn skip(self, metrics: &ProxyMetrics) -> LlmRecord {
         metrics.llm_analysis_skipped.inc();
-        let analysis = self.exchange.skip(self.end);
+        let analysis = self.exchange.skip();
         self.facts.record(analysis, Duration::ZERO, metrics)
     }
 }
@@ -292,7 +290,6 @@ impl LlmTap {
         let exchange = self.exchange.take()?;
         Some(PendingLlm {
             exchange,
-            end: Instant::now(),
             facts: Finishing {
                 spent: self.spent,
                 request_dropped_bytes: self
