@@ -135,7 +135,8 @@ impl<O: OriginalDst, H: ConnectionHandler> Acceptor<O, H> {
             return;
         };
         self.metrics.active.inc();
-        // Every log line of this connection, on any task, names it through this span.
+        // The lines about this connection name it through this span (its exchanges' spans,
+        // HTTP/2 ones on tasks of their own, are children of it).
         let span = info_span!("conn", id = conn.id);
         span.in_scope(|| {
             info!(
