@@ -154,6 +154,9 @@ pub struct Lab {
     tag: String,
     next_pod: AtomicUsize,
     firewall_opened: bool,
+    /// Holds the block against every other lab on the machine (last, so it is released
+    /// after the namespaces' deletion was requested).
+    _lease: std::fs::File,
 }
 
 /// One simulated pod's network namespace.
@@ -175,8 +178,8 @@ pub struct PodNet {
 impl Default for Lab {
     fn default() -> Self {
         let n = NEXT_LAB.fetch_add(1, Ordering::SeqCst);
-        // A distinct block per lab: per process by pid, per test by counter.
-        let block = u8::try_from((std::process::id() as usize * 8 + n) % 256).expect("u8");
+        // Where to start looking: apart per process by pid, per test by counter.
+        let (block, lease) = lease_block(std::process::id() as usize * 8 + n);
         let tag = format!("{:x}{n}", std::process::id() & 0xffff);
         let firewall_opened = forward_rules("-I", &format!("lt{tag}"));
         let internet = TestNetns::default();
@@ -234,8 +237,50 @@ impl Default for Lab {
             tag,
             next_pod: AtomicUsize::new(0),
             firewall_opened,
+            _lease: lease,
         }
     }
+}
+
+/// The first block from `hint` on that no other lab on the machine holds and the host has
+/// no route in, with the lock file that holds it. Test processes run one after another and
+/// benchmarks beside them: a block derived from the pid alone could be another process's.
+/// And a namespace is torn down asynchronously after its process exits, so its veth and
+/// routes outlive it for a moment (10–30 ms measured here, idle): a new lab on that block
+/// would have its traffic routed into the old namespace, where nothing listens.
+fn lease_block(hint: usize) -> (u8, std::fs::File) {
+    for i in 0..256 {
+        let block = u8::try_from((hint + i) % 256).expect("u8");
+        let path = std::env::temp_dir().join(format!("llmtrace-test-lab-{block}.lock"));
+        let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        else {
+            continue;
+        };
+        if file.try_lock().is_ok() && !host_routes_into(block) {
+            return (block, file);
+        }
+    }
+    panic!("no free lab block: every 198.19.<L>.0/24 is held or routed on this host");
+}
+
+/// Whether any host route (local addresses included) lies in lab block `block`'s prefixes.
+fn host_routes_into(block: u8) -> bool {
+    let show = |family: &str| {
+        Command::new("ip")
+            .args([family, "route", "show", "table", "all"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .expect("run ip (iproute2)")
+    };
+    let v4 = show("-4");
+    let v6 = show("-6");
+    v4.contains(&format!("198.18.{block}."))
+        || v4.contains(&format!("198.19.{block}."))
+        || v6.contains(&format!("2001:2:{block:x}:"))
 }
 
 impl Drop for Lab {
