@@ -15,7 +15,7 @@ use prometheus_client::{
 };
 
 use super::route::SpliceReason;
-use crate::{analysis::Action, llm::ExchangeAnalysis};
+use crate::{analysis::Action, llm::ExchangeAnalysis, tls::HandshakeCause};
 
 /// What the proxy did with a redirected connection: the `decision` label (`mitm`, `splice`
 /// or `close`) and its `reason` (`intercepted_name`, `not_tls`, `no_sni`, …).
@@ -74,8 +74,14 @@ impl EncodeLabelValue for GuardEvent {
 /// A `cause` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CauseLabel {
-    /// Fixed cause name.
-    pub cause: &'static str,
+    /// Why the handshake failed.
+    pub cause: HandshakeCause,
+}
+
+impl EncodeLabelValue for HandshakeCause {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
 }
 
 /// A `class` label (`2xx`, …, or `error`).
@@ -296,7 +302,7 @@ impl ProxyMetrics {
     }
 
     /// Counts a failed handshake with an app.
-    pub fn handshake_failure(&self, cause: &'static str) {
+    pub fn handshake_failure(&self, cause: HandshakeCause) {
         self.handshake_failures
             .get_or_create(&CauseLabel { cause })
             .inc();
@@ -321,7 +327,7 @@ impl ProxyMetrics {
     }
 
     /// Current count of handshake failures for `cause`.
-    pub fn handshake_failures_for(&self, cause: &'static str) -> u64 {
+    pub fn handshake_failures_for(&self, cause: HandshakeCause) -> u64 {
         self.handshake_failures
             .get_or_create(&CauseLabel { cause })
             .get()
@@ -344,6 +350,7 @@ mod tests {
         m.connection(Routed::Splice(SpliceReason::NotHello(NotHello::NotTls)));
         m.connection(Routed::Close(SpliceReason::UidConnectionCap));
         m.guard(GuardEvent::MisdirectedRequest);
+        m.handshake_failure(HandshakeCause::RejectedCertificate);
         m.llm_exchanges
             .get_or_create(&ActionLabel {
                 action: Action::Redact,
@@ -356,6 +363,7 @@ mod tests {
             r#"proxy_connections_total{decision="splice",reason="not_tls"} 1"#,
             r#"proxy_connections_total{decision="close",reason="uid_connection_cap"} 1"#,
             r#"proxy_guard_events_total{event="misdirected_request"} 1"#,
+            r#"proxy_tls_handshake_failures_total{cause="rejected_certificate"} 1"#,
             r#"{action="redact"} 1"#,
         ] {
             assert!(text.contains(line), "{line} not in:\n{text}");

@@ -49,14 +49,42 @@ impl HandshakeFailure {
         matches!(self, Self::RejectedCertificate(_))
     }
 
-    /// Short stable name, for metric labels.
-    pub fn cause(&self) -> &'static str {
+    /// The kind of failure, without its details (the metric's label).
+    pub fn cause(&self) -> HandshakeCause {
         match self {
-            Self::RejectedCertificate(_) => "rejected_certificate",
+            Self::RejectedCertificate(_) => HandshakeCause::RejectedCertificate,
+            Self::ClosedDuringHandshake => HandshakeCause::ClosedDuringHandshake,
+            Self::Timeout => HandshakeCause::Timeout,
+            Self::NoCertificate => HandshakeCause::NoCertificate,
+            Self::Protocol(_) => HandshakeCause::Protocol,
+        }
+    }
+}
+
+/// A [`HandshakeFailure`]'s kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandshakeCause {
+    /// See [`HandshakeFailure::RejectedCertificate`].
+    RejectedCertificate,
+    /// See [`HandshakeFailure::ClosedDuringHandshake`].
+    ClosedDuringHandshake,
+    /// See [`HandshakeFailure::Timeout`].
+    Timeout,
+    /// See [`HandshakeFailure::NoCertificate`].
+    NoCertificate,
+    /// See [`HandshakeFailure::Protocol`].
+    Protocol,
+}
+
+impl HandshakeCause {
+    /// Short stable name, for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RejectedCertificate => "rejected_certificate",
             Self::ClosedDuringHandshake => "closed_during_handshake",
             Self::Timeout => "timeout",
             Self::NoCertificate => "no_certificate",
-            Self::Protocol(_) => "protocol",
+            Self::Protocol => "protocol",
         }
     }
 }
@@ -79,7 +107,7 @@ mod tests {
             io::ErrorKind::BrokenPipe,
         ] {
             let close = HandshakeFailure::from_io(&io::Error::new(kind, "closed"));
-            assert_eq!(close.cause(), "closed_during_handshake");
+            assert_eq!(close.cause(), HandshakeCause::ClosedDuringHandshake);
             assert!(
                 !close.is_certificate_rejection(),
                 "a close is not a rejection"
@@ -97,6 +125,6 @@ mod tests {
         );
         let f = HandshakeFailure::from_io(&other);
         assert!(!f.is_certificate_rejection());
-        assert_eq!(f.cause(), "protocol");
+        assert_eq!(f.cause().as_str(), "protocol");
     }
 }

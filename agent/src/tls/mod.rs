@@ -13,7 +13,7 @@ pub mod server;
 pub mod upstream;
 
 pub use alpn::Alpn;
-pub use failure::HandshakeFailure;
+pub use failure::{HandshakeCause, HandshakeFailure};
 pub use server::ServerTls;
 pub use upstream::{UpstreamTls, UpstreamTlsError};
 

@@ -10,6 +10,7 @@ use llmtrace_agent::{
         metrics::{GuardEvent, Routed},
         route::SpliceReason,
     },
+    tls::HandshakeCause,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -119,7 +120,9 @@ async fn an_app_rejecting_the_llmtrace_certificate_is_relayed_next_time() {
     let first = curl(w.dir.path(), untrusting.clone()).await;
     assert_ne!(first.exit, 0, "the first handshake must fail: {first:?}");
     w.eventually("the rejection is counted", |w| {
-        w.metrics.handshake_failures_for("rejected_certificate") == 1
+        w.metrics
+            .handshake_failures_for(HandshakeCause::RejectedCertificate)
+            == 1
     })
     .await;
     let second = curl(w.dir.path(), untrusting).await;
@@ -189,7 +192,9 @@ async fn a_close_during_the_handshake_does_not_opt_the_app_out_of_interception()
     assert!(n > 0 && first_flight[0] == 22, "a TLS handshake record");
     drop(s);
     w.eventually("the close is counted", |w| {
-        w.metrics.handshake_failures_for("closed_during_handshake") == 1
+        w.metrics
+            .handshake_failures_for(HandshakeCause::ClosedDuringHandshake)
+            == 1
     })
     .await;
     assert!(w.handler.rejected().is_empty(), "a close teaches nothing");
@@ -221,7 +226,9 @@ async fn without_trust_learning_a_rejection_never_leads_to_a_relay() {
             "round {round}: intercepted, so refused: {out:?}"
         );
         w.eventually("the rejection is counted", |w| {
-            w.metrics.handshake_failures_for("rejected_certificate") == round
+            w.metrics
+                .handshake_failures_for(HandshakeCause::RejectedCertificate)
+                == round
         })
         .await;
     }
@@ -249,7 +256,9 @@ async fn a_relay_of_learnt_distrust_under_an_enforcing_policy_is_recorded_as_suc
     let first = curl(w.dir.path(), untrusting(&w)).await;
     assert_ne!(first.exit, 0, "the first handshake must fail: {first:?}");
     w.eventually("the rejection is counted", |w| {
-        w.metrics.handshake_failures_for("rejected_certificate") == 1
+        w.metrics
+            .handshake_failures_for(HandshakeCause::RejectedCertificate)
+            == 1
     })
     .await;
     let second = curl(w.dir.path(), untrusting(&w)).await;
