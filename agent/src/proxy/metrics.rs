@@ -65,23 +65,11 @@ impl GuardEvent {
     }
 }
 
-impl EncodeLabelValue for GuardEvent {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        std::fmt::Write::write_str(encoder, self.as_str())
-    }
-}
-
 /// A `cause` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CauseLabel {
     /// Why the handshake failed.
     pub cause: HandshakeCause,
-}
-
-impl EncodeLabelValue for HandshakeCause {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        std::fmt::Write::write_str(encoder, self.as_str())
-    }
 }
 
 /// A `class` label (`2xx`, …, or `error`).
@@ -98,12 +86,18 @@ pub struct ActionLabel {
     pub action: Action,
 }
 
-/// The label value is the action's stable name, as in the trace row.
-impl EncodeLabelValue for Action {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        std::fmt::Write::write_str(encoder, self.as_str())
-    }
+/// Label values that are a type's stable name (`as_str`), as the trace row and logs spell it.
+macro_rules! label_value_by_name {
+    ($($t:ty),+) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+                std::fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    )+};
 }
+
+label_value_by_name!(Action, GuardEvent, HandshakeCause);
 
 /// A `kind` label: a finding kind from the detectors' fixed list.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
