@@ -2,7 +2,13 @@
 //! on a deterministic mix of realistic requests (prose, code, JSON, logs; some carrying secrets,
 //! PII, injection phrases and tool calls; the learned injection model runs in the totals). Goal: a full exchange (parse + detect + mask) at
 //! ≤ 3 µs/KB. The findings line (count per kind and a digest of every finding) must not change
-//! when an engine changes.
+//! when an engine changes. These rows score every chunk (the learned model's chunk cache off):
+//! each round replays the same corpus, which a cache would only remember.
+//!
+//! A last pair of rows replays one conversation the way chat clients send it (every request
+//! resends the whole history) through a fresh engine per round, with the chunk cache off and
+//! on (the default): µs per KB of the prompt and answer text sent, history included. Their
+//! findings must be equal, or the benchmark stops.
 //!
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p llmtrace-tests --bench analysis`
 
@@ -11,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use llmtrace_agent::analysis::learned::LearnedDetector;
 use llmtrace_agent::analysis::{Analyzer, Location};
-use llmtrace_agent::llm::{Engine, LlmConfig, RequestHead};
+use llmtrace_agent::llm::{Engine, ExchangeAnalysis, LlmConfig, RequestHead};
 use testkit::procstat::thread_run_time;
 
 const PROSE: &[&str] = &[
@@ -133,7 +139,7 @@ fn measure(samples: &[Sample], budget: Duration, mut f: impl FnMut(&Sample)) -> 
     spent().as_secs_f64() * 1e6 / (kb * f64::from(rounds))
 }
 
-fn exchange_json(s: &Sample) -> (Vec<u8>, Vec<u8>) {
+fn exchange_json(s: &Sample) -> Bodies {
     let req =
         serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": s.prompt}]});
     let resp = serde_json::json!({"id": "chatcmpl-1", "model": "gpt-4o-2024-08-06", "choices": [{"index": 0,
@@ -178,22 +184,10 @@ fn findings_digest(a: &Analyzer, samples: &[Sample]) -> (Vec<(&'static str, usiz
 
 /// A digest of what the full exchange path records for every body pair: findings, the stored
 /// prompt, response and tool-call texts, model, usage and action.
-fn exchange_digest(engine: &std::sync::Arc<Engine>, bodies: &[(Vec<u8>, Vec<u8>)]) -> u64 {
+fn exchange_digest(engine: &std::sync::Arc<Engine>, bodies: &[Bodies]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for (req, resp) in bodies {
-        let t = Instant::now();
-        let head = RequestHead {
-            method: "POST",
-            host: "api.openai.com",
-            path: "/v1/chat/completions",
-            query: None,
-            headers: &[],
-        };
-        let mut ex = engine.exchange(&head, t).expect("endpoint");
-        ex.request_body(req, true);
-        ex.response_head(200, &[("content-type", "application/json")]);
-        ex.response_chunk(resp, t);
-        let a = ex.finish();
+        let a = exchange_once(engine, req, resp);
         let line = format!(
             "{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}|{}|{}",
             a.findings,
@@ -211,6 +205,98 @@ fn exchange_digest(engine: &std::sync::Arc<Engine>, bodies: &[(Vec<u8>, Vec<u8>)
         }
     }
     hash
+}
+
+/// A request body and its answer's.
+type Bodies = (Vec<u8>, Vec<u8>);
+
+/// The engine configuration of the rows that score every chunk, and of the conversation
+/// with `cache` chunks remembered.
+fn engine_with_cache(cache: usize) -> std::sync::Arc<Engine> {
+    let mut config = LlmConfig::default();
+    config.analysis.learned_cache_chunks = cache;
+    Engine::new(config, b"bench".to_vec())
+}
+
+/// One exchange through the engine: the request body, a JSON answer, the analysis.
+fn exchange_once(engine: &std::sync::Arc<Engine>, req: &[u8], resp: &[u8]) -> ExchangeAnalysis {
+    let t = Instant::now();
+    let head = RequestHead {
+        method: "POST",
+        host: "api.openai.com",
+        path: "/v1/chat/completions",
+        query: None,
+        headers: &[],
+    };
+    let mut ex = engine.exchange(&head, t).expect("endpoint");
+    black_box(ex.request_body(req, true));
+    ex.response_head(200, &[("content-type", "application/json")]);
+    black_box(ex.response_chunk(resp, t));
+    ex.finish()
+}
+
+/// A conversation of `turns` requests as a chat client sends it: request `i` carries the
+/// system prompt and every message before, and its answer is the next assistant message.
+/// Returns the (request, response) bodies and the KB of prompt+answer text they carry.
+fn conversation(turns: usize) -> (Vec<Bodies>, f64) {
+    let mut rng = Lcg(7);
+    let mut messages = vec![serde_json::json!({"role": "system",
+        "content": "You are a careful assistant for an engineering team. Answer briefly."})];
+    let mut bodies = Vec::new();
+    let mut text_bytes = 0usize;
+    for i in 0..turns {
+        let size = [1024, 2048, 3072][rng.next(3)];
+        let user = text(&mut rng, size, i % 5 == 3);
+        messages.push(serde_json::json!({"role": "user", "content": user}));
+        let size = [1024, 2048][rng.next(2)];
+        let answer = text(&mut rng, size, false);
+        let req = serde_json::json!({"model": "gpt-4o", "messages": messages});
+        let resp = serde_json::json!({"id": "chatcmpl-1", "model": "gpt-4o-2024-08-06",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+            "finish_reason": "stop"}], "usage": {"prompt_tokens": 100, "completion_tokens": 50}});
+        text_bytes += messages
+            .iter()
+            .map(|m| m["content"].as_str().map_or(0, str::len))
+            .sum::<usize>()
+            + answer.len();
+        bodies.push((req.to_string().into_bytes(), resp.to_string().into_bytes()));
+        messages.push(serde_json::json!({"role": "assistant", "content": answer}));
+    }
+    // The text is a few MB: far below f64's exact integer range.
+    #[allow(clippy::cast_precision_loss)]
+    let kb = text_bytes as f64 / 1024.0;
+    (bodies, kb)
+}
+
+/// Replays the conversation through a fresh engine per round (built outside the measured
+/// time) until ~`budget` of CPU time is spent; returns µs per KB and a digest of every
+/// exchange's findings.
+fn replay(bodies: &[(Vec<u8>, Vec<u8>)], kb: f64, cache: usize, budget: Duration) -> (f64, u64) {
+    let mut spent = Duration::ZERO;
+    let mut rounds = 0u32;
+    let mut digest = 0u64;
+    while spent < budget || rounds == 0 {
+        let engine = engine_with_cache(cache);
+        let wall = Instant::now();
+        let cpu = thread_run_time();
+        let mut findings = Vec::with_capacity(bodies.len());
+        for (req, resp) in bodies {
+            findings.push(exchange_once(&engine, req, resp).findings);
+        }
+        spent += match (cpu, thread_run_time()) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => wall.elapsed(),
+        };
+        digest = fnv(format!("{findings:?}").as_bytes());
+        rounds += 1;
+    }
+    (spent.as_secs_f64() * 1e6 / (kb * f64::from(rounds)), digest)
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn main() {
@@ -237,7 +323,7 @@ fn main() {
         a.injection.scan(&s.response, Location::Response, &mut out);
         black_box(&out);
     });
-    let learned_detector = LearnedDetector::new(None).expect("the embedded model parses");
+    let learned_detector = LearnedDetector::new(None, 0).expect("the embedded model parses");
     let learned = measure(&samples, budget, |s| {
         out.clear();
         learned_detector.scan(&s.prompt, Location::Request, &mut out);
@@ -252,26 +338,21 @@ fn main() {
         black_box(a.scan_text(&s.response, Location::Response));
         black_box(a.scan_tool_call(&s.tool.0, &s.tool.1));
     });
-    let engine = Engine::new(LlmConfig::default(), b"bench".to_vec());
+    let engine = engine_with_cache(0);
     let bodies: Vec<_> = samples.iter().map(exchange_json).collect();
     let mut idx = 0;
     let exchange = measure(&samples, budget, |_| {
         let (req, resp) = &bodies[idx % bodies.len()];
         idx += 1;
-        let t = Instant::now();
-        let head = RequestHead {
-            method: "POST",
-            host: "api.openai.com",
-            path: "/v1/chat/completions",
-            query: None,
-            headers: &[],
-        };
-        let mut ex = engine.exchange(&head, t).expect("endpoint");
-        black_box(ex.request_body(req, true));
-        ex.response_head(200, &[("content-type", "application/json")]);
-        black_box(ex.response_chunk(resp, t));
-        black_box(ex.finish());
+        black_box(exchange_once(&engine, req, resp));
     });
+    let (talk, talk_kb) = conversation(24);
+    let (talk_cold, cold_digest) = replay(&talk, talk_kb, 0, budget);
+    let (talk_warm, warm_digest) = replay(&talk, talk_kb, 4096, budget);
+    assert_eq!(
+        cold_digest, warm_digest,
+        "the chunk cache changed the conversation's findings"
+    );
     println!(
         "analysis benchmark: {} exchanges, {kb:.0} KB of prompt+response text (thread CPU time)",
         samples.len()
@@ -285,9 +366,16 @@ fn main() {
         ("tool calls (per exchange KB)", tools),
         ("total detectors", total),
         ("full exchange (parse+detect+mask)", exchange),
+        ("conversation, chunk cache off", talk_cold),
+        ("conversation, chunk cache on", talk_warm),
     ] {
         println!("{name:<34} {v:>10.2}");
     }
+    println!(
+        "conversation: {} requests resending their history, {talk_kb:.0} KB of text sent; \
+         findings equal with and without the cache (digest {cold_digest:016x})",
+        talk.len()
+    );
     println!(
         "goal: full exchange <= 3 µs/KB -> {}",
         if exchange <= 3.0 { "met" } else { "NOT met" }

@@ -131,7 +131,7 @@ impl Analyzer {
             pii,
             injection,
             tools: ToolDetector::default(),
-            learned: LearnedDetector::new(None),
+            learned: LearnedDetector::new(None, 0),
             triggers,
             canaries: Canaries::default(),
             evasion: true,
@@ -147,7 +147,7 @@ impl Analyzer {
         a.evasion = c.evasion;
         a.learned = c
             .learned_detector
-            .then(|| LearnedDetector::new(c.learned_threshold))
+            .then(|| LearnedDetector::new(c.learned_threshold, c.learned_cache_chunks))
             .flatten();
         a.max_time = (c.max_analysis_ms > 0).then(|| Duration::from_millis(c.max_analysis_ms));
         a

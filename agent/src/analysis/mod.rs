@@ -73,6 +73,11 @@ pub struct AnalysisConfig {
     /// shipped in the model (chosen on the training script's validation split).
     #[serde(default)]
     pub learned_threshold: Option<f64>,
+    /// Full chunks (4 KiB of prompt) whose learned scores are remembered, so a conversation's
+    /// history, resent with every request, is scored once; 0 = score every chunk each time.
+    /// About 24 bytes each. Default: 4096.
+    #[serde(default = "default_learned_cache_chunks")]
+    pub learned_cache_chunks: usize,
     /// Canary tokens that must never leave nor come back (`[[llm.analysis.canary]]`).
     /// Default: none.
     #[serde(default)]
@@ -99,6 +104,7 @@ impl Default for AnalysisConfig {
             evasion: true,
             learned_detector: true,
             learned_threshold: None,
+            learned_cache_chunks: default_learned_cache_chunks(),
             canary: Vec::new(),
             stream_monitor: true,
             policy: PolicyConfig::default(),
@@ -106,6 +112,13 @@ impl Default for AnalysisConfig {
         }
     }
 }
+
+fn default_learned_cache_chunks() -> usize {
+    4096
+}
+
+/// The largest chunk-score table: 24 MiB.
+const MAX_LEARNED_CACHE_CHUNKS: usize = 1 << 20;
 
 fn default_true() -> bool {
     true
@@ -126,6 +139,15 @@ impl AnalysisConfig {
             return Err((
                 "llm.analysis.learned_threshold",
                 format!("{t} is not between 0 and 1 (exclusive)"),
+            ));
+        }
+        if self.learned_cache_chunks > MAX_LEARNED_CACHE_CHUNKS {
+            return Err((
+                "llm.analysis.learned_cache_chunks",
+                format!(
+                    "{} is more than {MAX_LEARNED_CACHE_CHUNKS}",
+                    self.learned_cache_chunks
+                ),
             ));
         }
         if self.learned_detector {

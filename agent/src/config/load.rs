@@ -233,6 +233,8 @@ mod tests {
         assert!(e.contains("proxy.analysis_nice"), "{e}");
         let e = err("[proxy]\nanalysis_nice = -1");
         assert!(e.contains("proxy.analysis_nice"), "{e}");
+        let e = err("[llm.analysis]\nlearned_cache_chunks = 1048577");
+        assert!(e.contains("llm.analysis.learned_cache_chunks"), "{e}");
     }
 
     #[test]
