@@ -293,6 +293,27 @@ fn replay(bodies: &[(Vec<u8>, Vec<u8>)], kb: f64, cache: usize, budget: Duration
     (spent.as_secs_f64() * 1e6 / (kb * f64::from(rounds)), digest)
 }
 
+/// Runs `f` until ~`budget` of CPU time is spent; returns µs per call.
+fn per_exchange(budget: Duration, mut f: impl FnMut()) -> f64 {
+    for _ in 0..100 {
+        f(); // warm-up
+    }
+    let wall = Instant::now();
+    let cpu = thread_run_time();
+    let spent = || match (cpu, thread_run_time()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => wall.elapsed(),
+    };
+    let mut calls = 0u32;
+    while spent() < budget || calls == 0 {
+        for _ in 0..100 {
+            f();
+        }
+        calls += 100;
+    }
+    spent().as_secs_f64() * 1e6 / f64::from(calls)
+}
+
 fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -346,6 +367,14 @@ fn main() {
         idx += 1;
         black_box(exchange_once(&engine, req, resp));
     });
+    // The proxy benchmark's exchange, whose cost is mostly per exchange, not per KB.
+    let (small_req, small_resp) = (
+        testkit::proxy_peers::request_body().into_bytes(),
+        testkit::proxy_peers::response_json().into_bytes(),
+    );
+    let small = per_exchange(budget, || {
+        black_box(exchange_once(&engine, &small_req, &small_resp));
+    });
     let (talk, talk_kb) = conversation(24);
     let (talk_cold, cold_digest) = replay(&talk, talk_kb, 0, budget);
     let (talk_warm, warm_digest) = replay(&talk, talk_kb, 4096, budget);
@@ -371,6 +400,11 @@ fn main() {
     ] {
         println!("{name:<34} {v:>10.2}");
     }
+    println!(
+        "proxy benchmark's exchange ({} B request, {} B answer): {small:.1} µs per exchange",
+        small_req.len(),
+        small_resp.len()
+    );
     println!(
         "conversation: {} requests resending their history, {talk_kb:.0} KB of text sent; \
          findings equal with and without the cache (digest {cold_digest:016x})",
