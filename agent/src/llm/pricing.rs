@@ -93,16 +93,12 @@ impl PriceTable {
         if let Some(p) = self.models.get(model) {
             return Some(p);
         }
-        // Longest listed id that is a prefix followed by '-' (e.g. "gpt-4o-2024-08-06").
-        self.models
-            .iter()
-            .filter(|(k, _)| {
-                model.len() > k.len()
-                    && model.starts_with(k.as_str())
-                    && model.as_bytes()[k.len()] == b'-'
-            })
-            .max_by_key(|(k, _)| k.len())
-            .map(|(_, p)| p)
+        // Longest listed id that is a prefix followed by '-' (e.g. "gpt-4o-2024-08-06"): the
+        // text before each '-', from the last one, one map lookup each (not a pass over the
+        // table, which this runs for every exchange).
+        model
+            .rmatch_indices('-')
+            .find_map(|(i, _)| self.models.get(&model[..i]))
     }
 
     /// The model to price an exchange by: the one the provider says it served when the table
@@ -168,6 +164,36 @@ mod tests {
         assert!((c - (1.25 + 0.625)).abs() < 1e-9);
         assert!(t.lookup("openai/gpt-4o").is_some());
         assert!(t.lookup("claude-3-5-sonnet-20241022").is_some());
+    }
+
+    #[test]
+    fn a_snapshot_is_priced_as_its_longest_listed_prefix() {
+        let t = PriceTable::builtin();
+        // The definition: the longest listed id followed by '-' in the name.
+        let by_scan = |model: &str| {
+            t.models
+                .iter()
+                .filter(|(k, _)| {
+                    model.len() > k.len()
+                        && model.starts_with(k.as_str())
+                        && model.as_bytes()[k.len()] == b'-'
+                })
+                .max_by_key(|(k, _)| k.len())
+                .map(|(_, p)| p)
+        };
+        for k in t.models.keys() {
+            for name in [
+                format!("{k}-2024-08-06"),
+                format!("{k}-"),
+                format!("{k}-mini-x"),
+            ] {
+                if !t.models.contains_key(&name) {
+                    assert_eq!(t.lookup(&name), by_scan(&name), "{name}");
+                }
+            }
+        }
+        assert_eq!(t.lookup("-"), None);
+        assert_eq!(t.lookup("gpt"), None);
     }
 
     #[test]
