@@ -216,7 +216,7 @@ pub async fn records_to_sink(
 }
 
 /// The trace row of one record.
-pub fn trace_row(r: &ExchangeRecord, fleet: &Fleet) -> TraceRow {
+pub fn trace_row(r: ExchangeRecord, fleet: &Fleet) -> TraceRow {
     let facts = ConnectionFacts {
         connection_id: r.connection_id,
         fleet,
@@ -236,7 +236,9 @@ pub fn trace_row(r: &ExchangeRecord, fleet: &Fleet) -> TraceRow {
     {
         row.duration_ms = r.duration_us as f64 / 1000.0;
     }
-    row.sni = r.sni.clone().unwrap_or_default();
+    // The record ends here: its strings move into the row (the prompt and the answer are
+    // most of a row's bytes), not copied.
+    row.sni = r.sni.unwrap_or_default();
     r.alpn.clone_into(&mut row.alpn);
     row.exchange_seq = r.exchange_seq;
     r.upstream_alpn
@@ -245,8 +247,8 @@ pub fn trace_row(r: &ExchangeRecord, fleet: &Fleet) -> TraceRow {
     r.http_version
         .unwrap_or_default()
         .clone_into(&mut row.http_version);
-    row.method = r.method.clone().unwrap_or_default();
-    row.path = r.path.clone().unwrap_or_default();
+    row.method = r.method.unwrap_or_default();
+    row.path = r.path.unwrap_or_default();
     row.status = r.status;
     row.request_bytes = r.bytes_up;
     row.response_bytes = r.bytes_down;
@@ -254,14 +256,17 @@ pub fn trace_row(r: &ExchangeRecord, fleet: &Fleet) -> TraceRow {
     r.not_intercepted_reason
         .unwrap_or_default()
         .clone_into(&mut row.not_intercepted_reason);
-    row.error.clone_from(&r.error);
-    match &r.llm {
-        Some(llm) => fill_analysis(
-            &mut row,
-            &llm.analysis,
-            &r.provider,
-            llm.request_dropped_bytes,
-        ),
+    row.error = r.error;
+    match r.llm {
+        Some(llm) => {
+            let llm = *llm;
+            fill_analysis(
+                &mut row,
+                llm.analysis,
+                &r.provider,
+                llm.request_dropped_bytes,
+            );
+        }
         // Not an LLM call: no body was captured.
         None => row.capture_complete = false,
     }
@@ -312,7 +317,7 @@ mod tests {
             host: "host-a".into(),
             ..Fleet::default()
         };
-        let row = trace_row(&record, &fleet);
+        let row = trace_row(record.clone(), &fleet);
         assert_eq!((row.connection_id, row.pid, row.status), (7, 42, Some(200)));
         assert_eq!((row.exchange_seq, row.upstream_alpn.as_str()), (2, "h2"));
         assert_eq!((row.start_time, row.end_time), (1_000_000, 1_004_000));
@@ -328,7 +333,7 @@ mod tests {
             not_intercepted_reason: Some("not_tls"),
             ..record
         };
-        let row = trace_row(&relayed, &fleet);
+        let row = trace_row(relayed.clone(), &fleet);
         assert!(!row.intercepted);
         assert_eq!(row.not_intercepted_reason, "not_tls");
     }

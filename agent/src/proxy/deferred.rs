@@ -85,7 +85,7 @@ impl Records {
             rows.extend(
                 records
                     .drain(..)
-                    .map(|(r, spooled)| (trace_row(&r, &fleet), spooled)),
+                    .map(|(r, spooled)| (trace_row(r, &fleet), spooled)),
             );
             if let Some(control) = &control {
                 for (row, _) in rows.iter_mut() {

@@ -16,7 +16,7 @@ pub const MAX_STORED_TEXT: usize = 256 * 1024;
 /// `request_dropped_bytes` counts request body bytes forwarded without analysis.
 pub fn fill_analysis(
     row: &mut TraceRow,
-    a: &ExchangeAnalysis,
+    a: ExchangeAnalysis,
     provider_list_name: &str,
     request_dropped_bytes: u64,
 ) {
@@ -26,17 +26,17 @@ pub fn fill_analysis(
     };
     provider.clone_into(&mut row.provider);
     a.api.as_str().clone_into(&mut row.api);
-    row.model = a.model.clone().unwrap_or_default();
-    row.response_model = a.response_model.clone().unwrap_or_default();
+    fill_timing(row, &a);
+    row.model = a.model.unwrap_or_default();
+    row.response_model = a.response_model.unwrap_or_default();
     row.stream = a.stream;
     row.max_tokens = a.max_tokens;
     row.temperature = a.temperature;
-    row.request_id = a.request_id.clone().unwrap_or_default();
-    row.finish_reason = a.finish_reason.clone().unwrap_or_default();
-    fill_timing(row, a);
+    row.request_id = a.request_id.unwrap_or_default();
+    row.finish_reason = a.finish_reason.unwrap_or_default();
     row.usage_estimated = a.usage_estimated;
     row.analysis_truncated = a.analysis_truncated;
-    row.tools_offered.clone_from(&a.tools);
+    row.tools_offered = a.tools;
     row.parse_errors = a.parse_errors;
     for (kind, count) in &a.tokens {
         row.push_tokens(*kind, *count);
@@ -45,31 +45,31 @@ pub fn fill_analysis(
     row.output_tokens = a.output_tokens;
     row.cost_usd = a.cost_usd;
     let masked = a.stored_text_masked;
-    let (request_body, request_cut) = bounded(&a.prompt, masked);
-    let (response_body, response_cut) = bounded(&a.response_text, masked);
+    let (request_body, request_cut) = bounded(a.prompt, masked);
+    let (response_body, response_cut) = bounded(a.response_text, masked);
     row.request_body = request_body;
     row.response_body = response_body;
     row.request_dropped_bytes = request_dropped_bytes + request_cut;
     row.response_dropped_bytes = response_cut;
     row.tool_calls = a
         .tool_calls
-        .iter()
+        .into_iter()
         .map(|c| row::ToolCall {
-            id: c.id.clone().unwrap_or_default(),
-            name: c.name.clone(),
-            arguments: bounded(&c.arguments, masked).0,
+            id: c.id.unwrap_or_default(),
+            name: c.name,
+            arguments: bounded(c.arguments, masked).0,
         })
         .collect();
-    row.findings = a.findings.iter().map(finding).collect();
+    row.findings = a.findings.into_iter().map(finding).collect();
     a.action.as_str().clone_into(&mut row.action);
     row.capture_complete = !a.request_truncated
         && !a.response_truncated
         && request_dropped_bytes == 0
         && request_cut == 0
         && response_cut == 0;
-    row.api_key_fingerprint = a.api_key_fingerprint.clone().unwrap_or_default();
+    row.api_key_fingerprint = a.api_key_fingerprint.unwrap_or_default();
     if row.error.is_none() {
-        row.error.clone_from(&a.error);
+        row.error = a.error;
     }
 }
 
@@ -82,7 +82,7 @@ fn fill_timing(row: &mut TraceRow, a: &ExchangeAnalysis) {
     row.response_chunks = a.chunks;
 }
 
-fn finding(f: &Finding) -> row::Finding {
+fn finding(f: Finding) -> row::Finding {
     row::Finding {
         kind: f.kind.to_owned(),
         severity: severity(f.severity).to_owned(),
@@ -92,7 +92,7 @@ fn finding(f: &Finding) -> row::Finding {
             Some(v) => format!("{}:{}", location(f.location), v.as_str()),
             None => location(f.location).to_owned(),
         },
-        excerpt: f.excerpt.clone(),
+        excerpt: f.excerpt,
     }
 }
 
@@ -119,18 +119,18 @@ fn location(l: Location) -> &'static str {
 /// when analysis is off or did not reach this far into the text), and how many bytes were cut.
 /// `masked`: the analysis scanned the whole text and masked it already, so it is scanned again
 /// only when cut here (a cut can end a longer token where a secret's pattern now matches).
-fn bounded(text: &str, masked: bool) -> (String, u64) {
+fn bounded(mut text: String, masked: bool) -> (String, u64) {
     let mut end = text.len().min(MAX_STORED_TEXT);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let kept = &text[..end];
-    let stored = if masked && end == text.len() {
-        kept.to_owned()
-    } else {
-        mask_known_secrets(kept)
-    };
-    (stored, (text.len() - end) as u64)
+    let cut = (text.len() - end) as u64;
+    if masked && cut == 0 {
+        // Masked already and whole: stored as it is.
+        return (text, 0);
+    }
+    text.truncate(end);
+    (mask_known_secrets(&text), cut)
 }
 
 #[cfg(test)]
@@ -170,7 +170,7 @@ mod tests {
             ..ExchangeAnalysis::default()
         };
         let mut row = TraceRow::new(Uuid::nil(), 0, 0);
-        fill_analysis(&mut row, &a, "openai-compatible", 0);
+        fill_analysis(&mut row, a.clone(), "openai-compatible", 0);
         assert_eq!(row.provider, "openai-compatible");
         assert_eq!(row.token_kinds, ["input", "output"]);
         assert_eq!(row.token_counts, [12, 5]);
@@ -203,7 +203,7 @@ mod tests {
             provider: Provider::Anthropic,
             ..ExchangeAnalysis::default()
         };
-        fill_analysis(&mut row, &known, "openai-compatible", 0);
+        fill_analysis(&mut row, known.clone(), "openai-compatible", 0);
         assert_eq!(row.provider, "anthropic");
     }
 
@@ -216,7 +216,7 @@ mod tests {
             ..ExchangeAnalysis::default()
         };
         let mut row = TraceRow::new(Uuid::nil(), 0, 0);
-        fill_analysis(&mut row, &a, "openai", 0);
+        fill_analysis(&mut row, a.clone(), "openai", 0);
         let json = serde_json::to_string(&row).unwrap();
         assert!(!json.contains("AKIAIOSFODNN7EXAMPLE"), "{json}");
         assert!(
@@ -241,7 +241,7 @@ mod tests {
         };
         assert_eq!(cut.len(), MAX_STORED_TEXT);
         let mut row = TraceRow::new(Uuid::nil(), 0, 0);
-        fill_analysis(&mut row, &a, "openai", 0);
+        fill_analysis(&mut row, a.clone(), "openai", 0);
         assert!(
             row.response_body
                 .ends_with("[REDACTED:secret.aws_access_key]")

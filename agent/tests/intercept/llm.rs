@@ -89,7 +89,7 @@ async fn next_record(w: &mut World) -> ExchangeRecord {
 
 async fn next_row(w: &mut World) -> TraceRow {
     let r = next_record(w).await;
-    trace_row(&r, &Fleet::default())
+    trace_row(r, &Fleet::default())
 }
 
 fn chat(content: &str, stream: bool) -> Value {
@@ -364,7 +364,7 @@ async fn a_non_llm_path_on_a_provider_host_still_gets_a_metadata_row() {
     assert_eq!(r.status, 200);
     let record = next_record(&mut w).await;
     assert!(record.llm.is_none());
-    let row = trace_row(&record, &Fleet::default());
+    let row = trace_row(record, &Fleet::default());
     assert_eq!((row.path.as_str(), row.status), ("/echo", Some(200)));
     assert_eq!(row.provider, "test");
     assert!(row.api.is_empty() && row.action.is_empty());
