@@ -115,14 +115,11 @@ fn corpus_kb(samples: &[Sample]) -> f64 {
         / 1024.0
 }
 
-/// Runs `f` over the corpus until ~`budget` of CPU time is spent; returns µs per KB. CPU time,
-/// not wall time: on a shared machine the thread waits for a core, and that wait is not the
-/// analysis' cost (wall time is the fallback where the kernel gives no per-thread figure).
-fn measure(samples: &[Sample], budget: Duration, mut f: impl FnMut(&Sample)) -> f64 {
-    let kb = corpus_kb(samples);
-    for s in samples.iter().take(20) {
-        f(s); // warm-up
-    }
+/// Calls `round` until ~`budget` of CPU time is spent; returns the µs spent and the rounds.
+/// CPU time, not wall time: on a shared machine the thread waits for a core, and that wait is
+/// not the analysis' cost (wall time is the fallback where the kernel gives no per-thread
+/// figure).
+fn spend(budget: Duration, mut round: impl FnMut()) -> (f64, u32) {
     let wall = Instant::now();
     let cpu = thread_run_time();
     let spent = || match (cpu, thread_run_time()) {
@@ -131,12 +128,20 @@ fn measure(samples: &[Sample], budget: Duration, mut f: impl FnMut(&Sample)) -> 
     };
     let mut rounds = 0u32;
     while spent() < budget || rounds == 0 {
-        for s in samples {
-            f(s);
-        }
+        round();
         rounds += 1;
     }
-    spent().as_secs_f64() * 1e6 / (kb * f64::from(rounds))
+    (spent().as_secs_f64() * 1e6, rounds)
+}
+
+/// Runs `f` over the corpus until ~`budget` of CPU time is spent; returns µs per KB.
+fn measure(samples: &[Sample], budget: Duration, mut f: impl FnMut(&Sample)) -> f64 {
+    let kb = corpus_kb(samples);
+    for s in samples.iter().take(20) {
+        f(s); // warm-up
+    }
+    let (us, rounds) = spend(budget, || samples.iter().for_each(&mut f));
+    us / (kb * f64::from(rounds))
 }
 
 fn exchange_json(s: &Sample) -> Bodies {
@@ -295,23 +300,12 @@ fn replay(bodies: &[(Vec<u8>, Vec<u8>)], kb: f64, cache: usize, budget: Duration
 
 /// Runs `f` until ~`budget` of CPU time is spent; returns µs per call.
 fn per_exchange(budget: Duration, mut f: impl FnMut()) -> f64 {
-    for _ in 0..100 {
+    const BATCH: u32 = 100;
+    for _ in 0..BATCH {
         f(); // warm-up
     }
-    let wall = Instant::now();
-    let cpu = thread_run_time();
-    let spent = || match (cpu, thread_run_time()) {
-        (Some(a), Some(b)) => b.saturating_sub(a),
-        _ => wall.elapsed(),
-    };
-    let mut calls = 0u32;
-    while spent() < budget || calls == 0 {
-        for _ in 0..100 {
-            f();
-        }
-        calls += 100;
-    }
-    spent().as_secs_f64() * 1e6 / f64::from(calls)
+    let (us, rounds) = spend(budget, || (0..BATCH).for_each(|_| f()));
+    us / f64::from(rounds * BATCH)
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
