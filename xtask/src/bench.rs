@@ -15,7 +15,7 @@ pub enum Which {
     Ebpf,
     /// Trace rows per second through spool and shipper into a real ClickHouse, LZ4 and not.
     Sink,
-    /// Analysis cost per KB of prompt and response, per detector and in total.
+    /// Analysis cost per KB of prompt and response, per detector and in total; per exchange; a conversation with the chunk cache off and on.
     Analysis,
     /// Requests/s, latency, CPU and RSS per request: direct, llmtrace, nginx and mitmproxy.
     Proxy,
@@ -51,7 +51,9 @@ impl Which {
             }
             Which::Analysis => {
                 "Analysis cost per KB of prompt plus response on the fixture exchanges, per \
-                 detector and in total; the digest shows the findings did not change."
+                 detector and in total (every chunk scored); the proxy benchmark's exchange in \
+                 µs; a 24-turn conversation resending its history, with the learned model's \
+                 chunk cache off and on. The digests show the findings did not change."
             }
             Which::Proxy => {
                 "Requests/s, latency percentiles, CPU and RSS per request at several \
