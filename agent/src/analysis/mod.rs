@@ -75,7 +75,7 @@ pub struct AnalysisConfig {
     pub learned_threshold: Option<f64>,
     /// Full chunks (4 KiB of prompt) whose learned scores are remembered, so a conversation's
     /// history, resent with every request, is scored once; 0 = score every chunk each time.
-    /// About 24 bytes each. Default: 4096.
+    /// 32 bytes each. Default: 4096.
     #[serde(default = "default_learned_cache_chunks")]
     pub learned_cache_chunks: usize,
     /// Canary tokens that must never leave nor come back (`[[llm.analysis.canary]]`).
@@ -117,7 +117,7 @@ fn default_learned_cache_chunks() -> usize {
     4096
 }
 
-/// The largest chunk-score table: 24 MiB.
+/// The largest chunk-score table: 32 MiB.
 const MAX_LEARNED_CACHE_CHUNKS: usize = 1 << 20;
 
 fn default_true() -> bool {

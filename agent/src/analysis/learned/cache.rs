@@ -111,6 +111,12 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_is_the_size_the_config_documents() {
+        // `llm.analysis.learned_cache_chunks` and the README say 32 bytes a slot.
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+    }
+
+    #[test]
     fn a_different_chunk_in_the_same_slot_replaces_it() {
         // One slot: every chunk maps to it.
         let c = ChunkCache::new(1);
