@@ -228,9 +228,30 @@ impl LearnedDetector {
     }
 
     /// Appends an `injection.learned` finding when `text` scores at or above the threshold;
-    /// its span is the worst chunk.
+    /// its span is the worst chunk. Every chunk is scored.
     pub fn scan(&self, text: &str, location: Location, out: &mut Vec<Finding>) {
-        let Some((score, range)) = self.model.best_chunk(text, self.cache.as_ref()) else {
+        self.scan_with(text, location, None, out);
+    }
+
+    /// [`Self::scan`], reusing the scores of chunks seen recently (when configured), for
+    /// scans no client waits for: a remembered chunk is faster, which a client could time.
+    pub fn scan_remembering(&self, text: &str, location: Location, out: &mut Vec<Finding>) {
+        self.scan_with(text, location, self.cache.as_ref(), out);
+    }
+
+    /// How many chunk scores were reused so far.
+    pub fn remembered_hits(&self) -> u64 {
+        self.cache.as_ref().map_or(0, ChunkCache::hits)
+    }
+
+    fn scan_with(
+        &self,
+        text: &str,
+        location: Location,
+        cache: Option<&ChunkCache>,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some((score, range)) = self.model.best_chunk(text, cache) else {
             return;
         };
         if score < self.threshold {
@@ -411,8 +432,8 @@ mod tests {
             // Twice: the second scan of the same history is all remembered chunks.
             for _ in 0..2 {
                 let (mut a, mut b) = (Vec::new(), Vec::new());
-                cold.scan(&history, Location::Request, &mut a);
-                warm.scan(&history, Location::Request, &mut b);
+                cold.scan_remembering(&history, Location::Request, &mut a);
+                warm.scan_remembering(&history, Location::Request, &mut b);
                 assert_eq!(
                     format!("{a:?}"),
                     format!("{b:?}"),
@@ -422,8 +443,14 @@ mod tests {
             }
         }
         let mut last = Vec::new();
-        warm.scan(&history, Location::Request, &mut last);
+        warm.scan_remembering(&history, Location::Request, &mut last);
         assert_eq!(last.len(), 1, "the injection turn is found: {last:?}");
+        assert!(warm.remembered_hits() > 0);
+        assert_eq!(cold.remembered_hits(), 0);
+        // A scan a client may wait for never reads the table.
+        let before = warm.remembered_hits();
+        warm.scan(&history, Location::Request, &mut Vec::new());
+        assert_eq!(warm.remembered_hits(), before);
     }
 
     #[test]

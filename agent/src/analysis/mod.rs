@@ -75,7 +75,9 @@ pub struct AnalysisConfig {
     pub learned_threshold: Option<f64>,
     /// Full chunks (4 KiB of prompt) whose learned scores are remembered, so a conversation's
     /// history, resent with every request, is scored once; 0 = score every chunk each time.
-    /// 32 bytes each. Default: 4096.
+    /// Only scans beside the data path use them: a request scanned before it is forwarded is
+    /// scored whole, since its client could time a remembered chunk. 32 bytes each.
+    /// Default: 4096.
     #[serde(default = "default_learned_cache_chunks")]
     pub learned_cache_chunks: usize,
     /// Canary tokens that must never leave nor come back (`[[llm.analysis.canary]]`).

@@ -320,8 +320,9 @@ impl Exchange {
             });
             return self.verdict(Action::Allow, None);
         }
+        // Inline: the request waits for this scan.
         let (findings, truncated) =
-            scan_request(&self.engine, &scanned, complete, &mut self.budget);
+            scan_request(&self.engine, &scanned, complete, false, &mut self.budget);
         self.request_findings = findings;
         self.out.analysis_truncated |= truncated;
         let policy = policy_of(self.policy.as_ref(), &self.engine);
@@ -639,8 +640,9 @@ impl FinishParts {
             return self;
         };
         let text = d.text.as_deref().unwrap_or(&self.request.prompt);
+        // Beside the data path: nothing sent waits for it.
         let (mut findings, truncated) =
-            scan_request(&self.engine, text, d.complete, &mut self.budget);
+            scan_request(&self.engine, text, d.complete, true, &mut self.budget);
         self.out.analysis_truncated |= truncated;
         let action = policy_of(self.policy.as_ref(), &self.engine).decide(&findings);
         self.request_action = self.request_action.max(action);
@@ -661,15 +663,23 @@ pub(crate) struct DeferredScan {
 
 /// Runs the request detectors over `text` within `budget`: the findings (with
 /// `analysis.incomplete` when part of the body went unseen) and whether part was not analysed.
+/// `beside_path`: nothing sent waits for this scan, so it may reuse remembered scores.
 pub(crate) fn scan_request(
     engine: &Engine,
     text: &str,
     complete: bool,
+    beside_path: bool,
     budget: &mut Budget,
 ) -> (Vec<Finding>, bool) {
-    let scan = engine
-        .analyzer
-        .scan_text_within(text, Location::Request, budget);
+    let scan = if beside_path {
+        engine
+            .analyzer
+            .scan_text_beside_path(text, Location::Request, budget)
+    } else {
+        engine
+            .analyzer
+            .scan_text_within(text, Location::Request, budget)
+    };
     let mut findings = scan.findings;
     if !complete {
         // The rest of the body goes upstream unseen: as incomplete as a spent budget.

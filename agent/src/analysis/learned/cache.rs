@@ -11,6 +11,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Chunks shorter than this are scored each time: a few microseconds, and a conversation's
 /// repeated chunks are the full ones.
@@ -28,6 +29,7 @@ struct Slot {
 pub struct ChunkCache {
     keys: RandomState,
     slots: Mutex<Box<[Slot]>>,
+    hits: AtomicU64,
 }
 
 impl std::fmt::Debug for ChunkCache {
@@ -44,7 +46,13 @@ impl ChunkCache {
         Self {
             keys: RandomState::new(),
             slots: Mutex::new(vec![Slot::default(); slots.max(1)].into_boxed_slice()),
+            hits: AtomicU64::new(0),
         }
+    }
+
+    /// Lookups answered from the table so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
     }
 
     /// The score of `chunk`: remembered, or computed by `score` and remembered.
@@ -62,6 +70,7 @@ impl ChunkCache {
             })
             .flatten()
         {
+            self.hits.fetch_add(1, Ordering::Relaxed);
             return hit;
         }
         // Scored outside the lock: other threads' lookups do not wait for it.
