@@ -14,8 +14,8 @@ pub const K: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Appends to `out` the bucket (< 2^`bits`, `bits` in 1..=32) of every 3-, 4- and 5-gram of
 /// `text`: 3-grams first, then 4-grams, then 5-grams, each in text order. The multiset of
-/// buckets is the one of the position-by-position reference ([`reference`]); only the order
-/// differs, which a bag of features does not see.
+/// buckets is the one of extracting, at each position, the 3-, 4- and 5-gram ending there;
+/// only the order differs, which a bag of features does not see.
 pub fn buckets(text: &[u8], bits: u32, out: &mut Vec<u32>) {
     assert!((1..=32).contains(&bits), "bucket width {bits} out of range");
     let shift = 64 - bits;
@@ -37,26 +37,8 @@ pub fn buckets(text: &[u8], bits: u32, out: &mut Vec<u32>) {
     }
     // Every position that ends a 5-gram also ends a 3- and a 4-gram: one loop, no branch.
     if n5 > 0 {
-        simd::five_gram_positions(&text[..n5 + 4], shift, g3, g4, g5);
+        five_gram_positions(&text[..n5 + 4], shift, g3, g4, g5);
     }
-}
-
-/// The straightforward extractor the vector loops must agree with: at each position, the
-/// 3-, 4- and 5-gram ending there.
-pub fn reference(text: &[u8], bits: u32) -> Vec<u32> {
-    let shift = 64 - bits;
-    let mut out = Vec::new();
-    for end in 3..=text.len() {
-        for n in 3..=5 {
-            if end >= n {
-                out.push(bucket(
-                    pack(&text[end - n..end]) | ((n as u64) << 40),
-                    shift,
-                ));
-            }
-        }
-    }
-    out
 }
 
 /// Bytes packed big-endian into the low bytes of a u64 (at most 5 of them).
@@ -64,9 +46,11 @@ fn pack(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0, |w, &b| (w << 8) | u64::from(b))
 }
 
+/// The bucket of a packed, tagged feature: the top `64 - shift` bits of its product with
+/// [`K`]. Shared with the word features of the detector, which hash to the same table.
 #[inline]
-fn bucket(x: u64, shift: u32) -> u32 {
-    // `shift` >= 32: the result fits in 32 bits.
+pub fn bucket(x: u64, shift: u32) -> u32 {
+    // `shift` >= 32 (widths up to 32 bits): the result fits in 32 bits.
     #[allow(clippy::cast_possible_truncation)]
     let b = (x.wrapping_mul(K) >> shift) as u32;
     b
@@ -93,29 +77,28 @@ fn five_gram_loop(text: &[u8], shift: u32, g3: &mut [u32], g4: &mut [u32], g5: &
     }
 }
 
+/// The widest copy of [`five_gram_loop`] the CPU runs. `is_x86_feature_detected!` caches
+/// what the CPU has after its first call: each check is a load and a test. Other targets run
+/// the portable loop, which the compiler vectorises for their baseline where it can.
+fn five_gram_positions(text: &[u8], shift: u32, g3: &mut [u32], g4: &mut [u32], g5: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd::has_avx512() {
+            // SAFETY: the CPU has every feature `avx512` is compiled for (checked just above).
+            return unsafe { simd::avx512(text, shift, g3, g4, g5) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { simd::avx2(text, shift, g3, g4, g5) };
+        }
+    }
+    five_gram_loop(text, shift, g3, g4, g5);
+}
+
+/// The x86-64 copies of the loop, each compiled for wider vectors than the baseline.
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::five_gram_loop;
-
-    /// The widest copy of the loop the CPU runs. `is_x86_feature_detected!` caches what the
-    /// CPU has after its first call: the check is a load and a test.
-    pub fn five_gram_positions(
-        text: &[u8],
-        shift: u32,
-        g3: &mut [u32],
-        g4: &mut [u32],
-        g5: &mut [u32],
-    ) {
-        if has_avx512() {
-            // SAFETY: the CPU has every feature `avx512` is compiled for (checked just above).
-            unsafe { avx512(text, shift, g3, g4, g5) }
-        } else if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            unsafe { avx2(text, shift, g3, g4, g5) }
-        } else {
-            five_gram_loop(text, shift, g3, g4, g5);
-        }
-    }
 
     /// Whether the CPU has every feature [`avx512`] is compiled for.
     pub(super) fn has_avx512() -> bool {
@@ -139,24 +122,27 @@ mod simd {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-mod simd {
-    /// Other targets: the portable loop, which the compiler vectorises for the target's
-    /// baseline where it can.
-    pub fn five_gram_positions(
-        text: &[u8],
-        shift: u32,
-        g3: &mut [u32],
-        g4: &mut [u32],
-        g5: &mut [u32],
-    ) {
-        super::five_gram_loop(text, shift, g3, g4, g5);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The straightforward extractor the vector loops must agree with: at each position, the
+    /// 3-, 4- and 5-gram ending there.
+    fn reference(text: &[u8], bits: u32) -> Vec<u32> {
+        let shift = 64 - bits;
+        let mut out = Vec::new();
+        for end in 3..=text.len() {
+            for n in 3..=5 {
+                if end >= n {
+                    out.push(bucket(
+                        pack(&text[end - n..end]) | ((n as u64) << 40),
+                        shift,
+                    ));
+                }
+            }
+        }
+        out
+    }
 
     fn sorted(mut v: Vec<u32>) -> Vec<u32> {
         v.sort_unstable();

@@ -8,7 +8,6 @@
 
 use std::ops::Range;
 
-use llmtrace_ngram::K;
 const TAG_WORD: u64 = 0x5741_0000_0000_0001;
 const TAG_BIGRAM: u64 = 0x5742_0000_0000_0002;
 const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
@@ -125,10 +124,8 @@ pub fn chunk_buckets(chunk: &[u8], bits: u32, out: &mut Vec<u32>) {
 
 /// Word unigrams and bigrams by FNV-1a, in text order.
 fn word_buckets(chunk: &[u8], bits: u32, out: &mut Vec<u32>) {
-    let shift = 64 - bits;
-    // `bits` <= 24 (the model parser checks): a u32 holds every id.
-    #[allow(clippy::cast_possible_truncation)]
-    let bucket = |x: u64| (x.wrapping_mul(K) >> shift) as u32;
+    // The same hash into the same table as the character n-grams.
+    let bucket = |x: u64| llmtrace_ngram::bucket(x, 64 - bits);
     let (mut h, mut in_word) = (FNV_OFFSET, false);
     let (mut prev, mut has_prev) = (0u64, false);
     // A separator after the last byte ends the last word.
@@ -150,6 +147,7 @@ fn word_buckets(chunk: &[u8], bits: u32, out: &mut Vec<u32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use llmtrace_ngram::K;
 
     #[test]
     fn normalises_and_maps_back() {
