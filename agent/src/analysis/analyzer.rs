@@ -174,12 +174,7 @@ impl Analyzer {
 
     /// Runs the text detectors, newest text first, within `budget`.
     pub fn scan_text_within(&self, text: &str, location: Location, budget: &mut Budget) -> Scan {
-        let mut findings = Vec::new();
-        let truncated = self.scan_bounded(text, location, Set::Text, budget, &mut findings);
-        Scan {
-            findings,
-            truncated,
-        }
+        self.scan_set(text, location, Set::Text, budget)
     }
 
     /// [`Self::scan_text_within`] for a scan beside the data path, whose timing no client can
@@ -191,8 +186,13 @@ impl Analyzer {
         location: Location,
         budget: &mut Budget,
     ) -> Scan {
+        self.scan_set(text, location, Set::TextBeside, budget)
+    }
+
+    /// The detectors of `set` over `text` within `budget`, as a [`Scan`].
+    fn scan_set(&self, text: &str, location: Location, set: Set, budget: &mut Budget) -> Scan {
         let mut findings = Vec::new();
-        let truncated = self.scan_bounded(text, location, Set::TextBeside, budget, &mut findings);
+        let truncated = self.scan_bounded(text, location, set, budget, &mut findings);
         Scan {
             findings,
             truncated,

@@ -333,7 +333,7 @@ mod tests {
             not_intercepted_reason: Some("not_tls"),
             ..record
         };
-        let row = trace_row(relayed.clone(), &fleet);
+        let row = trace_row(relayed, &fleet);
         assert!(!row.intercepted);
         assert_eq!(row.not_intercepted_reason, "not_tls");
     }
