@@ -115,17 +115,23 @@ fn corpus_kb(samples: &[Sample]) -> f64 {
         / 1024.0
 }
 
+/// A clock of this thread's CPU time from now (wall time where the kernel gives no
+/// per-thread figure).
+fn cpu_clock() -> impl Fn() -> Duration {
+    let wall = Instant::now();
+    let cpu = thread_run_time();
+    move || match (cpu, thread_run_time()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => wall.elapsed(),
+    }
+}
+
 /// Calls `round` until ~`budget` of CPU time is spent; returns the µs spent and the rounds.
 /// CPU time, not wall time: on a shared machine the thread waits for a core, and that wait is
 /// not the analysis' cost (wall time is the fallback where the kernel gives no per-thread
 /// figure).
 fn spend(budget: Duration, mut round: impl FnMut()) -> (f64, u32) {
-    let wall = Instant::now();
-    let cpu = thread_run_time();
-    let spent = || match (cpu, thread_run_time()) {
-        (Some(a), Some(b)) => b.saturating_sub(a),
-        _ => wall.elapsed(),
-    };
+    let spent = cpu_clock();
     let mut rounds = 0u32;
     while spent() < budget || rounds == 0 {
         round();
@@ -158,13 +164,7 @@ fn exchange_json(s: &Sample) -> Bodies {
 /// excerpt, confidence): equal figures before and after an engine change mean equal findings.
 fn findings_digest(a: &Analyzer, samples: &[Sample]) -> (Vec<(&'static str, usize)>, u64) {
     let mut by_kind: Vec<(&'static str, usize)> = Vec::new();
-    // FNV-1a: stable across runs and builds, unlike the std hasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    let mut hash = FNV_OFFSET;
     for s in samples {
         let scans = [
             a.scan_text(&s.prompt, Location::Request),
@@ -180,7 +180,7 @@ fn findings_digest(a: &Analyzer, samples: &[Sample]) -> (Vec<(&'static str, usiz
                 "{}|{:?}|{:?}|{}|{}",
                 f.kind, f.location, f.span, f.excerpt, f.confidence
             );
-            eat(line.as_bytes());
+            hash = fnv(hash, line.as_bytes());
         }
     }
     by_kind.sort_unstable();
@@ -190,7 +190,7 @@ fn findings_digest(a: &Analyzer, samples: &[Sample]) -> (Vec<(&'static str, usiz
 /// A digest of what the full exchange path records for every body pair: findings, the stored
 /// prompt, response and tool-call texts, model, usage and action.
 fn exchange_digest(engine: &std::sync::Arc<Engine>, bodies: &[Bodies]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = FNV_OFFSET;
     for (req, resp) in bodies {
         let a = exchange_once(engine, req, resp);
         let line = format!(
@@ -205,9 +205,7 @@ fn exchange_digest(engine: &std::sync::Arc<Engine>, bodies: &[Bodies]) -> u64 {
             a.action.as_str(),
             a.parse_errors
         );
-        for b in line.bytes() {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
+        hash = fnv(hash, line.as_bytes());
     }
     hash
 }
@@ -276,23 +274,19 @@ fn conversation(turns: usize) -> (Vec<Bodies>, f64) {
 /// Replays the conversation through a fresh engine per round (built outside the measured
 /// time) until ~`budget` of CPU time is spent; returns µs per KB and a digest of every
 /// exchange's findings.
-fn replay(bodies: &[(Vec<u8>, Vec<u8>)], kb: f64, cache: usize, budget: Duration) -> (f64, u64) {
+fn replay(bodies: &[Bodies], kb: f64, cache: usize, budget: Duration) -> (f64, u64) {
     let mut spent = Duration::ZERO;
     let mut rounds = 0u32;
     let mut digest = 0u64;
     while spent < budget || rounds == 0 {
         let engine = engine_with_cache(cache);
-        let wall = Instant::now();
-        let cpu = thread_run_time();
+        let clock = cpu_clock();
         let mut findings = Vec::with_capacity(bodies.len());
         for (req, resp) in bodies {
             findings.push(exchange_once(&engine, req, resp).findings);
         }
-        spent += match (cpu, thread_run_time()) {
-            (Some(a), Some(b)) => b.saturating_sub(a),
-            _ => wall.elapsed(),
-        };
-        digest = fnv(format!("{findings:?}").as_bytes());
+        spent += clock();
+        digest = fnv(FNV_OFFSET, format!("{findings:?}").as_bytes());
         rounds += 1;
     }
     (spent.as_secs_f64() * 1e6 / (kb * f64::from(rounds)), digest)
@@ -308,8 +302,13 @@ fn per_exchange(budget: Duration, mut f: impl FnMut()) -> f64 {
     us / f64::from(rounds * BATCH)
 }
 
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+/// FNV-1a's starting value. The digests use FNV-1a: stable across runs and builds, unlike the
+/// std hasher.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `bytes`, continuing from `hash`.
+fn fnv(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }

@@ -15,7 +15,8 @@ pub enum Which {
     Ebpf,
     /// Trace rows per second through spool and shipper into a real ClickHouse, LZ4 and not.
     Sink,
-    /// Analysis cost per KB of prompt and response, per detector and in total; per exchange; a conversation with the chunk cache off and on.
+    /// Analysis cost per KB of prompt and response, per detector and in total; per exchange;
+    /// a conversation with the chunk cache off and on.
     Analysis,
     /// Requests/s, latency, CPU and RSS per request: direct, llmtrace, nginx and mitmproxy.
     Proxy,
