@@ -10,6 +10,10 @@
 //! on (the default): µs per KB of the prompt and answer text sent, history included. Their
 //! findings must be equal, or the benchmark stops.
 //!
+//! Rows run in turn, one round each (a pass over their input, timed by the thread's CPU
+//! clock), until every row has its rounds; each prints its median round, so a busy moment
+//! of a shared machine costs every row one round instead of one row its figure.
+//!
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p llmtrace-tests --bench analysis`
 
 use std::hint::black_box;
@@ -124,30 +128,6 @@ fn cpu_clock() -> impl Fn() -> Duration {
         (Some(a), Some(b)) => b.saturating_sub(a),
         _ => wall.elapsed(),
     }
-}
-
-/// Calls `round` until ~`budget` of CPU time is spent; returns the µs spent and the rounds.
-/// CPU time, not wall time: on a shared machine the thread waits for a core, and that wait is
-/// not the analysis' cost (wall time is the fallback where the kernel gives no per-thread
-/// figure).
-fn spend(budget: Duration, mut round: impl FnMut()) -> (f64, u32) {
-    let spent = cpu_clock();
-    let mut rounds = 0u32;
-    while spent() < budget || rounds == 0 {
-        round();
-        rounds += 1;
-    }
-    (spent().as_secs_f64() * 1e6, rounds)
-}
-
-/// Runs `f` over the corpus until ~`budget` of CPU time is spent; returns µs per KB.
-fn measure(samples: &[Sample], budget: Duration, mut f: impl FnMut(&Sample)) -> f64 {
-    let kb = corpus_kb(samples);
-    for s in samples.iter().take(20) {
-        f(s); // warm-up
-    }
-    let (us, rounds) = spend(budget, || samples.iter().for_each(&mut f));
-    us / (kb * f64::from(rounds))
 }
 
 fn exchange_json(s: &Sample) -> Bodies {
@@ -271,35 +251,17 @@ fn conversation(turns: usize) -> (Vec<Bodies>, f64) {
     (bodies, kb)
 }
 
-/// Replays the conversation through a fresh engine per round (built outside the measured
-/// time) until ~`budget` of CPU time is spent; returns µs per KB and a digest of every
-/// exchange's findings.
-fn replay(bodies: &[Bodies], kb: f64, cache: usize, budget: Duration) -> (f64, u64) {
-    let mut spent = Duration::ZERO;
-    let mut rounds = 0u32;
-    let mut digest = 0u64;
-    while spent < budget || rounds == 0 {
-        let engine = engine_with_cache(cache);
-        let clock = cpu_clock();
-        let mut findings = Vec::with_capacity(bodies.len());
-        for (req, resp) in bodies {
-            findings.push(exchange_once(&engine, req, resp).findings);
-        }
-        spent += clock();
-        digest = fnv(FNV_OFFSET, format!("{findings:?}").as_bytes());
-        rounds += 1;
+/// Replays the conversation once through a fresh engine (built outside the measured time);
+/// returns the CPU time and a digest of every exchange's findings.
+fn replay(bodies: &[Bodies], cache: usize) -> (Duration, u64) {
+    let engine = engine_with_cache(cache);
+    let clock = cpu_clock();
+    let mut findings = Vec::with_capacity(bodies.len());
+    for (req, resp) in bodies {
+        findings.push(exchange_once(&engine, req, resp).findings);
     }
-    (spent.as_secs_f64() * 1e6 / (kb * f64::from(rounds)), digest)
-}
-
-/// Runs `f` until ~`budget` of CPU time is spent; returns µs per call.
-fn per_exchange(budget: Duration, mut f: impl FnMut()) -> f64 {
-    const BATCH: u32 = 100;
-    for _ in 0..BATCH {
-        f(); // warm-up
-    }
-    let (us, rounds) = spend(budget, || (0..BATCH).for_each(|_| f()));
-    us / f64::from(rounds * BATCH)
+    let spent = clock();
+    (spent, fnv(FNV_OFFSET, format!("{findings:?}").as_bytes()))
 }
 
 /// FNV-1a's starting value. The digests use FNV-1a: stable across runs and builds, unlike the
@@ -313,84 +275,194 @@ fn fnv(hash: u64, bytes: &[u8]) -> u64 {
     })
 }
 
+/// One row of the table: what one round measures (CPU time) and what it is divided by.
+struct Bench<'a> {
+    name: &'static str,
+    /// KB (or exchanges) one round handles.
+    per_round: f64,
+    round: Box<dyn FnMut() -> Duration + 'a>,
+    times: Vec<Duration>,
+}
+
+impl<'a> Bench<'a> {
+    fn new(name: &'static str, per_round: f64, round: impl FnMut() -> Duration + 'a) -> Self {
+        Self {
+            name,
+            per_round,
+            round: Box::new(round),
+            times: Vec::new(),
+        }
+    }
+
+    /// A round timed by this thread's CPU clock.
+    fn timed(name: &'static str, per_round: f64, mut f: impl FnMut() + 'a) -> Self {
+        Self::new(name, per_round, move || {
+            let clock = cpu_clock();
+            f();
+            clock()
+        })
+    }
+
+    /// The median round, in µs per unit.
+    fn median(&self) -> f64 {
+        let mut v: Vec<f64> = self
+            .times
+            .iter()
+            .map(|t| t.as_secs_f64() * 1e6 / self.per_round)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+}
+
+/// Runs every row's round in turn, after one discarded warm-up round, until each row has
+/// `min_rounds` and together they spent `budget` of CPU time. In turn, so a busy moment of a
+/// shared machine costs every row a round, not one row its figure; the median round is
+/// reported.
+fn run_interleaved(rows: &mut [Bench<'_>], min_rounds: usize, budget: Duration) {
+    for r in rows.iter_mut() {
+        (r.round)();
+    }
+    let mut spent = Duration::ZERO;
+    while spent < budget || rows[0].times.len() < min_rounds {
+        for r in rows.iter_mut() {
+            let t = (r.round)();
+            spent += t;
+            r.times.push(t);
+        }
+    }
+}
+
+/// The proxy benchmark's exchange, whose cost is mostly per exchange, not per KB: this many
+/// per round.
+const SMALL_PER_ROUND: u32 = 100;
+
+/// The detector rows: each detector alone over prompts and answers, the tool calls, and all
+/// of them as the analyzer runs them.
+fn detector_rows<'a>(
+    a: &'a Analyzer,
+    learned_detector: &'a LearnedDetector,
+    samples: &'a [Sample],
+    kb: f64,
+) -> Vec<Bench<'a>> {
+    // Each pattern detector's row scans prompts and answers; `out` is per row.
+    let detector = |f: &'static dyn Fn(&Analyzer, &str, Location, &mut Vec<_>)| {
+        let mut out = Vec::new();
+        move || {
+            for s in samples {
+                out.clear();
+                f(a, &s.prompt, Location::Request, &mut out);
+                f(a, &s.response, Location::Response, &mut out);
+                black_box(&out);
+            }
+        }
+    };
+    vec![
+        Bench::timed(
+            "secrets",
+            kb,
+            detector(&|a, t, l, o| a.secrets.scan(t, l, o)),
+        ),
+        Bench::timed("pii", kb, detector(&|a, t, l, o| a.pii.scan(t, l, o))),
+        Bench::timed(
+            "injection",
+            kb,
+            detector(&|a, t, l, o| a.injection.scan(t, l, o)),
+        ),
+        Bench::timed("learned injection model", kb, {
+            let mut out = Vec::new();
+            let d = learned_detector;
+            move || {
+                for s in samples {
+                    out.clear();
+                    d.scan(&s.prompt, Location::Request, &mut out);
+                    d.scan(&s.response, Location::Response, &mut out);
+                    black_box(&out);
+                }
+            }
+        }),
+        Bench::timed("tool calls (per exchange KB)", kb, move || {
+            for s in samples {
+                black_box(a.scan_tool_call(&s.tool.0, &s.tool.1));
+            }
+        }),
+        Bench::timed("total detectors", kb, move || {
+            for s in samples {
+                black_box(a.scan_text(&s.prompt, Location::Request));
+                black_box(a.scan_text(&s.response, Location::Response));
+                black_box(a.scan_tool_call(&s.tool.0, &s.tool.1));
+            }
+        }),
+    ]
+}
+
 fn main() {
     let samples = corpus();
     let kb = corpus_kb(&samples);
     let a = Analyzer::new(256 * 1024);
-    let budget = Duration::from_millis(800);
-    let mut out = Vec::new();
-    let secrets = measure(&samples, budget, |s| {
-        out.clear();
-        a.secrets.scan(&s.prompt, Location::Request, &mut out);
-        a.secrets.scan(&s.response, Location::Response, &mut out);
-        black_box(&out);
-    });
-    let pii = measure(&samples, budget, |s| {
-        out.clear();
-        a.pii.scan(&s.prompt, Location::Request, &mut out);
-        a.pii.scan(&s.response, Location::Response, &mut out);
-        black_box(&out);
-    });
-    let injection = measure(&samples, budget, |s| {
-        out.clear();
-        a.injection.scan(&s.prompt, Location::Request, &mut out);
-        a.injection.scan(&s.response, Location::Response, &mut out);
-        black_box(&out);
-    });
     let learned_detector = LearnedDetector::new(None, 0).expect("the embedded model parses");
-    let learned = measure(&samples, budget, |s| {
-        out.clear();
-        learned_detector.scan(&s.prompt, Location::Request, &mut out);
-        learned_detector.scan(&s.response, Location::Response, &mut out);
-        black_box(&out);
-    });
-    let tools = measure(&samples, budget, |s| {
-        black_box(a.scan_tool_call(&s.tool.0, &s.tool.1));
-    });
-    let total = measure(&samples, budget, |s| {
-        black_box(a.scan_text(&s.prompt, Location::Request));
-        black_box(a.scan_text(&s.response, Location::Response));
-        black_box(a.scan_tool_call(&s.tool.0, &s.tool.1));
-    });
     let engine = engine_with_cache(0);
     let bodies: Vec<_> = samples.iter().map(exchange_json).collect();
-    let mut idx = 0;
-    let exchange = measure(&samples, budget, |_| {
-        let (req, resp) = &bodies[idx % bodies.len()];
-        idx += 1;
-        black_box(exchange_once(&engine, req, resp));
-    });
-    // The proxy benchmark's exchange, whose cost is mostly per exchange, not per KB.
     let (small_req, small_resp) = (
         testkit::proxy_peers::request_body().into_bytes(),
         testkit::proxy_peers::response_json().into_bytes(),
     );
-    let small = per_exchange(budget, || {
-        black_box(exchange_once(&engine, &small_req, &small_resp));
-    });
     let (talk, talk_kb) = conversation(24);
-    let (talk_cold, cold_digest) = replay(&talk, talk_kb, 0, budget);
-    let (talk_warm, warm_digest) = replay(&talk, talk_kb, 4096, budget);
+    let (mut cold_digest, mut warm_digest) = (0u64, 0u64);
+    let mut rows = detector_rows(&a, &learned_detector, &samples, kb);
+    rows.extend([
+        Bench::timed("full exchange (parse+detect+mask)", kb, || {
+            for (req, resp) in &bodies {
+                black_box(exchange_once(&engine, req, resp));
+            }
+        }),
+        // A fresh engine per round, built outside the measured time: the cache starts empty
+        // for each replay.
+        Bench::new("conversation, chunk cache off", talk_kb, || {
+            let (t, d) = replay(&talk, 0);
+            cold_digest = d;
+            t
+        }),
+        Bench::new("conversation, chunk cache on", talk_kb, || {
+            let (t, d) = replay(&talk, 4096);
+            warm_digest = d;
+            t
+        }),
+        Bench::timed("proxy bench exchange", f64::from(SMALL_PER_ROUND), || {
+            for _ in 0..SMALL_PER_ROUND {
+                black_box(exchange_once(&engine, &small_req, &small_resp));
+            }
+        }),
+    ]);
+    run_interleaved(&mut rows, 9, Duration::from_secs(8));
+    let rounds = rows[0].times.len();
+    let figure = |name: &str| {
+        rows.iter()
+            .find(|r| r.name == name)
+            .map(Bench::median)
+            .expect("row")
+    };
+    let (exchange, small) = (
+        figure("full exchange (parse+detect+mask)"),
+        figure("proxy bench exchange"),
+    );
+    let per_kb: Vec<(&str, f64)> = rows
+        .iter()
+        .filter(|r| r.name != "proxy bench exchange")
+        .map(|r| (r.name, r.median()))
+        .collect();
+    drop(rows);
     assert_eq!(
         cold_digest, warm_digest,
         "the chunk cache changed the conversation's findings"
     );
     println!(
-        "analysis benchmark: {} exchanges, {kb:.0} KB of prompt+response text (thread CPU time)",
+        "analysis benchmark: {} exchanges, {kb:.0} KB of prompt+response text (thread CPU time; \
+         median of {rounds} rounds, every row in turn each round)",
         samples.len()
     );
     println!("{:<34} {:>10}", "detector", "µs/KB");
-    for (name, v) in [
-        ("secrets", secrets),
-        ("pii", pii),
-        ("injection", injection),
-        ("learned injection model", learned),
-        ("tool calls (per exchange KB)", tools),
-        ("total detectors", total),
-        ("full exchange (parse+detect+mask)", exchange),
-        ("conversation, chunk cache off", talk_cold),
-        ("conversation, chunk cache on", talk_warm),
-    ] {
+    for (name, v) in per_kb {
         println!("{name:<34} {v:>10.2}");
     }
     println!(

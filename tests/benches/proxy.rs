@@ -9,15 +9,18 @@
 //! the analysis costs); nginx
 //! as a TLS-terminating reverse proxy (upstream keepalive, verified upstream TLS); mitmproxy in
 //! reverse mode (skipped with a note when `.venv/bench` has no mitmdump). Load: wrk, one thread,
-//! keep-alive, concurrency 1/16/64 (SSE at 16), `LLMTRACE_BENCH_SECONDS` per cell (default 5)
-//! after a 1 s warm-up. One-shot: sequential curl requests, each on a new connection, the
+//! keep-alive, concurrency 1/16/64 (SSE at 16), `LLMTRACE_BENCH_SECONDS` per cell (default 3)
+//! after a 1 s warm-up, `LLMTRACE_BENCH_ROUNDS` rounds (default 3) of every target in turn per
+//! mix; the table shows each figure's median over the rounds and the ratios to nginx each
+//! round (a busy moment of a shared machine then costs one round of every target, not one
+//! target's whole figure). One-shot: sequential curl requests, each on a new connection, the
 //! targets in turn, with curl's TCP/TLS/first-byte timers and each proxy's CPU per connection
 //! (its idle rate subtracted), after a few warm-up requests. Last
 //! byte: sequential requests for a ~0.6 MB chat.completion on one kept-alive connection, the
 //! time until its last byte reached curl (the analysis must not delay it).
 //! `LLMTRACE_BENCH_AGENT_TOML` appends TOML to both llmtrace agents' config (a setting's cost);
 //! `LLMTRACE_BENCH_ONLY=one_shot` (comma-separated: `load`, `one_shot`, `last_byte`, `pods`)
-//! runs only those sections; `LLMTRACE_BENCH_ROUNDS` repeats the last-byte table (default 1).
+//! runs only those sections; `LLMTRACE_BENCH_ROUNDS` also repeats the last-byte table.
 
 use std::{
     net::SocketAddr,
@@ -43,10 +46,19 @@ const IDLE_WINDOW: Duration = Duration::from_secs(4);
 const LAST_BYTES: usize = 20;
 
 fn seconds() -> u64 {
-    std::env::var("LLMTRACE_BENCH_SECONDS")
+    env_or("LLMTRACE_BENCH_SECONDS", 3)
+}
+
+/// How many times the load cells and the last-byte table are measured, targets in turn.
+fn rounds() -> usize {
+    env_or("LLMTRACE_BENCH_ROUNDS", 3).max(1)
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(default)
 }
 
 /// A place requests can be sent to.
@@ -62,6 +74,7 @@ struct Target<'a> {
 
 struct Row {
     target: &'static str,
+    round: usize,
     mix: &'static str,
     c: u32,
     report: WrkReport,
@@ -82,7 +95,13 @@ fn load(t: &Target, dir: &Path, url: &str, body: &str, c: u32, secs: u64) -> Wrk
 }
 
 #[allow(clippy::cast_precision_loss)] // figures for display
-fn measure(t: &Target, dir: &Path, mix: &'static str, url: &str, body: &str, c: u32) -> Row {
+fn measure(
+    t: &Target,
+    dir: &Path,
+    (mix, url, c): (&'static str, &str, u32),
+    body: &str,
+    round: usize,
+) -> Row {
     let _ = load(t, dir, url, body, c, 1);
     let before = t.pid.map(procstat::cpu_time);
     let report = load(t, dir, url, body, c, seconds());
@@ -92,6 +111,7 @@ fn measure(t: &Target, dir: &Path, mix: &'static str, url: &str, body: &str, c: 
         .map(|(pid, b)| procstat::cpu_time(pid).saturating_sub(b));
     Row {
         target: t.name,
+        round,
         mix,
         c,
         report,
@@ -104,46 +124,115 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}"))
 }
 
+/// The median of `v` (NaN when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => f64::midpoint(v[n / 2 - 1], v[n / 2]),
+    }
+}
+
+/// One line per target, mix and concurrency: the median of each figure over its rounds.
+struct Cell<'a> {
+    target: &'static str,
+    mix: &'static str,
+    c: u32,
+    rounds: Vec<&'a Row>,
+}
+
+impl Cell<'_> {
+    fn median(&self, f: impl Fn(&Row) -> Option<f64>) -> Option<f64> {
+        let v: Vec<f64> = self.rounds.iter().filter_map(|r| f(r)).collect();
+        (!v.is_empty()).then(|| median(v))
+    }
+}
+
+fn cells(rows: &[Row]) -> Vec<Cell<'_>> {
+    let mut cells: Vec<Cell<'_>> = Vec::new();
+    for r in rows {
+        match cells
+            .iter_mut()
+            .find(|c| c.target == r.target && c.mix == r.mix && c.c == r.c)
+        {
+            Some(c) => c.rounds.push(r),
+            None => cells.push(Cell {
+                target: r.target,
+                mix: r.mix,
+                c: r.c,
+                rounds: vec![r],
+            }),
+        }
+    }
+    cells
+}
+
 fn print_load(rows: &[Row]) {
+    let cells = cells(rows);
     println!(
         "| target | mix | c | req/s | p50 ms | p99 ms | added p50 ms | proxy CPU µs/req | proxy RSS MiB | errors |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        let direct = rows
-            .iter()
-            .find(|d| d.target == "direct" && d.mix == r.mix && d.c == r.c);
-        let added = direct
-            .filter(|d| d.target != r.target)
-            .map(|d| r.report.p50_ms - d.report.p50_ms);
+    for cell in &cells {
+        // Added latency: this target's p50 minus direct's, in the same round.
+        let added = (cell.target != "direct")
+            .then(|| {
+                cell.median(|r| {
+                    rows.iter()
+                        .find(|d| {
+                            d.target == "direct"
+                                && d.mix == r.mix
+                                && d.c == r.c
+                                && d.round == r.round
+                        })
+                        .map(|d| r.report.p50_ms - d.report.p50_ms)
+                })
+            })
+            .flatten();
         println!(
             "| {} | {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} |",
-            r.target,
-            r.mix,
-            r.c,
-            r.report.rps,
-            r.report.p50_ms,
-            r.report.p99_ms,
+            cell.target,
+            cell.mix,
+            cell.c,
+            cell.median(|r| Some(r.report.rps)).unwrap_or(f64::NAN),
+            cell.median(|r| Some(r.report.p50_ms)).unwrap_or(f64::NAN),
+            cell.median(|r| Some(r.report.p99_ms)).unwrap_or(f64::NAN),
             opt(added, 3),
-            opt(r.cpu_us_per_req, 0),
-            opt(r.rss_mib, 1),
-            r.report.errors
+            opt(cell.median(|r| r.cpu_us_per_req), 0),
+            opt(cell.median(|r| r.rss_mib), 1),
+            cell.rounds.iter().map(|r| r.report.errors).sum::<u64>()
         );
     }
     println!();
-    for r in rows.iter().filter(|r| r.target.starts_with("llmtrace")) {
-        if let Some(n) = rows
+    for cell in cells.iter().filter(|c| c.target.starts_with("llmtrace")) {
+        // Each round's ratio to nginx measured right after it.
+        let ratios: Vec<f64> = cell
+            .rounds
             .iter()
-            .find(|n| n.target == "nginx proxy" && n.mix == r.mix && n.c == r.c)
-        {
-            println!(
-                "{} / nginx requests/s, {} c={}: {:.2}",
-                r.target,
-                r.mix,
-                r.c,
-                r.report.rps / n.report.rps
-            );
+            .filter_map(|r| {
+                rows.iter()
+                    .find(|n| {
+                        n.target == "nginx proxy"
+                            && n.mix == r.mix
+                            && n.c == r.c
+                            && n.round == r.round
+                    })
+                    .map(|n| r.report.rps / n.report.rps)
+            })
+            .collect();
+        if ratios.is_empty() {
+            continue;
         }
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "{} / nginx requests/s, {} c={}: {:.2} (median; rounds: {})",
+            cell.target,
+            cell.mix,
+            cell.c,
+            median(ratios.clone()),
+            each.join(" ")
+        );
     }
 }
 
@@ -165,34 +254,39 @@ fn start_agent(cg: &TestCgroup, upstream: &Upstream, analysis: bool) -> Agent {
     )
 }
 
-/// The time to the last byte of a ~0.6 MB response, on a kept-alive connection.
-fn last_bytes(targets: &[Target], url: &str, dir: &Path, body: &str) {
+/// The time to the last byte of a ~0.6 MB response, on a kept-alive connection: the median
+/// of each round's median, and each round's (every target in turn per round: small
+/// differences need many samples on a noisy machine).
+fn last_bytes_rounds(targets: &[Target], url: &str, dir: &Path, body: &str) {
     let body_file = dir.join("request.json");
     std::fs::write(&body_file, body).expect("write body");
     let expect = proxy_peers::response_big().len();
+    let targets: Vec<&Target> = targets.iter().filter(|t| t.name != "mitmproxy").collect();
+    let rounds = rounds();
+    let mut got: Vec<(Vec<f64>, usize)> = vec![(Vec::new(), 0); targets.len()];
+    for _ in 0..rounds {
+        for (t, (medians, failures)) in targets.iter().zip(&mut got) {
+            let r = last_byte(
+                t.cgroup, t.connect, url, &t.ca, &body_file, expect, LAST_BYTES,
+            );
+            medians.push(r.median_ms);
+            *failures += r.failures;
+        }
+    }
     println!(
         "\nlast byte of a {expect} B chat.completion ({LAST_BYTES} sequential curl --http1.1 on one \
-         kept-alive connection, median time_total)\n"
+         kept-alive connection, median time_total; {rounds} rounds of every target in turn)\n"
     );
-    println!("| target | median ms | failures |");
-    println!("|---|---|---|");
-    for t in targets.iter().filter(|t| t.name != "mitmproxy") {
-        let r = last_byte(
-            t.cgroup, t.connect, url, &t.ca, &body_file, expect, LAST_BYTES,
+    println!("| target | median of rounds ms | each round ms | failures |");
+    println!("|---|---|---|---|");
+    for (t, (medians, failures)) in targets.iter().zip(got) {
+        let each: Vec<String> = medians.iter().map(|m| format!("{m:.2}")).collect();
+        println!(
+            "| {} | {:.2} | {} | {failures} |",
+            t.name,
+            median(medians),
+            each.join(" ")
         );
-        println!("| {} | {:.2} | {} |", t.name, r.median_ms, r.failures);
-    }
-}
-
-/// The last-byte table, `LLMTRACE_BENCH_ROUNDS` times over (every target in turn each round):
-/// small differences need many samples on a noisy machine.
-fn last_bytes_rounds(targets: &[Target], url: &str, dir: &Path, body: &str) {
-    let rounds = std::env::var("LLMTRACE_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    for _ in 0..rounds {
-        last_bytes(targets, url, dir, body);
     }
 }
 
@@ -244,11 +338,8 @@ fn one_shots(targets: &[Target], url: &str, dir: &Path, body: &str) {
             Some((spent.as_secs_f64() - idle_share) * 1e6 / shots[i].len().max(1) as f64)
         })
         .collect();
-    let median = |got: &[Phases], phase: fn(&Phases) -> f64| {
-        let mut v: Vec<f64> = got.iter().map(phase).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
+    let phase_median =
+        |got: &[Phases], phase: fn(&Phases) -> f64| median(got.iter().map(phase).collect());
     println!(
         "\none-shot ({ONE_SHOTS} sequential curl --http1.1 per target, targets in turn, new TLS \
          connection each; medians of curl's timers from the request's start: TCP connected, TLS \
@@ -263,17 +354,17 @@ fn one_shots(targets: &[Target], url: &str, dir: &Path, body: &str) {
         .iter()
         .zip(&shots)
         .find(|(t, _)| t.name == "direct")
-        .map(|(_, got)| median(got, |p| p.total_ms));
+        .map(|(_, got)| phase_median(got, |p| p.total_ms));
     for ((t, got), cpu) in targets.iter().zip(&shots).zip(&cpu_us) {
-        let total = median(got, |p| p.total_ms);
+        let total = phase_median(got, |p| p.total_ms);
         let added = direct_ms.filter(|_| t.name != "direct").map(|d| total - d);
         println!(
             "| {} | {total:.2} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
             t.name,
             opt(added, 2),
-            median(got, |p| p.connect_ms),
-            median(got, |p| p.tls_ms),
-            median(got, |p| p.first_byte_ms),
+            phase_median(got, |p| p.connect_ms),
+            phase_median(got, |p| p.tls_ms),
+            phase_median(got, |p| p.first_byte_ms),
             opt(*cpu, 0),
             ONE_SHOTS - got.len()
         );
@@ -290,14 +381,17 @@ fn load_table(targets: &[Target], dir: &Path, url: &str, body: &str, upstream: S
         ("json", url, 64),
         ("sse", sse_url.as_str(), 16),
     ] {
-        for t in targets {
-            eprintln!("bench proxy: {} {mix} c={c}", t.name);
-            rows.push(measure(t, dir, mix, u, body, c));
+        for round in 0..rounds() {
+            for t in targets {
+                eprintln!("bench proxy: {} {mix} c={c} round {}", t.name, round + 1);
+                rows.push(measure(t, dir, (mix, u, c), body, round));
+            }
         }
     }
-    let secs = seconds();
+    let (secs, rounds) = (seconds(), rounds());
     println!(
-        "\nllmtrace proxy benchmark: wrk -t1, keep-alive, {secs} s per cell after 1 s warm-up; \
+        "\nllmtrace proxy benchmark: wrk -t1, keep-alive, {secs} s per cell after 1 s warm-up, \
+         {rounds} rounds of every target in turn (medians); \
          request {} B JSON, response {} B JSON (sse: {} B event stream); upstream nginx on {}\n",
         body.len(),
         proxy_peers::response_json().len(),

@@ -76,10 +76,17 @@ pub fn run_time(pid: u32) -> Duration {
         .sum()
 }
 
-/// Time on a CPU so far of the calling thread (`/proc/thread-self/schedstat`); `None` where
-/// the kernel has no such file.
+/// Time on a CPU so far of the calling thread (`CLOCK_THREAD_CPUTIME_ID`); `None` where the
+/// kernel has no such clock. Not the thread's `schedstat`: the kernel adds the running slice
+/// to that only at a tick or a switch, so a few milliseconds of work could read as none.
 pub fn thread_run_time() -> Option<Duration> {
-    schedstat(std::path::Path::new("/proc/thread-self/schedstat"))
+    use nix::time::{ClockId, clock_gettime};
+
+    let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some(Duration::new(
+        u64::try_from(t.tv_sec()).ok()?,
+        u32::try_from(t.tv_nsec()).ok()?,
+    ))
 }
 
 /// The time on a CPU in a `schedstat` file (its first field, in ns).

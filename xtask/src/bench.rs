@@ -54,13 +54,14 @@ impl Which {
                 "Analysis cost per KB of prompt plus response on the fixture exchanges, per \
                  detector and in total (every chunk scored); the proxy benchmark's exchange in \
                  µs; a 24-turn conversation resending its history, with the learned model's \
-                 chunk cache off and on. The digests show the findings did not change."
+                 chunk cache off and on. Every row runs in turn each round, and the median round \
+                 is printed. The digests show the findings did not change."
             }
             Which::Proxy => {
                 "Requests/s, latency percentiles, CPU and RSS per request at several \
                  concurrencies against a fake provider on loopback: direct, through llmtrace \
                  (analysis on and off), through nginx as a TLS proxy and through mitmproxy, in \
-                 one run."
+                 one run; every target in turn each round, medians of the rounds."
             }
             Which::All => "",
         }
