@@ -244,6 +244,22 @@ fn a_secret_in_a_prompt_is_flagged_and_masked_everywhere() {
         "{t}"
     );
     assert_eq!(t["action"], "flag", "{t}");
+    // The same long prompt again, as a conversation resends its history: its full chunks
+    // were scored beside the data path a moment ago, and the agent's metrics say they were
+    // remembered.
+    let history = "Please summarise the quarterly report for the board. ".repeat(100);
+    for _ in 0..2 {
+        assert_eq!(sdk(&w, "openai", "sync", false, &history)["ok"], true);
+        follow.next(Duration::from_secs(10)).expect("trace");
+    }
+    let hits = w.agent.metric("llmtrace_llm_learned_cache_hits_total", "");
+    let lookups = w
+        .agent
+        .metric("llmtrace_llm_learned_cache_lookups_total", "");
+    assert!(
+        hits >= 1 && lookups > hits,
+        "hits {hits}, lookups {lookups}"
+    );
 }
 
 #[test]

@@ -65,6 +65,9 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     let mut alerts = Alerting::start(&config, sink_metrics, &shutdown, &mut registry)?;
     let mut kernel = attach_kernel(&config.intercept, &cgroup, listen_ipv6)?;
     registry.register_collector(Box::new(kernel.stats.clone()));
+    registry.register_collector(Box::new(crate::control::engine_metrics::EngineMetrics(
+        built.handler.engine_slot().clone(),
+    )));
 
     let tasks = TaskTracker::new();
     let heartbeat = spawn_heartbeat(&kernel, &config, &shutdown)?;

@@ -10,9 +10,9 @@ pub mod cache;
 pub mod hashing;
 
 use std::cell::RefCell;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
-use self::cache::ChunkCache;
+use self::cache::{CacheCounts, ChunkCache};
 use super::finding::{Finding, Location, Severity};
 
 /// The finding kind.
@@ -210,8 +210,9 @@ fn distinct_sum(ids: &[u32], weights: &[i8], seen: &mut [u64]) -> (i32, u32) {
 pub struct LearnedDetector {
     model: &'static Model,
     threshold: f64,
-    /// Scores of recently seen chunks; `None`: every chunk is scored.
-    cache: Option<ChunkCache>,
+    /// Scores of recently seen chunks; `None`: every chunk is scored. Shared with the
+    /// detector a policy reload replaces (see [`Self::keep_cache_of`]).
+    cache: Option<Arc<ChunkCache>>,
 }
 
 impl LearnedDetector {
@@ -223,7 +224,7 @@ impl LearnedDetector {
         Some(Self {
             model,
             threshold: threshold.unwrap_or(f64::from(model.threshold)),
-            cache: (cache_chunks > 0).then(|| ChunkCache::new(cache_chunks)),
+            cache: (cache_chunks > 0).then(|| Arc::new(ChunkCache::new(cache_chunks))),
         })
     }
 
@@ -236,12 +237,24 @@ impl LearnedDetector {
     /// [`Self::scan`], reusing the scores of chunks seen recently (when configured), for
     /// scans no client waits for: a remembered chunk is faster, which a client could time.
     pub fn scan_remembering(&self, text: &str, location: Location, out: &mut Vec<Finding>) {
-        self.scan_with(text, location, self.cache.as_ref(), out);
+        self.scan_with(text, location, self.cache.as_deref(), out);
     }
 
-    /// How many chunk scores were reused so far.
-    pub fn remembered_hits(&self) -> u64 {
-        self.cache.as_ref().map_or(0, ChunkCache::hits)
+    /// What the chunk cache answered so far; `None` when it is off.
+    pub fn cache_counts(&self) -> Option<CacheCounts> {
+        self.cache.as_deref().map(ChunkCache::counts)
+    }
+
+    /// Takes over `old`'s chunk cache when both have one of the same size: the scores depend
+    /// on the model and the text only, so a detector rebuilt for a new policy keeps what it
+    /// remembered (and its counts keep counting).
+    pub fn keep_cache_of(&mut self, old: &LearnedDetector) {
+        if let (Some(mine), Some(theirs)) = (&self.cache, &old.cache)
+            && mine.capacity() == theirs.capacity()
+            && std::ptr::eq(self.model, old.model)
+        {
+            self.cache = Some(theirs.clone());
+        }
     }
 
     fn scan_with(
@@ -445,12 +458,13 @@ mod tests {
         let mut last = Vec::new();
         warm.scan_remembering(&history, Location::Request, &mut last);
         assert_eq!(last.len(), 1, "the injection turn is found: {last:?}");
-        assert!(warm.remembered_hits() > 0);
-        assert_eq!(cold.remembered_hits(), 0);
+        let hits = |d: &LearnedDetector| d.cache_counts().map_or(0, |c| c.hits);
+        assert!(hits(&warm) > 0);
+        assert_eq!(cold.cache_counts(), None);
         // A scan a client may wait for never reads the table.
-        let before = warm.remembered_hits();
+        let before = warm.cache_counts();
         warm.scan(&history, Location::Request, &mut Vec::new());
-        assert_eq!(warm.remembered_hits(), before);
+        assert_eq!(warm.cache_counts(), before);
     }
 
     #[test]

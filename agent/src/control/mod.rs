@@ -12,6 +12,7 @@ pub mod bucket;
 pub mod budget;
 pub mod config;
 pub mod engine;
+pub mod engine_metrics;
 pub mod events;
 pub mod gate;
 pub mod glob;

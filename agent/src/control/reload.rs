@@ -44,9 +44,7 @@ impl EngineSlot {
             if old.config.analysis.policy == *policy {
                 return;
             }
-            let mut config = old.config.clone();
-            config.analysis.policy = policy.clone();
-            *slot = Some(Engine::new(config, old.fingerprint_key.clone()));
+            *slot = Some(old.with_policy(policy));
         }
     }
 }

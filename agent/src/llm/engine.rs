@@ -84,6 +84,21 @@ impl Engine {
         })
     }
 
+    /// This engine with `policy` instead of its own, keeping what its learned model
+    /// remembered (chunk scores depend on the text, not on the policy).
+    pub fn with_policy(&self, policy: &crate::analysis::PolicyConfig) -> Arc<Self> {
+        let mut config = self.config.clone();
+        config.analysis.policy = policy.clone();
+        let mut analyzer = Analyzer::from_config(&config.analysis);
+        analyzer.keep_learned_cache_of(&self.analyzer);
+        Arc::new(Self {
+            analyzer,
+            prices: PriceTable::builtin().with_overrides(&config.pricing),
+            config,
+            fingerprint_key: self.fingerprint_key.clone(),
+        })
+    }
+
     /// The detectors (shared with the offline `analyze` command).
     pub fn analyzer(&self) -> &Analyzer {
         &self.analyzer

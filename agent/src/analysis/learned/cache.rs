@@ -29,13 +29,23 @@ struct Slot {
 pub struct ChunkCache {
     keys: RandomState,
     slots: Mutex<Box<[Slot]>>,
+    lookups: AtomicU64,
     hits: AtomicU64,
+}
+
+/// What the table answered so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    /// Chunks long enough to be remembered that were looked up.
+    pub lookups: u64,
+    /// Those answered from the table.
+    pub hits: u64,
 }
 
 impl std::fmt::Debug for ChunkCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChunkCache")
-            .field("slots", &self.slots.lock().map_or(0, |s| s.len()))
+            .field("slots", &self.capacity())
             .finish_non_exhaustive()
     }
 }
@@ -46,13 +56,22 @@ impl ChunkCache {
         Self {
             keys: RandomState::new(),
             slots: Mutex::new(vec![Slot::default(); slots.max(1)].into_boxed_slice()),
+            lookups: AtomicU64::new(0),
             hits: AtomicU64::new(0),
         }
     }
 
-    /// Lookups answered from the table so far.
-    pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
+    /// The number of slots.
+    pub fn capacity(&self) -> usize {
+        self.slots.lock().map_or(0, |s| s.len())
+    }
+
+    /// Lookups and hits so far.
+    pub fn counts(&self) -> CacheCounts {
+        CacheCounts {
+            lookups: self.lookups.load(Ordering::Relaxed),
+            hits: self.hits.load(Ordering::Relaxed),
+        }
     }
 
     /// The score of `chunk`: remembered, or computed by `score` and remembered.
@@ -63,6 +82,7 @@ impl ChunkCache {
         if chunk.len() < MIN_CHUNK {
             return score();
         }
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         let hash = self.keys.hash_one(chunk);
         if let Some(hit) = self
             .with_slot(hash, |s| {
@@ -117,6 +137,14 @@ mod tests {
         assert_eq!(c.score(&short, || score(0.5)), Some(0.5));
         assert_eq!(c.score(&short, || score(0.6)), Some(0.6));
         assert_eq!(calls.get(), 3);
+        // Short chunks are not lookups.
+        assert_eq!(
+            c.counts(),
+            CacheCounts {
+                lookups: 2,
+                hits: 1
+            }
+        );
     }
 
     #[test]
