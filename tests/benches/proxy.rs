@@ -168,6 +168,12 @@ fn cells(rows: &[Row]) -> Vec<Cell<'_>> {
     cells
 }
 
+/// `target`'s row of the same mix, concurrency and round as `r`.
+fn same_round<'a>(rows: &'a [Row], target: &str, r: &Row) -> Option<&'a Row> {
+    rows.iter()
+        .find(|o| o.target == target && o.mix == r.mix && o.c == r.c && o.round == r.round)
+}
+
 fn print_load(rows: &[Row]) {
     let cells = cells(rows);
     println!(
@@ -179,14 +185,7 @@ fn print_load(rows: &[Row]) {
         let added = (cell.target != "direct")
             .then(|| {
                 cell.median(|r| {
-                    rows.iter()
-                        .find(|d| {
-                            d.target == "direct"
-                                && d.mix == r.mix
-                                && d.c == r.c
-                                && d.round == r.round
-                        })
-                        .map(|d| r.report.p50_ms - d.report.p50_ms)
+                    same_round(rows, "direct", r).map(|d| r.report.p50_ms - d.report.p50_ms)
                 })
             })
             .flatten();
@@ -210,16 +209,7 @@ fn print_load(rows: &[Row]) {
         let ratios: Vec<f64> = cell
             .rounds
             .iter()
-            .filter_map(|r| {
-                rows.iter()
-                    .find(|n| {
-                        n.target == "nginx proxy"
-                            && n.mix == r.mix
-                            && n.c == r.c
-                            && n.round == r.round
-                    })
-                    .map(|n| r.report.rps / n.report.rps)
-            })
+            .filter_map(|r| same_round(rows, "nginx proxy", r).map(|n| r.report.rps / n.report.rps))
             .collect();
         if ratios.is_empty() {
             continue;
