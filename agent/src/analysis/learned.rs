@@ -131,6 +131,12 @@ impl Model {
                 seen[b as usize >> 6] = 0;
             }
         }
+        self.probability(acc, n)
+    }
+
+    /// The score of a chunk whose `n` distinct buckets' weights sum to `acc`; `None` when it
+    /// has no feature.
+    fn probability(&self, acc: i32, n: u32) -> Option<f64> {
         (n > 0).then(|| {
             let z =
                 f64::from(self.bias) + f64::from(self.scale) * f64::from(acc) / f64::from(n).sqrt();
@@ -350,11 +356,7 @@ mod tests {
         hashing::chunk_buckets(chunk, m.bits, &mut ids);
         let set: std::collections::BTreeSet<u32> = ids.into_iter().collect();
         let acc: i32 = set.iter().map(|&b| i32::from(m.weights[b as usize])).sum();
-        let n = u32::try_from(set.len()).unwrap();
-        (n > 0).then(|| {
-            let z = f64::from(m.bias) + f64::from(m.scale) * f64::from(acc) / f64::from(n).sqrt();
-            1.0 / (1.0 + (-z).exp())
-        })
+        m.probability(acc, u32::try_from(set.len()).unwrap())
     }
 
     #[test]

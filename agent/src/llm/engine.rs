@@ -76,12 +76,16 @@ pub struct Engine {
 impl Engine {
     /// Builds the engine; `fingerprint_key` is the per-host secret for API key fingerprints.
     pub fn new(config: LlmConfig, fingerprint_key: Vec<u8>) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new(Self::build(config, fingerprint_key))
+    }
+
+    fn build(config: LlmConfig, fingerprint_key: Vec<u8>) -> Self {
+        Self {
             analyzer: Analyzer::from_config(&config.analysis),
             prices: PriceTable::builtin().with_overrides(&config.pricing),
             config,
             fingerprint_key,
-        })
+        }
     }
 
     /// This engine with `policy` instead of its own, keeping what its learned model
@@ -89,14 +93,9 @@ impl Engine {
     pub fn with_policy(&self, policy: &crate::analysis::PolicyConfig) -> Arc<Self> {
         let mut config = self.config.clone();
         config.analysis.policy = policy.clone();
-        let mut analyzer = Analyzer::from_config(&config.analysis);
-        analyzer.keep_learned_cache_of(&self.analyzer);
-        Arc::new(Self {
-            analyzer,
-            prices: PriceTable::builtin().with_overrides(&config.pricing),
-            config,
-            fingerprint_key: self.fingerprint_key.clone(),
-        })
+        let mut engine = Self::build(config, self.fingerprint_key.clone());
+        engine.analyzer.keep_learned_cache_of(&self.analyzer);
+        Arc::new(engine)
     }
 
     /// The detectors (shared with the offline `analyze` command).
