@@ -20,7 +20,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use llmtrace_agent::analysis::learned::LearnedDetector;
-use llmtrace_agent::analysis::{Analyzer, Location};
+use llmtrace_agent::analysis::{Analyzer, Finding, Location};
 use llmtrace_agent::llm::{Engine, ExchangeAnalysis, LlmConfig, RequestHead};
 use testkit::procstat::thread_run_time;
 
@@ -305,13 +305,12 @@ impl<'a> Bench<'a> {
 
     /// The median round, in µs per unit.
     fn median(&self) -> f64 {
-        let mut v: Vec<f64> = self
-            .times
-            .iter()
-            .map(|t| t.as_secs_f64() * 1e6 / self.per_round)
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        testkit::stats::median(
+            self.times
+                .iter()
+                .map(|t| t.as_secs_f64() * 1e6 / self.per_round)
+                .collect(),
+        )
     }
 }
 
@@ -337,6 +336,22 @@ fn run_interleaved(rows: &mut [Bench<'_>], min_rounds: usize, budget: Duration) 
 /// per round.
 const SMALL_PER_ROUND: u32 = 100;
 
+/// A round of one detector `scan` over every prompt and answer (`out` is the row's own).
+fn over_texts<'a>(
+    samples: &'a [Sample],
+    scan: impl Fn(&str, Location, &mut Vec<Finding>) + 'a,
+) -> impl FnMut() + 'a {
+    let mut out = Vec::new();
+    move || {
+        for s in samples {
+            out.clear();
+            scan(&s.prompt, Location::Request, &mut out);
+            scan(&s.response, Location::Response, &mut out);
+            black_box(&out);
+        }
+    }
+}
+
 /// The detector rows: each detector alone over prompts and answers, the tool calls, and all
 /// of them as the analyzer runs them.
 fn detector_rows<'a>(
@@ -345,42 +360,27 @@ fn detector_rows<'a>(
     samples: &'a [Sample],
     kb: f64,
 ) -> Vec<Bench<'a>> {
-    // Each pattern detector's row scans prompts and answers; `out` is per row.
-    let detector = |f: &'static dyn Fn(&Analyzer, &str, Location, &mut Vec<_>)| {
-        let mut out = Vec::new();
-        move || {
-            for s in samples {
-                out.clear();
-                f(a, &s.prompt, Location::Request, &mut out);
-                f(a, &s.response, Location::Response, &mut out);
-                black_box(&out);
-            }
-        }
-    };
     vec![
         Bench::timed(
             "secrets",
             kb,
-            detector(&|a, t, l, o| a.secrets.scan(t, l, o)),
+            over_texts(samples, |t, l, o| a.secrets.scan(t, l, o)),
         ),
-        Bench::timed("pii", kb, detector(&|a, t, l, o| a.pii.scan(t, l, o))),
+        Bench::timed(
+            "pii",
+            kb,
+            over_texts(samples, |t, l, o| a.pii.scan(t, l, o)),
+        ),
         Bench::timed(
             "injection",
             kb,
-            detector(&|a, t, l, o| a.injection.scan(t, l, o)),
+            over_texts(samples, |t, l, o| a.injection.scan(t, l, o)),
         ),
-        Bench::timed("learned injection model", kb, {
-            let mut out = Vec::new();
-            let d = learned_detector;
-            move || {
-                for s in samples {
-                    out.clear();
-                    d.scan(&s.prompt, Location::Request, &mut out);
-                    d.scan(&s.response, Location::Response, &mut out);
-                    black_box(&out);
-                }
-            }
-        }),
+        Bench::timed(
+            "learned injection model",
+            kb,
+            over_texts(samples, |t, l, o| learned_detector.scan(t, l, o)),
+        ),
         Bench::timed("tool calls (per exchange KB)", kb, move || {
             for s in samples {
                 black_box(a.scan_tool_call(&s.tool.0, &s.tool.1));

@@ -33,6 +33,7 @@ use testkit::{
     cgroup::TestCgroup,
     procstat,
     proxy_peers::{self, Mitmproxy, Phases, Upstream, last_byte, nginx_proxy, one_shot},
+    stats::median,
     wrk::{Wrk, WrkReport},
 };
 
@@ -124,16 +125,6 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}"))
 }
 
-/// The median of `v` (NaN when empty).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => f64::midpoint(v[n / 2 - 1], v[n / 2]),
-    }
-}
-
 /// One line per target, mix and concurrency: the median of each figure over its rounds.
 struct Cell<'a> {
     target: &'static str,
@@ -220,7 +211,7 @@ fn print_load(rows: &[Row]) {
             cell.target,
             cell.mix,
             cell.c,
-            median(ratios.clone()),
+            median(ratios),
             each.join(" ")
         );
     }

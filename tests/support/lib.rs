@@ -24,6 +24,7 @@ pub mod proxy_peers;
 /// The agent image's root file system, built by the same code as `cargo xtask image`.
 #[path = "../../xtask/src/rootfs.rs"]
 pub mod rootfs;
+pub mod stats;
 pub mod tee;
 pub mod world;
 pub mod wrk;

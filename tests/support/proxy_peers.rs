@@ -362,9 +362,8 @@ pub fn last_byte(
             failures -= 1;
         }
     }
-    times.sort_by(f64::total_cmp);
     OneShot {
-        median_ms: times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
+        median_ms: crate::stats::median(times),
         failures,
     }
 }
