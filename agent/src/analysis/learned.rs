@@ -1,5 +1,5 @@
 //! The learned prompt-injection / jailbreak detector: logistic regression over hashed
-//! character 3–5-grams and word uni/bigrams, trained by `models/injection/train.py` on data
+//! character 4-grams and word uni/bigrams, trained by `models/injection/train.py` on data
 //! that ships in registry packages (see `models/injection/SOURCES.md` and `EVAL.md`).
 //!
 //! The model is embedded (`models/injection/model.bin`: a header, then one int8 weight per
@@ -19,10 +19,11 @@ use super::finding::{Finding, Location, Severity};
 pub const KIND: &str = "injection.learned";
 
 const MAGIC: &[u8; 4] = b"LTIJ";
-const VERSION: u16 = 1;
+/// 2: 4-grams into 2^14 buckets (1 hashed 3/4/5-grams into 2^18; its ids are not these).
+const VERSION: u16 = 2;
 const HEADER: usize = 28;
-/// The number of buckets of the shipped model (2^18), whose scoring loop is specialised.
-const SHIPPED_BUCKETS: usize = 1 << 18;
+/// The number of buckets of the shipped model (2^14), whose scoring loop is specialised.
+const SHIPPED_BUCKETS: usize = 1 << 14;
 /// Normalisation buffers above this are not kept between calls.
 const KEEP_BUFFER: usize = 256 * 1024;
 
@@ -416,7 +417,13 @@ mod tests {
         d.scan(attack, Location::Request, &mut out);
         assert_eq!(out.len(), 1, "{}", model().score(attack));
         assert_eq!(out[0].kind, KIND);
-        assert!(out[0].excerpt.starts_with("score 0."));
+        // The excerpt carries the score (three decimals: a sure attack reads "score 1.000").
+        let shown: f64 = out[0].excerpt["score ".len()..].parse().unwrap();
+        assert!(
+            (shown - model().score(attack)).abs() <= 0.0005,
+            "{}",
+            out[0].excerpt
+        );
         assert_eq!(&attack[out[0].span.clone()], attack);
         for benign in [
             "What is the capital of France?",

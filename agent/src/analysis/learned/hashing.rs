@@ -13,23 +13,21 @@ const TAG_BIGRAM: u64 = 0x5742_0000_0000_0002;
 const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01B3;
 
-/// Each byte's normalised form: whitespace becomes a space, ASCII letters lowercase. A table
-/// lookup instead of the comparisons: the normalisation loop then has no branch.
-static NORMAL: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        #[allow(clippy::cast_possible_truncation)] // i < 256
-        let b = i as u8;
-        t[i] = if is_space(b) {
-            b' '
-        } else {
-            b.to_ascii_lowercase()
-        };
-        i += 1;
+/// A byte's normalised form: whitespace becomes a space, ASCII letters lowercase. Arithmetic
+/// and selects, no table and no branch, so that the block loop below is vectorised.
+#[inline]
+const fn normal(b: u8) -> u8 {
+    let upper = b.wrapping_sub(b'A') < 26;
+    if is_space(b) {
+        b' '
+    } else {
+        b + 32 * upper as u8
     }
-    t
-};
+}
+
+/// Bytes normalised together: a block is mapped with vector instructions and, unless it holds
+/// two spaces in a row, copied out whole.
+const BLOCK: usize = 32;
 
 /// The bytes of a word in normalised text (a table for the same reason).
 static WORD: [bool; 256] = {
@@ -45,31 +43,65 @@ static WORD: [bool; 256] = {
 };
 
 const fn is_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+    // b'\t' ..= b'\r' are tab, line feed, vertical tab, form feed and carriage return.
+    b == b' ' || b.wrapping_sub(b'\t') < 5
 }
 
 const fn is_word(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit() || b >= 0x80
 }
 
-/// Writes the normalised form of `text` to `out` (replacing its contents). Every byte is
-/// stored and the output index advances only when the byte is kept (not a space after a
-/// space): no per-byte branch, whatever the mix of text.
+/// Writes the normalised form of `text` to `out` (replacing its contents). Text comes in
+/// blocks: most blocks of prose or code have no run of whitespace, and those are mapped and
+/// copied whole; a block with one is compacted byte by byte.
 pub fn normalise_into(text: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.resize(text.len(), 0);
-    let dst = &mut out[..];
-    let mut k = 0;
-    let mut space = false;
-    for (i, &b) in text.iter().enumerate() {
-        let m = NORMAL[usize::from(b)];
-        let is = m == b' ';
-        // `k <= i`: the output never runs ahead of the input (the `min` tells the compiler).
-        dst[k.min(i)] = m;
-        k += usize::from(!(is && space));
-        space = is;
+    // `k` bytes written; whether the last of them is a space (a space after it is dropped).
+    let (mut k, mut space) = (0, false);
+    let mut blocks = text.chunks_exact(BLOCK);
+    for block in &mut blocks {
+        let mut m = [0u8; BLOCK];
+        for (d, &b) in m.iter_mut().zip(block) {
+            *d = normal(b);
+        }
+        // `|` over the whole block rather than `any`: no early exit, so it is vectorised.
+        let pairs = m.iter().zip(&m[1..]).fold(0u8, |a, (&x, &y)| {
+            a | (u8::from(x == b' ') & u8::from(y == b' '))
+        });
+        if pairs != 0 || (space && m[0] == b' ') {
+            k = compact(&m, &mut space, out, k);
+        } else {
+            out[k..k + BLOCK].copy_from_slice(&m);
+            k += BLOCK;
+            space = m[BLOCK - 1] == b' ';
+        }
     }
+    let rest = blocks.remainder();
+    let mut m = [0u8; BLOCK];
+    for (d, &b) in m.iter_mut().zip(rest) {
+        *d = normal(b);
+    }
+    k = compact(&m[..rest.len()], &mut space, out, k);
     out.truncate(k);
+}
+
+/// Writes the normalised bytes `m` to `out` from index `k`, dropping each space that follows
+/// a space; returns the index after them. Every byte is stored and the index advances only
+/// when it is kept: no per-byte branch (runs of spaces, as in indented code, are common).
+fn compact(m: &[u8], space: &mut bool, out: &mut [u8], mut k: usize) -> usize {
+    // Never more bytes out than in: `out` has room for each of `m` at `k` onwards.
+    let dst = &mut out[k..k + m.len()];
+    let base = k;
+    for (i, &b) in m.iter().enumerate() {
+        let is = b == b' ';
+        // `k - base <= i`: the output never runs ahead of the input (the `min` tells the
+        // compiler, which then drops the bounds check).
+        dst[(k - base).min(i)] = b;
+        k += usize::from(!(is && *space));
+        *space = is;
+    }
+    k
 }
 
 /// The offset in `text` of the byte that became normalised byte `pos` (`text.len()` past the
@@ -80,7 +112,7 @@ pub fn original_offset(text: &[u8], pos: usize) -> usize {
     let mut n = 0;
     let mut space = false;
     for (i, &b) in text.iter().enumerate() {
-        let is = NORMAL[usize::from(b)] == b' ';
+        let is = is_space(b);
         n += usize::from(!(is && space));
         space = is;
         if n > pos {
@@ -168,14 +200,8 @@ mod tests {
         let mut window = 0u64;
         for (i, &b) in chunk.iter().enumerate() {
             window = (window << 8) | u64::from(b);
-            if i >= 2 {
-                f((window & 0xFF_FFFF) | (3 << 40));
-            }
             if i >= 3 {
                 f((window & 0xFFFF_FFFF) | (4 << 40));
-            }
-            if i >= 4 {
-                f((window & 0xFF_FFFF_FFFF) | (5 << 40));
             }
         }
         let mut prev: Option<u64> = None;
@@ -206,8 +232,8 @@ mod tests {
 
         #[test]
         fn fast_loops_match_the_reference_as_a_multiset(
-            text in "[ \tab.,\n1Z\u{b}é]{0,40}",
-            bits in proptest::sample::select(vec![8u32, 18, 24]),
+            text in "[ \tab.,\n1Z\u{b}é]{0,200}",
+            bits in proptest::sample::select(vec![8u32, 14, 24]),
         ) {
             let mut norm = Vec::new();
             normalise_into(text.as_bytes(), &mut norm);
@@ -222,7 +248,7 @@ mod tests {
             let offsets: Vec<usize> =
                 (0..=norm.len()).map(|p| original_offset(text.as_bytes(), p)).collect();
             for (p, &o) in offsets[..norm.len()].iter().enumerate() {
-                proptest::prop_assert_eq!(NORMAL[usize::from(text.as_bytes()[o])], norm[p]);
+                proptest::prop_assert_eq!(normal(text.as_bytes()[o]), norm[p]);
             }
             proptest::prop_assert!(offsets.windows(2).all(|w| w[0] < w[1]));
             proptest::prop_assert_eq!(offsets[norm.len()], text.len());
