@@ -2,7 +2,7 @@
 //! `models/injection/features.py` (golden vectors written by the training script check it).
 //!
 //! Text is normalised (ASCII lowercased, whitespace runs one space, other bytes kept), cut
-//! into chunks, and each chunk yields bucket ids: character 3/4/5-grams of bytes by
+//! into chunks, and each chunk yields bucket ids: character 4-grams of bytes by
 //! multiplicative hashing of the packed bytes (`llmtrace_ngram`, vectorised), then word
 //! unigrams and bigrams by FNV-1a.
 
@@ -145,10 +145,10 @@ pub fn chunks(norm: &[u8], chunk: usize, slack: usize) -> impl Iterator<Item = R
     })
 }
 
-/// Appends every bucket id (< 2^`bits`) of one normalised chunk to `out`: character 3-, 4-
-/// and 5-grams (by the vectorised extractor), then each word's unigram and its bigram with the
-/// word before. The ids are those of the Python extractor; the order differs (all grams of a
-/// length together), which the model does not see: a chunk is a set of features.
+/// Appends every bucket id (< 2^`bits`) of one normalised chunk to `out`: character 4-grams
+/// (by the vectorised extractor), then each word's unigram and its bigram with the word
+/// before. The ids are those of the Python extractor; the order differs (all grams before the
+/// words), which the model does not see: a chunk is a set of features.
 pub fn chunk_buckets(chunk: &[u8], bits: u32, out: &mut Vec<u32>) {
     llmtrace_ngram::buckets(chunk, bits, out);
     word_buckets(chunk, bits, out);
