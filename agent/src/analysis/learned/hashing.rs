@@ -29,7 +29,8 @@ const fn normal(b: u8) -> u8 {
 /// two spaces in a row, copied out whole.
 const BLOCK: usize = 32;
 
-/// The bytes of a word in normalised text (a table for the same reason).
+/// The bytes of a word in normalised text: the word loop looks a byte up instead of making
+/// three comparisons.
 static WORD: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
@@ -52,8 +53,8 @@ const fn is_word(b: u8) -> bool {
 }
 
 /// Writes the normalised form of `text` to `out` (replacing its contents). Text comes in
-/// blocks: most blocks of prose or code have no run of whitespace, and those are mapped and
-/// copied whole; a block with one is compacted byte by byte.
+/// blocks: most blocks of prose have no run of whitespace, and those are mapped and copied
+/// whole; a block with one (indented code has many) is compacted byte by byte.
 pub fn normalise_into(text: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.resize(text.len(), 0);
@@ -65,11 +66,7 @@ pub fn normalise_into(text: &[u8], out: &mut Vec<u8>) {
         for (d, &b) in m.iter_mut().zip(block) {
             *d = normal(b);
         }
-        // `|` over the whole block rather than `any`: no early exit, so it is vectorised.
-        let pairs = m.iter().zip(&m[1..]).fold(0u8, |a, (&x, &y)| {
-            a | (u8::from(x == b' ') & u8::from(y == b' '))
-        });
-        if pairs != 0 || (space && m[0] == b' ') {
+        if has_space_pair(&m) || (space && m[0] == b' ') {
             k = compact(&m, &mut space, out, k);
         } else {
             out[k..k + BLOCK].copy_from_slice(&m);
@@ -84,6 +81,16 @@ pub fn normalise_into(text: &[u8], out: &mut Vec<u8>) {
     }
     k = compact(&m[..rest.len()], &mut space, out, k);
     out.truncate(k);
+}
+
+/// Whether two whitespace bytes follow each other in `block` (raw or normalised: a normalised
+/// byte is whitespace only as a space). `|` over the whole block rather than `any`: no early
+/// exit, so it is vectorised.
+fn has_space_pair(block: &[u8]) -> bool {
+    let pairs = block.iter().zip(&block[1..]).fold(0u8, |a, (&x, &y)| {
+        a | (u8::from(is_space(x)) & u8::from(is_space(y)))
+    });
+    pairs != 0
 }
 
 /// Writes the normalised bytes `m` to `out` from index `k`, dropping each space that follows
@@ -115,10 +122,7 @@ pub fn original_offset(text: &[u8], pos: usize) -> usize {
     let mut blocks = text.chunks_exact(BLOCK);
     let mut at = 0;
     for block in &mut blocks {
-        let pairs = block.iter().zip(&block[1..]).fold(0u8, |a, (&x, &y)| {
-            a | (u8::from(is_space(x)) & u8::from(is_space(y)))
-        });
-        if pairs == 0 && !(space && is_space(block[0])) && n + BLOCK <= pos {
+        if !(has_space_pair(block) || (space && is_space(block[0]))) && n + BLOCK <= pos {
             n += BLOCK;
             space = is_space(block[BLOCK - 1]);
             at += BLOCK;
