@@ -62,35 +62,39 @@ pub fn normalise_into(text: &[u8], out: &mut Vec<u8>) {
     let (mut k, mut space) = (0, false);
     let mut blocks = text.chunks_exact(BLOCK);
     for block in &mut blocks {
-        let mut m = [0u8; BLOCK];
-        for (d, &b) in m.iter_mut().zip(block) {
-            *d = normal(b);
-        }
-        if has_space_pair(&m) || (space && m[0] == b' ') {
-            k = compact(&m, &mut space, out, k);
-        } else {
+        let m = mapped(block);
+        if keeps_every_byte(&m, space) {
             out[k..k + BLOCK].copy_from_slice(&m);
             k += BLOCK;
             space = m[BLOCK - 1] == b' ';
+        } else {
+            k = compact(&m, &mut space, out, k);
         }
     }
     let rest = blocks.remainder();
-    let mut m = [0u8; BLOCK];
-    for (d, &b) in m.iter_mut().zip(rest) {
-        *d = normal(b);
-    }
-    k = compact(&m[..rest.len()], &mut space, out, k);
+    k = compact(&mapped(rest)[..rest.len()], &mut space, out, k);
     out.truncate(k);
 }
 
-/// Whether two whitespace bytes follow each other in `block` (raw or normalised: a normalised
-/// byte is whitespace only as a space). `|` over the whole block rather than `any`: no early
-/// exit, so it is vectorised.
-fn has_space_pair(block: &[u8]) -> bool {
+/// The normalised bytes of `block` (at most [`BLOCK`] of them; the rest of the array is 0).
+fn mapped(block: &[u8]) -> [u8; BLOCK] {
+    let mut m = [0u8; BLOCK];
+    for (d, &b) in m.iter_mut().zip(block) {
+        *d = normal(b);
+    }
+    m
+}
+
+/// Whether normalisation keeps every byte of `block` (raw or normalised: a normalised byte is
+/// whitespace only as a space), `space` telling whether the byte before it is whitespace: no
+/// two whitespace bytes follow each other. One rule for normalising and for mapping offsets
+/// back, which must agree. `|` over the whole block rather than `any`: no early exit, so it is
+/// vectorised.
+fn keeps_every_byte(block: &[u8], space: bool) -> bool {
     let pairs = block.iter().zip(&block[1..]).fold(0u8, |a, (&x, &y)| {
         a | (u8::from(is_space(x)) & u8::from(is_space(y)))
     });
-    pairs != 0
+    pairs == 0 && !(space && block.first().is_some_and(|&b| is_space(b)))
 }
 
 /// Writes the normalised bytes `m` to `out` from index `k`, dropping each space that follows
@@ -122,7 +126,7 @@ pub fn original_offset(text: &[u8], pos: usize) -> usize {
     let mut blocks = text.chunks_exact(BLOCK);
     let mut at = 0;
     for block in &mut blocks {
-        if !(has_space_pair(block) || (space && is_space(block[0]))) && n + BLOCK <= pos {
+        if keeps_every_byte(block, space) && n + BLOCK <= pos {
             n += BLOCK;
             space = is_space(block[BLOCK - 1]);
             at += BLOCK;
