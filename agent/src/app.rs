@@ -110,6 +110,9 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         &kernel,
         enforcer,
     );
+    // Every connection's process identity is masked on the data path: compiled before the
+    // first one, not during it.
+    crate::identity::compile_masks();
     let workers = Workers::start(config.proxy.connection_workers)
         .context("starting the connection workers")?;
     let acceptor = Arc::new(listener::Acceptor {

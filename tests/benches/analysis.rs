@@ -198,7 +198,7 @@ type Bodies = (Vec<u8>, Vec<u8>);
 fn engine_with_cache(cache: usize) -> std::sync::Arc<Engine> {
     let mut config = LlmConfig::default();
     config.analysis.learned_cache_chunks = cache;
-    Engine::new(config, b"bench".to_vec())
+    Engine::new(config, b"bench")
 }
 
 /// One exchange through the engine: the request body, a JSON answer, the analysis.

@@ -129,6 +129,11 @@ fn string_literals(b: &[u8]) -> Vec<(usize, usize)> {
 static SECRETS: std::sync::LazyLock<super::patterns::TableDetector> =
     std::sync::LazyLock::new(super::secrets::detector);
 
+/// Compiles the known secret formats now instead of at their first use.
+pub fn compile() {
+    std::sync::LazyLock::force(&SECRETS);
+}
+
 /// `text` with every recognisable secret replaced by `[REDACTED:kind]`, whatever the policy and
 /// whether analysis is on: the last step before any text is stored or printed.
 pub fn mask_known_secrets(text: &str) -> String {

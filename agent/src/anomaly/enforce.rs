@@ -138,7 +138,7 @@ mod tests {
         control.configure_anomalies(std::slice::from_ref(rule));
         let mut cfg = LlmConfig::default();
         cfg.analysis.policy = policy(policy_text);
-        let slot = Arc::new(EngineSlot::new(Some(Engine::new(cfg, b"k".to_vec()))));
+        let slot = Arc::new(EngineSlot::new(Some(Engine::new(cfg, b"k"))));
         (Enforcer::new(control.clone(), slot), control, events)
     }
 

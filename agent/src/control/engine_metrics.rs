@@ -70,7 +70,7 @@ mod tests {
     fn counts_the_cache_and_keep_counting_across_a_policy_reload() {
         let slot = Arc::new(EngineSlot::new(Some(Engine::new(
             LlmConfig::default(),
-            b"k".to_vec(),
+            b"k",
         ))));
         let mut registry = Registry::with_prefix("llmtrace");
         registry.register_collector(Box::new(EngineMetrics(slot.clone())));
@@ -107,7 +107,7 @@ mod tests {
     fn says_nothing_when_the_cache_is_off() {
         let mut config = LlmConfig::default();
         config.analysis.learned_cache_chunks = 0;
-        let slot = Arc::new(EngineSlot::new(Some(Engine::new(config, b"k".to_vec()))));
+        let slot = Arc::new(EngineSlot::new(Some(Engine::new(config, b"k"))));
         let mut registry = Registry::with_prefix("llmtrace");
         registry.register_collector(Box::new(EngineMetrics(slot)));
         assert!(!scrape(&registry).contains("learned_cache"));

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use cgroup_path::{container, container_id, pod_uid};
 pub use docker::{DOCKER_SOCKET, DockerError, DockerNames};
 pub use k8s::{NoPodDirectory, PodDirectory, PodMeta};
-pub use mask::{mask_cmdline, mask_cmdline_with};
+pub use mask::{compile as compile_masks, mask_cmdline, mask_cmdline_with};
 pub use runtime::ContainerRuntime;
 
 /// Details of a process beyond what the kernel hook records.

@@ -27,7 +27,7 @@ fn rule(kind: &str, action: Action) -> PolicyRule {
 fn engine(edit: impl FnOnce(&mut LlmConfig)) -> Arc<Engine> {
     let mut cfg = LlmConfig::default();
     edit(&mut cfg);
-    Engine::new(cfg, b"k".to_vec())
+    Engine::new(cfg, b"k")
 }
 
 const HEAD: RequestHead<'static> = RequestHead {

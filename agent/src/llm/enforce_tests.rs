@@ -24,7 +24,7 @@ fn engine(action: Action) -> Arc<Engine> {
         location: None,
         action,
     });
-    Engine::new(cfg, b"k".to_vec())
+    Engine::new(cfg, b"k")
 }
 
 fn head<'a>(host: &'a str, path: &'a str) -> RequestHead<'a> {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::decode::DecodeLimits;
 use super::exchange::{Exchange, RequestHead};
+use super::fingerprint::Fingerprinter;
 use super::pricing::{PriceTable, PricingConfig};
 use super::provider;
 use crate::analysis::{AnalysisConfig, Analyzer};
@@ -70,21 +71,22 @@ pub struct Engine {
     pub(crate) config: LlmConfig,
     pub(crate) analyzer: Analyzer,
     pub(crate) prices: PriceTable,
-    pub(crate) fingerprint_key: Vec<u8>,
+    /// API key fingerprints under the per-host secret.
+    pub(crate) fingerprints: Fingerprinter,
 }
 
 impl Engine {
     /// Builds the engine; `fingerprint_key` is the per-host secret for API key fingerprints.
-    pub fn new(config: LlmConfig, fingerprint_key: Vec<u8>) -> Arc<Self> {
-        Arc::new(Self::build(config, fingerprint_key))
+    pub fn new(config: LlmConfig, fingerprint_key: &[u8]) -> Arc<Self> {
+        Arc::new(Self::build(config, Fingerprinter::new(fingerprint_key)))
     }
 
-    fn build(config: LlmConfig, fingerprint_key: Vec<u8>) -> Self {
+    fn build(config: LlmConfig, fingerprints: Fingerprinter) -> Self {
         Self {
             analyzer: Analyzer::from_config(&config.analysis),
             prices: PriceTable::builtin().with_overrides(&config.pricing),
             config,
-            fingerprint_key,
+            fingerprints,
         }
     }
 
@@ -93,7 +95,7 @@ impl Engine {
     pub fn with_policy(&self, policy: &crate::analysis::PolicyConfig) -> Arc<Self> {
         let mut config = self.config.clone();
         config.analysis.policy = policy.clone();
-        let mut engine = Self::build(config, self.fingerprint_key.clone());
+        let mut engine = Self::build(config, self.fingerprints.clone());
         engine.analyzer.keep_learned_cache_of(&self.analyzer);
         Arc::new(engine)
     }

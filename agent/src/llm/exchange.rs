@@ -193,7 +193,7 @@ impl Exchange {
         let key_fingerprint = api_key_fingerprint(
             head.headers.iter().copied(),
             head.query,
-            &engine.fingerprint_key,
+            &engine.fingerprints,
         );
         let out = ExchangeAnalysis {
             provider: endpoint.provider,
@@ -320,9 +320,13 @@ impl Exchange {
             });
             return self.verdict(Action::Allow, None);
         }
-        // Inline: the request waits for this scan.
-        let (findings, truncated) =
-            scan_request(&self.engine, &scanned, complete, false, &mut self.budget);
+        let (findings, truncated) = scan_request(
+            &self.engine,
+            &scanned,
+            complete,
+            ScanPlace::Inline,
+            &mut self.budget,
+        );
         self.request_findings = findings;
         self.out.analysis_truncated |= truncated;
         let policy = policy_of(self.policy.as_ref(), &self.engine);
@@ -640,9 +644,13 @@ impl FinishParts {
             return self;
         };
         let text = d.text.as_deref().unwrap_or(&self.request.prompt);
-        // Beside the data path: nothing sent waits for it.
-        let (mut findings, truncated) =
-            scan_request(&self.engine, text, d.complete, true, &mut self.budget);
+        let (mut findings, truncated) = scan_request(
+            &self.engine,
+            text,
+            d.complete,
+            ScanPlace::BesidePath,
+            &mut self.budget,
+        );
         self.out.analysis_truncated |= truncated;
         let action = policy_of(self.policy.as_ref(), &self.engine).decide(&findings);
         self.request_action = self.request_action.max(action);
@@ -661,24 +669,34 @@ pub(crate) struct DeferredScan {
     pub complete: bool,
 }
 
+/// Where a request scan runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScanPlace {
+    /// Before forwarding: what is sent waits for the verdict.
+    Inline,
+    /// In the record phase: nothing sent waits for it, so it may reuse remembered scores.
+    BesidePath,
+}
+
 /// Runs the request detectors over `text` within `budget`: the findings (with
 /// `analysis.incomplete` when part of the body went unseen) and whether part was not analysed.
-/// `beside_path`: nothing sent waits for this scan, so it may reuse remembered scores.
+/// `complete`: the whole body was captured.
 pub(crate) fn scan_request(
     engine: &Engine,
     text: &str,
     complete: bool,
-    beside_path: bool,
+    place: ScanPlace,
     budget: &mut Budget,
 ) -> (Vec<Finding>, bool) {
-    let scan = if beside_path {
-        engine
+    let scan = match place {
+        ScanPlace::BesidePath => {
+            engine
+                .analyzer
+                .scan_text_beside_path(text, Location::Request, budget)
+        }
+        ScanPlace::Inline => engine
             .analyzer
-            .scan_text_beside_path(text, Location::Request, budget)
-    } else {
-        engine
-            .analyzer
-            .scan_text_within(text, Location::Request, budget)
+            .scan_text_within(text, Location::Request, budget),
     };
     let mut findings = scan.findings;
     if !complete {

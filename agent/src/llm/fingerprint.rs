@@ -11,19 +11,47 @@ pub const FINGERPRINT_HEX_LEN: usize = 16;
 pub const CREDENTIAL_HEADERS: &[&str] =
     &["authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
+/// The per-host secret, keyed into HMAC-SHA256 once: every request of every app is
+/// fingerprinted on its way to the provider, and keying the MAC costs as much as hashing a
+/// short key.
+#[derive(Clone)]
+pub struct Fingerprinter(Hmac<Sha256>);
+
+impl std::fmt::Debug for Fingerprinter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The keyed state is derived from the secret: never printed.
+        f.write_str("Fingerprinter")
+    }
+}
+
+impl Fingerprinter {
+    /// Fingerprints under `secret`.
+    pub fn new(secret: &[u8]) -> Self {
+        Self(Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length"))
+    }
+
+    /// Keyed fingerprint of one credential value.
+    pub fn fingerprint(&self, value: &str) -> String {
+        let mac = self.0.clone().chain_update(value.as_bytes()).finalize();
+        hex::encode(&mac.into_bytes()[..FINGERPRINT_HEX_LEN / 2])
+    }
+}
+
 /// Fingerprint of the credential in the headers or the `key=` query parameter, if any.
 pub fn api_key_fingerprint<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     query: Option<&str>,
-    secret: &[u8],
+    keyed: &Fingerprinter,
 ) -> Option<String> {
     let from_headers = headers.into_iter().find_map(|(name, value)| {
-        let name = name.to_ascii_lowercase();
-        if !CREDENTIAL_HEADERS.contains(&name.as_str()) {
+        if !CREDENTIAL_HEADERS
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+        {
             return None;
         }
         let v = value.trim();
-        let v = if name == "authorization" {
+        let v = if name.eq_ignore_ascii_case("authorization") {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
                 .unwrap_or(v)
@@ -40,16 +68,12 @@ pub fn api_key_fingerprint<'a>(
             .find_map(|kv| kv.strip_prefix("key="))
             .filter(|k| !k.is_empty())?,
     };
-    Some(fingerprint(key, secret))
+    Some(keyed.fingerprint(key))
 }
 
-/// Keyed fingerprint of one credential value.
+/// Keyed fingerprint of one credential value under `secret`.
 pub fn fingerprint(value: &str, secret: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
-    mac.update(value.as_bytes());
-    let mut hex = hex::encode(mac.finalize().into_bytes());
-    hex.truncate(FINGERPRINT_HEX_LEN);
-    hex
+    Fingerprinter::new(secret).fingerprint(value)
 }
 
 #[cfg(test)]
@@ -58,7 +82,7 @@ mod tests {
 
     #[test]
     fn same_key_same_fingerprint_across_headers() {
-        let s = b"host-secret";
+        let s = &Fingerprinter::new(b"host-secret");
         let a = api_key_fingerprint([("Authorization", "Bearer sk-test-123")], None, s).unwrap();
         let b = api_key_fingerprint([("x-api-key", "sk-test-123")], None, s).unwrap();
         let c = api_key_fingerprint([], Some("alt=sse&key=sk-test-123"), s).unwrap();
@@ -71,11 +95,45 @@ mod tests {
         );
         assert_ne!(
             a,
-            api_key_fingerprint([("api-key", "sk-test-123")], None, b"other-secret").unwrap()
+            api_key_fingerprint(
+                [("api-key", "sk-test-123")],
+                None,
+                &Fingerprinter::new(b"other-secret")
+            )
+            .unwrap()
         );
         assert_eq!(
             api_key_fingerprint([("content-type", "x")], Some("alt=sse"), s),
             None
         );
+    }
+
+    #[test]
+    fn keyed_once_equals_the_mac_of_the_secret_and_names_match_in_any_case() {
+        let secret = b"host-secret";
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+        mac.update(b"sk-test-123");
+        let full = hex::encode(mac.finalize().into_bytes());
+        let keyed = Fingerprinter::new(secret);
+        assert_eq!(
+            keyed.fingerprint("sk-test-123"),
+            full[..FINGERPRINT_HEX_LEN]
+        );
+        assert_eq!(
+            fingerprint("sk-test-123", secret),
+            full[..FINGERPRINT_HEX_LEN]
+        );
+        for name in ["AUTHORIZATION", "Authorization", "X-Api-Key", "API-KEY"] {
+            let value = if name.eq_ignore_ascii_case("authorization") {
+                "Bearer sk-test-123"
+            } else {
+                "sk-test-123"
+            };
+            assert_eq!(
+                api_key_fingerprint([(name, value)], None, &keyed).as_deref(),
+                Some(&full[..FINGERPRINT_HEX_LEN]),
+                "{name}"
+            );
+        }
     }
 }

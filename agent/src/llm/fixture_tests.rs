@@ -19,7 +19,7 @@ static ENGINE: LazyLock<Arc<Engine>> = LazyLock::new(|| {
     // No time bound: an unoptimised test build under a parallel test run can exceed it, and
     // an exchange cut short by time differs between chunkings.
     c.analysis.max_analysis_ms = 0;
-    Engine::new(c, b"test-key".to_vec())
+    Engine::new(c, b"test-key")
 });
 
 const SSE: &str = "text/event-stream; charset=utf-8";

@@ -7,7 +7,7 @@
 //! # use std::time::Instant;
 //! use llmtrace_agent::llm::{Engine, LlmConfig, RequestHead};
 //!
-//! let engine = Engine::new(LlmConfig::default(), b"per-host fingerprint key".to_vec());
+//! let engine = Engine::new(LlmConfig::default(), b"per-host fingerprint key");
 //! let headers = [("content-type", "application/json"), ("authorization", "Bearer sk-…")];
 //! let head = RequestHead { method: "POST", host: "api.openai.com", path: "/v1/chat/completions",
 //!                          query: None, headers: &headers };

@@ -190,7 +190,7 @@ mod tests {
                 location: None,
                 action: secrets,
             });
-            Engine::new(cfg, b"k".to_vec())
+            Engine::new(cfg, b"k")
         }
 
         fn verdict(

@@ -103,7 +103,7 @@ pub fn from_config(
     let metrics = Arc::new(ProxyMetrics::register(registry));
     let engine = Engine::new(
         config.llm.clone(),
-        keyfile::load(
+        &keyfile::load(
             config.llm.fingerprint_key_file.as_deref(),
             &config.state_dir,
         )?,

@@ -300,7 +300,7 @@ mod tests {
 
     /// The same with only the first `keep` bytes of its body forwarded.
     fn pending_cut(keep: usize) -> PendingLlm {
-        let engine = Engine::new(LlmConfig::default(), vec![7; 32]);
+        let engine = Engine::new(LlmConfig::default(), &[7; 32]);
         let (mut head, ()) = Request::post("https://api.openai.com/v1/chat/completions")
             .header("content-type", "application/json")
             .body(())
