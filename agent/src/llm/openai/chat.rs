@@ -30,8 +30,11 @@ struct Chunk<'a> {
     model: Option<Str<'a>>,
     #[serde(borrow, default)]
     choices: Choices<'a>,
+    /// Boxed, like a choice's message: a stream chunk is moved by value several times on its
+    /// way out of serde, and a response has dozens of chunks (inline, the moves were the
+    /// largest cost of a streamed response's analysis). Usage comes once per stream.
     #[serde(default)]
-    usage: Option<OaUsage>,
+    usage: Option<Box<OaUsage>>,
     /// Whether the document has an `error` member (whatever its value): such documents take
     /// the general path, which reads the error out of the whole value.
     #[serde(deserialize_with = "present", default)]
@@ -43,9 +46,9 @@ struct Choice<'a> {
     #[serde(default)]
     index: u32,
     #[serde(borrow, default)]
-    delta: Option<Message<'a>>,
+    delta: Option<Box<Message<'a>>>,
     #[serde(borrow, default)]
-    message: Option<Message<'a>>,
+    message: Option<Box<Message<'a>>>,
     /// Legacy completions.
     #[serde(borrow, default)]
     text: Option<Str<'a>>,
@@ -277,7 +280,7 @@ impl ChatAcc {
         self.info.set_id(chunk.id.as_deref());
         self.info.set_model(chunk.model.as_deref());
         if let Some(u) = chunk.usage {
-            self.info.usage = u.into_usage();
+            self.info.usage = (*u).into_usage();
         }
         for c in chunk.choices {
             self.choice(c);
