@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use llmtrace_agent::llm::{Engine, LlmConfig, RequestHead};
 
 static ENGINE: LazyLock<Arc<Engine>> =
-    LazyLock::new(|| Engine::new(LlmConfig::default(), b"fuzz".to_vec()));
+    LazyLock::new(|| Engine::new(LlmConfig::default(), b"fuzz"));
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, body)) = data.split_first() else {
