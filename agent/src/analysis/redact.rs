@@ -142,6 +142,37 @@ pub fn mask_known_secrets(text: &str) -> String {
     mask_findings(text, &findings)
 }
 
+/// How far past a cut [`mask_known_secrets_cut`] scans: more than the longest secret the known
+/// formats match (a PEM block of a 4096-bit RSA key is about 3.3 KB).
+const CUT_MARGIN: usize = 16 * 1024;
+
+/// `text` cut to at most `max` bytes (on a character boundary) with every recognisable secret
+/// masked, and how many bytes of `text` it keeps. A secret the cut would split is cut out
+/// whole: masked after the cut, its first part would no longer match its format and would be
+/// stored as it is. So a first scan reaches past the cut, and the cut moves back to the start
+/// of any secret across it.
+pub fn mask_known_secrets_cut(text: &str, max: usize) -> (String, usize) {
+    if text.len() <= max {
+        return (mask_known_secrets(text), text.len());
+    }
+    let mut end = text.floor_char_boundary(max);
+    let scanned = &text[..text.floor_char_boundary(end + CUT_MARGIN)];
+    let mut findings = Vec::new();
+    SECRETS.scan(scanned, super::finding::Location::Request, &mut findings);
+    // Findings may overlap: moved back until none crosses the cut.
+    while let Some(start) = findings
+        .iter()
+        .filter(|f| f.span.start < end && f.span.end > end)
+        .map(|f| f.span.start)
+        .min()
+    {
+        end = start;
+    }
+    // Scanned again as cut: a cut can also end a longer token where a secret's format now
+    // matches (a key with letters glued on), and that is masked too.
+    (mask_known_secrets(&text[..end]), end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +240,29 @@ mod tests {
         let a = Analyzer::new(1 << 20);
         let r = redact_body("id AKIAIOSFODNN7EXAMPLE", &a, &redact_policy()).unwrap();
         assert_eq!(r.body, "id [REDACTED:secret.aws_access_key]");
+    }
+
+    #[test]
+    fn a_cut_never_keeps_part_of_a_secret() {
+        let filler = "word ".repeat(40);
+        let key = "AKIAIOSFODNN7EXAMPLE";
+        let text = format!("{filler}{key} and more");
+        for max in 0..text.len() + 2 {
+            let (kept, n) = mask_known_secrets_cut(&text, max);
+            assert!(n <= max && n <= text.len(), "{max}");
+            assert!(!kept.contains("AKIA"), "{max}: {kept}");
+            if max >= filler.len() + key.len() {
+                assert!(kept.contains("[REDACTED:secret.aws_access_key]"), "{max}");
+            } else {
+                // Cut before the key: what is kept is the text before it, unmasked.
+                assert_eq!(kept, text[..n], "{max}");
+                assert!(n <= filler.len());
+            }
+        }
+        // Not cut: the same as masking the whole text.
+        assert_eq!(
+            mask_known_secrets_cut(&text, text.len()),
+            (mask_known_secrets(&text), text.len())
+        );
     }
 }

@@ -38,7 +38,13 @@ pub(crate) const SPECS: &[Spec] = &[
         "secret.private_key",
         Severity::Critical,
         0.99,
-        r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----",
+        // The whole block, not only its first line: the match is what masking replaces, and
+        // the key is the base64 after the header. Either one line of space-separated base64
+        // ending with the END line (a key whose line breaks became spaces), or lines of
+        // base64 or `Name: value` headers (encrypted PEM, PGP) broken by newlines or JSON's
+        // escapes, then the END line when there is one. Never a search past the block (for
+        // an END far away, or none): a text of many BEGIN lines stays linear to scan.
+        r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----(?:(?:[ \t]+[A-Za-z0-9+/=]+)+[ \t]+-----END (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----|(?:(?:[ \t]*(?:\r?\n|\\[rn])[ \t]*)+(?:[A-Za-z-]+:[ \t][^\r\n\\]*|[A-Za-z0-9+/=]+))*(?:(?:[ \t]*(?:\r?\n|\\[rn])[ \t]*)*-----END (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----)?)",
         Trigger::Prefix(&["-----BEGIN "]),
     ),
     spec(
@@ -258,5 +264,67 @@ mod tests {
         }
         assert_eq!(out[0].excerpt, "AKIA****(20)");
         assert_eq!(&text[out[0].span.clone()], "AKIAIOSFODNN7EXAMPLE");
+    }
+
+    /// The span of the one private key finding in `text`.
+    fn key_span(text: &str) -> &str {
+        let mut out = Vec::new();
+        detector().scan(text, Location::Request, &mut out);
+        let keys: Vec<_> = out
+            .iter()
+            .filter(|f| f.kind == "secret.private_key")
+            .collect();
+        assert_eq!(keys.len(), 1, "{text:?}: {out:?}");
+        &text[keys[0].span.clone()]
+    }
+
+    #[test]
+    fn a_private_key_is_found_whole_so_masking_leaves_none_of_it() {
+        let body = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n\
+                    VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\n\
+                    LxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW/VDL5AaWTg0nLVkjRo==";
+        let pem = format!("-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----");
+        let encrypted = format!(
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+             DEK-Info: AES-128-CBC,3F17F5316E2BAC89\n\n{body}\n-----END RSA PRIVATE KEY-----"
+        );
+        let escaped = pem.replace('\n', "\\n");
+        let crlf = pem.replace('\n', "\r\n");
+        let one_line = pem.replace('\n', " ");
+        for whole in [&pem, &encrypted, &escaped, &crlf, &one_line] {
+            let text = format!("deploy with this key: {whole}\nThanks, and rotate it after.");
+            assert_eq!(key_span(&text), whole.as_str());
+            let masked = super::super::redact::mask_known_secrets(&text);
+            assert!(
+                !masked.contains("MIIEow")
+                    && !masked.contains("VTLw7")
+                    && !masked.contains("LxoS2"),
+                "{masked}"
+            );
+            assert!(
+                masked.ends_with("\nThanks, and rotate it after."),
+                "{masked}"
+            );
+        }
+        // Without its END line (a key cut short): its lines, up to the first line of prose
+        // (whose first word is taken for base64: masked too, which is the safe side).
+        let cut = format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\nThanks for the help");
+        assert_eq!(
+            key_span(&cut),
+            format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\nThanks")
+        );
+    }
+
+    #[test]
+    fn many_begin_lines_without_an_end_are_each_a_short_match() {
+        // Each search stops at the end of its block instead of looking for an END further on.
+        let text = "-----BEGIN RSA PRIVATE KEY----- and some words\n".repeat(2000);
+        let mut out = Vec::new();
+        detector().scan(&text, Location::Request, &mut out);
+        assert_eq!(out.len(), 2000);
+        assert!(
+            out.iter()
+                .all(|f| text[f.span.clone()] == *"-----BEGIN RSA PRIVATE KEY-----")
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! never stored; the API key only as its keyed fingerprint.
 
 use crate::{
-    analysis::{Finding, Location, Severity, redact::mask_known_secrets},
+    analysis::{Finding, Location, Severity, redact::mask_known_secrets_cut},
     llm::{ExchangeAnalysis, Provider},
     sink::{TraceRow, row},
 };
@@ -116,21 +116,16 @@ fn location(l: Location) -> &'static str {
 }
 
 /// `text` cut to [`MAX_STORED_TEXT`] on a character boundary, with known secrets masked (also
-/// when analysis is off or did not reach this far into the text), and how many bytes were cut.
-/// `masked`: the analysis scanned the whole text and masked it already, so it is scanned again
-/// only when cut here (a cut can end a longer token where a secret's pattern now matches).
-fn bounded(mut text: String, masked: bool) -> (String, u64) {
-    let mut end = text.len().min(MAX_STORED_TEXT);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let cut = (text.len() - end) as u64;
-    if masked && cut == 0 {
+/// when analysis is off or did not reach this far into the text), and how many bytes were cut
+/// (a secret the cut would split is cut out whole). `masked`: the analysis scanned the whole
+/// text and masked it already, so it is scanned again only when cut here.
+fn bounded(text: String, masked: bool) -> (String, u64) {
+    if masked && text.len() <= MAX_STORED_TEXT {
         // Masked already and whole: stored as it is.
         return (text, 0);
     }
-    text.truncate(end);
-    (mask_known_secrets(&text), cut)
+    let (stored, kept) = mask_known_secrets_cut(&text, MAX_STORED_TEXT);
+    (stored, (text.len() - kept) as u64)
 }
 
 #[cfg(test)]
@@ -247,5 +242,27 @@ mod tests {
                 .ends_with("[REDACTED:secret.aws_access_key]")
         );
         assert_eq!(row.response_dropped_bytes, 4);
+    }
+
+    #[test]
+    fn a_key_across_the_rows_cut_is_not_stored_in_part() {
+        // The cut falls 8 bytes into the key: its first part alone matches no format.
+        let before = "x ".repeat(MAX_STORED_TEXT / 2 - 4);
+        let a = ExchangeAnalysis {
+            prompt: format!("{before}AKIAIOSFODNN7EXAMPLE and the rest"),
+            ..ExchangeAnalysis::default()
+        };
+        let mut row = TraceRow::new(Uuid::nil(), 0, 0);
+        fill_analysis(&mut row, a.clone(), "openai", 0);
+        assert!(
+            !row.request_body.contains("AKIA"),
+            "{}",
+            &row.request_body[before.len() - 8..]
+        );
+        assert_eq!(row.request_body, before);
+        assert_eq!(
+            row.request_body.len() as u64 + row.request_dropped_bytes,
+            a.prompt.len() as u64
+        );
     }
 }
