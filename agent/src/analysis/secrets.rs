@@ -5,6 +5,21 @@ use super::finding::{Severity, mask_secret};
 use super::patterns::{Spec, TableDetector, Trigger, not_placeholder};
 use super::triggers::Target;
 
+/// What follows `BEGIN ` or `END ` on a private key's first or last line.
+macro_rules! private_key_line_end {
+    () => {
+        "(?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----"
+    };
+}
+
+/// A line break inside a key block: a newline, CRLF or JSON's escapes, with the blanks around
+/// it.
+macro_rules! line_break {
+    () => {
+        r"[ \t]*(?:\r?\n|\\[rn])[ \t]*"
+    };
+}
+
 const fn spec(
     kind: &'static str,
     severity: Severity,
@@ -39,12 +54,27 @@ pub(crate) const SPECS: &[Spec] = &[
         Severity::Critical,
         0.99,
         // The whole block, not only its first line: the match is what masking replaces, and
-        // the key is the base64 after the header. Either one line of space-separated base64
-        // ending with the END line (a key whose line breaks became spaces), or lines of
-        // base64 or `Name: value` headers (encrypted PEM, PGP) broken by newlines or JSON's
-        // escapes, then the END line when there is one. Never a search past the block (for
-        // an END far away, or none): a text of many BEGIN lines stays linear to scan.
-        r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----(?:(?:[ \t]+[A-Za-z0-9+/=]+)+[ \t]+-----END (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----|(?:(?:[ \t]*(?:\r?\n|\\[rn])[ \t]*)+(?:[A-Za-z-]+:[ \t][^\r\n\\]*|[A-Za-z0-9+/=]+))*(?:(?:[ \t]*(?:\r?\n|\\[rn])[ \t]*)*-----END (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----)?)",
+        // the key is the base64 after the header. Never a search past the block (for an END
+        // far away, or none): a text of many BEGIN lines stays linear to scan.
+        concat!(
+            "-----BEGIN ",
+            private_key_line_end!(),
+            "(?:",
+            // One line of space-separated base64 ending with the END line (a key whose line
+            // breaks became spaces).
+            r"(?:[ \t]+[A-Za-z0-9+/=]+)+[ \t]+-----END ",
+            private_key_line_end!(),
+            "|",
+            // Lines of `Name: value` headers (encrypted PEM, PGP) or base64, then the END line
+            // when there is one.
+            "(?:(?:",
+            line_break!(),
+            r")+(?:[A-Za-z-]+:[ \t][^\r\n\\]*|[A-Za-z0-9+/=]+))*(?:(?:",
+            line_break!(),
+            ")*-----END ",
+            private_key_line_end!(),
+            ")?)",
+        ),
         Trigger::Prefix(&["-----BEGIN "]),
     ),
     spec(
