@@ -71,11 +71,6 @@ pub fn api_key_fingerprint<'a>(
     Some(keyed.fingerprint(key))
 }
 
-/// Keyed fingerprint of one credential value under `secret`.
-pub fn fingerprint(value: &str, secret: &[u8]) -> String {
-    Fingerprinter::new(secret).fingerprint(value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,10 +112,6 @@ mod tests {
         let keyed = Fingerprinter::new(secret);
         assert_eq!(
             keyed.fingerprint("sk-test-123"),
-            full[..FINGERPRINT_HEX_LEN]
-        );
-        assert_eq!(
-            fingerprint("sk-test-123", secret),
             full[..FINGERPRINT_HEX_LEN]
         );
         for name in ["AUTHORIZATION", "Authorization", "X-Api-Key", "API-KEY"] {

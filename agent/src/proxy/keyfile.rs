@@ -176,7 +176,9 @@ mod tests {
             !host_a.exists(),
             "no per-host key is created when a shared one is set"
         );
-        let fp = |key: &[u8]| crate::llm::fingerprint::fingerprint("sk-test-123", key);
+        let fp = |key: &[u8]| {
+            crate::llm::fingerprint::Fingerprinter::new(key).fingerprint("sk-test-123")
+        };
         assert_eq!(fp(&key_a), fp(&key_b));
         // Per-host keys differ between hosts, so their fingerprints do too.
         let per_host_a = load(None, &host_a).unwrap();
