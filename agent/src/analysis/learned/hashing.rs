@@ -124,20 +124,17 @@ pub fn original_offset(text: &[u8], pos: usize) -> usize {
     // of byte.
     let (mut n, mut space) = (0, false);
     let mut blocks = text.chunks_exact(BLOCK);
-    let mut at = 0;
-    for block in &mut blocks {
+    for (b, block) in blocks.by_ref().enumerate() {
         if keeps_every_byte(block, space) && n + BLOCK <= pos {
             n += BLOCK;
             space = is_space(block[BLOCK - 1]);
-            at += BLOCK;
-            continue;
+        } else if let Some(i) = count_kept(block, &mut n, &mut space, pos) {
+            return b * BLOCK + i;
         }
-        if let Some(i) = count_kept(block, &mut n, &mut space, pos) {
-            return at + i;
-        }
-        at += BLOCK;
     }
-    count_kept(blocks.remainder(), &mut n, &mut space, pos).map_or(text.len(), |i| at + i)
+    let rest = blocks.remainder();
+    let at = text.len() - rest.len();
+    count_kept(rest, &mut n, &mut space, pos).map_or(text.len(), |i| at + i)
 }
 
 /// Adds the bytes of `bytes` that normalisation keeps to `n`; the index of the one that brings
