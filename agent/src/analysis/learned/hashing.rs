@@ -54,21 +54,23 @@ const fn is_word(b: u8) -> bool {
 
 /// Writes the normalised form of `text` to `out` (replacing its contents). Text comes in
 /// blocks: most blocks of prose have no run of whitespace, and those are mapped and copied
-/// whole; a block with one (indented code has many) is compacted byte by byte.
+/// whole; a block with one (indented code has many) is copied a run of kept bytes at a time.
 pub fn normalise_into(text: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    out.resize(text.len(), 0);
-    // `k` bytes written; whether the last of them is a space (a space after it is dropped).
+    // A block's length of room past the text's: [`copy_kept`] writes whole blocks.
+    out.resize(text.len() + BLOCK, 0);
+    // `k` bytes written; whether the last byte read is whitespace (a space after it is dropped).
     let (mut k, mut space) = (0, false);
     let mut blocks = text.chunks_exact(BLOCK);
     for block in &mut blocks {
         let m = mapped(block);
-        if keeps_every_byte(&m, space) {
-            out[k..k + BLOCK].copy_from_slice(&m);
+        let drop = dropped(&m, space);
+        space = m[BLOCK - 1] == b' ';
+        if drop == 0 {
+            out[k..k + BLOCK].copy_from_slice(&m[..BLOCK]);
             k += BLOCK;
-            space = m[BLOCK - 1] == b' ';
         } else {
-            k = compact(&m, &mut space, out, k);
+            k = copy_kept(&m, drop, out, k);
         }
     }
     let rest = blocks.remainder();
@@ -76,30 +78,54 @@ pub fn normalise_into(text: &[u8], out: &mut Vec<u8>) {
     out.truncate(k);
 }
 
-/// The normalised bytes of `block` (at most [`BLOCK`] of them; the rest of the array is 0).
-fn mapped(block: &[u8]) -> [u8; BLOCK] {
-    let mut m = [0u8; BLOCK];
+/// The normalised bytes of `block` (at most [`BLOCK`] of them), followed by zeros up to twice
+/// that: [`copy_kept`] copies a whole block's length from any index below [`BLOCK`].
+fn mapped(block: &[u8]) -> [u8; 2 * BLOCK] {
+    let mut m = [0u8; 2 * BLOCK];
     for (d, &b) in m.iter_mut().zip(block) {
         *d = normal(b);
     }
     m
 }
 
-/// Whether normalisation keeps every byte of `block` (raw or normalised: a normalised byte is
-/// whitespace only as a space), `space` telling whether the byte before it is whitespace: no
-/// two whitespace bytes follow each other. One rule for normalising and for mapping offsets
-/// back, which must agree. `|` over the whole block rather than `any`: no early exit, so it is
-/// vectorised.
-fn keeps_every_byte(block: &[u8], space: bool) -> bool {
-    let pairs = block.iter().zip(&block[1..]).fold(0u8, |a, (&x, &y)| {
-        a | (u8::from(is_space(x)) & u8::from(is_space(y)))
-    });
-    pairs == 0 && !(space && block.first().is_some_and(|&b| is_space(b)))
+/// The bytes of a block of [`BLOCK`] (raw or normalised: a normalised byte is whitespace only
+/// as a space) that normalisation drops, as a mask (bit `i`: byte `i`): each whitespace byte
+/// after a whitespace byte, `space` telling whether the byte before the block is one. One rule
+/// for normalising and for mapping offsets back, which must agree. Built without a branch, so
+/// that it is vectorised.
+fn dropped(block: &[u8], space: bool) -> u32 {
+    let white = block[..BLOCK]
+        .iter()
+        .enumerate()
+        .fold(0u32, |a, (i, &b)| a | (u32::from(is_space(b)) << i));
+    white & ((white << 1) | u32::from(space))
+}
+
+/// Writes the bytes of the normalised block `m` that `drop` does not mark to `out` from index
+/// `k`; returns the index after them. A run of kept bytes is copied as a whole block (fixed
+/// length, no call), the next run overwriting what lies past it: a block of indented code
+/// has a few runs, not one branch per byte.
+fn copy_kept(m: &[u8; 2 * BLOCK], drop: u32, out: &mut [u8], mut k: usize) -> usize {
+    let mut keep = !drop;
+    while keep != 0 {
+        let start = keep.trailing_zeros() as usize;
+        let run = (!(keep >> start)).trailing_zeros() as usize;
+        // `k` is at most the offset in the text of byte `start` of the block (never more
+        // bytes out than in), and `out` has a block's length of room past the text: a
+        // block's length from `k` fits.
+        out[k..k + BLOCK].copy_from_slice(&m[start..start + BLOCK]);
+        k += run;
+        // Clears the run's bits (and those below it); `start + run` is at most 32.
+        #[allow(clippy::cast_possible_truncation)] // the shifted mask's low 32 bits
+        let above = (u64::MAX << (start + run)) as u32;
+        keep &= above;
+    }
+    k
 }
 
 /// Writes the normalised bytes `m` to `out` from index `k`, dropping each space that follows
-/// a space; returns the index after them. Every byte is stored and the index advances only
-/// when it is kept: no per-byte branch (runs of spaces, as in indented code, are common).
+/// a space; returns the index after them. For the text's last bytes (fewer than a block):
+/// every byte is stored and the index advances only when it is kept, no per-byte branch.
 fn compact(m: &[u8], space: &mut bool, out: &mut [u8], mut k: usize) -> usize {
     // Never more bytes out than in: `out` has room for each of `m` at `k` onwards.
     let dst = &mut out[k..k + m.len()];
@@ -119,14 +145,14 @@ fn compact(m: &[u8], space: &mut bool, out: &mut [u8], mut k: usize) -> usize {
 /// end): used only to place a finding.
 pub fn original_offset(text: &[u8], pos: usize) -> usize {
     // Counts kept bytes; the byte that brings the count past `pos` is the one that became
-    // normalised byte `pos`. A block without two spaces in a row keeps all its bytes: it is
-    // counted whole (vector instructions), the rest byte by byte without a branch on the kind
-    // of byte.
+    // normalised byte `pos`. A block is counted whole from its mask of dropped bytes; the one
+    // that holds `pos`, byte by byte.
     let (mut n, mut space) = (0, false);
     let mut blocks = text.chunks_exact(BLOCK);
     for (b, block) in blocks.by_ref().enumerate() {
-        if keeps_every_byte(block, space) && n + BLOCK <= pos {
-            n += BLOCK;
+        let kept = BLOCK - dropped(block, space).count_ones() as usize;
+        if n + kept <= pos {
+            n += kept;
             space = is_space(block[BLOCK - 1]);
         } else if let Some(i) = count_kept(block, &mut n, &mut space, pos) {
             return b * BLOCK + i;
