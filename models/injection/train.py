@@ -214,6 +214,28 @@ def main():
     report(sets, q, scale, bias, threshold, args.no_regex)
 
 
+def embedded(test, q, scale, bias, th):
+    """Recall on the test split's injections placed in the middle of benign text (the test
+    split's own benign items): an injection inside a document or a tool result is the
+    indirect case, and a chunk's features must not let the benign text around it drown it.
+    The features are a set over the chunk, normalised by the square root of its size, for
+    this. Cheaper to score, counts (no set) over 4-grams alone, normalised by the square root
+    of their number, reached the same recall on items alone (0.953 against 0.961 at 14
+    over-defence false positives) but found 0.18 of these inside 1,000 characters and none
+    inside 3,000; normalised by their number, none at all (a sweep of this script, 2026-12)."""
+    benign = " ".join([t for t, y, *_ in test if not y and len(t) > 200][:40])
+    inj = [t for t, y, *_ in test if y and len(t) < 1500]
+    plain = sum(score(q, scale, bias, t) >= th for t in inj)
+    lines = ["", f"Injections inside benign text (the {len(inj)} test injections under 1,500 characters, each "
+             "placed in the middle of the test split's benign text), recall at the shipped threshold:", "",
+             f"- alone: {plain / len(inj):.3f}"]
+    for pad in (1000, 3000):
+        text = lambda t: benign[:pad // 2] + " " + t + " " + benign[pad // 2:pad]
+        hit = sum(score(q, scale, bias, text(t)) >= th for t in inj)
+        lines.append(f"- inside {pad:,} characters of benign text: {hit / len(inj):.3f}")
+    return lines
+
+
 def report(sets, q, scale, bias, th, no_regex):
     test = sets["test"]
     mention = [it for it in test if it[1] == 0 and data.MENTION.search(it[0])]
@@ -251,6 +273,7 @@ def report(sets, q, scale, bias, th, no_regex):
         p, r, f, tp, fp, fn = metrics(y, pred)
         lines.append(f"| {name} | {p:.3f} | {r:.3f} | {f:.3f} | {tp} | {fp} | {fn} | "
                      f"{sum(od) / max(1, len(od)):.3f} ({sum(od)}/{len(od)}) |")
+    lines += embedded(test, q, scale, bias, th)
     lines += ["", "Recall of the learned detector per source (test split):", ""]
     by = defaultdict(lambda: [0, 0])
     for s, it in zip(scores[:n], test):
