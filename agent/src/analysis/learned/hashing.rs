@@ -28,6 +28,8 @@ const fn normal(b: u8) -> u8 {
 /// Bytes normalised together: a block is mapped with vector instructions and, unless it holds
 /// two spaces in a row, copied out whole.
 const BLOCK: usize = 32;
+// A block's masks of dropped bytes are `u32`s: a bit per byte.
+const _: () = assert!(BLOCK == u32::BITS as usize);
 
 /// The bytes of a word in normalised text: the word loop looks a byte up instead of making
 /// three comparisons.
