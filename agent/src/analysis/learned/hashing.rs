@@ -28,7 +28,7 @@ const fn normal(b: u8) -> u8 {
 /// Bytes normalised together: a block is mapped with vector instructions and, unless it holds
 /// two spaces in a row, copied out whole.
 const BLOCK: usize = 32;
-// A block's masks of dropped bytes are `u32`s: a bit per byte.
+// A block's mask of kept bytes is a `u32`: a bit per byte.
 const _: () = assert!(BLOCK == u32::BITS as usize);
 
 /// The bytes of a word in normalised text: the word loop looks a byte up instead of making
@@ -63,20 +63,22 @@ pub fn normalise_into(text: &[u8], out: &mut Vec<u8>) {
     out.resize(text.len() + BLOCK, 0);
     // `k` bytes written; whether the last byte read is whitespace (a space after it is dropped).
     let (mut k, mut space) = (0, false);
+    // Whole blocks (lengths the compiler knows, so the mapping is vectorised), then the rest.
     let mut blocks = text.chunks_exact(BLOCK);
     for block in &mut blocks {
         let m = mapped(block);
-        let drop = dropped(&m, space);
+        let keep = kept(&m, BLOCK, space);
         space = m[BLOCK - 1] == b' ';
-        if drop == 0 {
+        if keep == u32::MAX {
             out[k..k + BLOCK].copy_from_slice(&m[..BLOCK]);
             k += BLOCK;
         } else {
-            k = copy_kept(&m, drop, out, k);
+            k = copy_kept(&m, keep, out, k);
         }
     }
     let rest = blocks.remainder();
-    k = compact(&mapped(rest)[..rest.len()], &mut space, out, k);
+    let m = mapped(rest);
+    k = copy_kept(&m, kept(&m, rest.len(), space), out, k);
     out.truncate(k);
 }
 
@@ -90,25 +92,29 @@ fn mapped(block: &[u8]) -> [u8; 2 * BLOCK] {
     m
 }
 
-/// The bytes of a block of [`BLOCK`] (raw or normalised: a normalised byte is whitespace only
-/// as a space) that normalisation drops, as a mask (bit `i`: byte `i`): each whitespace byte
-/// after a whitespace byte, `space` telling whether the byte before the block is one. One rule
-/// for normalising and for mapping offsets back, which must agree. Built without a branch, so
-/// that it is vectorised.
-fn dropped(block: &[u8], space: bool) -> u32 {
+/// The bytes normalisation keeps of the first `len` (at most [`BLOCK`]) bytes of `block`, as a
+/// mask (bit `i`: byte `i`), `space` telling whether the byte before the block is whitespace:
+/// every byte but whitespace after whitespace. `block` is raw or normalised text (a normalised
+/// byte is whitespace only as a space) with at least [`BLOCK`] bytes, those past `len` not
+/// whitespace (zeros). The one rule of normalising and of mapping offsets back, which must
+/// agree; built without a branch, so that it is vectorised.
+fn kept(block: &[u8], len: usize, space: bool) -> u32 {
     let white = block[..BLOCK]
         .iter()
         .enumerate()
         .fold(0u32, |a, (i, &b)| a | (u32::from(is_space(b)) << i));
-    white & ((white << 1) | u32::from(space))
+    let dropped = white & ((white << 1) | u32::from(space));
+    // The low `len` bits; `len` is at most 32.
+    #[allow(clippy::cast_possible_truncation)] // the shifted mask's low 32 bits
+    let first = !(u64::MAX << len) as u32;
+    !dropped & first
 }
 
-/// Writes the bytes of the normalised block `m` that `drop` does not mark to `out` from index
-/// `k`; returns the index after them. A run of kept bytes is copied as a whole block (fixed
+/// Writes the bytes of the normalised block `m` that `keep` marks to `out` from index `k`;
+/// returns the index after them. A run of kept bytes is copied as a whole block (fixed
 /// length, no call), the next run overwriting what lies past it: a block of indented code
 /// has a few runs, not one branch per byte.
-fn copy_kept(m: &[u8; 2 * BLOCK], drop: u32, out: &mut [u8], mut k: usize) -> usize {
-    let mut keep = !drop;
+fn copy_kept(m: &[u8; 2 * BLOCK], mut keep: u32, out: &mut [u8], mut k: usize) -> usize {
     while keep != 0 {
         let start = keep.trailing_zeros() as usize;
         let run = (!(keep >> start)).trailing_zeros() as usize;
@@ -125,58 +131,38 @@ fn copy_kept(m: &[u8; 2 * BLOCK], drop: u32, out: &mut [u8], mut k: usize) -> us
     k
 }
 
-/// Writes the normalised bytes `m` to `out` from index `k`, dropping each space that follows
-/// a space; returns the index after them. For the text's last bytes (fewer than a block):
-/// every byte is stored and the index advances only when it is kept, no per-byte branch.
-fn compact(m: &[u8], space: &mut bool, out: &mut [u8], mut k: usize) -> usize {
-    // Never more bytes out than in: `out` has room for each of `m` at `k` onwards.
-    let dst = &mut out[k..k + m.len()];
-    let base = k;
-    for (i, &b) in m.iter().enumerate() {
-        let is = b == b' ';
-        // `k - base <= i`: the output never runs ahead of the input (the `min` tells the
-        // compiler, which then drops the bounds check).
-        dst[(k - base).min(i)] = b;
-        k += usize::from(!(is && *space));
-        *space = is;
-    }
-    k
-}
-
 /// The offset in `text` of the byte that became normalised byte `pos` (`text.len()` past the
 /// end): used only to place a finding.
 pub fn original_offset(text: &[u8], pos: usize) -> usize {
-    // Counts kept bytes; the byte that brings the count past `pos` is the one that became
-    // normalised byte `pos`. A block is counted whole from its mask of dropped bytes; the one
-    // that holds `pos`, byte by byte.
-    let (mut n, mut space) = (0, false);
-    let mut blocks = text.chunks_exact(BLOCK);
-    for (b, block) in blocks.by_ref().enumerate() {
-        let kept = BLOCK - dropped(block, space).count_ones() as usize;
-        if n + kept <= pos {
-            n += kept;
-            space = is_space(block[BLOCK - 1]);
-        } else if let Some(i) = count_kept(block, &mut n, &mut space, pos) {
-            return b * BLOCK + i;
+    // Counts kept bytes a block at a time, from the mask normalisation uses; in the block
+    // that takes the count past `pos`, the kept byte at that rank is the one.
+    let (mut n, mut space, mut at) = (0, false, 0);
+    for block in text.chunks(BLOCK) {
+        let keep = if block.len() == BLOCK {
+            kept(block, BLOCK, space)
+        } else {
+            // The text's last bytes, padded with zeros (not whitespace) to a block.
+            let mut padded = [0u8; BLOCK];
+            padded[..block.len()].copy_from_slice(block);
+            kept(&padded, block.len(), space)
+        };
+        let count = keep.count_ones() as usize;
+        if n + count > pos {
+            return at + nth_one(keep, pos - n);
         }
+        n += count;
+        space = is_space(block[block.len() - 1]);
+        at += block.len();
     }
-    let rest = blocks.remainder();
-    let at = text.len() - rest.len();
-    count_kept(rest, &mut n, &mut space, pos).map_or(text.len(), |i| at + i)
+    text.len()
 }
 
-/// Adds the bytes of `bytes` that normalisation keeps to `n`; the index of the one that brings
-/// `n` past `pos`, if one does.
-fn count_kept(bytes: &[u8], n: &mut usize, space: &mut bool, pos: usize) -> Option<usize> {
-    for (i, &b) in bytes.iter().enumerate() {
-        let is = is_space(b);
-        *n += usize::from(!(is && *space));
-        *space = is;
-        if *n > pos {
-            return Some(i);
-        }
+/// The index of the set bit of rank `r` (from 0) in `mask`, which has more than `r` of them.
+fn nth_one(mut mask: u32, r: usize) -> usize {
+    for _ in 0..r {
+        mask &= mask - 1;
     }
-    None
+    mask.trailing_zeros() as usize
 }
 
 /// Chunks of at most `chunk` normalised bytes, each cut after the last space of its final
