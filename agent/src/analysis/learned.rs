@@ -435,13 +435,10 @@ mod tests {
             );
             assert!(out[0].span.contains(&text.find("Ignore").unwrap()));
             // Without the injection, the same document is benign.
+            let document = format!("{half}{half}");
             let mut out = Vec::new();
-            d.scan(&format!("{half}{half}"), Location::Request, &mut out);
-            assert!(
-                out.is_empty(),
-                "{}",
-                model().score(&format!("{half}{half}"))
-            );
+            d.scan(&document, Location::Request, &mut out);
+            assert!(out.is_empty(), "{}", model().score(&document));
         }
     }
 

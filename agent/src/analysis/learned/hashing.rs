@@ -55,8 +55,8 @@ const fn is_word(b: u8) -> bool {
 }
 
 /// Writes the normalised form of `text` to `out` (replacing its contents). Text comes in
-/// blocks: most blocks of prose have no run of whitespace, and those are mapped and copied
-/// whole; a block with one (indented code has many) is copied a run of kept bytes at a time.
+/// blocks, each mapped and copied a run of kept bytes at a time: most blocks of prose have no
+/// run of whitespace and are one run, copied whole; indented code has blocks of several.
 pub fn normalise_into(text: &[u8], out: &mut Vec<u8>) {
     out.clear();
     // A block's length of room past the text's: [`copy_kept`] writes whole blocks.
@@ -67,14 +67,8 @@ pub fn normalise_into(text: &[u8], out: &mut Vec<u8>) {
     let mut blocks = text.chunks_exact(BLOCK);
     for block in &mut blocks {
         let m = mapped(block);
-        let keep = kept(&m, BLOCK, space);
+        k = copy_kept(&m, kept(&m, BLOCK, space), out, k);
         space = m[BLOCK - 1] == b' ';
-        if keep == u32::MAX {
-            out[k..k + BLOCK].copy_from_slice(&m[..BLOCK]);
-            k += BLOCK;
-        } else {
-            k = copy_kept(&m, keep, out, k);
-        }
     }
     let rest = blocks.remainder();
     let m = mapped(rest);
@@ -138,20 +132,15 @@ pub fn original_offset(text: &[u8], pos: usize) -> usize {
     // that takes the count past `pos`, the kept byte at that rank is the one.
     let (mut n, mut space, mut at) = (0, false, 0);
     for block in text.chunks(BLOCK) {
-        let keep = if block.len() == BLOCK {
-            kept(block, BLOCK, space)
-        } else {
-            // The text's last bytes, padded with zeros (not whitespace) to a block.
-            let mut padded = [0u8; BLOCK];
-            padded[..block.len()].copy_from_slice(block);
-            kept(&padded, block.len(), space)
-        };
+        // Mapped as normalisation maps it (the text's last bytes padded with zeros).
+        let m = mapped(block);
+        let keep = kept(&m, block.len(), space);
         let count = keep.count_ones() as usize;
         if n + count > pos {
             return at + nth_one(keep, pos - n);
         }
         n += count;
-        space = is_space(block[block.len() - 1]);
+        space = m[block.len() - 1] == b' ';
         at += block.len();
     }
     text.len()
