@@ -1,9 +1,11 @@
 //! openai_chat response parser, as SSE and as JSON, split at a fuzzer-chosen point: never panics and
-//! gives the same result however the body is split.
+//! gives the same result however the body is split. Each line, read as one stream chunk, gives
+//! the same result with the direct chunk scan as with the typed read alone.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use llmtrace_agent::llm::body::ResponseParser;
+use llmtrace_agent::llm::openai::ChatAcc;
 use llmtrace_agent::llm::provider::detect;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,5 +21,13 @@ fuzz_target!(|data: &[u8]| {
         split.push(&body[..cut]);
         split.push(&body[cut..]);
         assert_eq!(whole.finish(), split.finish());
+    }
+    if let Ok(text) = std::str::from_utf8(body) {
+        let (mut scanned, mut typed) = (ChatAcc::default(), ChatAcc::default());
+        for line in text.lines() {
+            scanned.document(line);
+            typed.document_without_scan(line);
+        }
+        assert_eq!(scanned.info, typed.info);
     }
 });

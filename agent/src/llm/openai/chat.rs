@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::OaUsage;
+use super::chunk_scan::{self, Scanned};
 use crate::llm::{
     borrowed::Str,
     model::{ResponseInfo, ToolCall, content_text, error_message},
@@ -244,17 +245,64 @@ impl ChatAcc {
             self.info.terminal = true;
             return;
         }
-        // The common document parses straight into its model; building a generic value
-        // first (a map per object, a string per key) cost more than the rest of the
-        // response analysis. Anything unusual (an error member, a field of an unexpected
-        // type, a duplicate key) takes the general path below, which decides as before.
-        if data.trim_start().starts_with('{')
-            && let Ok(chunk) = serde_json::from_str::<Chunk>(data)
-            && !chunk.error
-        {
-            return self.chunk(chunk);
+        if !data.trim_start().starts_with('{') {
+            return self.general(data);
         }
-        self.general(data);
+        // The common stream chunk is scanned directly (see `chunk_scan`); whatever the
+        // scan leaves takes the typed read, exactly as without it.
+        if let Some(s) = chunk_scan::scan(data) {
+            return self.scanned(s);
+        }
+        self.typed(data);
+    }
+
+    /// The typed read alone, without the scan (to check that both read alike).
+    #[cfg(any(test, fuzzing))]
+    pub fn document_without_scan(&mut self, data: &str) {
+        if data.trim() == "[DONE]" {
+            self.info.terminal = true;
+        } else if data.trim_start().starts_with('{') {
+            self.typed(data);
+        } else {
+            self.general(data);
+        }
+    }
+
+    /// The common document parses straight into its model; building a generic value
+    /// first (a map per object, a string per key) cost more than the rest of the response
+    /// analysis. Anything unusual (an error member, a field of an unexpected type, a
+    /// duplicate key) takes the general path, which decides as before.
+    fn typed(&mut self, data: &str) {
+        match serde_json::from_str::<Chunk>(data) {
+            Ok(chunk) if !chunk.error => self.chunk(chunk),
+            _ => self.general(data),
+        }
+    }
+
+    /// What [`Self::chunk`] does with the same document, from the scan.
+    fn scanned(&mut self, s: Scanned<'_>) {
+        self.info.set_id(s.id);
+        self.info.set_model(s.model);
+        let Some(c) = s.choice else {
+            return;
+        };
+        if let Some(t) = c.text {
+            self.info.push_text(t);
+        }
+        if let Some(m) = c.message {
+            if let Some(content) = m.content {
+                self.info.push_text(content);
+            }
+            if let Some(r) = m.refusal {
+                self.info.push_text(r);
+            }
+            if let Some(r) = m.reasoning_content.or(m.reasoning) {
+                self.info.push_reasoning(r);
+            }
+        }
+        if let Some(r) = c.finish_reason {
+            self.info.finish_reason = Some(r.to_owned());
+        }
     }
 
     /// The general path: the document as a value, its error, then its model.
@@ -402,6 +450,186 @@ mod tests {
             direct.document(d);
             general.general(d);
             assert_eq!(direct.info, general.info, "{d}");
+        }
+    }
+}
+
+/// The scan and the typed read must agree on every document, whichever reads it.
+#[cfg(test)]
+mod scan_equivalence_tests {
+    use super::ChatAcc;
+    use proptest::prelude::*;
+
+    /// Well-formed values of the kinds the members take.
+    const VALID: &[&str] = &[
+        "\"abc\"",
+        "\"\"",
+        "\"é ✓\"",
+        "\"stop\"",
+        "null",
+        "true",
+        "false",
+        "0",
+        "-0",
+        "7",
+        "-1.5e+3",
+        "[]",
+        "{}",
+        "[1,{\"a\":[null]}]",
+        "{\"a\":\"b\",\"c\":{}}",
+    ];
+
+    /// Values the scan must leave to the typed read (escapes) or that fail both.
+    const ODD: &[&str] = &[
+        "\"a\\\"b\"",
+        "\"line\\nnext\"",
+        "\"\\u00e9\"",
+        "\"a\u{1}b\"",
+        "tru",
+        "00",
+        "1.",
+        "1e",
+        "-",
+        "[1,]",
+        "{\"a\"}",
+        "\"open",
+    ];
+
+    fn token() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => proptest::sample::select(VALID),
+            1 => proptest::sample::select(ODD),
+        ]
+        .prop_map(str::to_owned)
+    }
+
+    fn ws() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            20 => Just(""),
+            2 => Just(" "),
+            1 => Just("\n\t"),
+            1 => Just("\u{a0}"),
+        ]
+    }
+
+    fn object(members: Vec<(String, String)>, pad: &str) -> String {
+        let inner: Vec<String> = members
+            .into_iter()
+            .map(|(k, v)| format!("{pad}\"{k}\"{pad}:{pad}{v}{pad}"))
+            .collect();
+        format!("{{{}}}", inner.join(","))
+    }
+
+    /// A string or null, the type most known members take.
+    fn text() -> BoxedStrategy<String> {
+        proptest::sample::select(&["\"abc\"", "\"stop\"", "\"é ✓\"", "\"\"", "null"][..])
+            .prop_map(str::to_owned)
+            .boxed()
+    }
+
+    /// `key` and a value: mostly of the type the typed read expects there, sometimes any.
+    fn member(key: &'static str) -> BoxedStrategy<(String, String)> {
+        let typed = match key {
+            "choices" => prop_oneof![
+                1 => Just(Vec::new()).boxed(),
+                6 => choice().prop_map(|c| vec![c]).boxed(),
+                1 => proptest::collection::vec(choice(), 2..3).boxed(),
+            ]
+            .prop_map(|c| format!("[{}]", c.join(",")))
+            .boxed(),
+            "delta" | "message" => message(),
+            "index" => proptest::sample::select(&["0", "0", "0", "0", "1", "0.0", "0e0", "-0"][..])
+                .prop_map(str::to_owned)
+                .boxed(),
+            "tool_calls" => proptest::sample::select(
+                &["[]", "[{\"index\":0,\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]"][..],
+            )
+            .prop_map(str::to_owned)
+            .boxed(),
+            "usage" => prop_oneof![4 => Just("null".to_owned()), 1 => Just("{\"prompt_tokens\":3}".to_owned())].boxed(),
+            _ => text(),
+        };
+        prop_oneof![12 => typed, 1 => token().boxed()]
+            .prop_map(move |v| (key.to_owned(), v))
+            .boxed()
+    }
+
+    /// Members in any order, now and then one twice or one of `rare` (which turns most
+    /// documents over to the typed read).
+    fn members(
+        keys: &'static [&'static str],
+        rare: &'static [&'static str],
+    ) -> impl Strategy<Value = Vec<(String, String)>> {
+        let distinct = proptest::sample::subsequence(keys, 0..=keys.len())
+            .prop_shuffle()
+            .prop_flat_map(|ks| ks.into_iter().map(member).collect::<Vec<_>>());
+        let all: Vec<&'static str> = keys.iter().chain(rare).copied().collect();
+        let extra =
+            proptest::option::weighted(0.15, proptest::sample::select(all).prop_flat_map(member));
+        (distinct, extra, any::<proptest::sample::Index>()).prop_map(|(mut m, extra, at)| {
+            if let Some(e) = extra {
+                m.insert(at.index(m.len() + 1), e);
+            }
+            m
+        })
+    }
+
+    fn message() -> BoxedStrategy<String> {
+        let keys = &[
+            "content",
+            "refusal",
+            "reasoning",
+            "reasoning_content",
+            "role",
+        ];
+        (members(keys, &["tool_calls"]), ws())
+            .prop_map(|(m, pad)| object(m, pad))
+            .boxed()
+    }
+
+    fn choice() -> BoxedStrategy<String> {
+        let keys = &["index", "delta", "text", "finish_reason", "logprobs"];
+        (members(keys, &["message"]), ws())
+            .prop_map(|(m, pad)| object(m, pad))
+            .boxed()
+    }
+
+    fn document() -> impl Strategy<Value = String> {
+        let keys = &[
+            "id", "model", "object", "created", "choices", "usage", "other",
+        ];
+        (
+            members(keys, &["error"]),
+            ws(),
+            ws(),
+            proptest::sample::select(&["", "", "", "", " ", "\n", "x", "}"][..]),
+            any::<u8>(),
+        )
+            .prop_map(|(m, pad, lead, trail, cut)| {
+                let doc = format!("{lead}{}{trail}", object(m, pad));
+                // Now and then a document cut short, at a character boundary.
+                if cut < 16 {
+                    let mut at = doc.len() * usize::from(cut) / 16;
+                    while !doc.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    doc[..at].to_owned()
+                } else {
+                    doc
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn the_scan_reads_as_the_typed_read(docs in proptest::collection::vec(document(), 1..4)) {
+            let (mut with, mut without) = (ChatAcc::default(), ChatAcc::default());
+            for d in &docs {
+                with.document(d);
+                without.document_without_scan(d);
+            }
+            prop_assert_eq!(with.info, without.info);
         }
     }
 }

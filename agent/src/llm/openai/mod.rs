@@ -2,6 +2,7 @@
 //! spoken by Azure OpenAI and the OpenAI-compatible providers.
 
 mod chat;
+mod chunk_scan;
 mod request;
 mod responses;
 

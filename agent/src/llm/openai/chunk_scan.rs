@@ -1,0 +1,373 @@
+//! A direct scan of the common chat stream chunk, beside the typed read.
+//!
+//! A streamed answer is dozens of small documents of one shape (an envelope repeating id and
+//! model, one choice carrying a few bytes of text); their typed read was the largest cost of a
+//! streamed response's analysis. This scan reads that shape in one pass over the bytes and
+//! borrows every string. It is sound, not complete: it accepts a document only when it is
+//! valid JSON whose every member it understands as the typed read does (strings without
+//! escapes, one choice of index 0, no tool calls, no usage object, no duplicate known member,
+//! …) and answers `None` for anything else, which then takes the typed read exactly as before.
+
+use memchr::memchr2;
+
+/// Values nested deeper than this in members the scan skips send the document to the typed
+/// read (which has its own, larger limit).
+const MAX_SKIP_DEPTH: u32 = 32;
+
+/// What one chunk contributes, as the typed read would apply it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Scanned<'a> {
+    pub(super) id: Option<&'a str>,
+    pub(super) model: Option<&'a str>,
+    /// The choice of index 0, when the chunk has one.
+    pub(super) choice: Option<ScannedChoice<'a>>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct ScannedChoice<'a> {
+    /// Legacy completions' `text`.
+    pub(super) text: Option<&'a str>,
+    /// The `delta` (or `message`) member, when present and not null.
+    pub(super) message: Option<ScannedMessage<'a>>,
+    pub(super) finish_reason: Option<&'a str>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct ScannedMessage<'a> {
+    /// A null `content` reads as no content, as in the typed read.
+    pub(super) content: Option<&'a str>,
+    pub(super) refusal: Option<&'a str>,
+    pub(super) reasoning_content: Option<&'a str>,
+    pub(super) reasoning: Option<&'a str>,
+}
+
+/// The chunk `doc` when the scan understands all of it; `None` sends it to the typed read.
+pub(super) fn scan(doc: &str) -> Option<Scanned<'_>> {
+    let mut c = Cursor { doc, i: 0 };
+    let mut out = Scanned::default();
+    let mut seen = Seen::default();
+    c.object(|c, key| {
+        match key {
+            "id" => c.once(&mut seen, 0)?.opt_str(&mut out.id)?,
+            "model" => c.once(&mut seen, 1)?.opt_str(&mut out.model)?,
+            "choices" => c.once(&mut seen, 2)?.choices(&mut out.choice)?,
+            // A usage object and an error are the typed read's.
+            "usage" => c.once(&mut seen, 3)?.null()?,
+            "error" => return None,
+            _ => c.skip(0)?,
+        }
+        Some(())
+    })?;
+    c.ws();
+    (c.i == doc.len()).then_some(out)
+}
+
+/// Known members already read: a duplicate is the typed read's (it fails the document, and
+/// the general path then takes the last one).
+#[derive(Default)]
+struct Seen(u32);
+
+struct Cursor<'a> {
+    doc: &'a str,
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.doc.as_bytes()
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes().get(self.i).copied()
+    }
+
+    /// Skips JSON whitespace (only these four bytes).
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        self.ws();
+        (self.peek()? == b).then(|| self.i += 1)
+    }
+
+    /// Marks known member `bit` read; `None` when it was already.
+    fn once(&mut self, seen: &mut Seen, bit: u32) -> Option<&mut Self> {
+        if seen.0 & (1 << bit) != 0 {
+            return None;
+        }
+        seen.0 |= 1 << bit;
+        Some(self)
+    }
+
+    /// An object, calling `member` with each key and the cursor before its value.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        self.ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            self.eat(b':')?;
+            member(self, key)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string without escapes or control characters, borrowed.
+    fn string(&mut self) -> Option<&'a str> {
+        self.ws();
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let start = self.i + 1;
+        let len = memchr2(b'"', b'\\', &self.bytes()[start..])?;
+        let end = start + len;
+        // The smallest byte, not `any`: a loop without an early exit is vectorised, and the
+        // strings are short enough that stopping early saves nothing.
+        let lowest = self.bytes()[start..end].iter().copied().min();
+        if self.bytes()[end] != b'"' || lowest.is_some_and(|b| b < 0x20) {
+            return None;
+        }
+        self.i = end + 1;
+        // Both ends are ASCII quotes, so both are character boundaries.
+        self.doc.get(start..end)
+    }
+
+    /// `null`.
+    fn null(&mut self) -> Option<()> {
+        self.ws();
+        self.literal("null")
+    }
+
+    fn literal(&mut self, word: &str) -> Option<()> {
+        self.bytes()
+            .get(self.i..)?
+            .starts_with(word.as_bytes())
+            .then(|| self.i += word.len())
+    }
+
+    /// A string or null, into `out`. Here and below, `None` is the scan giving up.
+    fn opt_str(&mut self, out: &mut Option<&'a str>) -> Option<()> {
+        self.ws();
+        *out = if self.peek()? == b'n' {
+            self.literal("null")?;
+            None
+        } else {
+            Some(self.string()?)
+        };
+        Some(())
+    }
+
+    /// The `choices` array: empty, or one object of index 0.
+    fn choices(&mut self, out: &mut Option<ScannedChoice<'a>>) -> Option<()> {
+        self.eat(b'[')?;
+        self.ws();
+        if self.peek()? == b']' {
+            self.i += 1;
+            *out = None;
+            return Some(());
+        }
+        *out = Some(self.choice()?);
+        self.eat(b']')
+    }
+
+    fn choice(&mut self) -> Option<ScannedChoice<'a>> {
+        let mut out = ScannedChoice::default();
+        let mut seen = Seen::default();
+        let mut delta = None;
+        let mut message = None;
+        self.object(|c, key| {
+            match key {
+                // Another index is a further completion the typed read sorts out. A `0`
+                // that is the start of a longer number fails at the member's end.
+                "index" => {
+                    c.once(&mut seen, 0)?.ws();
+                    c.literal("0")?;
+                }
+                "delta" => c.once(&mut seen, 1)?.opt_message(&mut delta)?,
+                "message" => c.once(&mut seen, 2)?.opt_message(&mut message)?,
+                "text" => c.once(&mut seen, 3)?.opt_str(&mut out.text)?,
+                "finish_reason" => c.once(&mut seen, 4)?.opt_str(&mut out.finish_reason)?,
+                _ => c.skip(0)?,
+            }
+            Some(())
+        })?;
+        // Both members: the typed read prefers the delta; left to it.
+        if delta.is_some() && message.is_some() {
+            return None;
+        }
+        out.message = delta.or(message);
+        Some(out)
+    }
+
+    /// A message object or null.
+    fn opt_message(&mut self, into: &mut Option<ScannedMessage<'a>>) -> Option<()> {
+        self.ws();
+        if self.peek()? == b'n' {
+            self.literal("null")?;
+            *into = None;
+            return Some(());
+        }
+        let mut out = ScannedMessage::default();
+        let mut seen = Seen::default();
+        self.object(|c, key| {
+            match key {
+                "content" => c.once(&mut seen, 0)?.opt_str(&mut out.content)?,
+                "refusal" => c.once(&mut seen, 1)?.opt_str(&mut out.refusal)?,
+                "reasoning_content" => {
+                    c.once(&mut seen, 2)?.opt_str(&mut out.reasoning_content)?;
+                }
+                "reasoning" => c.once(&mut seen, 3)?.opt_str(&mut out.reasoning)?,
+                // Tool calls are assembled by the typed read; an empty list adds none.
+                "tool_calls" => {
+                    c.once(&mut seen, 4)?.eat(b'[')?;
+                    c.eat(b']')?;
+                }
+                _ => c.skip(0)?,
+            }
+            Some(())
+        })?;
+        *into = Some(out);
+        Some(())
+    }
+
+    /// Skips any JSON value, checking it as strictly as the typed read does.
+    fn skip(&mut self, depth: u32) -> Option<()> {
+        if depth > MAX_SKIP_DEPTH {
+            return None;
+        }
+        self.ws();
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => self.object(|c, _| c.skip(depth + 1)),
+            b'[' => {
+                self.i += 1;
+                self.ws();
+                if self.peek()? == b']' {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    self.skip(depth + 1)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b']' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b't' => self.literal("true"),
+            b'f' => self.literal("false"),
+            b'n' => self.literal("null"),
+            _ => self.number(),
+        }
+    }
+
+    /// A number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    fn number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            self.some_digits()?;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            self.some_digits()?;
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.i += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Option<()> {
+        let start = self.i;
+        self.digits();
+        (self.i > start).then_some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_common_stream_chunk() {
+        let doc = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1764201600,"model":"gpt-4o-mini","system_fingerprint":null,"choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"},"logprobs":null,"finish_reason":null}],"usage":null}"#;
+        let s = scan(doc).expect("scanned");
+        assert_eq!(s.id, Some("chatcmpl-1"));
+        assert_eq!(s.model, Some("gpt-4o-mini"));
+        let choice = s.choice.expect("a choice");
+        assert_eq!(choice.message.expect("delta").content, Some("Hello"));
+        assert_eq!(choice.finish_reason, None);
+    }
+
+    #[test]
+    fn skips_nested_members_it_does_not_use() {
+        let doc = r#" {"prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}],"choices":[{"index":0,"delta":{"content":"x"},"content_filter_results":{"n":[1,-2.5e+3,true,false,null,[],{}]},"finish_reason":"stop"}]} "#;
+        let choice = scan(doc).expect("scanned").choice.expect("a choice");
+        assert_eq!(choice.finish_reason, Some("stop"));
+    }
+
+    #[test]
+    fn leaves_everything_unusual_to_the_typed_read() {
+        for doc in [
+            r#"{"id":"a\"b"}"#,
+            r#"{"id":"a","id":"b"}"#,
+            r#"{"choices":[{"index":1,"delta":{"content":"x"}}]}"#,
+            r#"{"choices":[{"index":0},{"index":0}]}"#,
+            r#"{"choices":[{"index":0.0}]}"#,
+            r#"{"choices":[{"index":00}]}"#,
+            r#"{"choices":null}"#,
+            r#"{"choices":[[0]]}"#,
+            r#"{"choices":[{"delta":{"content":["part"]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":"a"},"message":{"content":"b"}}]}"#,
+            r#"{"usage":{"prompt_tokens":1}}"#,
+            r#"{"error":null}"#,
+            r#"{"id":5}"#,
+            r#"{"x":01}"#,
+            r#"{"x":1.}"#,
+            r#"{"x":-}"#,
+            r#"{"x":tru}"#,
+            "{\"x\":\"a\u{1}b\"}",
+            r#"{"x":1,}"#,
+            r#"{"x":1} x"#,
+            r#"{"x":1"#,
+            "\u{a0}{}",
+        ] {
+            assert_eq!(scan(doc), None, "{doc}");
+        }
+    }
+}
