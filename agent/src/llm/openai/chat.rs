@@ -283,6 +283,9 @@ impl ChatAcc {
     fn scanned(&mut self, s: Scanned<'_>) {
         self.info.set_id(s.id);
         self.info.set_model(s.model);
+        if let Some(u) = s.usage {
+            self.info.usage = u.into_usage();
+        }
         let Some(c) = s.choice else {
             return;
         };
@@ -542,11 +545,18 @@ mod scan_equivalence_tests {
                 .prop_map(str::to_owned)
                 .boxed(),
             "tool_calls" => proptest::sample::select(
-                &["[]", "[{\"index\":0,\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]"][..],
+                &[
+                    "[]",
+                    "[{\"index\":0,\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]",
+                ][..],
             )
             .prop_map(str::to_owned)
             .boxed(),
-            "usage" => prop_oneof![4 => Just("null".to_owned()), 1 => Just("{\"prompt_tokens\":3}".to_owned())].boxed(),
+            "usage" => prop_oneof![1 => Just("null".to_owned()), 3 => usage()].boxed(),
+            "prompt_tokens" | "completion_tokens" | "input_tokens" | "output_tokens"
+            | "cached_tokens" | "reasoning_tokens" => count(),
+            "prompt_tokens_details" | "input_tokens_details" => details("cached_tokens"),
+            "completion_tokens_details" | "output_tokens_details" => details("reasoning_tokens"),
             _ => text(),
         };
         prop_oneof![12 => typed, 1 => token().boxed()]
@@ -572,6 +582,60 @@ mod scan_equivalence_tests {
             }
             m
         })
+    }
+
+    /// Counts in every form: the typed read takes only plain integers that fit.
+    const COUNTS: &[&str] = &[
+        "0",
+        "41",
+        "540",
+        "null",
+        "-3",
+        "-0",
+        "2.0",
+        "1E2",
+        "007",
+        "\"5\"",
+        "18446744073709551615",
+        "18446744073709551616",
+    ];
+
+    fn count() -> BoxedStrategy<String> {
+        proptest::sample::select(COUNTS)
+            .prop_map(str::to_owned)
+            .boxed()
+    }
+
+    fn details(key: &'static str) -> BoxedStrategy<String> {
+        let keys: &'static [&'static str] = if key == "cached_tokens" {
+            &["cached_tokens", "audio_tokens"]
+        } else {
+            &["reasoning_tokens", "audio_tokens"]
+        };
+        prop_oneof![
+            4 => (members(keys, keys), ws()).prop_map(|(m, pad)| object(m, pad)).boxed(),
+            1 => token().boxed(),
+        ]
+        .boxed()
+    }
+
+    fn usage() -> BoxedStrategy<String> {
+        let keys = &[
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "prompt_tokens_details",
+            "completion_tokens_details",
+        ];
+        let rare = &[
+            "input_tokens",
+            "output_tokens",
+            "input_tokens_details",
+            "output_tokens_details",
+        ];
+        (members(keys, rare), ws())
+            .prop_map(|(m, pad)| object(m, pad))
+            .boxed()
     }
 
     fn message() -> BoxedStrategy<String> {

@@ -5,25 +5,31 @@
 //! streamed response's analysis. This scan reads that shape in one pass over the bytes and
 //! borrows every string. It is sound, not complete: it accepts a document only when it is
 //! valid JSON whose every member it understands as the typed read does (strings without
-//! escapes, one choice of index 0, no tool calls, no usage object, no duplicate known member,
-//! …) and answers `None` for anything else, which then takes the typed read exactly as before.
+//! escapes, one choice of index 0, no tool calls, counts as plain integers, no duplicate known
+//! member, …) and answers `None` for anything else, which then takes the typed read exactly as
+//! before. A whole (not streamed) completion has the same shape and is read the same way.
 
 use memchr::memchr2;
+use serde_json::Value;
+
+use super::OaUsage;
 
 /// Values nested deeper than this in members the scan skips send the document to the typed
 /// read (which has its own, larger limit).
 const MAX_SKIP_DEPTH: u32 = 32;
 
 /// What one chunk contributes, as the typed read would apply it.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub(super) struct Scanned<'a> {
     pub(super) id: Option<&'a str>,
     pub(super) model: Option<&'a str>,
+    /// The usage object, when not null: its details hold only the count read from them.
+    pub(super) usage: Option<OaUsage>,
     /// The choice of index 0, when the chunk has one.
     pub(super) choice: Option<ScannedChoice<'a>>,
 }
 
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub(super) struct ScannedChoice<'a> {
     /// Legacy completions' `text`.
     pub(super) text: Option<&'a str>,
@@ -32,7 +38,7 @@ pub(super) struct ScannedChoice<'a> {
     pub(super) finish_reason: Option<&'a str>,
 }
 
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub(super) struct ScannedMessage<'a> {
     /// A null `content` reads as no content, as in the typed read.
     pub(super) content: Option<&'a str>,
@@ -51,8 +57,8 @@ pub(super) fn scan(doc: &str) -> Option<Scanned<'_>> {
             "id" => c.once(&mut seen, 0)?.opt_str(&mut out.id)?,
             "model" => c.once(&mut seen, 1)?.opt_str(&mut out.model)?,
             "choices" => c.once(&mut seen, 2)?.choices(&mut out.choice)?,
-            // A usage object and an error are the typed read's.
-            "usage" => c.once(&mut seen, 3)?.null()?,
+            "usage" => c.once(&mut seen, 3)?.usage(&mut out.usage)?,
+            // An error is the general path's.
             "error" => return None,
             _ => c.skip(0)?,
         }
@@ -147,12 +153,6 @@ impl<'a> Cursor<'a> {
         self.doc.get(start..end)
     }
 
-    /// `null`.
-    fn null(&mut self) -> Option<()> {
-        self.ws();
-        self.literal("null")
-    }
-
     fn literal(&mut self, word: &str) -> Option<()> {
         self.bytes()
             .get(self.i..)?
@@ -169,6 +169,101 @@ impl<'a> Cursor<'a> {
         } else {
             Some(self.string()?)
         };
+        Some(())
+    }
+
+    /// A count or null, into `out`: only a plain integer that fits (the typed read fails
+    /// a negative or fractional count, and reads a long one as a float).
+    fn opt_count(&mut self, out: &mut Option<u64>) -> Option<()> {
+        self.ws();
+        if self.peek()? == b'n' {
+            self.literal("null")?;
+            *out = None;
+            return Some(());
+        }
+        *out = Some(self.count()?);
+        Some(())
+    }
+
+    /// A plain non-negative integer that fits a `u64` (a larger one the typed read takes
+    /// for a float). A zero ends the integer, so a leading zero, like a fraction, fails at
+    /// the member's end.
+    fn count(&mut self) -> Option<u64> {
+        if self.peek()? == b'0' {
+            self.i += 1;
+            return Some(0);
+        }
+        let start = self.i;
+        let mut n: u64 = 0;
+        while let Some(d) = self.peek().filter(u8::is_ascii_digit) {
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            self.i += 1;
+        }
+        (self.i > start).then_some(n)
+    }
+
+    /// The usage object or null. The typed read keeps a details member as a value and
+    /// reads one count from it (`num`): the scan keeps that count alone.
+    fn usage(&mut self, into: &mut Option<OaUsage>) -> Option<()> {
+        self.ws();
+        if self.peek()? == b'n' {
+            self.literal("null")?;
+            *into = None;
+            return Some(());
+        }
+        let mut u = OaUsage::default();
+        let mut seen = Seen::default();
+        self.object(|c, key| {
+            match key {
+                "prompt_tokens" => c.once(&mut seen, 0)?.opt_count(&mut u.prompt_tokens)?,
+                "completion_tokens" => c.once(&mut seen, 1)?.opt_count(&mut u.completion_tokens)?,
+                "input_tokens" => c.once(&mut seen, 2)?.opt_count(&mut u.input_tokens)?,
+                "output_tokens" => c.once(&mut seen, 3)?.opt_count(&mut u.output_tokens)?,
+                "prompt_tokens_details" => {
+                    let d = &mut u.prompt_tokens_details;
+                    c.once(&mut seen, 4)?.details("cached_tokens", d)?;
+                }
+                "input_tokens_details" => {
+                    let d = &mut u.input_tokens_details;
+                    c.once(&mut seen, 5)?.details("cached_tokens", d)?;
+                }
+                "completion_tokens_details" => {
+                    let d = &mut u.completion_tokens_details;
+                    c.once(&mut seen, 6)?.details("reasoning_tokens", d)?;
+                }
+                "output_tokens_details" => {
+                    let d = &mut u.output_tokens_details;
+                    c.once(&mut seen, 7)?.details("reasoning_tokens", d)?;
+                }
+                _ => c.skip(0)?,
+            }
+            Some(())
+        })?;
+        *into = Some(u);
+        Some(())
+    }
+
+    /// A details member: as a value holding only `key`'s count, when it is an object whose
+    /// last `key` is a number that `num` reads as a count (`as_u64`: an integer that fits);
+    /// none when `num` would find no count.
+    fn details(&mut self, key: &str, into: &mut Option<Value>) -> Option<()> {
+        self.ws();
+        if self.peek()? != b'{' {
+            *into = None;
+            return self.skip(0);
+        }
+        let mut found = None;
+        self.object(|c, k| {
+            c.ws();
+            let start = c.i;
+            c.skip(1)?;
+            if k == key {
+                // A string, a fraction, a negative or a too-large number is no count.
+                found = c.doc[start..c.i].parse::<u64>().ok();
+            }
+            Some(())
+        })?;
+        *into = found.map(|n| serde_json::json!({ key: n }));
         Some(())
     }
 
@@ -334,6 +429,25 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_whole_completion_with_its_usage() {
+        let doc = r#"{"id":"chatcmpl-2","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":41,"completion_tokens":540,"total_tokens":581,"prompt_tokens_details":{"cached_tokens":7,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":"x","accepted_prediction_tokens":0}}}"#;
+        let s = scan(doc).expect("scanned");
+        let usage = s.usage.expect("usage").into_usage();
+        assert_eq!(
+            (
+                usage.input,
+                usage.output,
+                usage.cached_input,
+                usage.reasoning
+            ),
+            (Some(41), Some(540), Some(7), None)
+        );
+        let choice = s.choice.expect("a choice");
+        assert_eq!(choice.message.expect("message").content, Some("Hi"));
+        assert_eq!(choice.finish_reason, Some("stop"));
+    }
+
+    #[test]
     fn skips_nested_members_it_does_not_use() {
         let doc = r#" {"prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}],"choices":[{"index":0,"delta":{"content":"x"},"content_filter_results":{"n":[1,-2.5e+3,true,false,null,[],{}]},"finish_reason":"stop"}]} "#;
         let choice = scan(doc).expect("scanned").choice.expect("a choice");
@@ -354,7 +468,13 @@ mod tests {
             r#"{"choices":[{"delta":{"content":["part"]}}]}"#,
             r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#,
             r#"{"choices":[{"delta":{"content":"a"},"message":{"content":"b"}}]}"#,
-            r#"{"usage":{"prompt_tokens":1}}"#,
+            r#"{"usage":{"prompt_tokens":-1}}"#,
+            r#"{"usage":{"prompt_tokens":1.0}}"#,
+            r#"{"usage":{"prompt_tokens":01}}"#,
+            r#"{"usage":{"prompt_tokens":18446744073709551616}}"#,
+            r#"{"usage":{"prompt_tokens":"1"}}"#,
+            r#"{"usage":{"prompt_tokens_details":{"cached_tokens":01}}}"#,
+            r#"{"usage":[1]}"#,
             r#"{"error":null}"#,
             r#"{"id":5}"#,
             r#"{"x":01}"#,

@@ -16,7 +16,7 @@ pub use responses::ResponsesAcc;
 use crate::llm::usage::{Usage, num};
 
 /// OpenAI usage (chat and Responses field names both accepted).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub(crate) struct OaUsage {
     prompt_tokens: Option<u64>,
