@@ -2,12 +2,15 @@
 //!
 //! A streamed answer is dozens of small documents of one shape (an envelope repeating id and
 //! model, one choice carrying a few bytes of text); their typed read was the largest cost of a
-//! streamed response's analysis. This scan reads that shape in one pass over the bytes and
-//! borrows every string. It is sound, not complete: it accepts a document only when it is
-//! valid JSON whose every member it understands as the typed read does (strings without
-//! escapes, one choice of index 0, no tool calls, counts as plain integers, no duplicate known
-//! member, …) and answers `None` for anything else, which then takes the typed read exactly as
-//! before. A whole (not streamed) completion has the same shape and is read the same way.
+//! streamed response's analysis. This scan reads that shape in one pass over the bytes,
+//! borrowing every string without escapes and decoding the others. It is sound, not
+//! complete: it accepts a document only when it is valid JSON whose every member it
+//! understands as the typed read does (one choice of index 0, no tool calls, counts as plain
+//! integers, no duplicate known member, no lone surrogate, …) and answers `None` for anything
+//! else, which then takes the typed read exactly as before. A whole (not streamed) completion
+//! has the same shape and is read the same way.
+
+use std::borrow::Cow;
 
 use memchr::memchr2;
 use serde_json::Value;
@@ -21,10 +24,10 @@ const MAX_SKIP_DEPTH: u32 = 32;
 /// What one chunk contributes, as the typed read would apply it.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Scanned<'a> {
-    pub(super) id: Option<&'a str>,
-    pub(super) model: Option<&'a str>,
+    pub(super) id: Option<Cow<'a, str>>,
+    pub(super) model: Option<Cow<'a, str>>,
     /// The usage object, when not null: its details hold only the count read from them.
-    pub(super) usage: Option<OaUsage>,
+    pub(super) usage: Option<Box<OaUsage>>,
     /// The choice of index 0, when the chunk has one.
     pub(super) choice: Option<ScannedChoice<'a>>,
 }
@@ -32,25 +35,26 @@ pub(super) struct Scanned<'a> {
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct ScannedChoice<'a> {
     /// Legacy completions' `text`.
-    pub(super) text: Option<&'a str>,
+    pub(super) text: Option<Cow<'a, str>>,
     /// The `delta` (or `message`) member, when present and not null.
     pub(super) message: Option<ScannedMessage<'a>>,
-    pub(super) finish_reason: Option<&'a str>,
+    pub(super) finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct ScannedMessage<'a> {
     /// A null `content` reads as no content, as in the typed read.
-    pub(super) content: Option<&'a str>,
-    pub(super) refusal: Option<&'a str>,
-    pub(super) reasoning_content: Option<&'a str>,
-    pub(super) reasoning: Option<&'a str>,
+    pub(super) content: Option<Cow<'a, str>>,
+    pub(super) refusal: Option<Cow<'a, str>>,
+    pub(super) reasoning_content: Option<Cow<'a, str>>,
+    pub(super) reasoning: Option<Cow<'a, str>>,
 }
 
-/// The chunk `doc` when the scan understands all of it; `None` sends it to the typed read.
-pub(super) fn scan(doc: &str) -> Option<Scanned<'_>> {
+/// Reads the chunk `doc` into `out` (a fresh one) when the scan understands all of it; `None`
+/// sends it to the typed read. The parts are written where they end up, not built and moved
+/// there (moving them cost as much as scanning).
+pub(super) fn scan<'a>(doc: &'a str, out: &mut Scanned<'a>) -> Option<()> {
     let mut c = Cursor { doc, i: 0 };
-    let mut out = Scanned::default();
     let mut seen = Seen::default();
     c.object(|c, key| {
         match key {
@@ -65,7 +69,7 @@ pub(super) fn scan(doc: &str) -> Option<Scanned<'_>> {
         Some(())
     })?;
     c.ws();
-    (c.i == doc.len()).then_some(out)
+    (c.i == doc.len()).then_some(())
 }
 
 /// Known members already read: a duplicate is the typed read's (it fails the document, and
@@ -109,7 +113,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// An object, calling `member` with each key and the cursor before its value.
-    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &str) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
         self.ws();
         if self.peek()? == b'}' {
@@ -120,7 +124,7 @@ impl<'a> Cursor<'a> {
             self.ws();
             let key = self.string()?;
             self.eat(b':')?;
-            member(self, key)?;
+            member(self, &key)?;
             self.ws();
             match self.peek()? {
                 b',' => self.i += 1,
@@ -133,24 +137,81 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A string without escapes or control characters, borrowed.
-    fn string(&mut self) -> Option<&'a str> {
+    /// A string: borrowed when it has no escapes, decoded otherwise.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
         self.ws();
         if self.peek()? != b'"' {
             return None;
         }
         let start = self.i + 1;
-        let len = memchr2(b'"', b'\\', &self.bytes()[start..])?;
-        let end = start + len;
-        // The smallest byte, not `any`: a loop without an early exit is vectorised, and the
-        // strings are short enough that stopping early saves nothing.
-        let lowest = self.bytes()[start..end].iter().copied().min();
-        if self.bytes()[end] != b'"' || lowest.is_some_and(|b| b < 0x20) {
-            return None;
+        let end = self.plain_run(start)?;
+        if self.bytes()[end] == b'"' {
+            self.i = end + 1;
+            // Both ends are ASCII, so both are character boundaries.
+            return self.doc.get(start..end).map(Cow::Borrowed);
         }
-        self.i = end + 1;
-        // Both ends are ASCII quotes, so both are character boundaries.
-        self.doc.get(start..end)
+        let mut out = String::with_capacity(end - start + 16);
+        out.push_str(self.doc.get(start..end)?);
+        let mut at = end;
+        loop {
+            // `at` is on a backslash.
+            at = self.escape(at + 1, &mut out)?;
+            let end = self.plain_run(at)?;
+            out.push_str(self.doc.get(at..end)?);
+            if self.bytes()[end] == b'"' {
+                self.i = end + 1;
+                return Some(Cow::Owned(out));
+            }
+            at = end;
+        }
+    }
+
+    /// Where the run of plain string bytes from `from` ends (on a quote or a backslash);
+    /// `None` when it holds a control character, which JSON forbids raw.
+    fn plain_run(&self, from: usize) -> Option<usize> {
+        let run = self.bytes().get(from..)?;
+        let len = memchr2(b'"', b'\\', run)?;
+        // The smallest byte, not `any`: a loop without an early exit is vectorised, and the
+        // runs are short enough that stopping early saves nothing.
+        let lowest = run[..len].iter().copied().min();
+        lowest.is_none_or(|b| b >= 0x20).then_some(from + len)
+    }
+
+    /// Decodes the escape whose letter is at `at` into `out`; where the string goes on. A
+    /// lone surrogate, which the typed read refuses, gives up.
+    fn escape(&self, at: usize, out: &mut String) -> Option<usize> {
+        let b = self.bytes();
+        let c = match *b.get(at)? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hi = hex4(b.get(at + 1..at + 5)?)?;
+                if !(0xD800..0xDC00).contains(&hi) {
+                    out.push(char::from_u32(hi)?);
+                    return Some(at + 5);
+                }
+                if b.get(at + 5..at + 7)? != b"\\u" {
+                    return None;
+                }
+                let lo = hex4(b.get(at + 7..at + 11)?)?;
+                if !(0xDC00..0xE000).contains(&lo) {
+                    return None;
+                }
+                out.push(char::from_u32(
+                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00),
+                )?);
+                return Some(at + 11);
+            }
+            _ => return None,
+        };
+        out.push(c);
+        Some(at + 1)
     }
 
     fn literal(&mut self, word: &str) -> Option<()> {
@@ -161,7 +222,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A string or null, into `out`. Here and below, `None` is the scan giving up.
-    fn opt_str(&mut self, out: &mut Option<&'a str>) -> Option<()> {
+    fn opt_str(&mut self, out: &mut Option<Cow<'a, str>>) -> Option<()> {
         self.ws();
         *out = if self.peek()? == b'n' {
             self.literal("null")?;
@@ -204,14 +265,14 @@ impl<'a> Cursor<'a> {
 
     /// The usage object or null. The typed read keeps a details member as a value and
     /// reads one count from it (`num`): the scan keeps that count alone.
-    fn usage(&mut self, into: &mut Option<OaUsage>) -> Option<()> {
+    fn usage(&mut self, into: &mut Option<Box<OaUsage>>) -> Option<()> {
         self.ws();
         if self.peek()? == b'n' {
             self.literal("null")?;
             *into = None;
             return Some(());
         }
-        let mut u = OaUsage::default();
+        let u = into.insert(Box::default());
         let mut seen = Seen::default();
         self.object(|c, key| {
             match key {
@@ -239,7 +300,6 @@ impl<'a> Cursor<'a> {
             }
             Some(())
         })?;
-        *into = Some(u);
         Some(())
     }
 
@@ -276,15 +336,12 @@ impl<'a> Cursor<'a> {
             *out = None;
             return Some(());
         }
-        *out = Some(self.choice()?);
+        self.choice(out.insert(ScannedChoice::default()))?;
         self.eat(b']')
     }
 
-    fn choice(&mut self) -> Option<ScannedChoice<'a>> {
-        let mut out = ScannedChoice::default();
+    fn choice(&mut self, out: &mut ScannedChoice<'a>) -> Option<()> {
         let mut seen = Seen::default();
-        let mut delta = None;
-        let mut message = None;
         self.object(|c, key| {
             match key {
                 // Another index is a further completion the typed read sorts out. A `0`
@@ -293,20 +350,14 @@ impl<'a> Cursor<'a> {
                     c.once(&mut seen, 0)?.ws();
                     c.literal("0")?;
                 }
-                "delta" => c.once(&mut seen, 1)?.opt_message(&mut delta)?,
-                "message" => c.once(&mut seen, 2)?.opt_message(&mut message)?,
+                // Both members: the typed read prefers the delta; left to it.
+                "delta" | "message" => c.once(&mut seen, 1)?.opt_message(&mut out.message)?,
                 "text" => c.once(&mut seen, 3)?.opt_str(&mut out.text)?,
                 "finish_reason" => c.once(&mut seen, 4)?.opt_str(&mut out.finish_reason)?,
                 _ => c.skip(0)?,
             }
             Some(())
-        })?;
-        // Both members: the typed read prefers the delta; left to it.
-        if delta.is_some() && message.is_some() {
-            return None;
-        }
-        out.message = delta.or(message);
-        Some(out)
+        })
     }
 
     /// A message object or null.
@@ -317,7 +368,7 @@ impl<'a> Cursor<'a> {
             *into = None;
             return Some(());
         }
-        let mut out = ScannedMessage::default();
+        let out = into.insert(ScannedMessage::default());
         let mut seen = Seen::default();
         self.object(|c, key| {
             match key {
@@ -336,7 +387,6 @@ impl<'a> Cursor<'a> {
             }
             Some(())
         })?;
-        *into = Some(out);
         Some(())
     }
 
@@ -413,18 +463,35 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Four hex digits (either case).
+fn hex4(digits: &[u8]) -> Option<u32> {
+    digits
+        .iter()
+        .try_fold(0, |n, &d| Some(n << 4 | char::from(d).to_digit(16)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scan(doc: &str) -> Option<Scanned<'_>> {
+        let mut out = Scanned::default();
+        super::scan(doc, &mut out)?;
+        Some(out)
+    }
 
     #[test]
     fn reads_the_common_stream_chunk() {
         let doc = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1764201600,"model":"gpt-4o-mini","system_fingerprint":null,"choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"},"logprobs":null,"finish_reason":null}],"usage":null}"#;
         let s = scan(doc).expect("scanned");
-        assert_eq!(s.id, Some("chatcmpl-1"));
-        assert_eq!(s.model, Some("gpt-4o-mini"));
+        assert_eq!(s.id.as_deref(), Some("chatcmpl-1"));
+        assert_eq!(s.model.as_deref(), Some("gpt-4o-mini"));
         let choice = s.choice.expect("a choice");
-        assert_eq!(choice.message.expect("delta").content, Some("Hello"));
+        let content = choice.message.expect("delta").content;
+        assert!(
+            matches!(content, Some(Cow::Borrowed("Hello"))),
+            "{content:?}"
+        );
         assert_eq!(choice.finish_reason, None);
     }
 
@@ -443,21 +510,39 @@ mod tests {
             (Some(41), Some(540), Some(7), None)
         );
         let choice = s.choice.expect("a choice");
-        assert_eq!(choice.message.expect("message").content, Some("Hi"));
-        assert_eq!(choice.finish_reason, Some("stop"));
+        assert_eq!(
+            choice.message.expect("message").content.as_deref(),
+            Some("Hi")
+        );
+        assert_eq!(choice.finish_reason.as_deref(), Some("stop"));
     }
 
     #[test]
     fn skips_nested_members_it_does_not_use() {
         let doc = r#" {"prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}],"choices":[{"index":0,"delta":{"content":"x"},"content_filter_results":{"n":[1,-2.5e+3,true,false,null,[],{}]},"finish_reason":"stop"}]} "#;
         let choice = scan(doc).expect("scanned").choice.expect("a choice");
-        assert_eq!(choice.finish_reason, Some("stop"));
+        assert_eq!(choice.finish_reason.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn decodes_escapes_as_json_does() {
+        let doc = r#"{"choices":[{"delta":{"content":"a\"b\\c\/d\b\f\n\r\t\u00e9\u20AC\ud83d\ude00!"}}],"\u0069d":"x"}"#;
+        let s = scan(doc).expect("scanned");
+        let content = s.choice.expect("a choice").message.expect("delta").content;
+        assert_eq!(content.as_deref(), Some("a\"b\\c/d\u{8}\u{c}\n\r\té€😀!"));
+        assert_eq!(s.id.as_deref(), Some("x"));
     }
 
     #[test]
     fn leaves_everything_unusual_to_the_typed_read() {
         for doc in [
-            r#"{"id":"a\"b"}"#,
+            r#"{"id":"\ud83d"}"#,
+            r#"{"id":"\ude00x"}"#,
+            r#"{"id":"\ud83d\u0041"}"#,
+            r#"{"id":"\x"}"#,
+            r#"{"id":"\u12"}"#,
+            r#"{"id":"\u12G4"}"#,
+            r#"{"id":"a\"#,
             r#"{"id":"a","id":"b"}"#,
             r#"{"choices":[{"index":1,"delta":{"content":"x"}}]}"#,
             r#"{"choices":[{"index":0},{"index":0}]}"#,
