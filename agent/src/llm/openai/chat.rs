@@ -483,7 +483,7 @@ mod scan_equivalence_tests {
         "{\"a\":\"b\",\"c\":{}}",
     ];
 
-    /// Values the scan must leave to the typed read (escapes) or that fail both.
+    /// Odd values: escapes (which the scan decodes) and malformed ones (which fail both).
     const ODD: &[&str] = &[
         "\"a\\\"b\"",
         "\"line\\nnext\"",
@@ -580,8 +580,8 @@ mod scan_equivalence_tests {
             .boxed()
     }
 
-    /// Members in any order, now and then one twice or one of `rare` (which turns most
-    /// documents over to the typed read).
+    /// Members in any order, now and then one twice or one of `rare` (members seldom seen,
+    /// or that send the document to the typed read).
     fn members(
         keys: &'static [&'static str],
         rare: &'static [&'static str],

@@ -350,7 +350,8 @@ impl<'a> Cursor<'a> {
                     c.once(&mut seen, 0)?.ws();
                     c.literal("0")?;
                 }
-                // Both members: the typed read prefers the delta; left to it.
+                // One slot for both: a chunk with both (the typed read prefers the delta)
+                // is left to the typed read as a duplicate.
                 "delta" | "message" => c.once(&mut seen, 1)?.opt_message(&mut out.message)?,
                 "text" => c.once(&mut seen, 3)?.opt_str(&mut out.text)?,
                 "finish_reason" => c.once(&mut seen, 4)?.opt_str(&mut out.finish_reason)?,
