@@ -5,10 +5,10 @@
 //! streamed response's analysis. This scan reads that shape in one pass over the bytes,
 //! borrowing every string without escapes and decoding the others. It is sound, not
 //! complete: it accepts a document only when it is valid JSON whose every member it
-//! understands as the typed read does (one choice of index 0, no tool calls, counts as plain
-//! integers, no duplicate known member, no lone surrogate, …) and answers `None` for anything
-//! else, which then takes the typed read exactly as before. A whole (not streamed) completion
-//! has the same shape and is read the same way.
+//! understands as the typed read does (one choice of index 0, counts as plain integers, no
+//! duplicate known member, no lone surrogate, …) and answers `None` for anything else, which
+//! then takes the typed read exactly as before. A whole (not streamed) completion has the same
+//! shape and is read the same way.
 
 use std::borrow::Cow;
 
@@ -38,6 +38,8 @@ pub(super) struct ScannedChoice<'a> {
     pub(super) text: Option<Cow<'a, str>>,
     /// The `delta` (or `message`) member, when present and not null.
     pub(super) message: Option<ScannedMessage<'a>>,
+    /// The member was `message` (a whole answer: its tool calls are numbered by position).
+    pub(super) whole: bool,
     pub(super) finish_reason: Option<Cow<'a, str>>,
 }
 
@@ -48,6 +50,16 @@ pub(super) struct ScannedMessage<'a> {
     pub(super) refusal: Option<Cow<'a, str>>,
     pub(super) reasoning_content: Option<Cow<'a, str>>,
     pub(super) reasoning: Option<Cow<'a, str>>,
+    pub(super) tool_calls: Vec<ScannedCall<'a>>,
+}
+
+/// A tool call or a stream's piece of one.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct ScannedCall<'a> {
+    pub(super) index: Option<usize>,
+    pub(super) id: Option<Cow<'a, str>>,
+    pub(super) name: Option<Cow<'a, str>>,
+    pub(super) arguments: Option<Cow<'a, str>>,
 }
 
 /// Reads the chunk `doc` into `out` (a fresh one) when the scan understands all of it; `None`
@@ -352,7 +364,10 @@ impl<'a> Cursor<'a> {
                 }
                 // One slot for both: a chunk with both (the typed read prefers the delta)
                 // is left to the typed read as a duplicate.
-                "delta" | "message" => c.once(&mut seen, 1)?.opt_message(&mut out.message)?,
+                "delta" | "message" => {
+                    c.once(&mut seen, 1)?.opt_message(&mut out.message)?;
+                    out.whole = key == "message";
+                }
                 "text" => c.once(&mut seen, 3)?.opt_str(&mut out.text)?,
                 "finish_reason" => c.once(&mut seen, 4)?.opt_str(&mut out.finish_reason)?,
                 _ => c.skip(0)?,
@@ -379,16 +394,71 @@ impl<'a> Cursor<'a> {
                     c.once(&mut seen, 2)?.opt_str(&mut out.reasoning_content)?;
                 }
                 "reasoning" => c.once(&mut seen, 3)?.opt_str(&mut out.reasoning)?,
-                // Tool calls are assembled by the typed read; an empty list adds none.
-                "tool_calls" => {
-                    c.once(&mut seen, 4)?.eat(b'[')?;
-                    c.eat(b']')?;
-                }
+                "tool_calls" => c.once(&mut seen, 4)?.calls(&mut out.tool_calls)?,
                 _ => c.skip(0)?,
             }
             Some(())
         })?;
         Some(())
+    }
+
+    /// A message's tool calls: an array of call objects.
+    fn calls(&mut self, out: &mut Vec<ScannedCall<'a>>) -> Option<()> {
+        self.eat(b'[')?;
+        self.ws();
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            out.push(ScannedCall::default());
+            self.call(out.last_mut()?)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn call(&mut self, out: &mut ScannedCall<'a>) -> Option<()> {
+        let mut seen = Seen::default();
+        self.object(|c, key| {
+            match key {
+                "index" => {
+                    c.once(&mut seen, 0)?.ws();
+                    if c.peek()? == b'n' {
+                        c.literal("null")?;
+                    } else {
+                        out.index = Some(usize::try_from(c.count()?).ok()?);
+                    }
+                }
+                "id" => c.once(&mut seen, 1)?.opt_str(&mut out.id)?,
+                "function" => {
+                    c.once(&mut seen, 2)?.ws();
+                    if c.peek()? == b'n' {
+                        return c.literal("null");
+                    }
+                    let mut fn_seen = Seen::default();
+                    c.object(|c, key| {
+                        match key {
+                            "name" => c.once(&mut fn_seen, 0)?.opt_str(&mut out.name)?,
+                            "arguments" => {
+                                c.once(&mut fn_seen, 1)?.opt_str(&mut out.arguments)?;
+                            }
+                            _ => c.skip(1)?,
+                        }
+                        Some(())
+                    })?;
+                }
+                _ => c.skip(0)?,
+            }
+            Some(())
+        })
     }
 
     /// Skips any JSON value, checking it as strictly as the typed read does.
@@ -552,7 +622,10 @@ mod tests {
             r#"{"choices":null}"#,
             r#"{"choices":[[0]]}"#,
             r#"{"choices":[{"delta":{"content":["part"]}}]}"#,
-            r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[[0]]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":-1}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":["f"]}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"a","id":"b"}]}}]}"#,
             r#"{"choices":[{"delta":{"content":"a"},"message":{"content":"b"}}]}"#,
             r#"{"usage":{"prompt_tokens":-1}}"#,
             r#"{"usage":{"prompt_tokens":1.0}}"#,
