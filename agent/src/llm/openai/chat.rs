@@ -543,8 +543,7 @@ mod scan_equivalence_tests {
         format!("{{{}}}", inner.join(","))
     }
 
-    /// A string or null, the type most known members take.
-    /// Strings plain and escaped.
+    /// Strings plain and escaped, and null.
     const TEXTS: &[&str] = &[
         "\"abc\"",
         "\"stop\"",
@@ -558,6 +557,7 @@ mod scan_equivalence_tests {
     /// Strings both reads refuse: a lone surrogate, an unknown escape, a bad hex digit.
     const BAD_TEXTS: &[&str] = &["\"\\ud83d\"", "\"\\ude00\"", "\"\\x\"", "\"\\u00G0\""];
 
+    /// A string or null, the type most known members take; now and then a bad one.
     fn text() -> BoxedStrategy<String> {
         prop_oneof![
             25 => proptest::sample::select(TEXTS),
