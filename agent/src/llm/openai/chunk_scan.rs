@@ -149,6 +149,39 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// An array, calling `element` with the cursor before each element.
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        self.ws();
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            element(self)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Whether the value ahead is `null` (then read); any other value is left for the
+    /// caller. `None` at the end of the document or on a word that starts like it.
+    fn null(&mut self) -> Option<bool> {
+        self.ws();
+        if self.peek()? != b'n' {
+            return Some(false);
+        }
+        self.literal("null")?;
+        Some(true)
+    }
+
     /// A string: borrowed when it has no escapes, decoded otherwise.
     fn string(&mut self) -> Option<Cow<'a, str>> {
         self.ws();
@@ -235,9 +268,7 @@ impl<'a> Cursor<'a> {
 
     /// A string or null, into `out`. Here and below, `None` is the scan giving up.
     fn opt_str(&mut self, out: &mut Option<Cow<'a, str>>) -> Option<()> {
-        self.ws();
-        *out = if self.peek()? == b'n' {
-            self.literal("null")?;
+        *out = if self.null()? {
             None
         } else {
             Some(self.string()?)
@@ -248,13 +279,11 @@ impl<'a> Cursor<'a> {
     /// A count or null, into `out`: only a plain integer that fits (the typed read fails
     /// a negative or fractional count, and reads a long one as a float).
     fn opt_count(&mut self, out: &mut Option<u64>) -> Option<()> {
-        self.ws();
-        if self.peek()? == b'n' {
-            self.literal("null")?;
-            *out = None;
-            return Some(());
-        }
-        *out = Some(self.count()?);
+        *out = if self.null()? {
+            None
+        } else {
+            Some(self.count()?)
+        };
         Some(())
     }
 
@@ -278,9 +307,7 @@ impl<'a> Cursor<'a> {
     /// The usage object or null. The typed read keeps a details member as a value and
     /// reads one count from it (`num`): the scan keeps that count alone.
     fn usage(&mut self, into: &mut Option<Box<OaUsage>>) -> Option<()> {
-        self.ws();
-        if self.peek()? == b'n' {
-            self.literal("null")?;
+        if self.null()? {
             *into = None;
             return Some(());
         }
@@ -311,8 +338,7 @@ impl<'a> Cursor<'a> {
                 _ => c.skip(0)?,
             }
             Some(())
-        })?;
-        Some(())
+        })
     }
 
     /// A details member: as a value holding only `key`'s count, when it is an object whose
@@ -341,15 +367,14 @@ impl<'a> Cursor<'a> {
 
     /// The `choices` array: empty, or one object of index 0.
     fn choices(&mut self, out: &mut Option<ScannedChoice<'a>>) -> Option<()> {
-        self.eat(b'[')?;
-        self.ws();
-        if self.peek()? == b']' {
-            self.i += 1;
-            *out = None;
-            return Some(());
-        }
-        self.choice(out.insert(ScannedChoice::default()))?;
-        self.eat(b']')
+        *out = None;
+        self.array(|c| {
+            // A second choice (even of index 0) is the typed read's.
+            if out.is_some() {
+                return None;
+            }
+            c.choice(out.insert(ScannedChoice::default()))
+        })
     }
 
     fn choice(&mut self, out: &mut ScannedChoice<'a>) -> Option<()> {
@@ -378,9 +403,7 @@ impl<'a> Cursor<'a> {
 
     /// A message object or null.
     fn opt_message(&mut self, into: &mut Option<ScannedMessage<'a>>) -> Option<()> {
-        self.ws();
-        if self.peek()? == b'n' {
-            self.literal("null")?;
+        if self.null()? {
             *into = None;
             return Some(());
         }
@@ -398,31 +421,15 @@ impl<'a> Cursor<'a> {
                 _ => c.skip(0)?,
             }
             Some(())
-        })?;
-        Some(())
+        })
     }
 
     /// A message's tool calls: an array of call objects.
     fn calls(&mut self, out: &mut Vec<ScannedCall<'a>>) -> Option<()> {
-        self.eat(b'[')?;
-        self.ws();
-        if self.peek()? == b']' {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
+        self.array(|c| {
             out.push(ScannedCall::default());
-            self.call(out.last_mut()?)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b']' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+            c.call(out.last_mut()?)
+        })
     }
 
     fn call(&mut self, out: &mut ScannedCall<'a>) -> Option<()> {
@@ -430,18 +437,14 @@ impl<'a> Cursor<'a> {
         self.object(|c, key| {
             match key {
                 "index" => {
-                    c.once(&mut seen, 0)?.ws();
-                    if c.peek()? == b'n' {
-                        c.literal("null")?;
-                    } else {
+                    if !c.once(&mut seen, 0)?.null()? {
                         out.index = Some(usize::try_from(c.count()?).ok()?);
                     }
                 }
                 "id" => c.once(&mut seen, 1)?.opt_str(&mut out.id)?,
                 "function" => {
-                    c.once(&mut seen, 2)?.ws();
-                    if c.peek()? == b'n' {
-                        return c.literal("null");
+                    if c.once(&mut seen, 2)?.null()? {
+                        return Some(());
                     }
                     let mut fn_seen = Seen::default();
                     c.object(|c, key| {
@@ -470,26 +473,7 @@ impl<'a> Cursor<'a> {
         match self.peek()? {
             b'"' => self.string().map(drop),
             b'{' => self.object(|c, _| c.skip(depth + 1)),
-            b'[' => {
-                self.i += 1;
-                self.ws();
-                if self.peek()? == b']' {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b']' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
-            }
+            b'[' => self.array(|c| c.skip(depth + 1)),
             b't' => self.literal("true"),
             b'f' => self.literal("false"),
             b'n' => self.literal("null"),
