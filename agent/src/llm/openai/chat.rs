@@ -592,9 +592,7 @@ mod scan_equivalence_tests {
             .prop_map(|c| format!("[{}]", c.join(",")))
             .boxed(),
             "function" => prop_oneof![
-                4 => (members(&["name", "arguments"], &["type"]), ws())
-                    .prop_map(|(m, pad)| object(m, pad))
-                    .boxed(),
+                4 => object_of(&["name", "arguments"], &["type"]),
                 1 => Just("null".to_owned()).boxed(),
             ]
             .boxed(),
@@ -630,6 +628,16 @@ mod scan_equivalence_tests {
         })
     }
 
+    /// An object of `members(keys, rare)`, padded alike around every member.
+    fn object_of(
+        keys: &'static [&'static str],
+        rare: &'static [&'static str],
+    ) -> BoxedStrategy<String> {
+        (members(keys, rare), ws())
+            .prop_map(|(m, pad)| object(m, pad))
+            .boxed()
+    }
+
     /// Counts in every form: the typed read takes only plain integers that fit.
     const COUNTS: &[&str] = &[
         "0",
@@ -659,7 +667,7 @@ mod scan_equivalence_tests {
             &["reasoning_tokens", "audio_tokens"]
         };
         prop_oneof![
-            4 => (members(keys, keys), ws()).prop_map(|(m, pad)| object(m, pad)).boxed(),
+            4 => object_of(keys, keys),
             1 => token().boxed(),
         ]
         .boxed()
@@ -679,9 +687,7 @@ mod scan_equivalence_tests {
             "input_tokens_details",
             "output_tokens_details",
         ];
-        (members(keys, rare), ws())
-            .prop_map(|(m, pad)| object(m, pad))
-            .boxed()
+        object_of(keys, rare)
     }
 
     fn message() -> BoxedStrategy<String> {
@@ -693,9 +699,7 @@ mod scan_equivalence_tests {
             "role",
             "tool_calls",
         ];
-        (members(keys, &[]), ws())
-            .prop_map(|(m, pad)| object(m, pad))
-            .boxed()
+        object_of(keys, &[])
     }
 
     /// A tool call or a piece of one: its index mostly a plain one (a stream's calls are
@@ -727,9 +731,7 @@ mod scan_equivalence_tests {
             "finish_reason",
             "logprobs",
         ];
-        (members(keys, &[]), ws())
-            .prop_map(|(m, pad)| object(m, pad))
-            .boxed()
+        object_of(keys, &[])
     }
 
     fn document() -> impl Strategy<Value = String> {
