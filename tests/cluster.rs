@@ -75,6 +75,12 @@ fn columns(ch: &ClickHouseServer, table: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_load_loses_nothing_and_doubles_nothing() {
+    // The sinks' own warnings (each failed insert and ClickHouse's reason) go to the test's
+    // captured output: printed only if the test fails, where they say why rows did not ship.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("llmtrace_agent=warn")
+        .try_init();
     let zk = ZooKeeper::start();
     let tcp_ports = vec![free_port(), free_port()];
     let replica = |index| Replica {
@@ -112,10 +118,12 @@ async fn a_replica_killed_mid_load_loses_nothing_and_doubles_nothing() {
     while sink_a.metrics().rows_shipped.get() < ROWS || sink_b.metrics().rows_shipped.get() < ROWS {
         assert!(
             Instant::now() < deadline,
-            "not shipped: a {} b {} (b's insert retries {})",
+            "not shipped: a {} b {} (b's insert retries {})\nreplica 0: {}\nreplica 1: {}",
             sink_a.metrics().rows_shipped.get(),
             sink_b.metrics().rows_shipped.get(),
-            sink_b.metrics().insert_retries.get()
+            sink_b.metrics().insert_retries.get(),
+            r0.log_tail(),
+            r1.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
