@@ -186,12 +186,9 @@ impl ClickHouseServer {
             .unwrap_or_default();
         let out = std::fs::read_to_string(self.dir.path().join("stdout.txt")).unwrap_or_default();
         let frame = |line: &str| {
-            let digits = line
-                .trim_start()
-                .bytes()
-                .take_while(u8::is_ascii_digit)
-                .count();
-            digits > 0 && line.trim_start()[digits..].starts_with(". ")
+            let line = line.trim_start();
+            let rest = line.trim_start_matches(|c: char| c.is_ascii_digit());
+            rest.len() < line.len() && rest.starts_with(". ")
         };
         let tail = |s: &str| {
             s.lines()
