@@ -14,7 +14,9 @@
 //! clock), until every row has its rounds; each prints its median round, so a busy moment
 //! of a shared machine costs every row one round instead of one row its figure.
 //!
-//! Run: `AYA_BUILD_SKIP=1 cargo bench -p llmtrace-tests --bench analysis`
+//! Run: `AYA_BUILD_SKIP=1 cargo bench -p llmtrace-tests --bench analysis`; with
+//! `LLMTRACE_BENCH_ROW=<start of a row's name>` (`learned`, `full`, …) one row runs alone
+//! for a few seconds (to profile it, or to compare two builds).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -332,6 +334,29 @@ fn run_interleaved(rows: &mut [Bench<'_>], min_rounds: usize, budget: Duration) 
     }
 }
 
+/// Runs the one row whose name starts with `prefix` for [`ONE_ROW`] and prints its median
+/// round: a steady load of one engine for a profiler, and a quick A/B of two builds.
+fn only_row(rows: &mut [Bench<'_>], prefix: &str) {
+    let names: Vec<&str> = rows.iter().map(|r| r.name).collect();
+    let Some(r) = rows.iter_mut().find(|r| r.name.starts_with(prefix)) else {
+        panic!("LLMTRACE_BENCH_ROW={prefix:?} names no row; rows: {names:?}");
+    };
+    let start = Instant::now();
+    while start.elapsed() < ONE_ROW {
+        let t = (r.round)();
+        r.times.push(t);
+    }
+    println!(
+        "{}: {:.3} (median of {} rounds)",
+        r.name,
+        r.median(),
+        r.times.len()
+    );
+}
+
+/// How long [`only_row`] runs its row.
+const ONE_ROW: Duration = Duration::from_secs(6);
+
 /// The proxy benchmark's exchange, whose cost is mostly per exchange, not per KB: this many
 /// per round.
 const SMALL_PER_ROUND: u32 = 100;
@@ -434,6 +459,9 @@ fn main() {
             }
         }),
     ]);
+    if let Ok(prefix) = std::env::var("LLMTRACE_BENCH_ROW") {
+        return only_row(&mut rows, &prefix);
+    }
     run_interleaved(&mut rows, 9, Duration::from_secs(8));
     let rounds = rows[0].times.len();
     let figure = |name: &str| {
