@@ -122,6 +122,9 @@ impl Analyzer {
         let secrets = super::secrets::detector();
         let pii = super::pii::detector();
         let injection = InjectionDetector::default();
+        // Built here, before any text, like the learned model: otherwise the first scan that
+        // meets a non-ASCII character builds the normalised view's table of characters.
+        evasion::normalize::prepare();
         let triggers = TriggerSet::new(
             secrets
                 .literals()

@@ -122,6 +122,11 @@ static BMP: LazyLock<Box<[u64]>> = LazyLock::new(|| {
     bits
 });
 
+/// Builds [`BMP`] now (about a millisecond), so that no scan a client waits for pays for it.
+pub fn prepare() {
+    LazyLock::force(&BMP);
+}
+
 /// Whether the view changes `c`, from `bits` ([`BMP`]) below U+10000.
 fn changes(bits: &[u64], c: char) -> bool {
     let u = c as usize;
