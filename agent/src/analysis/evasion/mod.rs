@@ -46,12 +46,12 @@ impl Mapped {
     /// to the start of its own character. A run at a time, instead of a character at a time.
     fn push_unchanged(&mut self, s: &str, from: usize) {
         self.text.push_str(s);
-        let mut at = u32::try_from(from).unwrap_or(u32::MAX);
-        let base = at;
+        // `s` starts with a character, so the first byte sets `at`.
+        let mut at = 0;
         self.map.extend(s.bytes().enumerate().map(|(j, b)| {
             // A UTF-8 continuation byte (10xxxxxx) belongs to the character before it.
             if b & 0xC0 != 0x80 {
-                at = base.saturating_add(u32::try_from(j).unwrap_or(u32::MAX));
+                at = u32::try_from(from + j).unwrap_or(u32::MAX);
             }
             at
         }));
