@@ -80,19 +80,23 @@ struct Sample {
     tool: (String, String),
 }
 
-fn text(rng: &mut Lcg, bytes: usize, spicy: bool) -> String {
+/// At least `bytes` of parts drawn by `pick`, each followed by a space.
+fn fill(rng: &mut Lcg, bytes: usize, pick: impl Fn(&mut Lcg) -> &'static str) -> String {
     let mut s = String::new();
     while s.len() < bytes {
-        let part = match rng.next(10) {
-            0..=5 => PROSE[rng.next(PROSE.len())],
-            6..=8 => CODE[rng.next(CODE.len())],
-            _ if spicy => SPICE[rng.next(SPICE.len())],
-            _ => PROSE[0],
-        };
-        s.push_str(part);
+        s.push_str(pick(rng));
         s.push(' ');
     }
     s
+}
+
+fn text(rng: &mut Lcg, bytes: usize, spicy: bool) -> String {
+    fill(rng, bytes, |rng| match rng.next(10) {
+        0..=5 => PROSE[rng.next(PROSE.len())],
+        6..=8 => CODE[rng.next(CODE.len())],
+        _ if spicy => SPICE[rng.next(SPICE.len())],
+        _ => PROSE[0],
+    })
 }
 
 fn corpus() -> Vec<Sample> {
@@ -128,16 +132,10 @@ fn corpus() -> Vec<Sample> {
 fn non_latin_corpus() -> Vec<Sample> {
     let mut rng = Lcg(11);
     let text = |rng: &mut Lcg, bytes: usize| {
-        let mut s = String::new();
-        while s.len() < bytes {
-            let part = match rng.next(10) {
-                0..=7 => NON_LATIN[rng.next(NON_LATIN.len())],
-                _ => CODE[rng.next(CODE.len())],
-            };
-            s.push_str(part);
-            s.push(' ');
-        }
-        s
+        fill(rng, bytes, |rng| match rng.next(10) {
+            0..=7 => NON_LATIN[rng.next(NON_LATIN.len())],
+            _ => CODE[rng.next(CODE.len())],
+        })
     };
     (0..100)
         .map(|_| {
@@ -242,6 +240,15 @@ fn engine_with_cache(cache: usize) -> std::sync::Arc<Engine> {
     let mut config = LlmConfig::default();
     config.analysis.learned_cache_chunks = cache;
     Engine::new(config, b"bench")
+}
+
+/// A round of the full exchange over every body pair.
+fn exchanges<'a>(engine: &'a std::sync::Arc<Engine>, bodies: &'a [Bodies]) -> impl FnMut() + 'a {
+    move || {
+        for (req, resp) in bodies {
+            black_box(exchange_once(engine, req, resp));
+        }
+    }
 }
 
 /// One exchange through the engine: the request body, a JSON answer, the analysis.
@@ -480,16 +487,16 @@ fn main() {
     let (mut cold_digest, mut warm_digest) = (0u64, 0u64);
     let mut rows = detector_rows(&a, &learned_detector, &samples, kb);
     rows.extend([
-        Bench::timed("full exchange (parse+detect+mask)", kb, || {
-            for (req, resp) in &bodies {
-                black_box(exchange_once(&engine, req, resp));
-            }
-        }),
-        Bench::timed("full exchange, non-Latin prose", non_latin_kb, || {
-            for (req, resp) in &non_latin_bodies {
-                black_box(exchange_once(&engine, req, resp));
-            }
-        }),
+        Bench::timed(
+            "full exchange (parse+detect+mask)",
+            kb,
+            exchanges(&engine, &bodies),
+        ),
+        Bench::timed(
+            "full exchange, non-Latin prose",
+            non_latin_kb,
+            exchanges(&engine, &non_latin_bodies),
+        ),
         // A fresh engine per round, built outside the measured time: the cache starts empty
         // for each replay.
         Bench::new("conversation, chunk cache off", talk_kb, || {

@@ -15,8 +15,8 @@ pub enum Which {
     Ebpf,
     /// Trace rows per second through spool and shipper into a real ClickHouse, LZ4 and not.
     Sink,
-    /// Analysis cost per KB of prompt and response, per detector and in total; per exchange;
-    /// a conversation with the chunk cache off and on.
+    /// Analysis cost per KB of prompt and response, per detector and in total; over non-Latin
+    /// prose; per exchange; a conversation with the chunk cache off and on.
     Analysis,
     /// Requests/s, latency, CPU and RSS per request: direct, llmtrace, nginx and mitmproxy.
     Proxy,
@@ -52,8 +52,9 @@ impl Which {
             }
             Which::Analysis => {
                 "Analysis cost per KB of prompt plus response on the fixture exchanges, per \
-                 detector and in total (every chunk scored); the proxy benchmark's exchange in \
-                 µs; a 24-turn conversation resending its history, with the learned model's \
+                 detector and in total (every chunk scored); the full exchange over Japanese, \
+                 Chinese, Russian and Korean prose; the proxy benchmark's exchange in µs; a \
+                 24-turn conversation resending its history, with the learned model's \
                  chunk cache off and on. Every row runs in turn each round, and the median round \
                  is printed. The digests show the findings did not change."
             }
