@@ -253,6 +253,30 @@ fn exchanges<'a>(engine: &'a std::sync::Arc<Engine>, bodies: &'a [Bodies]) -> im
 
 /// One exchange through the engine: the request body, a JSON answer, the analysis.
 fn exchange_once(engine: &std::sync::Arc<Engine>, req: &[u8], resp: &[u8]) -> ExchangeAnalysis {
+    exchange_of_type(engine, req, resp, JSON)
+}
+
+/// A round of [`SMALL_PER_ROUND`] exchanges of one request and answer of `content_type`.
+fn small_exchanges<'a>(
+    engine: &'a std::sync::Arc<Engine>,
+    req: &'a [u8],
+    resp: &'a [u8],
+    content_type: &'a str,
+) -> impl FnMut() + 'a {
+    move || {
+        for _ in 0..SMALL_PER_ROUND {
+            black_box(exchange_of_type(engine, req, resp, content_type));
+        }
+    }
+}
+
+/// [`exchange_once`] with an answer of `content_type` (an event stream, say).
+fn exchange_of_type(
+    engine: &std::sync::Arc<Engine>,
+    req: &[u8],
+    resp: &[u8],
+    content_type: &str,
+) -> ExchangeAnalysis {
     let t = Instant::now();
     let head = RequestHead {
         method: "POST",
@@ -263,7 +287,7 @@ fn exchange_once(engine: &std::sync::Arc<Engine>, req: &[u8], resp: &[u8]) -> Ex
     };
     let mut ex = engine.exchange(&head, t).expect("endpoint");
     black_box(ex.request_body(req, true));
-    ex.response_head(200, &[("content-type", "application/json")]);
+    ex.response_head(200, &[("content-type", content_type)]);
     black_box(ex.response_chunk(resp, t));
     ex.finish()
 }
@@ -409,6 +433,29 @@ const ONE_ROW: Duration = Duration::from_secs(6);
 /// per round.
 const SMALL_PER_ROUND: u32 = 100;
 
+/// The proxy benchmark's request, JSON answer and event stream. The stream is checked to
+/// read as one (its text and model found, nothing unparsed), so its row times what the proxy's
+/// SSE cell costs the analysis.
+fn proxy_bench_bodies(engine: &std::sync::Arc<Engine>) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let (req, resp, sse) = (
+        testkit::proxy_peers::request_body().into_bytes(),
+        testkit::proxy_peers::response_json().into_bytes(),
+        testkit::proxy_peers::response_sse().into_bytes(),
+    );
+    let streamed = exchange_of_type(engine, &req, &sse, SSE);
+    assert!(
+        !streamed.response_text.is_empty()
+            && streamed.response_model.is_some()
+            && streamed.parse_errors == 0,
+        "the proxy benchmark's event stream was not read as one"
+    );
+    (req, resp, sse)
+}
+
+/// The content types of a JSON answer and of an event stream.
+const JSON: &str = "application/json";
+const SSE: &str = "text/event-stream";
+
 /// A round of one detector `scan` over every prompt and answer (`out` is the row's own).
 fn over_texts<'a>(
     samples: &'a [Sample],
@@ -479,10 +526,7 @@ fn main() {
     let non_latin = non_latin_corpus();
     let non_latin_kb = corpus_kb(&non_latin);
     let non_latin_bodies: Vec<_> = non_latin.iter().map(exchange_json).collect();
-    let (small_req, small_resp) = (
-        testkit::proxy_peers::request_body().into_bytes(),
-        testkit::proxy_peers::response_json().into_bytes(),
-    );
+    let (small_req, small_resp, small_sse) = proxy_bench_bodies(&engine);
     let (talk, talk_kb) = conversation(24);
     let (mut cold_digest, mut warm_digest) = (0u64, 0u64);
     let mut rows = detector_rows(&a, &learned_detector, &samples, kb);
@@ -509,11 +553,16 @@ fn main() {
             warm_digest = d;
             t
         }),
-        Bench::timed("proxy bench exchange", f64::from(SMALL_PER_ROUND), || {
-            for _ in 0..SMALL_PER_ROUND {
-                black_box(exchange_once(&engine, &small_req, &small_resp));
-            }
-        }),
+        Bench::timed(
+            "proxy bench exchange",
+            f64::from(SMALL_PER_ROUND),
+            small_exchanges(&engine, &small_req, &small_resp, JSON),
+        ),
+        Bench::timed(
+            "proxy bench SSE exchange",
+            f64::from(SMALL_PER_ROUND),
+            small_exchanges(&engine, &small_req, &small_sse, SSE),
+        ),
     ]);
     if let Ok(prefix) = std::env::var("LLMTRACE_BENCH_ROW") {
         return only_row(&mut rows, &prefix);
@@ -526,13 +575,14 @@ fn main() {
             .map(Bench::median)
             .expect("row")
     };
-    let (exchange, small) = (
+    let (exchange, small, small_stream) = (
         figure("full exchange (parse+detect+mask)"),
         figure("proxy bench exchange"),
+        figure("proxy bench SSE exchange"),
     );
     let per_kb: Vec<(&str, f64)> = rows
         .iter()
-        .filter(|r| r.name != "proxy bench exchange")
+        .filter(|r| !r.name.starts_with("proxy bench"))
         .map(|r| (r.name, r.median()))
         .collect();
     drop(rows);
@@ -549,10 +599,9 @@ fn main() {
     for (name, v) in per_kb {
         println!("{name:<34} {v:>10.2}");
     }
-    println!(
-        "proxy benchmark's exchange ({} B request, {} B answer): {small:.1} µs per exchange",
-        small_req.len(),
-        small_resp.len()
+    print_proxy_exchanges(
+        &small_req,
+        [(&small_resp, small), (&small_sse, small_stream)],
     );
     println!(
         "non-Latin prose: {} exchanges, {non_latin_kb:.0} KB of Japanese, Chinese, Russian and \
@@ -569,6 +618,24 @@ fn main() {
         if exchange <= 3.0 { "met" } else { "NOT met" }
     );
     print_digests(&a, &samples, &engine, [&bodies, &non_latin_bodies]);
+}
+
+/// The proxy benchmark's exchanges: its request with the JSON answer and with the event
+/// stream, µs each.
+fn print_proxy_exchanges(req: &[u8], [(json, json_us), (sse, sse_us)]: [(&[u8], f64); 2]) {
+    for (what, answer, us) in [
+        ("exchange", format!("{} B answer", json.len()), json_us),
+        (
+            "SSE exchange",
+            format!("{} B event stream", sse.len()),
+            sse_us,
+        ),
+    ] {
+        println!(
+            "proxy benchmark's {what} ({} B request, {answer}): {us:.1} µs per exchange",
+            req.len()
+        );
+    }
 }
 
 /// The lines that show the findings did not change: per kind and digested over the detectors'

@@ -53,10 +53,10 @@ impl Which {
             Which::Analysis => {
                 "Analysis cost per KB of prompt plus response on the fixture exchanges, per \
                  detector and in total (every chunk scored); the full exchange over Japanese, \
-                 Chinese, Russian and Korean prose; the proxy benchmark's exchange in µs; a \
-                 24-turn conversation resending its history, with the learned model's \
-                 chunk cache off and on. Every row runs in turn each round, and the median round \
-                 is printed. The digests show the findings did not change."
+                 Chinese, Russian and Korean prose; the proxy benchmark's exchange (JSON answer \
+                 and event stream) in µs; a 24-turn conversation resending its history, with \
+                 the learned model's chunk cache off and on. Every row runs in turn each round, \
+                 and the median round is printed. The digests show the findings did not change."
             }
             Which::Proxy => {
                 "Requests/s, latency percentiles, CPU and RSS per request at several \

@@ -543,7 +543,8 @@ mod scan_equivalence_tests {
         format!("{{{}}}", inner.join(","))
     }
 
-    /// Strings plain and escaped, and null.
+    /// Strings plain and escaped, short and longer than the scan's byte-at-a-time head (with
+    /// an escape on either side of it), and null.
     const TEXTS: &[&str] = &[
         "\"abc\"",
         "\"stop\"",
@@ -552,10 +553,21 @@ mod scan_equivalence_tests {
         "null",
         "\"a\\nb\\t\\\"q\\\" \\\\ \\/\"",
         "\"\\u00e9\\u20AC\\ud83d\\ude00\"",
+        "\"a plain string of more than thirty-two bytes, é ✓\"",
+        "\"thirty-one bytes of plain text \\n then more after the escape\"",
+        "\"thirty-three bytes of plain text \\\" and a quote after it\"",
     ];
 
-    /// Strings both reads refuse: a lone surrogate, an unknown escape, a bad hex digit.
-    const BAD_TEXTS: &[&str] = &["\"\\ud83d\"", "\"\\ude00\"", "\"\\x\"", "\"\\u00G0\""];
+    /// Strings both reads refuse: a lone surrogate, an unknown escape, a bad hex digit, a raw
+    /// control character (in the head and past it).
+    const BAD_TEXTS: &[&str] = &[
+        "\"\\ud83d\"",
+        "\"\\ude00\"",
+        "\"\\x\"",
+        "\"\\u00G0\"",
+        "\"a\tb\"",
+        "\"more than thirty-two bytes before a raw\u{1} control\"",
+    ];
 
     /// A string or null, the type most known members take; now and then a bad one.
     fn text() -> BoxedStrategy<String> {
