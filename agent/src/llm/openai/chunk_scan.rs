@@ -17,7 +17,8 @@ use serde_json::Value;
 
 use super::OaUsage;
 
-/// Plain string bytes read one at a time before a vector search takes over.
+/// Plain string bytes searched a word at a time ([`first_stop`]) before a vector search takes
+/// over.
 const SHORT: usize = 32;
 
 /// The index of the first byte of `bytes` that ends a run of plain string bytes: a quote, a
@@ -581,8 +582,9 @@ mod tests {
     #[test]
     fn the_word_at_a_time_stop_search_finds_the_first_stop() {
         let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
-        // Every byte value at every position of every length up to four words, among bytes
-        // that borrow (0x01, 0x21, 0x5d) or sit next to a stop in value.
+        // Every byte value at every position of every length up to four words and a byte,
+        // among fills beside a stop in value (0x21 and 0x23 the quote, 0x5b and 0x5d the
+        // backslash), a control byte, a letter, and bytes with the top bit set.
         for len in 0..=33 {
             for at in 0..len {
                 for c in 0..=u8::MAX {
