@@ -142,7 +142,13 @@ impl TriggerSet {
         let mut long: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].len() > 1).collect();
         long.sort_by_key(|&i| std::cmp::Reverse(keys[i].len()));
         let mut groups = Vec::new();
-        for chunk in long.chunks(GROUP) {
+        // Teddy fingerprints as many bytes as the group's shortest literal has (at most 4),
+        // and a longer fingerprint lets fewer positions through to be verified: literals are
+        // grouped by that length, then split evenly.
+        let class = |i: usize| keys[i].len().min(4);
+        let classes = long.chunk_by(|&a, &b| class(a) == class(b));
+        let chunks = classes.flat_map(|c| c.chunks(c.len().div_ceil(c.len().div_ceil(GROUP))));
+        for chunk in chunks {
             let searcher = packed::Config::new()
                 .match_kind(packed::MatchKind::LeftmostFirst)
                 .builder()
@@ -324,6 +330,40 @@ mod tests {
         );
         assert_eq!(t.starts(Target::Phrase(1)).collect::<Vec<_>>(), vec![18]);
         assert!(t.runs.is_empty());
+    }
+
+    #[test]
+    fn searchers_hold_literals_of_one_fingerprint_length_and_split_evenly() {
+        let a = crate::analysis::Analyzer::new(1 << 20);
+        let set = TriggerSet::new(
+            a.secrets
+                .literals()
+                .chain(a.pii.literals())
+                .chain(a.injection.literals()),
+            true,
+        );
+        let Engine::Packed { groups, .. } = &set.engine else {
+            panic!("no Teddy on this CPU");
+        };
+        let class = |i: &usize| set.keys[*i].len().min(4);
+        let mut sizes = std::collections::BTreeMap::<usize, Vec<usize>>::new();
+        for g in groups {
+            let c = class(&g.keys[0]);
+            assert!(
+                g.keys.iter().all(|i| class(i) == c),
+                "a group mixes lengths"
+            );
+            assert!(g.keys.len() <= GROUP);
+            sizes.entry(c).or_default().push(g.keys.len());
+        }
+        // The short literals (3 bytes) have a searcher of their own.
+        assert!(sizes.contains_key(&3) && sizes.contains_key(&4));
+        for s in sizes.values() {
+            assert!(
+                s.iter().max().unwrap() - s.iter().min().unwrap() <= 1,
+                "{s:?}"
+            );
+        }
     }
 
     #[test]
