@@ -146,8 +146,24 @@ impl TriggerSet {
         // and a longer fingerprint lets fewer positions through to be verified: literals are
         // grouped by that length, then split evenly.
         let class = |i: usize| keys[i].len().min(4);
-        let classes = long.chunk_by(|&a, &b| class(a) == class(b));
-        let chunks = classes.flat_map(|c| c.chunks(c.len().div_ceil(c.len().div_ceil(GROUP))));
+        let mut classes: Vec<Vec<usize>> = long
+            .chunk_by(|&a, &b| class(a) == class(b))
+            .map(<[usize]>::to_vec)
+            .collect();
+        for c in &mut classes {
+            // Literals sharing a fingerprint together (longest first), so a searcher sees few
+            // distinct fingerprints.
+            let m = class(c[0]);
+            c.sort_by(|&a, &b| {
+                keys[a][..m]
+                    .cmp(&keys[b][..m])
+                    .then(keys[b].len().cmp(&keys[a].len()))
+            });
+        }
+        let chunks = classes
+            .iter()
+            .flat_map(|c| c.chunks(c.len().div_ceil(c.len().div_ceil(GROUP))))
+            .map(|chunk| bucket_order(keys, chunk));
         for chunk in chunks {
             let searcher = packed::Config::new()
                 .match_kind(packed::MatchKind::LeftmostFirst)
@@ -166,7 +182,7 @@ impl TriggerSet {
                 .collect();
             groups.push(Group {
                 searcher,
-                keys: chunk.to_vec(),
+                keys: chunk,
                 prefixes,
             });
         }
@@ -226,6 +242,61 @@ impl TriggerSet {
         };
         Triggers { hits, runs }
     }
+}
+
+/// `chunk` (literals of at least `m` bytes, `m` the shortest's length up to 4, prefixes
+/// together and longest first) in the order that gives Teddy's buckets similar fingerprints.
+/// A bucket lets a position through when each of its first `m` bytes has a low and a high
+/// nibble that some literal of the bucket has there: literals whose fingerprints differ in
+/// fewer nibbles share a bucket at less cost. Teddy (aho-corasick 1.1) puts literals with the
+/// same low nibbles in one bucket and otherwise gives the `id`-th literal bucket
+/// `buckets - 1 - id % buckets` (16 buckets for more than 32 literals with AVX2, else 8; a
+/// wrong guess costs speed only); so the first literal of each fingerprint comes first,
+/// placed by position, and the others follow. The order only changes speed: any order finds the
+/// same occurrences, provided a literal precedes its prefixes (leftmost-first reports the
+/// first literal matching at a position), which the order within a fingerprint keeps.
+fn bucket_order(keys: &[Vec<u8>], chunk: &[usize]) -> Vec<usize> {
+    let m = chunk
+        .iter()
+        .map(|&i| keys[i].len())
+        .min()
+        .unwrap_or(0)
+        .min(4);
+    let buckets = if chunk.len() > 32 { 16 } else { 8 };
+    let low = |i: usize| keys[i][..m].iter().map(|b| b & 0xF).collect::<Vec<u8>>();
+    // The first literal of each low-nibble fingerprint, in the chunk's order.
+    let mut heads: Vec<usize> = Vec::new();
+    for &i in chunk {
+        if heads.iter().all(|&h| low(h) != low(i)) {
+            heads.push(i);
+        }
+    }
+    let cost = |a: usize, b: usize| -> u32 {
+        keys[a][..m]
+            .iter()
+            .zip(&keys[b][..m])
+            .map(|(x, y)| u32::from(x & 0xF != y & 0xF) + u32::from(x >> 4 != y >> 4))
+            .sum()
+    };
+    // Bucket `s` of the first round holds `slots[s]`; each later round of up to `buckets`
+    // fingerprints gives each bucket in turn the one closest to what it holds.
+    let mut slots: Vec<Vec<usize>> = heads.iter().take(buckets).map(|&h| vec![h]).collect();
+    let mut order: Vec<usize> = heads.iter().take(buckets).copied().collect();
+    let mut rest: Vec<usize> = heads.iter().skip(buckets).copied().collect();
+    while !rest.is_empty() {
+        for slot in slots.iter_mut().take(rest.len()) {
+            let (at, _) = rest
+                .iter()
+                .enumerate()
+                .min_by_key(|&(_, &g)| slot.iter().map(|&h| cost(g, h)).sum::<u32>())
+                .expect("rest is not empty");
+            let g = rest.remove(at);
+            slot.push(g);
+            order.push(g);
+        }
+    }
+    order.extend(chunk.iter().filter(|i| !heads.contains(i)));
+    order
 }
 
 /// Bytes a number-shaped PII match (card, IBAN, SSN, phone) can consist of.
@@ -364,6 +435,82 @@ mod tests {
                 "{s:?}"
             );
         }
+    }
+
+    #[test]
+    fn literals_sharing_a_start_are_all_found() {
+        // Enough literals for a 16-bucket searcher, some of them prefixes of others (which
+        // leftmost-first search finds only when the longer one is tried first).
+        let words = [
+            "pass",
+            "password",
+            "password=",
+            "passwd",
+            "token",
+            "tokens",
+            "secret",
+            "alpha",
+            "bravo",
+            "charlie",
+            "delta",
+            "echo",
+            "foxtrot",
+            "golf",
+            "hotel",
+            "india",
+            "juliet",
+            "kilo",
+            "lima",
+            "mike",
+            "november",
+            "oscar",
+            "papa",
+            "quebec",
+            "romeo",
+            "sierra",
+            "tango",
+            "uniform",
+            "victor",
+            "whiskey",
+            "xray",
+            "yankee",
+            "zulu",
+            "quarter",
+            "ledger",
+            "margin",
+            "profit",
+            "rebate",
+        ];
+        let literals: Vec<_> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (*w, Target::Phrase(i)))
+            .collect();
+        let packed = TriggerSet::new(literals.iter().copied(), false);
+        let Engine::Packed { groups, .. } = &packed.engine else {
+            panic!("no Teddy on this CPU");
+        };
+        for g in groups {
+            for (at, &i) in g.keys.iter().enumerate() {
+                for &j in &g.keys[..at] {
+                    let (longer, shorter) = (&packed.keys[i], &packed.keys[j]);
+                    assert!(!longer.starts_with(shorter) || longer == shorter);
+                }
+            }
+        }
+        let mut automaton = TriggerSet::new(literals.iter().copied(), false);
+        automaton.engine = Engine::Automaton(
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(&automaton.keys)
+                .unwrap(),
+        );
+        let text = b"my Password= is passwd; tokens: secret tango";
+        let got = packed.find(text).hits;
+        assert_eq!(got, automaton.find(text).hits);
+        let at_3: Vec<_> = got.iter().filter(|h| h.start == 3).map(|h| h.end).collect();
+        assert_eq!(at_3, [7, 11, 12], "pass, password and password= at 3");
     }
 
     #[test]
