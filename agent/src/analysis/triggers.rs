@@ -348,25 +348,49 @@ fn digit_runs(b: &[u8]) -> Vec<DigitRun> {
     runs
 }
 
-/// The first ASCII digit at or after `from`. Skims 32-byte blocks with a branch-free test the
-/// compiler vectorises; prose holds few digits.
+/// The first ASCII digit at or after `from`: 16 bytes at a time as a mask of digits, whose
+/// lowest bit is the answer (prose holds few digits; a byte-by-byte search for the digit of a
+/// block cost as much as the skim).
 fn next_digit(b: &[u8], from: usize) -> Option<usize> {
     let rest = b.get(from..)?;
-    let mut skipped = 0;
-    for block in rest.chunks_exact(32) {
-        let mut any = 0u8;
-        for &c in block {
-            any |= u8::from(c.wrapping_sub(b'0') < 10);
+    let (blocks, tail) = rest.as_chunks::<16>();
+    for (i, block) in blocks.iter().enumerate() {
+        let m = digit_mask(block);
+        if m != 0 {
+            return Some(from + 16 * i + m.trailing_zeros() as usize);
         }
-        if any != 0 {
-            break;
-        }
-        skipped += 32;
     }
-    rest[skipped..]
-        .iter()
+    tail.iter()
         .position(u8::is_ascii_digit)
-        .map(|p| from + skipped + p)
+        .map(|p| from + 16 * blocks.len() + p)
+}
+
+/// Bit `i` set: `block[i]` is an ASCII digit. SSE2 is part of every x86_64 CPU.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn digit_mask(block: &[u8; 16]) -> u32 {
+    use safe_arch::{
+        cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
+        set_splat_i8_m128i, sub_i8_m128i,
+    };
+    let c = sub_i8_m128i(
+        load_unaligned_m128i(block),
+        set_splat_i8_m128i(b'0'.cast_signed()),
+    );
+    // Unsigned `c < 10` as `min(c, 9) == c`: SSE2 compares bytes only as signed.
+    let digit = cmp_eq_mask_i8_m128i(min_u8_m128i(c, set_splat_i8_m128i(9)), c);
+    move_mask_i8_m128i(digit).cast_unsigned()
+}
+
+/// The same mask a byte at a time, where SSE2 is not there to ask.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn digit_mask(block: &[u8; 16]) -> u32 {
+    let mut m = 0u32;
+    for (i, &c) in block.iter().enumerate() {
+        m |= u32::from(c.is_ascii_digit()) << i;
+    }
+    m
 }
 
 #[cfg(test)]
@@ -559,6 +583,27 @@ mod tests {
                 (&b" 1234567890123456789012345678901234567890"[..], 40, false),
             ]
         );
+    }
+
+    #[test]
+    fn next_digit_is_the_first_digit_at_or_after_from() {
+        // Every digit and the bytes next to '0'..='9' at every position of texts up to past
+        // three blocks, searched from every offset.
+        for len in 0..50 {
+            for at in 0..len {
+                for c in [b'/', b'0', b'5', b'9', b':', 0x80 + b'0', b'\0'] {
+                    let mut text = vec![b'x'; len];
+                    text[at] = c;
+                    for from in 0..=len + 1 {
+                        let want = text
+                            .get(from..)
+                            .and_then(|r| r.iter().position(u8::is_ascii_digit))
+                            .map(|p| from + p);
+                        assert_eq!(next_digit(&text, from), want, "{len} {at} {c} {from}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
