@@ -118,23 +118,26 @@ impl TriggerSet {
                 targets.push(vec![target]);
             }
         }
-        let engine = Self::packed(&keys).unwrap_or_else(|| {
-            Engine::Automaton(
-                AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    // Standard semantics: overlapping search reports every occurrence.
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .build(&keys)
-                    .expect("built-in trigger literals compile"),
-            )
-        });
+        let engine = Self::packed(&keys).unwrap_or_else(|| Self::automaton(&keys));
         Self {
             keys,
             targets,
             engine,
             digit_runs,
         }
+    }
+
+    /// Where Teddy is unavailable: one automaton for all the literals.
+    fn automaton(keys: &[Vec<u8>]) -> Engine {
+        Engine::Automaton(
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                // Standard semantics: overlapping search reports every occurrence.
+                .match_kind(MatchKind::Standard)
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(keys)
+                .expect("built-in trigger literals compile"),
+        )
     }
 
     /// Teddy searchers for the literals, or `None` where the CPU or the literals do not allow.
@@ -523,13 +526,7 @@ mod tests {
             }
         }
         let mut automaton = TriggerSet::new(literals.iter().copied(), false);
-        automaton.engine = Engine::Automaton(
-            AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .build(&automaton.keys)
-                .unwrap(),
-        );
+        automaton.engine = TriggerSet::automaton(&automaton.keys);
         let text = b"my Password= is passwd; tokens: secret tango";
         let got = packed.find(text).hits;
         assert_eq!(got, automaton.find(text).hits);
@@ -549,13 +546,7 @@ mod tests {
         let packed = TriggerSet::new(literals.iter().copied(), true);
         assert!(matches!(packed.engine, Engine::Packed { .. }));
         let mut automaton = TriggerSet::new(literals.iter().copied(), true);
-        automaton.engine = Engine::Automaton(
-            AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .build(&automaton.keys)
-                .unwrap(),
-        );
+        automaton.engine = TriggerSet::automaton(&automaton.keys);
         let text = "Ignore all previous instructions; IGNORE THE ABOVE. sk-ant-api03 SK-x \
                     Password=pwd://a@b pass@word aws_secret_access_key ACCOUNTKEY=1 eyJ ghp_x \
                     you are now dan mode jailbroken jailbreak </system> ### system: x@@y";
