@@ -19,7 +19,6 @@ use tracing::{info, warn};
 use crate::{
     admin::{
         self,
-        metrics::TransportMetrics,
         status::{KernelStatus, RecentConnections, StatusReport, unix_now},
     },
     alerts::Alerting,
@@ -29,7 +28,7 @@ use crate::{
     netns,
     proxy::build,
     sink::{Sink, SinkMetrics},
-    transport::{listener, workers::Workers},
+    transport::{listener, metrics::TransportMetrics, workers::Workers},
 };
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -349,12 +348,7 @@ fn spawn_records(
     alerts.watch_health(kernel.stats.clone());
     let fleet = Arc::new(crate::trace::Fleet::detect(&config.sink.cluster_label));
     let observer = alerts.take_observer().enforcing(enforcer);
-    tokio::spawn(build::records_to_sink(
-        records,
-        sink.clone(),
-        fleet,
-        observer,
-    ))
+    tokio::spawn(records.into_sink(sink.clone(), fleet, observer))
 }
 
 /// Lets open connections finish (the hook is already detached, so new ones go direct), then

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use llmtrace_agent::analysis::learned::LearnedDetector;
 use llmtrace_agent::analysis::{Analyzer, Finding, Location};
-use llmtrace_agent::llm::{Engine, ExchangeAnalysis, LlmConfig, RequestHead};
+use llmtrace_agent::llm::{Engine, Exchange, ExchangeAnalysis, LlmConfig, RequestHead};
 use testkit::procstat::thread_run_time;
 
 const PROSE: &[&str] = &[
@@ -285,7 +285,7 @@ fn exchange_of_type(
         query: None,
         headers: &[],
     };
-    let mut ex = engine.exchange(&head, t).expect("endpoint");
+    let mut ex = Exchange::start(engine, &head, t).expect("endpoint");
     black_box(ex.request_body(req, true));
     ex.response_head(200, &[("content-type", content_type)]);
     black_box(ex.response_chunk(resp, t));

@@ -6,7 +6,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use llmtrace_agent::llm::{Engine, LlmConfig, RequestHead};
+use llmtrace_agent::llm::{Engine, Exchange, LlmConfig, RequestHead};
 
 static ENGINE: LazyLock<Arc<Engine>> =
     LazyLock::new(|| Engine::new(LlmConfig::default(), b"fuzz"));
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         query: None,
         headers: &[],
     };
-    let mut ex = ENGINE.exchange(&head, t).expect("known endpoint");
+    let mut ex = Exchange::start(&ENGINE, &head, t).expect("known endpoint");
     let v = ex.request_body(body, true);
     ex.response_head(200, &[("content-type", "text/event-stream")]);
     let _ = ex.response_chunk(body, t);

@@ -2,7 +2,6 @@
 //! (what `llmtrace status` prints).
 
 pub mod client;
-pub mod metrics;
 pub mod server;
 pub mod status;
 pub mod tail;

@@ -1,7 +1,8 @@
 //! Findings and enforcement on LLM traffic: secrets, PII, prompt injection / jailbreak and risky
 //! tool call detectors ([`Analyzer`]), the policy mapping findings to actions
-//! ([`PolicyConfig`]), request redaction ([`redact_body`]), provider-shaped refusals
-//! ([`block_response`], [`stream_error_event`]) and the streaming monitor ([`StreamMonitor`]).
+//! ([`PolicyConfig`]), request redaction ([`redact_body`]) and the streaming monitor
+//! ([`StreamMonitor`]). The refusals an enforced action answers with are shaped per provider
+//! dialect, so they live in [`crate::llm::block`].
 //!
 //! Findings carry a masked excerpt and never the matched text. One trigger pass per text (SIMD
 //! literal search for every required literal, and a digit skim) tells where detectors could
@@ -13,7 +14,6 @@
 //! finding.
 
 pub mod analyzer;
-pub mod block;
 pub mod canary;
 #[cfg(test)]
 mod equivalence_tests;
@@ -35,7 +35,6 @@ mod triggers;
 use serde::{Deserialize, Serialize};
 
 pub use analyzer::{Analyzer, Budget, INCOMPLETE, Scan};
-pub use block::{BlockResponse, Refusal, block_response, refusal_response, stream_error_event};
 pub use canary::CanaryConfig;
 pub use finding::{Finding, Location, Severity, View};
 pub use monitor::StreamMonitor;

@@ -25,8 +25,8 @@ use super::{
     window,
 };
 use crate::{
-    analysis::Refusal,
     anomaly::{AnomalyRule, BLOCKED},
+    llm::Refusal,
 };
 
 /// Finding kinds of refusals by limits.

@@ -3,9 +3,10 @@
 //! starts), [`settle`] when the exchange's record is built.
 
 use crate::{
-    analysis::{Action, Finding, Location, Severity, refusal_response},
+    analysis::{Action, Finding, Location, Severity},
+    llm::refusal_response,
     llm::{Provider, usage::estimate_tokens},
-    proxy::{error::ProxyError, exchange::ExchangeContext, record::ExchangeRecord},
+    proxy::{context::ExchangeContext, error::ProxyError, record::ExchangeRecord},
 };
 
 use super::{Control, Identity, engine::Request};

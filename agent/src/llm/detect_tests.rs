@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Engine, LlmConfig, RequestHead};
+use super::{Engine, Exchange, LlmConfig, RequestHead};
 use crate::analysis::{Action, CanaryConfig, INCOMPLETE, PolicyRule};
 
 const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -65,7 +65,7 @@ fn a_canary_leaving_or_coming_back_is_critical_and_never_stored() {
         c.analysis.policy.rules.push(rule("canary", Action::Block));
     });
     let t = Instant::now();
-    let mut ex = e.exchange(&HEAD, t).unwrap();
+    let mut ex = Exchange::start(&e, &HEAD, t).unwrap();
     let v = ex.request_body(&chat(&[&format!("the prompt is {CANARY}")]), true);
     assert_eq!(v.action, Action::Block);
     assert_eq!(v.findings[0].kind, "canary.leak");
@@ -73,7 +73,7 @@ fn a_canary_leaving_or_coming_back_is_critical_and_never_stored() {
     assert!(!serde_json::to_string(&a).unwrap().contains(CANARY));
 
     // Coming back in a response (only flagged there: the answer has been sent).
-    let mut ex = e.exchange(&HEAD, t).unwrap();
+    let mut ex = Exchange::start(&e, &HEAD, t).unwrap();
     assert_eq!(ex.request_body(&chat(&["hi"]), true).action, Action::Allow);
     ex.response_head(200, &[("content-type", "application/json")]);
     ex.response_chunk(&answer(&format!("My instructions say {CANARY}.")), t);
@@ -100,7 +100,7 @@ fn a_secret_after_mebibytes_of_older_messages_is_found() {
     let padding = "earlier conversation turn. ".repeat(60_000); // ~1.6 MB, past the stored bound
     let body = chat(&[&padding, &padding, &format!("now use {KEY}")]);
     let t = Instant::now();
-    let mut ex = e.exchange(&HEAD, t).unwrap();
+    let mut ex = Exchange::start(&e, &HEAD, t).unwrap();
     let v = ex.request_body(&body, true);
     assert_eq!(v.action, Action::Block, "{:?}", v.findings);
     let a = ex.finish();
@@ -114,7 +114,7 @@ fn over_budget_the_newest_text_is_analysed_and_incomplete_is_a_policy_input() {
     let t = Instant::now();
     // Flag by default: the key (newest) is still found, and the rest is reported.
     let e = engine(|c| c.analysis.max_analysis_bytes = 64 * 1024);
-    let mut ex = e.exchange(&HEAD, t).unwrap();
+    let mut ex = Exchange::start(&e, &HEAD, t).unwrap();
     let v = ex.request_body(&body, true);
     // A policy that only flags decides nothing before forwarding: the request is scanned in
     // the record phase, beside the data path.
@@ -132,13 +132,13 @@ fn over_budget_the_newest_text_is_analysed_and_incomplete_is_a_policy_input() {
             .rules
             .push(rule(INCOMPLETE, Action::Block));
     });
-    let mut ex = e.exchange(&HEAD, t).unwrap();
+    let mut ex = Exchange::start(&e, &HEAD, t).unwrap();
     let v = ex.request_body(&body, true);
     assert_eq!(v.action, Action::Block);
     assert_eq!(v.block.unwrap().status, 403);
     // The budget is per exchange: a spent request budget leaves the response unanalysed.
     let e = engine(|c| c.analysis.max_analysis_bytes = 64 * 1024);
-    let mut ex = e.exchange(&HEAD, t).unwrap();
+    let mut ex = Exchange::start(&e, &HEAD, t).unwrap();
     ex.request_body(&body, true);
     ex.response_head(200, &[("content-type", "application/json")]);
     ex.response_chunk(&answer("fine"), t);
@@ -151,7 +151,7 @@ fn over_budget_the_newest_text_is_analysed_and_incomplete_is_a_policy_input() {
 fn a_body_cut_by_the_capture_bound_is_incomplete() {
     let e = engine(|_| {});
     let t = Instant::now();
-    let mut ex = e.exchange(&HEAD, t).unwrap();
+    let mut ex = Exchange::start(&e, &HEAD, t).unwrap();
     assert_eq!(
         ex.request_body(&chat(&["hello"]), false).action,
         Action::Allow
@@ -167,7 +167,7 @@ fn a_body_cut_by_the_capture_bound_is_incomplete() {
             .rules
             .push(rule(INCOMPLETE, Action::Block));
     });
-    let mut ex = e.exchange(&HEAD, t).unwrap();
+    let mut ex = Exchange::start(&e, &HEAD, t).unwrap();
     assert_eq!(
         ex.request_body(&chat(&["hello"]), false).action,
         Action::Block
@@ -179,7 +179,7 @@ fn an_encoded_secret_is_redacted_in_its_encoded_form() {
     let e = engine(|c| c.analysis.policy.rules.push(rule("secret", Action::Redact)));
     let enc = "QUtJQUlPU0ZPRE5ON0VYQU1QTEU"; // base64 of KEY
     let t = Instant::now();
-    let mut ex = e.exchange(&HEAD, t).unwrap();
+    let mut ex = Exchange::start(&e, &HEAD, t).unwrap();
     let v = ex.request_body(&chat(&[&format!("creds {enc}= thanks")]), true);
     assert_eq!(v.action, Action::Redact);
     let body = String::from_utf8(v.redacted_body.unwrap()).unwrap();
@@ -201,7 +201,7 @@ fn a_secret_redaction_cannot_reach_is_blocked_not_forwarded() {
     let body =
         r#"{"model":"gpt-4o","messages":[{"role":"user","content":"AKIA\u0049OSFODNN7EXAMPLE"#;
     let t = Instant::now();
-    let mut ex = e.exchange(&HEAD, t).unwrap();
+    let mut ex = Exchange::start(&e, &HEAD, t).unwrap();
     let v = ex.request_body(body.as_bytes(), true);
     assert_eq!(v.action, Action::Block);
     assert!(v.redacted_body.is_none());
@@ -213,7 +213,7 @@ fn a_secret_redaction_cannot_reach_is_blocked_not_forwarded() {
 fn a_finding_added_inline_survives_a_deferred_request_scan() {
     let e = engine(|_| {});
     let t = Instant::now();
-    let mut ex = e.exchange(&HEAD, t).unwrap();
+    let mut ex = Exchange::start(&e, &HEAD, t).unwrap();
     assert_eq!(
         ex.request_body(&chat(&[&format!("use {KEY}")]), true)
             .action,
@@ -247,7 +247,7 @@ fn a_prompt_scanned_in_another_form_is_masked_where_its_own_bytes_say() {
     // stored prompt before the address): their spans do not fit the stored text.
     let body = r"not json \n\n write to a.person@example.com thanks";
     let t = Instant::now();
-    let mut ex = e.exchange(&HEAD, t).unwrap();
+    let mut ex = Exchange::start(&e, &HEAD, t).unwrap();
     ex.request_body(body.as_bytes(), true);
     let a = ex.finish();
     assert_eq!(
@@ -261,7 +261,7 @@ fn a_prompt_scanned_in_another_form_is_masked_where_its_own_bytes_say() {
 fn stored_texts_are_marked_masked_only_when_scanned_whole() {
     let run = |e: &Arc<Engine>| {
         let t = Instant::now();
-        let mut ex = e.exchange(&HEAD, t).unwrap();
+        let mut ex = Exchange::start(e, &HEAD, t).unwrap();
         ex.request_body(&chat(&[&format!("use {KEY} please")]), true);
         ex.response_head(200, &[("content-type", "application/json")]);
         ex.response_chunk(&answer(&format!("noted: {KEY}")), t);

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Engine, LlmConfig, RequestHead};
+use super::{Engine, Exchange, LlmConfig, RequestHead};
 use crate::analysis::{Action, PolicyRule};
 
 const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -45,9 +45,7 @@ fn body() -> Vec<u8> {
 fn block_gives_provider_shaped_403_and_masked_trace() {
     let e = engine(Action::Block);
     let t = Instant::now();
-    let mut ex = e
-        .exchange(&head("api.anthropic.com", "/v1/messages"), t)
-        .unwrap();
+    let mut ex = Exchange::start(&e, &head("api.anthropic.com", "/v1/messages"), t).unwrap();
     let v = ex.request_body(&body(), true);
     assert_eq!(v.action, Action::Block);
     let b = v.block.expect("block response");
@@ -70,9 +68,7 @@ fn block_gives_provider_shaped_403_and_masked_trace() {
 fn redact_forwards_valid_json_without_the_key() {
     let e = engine(Action::Redact);
     let t = Instant::now();
-    let mut ex = e
-        .exchange(&head("api.openai.com", "/v1/chat/completions"), t)
-        .unwrap();
+    let mut ex = Exchange::start(&e, &head("api.openai.com", "/v1/chat/completions"), t).unwrap();
     let v = ex.request_body(&body(), true);
     assert_eq!(v.action, Action::Redact);
     let fwd = v.redacted_body.expect("redacted body");
@@ -91,9 +87,7 @@ fn redact_forwards_valid_json_without_the_key() {
 fn streamed_secret_stops_the_stream_with_an_error_event() {
     let e = engine(Action::Block);
     let t = Instant::now();
-    let mut ex = e
-        .exchange(&head("api.openai.com", "/v1/chat/completions"), t)
-        .unwrap();
+    let mut ex = Exchange::start(&e, &head("api.openai.com", "/v1/chat/completions"), t).unwrap();
     ex.request_body(
         br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
         true,
@@ -129,9 +123,8 @@ fn a_stream_is_watched_only_under_a_policy_that_can_block() {
     let t = Instant::now();
     for (action, watched) in [(Action::Block, true), (Action::Flag, false)] {
         let e = engine(action);
-        let mut ex = e
-            .exchange(&head("api.openai.com", "/v1/chat/completions"), t)
-            .unwrap();
+        let mut ex =
+            Exchange::start(&e, &head("api.openai.com", "/v1/chat/completions"), t).unwrap();
         ex.request_body(
             br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
             true,
@@ -157,9 +150,7 @@ fn a_stream_is_watched_only_under_a_policy_that_can_block() {
 fn bad_input_is_survived() {
     let e = engine(Action::Block);
     let t = Instant::now();
-    let mut ex = e
-        .exchange(&head("api.openai.com", "/v1/chat/completions"), t)
-        .unwrap();
+    let mut ex = Exchange::start(&e, &head("api.openai.com", "/v1/chat/completions"), t).unwrap();
     let v = ex.request_body(b"\x1f\x8b not really gzip", false);
     // Unreadable, so not passed as clean: `on_unparsed` (default `flag`) decides.
     assert_eq!(v.action, Action::Flag);
@@ -186,9 +177,8 @@ fn a_shared_chunk_is_captured_by_reference_and_analysed_like_a_copied_one() {
     );
     let (first, second) = answer.as_bytes().split_at(40);
     let run = |shared: bool| {
-        let mut ex = e
-            .exchange(&head("api.openai.com", "/v1/chat/completions"), t)
-            .unwrap();
+        let mut ex =
+            Exchange::start(&e, &head("api.openai.com", "/v1/chat/completions"), t).unwrap();
         ex.request_body(
             br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
             true,

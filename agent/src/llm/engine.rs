@@ -2,15 +2,12 @@
 //! fingerprint key. Built once at startup; every exchange borrows it through an `Arc`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use super::decode::DecodeLimits;
-use super::exchange::{Exchange, RequestHead};
 use super::fingerprint::Fingerprinter;
 use super::pricing::{PriceTable, PricingConfig};
-use super::provider;
 use crate::analysis::{AnalysisConfig, Analyzer};
 
 /// LLM tee settings.
@@ -115,17 +112,5 @@ impl Engine {
             max_output: self.config.max_decoded_bytes,
             max_ratio: self.config.max_decompression_ratio,
         }
-    }
-
-    /// Starts analysing an exchange; `None` when the request is not an LLM API call (the proxy
-    /// then records a plain trace). `start` is when the request head was received.
-    pub fn exchange(self: &Arc<Self>, head: &RequestHead<'_>, start: Instant) -> Option<Exchange> {
-        let endpoint = provider::detect(
-            head.host,
-            head.path,
-            head.query,
-            head.headers.iter().copied(),
-        )?;
-        Some(Exchange::new(Arc::clone(self), endpoint, head, start))
     }
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::block::{self, BlockResponse};
 use super::body::ResponseParser;
 use super::decode::{self, decode_body};
 use super::engine::Engine;
@@ -21,8 +22,7 @@ use super::provider::{Dialect, Endpoint};
 use super::timing::Timing;
 use super::{anthropic, gemini, openai, unparsed};
 use crate::analysis::{
-    Action, BlockResponse, Budget, Finding, Location, PolicyConfig, StreamMonitor, analyzer, block,
-    redact_body,
+    Action, Budget, Finding, Location, PolicyConfig, StreamMonitor, analyzer, redact_body,
 };
 use crate::control::OwnedIdentity;
 
@@ -184,6 +184,18 @@ fn encoding(headers: &[(&str, &str)]) -> Option<String> {
 }
 
 impl Exchange {
+    /// Starts analysing an exchange; `None` when the request is not an LLM API call (the proxy
+    /// then records a plain trace). `start` is when the request head was received.
+    pub fn start(engine: &Arc<Engine>, head: &RequestHead<'_>, start: Instant) -> Option<Self> {
+        let endpoint = super::provider::detect(
+            head.host,
+            head.path,
+            head.query,
+            head.headers.iter().copied(),
+        )?;
+        Some(Self::new(Arc::clone(engine), endpoint, head, start))
+    }
+
     pub(crate) fn new(
         engine: Arc<Engine>,
         endpoint: Endpoint,
@@ -559,17 +571,6 @@ impl Exchange {
             event: block::stream_error_event(self.endpoint.dialect, &msg),
             finding,
         })
-    }
-
-    /// Ends the exchange (also after errors: whatever was seen is summarised).
-    pub fn finish(self) -> ExchangeAnalysis {
-        super::finish::finish(self)
-    }
-
-    /// Ends the exchange without the response analysis (no time for it): the
-    /// request's facts, verdict and findings, the timing, and an error saying what was skipped.
-    pub fn skip(self) -> ExchangeAnalysis {
-        super::finish::skip(self)
     }
 
     /// Response bytes held for `finish` (captured or compressed).

@@ -8,7 +8,20 @@ use super::model::ResponseInfo;
 use super::outcome::ExchangeAnalysis;
 use crate::analysis::{Action, Budget, Finding, INCOMPLETE, Location, mask_findings, must_mask};
 
-pub(crate) fn finish(ex: Exchange) -> ExchangeAnalysis {
+impl Exchange {
+    /// Ends the exchange (also after errors: whatever was seen is summarised).
+    pub fn finish(self) -> ExchangeAnalysis {
+        summarise(self)
+    }
+
+    /// Ends the exchange without the response analysis (no time for it): the
+    /// request's facts, verdict and findings, the timing, and an error saying what was skipped.
+    pub fn skip(self) -> ExchangeAnalysis {
+        summarise_without_response(self)
+    }
+}
+
+fn summarise(ex: Exchange) -> ExchangeAnalysis {
     let FinishParts {
         engine,
         endpoint,
@@ -101,7 +114,7 @@ pub(crate) fn finish(ex: Exchange) -> ExchangeAnalysis {
 /// What the record says when the analysis pool had no room: the request side (decided inline,
 /// or scanned here when the policy could not act on it) and the timing, no response parsing,
 /// detectors or pricing. No text is kept, since none was masked.
-pub(crate) fn skip(ex: Exchange) -> ExchangeAnalysis {
+fn summarise_without_response(ex: Exchange) -> ExchangeAnalysis {
     let FinishParts {
         engine,
         endpoint,

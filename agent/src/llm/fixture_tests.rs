@@ -11,7 +11,7 @@
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use super::{Engine, ExchangeAnalysis, LlmConfig, RequestHead};
+use super::{Engine, Exchange, ExchangeAnalysis, LlmConfig, RequestHead};
 use crate::analysis::Action;
 
 static ENGINE: LazyLock<Arc<Engine>> = LazyLock::new(|| {
@@ -70,7 +70,7 @@ fn run(case: &Case, chunks: &[&[u8]]) -> ExchangeAnalysis {
         query: case.query,
         headers: &headers,
     };
-    let mut ex = ENGINE.exchange(&head, t0).expect("LLM endpoint");
+    let mut ex = Exchange::start(&ENGINE, &head, t0).expect("LLM endpoint");
     let verdict = ex.request_body(case.request, true);
     assert!(verdict.block.is_none());
     let mut rh = vec![("content-type", case.content_type)];
@@ -664,7 +664,7 @@ fn unknown_path_on_provider_host_keeps_metadata() {
         query: None,
         headers: &[],
     };
-    let mut ex = ENGINE.exchange(&head, t0).unwrap();
+    let mut ex = Exchange::start(&ENGINE, &head, t0).unwrap();
     ex.response_head(200, &[("content-type", JSON)]);
     ex.response_chunk(br#"{"object":"list","data":[{"id":"gpt-4o"}]}"#, t0);
     let a = ex.finish();

@@ -5,13 +5,13 @@
 //!
 //! ```no_run
 //! # use std::time::Instant;
-//! use llmtrace_agent::llm::{Engine, LlmConfig, RequestHead};
+//! use llmtrace_agent::llm::{Engine, Exchange, LlmConfig, RequestHead};
 //!
 //! let engine = Engine::new(LlmConfig::default(), b"per-host fingerprint key");
 //! let headers = [("content-type", "application/json"), ("authorization", "Bearer sk-…")];
 //! let head = RequestHead { method: "POST", host: "api.openai.com", path: "/v1/chat/completions",
 //!                          query: None, headers: &headers };
-//! if let Some(mut ex) = engine.exchange(&head, Instant::now()) {
+//! if let Some(mut ex) = Exchange::start(&engine, &head, Instant::now()) {
 //!     // Request phase (inline): the bounded body exactly as received.
 //!     let verdict = ex.request_body(br#"{"model":"gpt-4o","messages":[]}"#, true);
 //!     // verdict.block → send it instead; verdict.redacted_body → forward it instead.
@@ -30,6 +30,7 @@
 //! fingerprint.
 
 pub mod anthropic;
+pub mod block;
 pub mod body;
 mod borrowed;
 pub mod decode;
@@ -57,6 +58,7 @@ pub mod timing;
 pub mod unparsed;
 pub mod usage;
 
+pub use block::{BlockResponse, Refusal, block_response, refusal_response, stream_error_event};
 pub use engine::{Engine, LlmConfig};
 pub use exchange::{EarlyStop, Exchange, RequestHead, RequestVerdict};
 pub use model::{RequestInfo, ResponseInfo, ToolCall};

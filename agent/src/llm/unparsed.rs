@@ -176,7 +176,7 @@ mod tests {
         use std::time::Instant;
 
         use crate::analysis::{Action, PolicyRule, policy::OnUnparsed};
-        use crate::llm::{Engine, LlmConfig, RequestHead};
+        use crate::llm::{Engine, Exchange, LlmConfig, RequestHead};
 
         const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
 
@@ -207,7 +207,7 @@ mod tests {
                 headers,
             };
             let t = Instant::now();
-            let mut ex = e.exchange(&head, t).unwrap();
+            let mut ex = Exchange::start(e, &head, t).unwrap();
             let v = ex.request_body(body, true);
             let status = v.block.as_ref().map(|b| b.status);
             let a = ex.finish();

@@ -13,7 +13,10 @@ use bytes::Bytes;
 use hyper::{Method, Version};
 
 use super::{
-    Intercept, ending::BodyEnd, metrics::ProxyMetrics, record::ExchangeRecord, tap::LlmTap,
+    ending::BodyEnd,
+    inline_analysis::InlineAnalysis,
+    metrics::ProxyMetrics,
+    record::{ExchangeRecord, RecordTee},
 };
 use crate::{
     identity::ProcessDetails,
@@ -82,7 +85,7 @@ pub struct ExchangeContext {
     /// What went wrong, if anything.
     pub error: Option<String>,
     /// The LLM analysis of the exchange (inactive when the engine does not recognise it).
-    pub llm: LlmTap,
+    pub llm: InlineAnalysis,
 }
 
 /// Owns an exchange's context; emitting the record is its last act, whichever way the
@@ -90,20 +93,20 @@ pub struct ExchangeContext {
 #[derive(Debug)]
 pub struct Recorder {
     ctx: ExchangeContext,
-    proxy: Arc<Intercept>,
+    tee: Arc<RecordTee>,
     done: bool,
 }
 
 impl Recorder {
     /// Starts an exchange (the request phase's first step).
     pub fn start(
-        proxy: &Arc<Intercept>,
+        tee: &Arc<RecordTee>,
         conn: &Arc<ConnectionContext>,
         head: &hyper::http::request::Parts,
     ) -> Self {
         let seq = conn.exchanges.fetch_add(1, Ordering::Relaxed) + 1;
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
-        proxy.metrics.active_exchanges.inc();
+        tee.metrics().active_exchanges.inc();
         Self {
             ctx: ExchangeContext {
                 conn: conn.clone(),
@@ -118,9 +121,9 @@ impl Recorder {
                 first_byte: None,
                 bytes_up: Arc::new(AtomicU64::new(0)),
                 error: None,
-                llm: LlmTap::default(),
+                llm: InlineAnalysis::default(),
             },
-            proxy: proxy.clone(),
+            tee: tee.clone(),
             done: false,
         }
     }
@@ -158,13 +161,13 @@ impl Recorder {
         if self.done {
             return None;
         }
-        let Some(max) = self.proxy.limits.spool_before_end else {
+        let Some(max) = self.tee.spool_before_end() else {
             self.finish(bytes_down, BodyEnd::Complete);
             return None;
         };
         let (spooled, wait) = Spooled::pair(max);
         self.finish_spooled(bytes_down, BodyEnd::Complete, Some(spooled));
-        Some((wait, self.proxy.metrics.clone()))
+        Some((wait, self.tee.metrics().clone()))
     }
 
     fn finish_spooled(&mut self, bytes_down: u64, end: BodyEnd, spooled: Option<Spooled>) {
@@ -176,7 +179,7 @@ impl Recorder {
         let bytes_up = c.bytes_up.load(Ordering::Relaxed);
         c.conn.bytes_up.fetch_add(bytes_up, Ordering::Relaxed);
         c.conn.bytes_down.fetch_add(bytes_down, Ordering::Relaxed);
-        let m = &self.proxy.metrics;
+        let m = self.tee.metrics();
         m.active_exchanges.dec();
         m.exchange(c.status);
         let record = ExchangeRecord {
@@ -205,8 +208,7 @@ impl Recorder {
             llm: None,
         };
         let pending = c.llm.finish(bytes_up);
-        self.proxy
-            .tee
+        self.tee
             .emit_exchange_spooled(record, pending, end, spooled);
     }
 }

@@ -12,10 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use super::{
-    build::trace_row,
+    inline_analysis::PendingAnalysis,
     metrics::ProxyMetrics,
     record::{ExchangeRecord, Job, Records},
-    tap::PendingLlm,
+    row::trace_row,
 };
 use crate::{
     sink::{SinkHandle, Spooled, queue::Popped},
@@ -293,10 +293,10 @@ impl<S: FnMut(i32) -> std::io::Result<()>> Yielding<S> {
 
 /// Finishes the analysis; a bug in it costs this exchange its analysis, not the row.
 fn analyse(
-    llm: PendingLlm,
+    llm: PendingAnalysis,
     metrics: &ProxyMetrics,
     error: &mut Option<String>,
-) -> Option<super::tap::LlmRecord> {
+) -> Option<super::inline_analysis::LlmRecord> {
     let done = catch_unwind(AssertUnwindSafe(|| llm.complete(metrics))).ok();
     if done.is_none() {
         tracing::error!("the analysis of an exchange panicked; it is recorded without it");
@@ -398,6 +398,7 @@ mod tests {
             analysis_queue_bytes: 1 << 20,
             workers: 3,
             nice: 5,
+            spool_before_end: None,
         };
         let (tee, records) = RecordTee::channel(limits, Arc::new(ProxyMetrics::default()));
         let ended = records.spawn(|_: &mut Vec<Analysed>| {});

@@ -10,7 +10,7 @@
 //! read the body's end or closed: the same provider behaviour gives the same duration whichever
 //! SDK the app uses.
 
-use super::record::ExchangeRecord;
+use crate::llm::ExchangeAnalysis;
 
 /// How the data path saw a response body end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,37 +26,48 @@ pub enum BodyEnd {
 /// The start of the error of an exchange the app cut short.
 pub const CUT_SHORT: &str = "the app closed the exchange before the response ended";
 
-/// Applies `end` to `record`. For [`BodyEnd::AppClosed`] this needs the LLM analysis (when
-/// there is one) already in `record.llm`: it tells whether the terminal event came first.
-pub fn settle(record: &mut ExchangeRecord, end: BodyEnd) {
+/// The parts of an exchange's record its ending decides (the record lends them, so the rules
+/// here do not depend on the record's shape).
+#[derive(Debug)]
+pub struct Settled<'a> {
+    /// Microseconds from start to the end of the response.
+    pub duration_us: &'a mut u64,
+    /// What went wrong, if anything.
+    pub error: &'a mut Option<String>,
+    /// Body bytes the app received.
+    pub bytes_down: u64,
+    /// The LLM analysis, for exchanges the engine recognised.
+    pub analysis: Option<&'a mut ExchangeAnalysis>,
+}
+
+/// Applies `end`. For [`BodyEnd::AppClosed`] this needs the LLM analysis (when there is one)
+/// already done: it tells whether the terminal event came first.
+pub fn settle(mut parts: Settled<'_>, end: BodyEnd) {
     match end {
         BodyEnd::Complete => {
-            until_terminal(record);
+            until_terminal(&mut parts);
         }
-        BodyEnd::Failed(error) => record.error = Some(error),
+        BodyEnd::Failed(error) => *parts.error = Some(error),
         BodyEnd::AppClosed => {
-            if !until_terminal(record) {
-                cut_short(record);
+            if !until_terminal(&mut parts) {
+                cut_short(parts);
             }
         }
     }
 }
 
 /// Ends the exchange at its response's terminal event; false when none was seen.
-fn until_terminal(record: &mut ExchangeRecord) -> bool {
-    let Some(analysis) = record.llm.as_mut().map(|l| &mut l.analysis) else {
+fn until_terminal(parts: &mut Settled<'_>) -> bool {
+    let Some(ms) = parts.analysis.as_ref().and_then(|a| a.progress.terminal_ms) else {
         return false;
     };
-    let Some(ms) = analysis.progress.terminal_ms else {
-        return false;
-    };
-    record.duration_us = micros(ms);
+    *parts.duration_us = micros(ms);
     true
 }
 
-fn cut_short(record: &mut ExchangeRecord) {
-    let bytes = record.bytes_down;
-    let message = match record.llm.as_mut().map(|l| &mut l.analysis) {
+fn cut_short(parts: Settled<'_>) {
+    let bytes = parts.bytes_down;
+    let message = match parts.analysis {
         Some(analysis) => {
             // What was captured is not the whole response.
             analysis.response_truncated = true;
@@ -66,7 +77,7 @@ fn cut_short(record: &mut ExchangeRecord) {
         // Not an LLM exchange: nothing tells where its response would have ended.
         None => format!("{CUT_SHORT} (after {bytes} bytes)"),
     };
-    record.error.get_or_insert(message);
+    parts.error.get_or_insert(message);
 }
 
 // Durations are far below 2^52 µs, and never negative.
@@ -82,7 +93,7 @@ mod tests {
     use super::*;
     use crate::{
         llm::{ExchangeAnalysis, Progress},
-        proxy::tap::LlmRecord,
+        proxy::{inline_analysis::LlmRecord, record::ExchangeRecord},
         transport::ProcessInfo,
     };
 
@@ -136,7 +147,7 @@ mod tests {
             events: 9,
             terminal_ms: Some(189.5),
         }));
-        settle(&mut r, BodyEnd::AppClosed);
+        r.settle(BodyEnd::AppClosed);
         assert_eq!(r.error, None);
         assert_eq!(r.duration_us, 189_500);
         let a = &r.llm.as_ref().unwrap().analysis;
@@ -149,10 +160,10 @@ mod tests {
             events: 9,
             terminal_ms: Some(189.5),
         }));
-        settle(&mut r, BodyEnd::Complete);
+        r.settle(BodyEnd::Complete);
         assert_eq!((r.error.as_deref(), r.duration_us), (None, 189_500));
         let mut r = record(None);
-        settle(&mut r, BodyEnd::Complete);
+        r.settle(BodyEnd::Complete);
         assert_eq!((r.error.as_deref(), r.duration_us), (None, 250_000));
     }
 
@@ -162,7 +173,7 @@ mod tests {
             events: 3,
             terminal_ms: None,
         }));
-        settle(&mut r, BodyEnd::AppClosed);
+        r.settle(BodyEnd::AppClosed);
         assert_eq!(
             r.error.as_deref(),
             Some(
@@ -177,20 +188,20 @@ mod tests {
     #[test]
     fn other_ends() {
         let mut r = record(None);
-        settle(&mut r, BodyEnd::AppClosed);
+        r.settle(BodyEnd::AppClosed);
         assert_eq!(
             r.error.as_deref(),
             Some("the app closed the exchange before the response ended (after 512 bytes)")
         );
         let mut r = record(Some(Progress::default()));
-        settle(&mut r, BodyEnd::Complete);
+        r.settle(BodyEnd::Complete);
         assert_eq!((r.error.as_deref(), r.duration_us), (None, 250_000));
-        settle(&mut r, BodyEnd::Failed("the provider's body failed".into()));
+        r.settle(BodyEnd::Failed("the provider's body failed".into()));
         assert_eq!(r.error.as_deref(), Some("the provider's body failed"));
         // An earlier error (e.g. a provider error event) is kept.
         let mut r = record(Some(Progress::default()));
         r.error = Some("upstream reset".into());
-        settle(&mut r, BodyEnd::AppClosed);
+        r.settle(BodyEnd::AppClosed);
         assert_eq!(r.error.as_deref(), Some("upstream reset"));
     }
 }

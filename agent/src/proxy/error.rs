@@ -3,7 +3,7 @@
 
 use hyper::StatusCode;
 
-use crate::{analysis::BlockResponse, tls::UpstreamTlsError, transport::upstream::ConnectError};
+use crate::{llm::BlockResponse, tls::UpstreamTlsError, transport::upstream::ConnectError};
 
 /// Why an exchange could not be completed.
 #[derive(Debug, thiserror::Error)]

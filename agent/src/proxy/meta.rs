@@ -6,7 +6,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use super::{Intercept, context::micros_since_epoch, record::ExchangeRecord, route::SpliceReason};
+use super::{context::micros_since_epoch, record::ExchangeRecord, route::SpliceReason};
 use crate::{identity::ProcessDetails, tls::Alpn, transport::Redirect};
 
 /// What is known about a connection before (or without) HTTP.
@@ -40,21 +40,17 @@ impl ConnectionMeta {
             .unwrap_or(self.redirect.process.comm.as_str())
     }
 
-    /// Records a connection that carried no HTTP exchange of its own (relayed, or failed
-    /// before HTTP), and closes it in `/status`.
-    pub fn finish(
+    /// The record of a connection that carried no HTTP exchange of its own (relayed, or
+    /// failed before HTTP).
+    pub fn record(
         &self,
-        proxy: &Intercept,
         intercepted: bool,
         reason: Option<SpliceReason>,
         bytes_up: u64,
         bytes_down: u64,
         error: Option<String>,
-    ) {
-        proxy
-            .recent
-            .closed(self.id, bytes_up, bytes_down, error.clone());
-        proxy.tee.emit(ExchangeRecord {
+    ) -> ExchangeRecord {
+        ExchangeRecord {
             connection_id: self.id,
             exchange_seq: 0,
             started_at_us: micros_since_epoch(self.started_at),
@@ -78,6 +74,6 @@ impl ConnectionMeta {
             intercepted,
             not_intercepted_reason: reason.map(SpliceReason::as_str),
             llm: None,
-        });
+        }
     }
 }

@@ -42,7 +42,7 @@ impl Intercept {
                 } else {
                     warn!(sni, error = %failure, "TLS handshake with the app failed");
                 }
-                meta.finish(self, true, None, 0, 0, Some(failure.to_string()));
+                self.record_unserved(meta, true, None, 0, 0, Some(failure.to_string()));
                 return;
             }
         };

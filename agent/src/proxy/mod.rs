@@ -3,33 +3,36 @@
 //! For each redirected connection it reads the ClientHello ([`crate::transport::sniff`]),
 //! decides ([`route`]) between relaying it untouched ([`splice`]) and terminating TLS with a
 //! leaf from the local CA ([`crate::tls`]), and then serves HTTP/1.1 or HTTP/2 ([`serve`]),
-//! proxying each exchange to the provider over verified TLS in phases ([`exchange`]). Every
+//! proxying each exchange to the provider over verified TLS in phases ([`phases`]). Every
 //! exchange and every relayed connection ends in an [`record::ExchangeRecord`] on a bounded
-//! tee. The LLM analysis decides inline through [`tap`] only what must be decided before bytes
-//! move (the request verdict, a stream's early stop); the rest runs in the analysis pool
-//! ([`deferred`]) after the response has been forwarded.
+//! tee. The LLM analysis decides inline ([`inline_analysis`]) only what must be decided before
+//! bytes move (the request verdict, a stream's early stop); the rest runs in the analysis pool
+//! ([`deferred`]) after the response has been forwarded, and [`row`] maps each record onto its
+//! trace row.
 
 pub mod activity;
-pub mod body;
 pub mod budget;
 pub mod build;
 pub mod context;
 pub mod deferred;
 pub mod ending;
 pub mod error;
-pub mod exchange;
 pub mod headers;
+pub mod inline_analysis;
 pub mod keyfile;
 pub mod meta;
 pub mod metrics;
 mod mitm;
+pub mod phases;
 pub mod pool;
 pub mod record;
 pub mod rejected;
+pub mod request_body;
+pub mod response_body;
 pub mod route;
+pub mod row;
 pub mod serve;
 pub mod splice;
-pub mod tap;
 pub mod upstream;
 
 use std::{
@@ -51,12 +54,14 @@ use self::{
     route::{Decision, InterceptNames, SpliceReason},
 };
 use crate::{
-    admin::{metrics::TransportMetrics, status::RecentConnections},
+    admin::status::RecentConnections,
     config::{ProxyConfig, UpstreamConfig},
     identity::{DockerNames, NoPodDirectory, PodDirectory, ProcessDetails},
     llm::Engine,
     tls::{ServerTls, UpstreamTls},
-    transport::{Accepted, ConnectionHandler, prefixed::Prefixed, sniff},
+    transport::{
+        Accepted, ConnectionHandler, metrics::TransportMetrics, prefixed::Prefixed, sniff,
+    },
 };
 
 /// Limits and timeouts, from `[proxy]` and `[upstream]`.
@@ -78,8 +83,6 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// From a sent request to the provider's response head.
     pub response_timeout: Duration,
-    /// Hold a response's end until its row is in the spool file, at most this long.
-    pub spool_before_end: Option<Duration>,
     /// HTTP/2 streams reset by the app before being accepted, pending at once.
     pub h2_max_pending_accept_reset_streams: usize,
     /// HTTP/2 streams reset by the proxy for the app's protocol errors.
@@ -98,8 +101,6 @@ impl Limits {
             max_header_bytes: proxy.max_header_bytes,
             connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
             response_timeout: Duration::from_millis(upstream.response_timeout_ms),
-            spool_before_end: (proxy.spool_before_end_ms > 0)
-                .then(|| Duration::from_millis(proxy.spool_before_end_ms)),
             h2_max_pending_accept_reset_streams: proxy.h2_max_pending_accept_reset_streams,
             h2_max_local_error_reset_streams: proxy.h2_max_local_error_reset_streams,
         }
@@ -139,7 +140,7 @@ pub struct Intercept {
     names: InterceptNames,
     server_tls: ServerTls,
     upstream_tls: UpstreamTls,
-    pool: Pool,
+    pool: Arc<Pool>,
     limits: Limits,
     socket_mark: u32,
     rejected: RejectedCerts,
@@ -150,7 +151,7 @@ pub struct Intercept {
     metrics: Arc<ProxyMetrics>,
     transport_metrics: Arc<TransportMetrics>,
     recent: Arc<RecentConnections>,
-    tee: RecordTee,
+    tee: Arc<RecordTee>,
     /// The LLM engine in force (replaced when SIGHUP reloads the policy).
     engine: Arc<crate::control::reload::EngineSlot>,
     shutdown: CancellationToken,
@@ -173,10 +174,10 @@ impl Intercept {
             names: parts.names,
             server_tls: ServerTls::new(&parts.resolver),
             upstream_tls: parts.upstream_tls,
-            pool: Pool::new(
+            pool: Arc::new(Pool::new(
                 proxy.pool_max_idle_per_key,
                 Duration::from_millis(proxy.pool_idle_timeout_ms),
-            ),
+            )),
             limits: Limits::from_config(proxy, upstream),
             socket_mark: parts.socket_mark,
             rejected: RejectedCerts::new(
@@ -191,7 +192,7 @@ impl Intercept {
             metrics: parts.metrics,
             transport_metrics: parts.transport_metrics,
             recent: parts.recent,
-            tee: parts.tee,
+            tee: Arc::new(parts.tee),
             engine: Arc::new(crate::control::reload::EngineSlot::new(parts.engine)),
             shutdown: parts.shutdown,
             pods: Arc::new(NoPodDirectory),
@@ -201,6 +202,23 @@ impl Intercept {
             uid_connections: UidConnections::new(proxy.max_connections_per_uid),
             fail_closed: false,
         }
+    }
+
+    /// Records a connection that carried no HTTP exchange of its own (relayed, or failed
+    /// before HTTP), and closes it in `/status`.
+    fn record_unserved(
+        &self,
+        meta: &ConnectionMeta,
+        intercepted: bool,
+        reason: Option<SpliceReason>,
+        bytes_up: u64,
+        bytes_down: u64,
+        error: Option<String>,
+    ) {
+        self.recent
+            .closed(meta.id, bytes_up, bytes_down, error.clone());
+        self.tee
+            .emit(meta.record(intercepted, reason, bytes_up, bytes_down, error));
     }
 
     /// Connections over a resource cap are closed instead of relayed untouched.
@@ -295,7 +313,7 @@ impl ConnectionHandler for Intercept {
             Ok(s) => s,
             Err(e) => {
                 info!(error = %e, "the app's connection failed before its ClientHello");
-                meta.finish(&self, false, None, 0, 0, Some(e.to_string()));
+                self.record_unserved(&meta, false, None, 0, 0, Some(e.to_string()));
                 return;
             }
         };
@@ -316,7 +334,7 @@ impl ConnectionHandler for Intercept {
                     "closed a provider connection that cannot be inspected (uninspectable = \"close\")"
                 );
                 let error = format!("closed: cannot be inspected ({})", reason.as_str());
-                meta.finish(&self, false, Some(reason), 0, 0, Some(error));
+                self.record_unserved(&meta, false, Some(reason), 0, 0, Some(error));
             }
             Decision::Splice(reason) => {
                 let reason = reason.under_policy(self.enforcing);
@@ -358,7 +376,7 @@ impl Intercept {
         if self.fail_closed {
             self.metrics.connection(Routed::Close(reason));
             let error = format!("closed: {}", reason.as_str());
-            meta.finish(self, false, Some(reason), 0, 0, Some(error));
+            self.record_unserved(meta, false, Some(reason), 0, 0, Some(error));
         } else {
             self.metrics.connection(Routed::Splice(reason));
             splice::relay(self, meta, stream, Vec::new(), reason).await;

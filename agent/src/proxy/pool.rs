@@ -14,7 +14,7 @@ use std::{
 
 use hyper::client::conn::{http1, http2};
 
-use super::body::RequestBody;
+use super::request_body::RequestBody;
 use crate::tls::Alpn;
 
 /// What upstream connections are pooled by.
@@ -124,7 +124,7 @@ impl Pool {
 
 /// An HTTP/1.1 connection lent to an exchange, returned when its response has been read.
 pub struct PoolReturn {
-    pool: Arc<super::Intercept>,
+    pool: Arc<Pool>,
     key: PoolKey,
     sender: http1::SendRequest<RequestBody>,
 }
@@ -139,20 +139,12 @@ impl std::fmt::Debug for PoolReturn {
 
 impl PoolReturn {
     /// Lends `sender` (of `key`) until [`PoolReturn::give_back`].
-    pub fn new(
-        proxy: Arc<super::Intercept>,
-        key: PoolKey,
-        sender: http1::SendRequest<RequestBody>,
-    ) -> Self {
-        Self {
-            pool: proxy,
-            key,
-            sender,
-        }
+    pub fn new(pool: Arc<Pool>, key: PoolKey, sender: http1::SendRequest<RequestBody>) -> Self {
+        Self { pool, key, sender }
     }
 
     /// Puts the connection back into the pool.
     pub fn give_back(self) {
-        self.pool.pool.put_h1(&self.key, self.sender);
+        self.pool.put_h1(&self.key, self.sender);
     }
 }

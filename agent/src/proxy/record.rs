@@ -7,12 +7,13 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use super::{
-    ending::{self, BodyEnd},
+    ending::{self, BodyEnd, Settled},
+    inline_analysis::{LlmRecord, PendingAnalysis},
     metrics::ProxyMetrics,
-    tap::{LlmRecord, PendingLlm},
 };
 use crate::{
     identity::ProcessDetails,
@@ -72,13 +73,28 @@ pub struct ExchangeRecord {
     pub llm: Option<Box<LlmRecord>>,
 }
 
+impl ExchangeRecord {
+    /// Applies how the response body ended (see [`ending::settle`]).
+    pub fn settle(&mut self, end: BodyEnd) {
+        ending::settle(
+            Settled {
+                duration_us: &mut self.duration_us,
+                error: &mut self.error,
+                bytes_down: self.bytes_down,
+                analysis: self.llm.as_mut().map(|l| &mut l.analysis),
+            },
+            end,
+        );
+    }
+}
+
 /// A record on its way to storage, with the analysis still to run on it.
 #[derive(Debug)]
 pub struct Job {
     /// The record.
     pub record: ExchangeRecord,
     /// The response analysis to finish and attach as `record.llm`.
-    pub llm: Option<PendingLlm>,
+    pub llm: Option<PendingAnalysis>,
     /// Response bytes `llm` holds (counted against the queue's byte bound).
     pub held: usize,
     /// How the response body ended, settled once `llm` is attached (it tells whether the
@@ -94,7 +110,7 @@ impl Job {
     /// counts a failed exchange.
     pub fn settle(record: &mut ExchangeRecord, end: Option<BodyEnd>, metrics: &ProxyMetrics) {
         if let Some(end) = end {
-            ending::settle(record, end);
+            record.settle(end);
             if record.error.is_some() {
                 metrics.exchange_errors.inc();
             }
@@ -115,6 +131,8 @@ pub struct TeeLimits {
     pub workers: usize,
     /// Niceness added to them while they keep up (0: the proxy's priority).
     pub nice: i32,
+    /// Hold a response's end until its row is in the spool file, at most this long.
+    pub spool_before_end: Option<Duration>,
 }
 
 /// Queues records for the analysis pool without ever waiting: when the pool is behind, an
@@ -178,6 +196,17 @@ impl RecordTee {
         (tee, records)
     }
 
+    /// How long a response's end waits for its row to be in the spool file (`None`: it
+    /// does not wait).
+    pub fn spool_before_end(&self) -> Option<Duration> {
+        self.limits.spool_before_end
+    }
+
+    /// Where exchanges are counted.
+    pub fn metrics(&self) -> &Arc<ProxyMetrics> {
+        &self.metrics
+    }
+
     /// Hands `record` on, or drops it when the consumer is behind or gone.
     pub fn emit(&self, record: ExchangeRecord) {
         self.emit_spooled(record, None);
@@ -196,7 +225,12 @@ impl RecordTee {
     /// Hands `record` on with its analysis to finish and its ending to settle after that, or,
     /// when the pool is behind, finishes it here without the response analysis (cheap) and
     /// hands it on like [`Self::emit`].
-    pub fn emit_exchange(&self, record: ExchangeRecord, llm: Option<PendingLlm>, end: BodyEnd) {
+    pub fn emit_exchange(
+        &self,
+        record: ExchangeRecord,
+        llm: Option<PendingAnalysis>,
+        end: BodyEnd,
+    ) {
         self.emit_exchange_spooled(record, llm, end, None);
     }
 
@@ -204,7 +238,7 @@ impl RecordTee {
     pub fn emit_exchange_spooled(
         &self,
         mut record: ExchangeRecord,
-        llm: Option<PendingLlm>,
+        llm: Option<PendingAnalysis>,
         end: BodyEnd,
         spooled: Option<Spooled>,
     ) {
@@ -253,7 +287,7 @@ mod tests {
     use crate::{
         analysis::Action,
         llm::{Engine, LlmConfig},
-        proxy::tap::LlmTap,
+        proxy::inline_analysis::InlineAnalysis,
         sink::queue::Popped,
     };
 
@@ -294,31 +328,31 @@ mod tests {
     }
 
     /// A chat completion that got its 200 and a JSON body, ready for the record phase.
-    fn pending() -> PendingLlm {
+    fn pending() -> PendingAnalysis {
         pending_cut(usize::MAX)
     }
 
     /// The same with only the first `keep` bytes of its body forwarded.
-    fn pending_cut(keep: usize) -> PendingLlm {
+    fn pending_cut(keep: usize) -> PendingAnalysis {
         let engine = Engine::new(LlmConfig::default(), &[7; 32]);
         let (mut head, ()) = Request::post("https://api.openai.com/v1/chat/completions")
             .header("content-type", "application/json")
             .body(())
             .unwrap()
             .into_parts();
-        let mut tap = LlmTap::start(&engine, &head, "api.openai.com", Instant::now());
-        assert!(tap.active());
+        let mut inline = InlineAnalysis::start(&engine, &head, "api.openai.com", Instant::now());
+        assert!(inline.active());
         let (mut resp, ()) = hyper::Response::builder()
             .header("content-type", "application/json")
             .body(())
             .unwrap()
             .into_parts();
-        tap.response_head(&mut resp);
+        inline.response_head(&mut resp);
         let body = br#"{"id":"c1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
         let chunk = bytes::Bytes::copy_from_slice(&body[..keep.min(body.len())]);
-        assert!(tap.response_chunk(&chunk).is_none());
+        assert!(inline.response_chunk(&chunk).is_none());
         head.headers.clear();
-        tap.finish(0).unwrap()
+        inline.finish(0).unwrap()
     }
 
     fn limits(capacity: usize, analysis_queue: usize) -> TeeLimits {
@@ -328,6 +362,7 @@ mod tests {
             analysis_queue_bytes: 1 << 20,
             workers: 1,
             nice: 0,
+            spool_before_end: None,
         }
     }
 

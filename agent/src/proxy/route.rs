@@ -5,9 +5,7 @@ use std::collections::HashSet;
 
 use hyper::{header, http::request::Parts, http::uri::Authority};
 use serde::{Deserialize, Serialize};
-use tracing::warn;
 
-use super::{Intercept, context::ConnectionContext, error::ProxyError, metrics::GuardEvent};
 use crate::{
     tls::alpn,
     transport::sniff::{ClientHelloInfo, NotHello},
@@ -193,21 +191,6 @@ pub fn misdirected(head: &Parts, sni: &str, port: u16) -> Option<String> {
         .get_all(header::HOST)
         .iter()
         .find_map(|h| check("Host", h.as_bytes()))
-}
-
-/// The request phase's first check: a misdirected request gets 421 and is never forwarded
-/// (counted, logged, and recorded with the reason).
-pub(super) fn check_authority(
-    proxy: &Intercept,
-    conn: &ConnectionContext,
-    head: &Parts,
-) -> Result<(), ProxyError> {
-    let Some(why) = misdirected(head, &conn.sni, conn.orig_dst.port()) else {
-        return Ok(());
-    };
-    proxy.metrics.guard(GuardEvent::MisdirectedRequest);
-    warn!(sni = %conn.sni, reason = why, "refused a request for another host than the connection's server name (421)");
-    Err(ProxyError::Misdirected(why))
 }
 
 #[cfg(test)]

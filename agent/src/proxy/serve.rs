@@ -15,7 +15,7 @@ use super::{
     Intercept,
     activity::{LastActivity, Tracked},
     context::ConnectionContext,
-    exchange,
+    phases,
 };
 use crate::tls::Alpn;
 
@@ -32,7 +32,7 @@ where
     let io = TokioIo::new(Tracked::new(io, activity.clone()));
     let service = {
         let (proxy, conn) = (proxy.clone(), conn.clone());
-        service_fn(move |req| exchange::serve(proxy.clone(), conn.clone(), req))
+        service_fn(move |req| phases::serve(proxy.clone(), conn.clone(), req))
     };
     let limits = &proxy.limits;
     if conn.alpn == Alpn::H2 {

@@ -13,10 +13,10 @@ use tracing::{debug, warn};
 
 use super::{
     Intercept,
-    body::RequestBody,
     error::ProxyError,
     headers::prepare_request,
     pool::{PoolKey, PoolReturn},
+    request_body::RequestBody,
 };
 use crate::{
     tls::{Alpn, UpstreamTlsError},
@@ -127,7 +127,7 @@ async fn try_send(
             Ok(Sent {
                 response,
                 alpn: Alpn::Http11,
-                pool_return: Some(PoolReturn::new(proxy.clone(), key.clone(), s)),
+                pool_return: Some(PoolReturn::new(proxy.pool.clone(), key.clone(), s)),
             })
         }
     }

@@ -18,8 +18,8 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
+use super::metrics::TransportMetrics;
 use super::{Accepted, ConnectionHandler, OriginalDst, workers::Workers};
-use crate::admin::metrics::TransportMetrics;
 
 /// Binds the listeners the kernel redirects to. `SO_REUSEADDR` lets a restarted agent bind
 /// while old connections linger in `TIME_WAIT`.

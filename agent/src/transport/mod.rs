@@ -6,6 +6,7 @@
 //! record) are closed: the agent only ever connects to destinations the kernel reported.
 
 pub mod listener;
+pub mod metrics;
 pub mod orig_dst;
 pub mod prefixed;
 pub mod sniff;

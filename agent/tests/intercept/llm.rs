@@ -11,7 +11,7 @@ use llmtrace_agent::{
     analysis::{Action, PolicyRule},
     config::ProxyConfig,
     llm::LlmConfig,
-    proxy::{build::trace_row, record::ExchangeRecord},
+    proxy::{record::ExchangeRecord, row::trace_row},
     sink::TraceRow,
     trace::Fleet,
 };

@@ -15,11 +15,10 @@ use std::{
 };
 
 use llmtrace_agent::{
-    admin::metrics::TransportMetrics,
     config::{Config, ProviderSpec, ProxyConfig},
     llm::LlmConfig,
     proxy::{self, Intercept, metrics::ProxyMetrics, record::ExchangeRecord},
-    transport::{FixedOriginalDst, ProcessInfo, Redirect, listener},
+    transport::{FixedOriginalDst, ProcessInfo, Redirect, listener, metrics::TransportMetrics},
 };
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::Semaphore, sync::mpsc};

@@ -1,8 +1,8 @@
-//! The LLM tee on the data path: each exchange the engine recognises gets an
-//! [`llm::Exchange`](crate::llm::Exchange) that sees the request body (bounded, before anything
+//! The part of the LLM analysis that runs on the data path, because it decides what moves:
+//! each exchange the engine recognises gets an [`llm::Exchange`](crate::llm::Exchange) that sees the request body (bounded, before anything
 //! goes upstream, so a verdict can block or redact it), every response chunk as it is
 //! forwarded (so a stream can be stopped early), and ends in the record phase, exactly once.
-//! The record phase only hands a [`PendingLlm`] on: the rest of the analysis (decoding,
+//! The record phase only hands a [`PendingAnalysis`] on: the rest of the analysis (decoding,
 //! parsing, detectors, pricing, masking) runs beside the data path, in the analysis pool.
 
 use std::{
@@ -20,10 +20,10 @@ use hyper::{
 };
 
 use super::{
-    body::RequestBody,
     budget::{ByteBudget, Reservation},
     error::ProxyError,
     metrics::{GuardEvent, ProxyMetrics},
+    request_body::RequestBody,
 };
 use crate::{
     analysis::Action,
@@ -32,8 +32,8 @@ use crate::{
 
 /// The analysis state of one exchange (empty when the engine did not recognise it).
 #[derive(Debug, Default)]
-pub struct LlmTap {
-    /// Boxed: the exchange's state is about 2 KB, and the tap travels inside the response
+pub struct InlineAnalysis {
+    /// Boxed: the exchange's state is about 2 KB, and this travels inside the response
     /// body, which hyper moves by value several times per response (memmove was 5% of a
     /// connection thread's time with it inline).
     exchange: Option<Box<Exchange>>,
@@ -60,7 +60,7 @@ pub const OVER_BUDGET: &str =
 
 /// An exchange whose response analysis is still to be done (off the data path).
 #[derive(Debug)]
-pub struct PendingLlm {
+pub struct PendingAnalysis {
     exchange: Box<Exchange>,
     facts: Finishing,
 }
@@ -80,7 +80,7 @@ struct Finishing {
     _held: Option<Reservation>,
 }
 
-impl PendingLlm {
+impl PendingAnalysis {
     /// Response bytes held for the analysis.
     pub fn held_bytes(&self) -> usize {
         self.exchange.held_bytes()
@@ -149,7 +149,7 @@ fn pairs(headers: &HeaderMap) -> Vec<(&str, &str)> {
         .collect()
 }
 
-impl LlmTap {
+impl InlineAnalysis {
     /// Starts analysing when `engine` recognises the request as an LLM API call.
     pub fn start(engine: &Arc<Engine>, head: &request::Parts, sni: &str, at: Instant) -> Self {
         let t = Instant::now();
@@ -161,7 +161,7 @@ impl LlmTap {
             query: head.uri.query(),
             headers: &headers,
         };
-        let exchange = engine.exchange(&req, at).map(Box::new);
+        let exchange = Exchange::start(engine, &req, at).map(Box::new);
         Self {
             exchange,
             capture_cap: engine
@@ -289,9 +289,9 @@ impl LlmTap {
 
     /// The record phase: ends the inline part (once) and hands on the rest. `bytes_up` is
     /// what was forwarded of the request body.
-    pub fn finish(&mut self, bytes_up: u64) -> Option<PendingLlm> {
+    pub fn finish(&mut self, bytes_up: u64) -> Option<PendingAnalysis> {
         let exchange = self.exchange.take()?;
-        Some(PendingLlm {
+        Some(PendingAnalysis {
             exchange,
             facts: Finishing {
                 spent: self.spent,

@@ -1,9 +1,9 @@
 //! Provider-shaped refusals: a 403 error body the client SDK understands, and an SSE error event
 //! that ends a stream early. Messages name the finding kinds, never the matched text.
 
-use crate::llm::provider::Dialect;
+use super::provider::Dialect;
 
-use super::finding::Finding;
+use crate::analysis::Finding;
 
 /// A synthetic response.
 #[derive(Debug, Clone, PartialEq, Eq)]

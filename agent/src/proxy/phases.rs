@@ -1,4 +1,4 @@
-//! One HTTP exchange as phases over its [`ExchangeContext`]:
+//! One HTTP exchange as phases over its [`ExchangeContext`](super::context::ExchangeContext):
 //!
 //! 1. request — record the head, let the analysis judge it, prepare it for the provider;
 //! 2. upstream — send it on a pooled or new provider connection;
@@ -17,18 +17,10 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use tracing::{Instrument as _, debug, info_span, warn};
 
-pub use super::context::{ConnectionContext, ExchangeContext};
 use super::{
-    Intercept,
-    body::{RequestBody, ResponseBody},
-    context::Recorder,
-    error::ProxyError,
-    headers,
-    metrics::GuardEvent,
-    pool::PoolKey,
-    route,
-    tap::LlmTap,
-    upstream,
+    Intercept, context::ConnectionContext, context::Recorder, error::ProxyError, headers,
+    inline_analysis::InlineAnalysis, metrics::GuardEvent, pool::PoolKey, request_body::RequestBody,
+    response_body::ResponseBody, route, upstream,
 };
 
 /// The hyper service: serves one request of an intercepted connection.
@@ -40,7 +32,7 @@ pub async fn serve(
     let upgrade = headers::is_upgrade(req.headers(), req.version());
     let app_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (head, body) = req.into_parts();
-    let mut recorder = Recorder::start(&proxy, &conn, &head);
+    let mut recorder = Recorder::start(&proxy.tee, &conn, &head);
     let span = info_span!(parent: &conn.span, "exchange", seq = recorder.ctx().seq);
     let result = phases(&proxy, &conn, &mut recorder, head, body, app_upgrade)
         .instrument(span.clone())
@@ -52,6 +44,21 @@ pub async fn serve(
         }
         Err(e) => rescue(recorder, &e),
     })
+}
+
+/// The request phase's first check: a misdirected request gets 421 and is never forwarded
+/// (counted, logged, and recorded with the reason).
+fn check_authority(
+    proxy: &Intercept,
+    conn: &ConnectionContext,
+    head: &hyper::http::request::Parts,
+) -> Result<(), ProxyError> {
+    let Some(why) = route::misdirected(head, &conn.sni, conn.orig_dst.port()) else {
+        return Ok(());
+    };
+    proxy.metrics.guard(GuardEvent::MisdirectedRequest);
+    warn!(sni = %conn.sni, reason = why, "refused a request for another host than the connection's server name (421)");
+    Err(ProxyError::Misdirected(why))
 }
 
 type Streamed = (
@@ -69,13 +76,13 @@ async fn phases(
     app_upgrade: Option<OnUpgrade>,
 ) -> Result<Streamed, ProxyError> {
     // Request phase.
-    route::check_authority(proxy, conn, &head)?;
+    check_authority(proxy, conn, &head)?;
     let sent = recorder.ctx().bytes_up.clone();
     let body = match &proxy.engine.current() {
         Some(engine) => {
             let ctx = recorder.ctx_mut();
-            ctx.llm =
-                LlmTap::start(engine, &head, &conn.sni, ctx.started).with_budget(proxy.budget());
+            ctx.llm = InlineAnalysis::start(engine, &head, &conn.sni, ctx.started)
+                .with_budget(proxy.budget());
             if let Some(control) = &proxy.control {
                 crate::control::gate::identify(control, ctx);
             }
