@@ -3,8 +3,9 @@
 //!
 //! Only what must decide before bytes move runs as the bytes pass: the request verdict, and
 //! for an event stream the monitor may stop, the parse that feeds it. Any other response is
-//! only captured (bounded, with each chunk's arrival time) and parsed by `finish`, which the
-//! proxy runs beside the data path.
+//! only captured (bounded, with each chunk's arrival time) and parsed by `finish` (in
+//! [`super::finish`], which this module does not call), which the proxy runs beside the data
+//! path.
 
 use std::sync::Arc;
 use std::time::Instant;

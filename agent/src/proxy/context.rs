@@ -93,7 +93,7 @@ pub struct ExchangeContext {
 #[derive(Debug)]
 pub struct Recorder {
     ctx: ExchangeContext,
-    tee: Arc<RecordTee>,
+    records: Arc<RecordTee>,
     done: bool,
 }
 
@@ -123,7 +123,7 @@ impl Recorder {
                 error: None,
                 llm: InlineAnalysis::default(),
             },
-            tee: tee.clone(),
+            records: tee.clone(),
             done: false,
         }
     }
@@ -161,13 +161,13 @@ impl Recorder {
         if self.done {
             return None;
         }
-        let Some(max) = self.tee.spool_before_end() else {
+        let Some(max) = self.records.spool_before_end() else {
             self.finish(bytes_down, BodyEnd::Complete);
             return None;
         };
         let (spooled, wait) = Spooled::pair(max);
         self.finish_spooled(bytes_down, BodyEnd::Complete, Some(spooled));
-        Some((wait, self.tee.metrics().clone()))
+        Some((wait, self.records.metrics().clone()))
     }
 
     fn finish_spooled(&mut self, bytes_down: u64, end: BodyEnd, spooled: Option<Spooled>) {
@@ -179,7 +179,7 @@ impl Recorder {
         let bytes_up = c.bytes_up.load(Ordering::Relaxed);
         c.conn.bytes_up.fetch_add(bytes_up, Ordering::Relaxed);
         c.conn.bytes_down.fetch_add(bytes_down, Ordering::Relaxed);
-        let m = self.tee.metrics();
+        let m = self.records.metrics();
         m.active_exchanges.dec();
         m.exchange(c.status);
         let record = ExchangeRecord {
@@ -208,7 +208,7 @@ impl Recorder {
             llm: None,
         };
         let pending = c.llm.finish(bytes_up);
-        self.tee
+        self.records
             .emit_exchange_spooled(record, pending, end, spooled);
     }
 }

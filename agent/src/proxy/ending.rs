@@ -29,7 +29,7 @@ pub const CUT_SHORT: &str = "the app closed the exchange before the response end
 /// The parts of an exchange's record its ending decides (the record lends them, so the rules
 /// here do not depend on the record's shape).
 #[derive(Debug)]
-pub struct Settled<'a> {
+pub struct EndingParts<'a> {
     /// Microseconds from start to the end of the response.
     pub duration_us: &'a mut u64,
     /// What went wrong, if anything.
@@ -42,7 +42,7 @@ pub struct Settled<'a> {
 
 /// Applies `end`. For [`BodyEnd::AppClosed`] this needs the LLM analysis (when there is one)
 /// already done: it tells whether the terminal event came first.
-pub fn settle(mut parts: Settled<'_>, end: BodyEnd) {
+pub fn settle(mut parts: EndingParts<'_>, end: BodyEnd) {
     match end {
         BodyEnd::Complete => {
             until_terminal(&mut parts);
@@ -57,7 +57,7 @@ pub fn settle(mut parts: Settled<'_>, end: BodyEnd) {
 }
 
 /// Ends the exchange at its response's terminal event; false when none was seen.
-fn until_terminal(parts: &mut Settled<'_>) -> bool {
+fn until_terminal(parts: &mut EndingParts<'_>) -> bool {
     let Some(ms) = parts.analysis.as_ref().and_then(|a| a.progress.terminal_ms) else {
         return false;
     };
@@ -65,7 +65,7 @@ fn until_terminal(parts: &mut Settled<'_>) -> bool {
     true
 }
 
-fn cut_short(parts: Settled<'_>) {
+fn cut_short(parts: EndingParts<'_>) {
     let bytes = parts.bytes_down;
     let message = match parts.analysis {
         Some(analysis) => {
@@ -92,7 +92,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        llm::{ExchangeAnalysis, Progress},
+        llm::Progress,
         proxy::{inline_analysis::LlmRecord, record::ExchangeRecord},
         transport::ProcessInfo,
     };

@@ -1,7 +1,8 @@
 //! The part of the LLM analysis that runs on the data path, because it decides what moves:
-//! each exchange the engine recognises gets an [`llm::Exchange`](crate::llm::Exchange) that sees the request body (bounded, before anything
-//! goes upstream, so a verdict can block or redact it), every response chunk as it is
-//! forwarded (so a stream can be stopped early), and ends in the record phase, exactly once.
+//! each exchange the engine recognises gets an [`llm::Exchange`](crate::llm::Exchange) that
+//! sees the request body (bounded, before anything goes upstream, so a verdict can block or
+//! redact it), every response chunk as it is forwarded (so a stream can be stopped early), and
+//! ends in the record phase, exactly once.
 //! The record phase only hands a [`PendingAnalysis`] on: the rest of the analysis (decoding,
 //! parsing, detectors, pricing, masking) runs beside the data path, in the analysis pool.
 

@@ -42,7 +42,7 @@ impl ConnectionMeta {
 
     /// The record of a connection that carried no HTTP exchange of its own (relayed, or
     /// failed before HTTP).
-    pub fn record(
+    pub fn exchange_record(
         &self,
         intercepted: bool,
         reason: Option<SpliceReason>,

@@ -42,7 +42,7 @@ impl Intercept {
                 } else {
                     warn!(sni, error = %failure, "TLS handshake with the app failed");
                 }
-                self.record_unserved(meta, true, None, 0, 0, Some(failure.to_string()));
+                self.record_without_exchange(meta, true, None, 0, 0, Some(failure.to_string()));
                 return;
             }
         };

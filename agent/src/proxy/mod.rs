@@ -206,7 +206,7 @@ impl Intercept {
 
     /// Records a connection that carried no HTTP exchange of its own (relayed, or failed
     /// before HTTP), and closes it in `/status`.
-    fn record_unserved(
+    fn record_without_exchange(
         &self,
         meta: &ConnectionMeta,
         intercepted: bool,
@@ -218,7 +218,7 @@ impl Intercept {
         self.recent
             .closed(meta.id, bytes_up, bytes_down, error.clone());
         self.tee
-            .emit(meta.record(intercepted, reason, bytes_up, bytes_down, error));
+            .emit(meta.exchange_record(intercepted, reason, bytes_up, bytes_down, error));
     }
 
     /// Connections over a resource cap are closed instead of relayed untouched.
@@ -313,7 +313,7 @@ impl ConnectionHandler for Intercept {
             Ok(s) => s,
             Err(e) => {
                 info!(error = %e, "the app's connection failed before its ClientHello");
-                self.record_unserved(&meta, false, None, 0, 0, Some(e.to_string()));
+                self.record_without_exchange(&meta, false, None, 0, 0, Some(e.to_string()));
                 return;
             }
         };
@@ -334,7 +334,7 @@ impl ConnectionHandler for Intercept {
                     "closed a provider connection that cannot be inspected (uninspectable = \"close\")"
                 );
                 let error = format!("closed: cannot be inspected ({})", reason.as_str());
-                self.record_unserved(&meta, false, Some(reason), 0, 0, Some(error));
+                self.record_without_exchange(&meta, false, Some(reason), 0, 0, Some(error));
             }
             Decision::Splice(reason) => {
                 let reason = reason.under_policy(self.enforcing);
@@ -376,7 +376,7 @@ impl Intercept {
         if self.fail_closed {
             self.metrics.connection(Routed::Close(reason));
             let error = format!("closed: {}", reason.as_str());
-            self.record_unserved(meta, false, Some(reason), 0, 0, Some(error));
+            self.record_without_exchange(meta, false, Some(reason), 0, 0, Some(error));
         } else {
             self.metrics.connection(Routed::Splice(reason));
             splice::relay(self, meta, stream, Vec::new(), reason).await;

@@ -34,7 +34,7 @@ pub async fn serve(
     let (head, body) = req.into_parts();
     let mut recorder = Recorder::start(&proxy.tee, &conn, &head);
     let span = info_span!(parent: &conn.span, "exchange", seq = recorder.ctx().seq);
-    let result = phases(&proxy, &conn, &mut recorder, head, body, app_upgrade)
+    let result = run(&proxy, &conn, &mut recorder, head, body, app_upgrade)
         .instrument(span.clone())
         .await;
     let _in_span = span.enter();
@@ -67,7 +67,7 @@ type Streamed = (
     Option<super::pool::PoolReturn>,
 );
 
-async fn phases(
+async fn run(
     proxy: &Arc<Intercept>,
     conn: &Arc<ConnectionContext>,
     recorder: &mut Recorder,

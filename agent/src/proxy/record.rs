@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{
-    ending::{self, BodyEnd, Settled},
+    ending::{self, BodyEnd, EndingParts},
     inline_analysis::{LlmRecord, PendingAnalysis},
     metrics::ProxyMetrics,
 };
@@ -77,7 +77,7 @@ impl ExchangeRecord {
     /// Applies how the response body ended (see [`ending::settle`]).
     pub fn settle(&mut self, end: BodyEnd) {
         ending::settle(
-            Settled {
+            EndingParts {
                 duration_us: &mut self.duration_us,
                 error: &mut self.error,
                 bytes_down: self.bytes_down,

@@ -28,7 +28,7 @@ pub async fn relay(
         Err(e) => {
             proxy.transport_metrics.upstream_connect_errors.inc();
             warn!(error = %e, "cannot reach the original destination; closing the client connection");
-            proxy.record_unserved(meta, false, Some(reason), 0, 0, Some(e.to_string()));
+            proxy.record_without_exchange(meta, false, Some(reason), 0, 0, Some(e.to_string()));
             return;
         }
     };
@@ -56,5 +56,5 @@ pub async fn relay(
     } else {
         error
     };
-    proxy.record_unserved(meta, false, Some(reason), up, down, error);
+    proxy.record_without_exchange(meta, false, Some(reason), up, down, error);
 }

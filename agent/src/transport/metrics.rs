@@ -1,5 +1,6 @@
-//! Metrics of the data path, registered once at startup. Labels are bounded: provider names come
-//! from the configured provider list, never from traffic.
+//! Connection-level metrics of redirected connections (redirected, unattributed, rejected,
+//! active, upstream connect errors, relayed bytes), registered once at startup. Labels are
+//! bounded: provider names come from the configured provider list, never from traffic.
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
