@@ -2,7 +2,7 @@
 //! (`[[alerts.rules]]`). Validated at startup and on each SIGHUP reload; unknown keys are
 //! rejected.
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -174,6 +174,33 @@ fn default_backoff_max_ms() -> u64 {
 fn default_sink_queue() -> usize {
     256
 }
+/// Where a syslog sink's messages go (its `address`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyslogTarget {
+    /// `udp://host:port`.
+    Udp(SocketAddr),
+    /// `unix:///dev/log`.
+    Unix(PathBuf),
+}
+
+impl SyslogTarget {
+    /// Parses `udp://ip:port` or `unix:///path`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(addr) = s.strip_prefix("udp://") {
+            return addr
+                .parse()
+                .map(Self::Udp)
+                .map_err(|_| format!("`{addr}` is not an ip:port"));
+        }
+        if let Some(path) = s.strip_prefix("unix://")
+            && path.starts_with('/')
+        {
+            return Ok(Self::Unix(path.into()));
+        }
+        Err(format!("`{s}` is neither udp://ip:port nor unix:///path"))
+    }
+}
+
 fn default_syslog_address() -> String {
     "unix:///dev/log".into()
 }
@@ -241,8 +268,7 @@ impl AlertsConfig {
         }
         for (i, s) in self.syslog.iter().enumerate() {
             let key = format!("alerts.syslog[{i}]");
-            super::syslog::Target::parse(&s.address)
-                .map_err(|e| bad(format!("{key}.address"), e))?;
+            SyslogTarget::parse(&s.address).map_err(|e| bad(format!("{key}.address"), e))?;
             if s.facility > 23 {
                 return Err(bad(format!("{key}.facility"), "must be 0–23"));
             }
@@ -355,6 +381,20 @@ impl WebhookConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syslog_targets() {
+        assert_eq!(
+            SyslogTarget::parse("udp://127.0.0.1:514"),
+            Ok(SyslogTarget::Udp("127.0.0.1:514".parse().unwrap()))
+        );
+        assert_eq!(
+            SyslogTarget::parse("unix:///dev/log"),
+            Ok(SyslogTarget::Unix("/dev/log".into()))
+        );
+        assert!(SyslogTarget::parse("tcp://127.0.0.1:514").is_err());
+        assert!(SyslogTarget::parse("unix://relative").is_err());
+    }
 
     fn parse(text: &str) -> Result<AlertsConfig, String> {
         let c: AlertsConfig = toml::from_str(text).map_err(|e| e.to_string())?;

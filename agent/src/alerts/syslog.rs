@@ -2,42 +2,19 @@
 //! (`/dev/log`). The message is the alert's JSON; a structured-data element repeats the
 //! fields a SIEM filters on.
 
-use std::{fmt::Write as _, net::SocketAddr, path::PathBuf, time::SystemTime};
+use std::{fmt::Write as _, net::SocketAddr, time::SystemTime};
 
 use tokio::net::{UdpSocket, UnixDatagram};
 
-use super::{config::SyslogConfig, model::Alert, time::rfc3339};
+use super::{
+    config::{SyslogConfig, SyslogTarget as Target},
+    model::Alert,
+    time::rfc3339,
+};
 
 /// SD-ID of our structured data: the example private enterprise number of RFC 5612, as no
 /// number is registered for llmtrace.
 const SD_ID: &str = "llmtrace@32473";
-
-/// Where messages go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// `udp://host:port`.
-    Udp(SocketAddr),
-    /// `unix:///dev/log`.
-    Unix(PathBuf),
-}
-
-impl Target {
-    /// Parses `udp://ip:port` or `unix:///path`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if let Some(addr) = s.strip_prefix("udp://") {
-            return addr
-                .parse()
-                .map(Self::Udp)
-                .map_err(|_| format!("`{addr}` is not an ip:port"));
-        }
-        if let Some(path) = s.strip_prefix("unix://")
-            && path.starts_with('/')
-        {
-            return Ok(Self::Unix(path.into()));
-        }
-        Err(format!("`{s}` is neither udp://ip:port nor unix:///path"))
-    }
-}
 
 /// Syslog severity (RFC 5424 §6.2.1) of an alert severity.
 fn syslog_severity(severity: &str) -> u8 {
@@ -193,20 +170,6 @@ mod tests {
                  kind=\"secret.aws_access_key\" suppressed=\"2\"] \u{feff}{{\"a\":1}}"
             )
         );
-    }
-
-    #[test]
-    fn targets() {
-        assert_eq!(
-            Target::parse("udp://127.0.0.1:514"),
-            Ok(Target::Udp("127.0.0.1:514".parse().unwrap()))
-        );
-        assert_eq!(
-            Target::parse("unix:///dev/log"),
-            Ok(Target::Unix("/dev/log".into()))
-        );
-        assert!(Target::parse("tcp://127.0.0.1:514").is_err());
-        assert!(Target::parse("unix://relative").is_err());
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::sink::rowbinary::{Column, DecodeError, Reader, put_str};
+use crate::sink::column::{Column, DecodeError, Reader, put_str};
 
 /// Which container runtime a process runs under, as its cgroup name shows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

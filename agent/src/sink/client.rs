@@ -62,7 +62,7 @@ pub fn build(cfg: &ClickHouseConfig) -> Result<clickhouse::Client, ClientError> 
     // Validation needs `RowBinaryWithNamesAndTypes`, which older servers lack;
     // rows are encoded by `rowbinary` and checked against `system.columns`.
     let base = if url.starts_with("https://") {
-        super::tls::https_client(cfg)?
+        super::tls::https_client(cfg.tls_files())?
     } else {
         clickhouse::Client::default()
     };

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::tls::TlsFiles;
+
 /// `[sink]`: where trace rows go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -130,6 +132,19 @@ pub struct ConfigError {
 
 const MIN_SPOOL_BYTES: u64 = 1 << 20;
 const MAX_RETENTION_DAYS: u32 = 36_500;
+
+impl ClickHouseConfig {
+    /// The TLS files an `https://` URL uses.
+    pub fn tls_files(&self) -> TlsFiles<'_> {
+        TlsFiles {
+            ca: self.ca_file.as_deref(),
+            client: self
+                .client_cert_file
+                .as_deref()
+                .zip(self.client_key_file.as_deref()),
+        }
+    }
+}
 
 impl Default for ClickHouseConfig {
     fn default() -> Self {
@@ -301,7 +316,7 @@ fn check_tls(ch: &ClickHouseConfig) -> Result<(), ConfigError> {
         _ => {}
     }
     if https {
-        super::tls::client_config(ch).map_err(|e| ConfigError {
+        super::tls::client_config(ch.tls_files()).map_err(|e| ConfigError {
             key: e.key(),
             problem: e.to_string(),
         })?;

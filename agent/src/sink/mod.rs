@@ -11,6 +11,7 @@
 //! its cap and `llmtrace tail` still sees every row.
 
 pub mod client;
+pub mod column;
 pub mod config;
 pub mod deadletter;
 mod ingest;

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::rowbinary::{Column, DecodeError, Reader, nested_column};
+use super::column::{Column, DecodeError, Reader, nested_column};
 use crate::identity::ContainerRuntime;
 
 /// One column of the trace table. A column whose text is (or may be) what a prompt or an

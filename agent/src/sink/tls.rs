@@ -15,7 +15,6 @@ use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
 };
 
-use super::config::ClickHouseConfig;
 use crate::tls::upstream::{RootsError, add_pem_file, add_system_roots};
 
 /// The HTTPS connector handed to the `clickhouse` crate.
@@ -55,13 +54,22 @@ impl TlsError {
     }
 }
 
-/// The rustls client configuration for `cfg`: system roots, `ca_file`, and the client
+/// The TLS files of `[sink.clickhouse]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TlsFiles<'a> {
+    /// `ca_file`: trusted besides the system roots.
+    pub ca: Option<&'a Path>,
+    /// `client_cert_file` and `client_key_file` (validation refuses one without the other).
+    pub client: Option<(&'a Path, &'a Path)>,
+}
+
+/// The rustls client configuration for `files`: system roots, the CA file, and the client
 /// certificate when one is configured. Also used by config validation, so a bad file is
 /// refused at startup rather than at every insert.
-pub fn client_config(cfg: &ClickHouseConfig) -> Result<Arc<ClientConfig>, TlsError> {
+pub fn client_config(files: TlsFiles<'_>) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     add_system_roots(&mut roots);
-    if let Some(ca) = &cfg.ca_file {
+    if let Some(ca) = files.ca {
         add_pem_file(&mut roots, ca)?;
     }
     let builder = ClientConfig::builder_with_provider(crate::tls::crypto_provider())
@@ -69,19 +77,18 @@ pub fn client_config(cfg: &ClickHouseConfig) -> Result<Arc<ClientConfig>, TlsErr
         .expect("the ring provider supports the default protocol versions")
         .with_root_certificates(roots);
     // No ALPN here: the connector offers http/1.1 (ClickHouse's HTTP interface has no h2).
-    let config = match (&cfg.client_cert_file, &cfg.client_key_file) {
-        (Some(cert), Some(key)) => builder
+    let config = match files.client {
+        Some((cert, key)) => builder
             .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
             .map_err(|e| TlsError::Pair(e.to_string()))?,
-        // Validation refuses one without the other.
-        _ => builder.with_no_client_auth(),
+        None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
 }
 
-/// An HTTPS-only connector for `cfg` (an `https://` URL never falls back to plain HTTP).
-pub fn connector(cfg: &ClickHouseConfig) -> Result<Connector, TlsError> {
-    let tls = client_config(cfg)?;
+/// An HTTPS-only connector for `files` (an `https://` URL never falls back to plain HTTP).
+pub fn connector(files: TlsFiles<'_>) -> Result<Connector, TlsError> {
+    let tls = client_config(files)?;
     let mut http = HttpConnector::new();
     http.set_keepalive(Some(TCP_KEEPALIVE));
     http.enforce_http(false);
@@ -93,10 +100,10 @@ pub fn connector(cfg: &ClickHouseConfig) -> Result<Connector, TlsError> {
 }
 
 /// A `clickhouse` client whose connections use [`connector`].
-pub fn https_client(cfg: &ClickHouseConfig) -> Result<clickhouse::Client, TlsError> {
+pub fn https_client(files: TlsFiles<'_>) -> Result<clickhouse::Client, TlsError> {
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(connector(cfg)?);
+        .build(connector(files)?);
     Ok(clickhouse::Client::with_http_client(http))
 }
 
@@ -126,6 +133,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::config::ClickHouseConfig;
 
     fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         let key = rcgen::KeyPair::generate().unwrap();
@@ -151,9 +159,9 @@ mod tests {
             client_key_file: Some(key),
             ..ClickHouseConfig::default()
         };
-        let config = client_config(&cfg).unwrap();
+        let config = client_config(cfg.tls_files()).unwrap();
         assert!(config.client_auth_cert_resolver.has_certs());
-        connector(&cfg).unwrap();
+        connector(cfg.tls_files()).unwrap();
     }
 
     #[test]
@@ -175,7 +183,7 @@ mod tests {
             (with(None, Some(&cert), Some(&junk)), "client_key_file"),
             (with(None, Some(&key), Some(&key)), "client_cert_file"),
         ] {
-            let e = client_config(&cfg).unwrap_err();
+            let e = client_config(cfg.tls_files()).unwrap_err();
             assert!(e.key().ends_with(key_name), "{key_name}: {e}");
         }
     }

@@ -1,6 +1,6 @@
 //! Decoding RowBinary rows back into [`TraceRow`] (tests, tools, dead letters).
 
-use super::column::{DecodeError, Reader};
+use crate::sink::column::{DecodeError, Reader};
 use crate::sink::row::TraceRow;
 
 /// Decodes one row that fills `buf` exactly.

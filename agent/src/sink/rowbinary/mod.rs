@@ -8,16 +8,12 @@
 //! written here as the parallel arrays both old and new servers accept.
 //! The layout of each field type is [`Column`]; the order is the row's declaration.
 
-mod column;
 mod decode;
 
 use std::sync::LazyLock;
 
-pub(crate) use self::column::nested_column;
-pub use self::{
-    column::{Column, DecodeError, Reader, put_str, put_varint},
-    decode::{decode, decode_all},
-};
+pub use self::decode::{decode, decode_all};
+pub use super::column::{Column, DecodeError, Reader, put_str, put_varint};
 use super::row::TraceRow;
 
 /// Column names in RowBinary order (`Nested` columns as their `name.field` arrays); the INSERT

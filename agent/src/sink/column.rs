@@ -231,27 +231,27 @@ macro_rules! nested_column {
                 concat!("Nested(", stringify!($f0), " ", $ch0, $(", ", stringify!($f), " ", $ch,)* ")");
         }
 
-        impl $crate::sink::rowbinary::Column for Vec<$name> {
+        impl $crate::sink::column::Column for Vec<$name> {
             const NESTED: &'static [&'static str] = &[stringify!($f0) $(, stringify!($f))*];
 
             fn put(&self, out: &mut Vec<u8>) {
-                $crate::sink::rowbinary::put_varint(out, self.len() as u64);
+                $crate::sink::column::put_varint(out, self.len() as u64);
                 for item in self {
-                    $crate::sink::rowbinary::Column::put(&item.$f0, out);
+                    $crate::sink::column::Column::put(&item.$f0, out);
                 }
                 $(
-                    $crate::sink::rowbinary::put_varint(out, self.len() as u64);
+                    $crate::sink::column::put_varint(out, self.len() as u64);
                     for item in self {
-                        $crate::sink::rowbinary::Column::put(&item.$f, out);
+                        $crate::sink::column::Column::put(&item.$f, out);
                     }
                 )*
             }
 
             fn get(
-                r: &mut $crate::sink::rowbinary::Reader<'_>,
+                r: &mut $crate::sink::column::Reader<'_>,
                 col: &'static str,
-            ) -> Result<Self, $crate::sink::rowbinary::DecodeError> {
-                use $crate::sink::rowbinary::{Column, DecodeError};
+            ) -> Result<Self, $crate::sink::column::DecodeError> {
+                use $crate::sink::column::{Column, DecodeError};
                 let $f0 = <Vec<$t0> as Column>::get(r, col)?;
                 $( let $f = <Vec<$t> as Column>::get(r, col)?; )*
                 let n = $f0.len();
