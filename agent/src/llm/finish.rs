@@ -11,154 +11,144 @@ use crate::analysis::{Action, Budget, Finding, INCOMPLETE, Location, mask_findin
 impl Exchange {
     /// Ends the exchange (also after errors: whatever was seen is summarised).
     pub fn finish(self) -> ExchangeAnalysis {
-        summarise(self)
-    }
-
-    /// Ends the exchange without the response analysis (no time for it): the
-    /// request's facts, verdict and findings, the timing, and an error saying what was skipped.
-    pub fn skip(self) -> ExchangeAnalysis {
-        summarise_without_response(self)
-    }
-}
-
-fn summarise(ex: Exchange) -> ExchangeAnalysis {
-    let FinishParts {
-        engine,
-        endpoint,
-        key_fingerprint,
-        policy,
-        request,
-        request_findings,
-        request_action,
-        request_scan_on_prompt,
-        mut out,
-        mut timing,
-        response,
-        mut budget,
-        ..
-    } = ex.into_parts().with_request_scanned();
-    let responded = response.is_some();
-    let (mut info, header_id) = match response {
-        Some(r) => {
-            let mut parser = r.parser;
-            let mut terminal_at = r.terminal_at;
-            if let Some(c) = r.capture {
-                c.replay(&mut parser, &mut timing, &mut terminal_at);
-            }
-            if let Some((enc, buf)) = r.encoded {
-                match decode_body(Some(&enc), &buf, engine.decode_limits()) {
-                    Ok(d) => parser.push(&d),
-                    Err(e) => out.error = Some(format!("response body not analysed: {e}")),
+        let FinishParts {
+            engine,
+            endpoint,
+            key_fingerprint,
+            policy,
+            request,
+            request_findings,
+            request_action,
+            request_scan_on_prompt,
+            mut out,
+            mut timing,
+            response,
+            mut budget,
+            ..
+        } = self.into_parts().with_request_scanned();
+        let responded = response.is_some();
+        let (mut info, header_id) = match response {
+            Some(r) => {
+                let mut parser = r.parser;
+                let mut terminal_at = r.terminal_at;
+                if let Some(c) = r.capture {
+                    c.replay(&mut parser, &mut timing, &mut terminal_at);
                 }
+                if let Some((enc, buf)) = r.encoded {
+                    match decode_body(Some(&enc), &buf, engine.decode_limits()) {
+                        Ok(d) => parser.push(&d),
+                        Err(e) => out.error = Some(format!("response body not analysed: {e}")),
+                    }
+                }
+                out.progress.events = parser.events();
+                let (info, dropped) = parser.finish();
+                out.response_truncated |= dropped;
+                // Seen only now (a compressed body, decoded here): it came with the last chunk.
+                let terminal_at =
+                    terminal_at.or_else(|| info.terminal.then(|| timing.last_chunk()).flatten());
+                out.progress.terminal_ms = terminal_at.map(|t| timing.since_start(t));
+                (info, r.header_request_id)
             }
-            out.progress.events = parser.events();
-            let (info, dropped) = parser.finish();
-            out.response_truncated |= dropped;
-            // Seen only now (a compressed body, decoded here): it came with the last chunk.
-            let terminal_at =
-                terminal_at.or_else(|| info.terminal.then(|| timing.last_chunk()).flatten());
-            out.progress.terminal_ms = terminal_at.map(|t| timing.since_start(t));
-            (info, r.header_request_id)
+            None => (ResponseInfo::default(), None),
+        };
+        let ok = out.status.is_some_and(|s| (200..300).contains(&s));
+        if responded && ok && info.usage.is_empty() {
+            info.usage.estimate_missing(&request.prompt, &info.text);
         }
-        None => (ResponseInfo::default(), None),
-    };
-    let ok = out.status.is_some_and(|s| (200..300).contains(&s));
-    if responded && ok && info.usage.is_empty() {
-        info.usage.estimate_missing(&request.prompt, &info.text);
+        let t = timing.summary();
+        out.model = request
+            .model
+            .clone()
+            .or(endpoint.path_model.clone())
+            .or(endpoint.deployment.clone());
+        let priced = engine
+            .prices
+            .priced_model(info.model.as_deref(), out.model.as_deref());
+        out.cost_usd = engine.prices.cost(priced, &info.usage);
+        out.ttft_ms = t.ttft_ms;
+        out.first_byte_ms = t.first_byte_ms;
+        out.inter_chunk_p50_ms = t.inter_chunk_p50_ms;
+        out.inter_chunk_max_ms = t.inter_chunk_max_ms;
+        out.chunks = t.chunks;
+        out.request_id = header_id.or(info.response_id.take());
+        out.api_key_fingerprint = key_fingerprint;
+        out.max_tokens = request.max_tokens;
+        out.temperature = request.temperature;
+        out.tools = request.tools;
+        out.prompt = request.prompt;
+        out.request_truncated |= request.prompt_truncated;
+        let reasoning = std::mem::take(&mut info.reasoning);
+        fill_response(&mut out, info);
+        let policy = super::exchange::policy_of(policy.as_ref(), &engine);
+        let response_findings = scan_response(
+            &engine,
+            policy,
+            &mut out,
+            (&request_findings, request_scan_on_prompt),
+            &reasoning,
+            &mut budget,
+        );
+        out.action = settle(
+            policy,
+            request_action,
+            &request_findings,
+            &response_findings,
+            out.early_stopped,
+        );
+        out.findings = request_findings;
+        out.findings.extend(response_findings);
+        out
     }
-    let t = timing.summary();
-    out.model = request
-        .model
-        .clone()
-        .or(endpoint.path_model.clone())
-        .or(endpoint.deployment.clone());
-    let priced = engine
-        .prices
-        .priced_model(info.model.as_deref(), out.model.as_deref());
-    out.cost_usd = engine.prices.cost(priced, &info.usage);
-    out.ttft_ms = t.ttft_ms;
-    out.first_byte_ms = t.first_byte_ms;
-    out.inter_chunk_p50_ms = t.inter_chunk_p50_ms;
-    out.inter_chunk_max_ms = t.inter_chunk_max_ms;
-    out.chunks = t.chunks;
-    out.request_id = header_id.or(info.response_id.take());
-    out.api_key_fingerprint = key_fingerprint;
-    out.max_tokens = request.max_tokens;
-    out.temperature = request.temperature;
-    out.tools = request.tools;
-    out.prompt = request.prompt;
-    out.request_truncated |= request.prompt_truncated;
-    let reasoning = std::mem::take(&mut info.reasoning);
-    fill_response(&mut out, info);
-    let policy = super::exchange::policy_of(policy.as_ref(), &engine);
-    let response_findings = scan_response(
-        &engine,
-        policy,
-        &mut out,
-        (&request_findings, request_scan_on_prompt),
-        &reasoning,
-        &mut budget,
-    );
-    out.action = settle(
-        policy,
-        request_action,
-        &request_findings,
-        &response_findings,
-        out.early_stopped,
-    );
-    out.findings = request_findings;
-    out.findings.extend(response_findings);
-    out
-}
 
-/// What the record says when the analysis pool had no room: the request side (decided inline,
-/// or scanned here when the policy could not act on it) and the timing, no response parsing,
-/// detectors or pricing. No text is kept, since none was masked.
-fn summarise_without_response(ex: Exchange) -> ExchangeAnalysis {
-    let FinishParts {
-        engine,
-        endpoint,
-        key_fingerprint,
-        policy,
-        request,
-        request_findings,
-        request_action,
-        mut out,
-        mut timing,
-        response,
-        ..
-    } = ex.into_parts().with_request_scanned();
-    if let Some(r) = &response {
-        if let Some(c) = &r.capture {
-            c.time_only(&mut timing);
+    /// What the record says when the analysis pool had no room: the request side (decided inline,
+    /// or scanned here when the policy could not act on it) and the timing, no response parsing,
+    /// detectors or pricing. No text is kept, since none was masked.
+    pub fn skip(self) -> ExchangeAnalysis {
+        let FinishParts {
+            engine,
+            endpoint,
+            key_fingerprint,
+            policy,
+            request,
+            request_findings,
+            request_action,
+            mut out,
+            mut timing,
+            response,
+            ..
+        } = self.into_parts().with_request_scanned();
+        if let Some(r) = &response {
+            if let Some(c) = &r.capture {
+                c.time_only(&mut timing);
+            }
+            // Known only when the stream was parsed inline (a monitored stream).
+            out.progress.terminal_ms = r.terminal_at.map(|t| timing.since_start(t));
         }
-        // Known only when the stream was parsed inline (a monitored stream).
-        out.progress.terminal_ms = r.terminal_at.map(|t| timing.since_start(t));
+        let t = timing.summary();
+        out.model = request
+            .model
+            .or(endpoint.path_model.clone())
+            .or(endpoint.deployment.clone());
+        out.first_byte_ms = t.first_byte_ms;
+        out.inter_chunk_p50_ms = t.inter_chunk_p50_ms;
+        out.inter_chunk_max_ms = t.inter_chunk_max_ms;
+        out.chunks = t.chunks;
+        out.api_key_fingerprint = key_fingerprint;
+        out.max_tokens = request.max_tokens;
+        out.temperature = request.temperature;
+        out.request_truncated = true;
+        out.response_truncated = true;
+        out.error.get_or_insert_with(|| SKIPPED.to_owned());
+        out.action = settle(
+            super::exchange::policy_of(policy.as_ref(), &engine),
+            request_action,
+            &request_findings,
+            &[],
+            out.early_stopped,
+        );
+        out.findings = request_findings;
+        out
     }
-    let t = timing.summary();
-    out.model = request
-        .model
-        .or(endpoint.path_model.clone())
-        .or(endpoint.deployment.clone());
-    out.first_byte_ms = t.first_byte_ms;
-    out.inter_chunk_p50_ms = t.inter_chunk_p50_ms;
-    out.inter_chunk_max_ms = t.inter_chunk_max_ms;
-    out.chunks = t.chunks;
-    out.api_key_fingerprint = key_fingerprint;
-    out.max_tokens = request.max_tokens;
-    out.temperature = request.temperature;
-    out.request_truncated = true;
-    out.response_truncated = true;
-    out.error.get_or_insert_with(|| SKIPPED.to_owned());
-    out.action = settle(
-        super::exchange::policy_of(policy.as_ref(), &engine),
-        request_action,
-        &request_findings,
-        &[],
-        out.early_stopped,
-    );
-    out.findings = request_findings;
-    out
 }
 
 /// The error a skipped analysis leaves in the record.

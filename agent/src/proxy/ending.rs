@@ -88,47 +88,22 @@ fn micros(ms: f64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::{
         llm::Progress,
         proxy::{inline_analysis::LlmRecord, record::ExchangeRecord},
-        transport::ProcessInfo,
     };
 
     fn record(progress: Option<Progress>) -> ExchangeRecord {
         ExchangeRecord {
-            connection_id: 1,
-            exchange_seq: 1,
-            started_at_us: 0,
             first_byte_us: Some(1000),
             duration_us: 250_000,
-            sni: None,
             alpn: "http/1.1",
-            upstream_alpn: None,
-            http_version: None,
-            method: None,
-            path: None,
             status: Some(200),
             bytes_up: 10,
             bytes_down: 512,
-            client: "127.0.0.1:1".parse().unwrap(),
-            orig_dst: "127.0.0.2:443".parse().unwrap(),
-            process: ProcessInfo {
-                pid: 1,
-                tid: 1,
-                uid: 0,
-                gid: 0,
-                comm: "t".into(),
-                cgroup_id: 0,
-                netns_cookie: 0,
-            },
             provider: "openai".into(),
-            details: Arc::default(),
-            error: None,
             intercepted: true,
-            not_intercepted_reason: None,
             llm: progress.map(|progress| {
                 Box::new(LlmRecord {
                     analysis: ExchangeAnalysis {
@@ -138,6 +113,7 @@ mod tests {
                     request_dropped_bytes: 0,
                 })
             }),
+            ..ExchangeRecord::sample()
         }
     }
 

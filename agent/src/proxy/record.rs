@@ -88,6 +88,46 @@ impl ExchangeRecord {
     }
 }
 
+#[cfg(test)]
+impl ExchangeRecord {
+    /// A relayed connection's record with nothing in it, for tests to fill in.
+    pub(crate) fn sample() -> Self {
+        ExchangeRecord {
+            connection_id: 1,
+            exchange_seq: 1,
+            started_at_us: 0,
+            first_byte_us: None,
+            duration_us: 0,
+            sni: None,
+            alpn: "none",
+            upstream_alpn: None,
+            http_version: None,
+            method: None,
+            path: None,
+            status: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            client: "127.0.0.1:1".parse().unwrap(),
+            orig_dst: "127.0.0.2:443".parse().unwrap(),
+            process: ProcessInfo {
+                pid: 1,
+                tid: 1,
+                uid: 0,
+                gid: 0,
+                comm: "t".into(),
+                cgroup_id: 0,
+                netns_cookie: 0,
+            },
+            provider: "test".into(),
+            details: Arc::default(),
+            error: None,
+            intercepted: false,
+            not_intercepted_reason: None,
+            llm: None,
+        }
+    }
+}
+
 /// A record on its way to storage, with the analysis still to run on it.
 #[derive(Debug)]
 pub struct Job {
@@ -291,42 +331,6 @@ mod tests {
         sink::queue::Popped,
     };
 
-    fn record() -> ExchangeRecord {
-        ExchangeRecord {
-            connection_id: 1,
-            exchange_seq: 1,
-            started_at_us: 0,
-            first_byte_us: None,
-            duration_us: 0,
-            sni: None,
-            alpn: "none",
-            upstream_alpn: None,
-            http_version: None,
-            method: None,
-            path: None,
-            status: None,
-            bytes_up: 0,
-            bytes_down: 0,
-            client: "127.0.0.1:1".parse().unwrap(),
-            orig_dst: "127.0.0.2:443".parse().unwrap(),
-            process: ProcessInfo {
-                pid: 1,
-                tid: 1,
-                uid: 0,
-                gid: 0,
-                comm: "t".into(),
-                cgroup_id: 0,
-                netns_cookie: 0,
-            },
-            provider: "test".into(),
-            details: Arc::default(),
-            error: None,
-            intercepted: false,
-            not_intercepted_reason: None,
-            llm: None,
-        }
-    }
-
     /// A chat completion that got its 200 and a JSON body, ready for the record phase.
     fn pending() -> PendingAnalysis {
         pending_cut(usize::MAX)
@@ -370,8 +374,8 @@ mod tests {
     fn a_full_channel_drops_and_counts() {
         let metrics = Arc::new(ProxyMetrics::default());
         let (tee, rx) = RecordTee::channel(limits(1, 1), metrics.clone());
-        tee.emit(record());
-        tee.emit(record());
+        tee.emit(ExchangeRecord::sample());
+        tee.emit(ExchangeRecord::sample());
         assert_eq!(metrics.record_drops.get(), 1);
         assert_eq!(rx.queue.len(), 1);
     }
@@ -385,7 +389,7 @@ mod tests {
             p.held_bytes() > 0,
             "the JSON body waits, unparsed, for the pool"
         );
-        tee.emit_exchange(record(), Some(p), BodyEnd::Complete);
+        tee.emit_exchange(ExchangeRecord::sample(), Some(p), BodyEnd::Complete);
         assert_eq!(
             metrics.llm_exchanges_for(Action::Allow),
             0,
@@ -406,8 +410,8 @@ mod tests {
     fn a_busy_pool_records_the_exchange_without_its_response_analysis() {
         let metrics = Arc::new(ProxyMetrics::default());
         let (tee, rx) = RecordTee::channel(limits(4, 1), metrics.clone());
-        tee.emit_exchange(record(), Some(pending()), BodyEnd::Complete);
-        tee.emit_exchange(record(), Some(pending()), BodyEnd::Complete);
+        tee.emit_exchange(ExchangeRecord::sample(), Some(pending()), BodyEnd::Complete);
+        tee.emit_exchange(ExchangeRecord::sample(), Some(pending()), BodyEnd::Complete);
         assert_eq!(metrics.llm_analysis_skipped.get(), 1);
         assert_eq!(metrics.record_drops.get(), 0, "the record itself is kept");
         let mut jobs = Vec::new();
@@ -441,7 +445,11 @@ mod tests {
     fn an_app_closing_after_the_terminal_event_is_settled_complete_once_analysed() {
         let metrics = Arc::new(ProxyMetrics::default());
         let (tee, rx) = RecordTee::channel(limits(4, 4), metrics.clone());
-        tee.emit_exchange(record(), Some(pending()), BodyEnd::AppClosed);
+        tee.emit_exchange(
+            ExchangeRecord::sample(),
+            Some(pending()),
+            BodyEnd::AppClosed,
+        );
         let r = completed(&rx);
         assert_eq!(r.error, None, "the whole JSON body had arrived");
         assert!(r.llm.unwrap().analysis.progress.terminal_ms.is_some());
@@ -452,7 +460,11 @@ mod tests {
     fn an_app_closing_before_the_terminal_event_is_settled_cut_short_once_analysed() {
         let metrics = Arc::new(ProxyMetrics::default());
         let (tee, rx) = RecordTee::channel(limits(4, 4), metrics.clone());
-        tee.emit_exchange(record(), Some(pending_cut(40)), BodyEnd::AppClosed);
+        tee.emit_exchange(
+            ExchangeRecord::sample(),
+            Some(pending_cut(40)),
+            BodyEnd::AppClosed,
+        );
         assert_eq!(
             metrics.exchange_errors.get(),
             0,
