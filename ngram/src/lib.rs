@@ -47,9 +47,15 @@ pub fn bucket(x: u64, shift: u32) -> u32 {
 #[inline(always)]
 fn gram_loop(text: &[u8], shift: u32, out: &mut [u32]) {
     let t = &text[..out.len() + N - 1];
+    // The gram and its tag have no bit in common: `(x | TAG) * K` is `x * K + TAG * K`, and a
+    // 32-bit `x` times `K` is two 32-bit multiplications in a vector lane, not three.
+    let tagged = TAG.wrapping_mul(K);
     for (k, slot) in out.iter_mut().enumerate() {
         let x = u32::from_be_bytes([t[k], t[k + 1], t[k + 2], t[k + 3]]);
-        *slot = bucket(u64::from(x) | TAG, shift);
+        // The top bits of a 64-bit product: `shift` >= 32, the result fits in 32 bits.
+        #[allow(clippy::cast_possible_truncation)]
+        let b = (u64::from(x).wrapping_mul(K).wrapping_add(tagged) >> shift) as u32;
+        *slot = b;
     }
 }
 
