@@ -19,65 +19,118 @@ use super::finding::{Finding, View};
 /// Decoded bytes scanned per text at most (base64 and hex segments together).
 pub const MAX_DECODED: usize = 256 * 1024;
 
-/// A view of a text with, for each of its bytes, where in the text it came from.
+/// A view of a text with, for each of its bytes, where in the text it came from: the start
+/// in the original of the character the byte came from ([`Mapped::source`]).
+///
+/// Kept as pieces rather than a position per byte: most of a view is runs copied from the
+/// text, and a per-byte map cost a store per byte of every view (and four bytes of memory
+/// per byte) to serve the few lookups a finding needs.
 #[derive(Debug, Default)]
 pub struct Mapped {
     pub text: String,
-    /// `map[i]`: start in the original of the character view byte `i` came from; one more
-    /// entry holds the original's length.
-    map: Vec<u32>,
+    /// In view order. A piece's bytes come from the original at the same distance from its
+    /// start: a byte maps to `original + (start of its character - view)`. A replacement
+    /// character is a piece of its own (its bytes map to its source character's start).
+    pieces: Vec<Piece>,
+    original_len: u32,
+}
+
+/// Where a piece starts in the view and in the original.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    view: u32,
+    original: u32,
+}
+
+/// A position as stored; texts scanned are far below 4 GiB (the analysis caps what it
+/// reads), and a larger one would only map findings to its end.
+fn stored(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or(u32::MAX)
 }
 
 impl Mapped {
     fn with_capacity(n: usize) -> Self {
         Self {
             text: String::with_capacity(n),
-            map: Vec::with_capacity(n + 1),
+            pieces: Vec::new(),
+            original_len: 0,
         }
     }
 
+    /// Appends the character `c`, which comes from the character at `from` in the original.
     fn push(&mut self, c: char, from: usize) {
+        self.start_piece(from);
         self.text.push(c);
-        let at = u32::try_from(from).unwrap_or(u32::MAX);
-        self.map.extend(std::iter::repeat_n(at, c.len_utf8()));
     }
 
     /// Appends `s`, unchanged, which starts at `from` in the original: each of its bytes maps
     /// to the start of its own character. A run at a time, instead of a character at a time.
     fn push_unchanged(&mut self, s: &str, from: usize) {
-        self.text.push_str(s);
-        // `s` starts with a character, so the first byte sets `at`.
-        let mut at = 0;
-        self.map.extend(s.bytes().enumerate().map(|(j, b)| {
-            // A UTF-8 continuation byte (10xxxxxx) belongs to the character before it.
-            if b & 0xC0 != 0x80 {
-                at = u32::try_from(from + j).unwrap_or(u32::MAX);
-            }
-            at
-        }));
+        if !s.is_empty() {
+            self.start_piece(from);
+            self.text.push_str(s);
+        }
+    }
+
+    /// Makes what is appended next map from `from`: the last piece goes on when the text
+    /// appended so far came from the original at the same distance, otherwise a new piece
+    /// starts.
+    fn start_piece(&mut self, from: usize) {
+        let (view, from) = (stored(self.text.len()), stored(from));
+        let continues = self
+            .pieces
+            .last()
+            .is_some_and(|p| p.original.wrapping_add(view - p.view) == from);
+        if !continues {
+            self.pieces.push(Piece {
+                view,
+                original: from,
+            });
+        }
     }
 
     fn finish(&mut self, original_len: usize) {
-        self.map
-            .push(u32::try_from(original_len).unwrap_or(u32::MAX));
+        self.original_len = stored(original_len);
+    }
+
+    /// The start in the original of the character view byte `i` came from (the original's
+    /// length past the view's end).
+    fn source(&self, i: usize) -> u32 {
+        if i >= self.text.len() {
+            return self.original_len;
+        }
+        // The last piece starting at or before `i` (the first starts at 0).
+        let p = self.pieces[self.pieces.partition_point(|p| p.view as usize <= i) - 1];
+        let start = p.view as usize;
+        // Back to the start of the byte's character: a UTF-8 continuation byte (10xxxxxx)
+        // belongs to the character before it; pieces start on characters.
+        let b = self.text.as_bytes();
+        let mut j = i;
+        while j > start && b[j] & 0xC0 == 0x80 {
+            j -= 1;
+        }
+        p.original.wrapping_add(stored(j - start))
     }
 
     /// The span of the original covering the characters `span` of the view came from (with
     /// any dropped invisible characters between or right after them).
     pub fn original(&self, span: Range<usize>) -> Range<usize> {
-        let len = self.map.len() - 1;
+        let len = self.text.len();
         let s = span.start.min(len);
         let e = span.end.clamp(s, len);
-        let start = self.map[s] as usize;
+        let start = self.source(s) as usize;
         if e == s {
             return start..start;
         }
-        let last = self.map[e - 1];
-        let end = self.map[e..]
-            .iter()
-            .find(|&&m| m > last)
-            .map_or(self.map[len], |&m| m) as usize;
-        start..end
+        // The end: where the next character of the original starts, past the bytes that came
+        // from the same character as the span's last (the rest of it, or more characters of
+        // its replacement: a few bytes).
+        let last = self.source(e - 1);
+        let end = (e..=len)
+            .map(|k| self.source(k))
+            .find(|&m| m > last)
+            .unwrap_or(self.original_len);
+        start..end as usize
     }
 }
 

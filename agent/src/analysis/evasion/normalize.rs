@@ -235,18 +235,22 @@ mod tests {
         assert!(past('\u{E0041}') && past('\u{1D400}') && !past('\u{1F600}'));
     }
 
-    /// The view a character at a time, asking the predicates instead of the table.
-    fn reference(text: &str) -> Mapped {
+    /// The view a character at a time, asking the predicates instead of the table, and for
+    /// each of its bytes (and its end) the start of the character it came from.
+    fn reference(text: &str) -> (String, Vec<u32>) {
         let mut out = Mapped::with_capacity(text.len());
+        let mut sources = Vec::new();
         for (i, c) in text.char_indices() {
+            let before = out.text.len();
             if changes_slowly(c) {
                 push_changed(&mut out, c, i);
             } else {
                 out.push(c, i);
             }
+            sources.extend(std::iter::repeat_n(i as u32, out.text.len() - before));
         }
-        out.finish(text.len());
-        out
+        sources.push(text.len() as u32);
+        (out.text, sources)
     }
 
     proptest::proptest! {
@@ -256,10 +260,26 @@ mod tests {
         fn runs_copied_whole_give_the_reference_view(
             text in "[a-z 1.éßЖоа売上，、。\u{200B}\u{FF21}\u{FB01}\u{E0041}\u{1F600}]{0,60}",
         ) {
-            let (got, want) = (view(&text), reference(&text));
-            proptest::prop_assert_eq!(&got.text, &want.text);
-            proptest::prop_assert_eq!(&got.map, &want.map);
-            proptest::prop_assert_eq!(needed(&text), want.text != text);
+            let (got, (want, sources)) = (view(&text), reference(&text));
+            proptest::prop_assert_eq!(&got.text, &want);
+            let got_sources: Vec<u32> = (0..=got.text.len()).map(|i| got.source(i)).collect();
+            proptest::prop_assert_eq!(got_sources, sources.clone());
+            proptest::prop_assert_eq!(needed(&text), want != text);
+            // Every span maps as the per-byte map it replaced mapped it.
+            let len = want.len();
+            for s in 0..=len {
+                for e in s..=len {
+                    let start = sources[s] as usize;
+                    let end = if e == s {
+                        start
+                    } else {
+                        let last = sources[e - 1];
+                        sources[e..].iter().find(|&&m| m > last).map_or(sources[len], |&m| m)
+                            as usize
+                    };
+                    proptest::prop_assert_eq!(got.original(s..e), start..end, "{}..{}", s, e);
+                }
+            }
         }
     }
 
