@@ -16,6 +16,8 @@ pub const K: u64 = 0x9E37_79B9_7F4A_7C15;
 /// model trained with several lengths apart; one length is what the shipped model uses).
 const N: usize = 4;
 const TAG: u64 = (N as u64) << 40;
+// The hash adds the tag's product instead of or-ing the tag in: they share no bit.
+const _: () = assert!(TAG.trailing_zeros() >= 32);
 
 /// Appends to `out` the bucket (< 2^`bits`, `bits` in 1..=32) of every 4-gram of `text`, in
 /// text order.
@@ -53,7 +55,6 @@ fn gram_loop(text: &[u8], shift: u32, out: &mut [u32]) {
     for (k, slot) in out.iter_mut().enumerate() {
         let x = u32::from_be_bytes([t[k], t[k + 1], t[k + 2], t[k + 3]]);
         // The top bits of a 64-bit product: `shift` >= 32, the result fits in 32 bits.
-        #[allow(clippy::cast_possible_truncation)]
         let b = (u64::from(x).wrapping_mul(K).wrapping_add(tagged) >> shift) as u32;
         *slot = b;
     }

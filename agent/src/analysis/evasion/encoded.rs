@@ -400,4 +400,30 @@ mod tests {
         let span = v.original(at..at + 20);
         assert_eq!(&text[span], "AKIA%49OSFODNN7EXAMPLE");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn url_view_bytes_map_to_the_characters_they_came_from(
+            text in "[a+%4Eé売]{0,40}",
+        ) {
+            let v = url_view(&text);
+            // Each view character, and where it came from: an escape, a `+` or a character.
+            let mut sources = Vec::new();
+            let mut at = 0;
+            while at < text.len() {
+                let (c, len) = match escape_at(text.as_bytes(), at) {
+                    Some(b) if text.as_bytes()[at] == b'%' => (char::from(b), 3),
+                    _ => {
+                        let c = text[at..].chars().next().unwrap();
+                        (if c == '+' { ' ' } else { c }, c.len_utf8())
+                    }
+                };
+                sources.extend(std::iter::repeat_n(at as u32, c.len_utf8()));
+                at += len;
+            }
+            sources.push(text.len() as u32);
+            let got: Vec<u32> = (0..=v.text.len()).map(|i| v.source(i)).collect();
+            proptest::prop_assert_eq!(got, sources);
+        }
+    }
 }

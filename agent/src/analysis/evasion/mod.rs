@@ -28,9 +28,10 @@ pub const MAX_DECODED: usize = 256 * 1024;
 #[derive(Debug, Default)]
 pub struct Mapped {
     pub text: String,
-    /// In view order. A piece's bytes come from the original at the same distance from its
-    /// start: a byte maps to `original + (start of its character - view)`. A replacement
-    /// character is a piece of its own (its bytes map to its source character's start).
+    /// In view order: stretches where the view and the original advance together at each
+    /// character's start. A byte maps to `original + (start of its character - view)`. A
+    /// replacement character of another length ends the stretch it is in (all its bytes map
+    /// to its source character's start), and what follows starts another.
     pieces: Vec<Piece>,
     original_len: u32,
 }
@@ -43,7 +44,7 @@ struct Piece {
 }
 
 /// A position as stored; texts scanned are far below 4 GiB (the analysis caps what it
-/// reads), and a larger one would only map findings to its end.
+/// reads), and in a larger one positions past it map to its end (arithmetic saturates).
 fn stored(at: usize) -> u32 {
     u32::try_from(at).unwrap_or(u32::MAX)
 }
@@ -80,7 +81,7 @@ impl Mapped {
         let continues = self
             .pieces
             .last()
-            .is_some_and(|p| p.original.wrapping_add(view - p.view) == from);
+            .is_some_and(|p| p.original.saturating_add(view - p.view) == from);
         if !continues {
             self.pieces.push(Piece {
                 view,
@@ -109,7 +110,7 @@ impl Mapped {
         while j > start && b[j] & 0xC0 == 0x80 {
             j -= 1;
         }
-        p.original.wrapping_add(stored(j - start))
+        p.original.saturating_add(stored(j - start))
     }
 
     /// The span of the original covering the characters `span` of the view came from (with

@@ -6,17 +6,18 @@
 //! Weights are the model's int8 values stored as their two's complement bytes, and the marks
 //! are a byte per bucket (`seen`), all clear on entry and left clear on return.
 
-/// From this many ids on, marking and one pass over the table cost less than looking each id
-/// up: a mark is a store that no later id waits for, where a lookup is a load, a compare and
-/// a store; the pass reads the whole table (16 KiB) however short the chunk, so short chunks
-/// keep the lookups. (The analysis benchmark's learned row is about a tenth faster than with
+/// From this many ids on (and a sixteenth of the table's length, for a model wider than the
+/// shipped 16 KiB), marking and one pass over the table cost less than looking each id up: a
+/// mark is a store that no later id waits for, where a lookup is a load, a compare and a
+/// store; the pass reads the whole table however short the chunk, so short chunks keep the
+/// lookups. (The analysis benchmark's learned row is about a tenth faster than with
 /// lookups alone, and flat for thresholds from 200 to 1,000 ids.)
-pub const MARK_FROM: usize = 1024;
+pub(super) const MARK_FROM: usize = 1024;
 
 /// The weight sum and the number of the distinct buckets among `ids`. Both tables have the
 /// same power-of-two length and every id is below it.
-pub fn distinct_buckets(ids: &[u32], weights: &[u8], seen: &mut [u8]) -> (i32, u32) {
-    if ids.len() >= MARK_FROM {
+pub(super) fn distinct_buckets(ids: &[u32], weights: &[u8], seen: &mut [u8]) -> (i32, u32) {
+    if ids.len() >= MARK_FROM.max(seen.len() / 16) {
         return marked_sum(ids, weights, seen);
     }
     let sums = distinct_sum(ids, weights, seen);
@@ -24,8 +25,9 @@ pub fn distinct_buckets(ids: &[u32], weights: &[u8], seen: &mut [u8]) -> (i32, u
     if ids.len() >= seen.len() / 32 {
         seen.fill(0);
     } else {
+        let mask = seen.len() - 1;
         for &b in ids {
-            seen[b as usize] = 0;
+            seen[b as usize & mask] = 0;
         }
     }
     sums
@@ -35,12 +37,13 @@ pub fn distinct_buckets(ids: &[u32], weights: &[u8], seen: &mut [u8]) -> (i32, u
 /// weight is masked out when it is not new): whether a bucket is new is unpredictable in
 /// text, and a mispredicted branch per id cost more than the rest of the work. A byte per
 /// bucket rather than a bit: a load and a store per id, no shifts and no read-modify-write of
-/// a word other ids share. At most 127 per bucket of a 4 KiB chunk's few thousand: i32 holds
-/// the sum exactly, in any order. Leaves the marks set.
+/// a word other ids share. A weight is between -128 and 127, a table at most 2^24 buckets:
+/// i32 holds the sum exactly, in any order. Leaves the marks set.
 fn distinct_sum(ids: &[u32], weights: &[u8], seen: &mut [u8]) -> (i32, u32) {
     // Both lengths are the same power of two and ids are below it: the mask changes no
-    // index, it only proves to the compiler that each is in bounds.
+    // index; with both tables cut to it, it proves to the compiler that each is in bounds.
     let mask = weights.len().min(seen.len()) - 1;
+    let (weights, seen) = (&weights[..=mask], &mut seen[..=mask]);
     let (mut acc, mut n) = (0i32, 0u32);
     for &b in ids {
         let b = b as usize & mask;
@@ -56,16 +59,16 @@ fn distinct_sum(ids: &[u32], weights: &[u8], seen: &mut [u8]) -> (i32, u32) {
 /// marks cleared in the same pass.
 fn marked_sum(ids: &[u32], weights: &[u8], seen: &mut [u8]) -> (i32, u32) {
     let mask = weights.len().min(seen.len()) - 1;
+    let (weights, seen) = (&weights[..=mask], &mut seen[..=mask]);
     for &b in ids {
         seen[b as usize & mask] = 0xFF;
     }
-    let (sum, marks) = table_sum(&weights[..=mask], &mut seen[..=mask]);
+    let (sum, marks) = table_sum(weights, seen);
     // `sum` counts every bucket's weight plus 128 (marked) or 128 alone (not marked);
     // `marks` is 255 per marked bucket. At most 2^24 buckets: both fit once the bias is off.
     let bias = 128 * (mask as u64 + 1);
-    #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+    #[allow(clippy::cast_possible_wrap)]
     let acc = (sum.wrapping_sub(bias)) as i64 as i32;
-    #[allow(clippy::cast_possible_truncation)]
     let n = (marks / 255) as u32;
     (acc, n)
 }
