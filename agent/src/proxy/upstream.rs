@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     tls::{Alpn, UpstreamTlsError},
-    transport::upstream::connect_marked,
+    transport::{read_ahead::ReadAhead, upstream::connect_marked},
 };
 
 /// A response from the provider.
@@ -144,7 +144,12 @@ async fn open(proxy: &Arc<Intercept>, key: &PoolKey, upgrade: bool) -> Result<Se
     .await?;
     let tls = proxy
         .upstream_tls
-        .connect(tcp, &key.sni, key.alpn, proxy.limits.handshake_timeout)
+        .connect(
+            ReadAhead::new(tcp),
+            &key.sni,
+            key.alpn,
+            proxy.limits.handshake_timeout,
+        )
         .await
         .inspect_err(|e| {
             if matches!(e, UpstreamTlsError::Verify { .. }) {

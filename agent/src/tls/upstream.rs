@@ -11,7 +11,7 @@ use rustls::{
     ClientConfig, RootCertStore,
     pki_types::{CertificateDer, ServerName, pem::PemObject},
 };
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsConnector, client::TlsStream};
 use tracing::{debug, warn};
 
@@ -92,13 +92,13 @@ impl UpstreamTls {
     }
 
     /// TLS over `tcp` with server name `sni`, offering the app's protocol.
-    pub async fn connect(
+    pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        tcp: TcpStream,
+        tcp: S,
         sni: &str,
         app: Alpn,
         timeout: Duration,
-    ) -> Result<TlsStream<TcpStream>, UpstreamTlsError> {
+    ) -> Result<TlsStream<S>, UpstreamTlsError> {
         let name = ServerName::try_from(sni.to_owned())
             .map_err(|_| UpstreamTlsError::BadName(sni.to_owned()))?;
         let config = match app {

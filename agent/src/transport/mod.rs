@@ -9,6 +9,7 @@ pub mod listener;
 pub mod metrics;
 pub mod orig_dst;
 pub mod prefixed;
+pub mod read_ahead;
 pub mod sniff;
 pub mod splice;
 pub mod upstream;
