@@ -15,13 +15,16 @@ use super::{
     Intercept, context::ConnectionContext, meta::ConnectionMeta, metrics::GuardEvent,
     rejected::RejectKey, serve,
 };
-use crate::{tls::Alpn, transport::prefixed::Prefixed};
+use crate::{
+    tls::Alpn,
+    transport::{prefixed::Prefixed, read_ahead::ReadAhead},
+};
 
 impl Intercept {
     pub(super) async fn mitm(
         self: &Arc<Self>,
         meta: &ConnectionMeta,
-        stream: Prefixed<TcpStream>,
+        stream: Prefixed<ReadAhead<TcpStream>>,
         sni: String,
         protocols: Vec<Vec<u8>>,
     ) {

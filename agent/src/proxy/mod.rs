@@ -60,7 +60,8 @@ use crate::{
     llm::Engine,
     tls::{ServerTls, UpstreamTls},
     transport::{
-        Accepted, ConnectionHandler, metrics::TransportMetrics, prefixed::Prefixed, sniff,
+        Accepted, ConnectionHandler, metrics::TransportMetrics, prefixed::Prefixed,
+        read_ahead::ReadAhead, sniff,
     },
 };
 
@@ -357,7 +358,7 @@ impl ConnectionHandler for Intercept {
             }
             Decision::Mitm { sni, protocols } => {
                 self.metrics.connection(Routed::Mitm);
-                let stream = Prefixed::new(sniffed.buffered, stream);
+                let stream = Prefixed::new(sniffed.buffered, ReadAhead::on_demand(stream));
                 self.mitm(&meta, stream, sni, protocols).await;
             }
         }

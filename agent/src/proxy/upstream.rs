@@ -145,7 +145,7 @@ async fn open(proxy: &Arc<Intercept>, key: &PoolKey, upgrade: bool) -> Result<Se
     let tls = proxy
         .upstream_tls
         .connect(
-            ReadAhead::new(tcp),
+            ReadAhead::kept(tcp),
             &key.sni,
             key.alpn,
             proxy.limits.handshake_timeout,

@@ -1,12 +1,19 @@
 //! A stream read a TLS record's worth at a time, whatever the reader asks for.
 //!
 //! rustls asks its transport for at most 4 KiB per read, so a provider's answer arriving as
-//! one 16 KiB record costs four `recvfrom` calls, and a 4.3 KB answer two. Below the
-//! provider's TLS, this wrapper reads up to [`CAPACITY`] bytes per call and hands them out
-//! from memory. The buffer is kept for the connection's life: freeing it when drained would
-//! cost an allocation and, since the agent forbids `unsafe`, a zeroing per refill. Provider
-//! connections are few (one per request in flight, then pooled), so the memory is bounded by
-//! the concurrency, like rustls' own buffers.
+//! one 16 KiB record costs four `recvfrom` calls, and a 4.3 KB answer two; an app's 100 KB
+//! prompt costs 25. Below TLS, this wrapper reads up to [`CAPACITY`] bytes per call and hands
+//! them out from memory.
+//!
+//! Two ways to hold the buffer, since the agent forbids `unsafe` and a fresh buffer must be
+//! zeroed:
+//! - [`ReadAhead::kept`]: allocated once, kept for the connection's life. For provider
+//!   connections: they are few (one per request in flight, then pooled) and every answer is
+//!   read through the buffer.
+//! - [`ReadAhead::on_demand`]: reads go straight to the reader until one fills the reader's
+//!   buffer (more is likely waiting); then a buffer serves until the stream has nothing more
+//!   to read, and is freed. For app connections: many sit idle between requests, and most
+//!   requests fit one read, so they pay neither memory nor a copy.
 
 use std::{
     io,
@@ -20,24 +27,38 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// rounded up.
 pub const CAPACITY: usize = 17 * 1024;
 
-/// `inner`, read ahead into a buffer of [`CAPACITY`] bytes. Writes go straight to `inner`.
+/// `inner`, read ahead through a buffer of [`CAPACITY`] bytes. Writes go straight to `inner`.
 #[derive(Debug)]
 pub struct ReadAhead<S> {
     inner: S,
-    buf: Box<[u8]>,
+    buf: Option<Box<[u8]>>,
     /// `buf[start..end]` is read from `inner` and not yet handed out.
     start: usize,
     end: usize,
+    /// The buffer lives as long as the stream (else it is freed once the stream is idle).
+    keep: bool,
 }
 
 impl<S> ReadAhead<S> {
-    /// Reads `inner` through a buffer.
-    pub fn new(inner: S) -> Self {
+    /// Reads `inner` through a buffer kept for the stream's life.
+    pub fn kept(inner: S) -> Self {
         Self {
             inner,
-            buf: vec![0; CAPACITY].into_boxed_slice(),
+            buf: Some(new_buffer()),
             start: 0,
             end: 0,
+            keep: true,
+        }
+    }
+
+    /// Reads `inner` through a buffer only while a reader's buffer would fill up.
+    pub fn on_demand(inner: S) -> Self {
+        Self {
+            inner,
+            buf: None,
+            start: 0,
+            end: 0,
+            keep: false,
         }
     }
 
@@ -45,6 +66,10 @@ impl<S> ReadAhead<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+}
+
+fn new_buffer() -> Box<[u8]> {
+    vec![0; CAPACITY].into_boxed_slice()
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
@@ -55,19 +80,36 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.start == this.end {
-            if out.remaining() >= CAPACITY {
-                // A reader asking for as much as the buffer holds gains nothing from a copy.
-                return Pin::new(&mut this.inner).poll_read(cx, out);
+            let Some(buf) = this.buf.as_mut().filter(|_| out.remaining() < CAPACITY) else {
+                // No buffer, or a reader asking for as much as it holds: a copy gains nothing.
+                let asked = out.remaining();
+                let before = out.filled().len();
+                std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, out))?;
+                if asked > 0 && out.filled().len() - before == asked && this.buf.is_none() {
+                    this.buf = Some(new_buffer());
+                }
+                return Poll::Ready(Ok(()));
+            };
+            let mut fill = ReadBuf::new(buf);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut fill) {
+                Poll::Ready(r) => r?,
+                Poll::Pending => {
+                    if !this.keep {
+                        // Nothing more to read for now: an idle stream holds no buffer.
+                        this.buf = None;
+                    }
+                    return Poll::Pending;
+                }
             }
-            let mut fill = ReadBuf::new(&mut this.buf);
-            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut fill))?;
             // Zero bytes is the end of the stream: passed on as an empty read.
             this.start = 0;
             this.end = fill.filled().len();
         }
-        let n = (this.end - this.start).min(out.remaining());
-        out.put_slice(&this.buf[this.start..this.start + n]);
-        this.start += n;
+        if let Some(buf) = this.buf.as_deref() {
+            let n = (this.end - this.start).min(out.remaining());
+            out.put_slice(&buf[this.start..this.start + n]);
+            this.start += n;
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -114,7 +156,8 @@ mod tests {
 
     use super::*;
 
-    /// A reader handing out `data` in the pieces `sizes` says (cycled), counting its reads.
+    /// A reader handing out `data` in the pieces `sizes` says (cycled; 0: not ready this
+    /// time, woken at once), counting its reads.
     struct Pieces {
         data: Vec<u8>,
         pos: usize,
@@ -125,13 +168,20 @@ mod tests {
     impl AsyncRead for Pieces {
         fn poll_read(
             self: Pin<&mut Self>,
-            _: &mut Context<'_>,
+            cx: &mut Context<'_>,
             buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
             let this = self.get_mut();
             let i = this.reads.fetch_add(1, Ordering::Relaxed);
-            let size = this.sizes[i % this.sizes.len()].max(1);
-            let n = size.min(buf.remaining()).min(this.data.len() - this.pos);
+            let size = this.sizes[i % this.sizes.len()];
+            if size == 0 && this.pos < this.data.len() {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = size
+                .max(1)
+                .min(buf.remaining())
+                .min(this.data.len() - this.pos);
             buf.put_slice(&this.data[this.pos..this.pos + n]);
             this.pos += n;
             Poll::Ready(Ok(()))
@@ -149,22 +199,26 @@ mod tests {
         (p, reads)
     }
 
+    /// Reads `s` to its end in `ask`-byte reads.
+    async fn drain<S: AsyncRead + Unpin>(s: &mut ReadAhead<S>, ask: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; ask];
+        loop {
+            let n = s.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                return got;
+            }
+            assert!(n <= ask);
+            got.extend_from_slice(&chunk[..n]);
+        }
+    }
+
     #[tokio::test]
     async fn a_record_is_read_once_and_handed_out_in_the_readers_pieces() {
         let data: Vec<u8> = (0..16_500u32).map(|i| i as u8).collect();
         let (inner, reads) = pieces(&data, &[usize::MAX]);
-        let mut s = ReadAhead::new(inner);
-        let mut got = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = s.read(&mut chunk).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            assert!(n <= 4096);
-            got.extend_from_slice(&chunk[..n]);
-        }
-        assert_eq!(got, data);
+        let mut s = ReadAhead::kept(inner);
+        assert_eq!(drain(&mut s, 4096).await, data);
         // One read filled the buffer with the whole record, one saw the end.
         assert_eq!(reads.load(Ordering::Relaxed), 2);
     }
@@ -173,7 +227,7 @@ mod tests {
     async fn a_large_read_bypasses_the_buffer() {
         let data = vec![7u8; 40_000];
         let (inner, reads) = pieces(&data, &[usize::MAX]);
-        let mut s = ReadAhead::new(inner);
+        let mut s = ReadAhead::kept(inner);
         let mut big = vec![0u8; CAPACITY + 100];
         let n = s.read(&mut big).await.unwrap();
         assert_eq!(n, CAPACITY + 100);
@@ -183,17 +237,64 @@ mod tests {
         assert_eq!(rest.len(), data.len() - n);
     }
 
+    #[tokio::test]
+    async fn on_demand_a_short_message_is_read_straight_through() {
+        let data = vec![1u8; 300];
+        let (inner, reads) = pieces(&data, &[usize::MAX]);
+        let mut s = ReadAhead::on_demand(inner);
+        assert_eq!(drain(&mut s, 4096).await, data);
+        assert_eq!(reads.load(Ordering::Relaxed), 2);
+        assert!(s.buf.is_none(), "no buffer for what fits one read");
+    }
+
+    #[tokio::test]
+    async fn on_demand_a_long_message_is_read_ahead_after_the_first_full_read() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (inner, reads) = pieces(&data, &[usize::MAX]);
+        let mut s = ReadAhead::on_demand(inner);
+        assert_eq!(drain(&mut s, 4096).await, data);
+        // 4,096 bytes straight through, then 17 KiB a read (6), then the end: not 26 reads.
+        assert_eq!(reads.load(Ordering::Relaxed), 8);
+    }
+
+    #[tokio::test]
+    async fn on_demand_an_idle_stream_frees_its_buffer() {
+        let data = vec![2u8; 10_000];
+        // All of it at once, then not ready.
+        let (inner, _) = pieces(&data, &[usize::MAX, 0]);
+        let mut s = ReadAhead::on_demand(inner);
+        let mut chunk = [0u8; 4096];
+        assert_eq!(s.read(&mut chunk).await.unwrap(), 4096);
+        assert!(s.buf.is_some());
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut out = ReadBuf::new(&mut chunk);
+        // The source is not ready: the drained buffer goes.
+        assert!(Pin::new(&mut s).poll_read(&mut cx, &mut out).is_pending());
+        assert!(s.buf.is_none());
+        let mut kept = ReadAhead::kept(pieces(&data, &[0]).0);
+        assert!(
+            Pin::new(&mut kept)
+                .poll_read(&mut cx, &mut out)
+                .is_pending()
+        );
+        assert!(kept.buf.is_some(), "a kept buffer stays");
+    }
+
     proptest! {
         #[test]
         fn every_byte_arrives_once_in_order(
             data in proptest::collection::vec(any::<u8>(), 0..60_000),
-            sizes in proptest::collection::vec(1usize..20_000, 1..6),
+            sizes in proptest::collection::vec(prop_oneof![Just(0usize), 1usize..20_000], 1..6),
             asks in proptest::collection::vec(1usize..20_000, 1..6),
+            keep in any::<bool>(),
         ) {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let got = rt.block_on(async {
+                // Something arrives in every round of pieces.
+                let sizes = [sizes.as_slice(), &[usize::MAX]].concat();
                 let (inner, _) = pieces(&data, &sizes);
-                let mut s = ReadAhead::new(inner);
+                let mut s = if keep { ReadAhead::kept(inner) } else { ReadAhead::on_demand(inner) };
                 let mut got = Vec::new();
                 for i in 0.. {
                     let mut chunk = vec![0u8; asks[i % asks.len()]];
