@@ -1,18 +1,19 @@
 //! A stream read a TLS record's worth at a time, whatever the reader asks for.
 //!
-//! rustls asks its transport for at most 4 KiB per read, so a provider's answer arriving as
-//! one 16 KiB record costs four `recvfrom` calls, and a 4.3 KB answer two; an app's 100 KB
-//! prompt costs 25. Below TLS, this wrapper reads up to [`CAPACITY`] bytes per call and hands
-//! them out from memory.
+//! rustls usually asks its transport for 4 KiB per read (more only while it holds part of a
+//! record), so a provider's answer arriving as one 16 KiB record costs four `recvfrom` calls,
+//! and a 4.3 KB answer two. Below TLS, this wrapper reads up to [`CAPACITY`] bytes per call
+//! and hands them out from memory; asks of that size or more go straight to the stream.
 //!
 //! Two ways to hold the buffer, since the agent forbids `unsafe` and a fresh buffer must be
 //! zeroed:
 //! - [`ReadAhead::kept`]: allocated once, kept for the connection's life. For provider
-//!   connections: they are few (one per request in flight, then pooled) and every answer is
-//!   read through the buffer.
+//!   connections, where every answer is read through it. They number the requests in
+//!   flight, the idle pooled ones (`max_idle` per provider), the HTTP/2 ones and the upgraded
+//!   tunnels: 17 KiB each, beside rustls' own buffers of about that size.
 //! - [`ReadAhead::on_demand`]: reads go straight to the reader until one fills the reader's
-//!   buffer (more is likely waiting); then a buffer serves until the stream has nothing more
-//!   to read, and is freed. For app connections: many sit idle between requests, and most
+//!   buffer (more is likely waiting); then a buffer serves until a read finds the socket
+//!   empty, and is freed. For app connections: many sit idle between requests, and most
 //!   requests fit one read, so they pay neither memory nor a copy.
 
 use std::{
@@ -28,15 +29,27 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub const CAPACITY: usize = 17 * 1024;
 
 /// `inner`, read ahead through a buffer of [`CAPACITY`] bytes. Writes go straight to `inner`.
-#[derive(Debug)]
 pub struct ReadAhead<S> {
     inner: S,
     buf: Option<Box<[u8]>>,
     /// `buf[start..end]` is read from `inner` and not yet handed out.
     start: usize,
     end: usize,
-    /// The buffer lives as long as the stream (else it is freed once the stream is idle).
+    /// The buffer lives as long as the stream (else it is freed when a read finds the
+    /// socket empty).
     keep: bool,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for ReadAhead<S> {
+    // Not the buffer's 17 KiB.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadAhead")
+            .field("inner", &self.inner)
+            .field("buffered", &(self.end - self.start))
+            .field("has_buffer", &self.buf.is_some())
+            .field("keep", &self.keep)
+            .finish()
+    }
 }
 
 impl<S> ReadAhead<S> {
@@ -79,13 +92,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if out.remaining() == 0 {
+            // Nothing can be handed out: no read (and no empty read taken for the end).
+            return Poll::Ready(Ok(()));
+        }
         if this.start == this.end {
             let Some(buf) = this.buf.as_mut().filter(|_| out.remaining() < CAPACITY) else {
                 // No buffer, or a reader asking for as much as it holds: a copy gains nothing.
                 let asked = out.remaining();
                 let before = out.filled().len();
                 std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, out))?;
-                if asked > 0 && out.filled().len() - before == asked && this.buf.is_none() {
+                if out.filled().len() - before == asked && this.buf.is_none() {
                     this.buf = Some(new_buffer());
                 }
                 return Poll::Ready(Ok(()));
@@ -281,31 +298,52 @@ mod tests {
         assert!(kept.buf.is_some(), "a kept buffer stays");
     }
 
+    #[test]
+    fn a_reader_with_no_room_reads_nothing() {
+        let (inner, reads) = pieces(b"hello", &[usize::MAX]);
+        let mut s = ReadAhead::on_demand(inner);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut full = ReadBuf::new(&mut []);
+        assert!(Pin::new(&mut s).poll_read(&mut cx, &mut full).is_ready());
+        assert_eq!(reads.load(Ordering::Relaxed), 0);
+    }
+
     proptest! {
         #[test]
         fn every_byte_arrives_once_in_order(
             data in proptest::collection::vec(any::<u8>(), 0..60_000),
             sizes in proptest::collection::vec(prop_oneof![Just(0usize), 1usize..20_000], 1..6),
             asks in proptest::collection::vec(1usize..20_000, 1..6),
+            lead in 0usize..64,
             keep in any::<bool>(),
         ) {
-            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let got = rt.block_on(async {
-                // Something arrives in every round of pieces.
-                let sizes = [sizes.as_slice(), &[usize::MAX]].concat();
-                let (inner, _) = pieces(&data, &sizes);
-                let mut s = if keep { ReadAhead::kept(inner) } else { ReadAhead::on_demand(inner) };
-                let mut got = Vec::new();
-                for i in 0.. {
-                    let mut chunk = vec![0u8; asks[i % asks.len()]];
-                    let n = s.read(&mut chunk).await.unwrap();
-                    if n == 0 {
+            // Something arrives in every round of pieces.
+            let sizes = [sizes.as_slice(), &[usize::MAX]].concat();
+            let (inner, _) = pieces(&data, &sizes);
+            let mut s = if keep { ReadAhead::kept(inner) } else { ReadAhead::on_demand(inner) };
+            // Polled by hand: a read that never completes fails here instead of hanging.
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut polls = 0;
+            let mut got = Vec::new();
+            for i in 0.. {
+                // The reader's buffer already holds `lead` bytes of its own.
+                let mut chunk = vec![0u8; lead + asks[i % asks.len()]];
+                let mut out = ReadBuf::new(&mut chunk);
+                out.put_slice(&vec![0xEE; lead]);
+                loop {
+                    polls += 1;
+                    prop_assert!(polls < 100_000, "a read stays pending");
+                    if let Poll::Ready(r) = Pin::new(&mut s).poll_read(&mut cx, &mut out) {
+                        r.unwrap();
                         break;
                     }
-                    got.extend_from_slice(&chunk[..n]);
                 }
-                got
-            });
+                prop_assert!(out.filled()[..lead].iter().all(|&b| b == 0xEE));
+                if out.filled().len() == lead {
+                    break;
+                }
+                got.extend_from_slice(&out.filled()[lead..]);
+            }
             prop_assert_eq!(got, data);
         }
     }
