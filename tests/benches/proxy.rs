@@ -9,7 +9,8 @@
 //! the analysis costs); nginx
 //! as a TLS-terminating reverse proxy (upstream keepalive, verified upstream TLS); mitmproxy in
 //! reverse mode (skipped with a note when `.venv/bench` has no mitmdump). Load: wrk, one thread,
-//! keep-alive, concurrency 1/16/64 (SSE at 16), `LLMTRACE_BENCH_SECONDS` per cell (default 3)
+//! keep-alive, concurrency 1/16/64 (SSE at 16; requests with a ~64 KB prompt at 16),
+//! `LLMTRACE_BENCH_SECONDS` per cell (default 3)
 //! after a 1 s warm-up, `LLMTRACE_BENCH_ROUNDS` rounds (default 3) of every target in turn per
 //! mix; the table shows each figure's median over the rounds and the ratios to nginx each
 //! round (a busy moment of a shared machine then costs one round of every target, not one
@@ -352,15 +353,20 @@ fn one_shots(targets: &[Target], url: &str, dir: &Path, body: &str) {
     }
 }
 
+/// The mix whose requests carry a ~64 KB prompt.
+const LONG_PROMPT: &str = "prompt 64K";
+
 /// Every target at each concurrency and mix; prints the table and the ratios to nginx.
 fn load_table(targets: &[Target], dir: &Path, url: &str, body: &str, upstream: SocketAddr) {
     let sse_url = format!("{url}?stream=true");
+    let long = proxy_peers::long_request_body();
     let mut rows = Vec::new();
-    for (mix, u, c) in [
-        ("json", url, 1),
-        ("json", url, 16),
-        ("json", url, 64),
-        ("sse", sse_url.as_str(), 16),
+    for (mix, u, c, body) in [
+        ("json", url, 1, body),
+        ("json", url, 16, body),
+        ("json", url, 64, body),
+        ("sse", sse_url.as_str(), 16, body),
+        (LONG_PROMPT, url, 16, long.as_str()),
     ] {
         for round in 0..rounds() {
             for t in targets {
@@ -373,8 +379,10 @@ fn load_table(targets: &[Target], dir: &Path, url: &str, body: &str, upstream: S
     println!(
         "\nllmtrace proxy benchmark: wrk -t1, keep-alive, {secs} s per cell after 1 s warm-up, \
          {rounds} rounds of every target in turn (medians); \
-         request {} B JSON, response {} B JSON (sse: {} B event stream); upstream nginx on {}\n",
+         request {} B JSON ({LONG_PROMPT}: {} B), response {} B JSON (sse: {} B event stream); \
+         upstream nginx on {}\n",
         body.len(),
+        long.len(),
         proxy_peers::response_json().len(),
         proxy_peers::response_sse().len(),
         upstream

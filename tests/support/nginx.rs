@@ -36,6 +36,7 @@ impl Nginx {
              http {{\n\
              access_log off;\n\
              client_body_temp_path {d}/client_body;\n\
+             client_body_buffer_size 128k;\n\
              proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n\
              uwsgi_temp_path {d}/uwsgi;\n\

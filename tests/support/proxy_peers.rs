@@ -34,6 +34,23 @@ pub fn request_body() -> String {
     .to_string()
 }
 
+/// A chat completion request whose prompt is about 64 KB: a long conversation's context, as
+/// agents send it (read in many TLS records; the request detectors and the learned model
+/// read all of it).
+pub fn long_request_body() -> String {
+    json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are a terse assistant for a load test."},
+            {"role": "user", "content": filler(9_000)},
+            {"role": "user", "content": "Summarise the text above in two sentences, please."}
+        ],
+        "max_tokens": 256,
+        "user": "bench"
+    })
+    .to_string()
+}
+
 fn filler(words: usize) -> String {
     const W: [&str; 8] = [
         "connection",
