@@ -60,7 +60,8 @@ impl Which {
             }
             Which::Proxy => {
                 "Requests/s, latency percentiles, CPU and RSS per request at several \
-                 concurrencies against a fake provider on loopback: direct, through llmtrace \
+                 concurrencies (and with a 64 KB prompt) against a fake provider on loopback: \
+                 direct, through llmtrace \
                  (analysis on and off), through nginx as a TLS proxy and through mitmproxy, in \
                  one run; every target in turn each round, medians of the rounds."
             }
