@@ -1,12 +1,14 @@
 //! Request and response phases of every dialect on arbitrary bodies (JSON or not): never
-//! panics, and the analysis always serialises.
+//! panics, and the analysis always serialises. The direct read of an OpenAI request gives
+//! the general path's reading or nothing.
 #![no_main]
 
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use llmtrace_agent::llm::{Engine, Exchange, LlmConfig, RequestHead};
+use llmtrace_agent::llm::provider::ApiKind;
+use llmtrace_agent::llm::{Engine, Exchange, LlmConfig, RequestHead, openai};
 
 static ENGINE: LazyLock<Arc<Engine>> =
     LazyLock::new(|| Engine::new(LlmConfig::default(), b"fuzz"));
@@ -40,4 +42,9 @@ fuzz_target!(|data: &[u8]| {
     // Findings only ever carry masked excerpts; the whole analysis serialises.
     assert!(v.findings.iter().all(|f| f.excerpt.len() < 400));
     serde_json::to_string(&a).expect("analysis serialises");
+    if let Some(direct) = std::str::from_utf8(body).ok().and_then(openai::read_request) {
+        let v: serde_json::Value =
+            serde_json::from_str(std::str::from_utf8(body).unwrap()).expect("the direct read took JSON");
+        assert_eq!(direct, openai::parse_request(ApiKind::ChatCompletions, &v));
+    }
 });

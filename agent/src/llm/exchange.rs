@@ -288,11 +288,18 @@ impl Exchange {
             }
         };
         let text = decode::utf8_lossy(&decoded);
-        let document = serde_json::from_str::<serde_json::Value>(&text).ok();
-        self.request = match &document {
-            Some(v) => self.parse_request(v),
+        // The direct read when it can say; otherwise the document as a value.
+        let direct = self.read_request(&text);
+        let document = match direct {
+            Some(_) => None,
+            None => serde_json::from_str::<serde_json::Value>(&text).ok(),
+        };
+        let parsed = direct.is_some() || document.is_some();
+        self.request = match (direct, &document) {
+            (Some(r), _) => r,
+            (None, Some(v)) => self.parse_request(v),
             // Not JSON (or cut by the capture bound): analyse the raw text.
-            None => RequestInfo {
+            (None, None) => RequestInfo {
                 prompt: text.as_ref().to_owned(),
                 ..RequestInfo::default()
             },
@@ -310,7 +317,7 @@ impl Exchange {
                 .policy
                 .for_identity(&id.as_identity());
         }
-        let unparsed = document.is_none() && !text.trim().is_empty();
+        let unparsed = !parsed && !text.trim().is_empty();
         // A body cut by the capture bound is marked truncated already; the error names only
         // a body that is unreadable in itself.
         if unparsed && complete {
@@ -321,7 +328,12 @@ impl Exchange {
         if !self.engine.config.analysis.enabled {
             return self.verdict(Action::Allow, None);
         }
-        let scanned = unparsed::scan_text(&self.request, document.as_ref(), &text);
+        let scanned = if document.is_none() && parsed {
+            // Read directly: the prompt is whole and not empty.
+            std::borrow::Cow::Borrowed(self.request.prompt.as_str())
+        } else {
+            unparsed::scan_text(&self.request, document.as_ref(), &text)
+        };
         let on_prompt = *scanned == self.request.prompt;
         self.request_scan_on_prompt = on_prompt;
         if !unparsed && !policy_of(self.policy.as_ref(), &self.engine).may_act_on_request() {
@@ -415,6 +427,15 @@ impl Exchange {
             &block::block_message(&kinds),
         ));
         verdict
+    }
+
+    /// The request read straight from `body` where the dialect has a direct read and the
+    /// body is one it reads as [`Self::parse_request`] would; `None` otherwise.
+    fn read_request(&self, body: &str) -> Option<RequestInfo> {
+        match self.endpoint.dialect {
+            Dialect::OpenAi => openai::read_request(body),
+            Dialect::Anthropic | Dialect::Gemini => None,
+        }
     }
 
     fn parse_request(&self, v: &serde_json::Value) -> RequestInfo {

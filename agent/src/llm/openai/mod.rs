@@ -4,6 +4,7 @@
 mod chat;
 mod chunk_scan;
 mod request;
+mod request_direct;
 mod responses;
 
 use serde::Deserialize;
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 pub use chat::ChatAcc;
 pub use request::parse_request;
+pub use request_direct::read_request;
 pub use responses::ResponsesAcc;
 
 use crate::llm::usage::{Usage, num};
