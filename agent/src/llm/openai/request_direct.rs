@@ -555,20 +555,25 @@ mod tests {
             .boxed()
     }
 
+    /// A string value: plain, empty, blank, non-ASCII, escaped, a surrogate pair.
+    const STRINGS: &[&str] = &[
+        "\"hi\"",
+        "\"\"",
+        "\" \"",
+        "\"é ✓\"",
+        "\"a \\\"q\\\" b\"",
+        "\"\\ud83d\\ude00\"",
+    ];
+
+    fn string() -> BoxedStrategy<String> {
+        proptest::sample::select(STRINGS)
+            .prop_map(str::to_owned)
+            .boxed()
+    }
+
+    /// A string or null.
     fn text() -> BoxedStrategy<String> {
-        proptest::sample::select(
-            &[
-                "\"hi\"",
-                "\"\"",
-                "\" \"",
-                "null",
-                "\"é ✓\"",
-                "\"a \\\"q\\\" b\"",
-                "\"\\ud83d\\ude00\"",
-            ][..],
-        )
-        .prop_map(str::to_owned)
-        .boxed()
+        prop_oneof![6 => string(), 1 => Just("null".to_owned())].boxed()
     }
 
     fn object(members: Vec<(String, String)>) -> String {
@@ -585,50 +590,80 @@ mod tests {
             .boxed()
     }
 
+    fn select(values: &'static [&'static str]) -> BoxedStrategy<String> {
+        proptest::sample::select(values)
+            .prop_map(str::to_owned)
+            .boxed()
+    }
+
     /// `key` and a value: mostly of the type the direct read takes there, sometimes any.
     fn member(key: &'static str) -> BoxedStrategy<(String, String)> {
         let typed = match key {
-            "stream" | "include_usage" => {
-                proptest::sample::select(&["true", "false", "null"][..]).prop_map(str::to_owned).boxed()
-            }
-            "max_tokens" | "max_completion_tokens" | "max_output_tokens" | "temperature" => {
-                proptest::sample::select(&["0", "5", "-0", "2.0", "-1", "0.5", "null", "1E2"][..])
-                    .prop_map(str::to_owned)
-                    .boxed()
-            }
-            "stream_options" => object_of(&["include_usage", "other"]),
-            "tools" | "functions" => list(object_of(&["function", "name", "type", "other"])),
-            "function" => object_of(&["name", "arguments", "other"]),
+            "stream" | "include_usage" => select(&["true", "false", "null"]),
+            "max_tokens" | "max_completion_tokens" | "max_output_tokens" => prop_oneof![
+                8 => select(&["0", "5", "256", "null"]),
+                1 => select(&["-0", "2.0", "-1", "1E2", "18446744073709551616"]),
+            ]
+            .boxed(),
+            "temperature" => select(&["0", "0.5", "1", "2.0", "-0", "1E2", "null"]),
+            "stream_options" => object_of(&["include_usage"], &["other"]),
+            "tools" | "functions" => list(object_of(&["function", "type"], &["name", "other"])),
+            "function" => object_of(&["name", "arguments"], &["other"]),
             "messages" | "input" | "prompt" => prop_oneof![
                 1 => text(),
-                4 => list(prop_oneof![1 => text(), 4 => message()].boxed()),
+                4 => list(prop_oneof![1 => string(), 4 => message()].boxed()),
             ]
             .boxed(),
             "content" | "output" => prop_oneof![
                 3 => text(),
-                2 => list(prop_oneof![1 => text(), 3 => object_of(&["type", "text", "content", "other"])].boxed()),
+                2 => list(prop_oneof![
+                    1 => string(),
+                    3 => object_of(&["type", "text"], &["content", "other"]),
+                ].boxed()),
             ]
             .boxed(),
-            "tool_calls" => list(object_of(&["id", "type", "function", "other"])),
-            "type" => proptest::sample::select(
-                &["\"message\"", "\"function_call\"", "\"function_call_output\"", "\"text\"", "null"][..],
-            )
-            .prop_map(str::to_owned)
-            .boxed(),
+            "tool_calls" => list(object_of(&["id", "type", "function"], &["other"])),
+            "type" => select(&[
+                "\"message\"",
+                "\"function_call\"",
+                "\"function_call_output\"",
+                "\"text\"",
+                "\"function\"",
+                "null",
+            ]),
+            "role" => select(&[
+                "\"user\"",
+                "\"system\"",
+                "\"assistant\"",
+                "\"tool\"",
+                "null",
+            ]),
+            "name" | "arguments" | "id" => {
+                prop_oneof![12 => string(), 1 => Just("null".to_owned())].boxed()
+            }
             _ => text(),
         };
-        prop_oneof![20 => typed, 1 => token()]
-            .prop_map(move |v| (key.to_owned(), v))
-            .boxed()
+        // Now and then the key's first letter written as an escape, which names the same
+        // member.
+        let name = prop_oneof![
+            30 => Just(key.to_owned()),
+            1 => Just(format!("\\u{:04x}{}", u32::from(key.as_bytes()[0]), &key[1..])),
+        ];
+        (name, prop_oneof![30 => typed, 1 => token()]).boxed()
     }
 
-    /// Members in any order, now and then one twice.
-    fn object_of(keys: &'static [&'static str]) -> BoxedStrategy<String> {
+    /// Members of `keys` in any order, now and then one twice or one of `rare` (members the
+    /// direct read refuses, or reads seldom).
+    fn object_of(
+        keys: &'static [&'static str],
+        rare: &'static [&'static str],
+    ) -> BoxedStrategy<String> {
         let distinct = proptest::sample::subsequence(keys, 0..=keys.len())
             .prop_shuffle()
             .prop_flat_map(|ks| ks.into_iter().map(member).collect::<Vec<_>>());
+        let all: Vec<&'static str> = keys.iter().chain(rare).copied().collect();
         let extra =
-            proptest::option::weighted(0.1, proptest::sample::select(keys).prop_flat_map(member));
+            proptest::option::weighted(0.15, proptest::sample::select(all).prop_flat_map(member));
         (distinct, extra)
             .prop_map(|(mut m, extra)| {
                 m.extend(extra);
@@ -638,42 +673,50 @@ mod tests {
     }
 
     fn message() -> BoxedStrategy<String> {
-        object_of(&[
-            "role",
-            "type",
-            "content",
-            "output",
-            "name",
-            "arguments",
-            "tool_calls",
-            "other",
-        ])
+        object_of(
+            &["role", "content", "tool_calls"],
+            &["type", "output", "name", "arguments", "other"],
+        )
     }
 
+    /// A request, now and then with whitespace or something else around it.
     fn request() -> BoxedStrategy<String> {
-        object_of(&[
-            "model",
-            "stream",
-            "stream_options",
-            "max_tokens",
-            "max_completion_tokens",
-            "max_output_tokens",
-            "temperature",
-            "tools",
-            "functions",
-            "instructions",
-            "messages",
-            "input",
-            "prompt",
-            "other",
-        ])
+        let around = proptest::sample::select(&["", "", "", "", " ", "\n", "x", "{}"][..]);
+        (around.clone(), members_of_request(), around)
+            .prop_map(|(lead, doc, trail)| {
+                // Something other than whitespace goes after the document only.
+                let lead = if lead.trim().is_empty() { lead } else { "" };
+                format!("{lead}{doc}{trail}")
+            })
+            .boxed()
+    }
+
+    fn members_of_request() -> BoxedStrategy<String> {
+        object_of(
+            &[
+                "model",
+                "stream",
+                "stream_options",
+                "max_tokens",
+                "max_completion_tokens",
+                "max_output_tokens",
+                "temperature",
+                "tools",
+                "functions",
+                "instructions",
+                "messages",
+                "input",
+                "prompt",
+                "other",
+            ],
+            &[],
+        )
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
 
-        /// The direct read is the general path's reading or nothing, and it takes most of
-        /// the documents the general path reads a prompt from.
+        /// The direct read is the general path's reading or nothing, whatever the API.
         #[test]
         fn the_direct_read_is_the_general_one(
             body in request(),
@@ -681,6 +724,55 @@ mod tests {
         ) {
             if let Some(got) = read_request(&body) {
                 prop_assert_eq!(Some(got), general(api, &body), "{}", body);
+            }
+        }
+    }
+
+    /// The generated documents reach the direct read: of those whose prompt the general path
+    /// reads whole and not empty, the direct read takes a good share (the others hold a value
+    /// of another type somewhere), so the differential test above compares something.
+    #[test]
+    fn the_direct_read_takes_a_good_share_of_the_documents() {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut readable, mut taken) = (0, 0);
+        for _ in 0..4000 {
+            let body = request().new_tree(&mut runner).unwrap().current();
+            let Some(want) = general(ApiKind::ChatCompletions, &body) else {
+                continue;
+            };
+            if want.prompt.trim().is_empty() {
+                continue;
+            }
+            readable += 1;
+            if let Some(got) = read_request(&body) {
+                assert_eq!(got, want, "{body}");
+                taken += 1;
+            }
+        }
+        assert!(readable > 500, "{readable} documents with a prompt");
+        assert!(taken * 4 > readable, "{taken} of {readable} taken");
+    }
+
+    #[test]
+    fn prompts_at_the_stored_text_bound_read_alike_or_go_to_the_general_path() {
+        use crate::llm::model::MAX_TEXT;
+        // "user: " and the text; a two-byte character across the bound now and then.
+        for len in [
+            MAX_TEXT - 7,
+            MAX_TEXT - 6,
+            MAX_TEXT - 5,
+            MAX_TEXT,
+            MAX_TEXT + 3,
+        ] {
+            for tail in ["", "é"] {
+                let text = format!("{}{tail}", "a".repeat(len));
+                let body = serde_json::json!({"messages": [{"role": "user", "content": text}]})
+                    .to_string();
+                let want = general(ApiKind::ChatCompletions, &body).unwrap();
+                match read_request(&body) {
+                    Some(got) => assert_eq!(got, want),
+                    None => assert!(want.prompt_truncated, "{len} + {tail:?}"),
+                }
             }
         }
     }
