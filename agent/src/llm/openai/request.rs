@@ -7,7 +7,9 @@ use crate::llm::model::{PromptBuilder, RequestInfo, content_text};
 use crate::llm::provider::ApiKind;
 use crate::llm::usage::num;
 
-/// Parses an OpenAI-dialect request body.
+/// Parses an OpenAI-dialect request body. The direct read (`request_direct.rs`) must give
+/// the same reading of every body it takes: a member or shape read here is read there too (or
+/// sends the body here), and its differential test generates it.
 pub fn parse_request(api: ApiKind, v: &Value) -> RequestInfo {
     let mut p = PromptBuilder::default();
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
