@@ -19,6 +19,10 @@ const N: usize = 4;
 const TAG: u64 = (N as u64) << 40;
 // The hash adds the tag's product instead of or-ing the tag in: they share no bit.
 const _: () = assert!(TAG.trailing_zeros() >= 32);
+/// The tag's product with [`K`]: a 32-bit gram `x` hashes as `x * K + TAGGED`, since
+/// `(x | TAG) * K` is `x * K + TAG * K` (and a 32-bit `x` times `K` is two 32-bit
+/// multiplications in a vector lane, not three).
+const TAGGED: u64 = TAG.wrapping_mul(K);
 
 /// Appends to `out` the bucket (< 2^`bits`, `bits` in 1..=32) of every 4-gram of `text`, in
 /// text order.
@@ -50,13 +54,10 @@ pub fn bucket(x: u64, shift: u32) -> u32 {
 #[inline(always)]
 fn gram_loop(text: &[u8], shift: u32, out: &mut [u32]) {
     let t = &text[..out.len() + N - 1];
-    // The gram and its tag have no bit in common: `(x | TAG) * K` is `x * K + TAG * K`, and a
-    // 32-bit `x` times `K` is two 32-bit multiplications in a vector lane, not three.
-    let tagged = TAG.wrapping_mul(K);
     for (k, slot) in out.iter_mut().enumerate() {
         let x = u32::from_be_bytes([t[k], t[k + 1], t[k + 2], t[k + 3]]);
         // The top bits of a 64-bit product: `shift` >= 32, the result fits in 32 bits.
-        let b = (u64::from(x).wrapping_mul(K).wrapping_add(tagged) >> shift) as u32;
+        let b = (u64::from(x).wrapping_mul(K).wrapping_add(TAGGED) >> shift) as u32;
         *slot = b;
     }
 }
@@ -115,7 +116,7 @@ mod simd {
             _mm256_shuffle_epi8, _mm256_srl_epi32, _mm256_srli_epi64, _mm256_storeu_si256,
         };
         let t = &text[..out.len() + super::N - 1];
-        let c = super::TAG.wrapping_mul(super::K);
+        let c = super::TAGGED;
         // The halves of the constants, as the lanes' bit patterns.
         #[allow(clippy::cast_possible_wrap)]
         let (kh, kl, ch, cl) = (

@@ -22,6 +22,8 @@ pub mod evasion;
 mod evasion_tests;
 pub mod finding;
 pub mod injection;
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod lanes;
 pub mod learned;
 pub mod monitor;
 mod patterns;

@@ -372,16 +372,9 @@ fn next_digit(b: &[u8], from: usize) -> Option<usize> {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 fn digit_mask(block: &[u8; 16]) -> u32 {
-    use safe_arch::{
-        cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
-        set_splat_i8_m128i, sub_i8_m128i,
-    };
-    let c = sub_i8_m128i(
-        load_unaligned_m128i(block),
-        set_splat_i8_m128i(b'0'.cast_signed()),
-    );
-    // Unsigned `c < 10` as `min(c, 9) == c`: SSE2 compares bytes only as signed.
-    let digit = cmp_eq_mask_i8_m128i(min_u8_m128i(c, set_splat_i8_m128i(9)), c);
+    use crate::analysis::lanes::in_range;
+    use safe_arch::{load_unaligned_m128i, move_mask_i8_m128i};
+    let digit = in_range(load_unaligned_m128i(block), b'0', 10);
     move_mask_i8_m128i(digit).cast_unsigned()
 }
 

@@ -290,11 +290,11 @@ impl Exchange {
         let text = decode::utf8_lossy(&decoded);
         // The direct read when it can say; otherwise the document as a value.
         let direct = self.read_request(&text);
+        let read_directly = direct.is_some();
         let document = match direct {
             Some(_) => None,
             None => serde_json::from_str::<serde_json::Value>(&text).ok(),
         };
-        let parsed = direct.is_some() || document.is_some();
         self.request = match (direct, &document) {
             (Some(r), _) => r,
             (None, Some(v)) => self.parse_request(v),
@@ -317,7 +317,7 @@ impl Exchange {
                 .policy
                 .for_identity(&id.as_identity());
         }
-        let unparsed = !parsed && !text.trim().is_empty();
+        let unparsed = !read_directly && document.is_none() && !text.trim().is_empty();
         // A body cut by the capture bound is marked truncated already; the error names only
         // a body that is unreadable in itself.
         if unparsed && complete {
@@ -328,8 +328,8 @@ impl Exchange {
         if !self.engine.config.analysis.enabled {
             return self.verdict(Action::Allow, None);
         }
-        let scanned = if document.is_none() && parsed {
-            // Read directly: the prompt is whole and not empty.
+        let scanned = if read_directly {
+            // The prompt is whole and not empty (or the read would have left it to the value).
             std::borrow::Cow::Borrowed(self.request.prompt.as_str())
         } else {
             unparsed::scan_text(&self.request, document.as_ref(), &text)

@@ -36,19 +36,16 @@ const BLOCK: usize = 64;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 fn block_mask(block: &[u8; BLOCK]) -> u64 {
+    use crate::analysis::lanes::{in_range, splat};
     use safe_arch::{
-        bitor_m128i as or, cmp_eq_mask_i8_m128i as eq, load_unaligned_m128i, m128i, min_u8_m128i,
-        move_mask_i8_m128i, set_splat_i8_m128i, sub_i8_m128i as sub,
+        bitor_m128i as or, cmp_eq_mask_i8_m128i as eq, load_unaligned_m128i, move_mask_i8_m128i,
     };
-    let set = |v: u8| set_splat_i8_m128i(v.cast_signed());
-    // Unsigned `x < n` as `min(x, n - 1) == x`: SSE2 compares bytes only as signed.
-    let below = |x: m128i, n: u8| eq(min_u8_m128i(x, set(n - 1)), x);
     let mut m = 0u64;
     for (i, part) in block.as_chunks::<16>().0.iter().enumerate() {
         let c = load_unaligned_m128i(part);
-        let is = |v: u8| eq(c, set(v));
-        let letter = below(sub(or(c, set(0x20)), set(b'a')), 26);
-        let digit = below(sub(c, set(b'0')), 10);
+        let is = |v: u8| eq(c, splat(v));
+        let letter = in_range(or(c, splat(0x20)), b'a', 26);
+        let digit = in_range(c, b'0', 10);
         let sign = or(or(is(b'+'), is(b'/')), or(is(b'-'), is(b'_')));
         // The lanes' top bits, one per byte, in the low 16 bits (the others are zero).
         let lanes = move_mask_i8_m128i(or(or(letter, digit), sign)).cast_unsigned();
