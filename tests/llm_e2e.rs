@@ -291,6 +291,35 @@ fn a_block_policy_answers_with_a_provider_shaped_403_and_never_reaches_the_provi
 }
 
 #[test]
+fn a_policy_rule_for_some_callers_and_models_applies_to_theirs_only() {
+    testkit::require_root!();
+    // The caller's command comes from the connection, the model from the request body: the
+    // rule needs both to apply.
+    let w = World::start(
+        "scoped-policy",
+        "[[llm.analysis.policy.rules]]\nkind = \"secret\"\naction = \"block\"\n\
+         match = { comm = \"python*\", model = \"gpt-4o*\" }\n",
+    );
+    let follow = w.agent.follow();
+    let prompt = format!("My key is {FAKE_AWS_KEY}.");
+    let out = sdk(&w, "openai", "sync", false, &prompt);
+    assert_eq!(out["status"], 403, "{out}");
+    let t = follow.next(Duration::from_secs(10)).expect("trace");
+    assert_eq!(t["action"], "block", "{t}");
+    // The same caller asking another model: the rule does not apply, the default action does.
+    let out = sdk(&w, "anthropic", "sync", false, &prompt);
+    assert_eq!(out["ok"], true, "{out}");
+    let t = follow.next(Duration::from_secs(10)).expect("trace");
+    assert_eq!(t["action"], "flag", "{t}");
+    assert_eq!(t["model"], "claude-3-5-haiku-latest", "{t}");
+    assert_eq!(
+        w.fake.received().len(),
+        1,
+        "only the request the rule does not name reaches the provider"
+    );
+}
+
+#[test]
 fn a_redact_policy_forwards_the_prompt_with_the_secret_masked() {
     testkit::require_root!();
     let w = World::start(

@@ -114,7 +114,7 @@ impl PolicyConfig {
     /// The policy as it applies to `id`: rules whose selector does not match are dropped.
     /// `None` when no rule has a selector (the policy applies as it is, without a copy).
     pub fn for_identity(&self, id: &Identity<'_>) -> Option<Self> {
-        if self.rules.iter().all(|r| r.selector.is_empty()) {
+        if !self.depends_on_identity() {
             return None;
         }
         Some(Self {
@@ -126,6 +126,12 @@ impl PolicyConfig {
                 .cloned()
                 .collect(),
         })
+    }
+
+    /// Whether some rule has a selector: only then does the caller's identity change what
+    /// the policy does.
+    pub fn depends_on_identity(&self) -> bool {
+        self.rules.iter().any(|r| !r.selector.is_empty())
     }
 
     /// Whether some finding of an exchange's text could be blocked (by a rule or the default

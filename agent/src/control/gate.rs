@@ -44,7 +44,7 @@ fn finding(kind: &'static str, rule: &str, group: &str, note: &str) -> Finding {
 /// added by the exchange once known).
 pub fn identify(control: &Control, ctx: &mut ExchangeContext) {
     let conn = ctx.conn.clone();
-    let Some(ex) = ctx.llm.exchange_mut() else {
+    let Some(ex) = ctx.llm.exchange_mut().filter(|ex| ex.wants_identity()) else {
         return;
     };
     let mut id = Identity::of_process(control.node(), &conn.process, &conn.details);

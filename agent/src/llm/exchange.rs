@@ -233,6 +233,12 @@ impl Exchange {
         }
     }
 
+    /// Whether the exchange needs to be told who is calling: some policy rule has a selector.
+    /// (Without one the identity would be copied per exchange for nothing.)
+    pub fn wants_identity(&self) -> bool {
+        self.engine.config.analysis.policy.depends_on_identity()
+    }
+
     /// Tells the exchange who is calling (before the request body), so policy rules with a
     /// selector can apply.
     pub fn set_identity(&mut self, id: OwnedIdentity) {
@@ -305,17 +311,12 @@ impl Exchange {
             },
         };
         self.out.stream |= self.request.stream;
-        if let Some(id) = &self.identity {
-            let mut id = id.clone();
+        if let Some(owned) = &self.identity {
+            let mut id = owned.as_identity();
             if let Some(m) = self.model() {
-                m.clone_into(&mut id.model);
+                id.model = m;
             }
-            self.policy = self
-                .engine
-                .config
-                .analysis
-                .policy
-                .for_identity(&id.as_identity());
+            self.policy = self.engine.config.analysis.policy.for_identity(&id);
         }
         let unparsed = !read_directly && document.is_none() && !text.trim().is_empty();
         // A body cut by the capture bound is marked truncated already; the error names only
