@@ -212,7 +212,7 @@ impl InlineAnalysis {
             self.over_budget = true;
             self.request_inspected = Some(0);
             return Ok(RequestBody::buffered(
-                buffered.data.freeze(),
+                buffered.data,
                 buffered.rest,
                 buffered.trailers,
                 sent,
@@ -224,7 +224,7 @@ impl InlineAnalysis {
         if let Some(refusal) = verdict.block {
             return Err(ProxyError::Policy(refusal));
         }
-        let mut data = buffered.data.freeze();
+        let mut data = buffered.data;
         match (verdict.redacted_body, &buffered.rest) {
             (Some(redacted), None) => {
                 data = Bytes::from(redacted);
@@ -310,7 +310,7 @@ impl InlineAnalysis {
 
 /// A request body read up to a bound.
 struct Buffered {
-    data: BytesMut,
+    data: Bytes,
     /// The unread rest, when the bound was reached before the end.
     rest: Option<Incoming>,
     trailers: Option<HeaderMap>,
@@ -323,17 +323,63 @@ struct Buffered {
 /// and the rest streams through as it comes.
 const INSPECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The chunks of a body as they arrived, joined once at the end: a body of one chunk (most
+/// JSON requests) is used as it is, a longer one is copied once into a buffer of its size
+/// (appending to a growing buffer copied a 64 KB prompt about twice over). Chunks after the
+/// first are kept whole only from [`KEEP_FROM`] bytes; smaller ones are copied together as
+/// they come, so a body sent in tiny chunks (one byte each, chunked encoding) costs its
+/// bytes, not a list entry per byte, and every kept chunk's bytes are counted by the budget.
+#[derive(Default)]
+struct Chunks {
+    parts: Vec<Bytes>,
+    /// Small chunks since the last part, copied together.
+    small: BytesMut,
+    len: usize,
+}
+
+/// The smallest chunk kept as it is (after the first).
+const KEEP_FROM: usize = 4096;
+
+impl Chunks {
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        let first = self.parts.is_empty() && self.small.is_empty();
+        if first || chunk.len() >= KEEP_FROM {
+            if !self.small.is_empty() {
+                self.parts.push(self.small.split().freeze());
+            }
+            self.parts.push(chunk);
+        } else {
+            self.small.extend_from_slice(&chunk);
+        }
+    }
+
+    fn into_bytes(mut self) -> Bytes {
+        if !self.small.is_empty() {
+            self.parts.push(self.small.freeze());
+        }
+        if self.parts.len() <= 1 {
+            return self.parts.pop().unwrap_or_default();
+        }
+        let mut joined = BytesMut::with_capacity(self.len);
+        for part in &self.parts {
+            joined.extend_from_slice(part);
+        }
+        joined.freeze()
+    }
+}
+
 async fn buffer(
     mut body: Incoming,
     bound: usize,
     mut held: Option<&mut Reservation>,
 ) -> Result<Buffered, ProxyError> {
-    let mut data = BytesMut::new();
+    let mut data = Chunks::default();
     let deadline = tokio::time::Instant::now() + INSPECT_WAIT;
-    while data.len() <= bound {
+    while data.len <= bound {
         let Ok(next) = tokio::time::timeout_at(deadline, body.frame()).await else {
             return Ok(Buffered {
-                data,
+                data: data.into_bytes(),
                 rest: Some(body),
                 trailers: None,
                 over_budget: false,
@@ -341,7 +387,7 @@ async fn buffer(
         };
         let Some(frame) = next else {
             return Ok(Buffered {
-                data,
+                data: data.into_bytes(),
                 rest: None,
                 trailers: None,
                 over_budget: false,
@@ -351,11 +397,12 @@ async fn buffer(
             .map_err(|e| ProxyError::BadRequest(format!("the app's request body failed: {e}")))?;
         match frame.into_data() {
             Ok(chunk) => {
-                data.extend_from_slice(&chunk);
-                if held.as_mut().is_some_and(|h| !h.grow(chunk.len())) {
+                let grown = chunk.len();
+                data.push(chunk);
+                if held.as_mut().is_some_and(|h| !h.grow(grown)) {
                     let rest = (!body.is_end_stream()).then_some(body);
                     return Ok(Buffered {
-                        data,
+                        data: data.into_bytes(),
                         rest,
                         trailers: None,
                         over_budget: true,
@@ -364,7 +411,7 @@ async fn buffer(
             }
             Err(frame) => {
                 return Ok(Buffered {
-                    data,
+                    data: data.into_bytes(),
                     rest: None,
                     trailers: frame.into_trailers().ok(),
                     over_budget: false,
@@ -374,9 +421,54 @@ async fn buffer(
     }
     let rest = (!body.is_end_stream()).then_some(body);
     Ok(Buffered {
-        data,
+        data: data.into_bytes(),
         rest,
         trailers: None,
         over_budget: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_join_in_order_and_a_single_chunk_is_not_copied() {
+        assert!(Chunks::default().into_bytes().is_empty());
+        let one = Bytes::from_static(b"{\"model\":\"m\"}");
+        let mut c = Chunks::default();
+        c.push(one.clone());
+        let got = c.into_bytes();
+        assert_eq!(got, one);
+        assert_eq!(got.as_ptr(), one.as_ptr(), "one chunk is used as it is");
+        let big = Bytes::from(vec![b'x'; KEEP_FROM]);
+        let mut c = Chunks::default();
+        let mut want = Vec::new();
+        for part in [&b"ab"[..], b"", b"cde", &big, b"f", &big, &big] {
+            want.extend_from_slice(part);
+            c.push(Bytes::copy_from_slice(part));
+        }
+        assert_eq!(c.len, want.len());
+        assert_eq!(c.into_bytes(), want);
+    }
+
+    #[test]
+    fn tiny_chunks_are_copied_together_not_listed_one_by_one() {
+        let mut c = Chunks::default();
+        for _ in 0..100_000 {
+            c.push(Bytes::from_static(b"a"));
+        }
+        // The first chunk, then every other byte in one buffer.
+        assert_eq!(c.parts.len(), 1);
+        assert_eq!(c.small.len(), 99_999);
+        let mut c2 = Chunks::default();
+        for i in 0..10 {
+            c2.push(Bytes::from_static(b"ab"));
+            c2.push(Bytes::from(vec![u8::try_from(i).unwrap(); KEEP_FROM]));
+        }
+        // Each kept chunk holds at least KEEP_FROM bytes, or is the first, or the small ones
+        // copied together before one.
+        assert!(c2.parts.len() <= 1 + 2 * 10, "{}", c2.parts.len());
+        assert_eq!(c2.into_bytes().len(), 10 * (2 + KEEP_FROM));
+    }
 }
