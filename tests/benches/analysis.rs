@@ -29,6 +29,11 @@ use llmtrace_agent::analysis::{Analyzer, Finding, Location};
 use llmtrace_agent::llm::{Engine, Exchange, ExchangeAnalysis, LlmConfig, RequestHead};
 use testkit::procstat::thread_run_time;
 
+/// The allocator the agent ships (its `main.rs`): the analysis allocates per exchange
+/// (documents, texts, findings), and glibc's malloc would add a cost the agent does not pay.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PROSE: &[&str] = &[
     "The quarterly report shows revenue grew by twelve percent while operating costs stayed flat.",
     "Please summarise the following meeting notes and list the action items with owners.",
