@@ -168,7 +168,12 @@ fn hostile_bodies_end_in_clear_rows() {
     testkit::require_root!();
     let w = World::start("bodies", "");
     let follow = w.agent.follow();
-    for name in ["decompression-bomb", "deep-json", "invalid-utf8"] {
+    for name in [
+        "decompression-bomb",
+        "deep-json",
+        "invalid-utf8",
+        "tiny-chunks",
+    ] {
         let v = case(&w, name);
         let got = statuses(&v);
         assert_eq!(got.len(), 1, "{name}: one answer: {v}");
@@ -184,6 +189,21 @@ fn hostile_bodies_end_in_clear_rows() {
                 !t["error"].as_str().unwrap_or("").is_empty() || t["analysis_truncated"] == true,
                 "{name}: {t}"
             ),
+            // One byte per chunk: the whole body is read, scanned and forwarded as sent.
+            "tiny-chunks" => {
+                assert_eq!(t["status"], 200, "{t}");
+                assert!(
+                    t["findings"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|f| f["kind"] == "secret.aws_access_key"),
+                    "the key at the end of the body is found: {t}"
+                );
+                let sent = w.fake.received();
+                let last = sent.last().expect("the provider got the request");
+                assert_eq!(Some(last.body.len() as u64), v["sent"].as_u64());
+            }
             // Lossy text still scanned: the key behind the invalid bytes is found.
             _ => assert_eq!(t["status"], 200, "{t}"),
         }

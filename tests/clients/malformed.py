@@ -280,6 +280,12 @@ def main():
     elif c == "invalid-utf8":
         body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"\xff\xfe\xc3\x28 AKIA\xffIOSFODNN7EXAMPLE"}]}'
         out = case_h1(args, h1_request("POST", CHAT, body))
+    elif c == "tiny-chunks":
+        # A body sent one byte per chunk: read whole, analysed, forwarded intact.
+        body = chat_body("note " * 20000 + "AKIAIOSFODNN7EXAMPLE")
+        chunked = b"".join(b"1\r\n" + body[i:i + 1] + b"\r\n" for i in range(len(body))) + b"0\r\n\r\n"
+        out = case_h1(args, h1_request("POST", CHAT, chunked, "Transfer-Encoding: chunked\r\n"))
+        out["sent"] = len(body)
     elif c == "rapid-reset":
         out = case_rapid_reset(args)
     elif c == "header-bomb":
