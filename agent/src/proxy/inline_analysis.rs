@@ -327,8 +327,8 @@ const INSPECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// JSON requests) is used as it is, a longer one is copied once into a buffer of its size
 /// (appending to a growing buffer copied a 64 KB prompt about twice over). Chunks after the
 /// first are kept whole only from [`KEEP_FROM`] bytes; smaller ones are copied together as
-/// they come, so a body sent in tiny chunks (one byte each, chunked encoding) costs its
-/// bytes, not a list entry per byte, and every kept chunk's bytes are counted by the budget.
+/// they come: a body sent in tiny chunks (one byte each, chunked encoding) then costs about
+/// its bytes, which the memory budget counts, not a list entry (32 bytes) per byte.
 #[derive(Default)]
 struct Chunks {
     parts: Vec<Bytes>,
