@@ -42,9 +42,10 @@ fuzz_target!(|data: &[u8]| {
     // Findings only ever carry masked excerpts; the whole analysis serialises.
     assert!(v.findings.iter().all(|f| f.excerpt.len() < 400));
     serde_json::to_string(&a).expect("analysis serialises");
-    if let Some(direct) = std::str::from_utf8(body).ok().and_then(openai::read_request) {
-        let v: serde_json::Value =
-            serde_json::from_str(std::str::from_utf8(body).unwrap()).expect("the direct read took JSON");
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Some(direct) = openai::read_request(text)
+    {
+        let v: serde_json::Value = serde_json::from_str(text).expect("the direct read took JSON");
         assert_eq!(direct, openai::parse_request(ApiKind::ChatCompletions, &v));
     }
 });

@@ -354,6 +354,16 @@ impl Chunks {
         }
     }
 
+    /// The body read so far, with `rest` unread (no trailers, within the budget).
+    fn read(self, rest: Option<Incoming>) -> Buffered {
+        Buffered {
+            data: self.into_bytes(),
+            rest,
+            trailers: None,
+            over_budget: false,
+        }
+    }
+
     fn into_bytes(mut self) -> Bytes {
         if !self.small.is_empty() {
             self.parts.push(self.small.freeze());
@@ -378,20 +388,10 @@ async fn buffer(
     let deadline = tokio::time::Instant::now() + INSPECT_WAIT;
     while data.len <= bound {
         let Ok(next) = tokio::time::timeout_at(deadline, body.frame()).await else {
-            return Ok(Buffered {
-                data: data.into_bytes(),
-                rest: Some(body),
-                trailers: None,
-                over_budget: false,
-            });
+            return Ok(data.read(Some(body)));
         };
         let Some(frame) = next else {
-            return Ok(Buffered {
-                data: data.into_bytes(),
-                rest: None,
-                trailers: None,
-                over_budget: false,
-            });
+            return Ok(data.read(None));
         };
         let frame = frame
             .map_err(|e| ProxyError::BadRequest(format!("the app's request body failed: {e}")))?;
@@ -402,30 +402,20 @@ async fn buffer(
                 if held.as_mut().is_some_and(|h| !h.grow(grown)) {
                     let rest = (!body.is_end_stream()).then_some(body);
                     return Ok(Buffered {
-                        data: data.into_bytes(),
-                        rest,
-                        trailers: None,
                         over_budget: true,
+                        ..data.read(rest)
                     });
                 }
             }
             Err(frame) => {
                 return Ok(Buffered {
-                    data: data.into_bytes(),
-                    rest: None,
                     trailers: frame.into_trailers().ok(),
-                    over_budget: false,
+                    ..data.read(None)
                 });
             }
         }
     }
-    let rest = (!body.is_end_stream()).then_some(body);
-    Ok(Buffered {
-        data: data.into_bytes(),
-        rest,
-        trailers: None,
-        over_budget: false,
-    })
+    Ok(data.read((!body.is_end_stream()).then_some(body)))
 }
 
 #[cfg(test)]
