@@ -38,6 +38,12 @@ pub trait Column: Sized {
 
     /// Reads one value; `col` names the column in errors.
     fn get(r: &mut Reader<'_>, col: &'static str) -> Result<Self, DecodeError>;
+
+    /// The bytes the value owns outside itself (text, array elements): what it adds to a row
+    /// held in memory.
+    fn heap_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// A cursor over RowBinary bytes.
@@ -135,6 +141,9 @@ impl Column for String {
     fn put(&self, out: &mut Vec<u8>) {
         put_str(out, self);
     }
+    fn heap_bytes(&self) -> usize {
+        self.len()
+    }
     fn get(r: &mut Reader<'_>, col: &'static str) -> Result<Self, DecodeError> {
         let len = r.varint(col)?;
         if len > r.buf.len() {
@@ -192,6 +201,9 @@ impl<T: Column> Column for Option<T> {
             T::get(r, col).map(Some)
         }
     }
+    fn heap_bytes(&self) -> usize {
+        self.as_ref().map_or(0, Column::heap_bytes)
+    }
 }
 
 /// `Array(T)`.
@@ -205,6 +217,9 @@ impl<T: Column> Column for Vec<T> {
     fn get(r: &mut Reader<'_>, col: &'static str) -> Result<Self, DecodeError> {
         let n = r.array_len(col)?;
         (0..n).map(|_| T::get(r, col)).collect()
+    }
+    fn heap_bytes(&self) -> usize {
+        size_of_val(self.as_slice()) + self.iter().map(Column::heap_bytes).sum::<usize>()
     }
 }
 
@@ -268,6 +283,17 @@ macro_rules! nested_column {
                     });
                 }
                 Ok(out)
+            }
+
+            fn heap_bytes(&self) -> usize {
+                size_of_val(self.as_slice())
+                    + self
+                        .iter()
+                        .map(|item| {
+                            $crate::sink::column::Column::heap_bytes(&item.$f0)
+                                $( + $crate::sink::column::Column::heap_bytes(&item.$f) )*
+                        })
+                        .sum::<usize>()
             }
         }
     };

@@ -16,6 +16,11 @@ pub struct SinkConfig {
     pub spool: SpoolConfig,
     /// Rows queued between the proxy and the spool writer; rows beyond it are dropped and counted.
     pub queue_rows: usize,
+    /// Bytes those rows may hold in memory together (their prompts and answers included); rows
+    /// beyond it are dropped and counted like rows beyond `queue_rows`. A row stores up to
+    /// 256 KiB of prompt and as much of answer: without this bound, a spool disk that stalls
+    /// would let a full queue of long prompts grow the agent by gigabytes.
+    pub queue_bytes: usize,
     /// Fleet label stored in every row's `cluster` column (e.g. `prod-eu`); empty for none.
     /// Not the ClickHouse cluster (`[sink.clickhouse] cluster`).
     pub cluster_label: String,
@@ -27,6 +32,7 @@ impl Default for SinkConfig {
             clickhouse: ClickHouseConfig::default(),
             spool: SpoolConfig::default(),
             queue_rows: 16_384,
+            queue_bytes: 64 * 1024 * 1024,
             cluster_label: String::new(),
         }
     }
@@ -131,6 +137,8 @@ pub struct ConfigError {
 }
 
 const MIN_SPOOL_BYTES: u64 = 1 << 20;
+/// The smallest `queue_bytes`: a few rows of long prompts.
+const MIN_QUEUE_BYTES: usize = 1 << 20;
 const MAX_RETENTION_DAYS: u32 = 36_500;
 
 impl ClickHouseConfig {
@@ -265,6 +273,9 @@ impl SinkConfig {
         if self.queue_rows == 0 {
             return bad("sink.queue_rows", "must be at least 1");
         }
+        if self.queue_bytes < MIN_QUEUE_BYTES {
+            return bad("sink.queue_bytes", "must be at least 1048576");
+        }
         Ok(())
     }
 
@@ -385,6 +396,9 @@ mod tests {
                 .to_string()
                 .contains("timeout_ms")
         );
+        let cfg: SinkConfig = toml::from_str("queue_bytes = 1000").unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("sink.queue_bytes"), "{err}");
     }
 
     #[test]

@@ -28,10 +28,24 @@ pub(super) enum Msg {
     Shutdown,
 }
 
+impl Msg {
+    /// What a message weighs in the writer's queue: a row its bytes, a control message nothing
+    /// (they are few, and bounded by their waiting senders).
+    pub(super) fn weight(&self) -> usize {
+        match self {
+            Msg::Row(row, _) => row.heap_bytes(),
+            Msg::Flush(_) | Msg::Shutdown => 0,
+        }
+    }
+}
+
 /// Idle wake-up when nothing is pending.
 const IDLE: Duration = Duration::from_secs(1);
 /// Messages taken per wake-up: bounds the time between two deadline checks.
 const BATCH: usize = 1024;
+/// Bytes of rows taken per wake-up at most (or one row): a batch in hand, and its encoding
+/// buffered for one write, are memory the queue's byte bound no longer counts.
+const BATCH_BYTES: usize = 4 << 20;
 /// A failing spool (full disk) is logged at ERROR at most this often, not once per row.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Longest pause after a partial batch while rows await their commit (see [`linger`]).
@@ -60,19 +74,21 @@ pub(super) fn run(
         let wait = w
             .deadline
             .map_or(IDLE, |d| d.saturating_duration_since(Instant::now()));
-        if rx.pop_batch(&mut batch, BATCH, Some(wait)) == Popped::Closed {
+        if rx.pop_batch_within(&mut batch, BATCH, BATCH_BYTES, Some(wait)) == Popped::Closed {
             break;
         }
         // Nobody waits on a row without a spool signal: only then may the next batch wait.
-        let linger_after =
-            batch.len() < BATCH && batch.iter().all(|m| !matches!(m, Msg::Row(_, Some(_))));
+        // A batch cut by its bytes leaves rows queued: no pause then either.
+        let linger_after = batch.len() < BATCH
+            && batch.iter().all(|m| !matches!(m, Msg::Row(_, Some(_))))
+            && rx.is_empty();
         let stop = w.handle(&mut batch);
         // The batch's rows go to the file now (one write); only the fsync is grouped.
         w.write_out();
         if stop {
             // Refuse (and count, in the handles) what comes later; write what was accepted.
             rx.close();
-            while rx.pop_batch(&mut batch, BATCH, None) == Popped::Items {
+            while rx.pop_batch_within(&mut batch, BATCH, BATCH_BYTES, None) == Popped::Items {
                 w.handle(&mut batch);
             }
             break;

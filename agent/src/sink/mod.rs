@@ -84,7 +84,7 @@ impl Sink {
         cfg.validate()?;
         let dir = cfg.spool_dir(state_dir);
         let (writer, reader) = spool::open(&dir, &cfg.spool, &metrics)?;
-        let rx = BatchQueue::new(cfg.queue_rows);
+        let rx = BatchQueue::weighed(cfg.queue_rows, cfg.queue_bytes, Msg::weight);
         let tx = Producer::new(rx.clone());
         let (tail, _) = broadcast::channel(TAIL_CAPACITY);
         let (drain_tx, drain_rx) = watch::channel(false);
@@ -211,7 +211,7 @@ impl SinkHandle {
         {
             tracing::error!(
                 total_dropped = self.metrics.dropped_count(DropReason::QueueFull),
-                "sink queue is full: trace rows are being dropped (spool disk too slow?)"
+                "sink queue is full (queue_rows or queue_bytes): trace rows are being dropped (spool disk too slow?)"
             );
         }
     }
@@ -296,6 +296,36 @@ mod tests {
             rowbinary::decode_all(&batch.data).unwrap(),
             vec![sample_row(1)]
         );
+    }
+
+    /// Rows of long prompts fill the queue's bytes long before its row count: those past the
+    /// byte bound are dropped and counted like rows past the count, and the ones taken are
+    /// spooled whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_past_the_queue_bytes_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SinkConfig {
+            queue_bytes: 1 << 20,
+            ..SinkConfig::default()
+        };
+        let (h, task) = Sink::start(&cfg, dir.path(), SinkMetrics::default()).unwrap();
+        let long = |n| {
+            let mut row = sample_row(n);
+            row.request_body = "p".repeat(400 * 1024);
+            (row, None)
+        };
+        // One push of four: a 1 MiB queue takes the first two (800 KiB and some), whatever
+        // the writer has taken meanwhile (the push holds the queue's lock).
+        let mut rows: Vec<_> = (1..=4).map(long).collect();
+        h.record_many(&mut rows);
+        assert_eq!(h.metrics().dropped_count(DropReason::QueueFull), 2);
+        h.flush().await;
+        assert_eq!(h.metrics().rows_spooled.get(), 2);
+        // A small row fits again once the writer has taken the long ones.
+        assert!(h.record(sample_row(9)));
+        h.shutdown().await;
+        task.await.unwrap();
+        assert_eq!(h.metrics().rows_spooled.get(), 3);
     }
 
     /// The writer puts a row into the spool file as soon as it has taken it off its queue,

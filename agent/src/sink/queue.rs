@@ -1,5 +1,6 @@
 //! A bounded many-producer queue whose consumers take everything available per wake-up, and
-//! whose producers wake a consumer only when one is parked.
+//! whose producers wake a consumer only when one is parked. Bounded by a number of items and,
+//! when its items differ in size (trace rows carry prompts), by their total weight too.
 //!
 //! A channel wakes its receiver on every send: one futex call per trace row on the proxy's
 //! I/O threads, and one context switch per row on the consumer. Here a push that finds every
@@ -15,7 +16,7 @@ use std::{
 /// Why an item was not queued; the item is handed back.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushError<T> {
-    /// The queue holds its capacity.
+    /// The queue holds its capacity (of items or of weight).
     Full(T),
     /// Every producer or the consumer side closed it.
     Closed(T),
@@ -35,6 +36,8 @@ pub enum Popped {
 #[derive(Debug)]
 struct State<T> {
     items: VecDeque<T>,
+    /// The items' total weight.
+    weight: usize,
     /// Consumers waiting on the condition variable.
     parked: usize,
     /// Wake-ups sent and not yet consumed (so a burst of pushes wakes one consumer once).
@@ -49,21 +52,63 @@ pub struct BatchQueue<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
     capacity: usize,
+    /// `None`: items are only counted.
+    weight_bound: Option<WeightBound<T>>,
+}
+
+/// The items' total weight above which no item is taken, and what an item weighs.
+#[derive(Debug)]
+struct WeightBound<T> {
+    max: usize,
+    weigh: fn(&T) -> usize,
 }
 
 impl<T> BatchQueue<T> {
     /// A queue holding at most `capacity` items.
     pub fn new(capacity: usize) -> Arc<Self> {
+        Self::build(capacity, None)
+    }
+
+    /// A queue holding at most `capacity` items weighing at most `max_weight` together, each
+    /// weighing `weigh(item)`. An empty queue takes any one item, however heavy: a bound
+    /// below one item's weight would otherwise refuse that item forever.
+    pub fn weighed(capacity: usize, max_weight: usize, weigh: fn(&T) -> usize) -> Arc<Self> {
+        Self::build(
+            capacity,
+            Some(WeightBound {
+                max: max_weight,
+                weigh,
+            }),
+        )
+    }
+
+    fn build(capacity: usize, weight_bound: Option<WeightBound<T>>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 items: VecDeque::new(),
+                weight: 0,
                 parked: 0,
                 waking: 0,
                 closed: false,
             }),
             ready: Condvar::new(),
             capacity,
+            weight_bound,
         })
+    }
+
+    /// What `item` weighs (0 when only items are counted).
+    fn weigh(&self, item: &T) -> usize {
+        self.weight_bound.as_ref().map_or(0, |b| (b.weigh)(item))
+    }
+
+    /// Whether an item weighing `w` may join `queued` items weighing `weight`.
+    fn fits(&self, queued: usize, weight: usize, w: usize) -> bool {
+        queued == 0
+            || self
+                .weight_bound
+                .as_ref()
+                .is_none_or(|b| weight.saturating_add(w) <= b.max)
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -85,9 +130,11 @@ impl<T> BatchQueue<T> {
         if s.closed {
             return Err(PushError::Closed(item));
         }
-        if s.items.len() >= limit.min(self.capacity) {
+        let w = self.weigh(&item);
+        if s.items.len() >= limit.min(self.capacity) || !self.fits(s.items.len(), s.weight, w) {
             return Err(PushError::Full(item));
         }
+        s.weight += w;
         s.items.push_back(item);
         self.wake_one(s);
         Ok(())
@@ -100,6 +147,7 @@ impl<T> BatchQueue<T> {
         if s.closed {
             return Err(item);
         }
+        s.weight += self.weigh(&item);
         s.items.push_back(item);
         self.wake_one(s);
         Ok(())
@@ -112,7 +160,19 @@ impl<T> BatchQueue<T> {
         if s.closed {
             return true;
         }
-        let room = self.capacity.saturating_sub(s.items.len()).min(items.len());
+        let mut room = self.capacity.saturating_sub(s.items.len()).min(items.len());
+        if self.weight_bound.is_some() {
+            // The longest front of `items` whose weight fits, one at a time.
+            let (mut taken, mut weight) = (0, s.weight);
+            for item in &items[..room] {
+                let w = self.weigh(item);
+                if !self.fits(s.items.len() + taken, weight, w) {
+                    break;
+                }
+                (taken, weight) = (taken + 1, weight + w);
+            }
+            (room, s.weight) = (taken, weight);
+        }
         s.items.extend(items.drain(..room));
         if room > 0 {
             self.wake_one(s);
@@ -133,6 +193,11 @@ impl<T> BatchQueue<T> {
         self.lock().items.len()
     }
 
+    /// The queued items' total weight now (0 when only items are counted).
+    pub fn weight(&self) -> usize {
+        self.lock().weight
+    }
+
     /// Whether nothing is queued now.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -141,11 +206,35 @@ impl<T> BatchQueue<T> {
     /// Moves up to `max` queued items into `out`, waiting up to `timeout` (forever: `None`)
     /// for the first one. Items queued before a close are still delivered.
     pub fn pop_batch(&self, out: &mut Vec<T>, max: usize, timeout: Option<Duration>) -> Popped {
+        self.pop_batch_within(out, max, usize::MAX, timeout)
+    }
+
+    /// [`Self::pop_batch`], the batch also weighing at most `max_weight` (or being one item):
+    /// what a consumer holds while it works through a batch stays bounded like the queue.
+    pub fn pop_batch_within(
+        &self,
+        out: &mut Vec<T>,
+        max: usize,
+        max_weight: usize,
+        timeout: Option<Duration>,
+    ) -> Popped {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut s = self.lock();
         loop {
             if !s.items.is_empty() {
-                let n = s.items.len().min(max.max(1));
+                let mut n = s.items.len().min(max.max(1));
+                if self.weight_bound.is_some() {
+                    let (mut taken, mut weight) = (0, 0usize);
+                    for item in s.items.iter().take(n) {
+                        let w = self.weigh(item);
+                        if taken > 0 && weight.saturating_add(w) > max_weight {
+                            break;
+                        }
+                        (taken, weight) = (taken + 1, weight + w);
+                    }
+                    n = taken;
+                    s.weight -= weight;
+                }
                 out.extend(s.items.drain(..n));
                 // Work left behind and another consumer asleep: let it share the load.
                 let more = !s.items.is_empty();
@@ -251,6 +340,57 @@ mod tests {
             q.pop_batch(&mut out, 10, Some(Duration::from_millis(1))),
             Popped::Timeout
         );
+    }
+
+    #[test]
+    fn a_weight_bound_refuses_what_would_pass_it_and_frees_what_is_taken() {
+        // Items weigh their value; at most 10 together, at most 100 items.
+        let q = BatchQueue::weighed(100, 10, |&w: &usize| w);
+        q.push(6).unwrap();
+        assert_eq!(q.push(5), Err(PushError::Full(5)), "6 + 5 passes 10");
+        q.push(4).unwrap();
+        assert_eq!(q.weight(), 10);
+        let mut out = Vec::new();
+        assert_eq!(q.pop_batch(&mut out, 1, None), Popped::Items);
+        assert_eq!((out.as_slice(), q.weight()), ([6].as_slice(), 4));
+        // A batch takes the front that fits and leaves the rest with the caller.
+        let mut more = vec![3, 2, 5, 1];
+        assert!(!q.push_many(&mut more));
+        assert_eq!((more.as_slice(), q.weight()), ([5, 1].as_slice(), 9));
+        out.clear();
+        assert_eq!(q.pop_batch(&mut out, 10, None), Popped::Items);
+        assert_eq!((out.as_slice(), q.weight()), ([4, 3, 2].as_slice(), 0));
+    }
+
+    #[test]
+    fn a_batch_can_be_bounded_by_weight_and_is_never_empty() {
+        let q = BatchQueue::weighed(100, 1000, |&w: &usize| w);
+        let mut items = vec![4, 4, 4, 20, 1];
+        q.push_many(&mut items);
+        let mut out = Vec::new();
+        assert_eq!(q.pop_batch_within(&mut out, 10, 9, None), Popped::Items);
+        assert_eq!((out.as_slice(), q.weight()), ([4, 4].as_slice(), 25));
+        out.clear();
+        q.pop_batch_within(&mut out, 10, 9, None);
+        assert_eq!(out, [4], "20 would pass 9");
+        out.clear();
+        q.pop_batch_within(&mut out, 10, 9, None);
+        assert_eq!(out, [20], "a batch holds at least one item");
+        out.clear();
+        q.pop_batch_within(&mut out, 10, 9, None);
+        assert_eq!((out.as_slice(), q.weight()), ([1].as_slice(), 0));
+    }
+
+    #[test]
+    fn an_empty_queue_takes_one_item_heavier_than_its_bound() {
+        let q = BatchQueue::weighed(100, 10, |&w: &usize| w);
+        q.push(50).unwrap();
+        assert_eq!(q.push(1), Err(PushError::Full(1)));
+        let mut out = Vec::new();
+        q.pop_batch(&mut out, 10, None);
+        let mut many = vec![50, 1];
+        assert!(!q.push_many(&mut many));
+        assert_eq!((many.as_slice(), q.weight()), ([1].as_slice(), 50));
     }
 
     #[test]

@@ -109,6 +109,12 @@ macro_rules! trace_row {
             pub(crate) fn get_columns(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
                 Ok(Self { $( $name: Column::get(r, stringify!($name))?, )* })
             }
+
+            /// The bytes a row held in memory takes: itself and the text and arrays it owns
+            /// (by length). What the sink queue's byte bound counts.
+            pub fn heap_bytes(&self) -> usize {
+                size_of::<Self>() $( + Column::heap_bytes(&self.$name) )*
+            }
         }
     };
     (@readers) => { Readers::All };
@@ -409,5 +415,28 @@ mod tests {
         assert!(row.capture_complete && row.intercepted);
         assert_eq!(row.container_runtime, ContainerRuntime::Unknown);
         assert!(row.host.is_empty() && row.status.is_none());
+    }
+
+    #[test]
+    fn a_row_weighs_itself_and_every_text_and_array_it_owns() {
+        let blank = TraceRow::new(Uuid::nil(), 0, 0);
+        assert_eq!(blank.heap_bytes(), size_of::<TraceRow>());
+        let mut row = blank.clone();
+        row.request_body = "p".repeat(1000);
+        row.response_body = "a".repeat(500);
+        row.error = Some("e".repeat(7));
+        row.push_tokens("input", 3);
+        row.tool_calls.push(ToolCall {
+            id: "c".into(),
+            name: "nm".into(),
+            arguments: "x".repeat(40),
+        });
+        let owned = 1000
+            + 500
+            + 7
+            + (size_of::<String>() + "input".len())
+            + size_of::<u64>()
+            + (size_of::<ToolCall>() + 1 + 2 + 40);
+        assert_eq!(row.heap_bytes(), size_of::<TraceRow>() + owned);
     }
 }
