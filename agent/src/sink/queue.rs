@@ -36,13 +36,39 @@ pub enum Popped {
 #[derive(Debug)]
 struct State<T> {
     items: VecDeque<T>,
-    /// The items' total weight.
+    /// Each item's weight, in the items' order, as it was weighed when queued (empty when
+    /// only items are counted): taking an item gives back exactly what it added.
+    weights: VecDeque<usize>,
+    /// Their sum.
     weight: usize,
     /// Consumers waiting on the condition variable.
     parked: usize,
     /// Wake-ups sent and not yet consumed (so a burst of pushes wakes one consumer once).
     waking: usize,
     closed: bool,
+}
+
+impl<T> State<T> {
+    /// Queues `item`, weighing `w` (`None`: not weighed).
+    fn add(&mut self, item: T, w: Option<usize>) {
+        self.add_weight(w);
+        self.items.push_back(item);
+    }
+
+    /// Counts the weight of an item about to be queued.
+    fn add_weight(&mut self, w: Option<usize>) {
+        if let Some(w) = w {
+            self.weights.push_back(w);
+            self.weight += w;
+        }
+    }
+}
+
+/// Whether an item weighing `w` may join `count` items weighing `total` without passing
+/// `max`: the rule of the queue's weight bound and of a batch's. The first always may, or an
+/// item heavier than the bound would be refused forever.
+fn joins(count: usize, total: usize, w: usize, max: usize) -> bool {
+    count == 0 || total.saturating_add(w) <= max
 }
 
 /// The queue; share it with `Arc`. Producers usually hold a [`Producer`], which closes the
@@ -86,6 +112,7 @@ impl<T> BatchQueue<T> {
         Arc::new(Self {
             state: Mutex::new(State {
                 items: VecDeque::new(),
+                weights: VecDeque::new(),
                 weight: 0,
                 parked: 0,
                 waking: 0,
@@ -97,18 +124,17 @@ impl<T> BatchQueue<T> {
         })
     }
 
-    /// What `item` weighs (0 when only items are counted).
-    fn weigh(&self, item: &T) -> usize {
-        self.weight_bound.as_ref().map_or(0, |b| (b.weigh)(item))
+    /// What `item` weighs; `None` when only items are counted.
+    fn weigh(&self, item: &T) -> Option<usize> {
+        self.weight_bound.as_ref().map(|b| (b.weigh)(item))
     }
 
-    /// Whether an item weighing `w` may join `queued` items weighing `weight`.
-    fn fits(&self, queued: usize, weight: usize, w: usize) -> bool {
-        queued == 0
-            || self
-                .weight_bound
-                .as_ref()
-                .is_none_or(|b| weight.saturating_add(w) <= b.max)
+    /// Whether an item weighing `w` (`None`: not weighed) may join what is queued.
+    fn fits(&self, s: &State<T>, w: Option<usize>) -> bool {
+        match (w, &self.weight_bound) {
+            (Some(w), Some(b)) => joins(s.weights.len(), s.weight, w, b.max),
+            _ => true,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -131,11 +157,10 @@ impl<T> BatchQueue<T> {
             return Err(PushError::Closed(item));
         }
         let w = self.weigh(&item);
-        if s.items.len() >= limit.min(self.capacity) || !self.fits(s.items.len(), s.weight, w) {
+        if s.items.len() >= limit.min(self.capacity) || !self.fits(&s, w) {
             return Err(PushError::Full(item));
         }
-        s.weight += w;
-        s.items.push_back(item);
+        s.add(item, w);
         self.wake_one(s);
         Ok(())
     }
@@ -147,8 +172,8 @@ impl<T> BatchQueue<T> {
         if s.closed {
             return Err(item);
         }
-        s.weight += self.weigh(&item);
-        s.items.push_back(item);
+        let w = self.weigh(&item);
+        s.add(item, w);
         self.wake_one(s);
         Ok(())
     }
@@ -162,16 +187,17 @@ impl<T> BatchQueue<T> {
         }
         let mut room = self.capacity.saturating_sub(s.items.len()).min(items.len());
         if self.weight_bound.is_some() {
-            // The longest front of `items` whose weight fits, one at a time.
-            let (mut taken, mut weight) = (0, s.weight);
+            // The longest front of `items` whose weight fits, weighed (once) one at a time.
+            let mut taken = 0;
             for item in &items[..room] {
                 let w = self.weigh(item);
-                if !self.fits(s.items.len() + taken, weight, w) {
+                if !self.fits(&s, w) {
                     break;
                 }
-                (taken, weight) = (taken + 1, weight + w);
+                s.add_weight(w);
+                taken += 1;
             }
-            (room, s.weight) = (taken, weight);
+            room = taken;
         }
         s.items.extend(items.drain(..room));
         if room > 0 {
@@ -224,16 +250,16 @@ impl<T> BatchQueue<T> {
             if !s.items.is_empty() {
                 let mut n = s.items.len().min(max.max(1));
                 if self.weight_bound.is_some() {
-                    let (mut taken, mut weight) = (0, 0usize);
-                    for item in s.items.iter().take(n) {
-                        let w = self.weigh(item);
-                        if taken > 0 && weight.saturating_add(w) > max_weight {
+                    let (mut taken, mut batch) = (0, 0);
+                    for &w in s.weights.iter().take(n) {
+                        if !joins(taken, batch, w, max_weight) {
                             break;
                         }
-                        (taken, weight) = (taken + 1, weight + w);
+                        (taken, batch) = (taken + 1, batch + w);
                     }
                     n = taken;
-                    s.weight -= weight;
+                    s.weights.drain(..n);
+                    s.weight -= batch;
                 }
                 out.extend(s.items.drain(..n));
                 // Work left behind and another consumer asleep: let it share the load.
