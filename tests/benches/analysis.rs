@@ -8,6 +8,11 @@
 //! A row runs the full exchange over prose in other scripts (Japanese, Chinese, Russian,
 //! Korean): characters outside ASCII take the per-character paths.
 //!
+//! Two rows run the learned model and the full exchange over varied prose: sentences drawn
+//! word by word, so that word boundaries do not repeat as the main corpus's fragments do, with
+//! now and then a character NFKC changes (an ellipsis, a no-break space), which has the
+//! detectors scan the text's normalised view too. Prompts pasted from documents look like it.
+//!
 //! A last pair of rows replays one conversation the way chat clients send it (every request
 //! resends the whole history) through a fresh engine per round, with the chunk cache off and
 //! on (the default): µs per KB of the prompt and answer text sent, history included. Their
@@ -152,6 +157,91 @@ fn non_latin_corpus() -> Vec<Sample> {
             }
         })
         .collect()
+}
+
+/// Characters NFKC changes, as text pasted from documents and web pages carries them: an
+/// ellipsis, a micro sign, a no-break space, a trademark sign, a ligature. One of them in a
+/// text has every detector run a second time over its normalised view.
+const TYPOGRAPHY: &[&str] = &[
+    "\u{2026}",
+    "5 \u{b5}s",
+    "\u{a0}",
+    "Llama\u{2122}",
+    "\u{fb01}le",
+];
+
+/// Prose whose word boundaries do not repeat: sentences of 4 to 19 words drawn one by one
+/// from every word of [`PROSE`] and [`CODE`], about one sentence in 40 carrying a
+/// [`TYPOGRAPHY`] character and one in 25 a [`SPICE`] line. The main corpus repeats whole
+/// fragments, which a branch predictor learns; real prompts do not.
+fn varied_corpus() -> Vec<Sample> {
+    let words: Vec<&'static str> = PROSE
+        .iter()
+        .chain(CODE)
+        .flat_map(|f| f.split_whitespace())
+        .collect();
+    let mut rng = Lcg(23);
+    let prose = |rng: &mut Lcg, bytes: usize| {
+        let mut s = String::new();
+        while s.len() < bytes {
+            if rng.next(25) == 0 {
+                s.push_str(SPICE[rng.next(SPICE.len())]);
+            } else {
+                for i in 0..4 + rng.next(16) {
+                    if i > 0 {
+                        s.push(' ');
+                    }
+                    s.push_str(words[rng.next(words.len())]);
+                }
+                if rng.next(40) == 0 {
+                    s.push(' ');
+                    s.push_str(TYPOGRAPHY[rng.next(TYPOGRAPHY.len())]);
+                }
+                s.push_str([". ", "? ", ".\n", ", "][rng.next(4)]);
+            }
+            s.push(' ');
+        }
+        s
+    };
+    (0..200)
+        .map(|_| {
+            let size = [512, 1024, 2048, 4096, 16384][rng.next(5)];
+            Sample {
+                prompt: prose(&mut rng, size),
+                response: prose(&mut rng, size / 2),
+                tool: ("read_file".into(), r#"{"path":"src/main.rs"}"#.into()),
+            }
+        })
+        .collect()
+}
+
+/// A corpus of exchanges beside the main one, with its size and its request and answer bodies.
+struct Prose {
+    name: &'static str,
+    samples: Vec<Sample>,
+    kb: f64,
+    bodies: Vec<Bodies>,
+}
+
+impl Prose {
+    fn of(name: &'static str, samples: Vec<Sample>) -> Self {
+        Self {
+            name,
+            kb: corpus_kb(&samples),
+            bodies: samples.iter().map(exchange_json).collect(),
+            samples,
+        }
+    }
+
+    /// The line that says what the corpus is: `what`, with its count and size.
+    fn describe(&self, what: &str) {
+        println!(
+            "{}: {} exchanges, {:.0} KB of {what}",
+            self.name,
+            self.samples.len(),
+            self.kb
+        );
+    }
 }
 
 /// Kilobytes of prompt + response text in the corpus.
@@ -528,24 +618,19 @@ fn main() {
     let learned_detector = LearnedDetector::new(None, 0).expect("the embedded model parses");
     let engine = engine_with_cache(0);
     let bodies: Vec<_> = samples.iter().map(exchange_json).collect();
-    let non_latin = non_latin_corpus();
-    let non_latin_kb = corpus_kb(&non_latin);
-    let non_latin_bodies: Vec<_> = non_latin.iter().map(exchange_json).collect();
+    let non_latin = Prose::of("non-Latin prose", non_latin_corpus());
+    let varied = Prose::of("varied prose", varied_corpus());
     let (small_req, small_resp, small_sse) = proxy_bench_bodies(&engine);
     let (talk, talk_kb) = conversation(24);
     let (mut cold_digest, mut warm_digest) = (0u64, 0u64);
     let mut rows = detector_rows(&a, &learned_detector, &samples, kb);
+    rows.push(Bench::timed(
+        "full exchange (parse+detect+mask)",
+        kb,
+        exchanges(&engine, &bodies),
+    ));
+    rows.extend(prose_rows(&engine, &learned_detector, &non_latin, &varied));
     rows.extend([
-        Bench::timed(
-            "full exchange (parse+detect+mask)",
-            kb,
-            exchanges(&engine, &bodies),
-        ),
-        Bench::timed(
-            "full exchange, non-Latin prose",
-            non_latin_kb,
-            exchanges(&engine, &non_latin_bodies),
-        ),
         // A fresh engine per round, built outside the measured time: the cache starts empty
         // for each replay.
         Bench::new("conversation, chunk cache off", talk_kb, || {
@@ -605,10 +690,10 @@ fn main() {
         println!("{name:<34} {v:>10.2}");
     }
     print_proxy_exchanges(&small_req, (&small_resp, small), (&small_sse, small_stream));
-    println!(
-        "non-Latin prose: {} exchanges, {non_latin_kb:.0} KB of Japanese, Chinese, Russian and \
-         Korean prose with some code",
-        non_latin.len()
+    non_latin.describe("Japanese, Chinese, Russian and Korean prose with some code");
+    varied.describe(
+        "sentences drawn word by word (boundaries that do not repeat, a character NFKC \
+         changes about every 3 KB)",
     );
     println!(
         "conversation: {} requests resending their history, {talk_kb:.0} KB of text sent; \
@@ -619,7 +704,39 @@ fn main() {
         "goal: full exchange <= 3 µs/KB -> {}",
         if exchange <= 3.0 { "met" } else { "NOT met" }
     );
-    print_digests(&a, &samples, &engine, [&bodies, &non_latin_bodies]);
+    print_digests(
+        &a,
+        &samples,
+        &engine,
+        [&bodies, &non_latin.bodies, &varied.bodies],
+    );
+}
+
+/// The rows over the other corpora: the full exchange over non-Latin prose, the learned model
+/// and the full exchange over varied prose.
+fn prose_rows<'a>(
+    engine: &'a std::sync::Arc<Engine>,
+    learned_detector: &'a LearnedDetector,
+    non_latin: &'a Prose,
+    varied: &'a Prose,
+) -> Vec<Bench<'a>> {
+    vec![
+        Bench::timed(
+            "full exchange, non-Latin prose",
+            non_latin.kb,
+            exchanges(engine, &non_latin.bodies),
+        ),
+        Bench::timed(
+            "learned model, varied prose",
+            varied.kb,
+            over_texts(&varied.samples, |t, l, o| learned_detector.scan(t, l, o)),
+        ),
+        Bench::timed(
+            "full exchange, varied prose",
+            varied.kb,
+            exchanges(engine, &varied.bodies),
+        ),
+    ]
 }
 
 /// The proxy benchmark's exchanges: its request with the JSON answer and with the event
@@ -643,14 +760,16 @@ fn print_digests(
     a: &Analyzer,
     samples: &[Sample],
     engine: &std::sync::Arc<Engine>,
-    [latin, non_latin]: [&[Bodies]; 2],
+    [latin, non_latin, varied]: [&[Bodies]; 3],
 ) {
     let (by_kind, hash) = findings_digest(a, samples);
     let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k}={n}")).collect();
     println!("findings: {} (digest {hash:016x})", kinds.join(" "));
     println!(
-        "full exchange digest (findings, stored texts, usage): {:016x}; non-Latin prose: {:016x}",
+        "full exchange digest (findings, stored texts, usage): {:016x}; non-Latin prose: {:016x}; \
+         varied prose: {:016x}",
         exchange_digest(engine, latin),
-        exchange_digest(engine, non_latin)
+        exchange_digest(engine, non_latin),
+        exchange_digest(engine, varied)
     );
 }

@@ -16,7 +16,8 @@ pub enum Which {
     /// Trace rows per second through spool and shipper into a real ClickHouse, LZ4 and not.
     Sink,
     /// Analysis cost per KB of prompt and response, per detector and in total; over non-Latin
-    /// prose; per exchange; a conversation with the chunk cache off and on.
+    /// prose and over varied prose; per exchange; a conversation with the chunk cache off and
+    /// on.
     Analysis,
     /// Requests/s, latency, CPU and RSS per request: direct, llmtrace, nginx and mitmproxy.
     Proxy,
@@ -53,10 +54,13 @@ impl Which {
             Which::Analysis => {
                 "Analysis cost per KB of prompt plus response on the fixture exchanges, per \
                  detector and in total (every chunk scored); the full exchange over Japanese, \
-                 Chinese, Russian and Korean prose; the proxy benchmark's exchange (JSON answer \
-                 and event stream) in µs; a 24-turn conversation resending its history, with \
-                 the learned model's chunk cache off and on. Every row runs in turn each round, \
-                 and the median round is printed. The digests show the findings did not change."
+                 Chinese, Russian and Korean prose; the learned model and the full exchange over \
+                 varied prose (sentences drawn word by word, so that word boundaries do not \
+                 repeat, with now and then a character NFKC changes); the proxy benchmark's \
+                 exchange (JSON answer and event stream) in µs; a 24-turn conversation \
+                 resending its history, with the learned model's chunk cache off and on. Every \
+                 row runs in turn each round, and the median round is printed. The digests show \
+                 the findings did not change."
             }
             Which::Proxy => {
                 "Requests/s, latency percentiles, CPU and RSS per request at several \
