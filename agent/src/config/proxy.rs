@@ -52,6 +52,10 @@ pub struct ProxyConfig {
     /// without its response analysis (the row says so; counted), never waited for.
     pub analysis_queue: usize,
     /// Response bytes held by exchanges waiting for the analysis at most (same as above).
+    /// These bytes are not on top of `max_buffered_bytes`: a waiting exchange's capture keeps
+    /// its share of that budget until analysed, so this bound only binds when set below it
+    /// (then waiting exchanges can hold no more than this much of the budget, leaving the
+    /// rest to exchanges in flight).
     pub analysis_queue_bytes: usize,
     /// How many (uid, executable, server name) keys whose TLS client rejected the llmtrace
     /// certificate are remembered; their connections are relayed untouched.
