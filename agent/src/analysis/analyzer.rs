@@ -7,6 +7,7 @@
 //! budget runs out: padding in front of new text cannot push that text out of the analysis.
 //! Whatever is not analysed is an `analysis.incomplete` finding, which policy rules can match.
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use super::canary::Canaries;
@@ -14,6 +15,7 @@ use super::evasion::{self, encoded::ROT13_ANCHORS};
 use super::finding::{Finding, Location, Severity};
 use super::injection::InjectionDetector;
 use super::learned::LearnedDetector;
+use super::learned::memo::TextMemo;
 use super::patterns::TableDetector;
 use super::tools::ToolDetector;
 use super::triggers::{Target, TriggerSet};
@@ -320,22 +322,34 @@ impl Analyzer {
         truncated
     }
 
-    /// Every detector of `set` over one window, then over the views that undo evasion.
+    /// Every detector of `set` over one window, then over the views that undo evasion. The
+    /// learned model scores the window's chunks once: a view's chunks that are the window's
+    /// are taken from `memo`.
     fn scan_window(&self, text: &str, location: Location, set: Set, out: &mut Vec<Finding>) {
         let base = out.len();
-        let rot13 = self.detect(text, location, set, out);
+        let mut memo = TextMemo::new(text);
+        let rot13 = self.detect(text, location, set, &mut memo, out);
         if self.evasion {
             let d = ViewDetect {
                 analyzer: self,
                 location,
                 set,
+                memo: RefCell::new(memo),
             };
             evasion::scan_views(text, rot13, &d, out, base);
         }
     }
 
-    /// The detectors of `set` over `text`; true when the trigger pass saw a ROT13 anchor.
-    fn detect(&self, text: &str, location: Location, set: Set, out: &mut Vec<Finding>) -> bool {
+    /// The detectors of `set` over `text` (the window of `memo` or one of its views); true
+    /// when the trigger pass saw a ROT13 anchor.
+    fn detect(
+        &self,
+        text: &str,
+        location: Location,
+        set: Set,
+        memo: &mut TextMemo<'_>,
+        out: &mut Vec<Finding>,
+    ) -> bool {
         let triggers = self.triggers.find(text.as_bytes());
         self.secrets.scan_triggered(text, &triggers, location, out);
         self.pii.scan_triggered(text, &triggers, location, out);
@@ -345,11 +359,7 @@ impl Analyzer {
             // prompts, a model's own answer is outside what it knows, and answers are most of
             // an exchange's bytes.
             if let (Some(l), Location::Request) = (&self.learned, location) {
-                if set == Set::TextBeside {
-                    l.scan_remembering(text, location, out);
-                } else {
-                    l.scan(text, location, out);
-                }
+                l.scan_with_memo(text, location, set == Set::TextBeside, memo, out);
             }
         }
         self.canaries.scan(text, location, out);
@@ -357,17 +367,20 @@ impl Analyzer {
     }
 }
 
-/// The detectors a view is scanned with.
+/// The detectors a view is scanned with, and the memo of the text it came from.
 #[derive(Debug)]
 struct ViewDetect<'a> {
     analyzer: &'a Analyzer,
     location: Location,
     set: Set,
+    memo: RefCell<TextMemo<'a>>,
 }
 
 impl evasion::Detect for ViewDetect<'_> {
     fn detect(&self, text: &str, out: &mut Vec<Finding>) {
-        self.analyzer.detect(text, self.location, self.set, out);
+        let memo = &mut self.memo.borrow_mut();
+        self.analyzer
+            .detect(text, self.location, self.set, memo, out);
     }
 }
 
