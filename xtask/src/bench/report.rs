@@ -64,15 +64,17 @@ fn machine() -> Vec<(&'static str, String)> {
             |s| s.lines().next().unwrap_or("").trim().to_owned(),
         )
     };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split(':').nth(1))
+            .map_or_else(|| "unknown".into(), |v| v.trim().to_owned())
+    };
+    // The clock the kernel reports: hosts of the same model name differ, and every figure
+    // here moves with it (compare runs on one host, not across hosts).
+    let cpu = format!("{} at {} MHz", field("model name"), field("cpu MHz"));
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
