@@ -149,17 +149,17 @@ impl Model {
             let mut best: Option<(f64, std::ops::Range<usize>)> = None;
             for r in hashing::chunks(&s.norm, self.chunk, self.slack) {
                 let chunk = &s.norm[r.clone()];
-                let known = match &mut memo {
-                    Use::Look(m) => m.look_up(chunk).map(|k| k.0),
-                    _ => None,
-                };
-                let v = known.unwrap_or_else(|| {
+                let mut scored = || {
                     let mut score = || self.chunk_score(chunk, &mut s.seen, &mut s.ids);
                     match cache {
                         Some(c) => c.score(chunk, score),
                         None => score(),
                     }
-                });
+                };
+                let v = match &mut memo {
+                    Use::Look(m) => m.score(chunk, scored),
+                    _ => scored(),
+                };
                 if let Use::Record(m) = &mut memo {
                     m.remember(r.clone(), v);
                 }
@@ -214,15 +214,11 @@ impl LearnedDetector {
         self.scan_with(text, location, None, None, out);
     }
 
-    /// [`Self::scan`], reusing the scores of chunks seen recently (when configured), for
-    /// scans no client waits for: a remembered chunk is faster, which a client could time.
-    pub fn scan_remembering(&self, text: &str, location: Location, out: &mut Vec<Finding>) {
-        self.scan_with(text, location, self.cache.as_deref(), None, out);
-    }
-
-    /// [`Self::scan`] (or [`Self::scan_remembering`] when `remembering`) of a text or of one
-    /// of its views, with the text's [`TextMemo`]: scoring the text fills the memo, and a
-    /// view's chunks that are the text's are taken from it.
+    /// [`Self::scan`] of a text or of one of its views, with the text's [`TextMemo`]: scoring
+    /// the text fills the memo, and a view's chunks that are the text's are taken from it.
+    /// `remembering`: also reuse the scores of chunks seen recently (when configured), for
+    /// scans no client waits for (a remembered chunk is faster, which a client could time;
+    /// the memo tells only of the client's own text).
     pub fn scan_with_memo(
         &self,
         text: &str,
@@ -468,6 +464,12 @@ mod tests {
         }
     }
 
+    /// A scan of a prompt no client waits for, as the analysis pool runs it.
+    fn remembering(d: &LearnedDetector, text: &str, out: &mut Vec<Finding>) {
+        let mut memo = TextMemo::new(text);
+        d.scan_with_memo(text, Location::Request, true, &mut memo, out);
+    }
+
     #[test]
     fn remembered_scores_change_no_finding_as_a_conversation_grows() {
         let cold = LearnedDetector::new(None, 0).unwrap();
@@ -486,8 +488,8 @@ mod tests {
             // Twice: the second scan of the same history is all remembered chunks.
             for _ in 0..2 {
                 let (mut a, mut b) = (Vec::new(), Vec::new());
-                cold.scan_remembering(&history, Location::Request, &mut a);
-                warm.scan_remembering(&history, Location::Request, &mut b);
+                remembering(&cold, &history, &mut a);
+                remembering(&warm, &history, &mut b);
                 assert_eq!(
                     format!("{a:?}"),
                     format!("{b:?}"),
@@ -497,7 +499,7 @@ mod tests {
             }
         }
         let mut last = Vec::new();
-        warm.scan_remembering(&history, Location::Request, &mut last);
+        remembering(&warm, &history, &mut last);
         assert_eq!(last.len(), 1, "the injection turn is found: {last:?}");
         let hits = |d: &LearnedDetector| d.cache_counts().map_or(0, |c| c.hits);
         assert!(hits(&warm) > 0);
@@ -541,8 +543,10 @@ mod tests {
         let mut chunks = 0;
         for r in hashing::chunks(&norm, m.chunk, m.slack) {
             let chunk = &norm[r];
-            if let Some(v) = memo.look_up(chunk) {
-                assert_eq!(v.0, m.chunk_score(chunk, &mut seen, &mut ids));
+            // A score no chunk has: what the memo gives when it does not know the chunk.
+            let v = memo.score(chunk, || Some(-1.0));
+            if v != Some(-1.0) {
+                assert_eq!(v, m.chunk_score(chunk, &mut seen, &mut ids));
             }
             chunks += 1;
         }

@@ -25,10 +25,6 @@ pub struct TextMemo<'t> {
     hits: usize,
 }
 
-/// A remembered chunk's score: `None` when the chunk has no feature.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Known(pub Option<f64>);
-
 /// What the learned model does with a memo for the text it scores.
 pub(super) enum Use<'m, 't> {
     /// The memo's own text: remember each chunk's score.
@@ -59,7 +55,7 @@ impl<'t> TextMemo<'t> {
                 m.scored = true;
                 Use::Record(m)
             }
-            Some(m) if m.scored && !m.chunks.is_empty() => Use::Look(m),
+            Some(m) if m.scored => Use::Look(m),
             _ => Use::None,
         }
     }
@@ -68,13 +64,17 @@ impl<'t> TextMemo<'t> {
         self.chunks.push((range, score));
     }
 
-    /// The score of a remembered chunk whose bytes are `chunk`'s (a normalised chunk of a
-    /// view); `None` when no chunk is.
-    pub(super) fn look_up(&mut self, chunk: &[u8]) -> Option<Known> {
+    /// The score of `chunk` (a normalised chunk of a view): a remembered chunk's whose bytes
+    /// are the same, else `score()` (the shape of the chunk cache's lookup).
+    pub(super) fn score(
+        &mut self,
+        chunk: &[u8],
+        score: impl FnOnce() -> Option<f64>,
+    ) -> Option<f64> {
         // A chunk as long as none of the text's (a short decoded segment, say) is not looked
         // for: the text is normalised only once a chunk might match.
         if !self.chunks.iter().any(|(r, _)| r.len() == chunk.len()) {
-            return None;
+            return score();
         }
         let text = self.text;
         let earlier = self.normalised.get_or_insert_with(|| {
@@ -86,9 +86,14 @@ impl<'t> TextMemo<'t> {
             .chunks
             .iter()
             .find(|(r, _)| r.len() == chunk.len() && earlier.get(r.clone()) == Some(chunk))
-            .map(|&(_, score)| Known(score));
-        self.hits += usize::from(found.is_some());
-        found
+            .map(|&(_, v)| v);
+        match found {
+            Some(v) => {
+                self.hits += 1;
+                v
+            }
+            None => score(),
+        }
     }
 
     /// View chunks answered from the memo so far.
