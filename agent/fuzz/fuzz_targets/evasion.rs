@@ -7,12 +7,14 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use llmtrace_agent::analysis::evasion::{encoded, normalize};
+use llmtrace_agent::analysis::learned::memo::TextMemo;
 use llmtrace_agent::analysis::learned::{LearnedDetector, hashing};
 use llmtrace_agent::analysis::{Analyzer, Location, mask_findings};
 
 static ANALYZER: LazyLock<Analyzer> = LazyLock::new(|| Analyzer::new(1 << 16));
 /// Reports every text that has a feature, so each input exercises the span mapping; remembers
-/// a few chunk scores, so long inputs go through the cache.
+/// a few chunk scores, so long inputs go through the cache, and scores the normalised view
+/// with the text's memo.
 static LEARNED: LazyLock<LearnedDetector> =
     LazyLock::new(|| LearnedDetector::new(Some(1e-12), 16).expect("the embedded model parses"));
 
@@ -53,9 +55,17 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = mask_findings(text, &scan.findings);
     let mut learned = Vec::new();
-    LEARNED.scan_remembering(text, Location::Request, &mut learned);
+    let mut memo = TextMemo::new(text);
+    LEARNED.scan_with_memo(text, Location::Request, true, &mut memo, &mut learned);
     for f in &learned {
         assert!(text.get(f.span.clone()).is_some(), "{f:?}");
+        assert!((0.0..=1.0).contains(&f.confidence));
+    }
+    let view = normalize::view(text).text;
+    let mut seen = Vec::new();
+    LEARNED.scan_with_memo(&view, Location::Request, true, &mut memo, &mut seen);
+    for f in &seen {
+        assert!(view.get(f.span.clone()).is_some(), "{f:?}");
         assert!((0.0..=1.0).contains(&f.confidence));
     }
 });
