@@ -20,7 +20,8 @@ use crate::cmd;
 
 /// Debian packages: ClickHouse (sink tests), nginx and wrk (proxy benchmark peers and load),
 /// curl (a real h1/h2 client), iproute2, python3-venv for the SDK venv, and ZooKeeper
-/// (coordination of the replicated ClickHouse cluster test).
+/// (coordination of the replicated ClickHouse cluster test); Vectorscan, which the agent links
+/// statically (the trigger literals' one pass), and pkg-config, which finds it.
 const APT_PACKAGES: &[&str] = &[
     "clickhouse-server",
     "clickhouse-client",
@@ -31,6 +32,8 @@ const APT_PACKAGES: &[&str] = &[
     "python3-venv",
     "ca-certificates",
     "zookeeper",
+    "libvectorscan-dev",
+    "pkg-config",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -1,11 +1,12 @@
 //! The one pass over a text that says where any detector could match, so the exact regexes run
-//! only there. Cheap SIMD scans: Teddy searchers over the ASCII-lowercased text for every
-//! literal the detectors require (secret prefixes, `://`, injection phrases), restarted after
-//! each hit so overlapping occurrences are all reported, `memchr` for `@`, and a skim for digits
+//! only there. Cheap SIMD scans: one Vectorscan pass over the text for every literal the
+//! detectors require (secret prefixes, `://`, `@`, injection phrases), ASCII
+//! case-insensitively and every occurrence, overlapping ones included; and a skim for digits
 //! that collects the runs of `[0-9A-Z +\-.()]` able to hold a card, IBAN, SSN or phone number.
 //! A text without triggers costs these scans and nothing else.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind, Span, packed};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use llmtrace_vectorscan::Literals;
 
 /// The detector entry a literal stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,30 +76,15 @@ pub(crate) struct TriggerSet {
 /// How literals are found.
 #[derive(Debug)]
 enum Engine {
-    /// SIMD (Teddy) searchers over the lowercased text, each for at most [`GROUP`] literals of
-    /// two or more bytes, and `memchr` for one-byte literals.
-    Packed {
-        groups: Vec<Group>,
-        bytes: Vec<(u8, usize)>,
-    },
-    /// Where Teddy is unavailable: an ASCII case-insensitive DFA with overlapping search.
+    /// Every literal in one pass over the text as it is: a third of the cost of Teddy
+    /// searchers, which take at most 64 literals each (three passes over a lowercased copy
+    /// for the analyzer's) and spent half their time verifying what their four-byte
+    /// fingerprints let through.
+    Vectorscan(Literals),
+    /// Where Vectorscan cannot run (a CPU without SSSE3): an ASCII case-insensitive DFA with
+    /// overlapping search.
     Automaton(AhoCorasick),
 }
-
-/// One Teddy searcher and its literals, longest first, so the one reported at a position is
-/// the longest there; the others matching there are its prefixes.
-#[derive(Debug)]
-struct Group {
-    searcher: packed::Searcher,
-    /// Searcher pattern → index in `keys`.
-    keys: Vec<usize>,
-    /// Searcher pattern → indexes in `keys` of the group's literals that are proper prefixes of
-    /// it.
-    prefixes: Vec<Vec<usize>>,
-}
-
-/// Literals per Teddy searcher (Teddy takes at most 64; fewer keep its buckets selective).
-const GROUP: usize = 40;
 
 impl TriggerSet {
     /// Literals are matched ASCII case-insensitively: a superset for case-sensitive patterns,
@@ -118,7 +104,14 @@ impl TriggerSet {
                 targets.push(vec![target]);
             }
         }
-        let engine = Self::packed(&keys).unwrap_or_else(|| Self::automaton(&keys));
+        let slices: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let engine = match Literals::new(&slices, true) {
+            Ok(set) => Engine::Vectorscan(set),
+            Err(e) => {
+                tracing::warn!(error = %e, "trigger literals fall back to a slower automaton");
+                Self::automaton(&keys)
+            }
+        };
         Self {
             keys,
             targets,
@@ -127,7 +120,7 @@ impl TriggerSet {
         }
     }
 
-    /// Where Teddy is unavailable: one automaton for all the literals.
+    /// Where Vectorscan cannot run: one automaton for all the literals.
     fn automaton(keys: &[Vec<u8>]) -> Engine {
         Engine::Automaton(
             AhoCorasickBuilder::new()
@@ -138,62 +131,6 @@ impl TriggerSet {
                 .build(keys)
                 .expect("built-in trigger literals compile"),
         )
-    }
-
-    /// Teddy searchers for the literals, or `None` where the CPU or the literals do not allow.
-    fn packed(keys: &[Vec<u8>]) -> Option<Engine> {
-        let mut long: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].len() > 1).collect();
-        long.sort_by_key(|&i| std::cmp::Reverse(keys[i].len()));
-        let mut groups = Vec::new();
-        // Teddy fingerprints as many bytes as the group's shortest literal has (at most 4),
-        // and a longer fingerprint lets fewer positions through to be verified: literals are
-        // grouped by that length, then split evenly.
-        let class = |i: usize| keys[i].len().min(4);
-        let mut classes: Vec<Vec<usize>> = long
-            .chunk_by(|&a, &b| class(a) == class(b))
-            .map(<[usize]>::to_vec)
-            .collect();
-        for c in &mut classes {
-            // Literals sharing a fingerprint together (longest first), so a searcher sees few
-            // distinct fingerprints.
-            let m = class(c[0]);
-            c.sort_by(|&a, &b| {
-                keys[a][..m]
-                    .cmp(&keys[b][..m])
-                    .then(keys[b].len().cmp(&keys[a].len()))
-            });
-        }
-        let chunks = classes
-            .iter()
-            .flat_map(|c| c.chunks(c.len().div_ceil(c.len().div_ceil(GROUP))))
-            .map(|chunk| bucket_order(keys, chunk));
-        for chunk in chunks {
-            let searcher = packed::Config::new()
-                .match_kind(packed::MatchKind::LeftmostFirst)
-                .builder()
-                .extend(chunk.iter().map(|&i| &keys[i]))
-                .build()?;
-            let prefixes = chunk
-                .iter()
-                .map(|&i| {
-                    chunk
-                        .iter()
-                        .copied()
-                        .filter(|&j| j != i && keys[i].starts_with(&keys[j]))
-                        .collect()
-                })
-                .collect();
-            groups.push(Group {
-                searcher,
-                keys: chunk,
-                prefixes,
-            });
-        }
-        let bytes = (0..keys.len())
-            .filter(|&i| keys[i].len() == 1)
-            .map(|i| (keys[i][0], i))
-            .collect();
-        Some(Engine::Packed { groups, bytes })
     }
 
     /// Scans `text` once for every trigger.
@@ -209,27 +146,7 @@ impl TriggerSet {
             }
         };
         match &self.engine {
-            Engine::Packed { groups, bytes } => {
-                let lower = text.to_ascii_lowercase();
-                for g in groups {
-                    // Restarting one byte after each match (not after its end) reports every
-                    // occurrence, overlapping ones included.
-                    let mut at = 0;
-                    while let Some(m) = g.searcher.find_in(&lower, Span::from(at..lower.len())) {
-                        let p = m.pattern().as_usize();
-                        hit(g.keys[p], m.start());
-                        for &q in &g.prefixes[p] {
-                            hit(q, m.start());
-                        }
-                        at = m.start() + 1;
-                    }
-                }
-                for &(byte, key) in bytes {
-                    for start in memchr::memchr_iter(byte, &lower) {
-                        hit(key, start);
-                    }
-                }
-            }
+            Engine::Vectorscan(set) => set.for_each(text, &mut hit),
             Engine::Automaton(ac) => {
                 for m in ac.find_overlapping_iter(text) {
                     hit(m.pattern().as_usize(), m.start());
@@ -245,61 +162,6 @@ impl TriggerSet {
         };
         Triggers { hits, runs }
     }
-}
-
-/// `chunk` (literals of at least `m` bytes, `m` the shortest's length up to 4, prefixes
-/// together and longest first) in the order that gives Teddy's buckets similar fingerprints.
-/// A bucket lets a position through when each of its first `m` bytes has a low and a high
-/// nibble that some literal of the bucket has there: literals whose fingerprints differ in
-/// fewer nibbles share a bucket at less cost. Teddy (aho-corasick 1.1) puts literals with the
-/// same low nibbles in one bucket and otherwise gives the `id`-th literal bucket
-/// `buckets - 1 - id % buckets` (16 buckets for more than 32 literals with AVX2, else 8; a
-/// wrong guess costs speed only); so the first literal of each fingerprint comes first,
-/// placed by position, and the others follow. The order only changes speed: any order finds the
-/// same occurrences, provided a literal precedes its prefixes (leftmost-first reports the
-/// first literal matching at a position), which the order within a fingerprint keeps.
-fn bucket_order(keys: &[Vec<u8>], chunk: &[usize]) -> Vec<usize> {
-    let m = chunk
-        .iter()
-        .map(|&i| keys[i].len())
-        .min()
-        .unwrap_or(0)
-        .min(4);
-    let buckets = if chunk.len() > 32 { 16 } else { 8 };
-    let low = |i: usize| keys[i][..m].iter().map(|b| b & 0xF).collect::<Vec<u8>>();
-    // The first literal of each low-nibble fingerprint, in the chunk's order.
-    let mut heads: Vec<usize> = Vec::new();
-    for &i in chunk {
-        if heads.iter().all(|&h| low(h) != low(i)) {
-            heads.push(i);
-        }
-    }
-    let cost = |a: usize, b: usize| -> u32 {
-        keys[a][..m]
-            .iter()
-            .zip(&keys[b][..m])
-            .map(|(x, y)| u32::from(x & 0xF != y & 0xF) + u32::from(x >> 4 != y >> 4))
-            .sum()
-    };
-    // Bucket `s` of the first round holds `slots[s]`; each later round of up to `buckets`
-    // fingerprints gives each bucket in turn the one closest to what it holds.
-    let mut slots: Vec<Vec<usize>> = heads.iter().take(buckets).map(|&h| vec![h]).collect();
-    let mut order: Vec<usize> = heads.iter().take(buckets).copied().collect();
-    let mut rest: Vec<usize> = heads.iter().skip(buckets).copied().collect();
-    while !rest.is_empty() {
-        for slot in slots.iter_mut().take(rest.len()) {
-            let (at, _) = rest
-                .iter()
-                .enumerate()
-                .min_by_key(|&(_, &g)| slot.iter().map(|&h| cost(g, h)).sum::<u32>())
-                .expect("rest is not empty");
-            let g = rest.remove(at);
-            slot.push(g);
-            order.push(g);
-        }
-    }
-    order.extend(chunk.iter().filter(|i| !heads.contains(i)));
-    order
 }
 
 /// Bytes a number-shaped PII match (card, IBAN, SSN, phone) can consist of.
@@ -424,43 +286,8 @@ mod tests {
     }
 
     #[test]
-    fn searchers_hold_literals_of_one_fingerprint_length_and_split_evenly() {
-        let a = crate::analysis::Analyzer::new(1 << 20);
-        let set = TriggerSet::new(
-            a.secrets
-                .literals()
-                .chain(a.pii.literals())
-                .chain(a.injection.literals()),
-            true,
-        );
-        let Engine::Packed { groups, .. } = &set.engine else {
-            panic!("no Teddy on this CPU");
-        };
-        let class = |i: &usize| set.keys[*i].len().min(4);
-        let mut sizes = std::collections::BTreeMap::<usize, Vec<usize>>::new();
-        for g in groups {
-            let c = class(&g.keys[0]);
-            assert!(
-                g.keys.iter().all(|i| class(i) == c),
-                "a group mixes lengths"
-            );
-            assert!(g.keys.len() <= GROUP);
-            sizes.entry(c).or_default().push(g.keys.len());
-        }
-        // The short literals (3 bytes) have a searcher of their own.
-        assert!(sizes.contains_key(&3) && sizes.contains_key(&4));
-        for s in sizes.values() {
-            assert!(
-                s.iter().max().unwrap() - s.iter().min().unwrap() <= 1,
-                "{s:?}"
-            );
-        }
-    }
-
-    #[test]
     fn literals_sharing_a_start_are_all_found() {
-        // Enough literals for a 16-bucket searcher, some of them prefixes of others (which
-        // leftmost-first search finds only when the longer one is tried first).
+        // Some literals are prefixes of others: each one's occurrence is reported.
         let words = [
             "pass",
             "password",
@@ -506,29 +333,19 @@ mod tests {
             .enumerate()
             .map(|(i, w)| (*w, Target::Phrase(i)))
             .collect();
-        let packed = TriggerSet::new(literals.iter().copied(), false);
-        let Engine::Packed { groups, .. } = &packed.engine else {
-            panic!("no Teddy on this CPU");
-        };
-        for g in groups {
-            for (at, &i) in g.keys.iter().enumerate() {
-                for &j in &g.keys[..at] {
-                    let (longer, shorter) = (&packed.keys[i], &packed.keys[j]);
-                    assert!(!longer.starts_with(shorter) || longer == shorter);
-                }
-            }
-        }
+        let fast = TriggerSet::new(literals.iter().copied(), false);
+        assert!(matches!(fast.engine, Engine::Vectorscan(_)));
         let mut automaton = TriggerSet::new(literals.iter().copied(), false);
         automaton.engine = TriggerSet::automaton(&automaton.keys);
         let text = b"my Password= is passwd; tokens: secret tango";
-        let got = packed.find(text).hits;
+        let got = fast.find(text).hits;
         assert_eq!(got, automaton.find(text).hits);
         let at_3: Vec<_> = got.iter().filter(|h| h.start == 3).map(|h| h.end).collect();
         assert_eq!(at_3, [7, 11, 12], "pass, password and password= at 3");
     }
 
     #[test]
-    fn packed_and_automaton_engines_agree() {
+    fn vectorscan_and_automaton_engines_agree() {
         let a = crate::analysis::Analyzer::new(1 << 20);
         let literals: Vec<_> = a
             .secrets
@@ -536,17 +353,14 @@ mod tests {
             .chain(a.pii.literals())
             .chain(a.injection.literals())
             .collect();
-        let packed = TriggerSet::new(literals.iter().copied(), true);
-        assert!(matches!(packed.engine, Engine::Packed { .. }));
+        let fast = TriggerSet::new(literals.iter().copied(), true);
+        assert!(matches!(fast.engine, Engine::Vectorscan(_)));
         let mut automaton = TriggerSet::new(literals.iter().copied(), true);
         automaton.engine = TriggerSet::automaton(&automaton.keys);
         let text = "Ignore all previous instructions; IGNORE THE ABOVE. sk-ant-api03 SK-x \
                     Password=pwd://a@b pass@word aws_secret_access_key ACCOUNTKEY=1 eyJ ghp_x \
                     you are now dan mode jailbroken jailbreak </system> ### system: x@@y";
-        let (p, q) = (
-            packed.find(text.as_bytes()),
-            automaton.find(text.as_bytes()),
-        );
+        let (p, q) = (fast.find(text.as_bytes()), automaton.find(text.as_bytes()));
         assert_eq!(p.hits, q.hits);
         assert!(p.hits.len() > 20);
     }
