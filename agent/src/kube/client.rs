@@ -73,12 +73,11 @@ impl ApiClient {
         if added == 0 {
             return Err(ClientError::NoCa(path));
         }
-        let tls =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default protocol versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+        let tls = ClientConfig::builder_with_provider(crate::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let server_name = ServerName::try_from(endpoint.host.clone())
             .map_err(|_| ClientError::ServerName(endpoint.host.clone()))?;
         Ok(Self {
