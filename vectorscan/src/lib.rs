@@ -44,7 +44,6 @@ mod ffi {
     }
 
     pub const SUCCESS: c_int = 0;
-    pub const SCAN_TERMINATED: c_int = -3;
     pub const MODE_BLOCK: c_uint = 1;
     pub const FLAG_CASELESS: c_uint = 1;
 
@@ -133,6 +132,8 @@ struct Database {
     prototype: Scratch,
     /// Each scanning thread's own scratch: a scratch serves one scan at a time.
     scratch: ThreadLocal<Scratch>,
+    /// The longest literal's length: how far windows overlap.
+    longest: usize,
 }
 
 // SAFETY: a compiled database is read-only: Vectorscan allows any number of concurrent scans
@@ -223,19 +224,10 @@ impl Literals {
                 db,
                 prototype: Scratch(prototype),
                 scratch: ThreadLocal::new(),
+                longest: lens.iter().copied().max().unwrap_or(1),
             })),
             lens,
         })
-    }
-
-    /// The number of literals.
-    pub fn len(&self) -> usize {
-        self.lens.len()
-    }
-
-    /// Whether the set has no literal.
-    pub fn is_empty(&self) -> bool {
-        self.lens.is_empty()
     }
 
     /// Calls `on(i, start)` for every occurrence of literal `i` in `text` starting at byte
@@ -247,8 +239,7 @@ impl Literals {
     /// [`Self::for_each`] with scans of at most `max` bytes.
     fn for_each_windowed(&self, text: &[u8], max: usize, mut on: impl FnMut(usize, usize)) {
         let Some(db) = &self.db else { return };
-        let longest = self.lens.iter().copied().max().unwrap_or(1);
-        scan_windows(text, max, longest, |window, base, after| {
+        scan_windows(text, max, db.longest, |window, base, after| {
             db.scan(window, &mut |id, end| {
                 let end = base + end;
                 if end > after {
@@ -319,9 +310,9 @@ impl Database {
         let mut context = Context { on, panic: None };
         let length = c_uint::try_from(text.len()).expect("windows are at most MAX_SCAN bytes");
         // SAFETY: the database is valid; `text` is valid for `length` bytes; the scratch was
-        // made for this database and belongs to this thread, and no other scan of this thread
-        // is running (the callback never scans); `context` outlives the call and is what
-        // `on_match` expects.
+        // made for this database and belongs to this thread (a scan of this set started from
+        // the callback would find it in use, which Vectorscan refuses with an error, and the
+        // assertion below reports); `context` outlives the call and is what `on_match` expects.
         let rc = unsafe {
             ffi::hs_scan(
                 self.db.as_ptr(),
@@ -371,9 +362,6 @@ unsafe extern "C" fn on_match(
         }
     }
 }
-
-// `SCAN_TERMINATED` is what a stopped scan returns; the panic is resumed before it is looked at.
-const _: () = assert!(ffi::SCAN_TERMINATED != ffi::SUCCESS);
 
 #[cfg(test)]
 mod tests {
