@@ -7,8 +7,11 @@
 //! address, so the real eBPF redirect, both TLS legs, parsing and records are measured; a second
 //! agent in its own cgroup runs with `[llm.analysis] enabled = false`, so the table shows what
 //! the analysis costs); nginx
-//! as a TLS-terminating reverse proxy (upstream keepalive, verified upstream TLS); mitmproxy in
-//! reverse mode (skipped with a note when `.venv/bench` has no mitmdump). Load: wrk, one thread,
+//! as a TLS-terminating reverse proxy (upstream keepalive, verified upstream TLS); the bare
+//! proxy, `llmtrace-bare-proxy`: the agent's stack (tokio workers, rustls, hyper, mimalloc) as a
+//! plain reverse proxy with verified, kept-alive upstream TLS and none of the agent's work, so
+//! the distance from its row to llmtrace's is what the agent's own work per exchange costs;
+//! mitmproxy in reverse mode (skipped with a note when `.venv/bench` has no mitmdump). Load: wrk, one thread,
 //! keep-alive, concurrency 1/16/64 (SSE at 16; requests with a ~64 KB prompt at 16),
 //! `LLMTRACE_BENCH_SECONDS` per cell (default 3)
 //! after a 1 s warm-up, `LLMTRACE_BENCH_ROUNDS` rounds (default 3) of every target in turn per
@@ -33,7 +36,7 @@ use testkit::{
     agent::{Agent, AgentConfig},
     cgroup::TestCgroup,
     procstat,
-    proxy_peers::{self, Mitmproxy, Phases, Upstream, last_byte, nginx_proxy, one_shot},
+    proxy_peers::{self, BareProxy, Mitmproxy, Phases, Upstream, last_byte, nginx_proxy, one_shot},
     stats::median,
     wrk::{Wrk, WrkReport},
 };
@@ -413,6 +416,7 @@ fn main() {
         .with_file_name("state")
         .join("ca/ca.pem");
     let proxy = nginx_proxy(dir.path(), &upstream);
+    let bare = BareProxy::start(dir.path(), &upstream);
     let mitm = Mitmproxy::start(dir.path(), &upstream);
     let mut targets = vec![
         Target {
@@ -441,6 +445,13 @@ fn main() {
             connect: proxy.1,
             cgroup: None,
             pid: Some(proxy.0.pid()),
+            ca: upstream.pki.ca_pem.clone(),
+        },
+        Target {
+            name: "bare hyper+rustls proxy",
+            connect: bare.addr,
+            cgroup: None,
+            pid: Some(bare.pid()),
             ca: upstream.pki.ca_pem.clone(),
         },
     ];

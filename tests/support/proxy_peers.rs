@@ -1,7 +1,8 @@
 //! The proxy benchmark's cast: the fixed request and responses, an nginx upstream, nginx as a
-//! TLS-terminating reverse proxy, mitmproxy in reverse mode, and a one-shot curl client. All
-//! listen on loopback (127.0.0.3 upstream, 127.0.0.4 nginx proxy, 127.0.0.5 mitmproxy) on one
-//! port, so every target is reached with the same URL and `Host`.
+//! TLS-terminating reverse proxy, mitmproxy in reverse mode, the bare hyper + rustls proxy
+//! (`llmtrace-bare-proxy`), and a one-shot curl client. All listen on loopback (127.0.0.3
+//! upstream, 127.0.0.4 nginx proxy, 127.0.0.5 mitmproxy, 127.0.0.6 bare proxy) on one port, so
+//! every target is reached with the same URL and `Host`.
 
 use std::{
     fmt::Write as _,
@@ -18,6 +19,7 @@ use crate::{cgroup::TestCgroup, net::free_port, nginx::Nginx, pki::TestPki, wait
 const UPSTREAM_IP: &str = "127.0.0.3";
 const NGINX_PROXY_IP: &str = "127.0.0.4";
 const MITM_IP: &str = "127.0.0.5";
+const BARE_IP: &str = "127.0.0.6";
 
 /// A ~300-byte chat completion request.
 pub fn request_body() -> String {
@@ -142,16 +144,16 @@ fn nginx_return(var: &str, body: &str) -> String {
     out
 }
 
-/// A port free on all three benchmark addresses.
+/// A port free on all the benchmark's addresses.
 fn shared_port() -> u16 {
     (0..50)
         .map(|_| free_port(UPSTREAM_IP))
         .find(|p| {
-            [NGINX_PROXY_IP, MITM_IP]
+            [NGINX_PROXY_IP, MITM_IP, BARE_IP]
                 .iter()
                 .all(|ip| TcpListener::bind((*ip, *p)).is_ok())
         })
-        .expect("a port free on 127.0.0.3-5")
+        .expect("a port free on 127.0.0.3-6")
 }
 
 fn subdir(dir: &Path, name: &str) -> PathBuf {
@@ -319,6 +321,60 @@ impl Mitmproxy {
 }
 
 impl Drop for Mitmproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `llmtrace-bare-proxy` in front of the upstream, with the upstream's own certificate (its
+/// clients trust the upstream's CA) and verifying the upstream against that CA.
+#[derive(Debug)]
+pub struct BareProxy {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl BareProxy {
+    /// Starts it; it has listened when this returns.
+    pub fn start(dir: &Path, up: &Upstream) -> Self {
+        let addr: SocketAddr = format!("{BARE_IP}:{}", up.addr.port()).parse().unwrap();
+        let log = std::fs::File::create(subdir(dir, "bare-proxy").join("stderr.log"))
+            .expect("bare proxy log");
+        let child = Command::new(crate::workspace_bin("llmtrace-bare-proxy"))
+            .arg(addr.to_string())
+            .arg(up.addr.to_string())
+            .arg("api.openai.com")
+            .args([&up.pki.chain_pem, &up.pki.key_pem, &up.pki.ca_pem])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start llmtrace-bare-proxy");
+        let mut p = Self { child, addr };
+        let listening = wait_for(Duration::from_secs(10), || {
+            assert!(
+                p.child.try_wait().expect("bare proxy status").is_none(),
+                "llmtrace-bare-proxy exited (see {}/bare-proxy/stderr.log)",
+                dir.display()
+            );
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+        });
+        assert!(
+            listening.is_some(),
+            "llmtrace-bare-proxy did not listen within 10 s"
+        );
+        p
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for BareProxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
