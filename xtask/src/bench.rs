@@ -66,7 +66,8 @@ impl Which {
                 "Requests/s, latency percentiles, CPU and RSS per request at several \
                  concurrencies (and with a 64 KB prompt) against a fake provider on loopback: \
                  direct, through llmtrace \
-                 (analysis on and off), through nginx as a TLS proxy and through mitmproxy, in \
+                 (analysis on and off), through nginx as a TLS proxy, through the bare hyper + \
+                 rustls proxy (the agent's stack without its work) and through mitmproxy, in \
                  one run; every target in turn each round, medians of the rounds."
             }
             Which::All => "",
