@@ -11,8 +11,8 @@
 //! proxy, `llmtrace-bare-proxy`: the agent's stack (tokio workers, rustls, hyper, mimalloc) as a
 //! plain reverse proxy with verified, kept-alive upstream TLS and none of the agent's work, so
 //! the distance from its row to llmtrace's is what the agent's own work per exchange costs;
-//! mitmproxy in reverse mode (skipped with a note when `.venv/bench` has no mitmdump). Load: wrk, one thread,
-//! keep-alive, concurrency 1/16/64 (SSE at 16; requests with a ~64 KB prompt at 16),
+//! mitmproxy in reverse mode (skipped with a note when `.venv/bench` has no mitmdump). Load:
+//! wrk, one thread, keep-alive, concurrency 1/16/64 (SSE at 16; requests with a ~64 KB prompt at 16),
 //! `LLMTRACE_BENCH_SECONDS` per cell (default 3)
 //! after a 1 s warm-up, `LLMTRACE_BENCH_ROUNDS` rounds (default 3) of every target in turn per
 //! mix; the table shows each figure's median over the rounds and the ratios to nginx each

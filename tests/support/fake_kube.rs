@@ -22,10 +22,6 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::TokioIo;
-use rustls::{
-    ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -79,18 +75,7 @@ impl FakeKube {
         let pki = TestPki::write(dir.path(), &["127.0.0.1"]);
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.chain_pem)
-            .expect("chain")
-            .collect::<Result<_, _>>()
-            .expect("chain");
-        let key = PrivateKeyDer::from_pem_file(&pki.key_pem).expect("key");
-        let config =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("protocols")
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .expect("server cert");
+        let config = crate::pki::server_config(&pki.chain_pem, &pki.key_pem);
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

@@ -1,7 +1,9 @@
 //! A throwaway test CA and one leaf certificate written as PEM files, for peers that read
-//! certificates from disk (nginx, mitmproxy, curl). Never the llmtrace CA.
+//! certificates from disk (nginx, mitmproxy, curl, the test kit's own TLS servers). Never the
+//! llmtrace CA.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -45,4 +47,21 @@ impl TestPki {
         std::fs::write(&pki.key_pem, key.serialize_pem()).expect("write key");
         pki
     }
+}
+
+/// A rustls server (ring, safe default protocol versions, no client authentication) presenting
+/// the chain and key in PEM files, such as a [`TestPki`]'s `chain_pem` and `key_pem`.
+pub fn server_config(chain_pem: &Path, key_pem: &Path) -> rustls::ServerConfig {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(chain_pem)
+        .expect("certificate chain")
+        .collect::<Result<_, _>>()
+        .expect("certificate chain");
+    let key = PrivateKeyDer::from_pem_file(key_pem).expect("private key");
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server certificate")
 }

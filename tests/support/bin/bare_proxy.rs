@@ -20,7 +20,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -146,23 +146,13 @@ fn main() {
         );
         std::process::exit(2);
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(chain)
-        .expect("certificate chain")
-        .collect::<Result<_, _>>()
-        .expect("certificate chain");
-    let key = PrivateKeyDer::from_pem_file(key).expect("private key");
-    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("server certificate");
+    let mut server = testkit::pki::server_config(chain.as_ref(), key.as_ref());
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).expect("upstream CA") {
         roots.add(c.expect("upstream CA")).expect("upstream CA");
     }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
