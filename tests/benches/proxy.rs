@@ -17,7 +17,9 @@
 //! after a 1 s warm-up, `LLMTRACE_BENCH_ROUNDS` rounds (default 3) of every target in turn per
 //! mix; the table shows each figure's median over the rounds and the ratios to nginx each
 //! round (a busy moment of a shared machine then costs one round of every target, not one
-//! target's whole figure). One-shot: sequential curl requests, each on a new connection, the
+//! target's whole figure); a second table splits llmtrace's CPU per request by thread (the
+//! connection workers that carry the data path, the analysis pool and the spool writer beside
+//! it), from each thread's run time. One-shot: sequential curl requests, each on a new connection, the
 //! targets in turn, with curl's TCP/TLS/first-byte timers and each proxy's CPU per connection
 //! (its idle rate subtracted), after a few warm-up requests. Last
 //! byte: sequential requests for a ~0.6 MB chat.completion on one kept-alive connection, the
@@ -85,6 +87,34 @@ struct Row {
     report: WrkReport,
     cpu_us_per_req: Option<f64>,
     rss_mib: Option<f64>,
+    /// llmtrace's CPU µs per request by thread role ([`ROLES`] order; empty for the others).
+    by_role: Vec<f64>,
+}
+
+/// llmtrace's threads by what they do, as named by the agent (`comm` cuts names to 15 bytes),
+/// and a label; a thread of no listed role counts as `other`.
+const ROLES: [(&str, &str); 4] = [
+    ("llmtrace-conn-", "connection workers (the data path)"),
+    ("llmtrace-analys", "analysis pool"),
+    ("llmtrace-spool", "spool writer"),
+    ("", "other"),
+];
+
+/// CPU time per role between two [`procstat::run_time_by_thread`] readings.
+fn role_times(before: &[(String, Duration)], after: &[(String, Duration)]) -> Vec<Duration> {
+    let mut out = vec![Duration::ZERO; ROLES.len()];
+    for (name, t) in after {
+        let was = before
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(Duration::ZERO, |(_, t)| *t);
+        let role = ROLES
+            .iter()
+            .position(|(prefix, _)| name.starts_with(prefix))
+            .unwrap_or(ROLES.len() - 1);
+        out[role] += t.saturating_sub(was);
+    }
+    out
 }
 
 fn load(t: &Target, dir: &Path, url: &str, body: &str, c: u32, secs: u64) -> WrkReport {
@@ -108,20 +138,28 @@ fn measure(
     round: usize,
 ) -> Row {
     let _ = load(t, dir, url, body, c, 1);
+    let llmtrace = t.pid.filter(|_| t.name.starts_with("llmtrace"));
+    let threads_before = llmtrace.map(procstat::run_time_by_thread);
     let before = t.pid.map(procstat::cpu_time);
     let report = load(t, dir, url, body, c, seconds());
     let cpu = t
         .pid
         .zip(before)
         .map(|(pid, b)| procstat::cpu_time(pid).saturating_sub(b));
+    let per_req = |d: Duration| d.as_secs_f64() * 1e6 / report.requests.max(1) as f64;
+    let by_role = llmtrace
+        .zip(threads_before)
+        .map(|(pid, b)| role_times(&b, &procstat::run_time_by_thread(pid)))
+        .unwrap_or_default();
     Row {
         target: t.name,
         round,
         mix,
         c,
         report,
-        cpu_us_per_req: cpu.map(|d| d.as_secs_f64() * 1e6 / report.requests.max(1) as f64),
+        cpu_us_per_req: cpu.map(per_req),
         rss_mib: t.pid.map(|p| procstat::rss_kib(p) as f64 / 1024.0),
+        by_role: by_role.into_iter().map(per_req).collect(),
     }
 }
 
@@ -217,6 +255,36 @@ fn print_load(rows: &[Row]) {
             cell.c,
             median(ratios),
             each.join(" ")
+        );
+    }
+    print_roles(&cells);
+}
+
+/// llmtrace's CPU per request by thread role: what the data path costs, and what runs beside
+/// it (each role's median over the rounds; threads' own run times, so the sum can differ from
+/// the process's tick-counted figure above by a few µs).
+fn print_roles(cells: &[Cell<'_>]) {
+    let llmtrace: Vec<&Cell<'_>> = cells
+        .iter()
+        .filter(|c| c.rounds.iter().any(|r| !r.by_role.is_empty()))
+        .collect();
+    if llmtrace.is_empty() {
+        return;
+    }
+    let labels: Vec<&str> = ROLES.iter().map(|(_, label)| *label).collect();
+    println!("\nllmtrace CPU µs/request by thread:\n");
+    println!("| target | mix | c | {} |", labels.join(" | "));
+    println!("|---|---|---|{}", "---|".repeat(ROLES.len()));
+    for cell in llmtrace {
+        let each: Vec<String> = (0..ROLES.len())
+            .map(|i| opt(cell.median(|r| r.by_role.get(i).copied()), 1))
+            .collect();
+        println!(
+            "| {} | {} | {} | {} |",
+            cell.target,
+            cell.mix,
+            cell.c,
+            each.join(" | ")
         );
     }
 }

@@ -76,6 +76,28 @@ pub fn run_time(pid: u32) -> Duration {
         .sum()
 }
 
+/// Time on a CPU so far of each thread of `pid` (not its descendants), by thread name
+/// (`/proc/PID/task/TID/comm`, which the kernel cuts to 15 bytes), summed over threads of
+/// the same name.
+pub fn run_time_by_thread(pid: u32) -> Vec<(String, Duration)> {
+    let mut by_name: Vec<(String, Duration)> = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter();
+    for task in tasks.flatten().flatten() {
+        let Ok(name) = std::fs::read_to_string(task.path().join("comm")) else {
+            continue;
+        };
+        let Some(t) = schedstat(&task.path().join("schedstat")) else {
+            continue;
+        };
+        let name = name.trim_end().to_owned();
+        match by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, sum)) => *sum += t,
+            None => by_name.push((name, t)),
+        }
+    }
+    by_name
+}
+
 /// Time on a CPU so far of the calling thread (`CLOCK_THREAD_CPUTIME_ID`); `None` where the
 /// kernel has no such clock. Not the thread's `schedstat`: the kernel adds the running slice
 /// to that only at a tick or a switch, so a few milliseconds of work could read as none.
@@ -135,5 +157,32 @@ mod tests {
         assert!(super::run_time(me) >= ran);
         assert!(super::rss_kib(me) > 0);
         assert_eq!(super::tree(me)[0], me);
+    }
+
+    #[test]
+    fn threads_are_told_apart_by_name() {
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::Builder::new()
+            .name("procstat-spin".into())
+            .spawn(move || {
+                let own = || super::thread_run_time().expect("this kernel has schedstat");
+                while own() < std::time::Duration::from_millis(30) {}
+                ran_tx.send(own()).unwrap();
+                // Blocked here (switched out, so its schedstat is current) until read.
+                let _ = done_rx.recv();
+            })
+            .unwrap();
+        let ran = ran_rx.recv().unwrap();
+        let threads = super::run_time_by_thread(std::process::id());
+        done_tx.send(()).unwrap();
+        worker.join().unwrap();
+        let spin = threads.iter().find(|(n, _)| n == "procstat-spin");
+        assert!(spin.is_some_and(|(_, t)| *t >= ran), "{threads:?}");
+        // Each name once.
+        let mut names: Vec<_> = threads.iter().map(|(n, _)| n).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), threads.len());
     }
 }
