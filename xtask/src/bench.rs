@@ -68,7 +68,9 @@ impl Which {
                  direct, through llmtrace \
                  (analysis on and off), through nginx as a TLS proxy, through the bare hyper + \
                  rustls proxy (the agent's stack without its work) and through mitmproxy, in \
-                 one run; every target in turn each round, medians of the rounds."
+                 one run; every target in turn each round, medians of the rounds; \
+                 llmtrace's CPU per request split by thread (data path, analysis pool, spool \
+                 writer)."
             }
             Which::All => "",
         }
