@@ -92,7 +92,7 @@ struct Row {
 }
 
 /// llmtrace's threads by what they do, as named by the agent (`comm` cuts names to 15 bytes),
-/// and a label; a thread of no listed role counts as `other`.
+/// and a label; the last, empty prefix takes every thread of no listed role.
 const ROLES: [(&str, &str); 4] = [
     ("llmtrace-conn-", "connection workers (the data path)"),
     ("llmtrace-analys", "analysis pool"),
@@ -111,7 +111,7 @@ fn role_times(before: &[(String, Duration)], after: &[(String, Duration)]) -> Ve
         let role = ROLES
             .iter()
             .position(|(prefix, _)| name.starts_with(prefix))
-            .unwrap_or(ROLES.len() - 1);
+            .expect("the empty prefix matches every name");
         out[role] += t.saturating_sub(was);
     }
     out
