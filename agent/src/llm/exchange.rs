@@ -171,6 +171,31 @@ impl Chunk<'_> {
     }
 }
 
+/// Headers the engine reads by name: the proxy hands hyper's map itself (hashed lookups, no
+/// copy into pairs per response), tests and benchmarks hand `(name, value)` pairs.
+pub trait HeaderLookup {
+    /// The first value of the header called `name` (lowercase), when it is text.
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+impl HeaderLookup for [(&str, &str)] {
+    fn header(&self, name: &str) -> Option<&str> {
+        header(self, name)
+    }
+}
+
+impl<const N: usize> HeaderLookup for [(&str, &str); N] {
+    fn header(&self, name: &str) -> Option<&str> {
+        header(self, name)
+    }
+}
+
+impl HeaderLookup for Vec<(&str, &str)> {
+    fn header(&self, name: &str) -> Option<&str> {
+        header(self, name)
+    }
+}
+
 fn header<'a>(headers: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -178,8 +203,9 @@ fn header<'a>(headers: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| *v)
 }
 
-fn encoding(headers: &[(&str, &str)]) -> Option<String> {
-    header(headers, "content-encoding")
+fn encoding(headers: &(impl HeaderLookup + ?Sized)) -> Option<String> {
+    headers
+        .header("content-encoding")
         .map(|e| e.trim().to_ascii_lowercase())
         .filter(|e| !e.is_empty() && e != "identity")
 }
@@ -506,11 +532,11 @@ impl Exchange {
     }
 
     /// Response status and headers.
-    pub fn response_head(&mut self, status: u16, headers: &[(&str, &str)]) {
+    pub fn response_head(&mut self, status: u16, headers: &(impl HeaderLookup + ?Sized)) {
         self.out.status = Some(status);
         let parser = ResponseParser::new(
             &self.endpoint,
-            header(headers, "content-type"),
+            headers.header("content-type"),
             self.engine.config.max_document_bytes,
         );
         let monitor = (self.stream_may_stop() && parser.is_sse()).then(StreamMonitor::default);
@@ -521,7 +547,7 @@ impl Exchange {
             "x-goog-request-id",
         ]
         .iter()
-        .find_map(|h| header(headers, h))
+        .find_map(|h| headers.header(h))
         .map(str::to_owned);
         let encoded = encoding(headers).map(|e| (e, Vec::new()));
         let capture = (encoded.is_none() && monitor.is_none()).then(Capture::default);

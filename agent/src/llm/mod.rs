@@ -60,7 +60,7 @@ pub mod usage;
 
 pub use block::{BlockResponse, Refusal, block_response, refusal_response, stream_error_event};
 pub use engine::{Engine, LlmConfig};
-pub use exchange::{EarlyStop, Exchange, RequestHead, RequestVerdict};
+pub use exchange::{EarlyStop, Exchange, HeaderLookup, RequestHead, RequestVerdict};
 pub use model::{RequestInfo, ResponseInfo, ToolCall};
 pub use outcome::ExchangeAnalysis;
 pub use progress::Progress;

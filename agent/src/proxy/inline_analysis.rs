@@ -28,7 +28,7 @@ use super::{
 };
 use crate::{
     analysis::Action,
-    llm::{Engine, Exchange, ExchangeAnalysis, RequestHead},
+    llm::{Engine, Exchange, ExchangeAnalysis, HeaderLookup, RequestHead},
 };
 
 /// The analysis state of one exchange (empty when the engine did not recognise it).
@@ -141,6 +141,12 @@ pub struct LlmRecord {
     pub analysis: ExchangeAnalysis,
     /// Request body bytes forwarded without being analysed.
     pub request_dropped_bytes: u64,
+}
+
+impl HeaderLookup for HeaderMap {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
 fn pairs(headers: &HeaderMap) -> Vec<(&str, &str)> {
@@ -262,7 +268,7 @@ impl InlineAnalysis {
                 head.headers.remove(header::CONTENT_LENGTH);
             }
             let t = Instant::now();
-            ex.response_head(head.status.as_u16(), &pairs(&head.headers));
+            ex.response_head(head.status.as_u16(), &head.headers);
             self.spent += t.elapsed();
         }
     }

@@ -107,7 +107,11 @@ impl Pool {
             return;
         }
         let mut entries = self.lock();
-        let entry = entries.entry(key.clone()).or_default();
+        // The key is cloned only the first time: returns far outnumber new keys.
+        let entry = match entries.get_mut(key) {
+            Some(entry) => entry,
+            None => entries.entry(key.clone()).or_default(),
+        };
         let now = Instant::now();
         let timeout = self.idle_timeout;
         entry

@@ -80,7 +80,11 @@ pub async fn send(
 }
 
 fn checkout(proxy: &Intercept, key: &PoolKey) -> Option<Sender> {
-    if let Some(h2) = proxy.pool.h2(key) {
+    // Only an app that negotiated h2 has h2 offered upstream (the offer mirrors the app's),
+    // so only its key can hold a shared HTTP/2 connection.
+    if key.alpn == Alpn::H2
+        && let Some(h2) = proxy.pool.h2(key)
+    {
         return Some(Sender::H2(h2));
     }
     proxy.pool.take_h1(key).map(Sender::H1)
