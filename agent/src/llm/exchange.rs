@@ -190,12 +190,6 @@ impl<const N: usize> HeaderLookup for [(&str, &str); N] {
     }
 }
 
-impl HeaderLookup for Vec<(&str, &str)> {
-    fn header(&self, name: &str) -> Option<&str> {
-        header(self, name)
-    }
-}
-
 fn header<'a>(headers: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
     headers
         .iter()

@@ -75,7 +75,7 @@ fn run(case: &Case, chunks: &[&[u8]]) -> ExchangeAnalysis {
     assert!(verdict.block.is_none());
     let mut rh = vec![("content-type", case.content_type)];
     rh.extend_from_slice(case.response_headers);
-    ex.response_head(200, &rh);
+    ex.response_head(200, rh.as_slice());
     let mut at = t0;
     for c in chunks {
         at += Duration::from_millis(10);
