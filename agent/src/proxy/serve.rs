@@ -77,6 +77,8 @@ where
     let mut closing = false;
     loop {
         tokio::select! {
+            // The connection first, and no random branch order to draw on every wake-up.
+            biased;
             r = connection.as_mut() => return r,
             () = proxy.shutdown.cancelled(), if !closing => {
                 closing = true;

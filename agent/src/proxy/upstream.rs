@@ -67,7 +67,10 @@ pub async fn send(
             }
         }
     }
-    let sender = open(proxy, &key, upgrade).await?;
+    // Boxed: a new connection's TLS and HTTP handshakes (6.7 KB of state) were most of the
+    // exchange's future, which is moved by value on every request, also on the pooled path
+    // that never opens one.
+    let sender = Box::pin(open(proxy, &key, upgrade)).await?;
     let req = take_request(&mut head, body.take(), &key, &sender, upgrade)?;
     let mut sent = try_send(proxy, &key, sender, req)
         .await
