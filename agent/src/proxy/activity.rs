@@ -1,44 +1,42 @@
-//! Idle tracking for app connections: the time of the last byte moved, read by the
-//! connection's idle timer together with the exchanges in flight.
+//! Idle tracking for app connections: whether bytes moved since the connection's idle watch
+//! last looked (the watch keeps the time itself, a few times per idle timeout).
+//!
+//! A flag, not a timestamp: a read or a write of the connection only stores `true`, where
+//! reading the clock on each of them cost more than the rest of this wrapper (a clock read is
+//! a few hundred cycles on a virtual machine).
 
 use std::{
     io,
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
-    time::Instant,
 };
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Milliseconds since `origin` of the last read or write.
-#[derive(Debug)]
+/// Whether a read or a write moved bytes since [`Self::take_moved`] last looked.
+#[derive(Debug, Default)]
 pub struct LastActivity {
-    origin: Instant,
-    last_ms: AtomicU64,
+    moved: AtomicBool,
 }
 
 impl LastActivity {
-    /// Starts counting now.
+    /// No bytes moved yet.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            origin: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        })
+        Arc::default()
     }
 
     fn touch(&self) {
-        let ms = self.origin.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        // A plain store (no read-modify-write): the flag is set far more often than read.
+        self.moved.store(true, Ordering::Relaxed);
     }
 
-    /// Time since the last activity.
-    pub fn idle_for(&self) -> std::time::Duration {
-        let now = self.origin.elapsed().as_millis() as u64;
-        std::time::Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    /// Whether bytes moved since the last call.
+    pub fn take_moved(&self) -> bool {
+        self.moved.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -109,5 +107,38 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn reads_and_writes_that_move_bytes_count_once_per_look() {
+        let activity = LastActivity::new();
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut tracked = Tracked::new(near, activity.clone());
+        assert!(!activity.take_moved(), "nothing moved yet");
+
+        tracked.write_all(b"ping").await.unwrap();
+        assert!(activity.take_moved());
+        assert!(!activity.take_moved(), "a look clears the flag");
+
+        // An empty write and a flush move nothing.
+        assert_eq!(tracked.write(b"").await.unwrap(), 0);
+        tracked.flush().await.unwrap();
+        assert!(!activity.take_moved());
+
+        far.write_all(b"pong").await.unwrap();
+        let mut buf = [0u8; 4];
+        tracked.read_exact(&mut buf).await.unwrap();
+        assert!(activity.take_moved());
+
+        // The far end closing is a read of nothing.
+        drop(far);
+        assert_eq!(tracked.read(&mut buf).await.unwrap(), 0);
+        assert!(!activity.take_moved());
     }
 }

@@ -23,6 +23,7 @@ pub mod keyfile;
 pub mod meta;
 pub mod metrics;
 mod mitm;
+mod own_wake;
 pub mod phases;
 pub mod pool;
 pub mod record;

@@ -1,7 +1,13 @@
 //! Serving HTTP on an intercepted connection: hyper's HTTP/1.1 or HTTP/2 server by the
 //! negotiated ALPN, with the idle timer and graceful drain on shutdown.
 
-use std::{future::Future, pin::Pin, sync::Arc, sync::atomic::Ordering, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    task::Poll,
+    time::{Duration, Instant},
+};
 
 use hyper::{
     server::conn::{http1, http2},
@@ -15,6 +21,7 @@ use super::{
     Intercept,
     activity::{LastActivity, Tracked},
     context::ConnectionContext,
+    own_wake::OwnWake,
     phases,
 };
 use crate::tls::Alpn;
@@ -60,7 +67,9 @@ where
 }
 
 /// Polls `connection` to its end; starts a graceful shutdown on agent shutdown or when the
-/// connection has had no exchange in flight and no bytes moving for the idle timeout.
+/// connection has had no exchange in flight and no bytes moving for the idle timeout. The
+/// watch for those is polled only when its token or timer woke the task, not on every
+/// wake-up of the connection (see [`OwnWake`]).
 async fn drive<C>(
     connection: C,
     graceful: impl Fn(Pin<&mut C>),
@@ -72,27 +81,54 @@ where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     let mut connection = std::pin::pin!(connection);
+    let mut watch = Some(OwnWake::new(close_reason(proxy, conn, activity)));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = connection.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        if let Some(w) = &mut watch
+            && let Poll::Ready(why) = w.poll_if_woken(cx)
+        {
+            watch = None;
+            debug!("{why}");
+            graceful(connection.as_mut());
+            // Shutting down may let the connection end at once.
+            return connection.as_mut().poll(cx);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Waits for a reason to close the connection gracefully: agent shutdown, or no exchange in
+/// flight and no bytes moving for the idle timeout (checked a few times per timeout).
+async fn close_reason(
+    proxy: &Intercept,
+    conn: &ConnectionContext,
+    activity: &LastActivity,
+) -> &'static str {
     let idle = proxy.limits.idle_timeout;
     let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            // The connection first, and no random branch order to draw on every wake-up.
-            biased;
-            r = connection.as_mut() => return r,
-            () = proxy.shutdown.cancelled(), if !closing => {
-                closing = true;
-                debug!("draining the connection for shutdown");
-                graceful(connection.as_mut());
-            }
-            () = tokio::time::sleep(tick), if !closing => {
-                let quiet = conn.in_flight.load(Ordering::Acquire) == 0;
-                if quiet && activity.idle_for() >= idle {
-                    closing = true;
-                    debug!("closing an idle connection");
-                    graceful(connection.as_mut());
-                }
+    let idled = async {
+        // When bytes last moved or an exchange was last seen in flight, to a tick's
+        // precision; the connection's start counts. The time is taken at the tick that saw
+        // the activity, never before it, so a connection is never closed early (at most two
+        // ticks late).
+        let mut active_at = Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            let now = Instant::now();
+            let busy = conn.in_flight.load(Ordering::Acquire) > 0;
+            if activity.take_moved() || busy {
+                active_at = now;
+            } else if now.duration_since(active_at) >= idle {
+                return;
             }
         }
+    };
+    tokio::select! {
+        biased;
+        () = proxy.shutdown.cancelled() => "draining the connection for shutdown",
+        () = idled => "closing an idle connection",
     }
 }
