@@ -40,9 +40,14 @@ struct Entry {
     h1: Vec<(http1::SendRequest<RequestBody>, Instant)>,
 }
 
+type Entries = HashMap<PoolKey, Entry, foldhash::fast::RandomState>;
+
 /// The pool.
 pub struct Pool {
-    entries: Mutex<HashMap<PoolKey, Entry>>,
+    /// Hashed by foldhash (seeded per process) rather than SipHash, which was most of each
+    /// lookup (every request makes two). Keys are not free input an app could pick to
+    /// collide: a destination and a configured name the connection was intercepted for.
+    entries: Mutex<Entries>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -59,13 +64,13 @@ impl Pool {
     /// Keeps at most `max_idle` HTTP/1.1 connections per key, each for at most `idle_timeout`.
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
             max_idle,
             idle_timeout,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().expect("upstream pool poisoned")
     }
 
