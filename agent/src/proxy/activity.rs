@@ -19,11 +19,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Whether a read or a write moved bytes since [`Self::take_moved`] last looked.
 #[derive(Debug, Default)]
-pub struct LastActivity {
+pub struct Activity {
     moved: AtomicBool,
 }
 
-impl LastActivity {
+impl Activity {
     /// No bytes moved yet.
     pub fn new() -> Arc<Self> {
         Arc::default()
@@ -40,16 +40,16 @@ impl LastActivity {
     }
 }
 
-/// A stream that records activity in a [`LastActivity`].
+/// A stream that records activity in an [`Activity`].
 #[derive(Debug)]
 pub struct Tracked<S> {
     inner: S,
-    activity: Arc<LastActivity>,
+    activity: Arc<Activity>,
 }
 
 impl<S> Tracked<S> {
     /// Wraps `inner`.
-    pub fn new(inner: S, activity: Arc<LastActivity>) -> Self {
+    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
         Self { inner, activity }
     }
 }
@@ -112,12 +112,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
 
     #[tokio::test]
     async fn reads_and_writes_that_move_bytes_count_once_per_look() {
-        let activity = LastActivity::new();
+        let activity = Activity::new();
         let (near, mut far) = tokio::io::duplex(64);
         let mut tracked = Tracked::new(near, activity.clone());
         assert!(!activity.take_moved(), "nothing moved yet");

@@ -2,7 +2,7 @@
 //!
 //! A connection's task is woken for every read and write of the connection, and its shutdown
 //! and idle watch (a cancellation token and a timer) used to be polled on each of those
-//! wake-ups: a lock of the token's tree and a timer check per request for nothing. Polled
+//! wake-ups: a lock of the token's tree and a timer check per wake-up for nothing. Polled
 //! through [`OwnWake`], the watch runs at first and then only after the token or the timer
 //! woke it.
 
@@ -60,11 +60,16 @@ impl<F: Future> OwnWake<F> {
     /// Polls the inner future if it was woken since its last poll (else `Pending`: whatever
     /// it waits for has not happened, and its waker will wake `cx`'s task when it does).
     pub fn poll_if_woken(&mut self, cx: &mut Context<'_>) -> Poll<F::Output> {
-        if !self.flag.woken.swap(false, Ordering::AcqRel) {
+        // Registered on every call, before the flag is read: a wake-up at any point after
+        // reaches the task polling now, should its waker have changed.
+        self.flag.task.register(cx.waker());
+        // Read before it is cleared: most calls find it clear, and a load is cheaper than a
+        // swap.
+        if !self.flag.woken.load(Ordering::Acquire)
+            || !self.flag.woken.swap(false, Ordering::AcqRel)
+        {
             return Poll::Pending;
         }
-        // Registered before polling: a wake-up during or after the poll reaches the task.
-        self.flag.task.register(cx.waker());
         self.fut
             .as_mut()
             .poll(&mut Context::from_waker(&self.waker))
@@ -81,8 +86,9 @@ impl<F> std::fmt::Debug for OwnWake<F> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    use super::*;
 
     /// A task waker counting its wake-ups.
     struct Count(AtomicUsize);

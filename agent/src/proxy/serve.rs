@@ -4,9 +4,12 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::Poll,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use hyper::{
@@ -14,12 +17,16 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::{
     Intercept,
-    activity::{LastActivity, Tracked},
+    activity::{Activity, Tracked},
     context::ConnectionContext,
     own_wake::OwnWake,
     phases,
@@ -35,7 +42,7 @@ pub async fn serve_http<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = LastActivity::new();
+    let activity = Activity::new();
     let io = TokioIo::new(Tracked::new(io, activity.clone()));
     let service = {
         let (proxy, conn) = (proxy.clone(), conn.clone());
@@ -75,13 +82,19 @@ async fn drive<C>(
     graceful: impl Fn(Pin<&mut C>),
     proxy: &Intercept,
     conn: &ConnectionContext,
-    activity: &LastActivity,
+    activity: &Activity,
 ) -> Result<(), hyper::Error>
 where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     let mut connection = std::pin::pin!(connection);
-    let mut watch = Some(OwnWake::new(close_reason(proxy, conn, activity)));
+    let watch = close_reason(
+        &proxy.shutdown,
+        proxy.limits.idle_timeout,
+        &conn.in_flight,
+        activity,
+    );
+    let mut watch = Some(OwnWake::new(watch));
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = connection.as_mut().poll(cx) {
             return Poll::Ready(r);
@@ -90,7 +103,7 @@ where
             && let Poll::Ready(why) = w.poll_if_woken(cx)
         {
             watch = None;
-            debug!("{why}");
+            debug!(reason = why.as_str(), "closing the connection gracefully");
             graceful(connection.as_mut());
             // Shutting down may let the connection end at once.
             return connection.as_mut().poll(cx);
@@ -100,14 +113,32 @@ where
     .await
 }
 
-/// Waits for a reason to close the connection gracefully: agent shutdown, or no exchange in
-/// flight and no bytes moving for the idle timeout (checked a few times per timeout).
+/// Why a connection is closed gracefully.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// The agent is shutting down: connections drain.
+    Shutdown,
+    /// No exchange in flight and no bytes moved for the idle timeout.
+    Idle,
+}
+
+impl Closing {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Shutdown => "agent shutdown",
+            Self::Idle => "idle",
+        }
+    }
+}
+
+/// Waits for a reason to close the connection gracefully: `shutdown` cancelled, or no
+/// exchange in flight and no bytes moving for `idle` (checked a few times per timeout).
 async fn close_reason(
-    proxy: &Intercept,
-    conn: &ConnectionContext,
-    activity: &LastActivity,
-) -> &'static str {
-    let idle = proxy.limits.idle_timeout;
+    shutdown: &CancellationToken,
+    idle: Duration,
+    in_flight: &AtomicUsize,
+    activity: &Activity,
+) -> Closing {
     let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
     let idled = async {
         // When bytes last moved or an exchange was last seen in flight, to a tick's
@@ -118,7 +149,7 @@ async fn close_reason(
         loop {
             tokio::time::sleep(tick).await;
             let now = Instant::now();
-            let busy = conn.in_flight.load(Ordering::Acquire) > 0;
+            let busy = in_flight.load(Ordering::Acquire) > 0;
             if activity.take_moved() || busy {
                 active_at = now;
             } else if now.duration_since(active_at) >= idle {
@@ -128,7 +159,108 @@ async fn close_reason(
     };
     tokio::select! {
         biased;
-        () = proxy.shutdown.cancelled() => "draining the connection for shutdown",
-        () = idled => "closing an idle connection",
+        () = shutdown.cancelled() => Closing::Shutdown,
+        () = idled => Closing::Idle,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(8);
+    /// The watch's tick for [`IDLE`].
+    const TICK: Duration = Duration::from_secs(2);
+
+    struct Conn {
+        shutdown: CancellationToken,
+        in_flight: AtomicUsize,
+        activity: Arc<Activity>,
+    }
+
+    impl Conn {
+        fn new() -> Self {
+            Self {
+                shutdown: CancellationToken::new(),
+                in_flight: AtomicUsize::new(0),
+                activity: Activity::new(),
+            }
+        }
+
+        async fn close_reason(&self) -> Closing {
+            close_reason(&self.shutdown, IDLE, &self.in_flight, &self.activity).await
+        }
+
+        /// Marks bytes moved, as a read or a write of the connection does.
+        fn touch(&self) {
+            let (near, _far) = tokio::io::duplex(8);
+            let mut tracked = Tracked::new(near, self.activity.clone());
+            let waker = std::task::Waker::noop();
+            let written =
+                Pin::new(&mut tracked).poll_write(&mut std::task::Context::from_waker(waker), b"x");
+            assert!(matches!(written, Poll::Ready(Ok(1))));
+        }
+    }
+
+    // The clock is paused: time advances only when every task waits, so the durations below
+    // are the watch's logic, not the machine's speed.
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_closes_after_the_timeout_never_before() {
+        let c = Conn::new();
+        let started = Instant::now();
+        assert_eq!(c.close_reason().await, Closing::Idle);
+        let waited = started.elapsed();
+        assert!(waited >= IDLE, "closed after {waited:?}");
+        assert!(waited <= IDLE + 2 * TICK, "closed after {waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn moving_bytes_keep_a_connection_open_until_they_stop() {
+        let c = Conn::new();
+        let started = Instant::now();
+        let watch = c.close_reason();
+        let traffic = async {
+            // A byte every 3 s (more than a tick, less than the timeout) for 30 s; the last
+            // at 27 s.
+            for _ in 0..10 {
+                c.touch();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            Instant::now() - Duration::from_secs(3)
+        };
+        let (closing, last_byte) = tokio::join!(watch, traffic);
+        assert_eq!(closing, Closing::Idle);
+        let closed_at = Instant::now();
+        let (closed, quiet) = (closed_at - started, closed_at.duration_since(last_byte));
+        assert!(closed >= Duration::from_secs(30), "closed after {closed:?}");
+        assert!(quiet >= IDLE, "quiet for {quiet:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exchange_in_flight_is_not_idle_however_long_it_is_silent() {
+        let c = Conn::new();
+        c.in_flight.store(1, Ordering::Release);
+        let silent = tokio::time::timeout(10 * IDLE, c.close_reason()).await;
+        assert!(silent.is_err(), "closed with an exchange in flight");
+        // Once it ends, the connection idles out from then on, not from its last byte.
+        c.in_flight.store(0, Ordering::Release);
+        let ended = Instant::now();
+        assert_eq!(c.close_reason().await, Closing::Idle);
+        assert!(ended.elapsed() >= IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_drains_at_once() {
+        let c = Conn::new();
+        c.in_flight.store(1, Ordering::Release);
+        let started = Instant::now();
+        c.shutdown.cancel();
+        assert_eq!(c.close_reason().await, Closing::Shutdown);
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }
