@@ -20,6 +20,7 @@ pub mod ebpf;
 pub mod identity;
 pub mod kube;
 pub mod llm;
+pub mod logging;
 pub mod netns;
 pub mod proxy;
 pub mod sink;

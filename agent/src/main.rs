@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use llmtrace_agent::{
     admin::{client, status::StatusReport},
     app, cli, config,
+    logging::TextFields,
 };
 use tracing_subscriber::{EnvFilter, Layer, Registry, filter::LevelFilter, prelude::*};
 
@@ -184,13 +185,13 @@ fn init_logging() {
     let format = std::env::var("LLMTRACE_LOG_FORMAT").unwrap_or_default();
     // Colours only on a terminal: a journal or a log file would keep the escape codes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let text = tracing_subscriber::fmt::layer()
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let fmt = if format == "json" {
-        text.json().boxed()
+        layer.json().boxed()
     } else {
-        text.boxed()
+        layer.fmt_fields(TextFields::default()).boxed()
     };
     tracing_subscriber::registry().with(filter).with(fmt).init();
     if !matches!(format.as_str(), "" | "text" | "json") {
