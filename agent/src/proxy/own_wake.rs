@@ -131,6 +131,33 @@ mod tests {
         assert_eq!(polls.load(Ordering::SeqCst), 2);
     }
 
+    #[test]
+    fn a_wake_up_reaches_the_task_that_polled_last() {
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let mut watch = OwnWake::new(std::future::poll_fn(move |cx| {
+            Pin::new(&mut rx).poll(cx).map(Result::unwrap)
+        }));
+        let (first, second) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let (w1, w2) = (Waker::from(first.clone()), Waker::from(second.clone()));
+        assert!(
+            watch
+                .poll_if_woken(&mut Context::from_waker(&w1))
+                .is_pending()
+        );
+        // Polled again by another waker while not woken: that waker is the one to wake.
+        assert!(
+            watch
+                .poll_if_woken(&mut Context::from_waker(&w2))
+                .is_pending()
+        );
+        tx.send(()).unwrap();
+        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn a_timer_inside_wakes_the_task_that_polls_it() {
         let mut watch = OwnWake::new(tokio::time::sleep(std::time::Duration::from_millis(10)));

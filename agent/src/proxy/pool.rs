@@ -42,13 +42,23 @@ struct Entry {
 }
 
 impl Entry {
+    /// Drops the connections that are closed or idle for `timeout` as of `now`.
+    fn expire(&mut self, now: Instant, timeout: Duration) {
+        self.h1
+            .retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < timeout);
+        if self.h2.as_ref().is_some_and(http2::SendRequest::is_closed) {
+            self.h2 = None;
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.h2.is_none() && self.h1.is_empty()
     }
 }
 
-/// Keys without a connection are dropped when a new key finds at least this many (and then
-/// at twice the number left): pods come and go, each with keys of its own.
+/// Keys without a live connection are dropped when a new key finds at least this many (and
+/// then at twice the number left): pods come and go, each with keys of its own, and a key's
+/// last connections are usually left idle in the pool when its pod goes.
 const PRUNE_FROM: usize = 256;
 
 struct Table {
@@ -61,16 +71,20 @@ struct Table {
 }
 
 impl Table {
-    /// `key`'s entry, made (the key cloned) when it is new.
-    fn entry(&mut self, key: &PoolKey) -> &mut Entry {
-        if !self.entries.contains_key(key) {
-            if self.entries.len() >= self.prune_at {
-                self.entries.retain(|_, e| !e.is_empty());
-                self.prune_at = (2 * self.entries.len()).max(PRUNE_FROM);
-            }
-            self.entries.insert(key.clone(), Entry::default());
+    /// A new entry for `key` (which has none), after pruning keys whose connections are all
+    /// closed or idle for `timeout` once the table has grown to `prune_at`.
+    fn insert(&mut self, key: &PoolKey, timeout: Duration) -> &mut Entry {
+        if self.entries.len() >= self.prune_at {
+            let now = Instant::now();
+            self.entries.retain(|_, e| {
+                e.expire(now, timeout);
+                !e.is_empty()
+            });
+            self.prune_at = (2 * self.entries.len()).max(PRUNE_FROM);
+            // A peak of keys would otherwise leave its capacity for every later pass to scan.
+            self.entries.shrink_to(self.prune_at);
         }
-        self.entries.get_mut(key).expect("inserted above")
+        self.entries.entry(key.clone()).or_default()
     }
 }
 
@@ -122,7 +136,12 @@ impl Pool {
 
     /// Shares `sender` for `key` (replacing a previous one).
     pub fn put_h2(&self, key: &PoolKey, sender: http2::SendRequest<RequestBody>) {
-        self.lock().entry(key).h2 = Some(sender);
+        let mut table = self.lock();
+        let entry = match table.entries.get_mut(key) {
+            Some(entry) => entry,
+            None => table.insert(key, self.idle_timeout),
+        };
+        entry.h2 = Some(sender);
     }
 
     /// An idle HTTP/1.1 connection for `key`, newest first; expired and closed ones are dropped.
@@ -144,13 +163,13 @@ impl Pool {
             return;
         }
         let mut table = self.lock();
-        // The key is cloned only the first time: returns far outnumber new keys.
-        let entry = table.entry(key);
+        // One lookup, and the key cloned only the first time: returns far outnumber new keys.
+        let entry = match table.entries.get_mut(key) {
+            Some(entry) => entry,
+            None => table.insert(key, self.idle_timeout),
+        };
         let now = Instant::now();
-        let timeout = self.idle_timeout;
-        entry
-            .h1
-            .retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < timeout);
+        entry.expire(now, self.idle_timeout);
         if entry.h1.len() >= self.max_idle {
             entry.h1.remove(0);
         }
@@ -217,17 +236,33 @@ mod tests {
         let kept = key(1);
         let (s, _open) = sender().await;
         pool.put_h1(&kept, s);
-        // Many keys, each used once and left without a connection (as pods come and go).
+        // Many keys, each left with one idle connection that then closes (as when a pod
+        // goes): nothing looks the key up again.
         for port in 2..3000 {
             let k = key(port);
-            let (s, _conn) = sender().await;
+            let (s, conn) = sender().await;
             pool.put_h1(&k, s);
-            assert!(pool.take_h1(&k).is_some());
+            drop(conn);
             let keys = pool.lock().entries.len();
             assert!(keys <= 2 * PRUNE_FROM, "{keys} keys after {port} ports");
         }
-        // A key that holds a connection is never dropped.
+        // A key that holds a live connection is never dropped.
         assert!(pool.take_h1(&kept).is_some());
         assert!(pool.take_h1(&key(2)).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_key_with_a_live_connection_outlives_any_number_of_prunes() {
+        let pool = Pool::new(4, Duration::from_mins(1));
+        let mut open = Vec::new();
+        for port in 0..(4 * PRUNE_FROM as u16) {
+            let (s, conn) = sender().await;
+            pool.put_h1(&key(port), s);
+            open.push(conn);
+        }
+        // Every key holds a live connection: none is dropped, however many prunes ran.
+        for port in 0..(4 * PRUNE_FROM as u16) {
+            assert!(pool.take_h1(&key(port)).is_some(), "port {port}");
+        }
     }
 }
