@@ -20,7 +20,6 @@ pub mod ebpf;
 pub mod identity;
 pub mod kube;
 pub mod llm;
-pub mod logging;
 pub mod netns;
 pub mod proxy;
 pub mod sink;

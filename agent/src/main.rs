@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use llmtrace_agent::{
     admin::{client, status::StatusReport},
     app, cli, config,
-    logging::TextFields,
 };
 use tracing_subscriber::{EnvFilter, Layer, Registry, filter::LevelFilter, prelude::*};
 
@@ -185,13 +184,13 @@ fn init_logging() {
     let format = std::env::var("LLMTRACE_LOG_FORMAT").unwrap_or_default();
     // Colours only on a terminal: a journal or a log file would keep the escape codes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let layer = tracing_subscriber::fmt::layer()
+    let text = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let fmt = if format == "json" {
-        layer.json().boxed()
+        text.json().boxed()
     } else {
-        layer.fmt_fields(TextFields::default()).boxed()
+        text.boxed()
     };
     tracing_subscriber::registry().with(filter).with(fmt).init();
     if !matches!(format.as_str(), "" | "text" | "json") {
