@@ -41,11 +41,21 @@ struct Entry {
     h1: Vec<(http1::SendRequest<RequestBody>, Instant)>,
 }
 
+/// Whether an HTTP/1.1 connection idle since `since` may still be lent at `now`: open, and
+/// idle for less than `timeout`.
+fn usable(
+    sender: &http1::SendRequest<RequestBody>,
+    since: Instant,
+    now: Instant,
+    timeout: Duration,
+) -> bool {
+    !sender.is_closed() && now.duration_since(since) < timeout
+}
+
 impl Entry {
     /// Drops the connections that are closed or idle for `timeout` as of `now`.
     fn expire(&mut self, now: Instant, timeout: Duration) {
-        self.h1
-            .retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < timeout);
+        self.h1.retain(|(s, since)| usable(s, *since, now, timeout));
         if self.h2.as_ref().is_some_and(http2::SendRequest::is_closed) {
             self.h2 = None;
         }
@@ -150,7 +160,7 @@ impl Pool {
         let entry = table.entries.get_mut(key)?;
         let now = Instant::now();
         while let Some((sender, since)) = entry.h1.pop() {
-            if !sender.is_closed() && now.duration_since(since) < self.idle_timeout {
+            if usable(&sender, since, now, self.idle_timeout) {
                 return Some(sender);
             }
         }
