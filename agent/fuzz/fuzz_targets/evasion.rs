@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     for r in hashing::chunks(&norm, 64, 16) {
         assert!(r.start < r.end && r.end <= norm.len());
         let mut ids = Vec::new();
-        hashing::chunk_buckets(&norm[r], 18, &mut ids);
+        hashing::chunk_buckets(&norm[r], 18, &mut ids, &mut hashing::WordHashes::default());
         assert!(ids.iter().all(|&b| b < 1 << 18));
         let _ = hashing::original_offset(data, norm.len() / 2);
     }
