@@ -26,10 +26,11 @@ fuzz_target!(|data: &[u8]| {
     let mut norm = Vec::new();
     hashing::normalise_into(data, &mut norm);
     assert!(norm.len() <= data.len());
+    let mut words = hashing::WordHashes::default();
     for r in hashing::chunks(&norm, 64, 16) {
         assert!(r.start < r.end && r.end <= norm.len());
         let mut ids = Vec::new();
-        hashing::chunk_buckets(&norm[r], 18, &mut ids, &mut hashing::WordHashes::default());
+        hashing::chunk_buckets(&norm[r], 18, &mut ids, &mut words);
         assert!(ids.iter().all(|&b| b < 1 << 18));
         let _ = hashing::original_offset(data, norm.len() / 2);
     }

@@ -255,11 +255,16 @@ pub fn chunk_buckets(chunk: &[u8], bits: u32, out: &mut Vec<u32>, words: &mut Wo
 /// busy; four were no faster (the loop ran out of registers).
 const STREAMS: usize = 2;
 /// Room for the word hashes of one part; a power of two, so that masking an index proves it in
-/// bounds (no bounds check per byte). A part of `n` bytes has at most `n / 2 + 1` words and
-/// its streams store at slots up to that number: the streams take parts with
-/// `n / 2 + 2 <= PART_WORDS` (a model chunk is 4,096 bytes, a part about half of it), the
-/// serial loop chunks with a longer part.
+/// bounds (no bounds check per byte). See [`fits`] for the parts it holds.
 const PART_WORDS: usize = 2048;
+
+/// Whether a part's words fit its room. A word ends with a byte of its own and the byte after
+/// it, so a part of `n` bytes ends at most `n / 2` words: its stream stores at slots up to
+/// `n / 2` and its words are at most `(n + 1) / 2` slots, both inside the room for `n` below
+/// `2 * PART_WORDS`. (A model chunk is 4,096 bytes, a part about half of it.)
+fn fits(part: &[u8]) -> bool {
+    part.len() < 2 * PART_WORDS
+}
 
 /// Room for the hashes of a chunk's words, kept between chunks (32 KiB once used).
 #[derive(Debug, Default)]
@@ -273,8 +278,8 @@ pub struct WordHashes(Vec<u64>);
 /// analysis benchmark's templated fixtures, whose word ends the branch predictor learns, both
 /// take the same time.
 fn word_buckets(chunk: &[u8], bits: u32, out: &mut Vec<u32>, words: &mut WordHashes) {
-    let parts = parts(chunk);
-    if parts.iter().any(|p| p.len() / 2 + 2 > PART_WORDS) {
+    let halves = parts(chunk);
+    if !halves.iter().all(|p| fits(p)) {
         return word_buckets_serial(chunk, bits, out);
     }
     words.0.resize(STREAMS * PART_WORDS, 0);
@@ -284,8 +289,8 @@ fn word_buckets(chunk: &[u8], bits: u32, out: &mut Vec<u32>, words: &mut WordHas
     };
     let [mut s0, mut s1] = [Stream::START; STREAMS];
     // Side by side over the length both parts have, then each part's rest on its own.
-    let m = parts.iter().map(|p| p.len()).min().unwrap_or(0);
-    let [p0, p1] = parts.map(|p| &p[..m]);
+    let m = halves[0].len().min(halves[1].len());
+    let [p0, p1] = halves.map(|p| &p[..m]);
     for (&b0, &b1) in p0.iter().zip(p1) {
         s0.step(b0, r0);
         s1.step(b1, r1);
@@ -293,7 +298,7 @@ fn word_buckets(chunk: &[u8], bits: u32, out: &mut Vec<u32>, words: &mut WordHas
     let (s, rooms) = ([s0, s1], [r0, r1]);
     let bucket = |x: u64| llmtrace_ngram::bucket(x, 64 - bits);
     let mut prev = None;
-    for ((part, mut stream), room) in parts.iter().zip(s).zip(rooms) {
+    for ((part, mut stream), room) in halves.iter().zip(s).zip(rooms) {
         for &b in &part[m..] {
             stream.step(b, room);
         }
@@ -367,8 +372,9 @@ fn bigram(prev: u64, h: u64) -> u64 {
     prev.rotate_left(17) ^ h ^ TAG_BIGRAM
 }
 
-/// [`word_buckets`] one byte at a time: for chunks whose parts do not fit the streams' room
-/// (chunks longer than the model's, and long words), and the streams' reference in tests.
+/// [`word_buckets`] one byte at a time: for chunks with a part that does not [`fit`](fits)
+/// its room (about twice the model's chunk, or a long word across the middle), and the
+/// streams' reference in tests.
 fn word_buckets_serial(chunk: &[u8], bits: u32, out: &mut Vec<u32>) {
     // The same hash into the same table as the character n-grams.
     let bucket = |x: u64| llmtrace_ngram::bucket(x, 64 - bits);
@@ -532,16 +538,23 @@ mod tests {
         /// the model's length, with words long enough to leave the streams' room.
         #[test]
         fn word_streams_match_the_serial_loop(
-            words in proptest::collection::vec(("[a-z0-9é]{0,12}", 0usize..2000), 0..800),
+            words in proptest::collection::vec(
+                ("[a-z0-9é]{0,12}", proptest::bool::weighted(0.005)),
+                0..800,
+            ),
             sep in "[ .,\n]",
+            ends_in_a_word in proptest::bool::ANY,
             bits in proptest::sample::select(vec![8u32, 14, 24]),
         ) {
             let mut chunk = Vec::new();
-            for (w, repeat) in &words {
+            for (w, blob) in &words {
                 // Now and then a very long word (a blob), so that a part outgrows the room.
-                let n = if *repeat > 1990 { 500 } else { 1 };
-                chunk.extend(w.repeat(n).bytes());
+                chunk.extend(w.repeat(if *blob { 500 } else { 1 }).bytes());
                 chunk.extend(sep.bytes());
+            }
+            if ends_in_a_word {
+                // The last word ended by the chunk's end, not by a separator.
+                chunk.extend(b"end");
             }
             let (mut got, mut want) = (Vec::new(), Vec::new());
             word_buckets(&chunk, bits, &mut got, &mut WordHashes::default());
@@ -570,14 +583,32 @@ mod tests {
 
     #[test]
     fn streams_fill_their_room_and_longer_parts_go_serial() {
-        // Parts of one-letter words: the longest part the streams take leaves one slot spare;
-        // a byte more and the chunk goes to the serial loop. Both give the serial loop's ids.
-        for part in [2 * PART_WORDS - 4, 2 * PART_WORDS - 3, 2 * PART_WORDS - 2] {
-            let chunk = b"a ".repeat(part * STREAMS / 2);
+        // Two halves of `len` bytes each, of one-letter words, the first word of each unlike
+        // the others (a store past the room would land on its slot and change its id). The
+        // longest parts that fit fill the room to its last slot; a byte more and the chunk
+        // goes to the serial loop. Both ways give the serial loop's ids.
+        let half = |first: &[u8], rest: &[u8], len: usize| -> Vec<u8> {
+            first
+                .iter()
+                .chain(rest.iter().cycle())
+                .take(len)
+                .copied()
+                .collect()
+        };
+        for len in [
+            2 * PART_WORDS - 2,
+            2 * PART_WORDS - 1,
+            2 * PART_WORDS,
+            2 * PART_WORDS + 1,
+        ] {
+            let chunk = [half(b"z", b" a", len), half(b" y", b" b", len)].concat();
+            let halves = parts(&chunk);
+            assert_eq!(halves.map(<[u8]>::len), [len, len]);
+            assert_eq!(halves.iter().all(|p| fits(p)), len < 2 * PART_WORDS);
             let (mut got, mut want) = (Vec::new(), Vec::new());
             word_buckets(&chunk, 14, &mut got, &mut WordHashes::default());
             word_buckets_serial(&chunk, 14, &mut want);
-            assert_eq!(got, want, "parts of {part} bytes");
+            assert_eq!(got, want, "halves of {len} bytes");
         }
     }
 
