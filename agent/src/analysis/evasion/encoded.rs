@@ -35,7 +35,7 @@ const BLOCK: usize = 64;
 /// part of every x86_64 CPU.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
-fn block_mask(block: &[u8; BLOCK]) -> u64 {
+fn exact_mask(block: &[u8; BLOCK]) -> u64 {
     use crate::analysis::lanes::{in_range, splat};
     use safe_arch::{
         bitor_m128i as or, cmp_eq_mask_i8_m128i as eq, load_unaligned_m128i, move_mask_i8_m128i,
@@ -57,10 +57,45 @@ fn block_mask(block: &[u8; BLOCK]) -> u64 {
 /// The same mask a byte at a time, where SSE2 is not there to ask.
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline]
-fn block_mask(block: &[u8; BLOCK]) -> u64 {
+fn exact_mask(block: &[u8; BLOCK]) -> u64 {
     let mut m = 0u64;
     for (i, &c) in block.iter().enumerate() {
         m |= u64::from(is_b64(c)) << i;
+    }
+    m
+}
+
+/// The bytes from `+` to `z`: every base64 byte is one of them. Spaces, quotes, line ends
+/// and every non-ASCII byte are not, so in prose a run of them seldom reaches
+/// [`MIN_BASE64`].
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+#[inline]
+fn is_near_b64(c: u8) -> bool {
+    (b'+'..=b'z').contains(&c)
+}
+
+/// Bit `i` set when byte `i` of the block [`is_near_b64`]: one range compare per 16 bytes
+/// where [`exact_mask`] takes eight.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn near_mask(block: &[u8; BLOCK]) -> u64 {
+    use crate::analysis::lanes::in_range;
+    use safe_arch::{load_unaligned_m128i, move_mask_i8_m128i};
+    let mut m = 0u64;
+    for (i, part) in block.as_chunks::<16>().0.iter().enumerate() {
+        let near = in_range(load_unaligned_m128i(part), b'+', b'z' - b'+' + 1);
+        m |= u64::from(move_mask_i8_m128i(near).cast_unsigned()) << (16 * i);
+    }
+    m
+}
+
+/// The same mask a byte at a time, where SSE2 is not there to ask.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn near_mask(block: &[u8; BLOCK]) -> u64 {
+    let mut m = 0u64;
+    for (i, &c) in block.iter().enumerate() {
+        m |= u64::from(is_near_b64(c)) << i;
     }
     m
 }
@@ -75,59 +110,73 @@ fn has_long_run(m: u64) -> bool {
     m & (m >> 4) != 0 // 20
 }
 
-/// The maximal runs of base64 bytes at least [`MIN_BASE64`] long, in text order. One pass over
-/// 64-byte blocks as bit masks: a block costs a few vector compares and bit operations unless it
-/// holds a long run inside it (rare in prose and code), and runs crossing blocks are carried.
+/// The maximal runs of base64 bytes at least [`MIN_BASE64`] long, in text order. Every such
+/// run lies inside a run as long of bytes from `+` to `z` ([`is_near_b64`]), which one compare
+/// finds: the text is skimmed for those, and only they are searched for base64 runs. A run of
+/// the near bytes is maximal, so the bytes around it end base64 runs too: a base64 run
+/// maximal inside it is maximal in the text.
 pub fn runs(b: &[u8]) -> Vec<Range<usize>> {
     let mut out = Vec::new();
-    let mut open: Option<usize> = None;
-    let emit = |out: &mut Vec<Range<usize>>, s: usize, e: usize| {
-        if e - s >= MIN_BASE64 {
-            out.push(s..e);
-        }
-    };
+    long_runs(b, near_mask, &mut |near: Range<usize>| {
+        long_runs(&b[near.clone()], exact_mask, &mut |r: Range<usize>| {
+            out.push(near.start + r.start..near.start + r.end);
+        });
+    });
+    out
+}
+
+/// Calls `found` with the maximal runs at least [`MIN_BASE64`] long of the bytes `mask` marks,
+/// in text order. One pass over 64-byte blocks as bit masks: a block costs its mask and a few
+/// bit operations unless it holds a long run inside it, and runs crossing blocks are carried.
+/// No branch depends on where a block's runs end (only on whether a run is long, which is
+/// rare): in prose, whether a block ends inside a word is a coin toss the predictor loses.
+fn long_runs(b: &[u8], mask: fn(&[u8; BLOCK]) -> u64, found: &mut dyn FnMut(Range<usize>)) {
+    // Where the run of marked bytes reaching the current block from below starts: the block's
+    // own start when the byte before it is not marked (an empty run).
+    let mut carry = 0;
     let mut base = 0;
     while base < b.len() {
         let m = if let Some(block) = b[base..].first_chunk::<BLOCK>() {
-            block_mask(block)
+            mask(block)
         } else {
             // The last, partial block, padded with bytes that end a run.
             let mut block = [0u8; BLOCK];
             block[..b.len() - base].copy_from_slice(&b[base..]);
-            block_mask(&block)
+            mask(&block)
         };
         if m == u64::MAX {
-            open.get_or_insert(base);
+            // The run goes on through the whole block.
             base += BLOCK;
             continue;
         }
-        let lo = m.trailing_ones();
-        let mut inner = m;
-        if let Some(s) = open.take() {
-            emit(&mut out, s, base + lo as usize);
-            inner &= u64::MAX.checked_shl(lo).unwrap_or(0);
+        // Both below 64: the block has a byte that is not marked.
+        let (lo, hi) = (m.trailing_ones() as usize, m.leading_ones() as usize);
+        // The run from below ends at the block's first unmarked byte.
+        if base + lo - carry >= MIN_BASE64 {
+            found(carry..base + lo);
         }
-        let hi = m.leading_ones();
-        inner &= u64::MAX.checked_shr(hi).unwrap_or(0);
+        // The runs inside the block, without its bottom run (just ended) and its top run
+        // (carried into the next block).
+        let inner = m & (u64::MAX << lo) & (u64::MAX >> hi);
         if has_long_run(inner) {
             let mut bit = inner.trailing_zeros();
             while bit < 64 {
                 let len = (inner >> bit).trailing_ones();
                 let s = base + bit as usize;
-                emit(&mut out, s, s + len as usize);
+                if len as usize >= MIN_BASE64 {
+                    found(s..s + len as usize);
+                }
                 bit += len;
                 bit += (inner.checked_shr(bit).unwrap_or(0)).trailing_zeros();
             }
         }
-        if hi > 0 {
-            open = Some(base + BLOCK - hi as usize);
-        }
+        carry = base + BLOCK - hi;
         base += BLOCK;
     }
-    if let Some(s) = open {
-        emit(&mut out, s, b.len());
+    // A run reaching the end (a partial last block has no top run: its padding ends it).
+    if b.len().saturating_sub(carry) >= MIN_BASE64 {
+        found(carry..b.len());
     }
-    out
 }
 
 /// `seg` decoded as hex, or `None` when it is not all hex digits of even length.
@@ -332,6 +381,12 @@ mod tests {
         }
         let s = b"key=QUtJQUlPU0ZPRE5ON0VYQU1QTEU= and 3f786850e387550fdab836ed7e6dc881de23001b";
         assert_eq!(runs(s), naive_runs(s));
+        // Runs inside a long stretch of the skim's bytes that are not base64 bytes (`.`, `,`,
+        // `:`, `=`, `@`, `[`), at its ends and across blocks.
+        let s = b"a.b,c:QUtJQUlPU0ZPRE5ON0VYQU1QTEU=@x[https://llm.local/aaaaaaaaaaaaaaaaaaaaaaaaaaaa/b]"
+            .repeat(3);
+        assert_eq!(runs(&s), naive_runs(&s));
+        assert_eq!(runs(&s).len(), 6);
     }
 
     #[test]
@@ -342,8 +397,21 @@ mod tests {
                 let mut block = [b'A'; BLOCK];
                 block[(lane + 1) % BLOCK] = b' ';
                 block[lane] = c;
-                let want = (0..BLOCK).fold(0u64, |m, i| m | (u64::from(is_b64(block[i])) << i));
-                assert_eq!(block_mask(&block), want, "byte {c:#04x} in lane {lane}");
+                let bits = |f: fn(u8) -> bool| {
+                    (0..BLOCK).fold(0u64, |m, i| m | (u64::from(f(block[i])) << i))
+                };
+                assert_eq!(
+                    exact_mask(&block),
+                    bits(is_b64),
+                    "byte {c:#04x} in lane {lane}"
+                );
+                assert_eq!(
+                    near_mask(&block),
+                    bits(is_near_b64),
+                    "byte {c:#04x} in lane {lane}"
+                );
+                // The skim's bytes hold every base64 byte.
+                assert!(!is_b64(c) || is_near_b64(c), "{c:#04x}");
             }
         }
     }
