@@ -1,6 +1,6 @@
 //! The evasion decoders and the learned detector's feature extractor on untrusted text: never a
-//! panic, every mapped span lies on character boundaries of the text as written, and whatever a
-//! view finds is masked by its span.
+//! panic, the base64 runs are a byte-by-byte scan's, every mapped span lies on character
+//! boundaries of the text as written, and whatever a view finds is masked by its span.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -19,7 +19,13 @@ static LEARNED: LazyLock<LearnedDetector> =
     LazyLock::new(|| LearnedDetector::new(Some(1e-12), 16).expect("the embedded model parses"));
 
 fuzz_target!(|data: &[u8]| {
-    for run in encoded::runs(data) {
+    let runs = encoded::runs(data);
+    assert_eq!(
+        runs,
+        naive_runs(data),
+        "the block scanner and a byte-by-byte scan differ"
+    );
+    for run in runs {
         assert!(run.end <= data.len() && run.len() >= encoded::MIN_BASE64);
         let _ = encoded::decode_run(&data[run]);
     }
@@ -70,3 +76,21 @@ fuzz_target!(|data: &[u8]| {
         assert!((0.0..=1.0).contains(&f.confidence));
     }
 });
+
+/// The maximal runs of base64 bytes at least `MIN_BASE64` long, a byte at a time.
+fn naive_runs(b: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let is_b64 = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_');
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let s = i;
+        while i < b.len() && is_b64(b[i]) {
+            i += 1;
+        }
+        if i - s >= encoded::MIN_BASE64 {
+            out.push(s..i);
+        }
+        i += usize::from(i == s);
+    }
+    out
+}

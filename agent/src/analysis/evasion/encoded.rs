@@ -28,7 +28,7 @@ fn is_b64(c: u8) -> bool {
         | (c == b'_')
 }
 
-/// Bytes per block of [`runs`]: one bit each in a `u64` mask.
+/// Bytes per block of [`long_runs`]: one bit each in a `u64` mask.
 const BLOCK: usize = 64;
 
 /// Bit `i` set when byte `i` of the block is a base64 byte: 16 bytes per compare with SSE2,
@@ -75,7 +75,7 @@ fn is_near_b64(c: u8) -> bool {
 }
 
 /// Bit `i` set when byte `i` of the block [`is_near_b64`]: one range compare per 16 bytes
-/// where [`exact_mask`] takes eight.
+/// where [`exact_mask`] takes two and four equality compares.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 fn near_mask(block: &[u8; BLOCK]) -> u64 {
@@ -111,8 +111,9 @@ fn has_long_run(m: u64) -> bool {
 }
 
 /// The maximal runs of base64 bytes at least [`MIN_BASE64`] long, in text order. Every such
-/// run lies inside a run as long of bytes from `+` to `z` ([`is_near_b64`]), which one compare
-/// finds: the text is skimmed for those, and only they are searched for base64 runs. A run of
+/// run lies inside a run at least as long of bytes from `+` to `z` ([`is_near_b64`]), which
+/// one compare finds: the text is skimmed for those, and only they are searched for base64
+/// runs (a text that is one long base64 blob is read twice, the second time as before). A run of
 /// the near bytes is maximal, so the bytes around it end base64 runs too: a base64 run
 /// maximal inside it is maximal in the text.
 pub fn runs(b: &[u8]) -> Vec<Range<usize>> {
@@ -130,7 +131,9 @@ pub fn runs(b: &[u8]) -> Vec<Range<usize>> {
 /// bit operations unless it holds a long run inside it, and runs crossing blocks are carried.
 /// No branch depends on where a block's runs end (only on whether a run is long, which is
 /// rare): in prose, whether a block ends inside a word is a coin toss the predictor loses.
-fn long_runs(b: &[u8], mask: fn(&[u8; BLOCK]) -> u64, found: &mut dyn FnMut(Range<usize>)) {
+// Generic in the mask, so that each copy has its mask inlined (a block is a few
+// instructions); `found` is called only for long runs.
+fn long_runs(b: &[u8], mask: impl Fn(&[u8; BLOCK]) -> u64, found: &mut dyn FnMut(Range<usize>)) {
     // Where the run of marked bytes reaching the current block from below starts: the block's
     // own start when the byte before it is not marked (an empty run).
     let mut carry = 0;
@@ -381,16 +384,25 @@ mod tests {
         }
         let s = b"key=QUtJQUlPU0ZPRE5ON0VYQU1QTEU= and 3f786850e387550fdab836ed7e6dc881de23001b";
         assert_eq!(runs(s), naive_runs(s));
-        // Runs inside a long stretch of the skim's bytes that are not base64 bytes (`.`, `,`,
-        // `:`, `=`, `@`, `[`), at its ends and across blocks.
-        let s = b"a.b,c:QUtJQUlPU0ZPRE5ON0VYQU1QTEU=@x[https://llm.local/aaaaaaaaaaaaaaaaaaaaaaaaaaaa/b]"
-            .repeat(3);
-        assert_eq!(runs(&s), naive_runs(&s));
-        assert_eq!(runs(&s).len(), 6);
+        // Several runs inside stretches of the skim's bytes that are not all base64 bytes
+        // (`.`, `,`, `:`, `=`, `@`, `[`), at a stretch's start and end, across blocks, and a
+        // stretch ending exactly at a block's end (byte 64).
+        let stretch = b"QUtJQUlPU0ZPRE5ON0VYQU1QTEU=@x[aaaaaaaaaaaaaaaaaaaaaaaa";
+        let mut s = b" ".repeat(BLOCK - stretch.len());
+        s.extend_from_slice(stretch);
+        assert_eq!(s.len(), BLOCK);
+        s.extend_from_slice(b" a.b,c:");
+        s.extend_from_slice(stretch);
+        s.extend_from_slice(b" ");
+        s.extend_from_slice(&[&stretch[..]; 3].join(&b","[..]));
+        let got = runs(&s);
+        assert_eq!(got, naive_runs(&s));
+        assert_eq!(got.len(), 2 + 2 + 6);
+        assert_eq!(got[1].end, BLOCK);
     }
 
     #[test]
-    fn the_block_mask_classifies_every_byte_in_every_lane() {
+    fn both_masks_classify_every_byte_in_every_lane() {
         for c in 0..=u8::MAX {
             for lane in 0..BLOCK {
                 // The byte under test in one lane, base64 bytes and others around it.
@@ -427,6 +439,31 @@ mod tests {
                 0..400,
             ),
         ) {
+            proptest::prop_assert_eq!(runs(&text), naive_runs(&text));
+        }
+
+        /// Texts of stretches of one kind of byte (base64, near but not base64, a run's end,
+        /// any), of lengths around a run's minimum and a block's length: full blocks, runs
+        /// ending at a block's edge and several runs in one stretch of near bytes.
+        #[test]
+        fn runs_of_stretches_match_a_byte_by_byte_scan(
+            stretches in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![&b"Qz9+_"[..], b".,:=@[", b" \n\"{", b"Q.Q.Q "]),
+                    proptest::prop_oneof![
+                        proptest::sample::select(vec![1usize, 19, 20, 21, 63, 64, 65, 128]),
+                        0usize..200,
+                    ],
+                    proptest::num::u8::ANY,
+                ),
+                0..12,
+            ),
+        ) {
+            let mut text = Vec::new();
+            for (bytes, len, pick) in stretches {
+                let at = usize::from(pick);
+                text.extend((0..len).map(|i| bytes[(at + i) % bytes.len()]));
+            }
             proptest::prop_assert_eq!(runs(&text), naive_runs(&text));
         }
     }
