@@ -58,9 +58,17 @@ fn exact_mask(block: &[u8; BLOCK]) -> u64 {
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline]
 fn exact_mask(block: &[u8; BLOCK]) -> u64 {
+    byte_mask(block, is_b64)
+}
+
+/// Bit `i` set when `marks` holds for byte `i` of the block: the masks a byte at a time (the
+/// loops of a machine without SSE2, and the tests' reference for the vector ones).
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+#[inline]
+fn byte_mask(block: &[u8; BLOCK], marks: fn(u8) -> bool) -> u64 {
     let mut m = 0u64;
     for (i, &c) in block.iter().enumerate() {
-        m |= u64::from(is_b64(c)) << i;
+        m |= u64::from(marks(c)) << i;
     }
     m
 }
@@ -93,11 +101,7 @@ fn near_mask(block: &[u8; BLOCK]) -> u64 {
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline]
 fn near_mask(block: &[u8; BLOCK]) -> u64 {
-    let mut m = 0u64;
-    for (i, &c) in block.iter().enumerate() {
-        m |= u64::from(is_near_b64(c)) << i;
-    }
-    m
+    byte_mask(block, is_near_b64)
 }
 
 /// The mask holds a run of at least [`MIN_BASE64`] (20) set bits.
@@ -409,17 +413,14 @@ mod tests {
                 let mut block = [b'A'; BLOCK];
                 block[(lane + 1) % BLOCK] = b' ';
                 block[lane] = c;
-                let bits = |f: fn(u8) -> bool| {
-                    (0..BLOCK).fold(0u64, |m, i| m | (u64::from(f(block[i])) << i))
-                };
                 assert_eq!(
                     exact_mask(&block),
-                    bits(is_b64),
+                    byte_mask(&block, is_b64),
                     "byte {c:#04x} in lane {lane}"
                 );
                 assert_eq!(
                     near_mask(&block),
-                    bits(is_near_b64),
+                    byte_mask(&block, is_near_b64),
                     "byte {c:#04x} in lane {lane}"
                 );
             }

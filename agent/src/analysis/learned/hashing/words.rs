@@ -5,7 +5,7 @@
 use super::{FNV_OFFSET, FNV_PRIME, TAG_BIGRAM, TAG_WORD, WORD};
 
 /// Words are hashed over this many parts of a chunk at once. Two chains keep the multiplier
-/// busy; four were no faster (the loop ran out of registers).
+/// busy; three and four were slower (the loop ran out of registers).
 const STREAMS: usize = 2;
 /// Room for the word hashes of one part; a power of two, so that masking an index proves it in
 /// bounds (no bounds check per byte). See [`fits`] for the parts it holds.
@@ -49,19 +49,14 @@ pub(super) fn word_buckets(chunk: &[u8], bits: u32, out: &mut Vec<u32>, words: &
         s1.step(b1, r1);
     }
     let (s, rooms) = ([s0, s1], [r0, r1]);
-    let bucket = |x: u64| llmtrace_ngram::bucket(x, 64 - bits);
-    let mut prev = None;
+    let mut emit = Emit::new(bits);
     for ((part, mut stream), room) in halves.iter().zip(s).zip(rooms) {
         for &b in &part[m..] {
             stream.step(b, room);
         }
         let n = stream.finish(room);
         for &h in &room[..n] {
-            out.push(bucket(h ^ TAG_WORD));
-            if let Some(p) = prev {
-                out.push(bucket(bigram(p, h)));
-            }
-            prev = Some(h);
+            emit.word(h, out);
         }
     }
 }
@@ -120,39 +115,54 @@ impl Stream {
     }
 }
 
-/// The bigram feature of a word hashed `h` after one hashed `prev`.
-fn bigram(prev: u64, h: u64) -> u64 {
-    prev.rotate_left(17) ^ h ^ TAG_BIGRAM
+/// The ids of words in text order: each word's unigram, and its bigram with the word before.
+struct Emit {
+    /// The same hash into the same table as the character n-grams: the shift to `bits`.
+    shift: u32,
+    prev: Option<u64>,
+}
+
+impl Emit {
+    fn new(bits: u32) -> Self {
+        Emit {
+            shift: 64 - bits,
+            prev: None,
+        }
+    }
+
+    /// Appends the ids of the word hashed `h`.
+    #[inline]
+    fn word(&mut self, h: u64, out: &mut Vec<u32>) {
+        out.push(llmtrace_ngram::bucket(h ^ TAG_WORD, self.shift));
+        if let Some(p) = self.prev {
+            out.push(llmtrace_ngram::bucket(
+                p.rotate_left(17) ^ h ^ TAG_BIGRAM,
+                self.shift,
+            ));
+        }
+        self.prev = Some(h);
+    }
 }
 
 /// [`word_buckets`] one byte at a time: for chunks with a part that does not [`fit`](fits)
 /// its room (about twice the model's chunk, or a long word across the middle), and the
 /// streams' reference in tests.
 fn word_buckets_serial(chunk: &[u8], bits: u32, out: &mut Vec<u32>) {
-    // The same hash into the same table as the character n-grams.
-    let bucket = |x: u64| llmtrace_ngram::bucket(x, 64 - bits);
     let (mut h, mut in_word) = (FNV_OFFSET, false);
-    let mut prev = None;
+    let mut emit = Emit::new(bits);
     // The last word, ended by the end of the chunk, is emitted after the loop, so that the
     // loop reads the bytes alone (no separator chained after them, checked per byte).
-    let mut end_word = |h: u64, out: &mut Vec<u32>| {
-        out.push(bucket(h ^ TAG_WORD));
-        if let Some(p) = prev {
-            out.push(bucket(bigram(p, h)));
-        }
-        prev = Some(h);
-    };
     for &b in chunk {
         if WORD[usize::from(b)] {
             h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
             in_word = true;
         } else if in_word {
-            end_word(h, out);
+            emit.word(h, out);
             (h, in_word) = (FNV_OFFSET, false);
         }
     }
     if in_word {
-        end_word(h, out);
+        emit.word(h, out);
     }
 }
 
