@@ -17,6 +17,9 @@ use serde_json::Value;
 
 use super::OaUsage;
 
+mod envelope;
+pub(super) use envelope::Envelope;
+
 /// Plain string bytes searched a word at a time ([`first_stop`]) before a vector search takes
 /// over.
 const SHORT: usize = 32;
@@ -99,25 +102,70 @@ pub(super) struct ScannedCall<'a> {
 
 /// Reads the chunk `doc` into `out` (a fresh one) when the scan understands all of it; `None`
 /// sends it to the typed read. The parts are written where they end up, not built and moved
-/// there (moving them cost as much as scanning).
-pub(super) fn scan<'a>(doc: &'a str, out: &mut Scanned<'a>) -> Option<()> {
-    let mut c = Cursor { doc, i: 0 };
+/// there (moving them cost as much as scanning). `envelope` is the stream's: the scan goes
+/// past the bytes it knows from an earlier chunk, and remembers this chunk's (see
+/// [`Envelope`]).
+pub(super) fn scan<'a>(doc: &'a str, out: &mut Scanned<'a>, envelope: &mut Envelope) -> Option<()> {
+    let mut c = Cursor {
+        doc,
+        i: 0,
+        member_at: 0,
+    };
     let mut seen = Seen::default();
-    c.object(|c, key| {
+    let before = envelope.before.pass(doc, 0, &mut seen, out);
+    // Where the bytes before and after `choices` begin, with the members read before each.
+    let (mut cut, mut after) = (None, None);
+    let known_after = &envelope.after;
+    let member = |c: &mut Cursor<'a>, key: &str| {
         match key {
-            "id" => c.once(&mut seen, 0)?.opt_str(&mut out.id)?,
-            "model" => c.once(&mut seen, 1)?.opt_str(&mut out.model)?,
-            "choices" => c.once(&mut seen, 2)?.choices(&mut out.choice)?,
-            "usage" => c.once(&mut seen, 3)?.usage(&mut out.usage)?,
+            "id" => c.once(&mut seen, ID)?.opt_str(&mut out.id)?,
+            "model" => c.once(&mut seen, MODEL)?.opt_str(&mut out.model)?,
+            "choices" => {
+                cut = Some((c.member_at, seen.0));
+                c.once(&mut seen, CHOICES)?.choices(&mut out.choice)?;
+                c.ws();
+                if c.peek() == Some(b',') {
+                    let from = c.i + 1;
+                    match known_after.pass(doc, from, &mut seen, out) {
+                        // On the object's closing brace, which the known bytes end with.
+                        Some(end) => c.i = end - 1,
+                        None => after = Some((from, seen.0)),
+                    }
+                }
+            }
+            "usage" => c.once(&mut seen, USAGE)?.usage(&mut out.usage)?,
             // An error is the general path's.
             "error" => return None,
             _ => c.skip(0)?,
         }
         Some(())
-    })?;
+    };
+    if let Some(at) = before {
+        c.i = at;
+        c.member_at = at;
+        c.members(member)?;
+    } else {
+        c.object(member)?;
+    }
+    let end = c.i;
     c.ws();
-    (c.i == doc.len()).then_some(())
+    if c.i != doc.len() {
+        return None;
+    }
+    if let Some((at, entry)) = cut.filter(|_| before.is_none()) {
+        envelope.before.keep(doc, 0..at, (0, entry), out);
+    }
+    if let Some((from, entry)) = after {
+        envelope.after.keep(doc, from..end, (entry, seen.0), out);
+    }
+    Some(())
 }
+
+/// The top-level members `Seen` tracks.
+const ID: u32 = 0;
+const MODEL: u32 = 1;
+const CHOICES: u32 = 2;
+const USAGE: u32 = 3;
 
 /// Known members already read: a duplicate is the typed read's (it fails the document, and
 /// the general path then takes the last one).
@@ -127,6 +175,9 @@ struct Seen(u32);
 struct Cursor<'a> {
     doc: &'a str,
     i: usize,
+    /// Where the member being read began: just after the comma before it, or 0 for an
+    /// object's first member. Read by the top level as its member's closure is entered.
+    member_at: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -160,13 +211,19 @@ impl<'a> Cursor<'a> {
     }
 
     /// An object, calling `member` with each key and the cursor before its value.
-    fn object(&mut self, mut member: impl FnMut(&mut Self, &str) -> Option<()>) -> Option<()> {
+    fn object(&mut self, member: impl FnMut(&mut Self, &str) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
         self.ws();
         if self.peek()? == b'}' {
             self.i += 1;
             return Some(());
         }
+        self.member_at = 0;
+        self.members(member)
+    }
+
+    /// An object's members from the one ahead (after its `{` or a comma) to its `}`.
+    fn members(&mut self, mut member: impl FnMut(&mut Self, &str) -> Option<()>) -> Option<()> {
         loop {
             self.ws();
             let key = self.string()?;
@@ -174,7 +231,10 @@ impl<'a> Cursor<'a> {
             member(self, &key)?;
             self.ws();
             match self.peek()? {
-                b',' => self.i += 1,
+                b',' => {
+                    self.i += 1;
+                    self.member_at = self.i;
+                }
                 b'}' => {
                     self.i += 1;
                     return Some(());
@@ -575,7 +635,7 @@ mod tests {
 
     fn scan(doc: &str) -> Option<Scanned<'_>> {
         let mut out = Scanned::default();
-        super::scan(doc, &mut out)?;
+        super::scan(doc, &mut out, &mut Envelope::default())?;
         Some(out)
     }
 
