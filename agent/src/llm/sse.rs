@@ -78,8 +78,7 @@ impl SseParser {
                 self.append(chunk);
                 return;
             };
-            self.append(&chunk[..pos]);
-            let is_cr = chunk[pos] == b'\r';
+            let (line, is_cr) = (&chunk[..pos], chunk[pos] == b'\r');
             chunk = &chunk[pos + 1..];
             if is_cr {
                 match chunk.first() {
@@ -88,7 +87,24 @@ impl SseParser {
                     Some(_) => {}
                 }
             }
-            self.end_line(on_event);
+            self.line_ends(line, on_event);
+        }
+    }
+
+    /// A line ending with `rest`, the part of it in the current chunk. A line wholly in one
+    /// chunk (most are) is read where it is, as [`Self::append`] and [`Self::end_line`] would
+    /// read it, without copying it into `line` first.
+    fn line_ends(&mut self, rest: &[u8], on_event: &mut dyn FnMut(&SseEvent)) {
+        if !self.line.is_empty() || self.discarding {
+            self.append(rest);
+            return self.end_line(on_event);
+        }
+        if rest.len() > self.max_line {
+            self.dropped_lines += 1;
+        } else if rest.is_empty() {
+            self.dispatch(on_event);
+        } else {
+            self.field(rest);
         }
     }
 
@@ -255,6 +271,31 @@ mod tests {
         p.push(b"\ndata: ok\n\n", &mut |e| out.push(e.clone()));
         assert_eq!(out, vec![ev("", "ok")]);
         assert_eq!(p.dropped_lines(), 1);
+    }
+
+    #[test]
+    fn lines_at_and_over_the_bound_read_alike_whole_and_split() {
+        // Lines of the bound's length and one more, read in place (whole) and gathered
+        // across chunks (split at every pair of places).
+        let input: &[u8] =
+            b"data: 0123456789\ndata: 0123456789a\r\n\r\ndata: 0123456789a\rdata: x\n\n";
+        let run = |parts: &[&[u8]]| {
+            let mut p = SseParser::new(16);
+            let mut out = Vec::new();
+            for part in parts {
+                p.push(part, &mut |e| out.push(e.clone()));
+            }
+            p.finish(&mut |e| out.push(e.clone()));
+            (out, p.dropped_lines())
+        };
+        let whole = run(&[input]);
+        assert_eq!(whole, (vec![ev("", "0123456789"), ev("", "x")], 2));
+        for i in 0..=input.len() {
+            for j in i..=input.len() {
+                let parts = [&input[..i], &input[i..j], &input[j..]];
+                assert_eq!(run(&parts), whole, "split at {i},{j}");
+            }
+        }
     }
 
     #[test]
