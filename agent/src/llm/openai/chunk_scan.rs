@@ -112,16 +112,18 @@ pub(super) fn scan<'a>(doc: &'a str, out: &mut Scanned<'a>, envelope: &mut Envel
         member_at: 0,
     };
     let mut seen = Seen::default();
-    let before = envelope.before.pass(doc, 0, &mut seen, out);
-    // Where the bytes before and after `choices` begin, with the members read before each.
-    let (mut cut, mut after) = (None, None);
+    // Where the scan goes on past the known bytes before `choices`.
+    let resume_at = envelope.before.pass(doc, 0, &mut seen, out);
+    // Where `choices` begins and where the bytes after it begin, with the members read
+    // before each: what this chunk leaves known.
+    let (mut choices_at, mut after_choices) = (None, None);
     let known_after = &envelope.after;
     let member = |c: &mut Cursor<'a>, key: &str| {
         match key {
             "id" => c.once(&mut seen, ID)?.opt_str(&mut out.id)?,
             "model" => c.once(&mut seen, MODEL)?.opt_str(&mut out.model)?,
             "choices" => {
-                cut = Some((c.member_at, seen.0));
+                choices_at = Some((c.member_at, seen.0));
                 c.once(&mut seen, CHOICES)?.choices(&mut out.choice)?;
                 c.ws();
                 if c.peek() == Some(b',') {
@@ -129,7 +131,7 @@ pub(super) fn scan<'a>(doc: &'a str, out: &mut Scanned<'a>, envelope: &mut Envel
                     match known_after.pass(doc, from, &mut seen, out) {
                         // On the object's closing brace, which the known bytes end with.
                         Some(end) => c.i = end - 1,
-                        None => after = Some((from, seen.0)),
+                        None => after_choices = Some((from, seen.0)),
                     }
                 }
             }
@@ -140,9 +142,8 @@ pub(super) fn scan<'a>(doc: &'a str, out: &mut Scanned<'a>, envelope: &mut Envel
         }
         Some(())
     };
-    if let Some(at) = before {
+    if let Some(at) = resume_at {
         c.i = at;
-        c.member_at = at;
         c.members(member)?;
     } else {
         c.object(member)?;
@@ -152,11 +153,11 @@ pub(super) fn scan<'a>(doc: &'a str, out: &mut Scanned<'a>, envelope: &mut Envel
     if c.i != doc.len() {
         return None;
     }
-    if let Some((at, entry)) = cut.filter(|_| before.is_none()) {
-        envelope.before.keep(doc, 0..at, (0, entry), out);
+    if let Some((at, entry)) = choices_at.filter(|_| resume_at.is_none()) {
+        envelope.before.keep(doc, 0..at, 0, entry, out);
     }
-    if let Some((from, entry)) = after {
-        envelope.after.keep(doc, from..end, (entry, seen.0), out);
+    if let Some((from, entry)) = after_choices {
+        envelope.after.keep(doc, from..end, entry, seen.0, out);
     }
     Some(())
 }
@@ -176,7 +177,9 @@ struct Cursor<'a> {
     doc: &'a str,
     i: usize,
     /// Where the member being read began: just after the comma before it, or 0 for an
-    /// object's first member. Read by the top level as its member's closure is entered.
+    /// object's first member (and past known bytes, where they ended: never read there).
+    /// Read by the top level as its member's closure is entered, to know where `choices`
+    /// began.
     member_at: usize,
 }
 
