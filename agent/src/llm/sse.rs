@@ -101,10 +101,8 @@ impl SseParser {
         }
         if rest.len() > self.max_line {
             self.dropped_lines += 1;
-        } else if rest.is_empty() {
-            self.dispatch(on_event);
         } else {
-            self.field(rest);
+            self.read_line(rest, on_event);
         }
     }
 
@@ -136,14 +134,19 @@ impl SseParser {
             self.line.clear();
             return;
         }
-        if self.line.is_empty() {
-            self.dispatch(on_event);
-            return;
-        }
         let line = std::mem::take(&mut self.line);
-        self.field(&line);
+        self.read_line(&line, on_event);
         self.line = line;
         self.line.clear();
+    }
+
+    /// A whole line: a blank one ends the event, any other is a field.
+    fn read_line(&mut self, line: &[u8], on_event: &mut dyn FnMut(&SseEvent)) {
+        if line.is_empty() {
+            self.dispatch(on_event);
+        } else {
+            self.field(line);
+        }
     }
 
     fn field(&mut self, line: &[u8]) {

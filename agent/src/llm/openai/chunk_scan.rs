@@ -636,7 +636,8 @@ fn hex4(digits: &[u8]) -> Option<u32> {
 mod tests {
     use super::*;
 
-    fn scan(doc: &str) -> Option<Scanned<'_>> {
+    /// The scan of `doc` alone, from scratch.
+    pub(super) fn scan(doc: &str) -> Option<Scanned<'_>> {
         let mut out = Scanned::default();
         super::scan(doc, &mut out, &mut Envelope::default())?;
         Some(out)

@@ -123,6 +123,7 @@ impl Known {
 #[cfg(test)]
 mod tests {
     use super::super::scan;
+    use super::super::tests::scan as fresh;
     use super::*;
 
     /// A stream chunk with `content`, its members in the order OpenAI sends them, or sorted
@@ -140,12 +141,6 @@ mod tests {
                 r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1764201600,"model":"gpt-4o-mini","system_fingerprint":null,{choices},"usage":null}}"#
             )
         }
-    }
-
-    fn fresh(doc: &str) -> Option<Scanned<'_>> {
-        let mut out = Scanned::default();
-        scan(doc, &mut out, &mut Envelope::default())?;
-        Some(out)
     }
 
     #[test]
