@@ -18,7 +18,10 @@ use super::{
     row::trace_row,
 };
 use crate::{
-    sink::{SinkHandle, Spooled, queue::Popped},
+    sink::{
+        SinkHandle, Spooled,
+        queue::{Popped, Returning},
+    },
     trace::Fleet,
 };
 
@@ -172,7 +175,8 @@ impl Records {
         let mut jobs = Vec::with_capacity(BATCH);
         let mut done = Vec::with_capacity(BATCH);
         let mut priority = Yielding::new(self.nice, thread_priority());
-        while self.queue.pop_batch(&mut jobs, BATCH, None) == Popped::Items {
+        let mut queue = Returning::new(&self.queue, BATCH);
+        while queue.pop_batch(&mut jobs) == Popped::Items {
             let queued = self.queue.len();
             let behind =
                 queued >= self.behind.0 || self.held.load(Ordering::Relaxed) >= self.behind.1;
@@ -201,8 +205,9 @@ impl Records {
                 // Parked after every exchange, a worker would cost the proxy thread that
                 // hands it the next one a futex wake, and itself a context switch: under a
                 // steady trickle it pauses instead (not parked, so nothing wakes it) and takes
-                // what came meanwhile as one batch. A row waits at most this much longer, so
-                // never while an app's response end is held for its row.
+                // what came meanwhile as one batch, and no other worker is woken for it. A
+                // row waits at most this much longer, so never while an app's response end is
+                // held for its row (such a job wakes a parked worker at once).
                 std::thread::sleep(LINGER);
             }
         }

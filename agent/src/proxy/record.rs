@@ -18,7 +18,7 @@ use super::{
 use crate::{
     identity::ProcessDetails,
     sink::Spooled,
-    sink::queue::{BatchQueue, Producer, PushError},
+    sink::queue::{BatchQueue, Producer, PushError, Wake},
     transport::ProcessInfo,
 };
 
@@ -296,7 +296,12 @@ impl RecordTee {
             spooled,
         };
         let job = if total <= self.limits.analysis_queue_bytes {
-            match self.tx.queue().push_below(job, self.limits.analysis_queue) {
+            let wake = wake_for(job.spooled.as_ref());
+            match self
+                .tx
+                .queue()
+                .push_below(job, self.limits.analysis_queue, wake)
+            {
                 Ok(()) => return,
                 Err(PushError::Full(job) | PushError::Closed(job)) => job,
             }
@@ -311,9 +316,21 @@ impl RecordTee {
     }
 
     fn push(&self, job: Job) {
-        if self.tx.queue().push(job).is_err() {
+        let wake = wake_for(job.spooled.as_ref());
+        let queue = self.tx.queue();
+        if queue.push_below(job, usize::MAX, wake).is_err() {
             self.metrics.record_drops.inc();
         }
+    }
+}
+
+/// A job whose response end waits for its row wakes a parked worker at once; any other is
+/// left to a busy or pausing worker, which takes it with its next batch.
+fn wake_for(spooled: Option<&Spooled>) -> Wake {
+    if spooled.is_some() {
+        Wake::Now
+    } else {
+        Wake::Lazily
     }
 }
 

@@ -45,6 +45,8 @@ struct State<T> {
     parked: usize,
     /// Wake-ups sent and not yet consumed (so a burst of pushes wakes one consumer once).
     waking: usize,
+    /// Items the [`Returning`] consumers away from the queue take when they come back.
+    returning_room: usize,
     closed: bool,
 }
 
@@ -116,6 +118,7 @@ impl<T> BatchQueue<T> {
                 weight: 0,
                 parked: 0,
                 waking: 0,
+                returning_room: 0,
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -147,11 +150,11 @@ impl<T> BatchQueue<T> {
 
     /// Queues `item` unless the queue is full or closed.
     pub fn push(&self, item: T) -> Result<(), PushError<T>> {
-        self.push_below(item, self.capacity)
+        self.push_below(item, self.capacity, Wake::Now)
     }
 
     /// Queues `item` unless `limit` (or the capacity) items are queued already, or it is closed.
-    pub fn push_below(&self, item: T, limit: usize) -> Result<(), PushError<T>> {
+    pub fn push_below(&self, item: T, limit: usize, wake: Wake) -> Result<(), PushError<T>> {
         let mut s = self.lock();
         if s.closed {
             return Err(PushError::Closed(item));
@@ -161,7 +164,11 @@ impl<T> BatchQueue<T> {
             return Err(PushError::Full(item));
         }
         s.add(item, w);
-        self.wake_one(s);
+        match wake {
+            Wake::Now => self.wake_one(s),
+            Wake::Lazily if s.items.len() > s.returning_room => self.wake_one(s),
+            Wake::Lazily => {}
+        }
         Ok(())
     }
 
@@ -301,6 +308,64 @@ impl<T> BatchQueue<T> {
     pub fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
+    }
+}
+
+/// Whether a push wakes a parked consumer while a [`Returning`] one will come back for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Wakes one whenever one is parked: someone waits for the item to be consumed.
+    Now,
+    /// Wakes one only when more items wait than the returning consumers take.
+    Lazily,
+}
+
+/// A consumer that comes back for its next batch without being woken: from taking a batch
+/// until asking for the next one (working through it, pausing after it), its room counts
+/// for items pushed [`Wake::Lazily`], which wake a parked consumer only once they are more
+/// than the returning consumers take. Under a trickle, one consumer then takes what came
+/// meanwhile as its next batch, instead of each push waking another consumer for an item or
+/// two (a futex wake on the pushing thread, a context switch on the woken one); a backlog
+/// beyond its room still wakes the others.
+#[derive(Debug)]
+pub struct Returning<'q, T> {
+    queue: &'q BatchQueue<T>,
+    room: usize,
+    /// Whether its room is counted (it holds a batch and has not asked for the next).
+    away: bool,
+}
+
+impl<'q, T> Returning<'q, T> {
+    /// A consumer of `queue` taking up to `room` items a batch.
+    pub fn new(queue: &'q BatchQueue<T>, room: usize) -> Self {
+        Self {
+            queue,
+            room,
+            away: false,
+        }
+    }
+
+    /// [`BatchQueue::pop_batch`] of up to its room, waiting as long as it takes.
+    pub fn pop_batch(&mut self, out: &mut Vec<T>) -> Popped {
+        self.come_back();
+        let popped = self.queue.pop_batch(out, self.room, None);
+        if popped == Popped::Items {
+            self.queue.lock().returning_room += self.room;
+            self.away = true;
+        }
+        popped
+    }
+
+    fn come_back(&mut self) {
+        if std::mem::take(&mut self.away) {
+            self.queue.lock().returning_room -= self.room;
+        }
+    }
+}
+
+impl<T> Drop for Returning<'_, T> {
+    fn drop(&mut self) {
+        self.come_back();
     }
 }
 
@@ -453,5 +518,38 @@ mod tests {
         }
         q.close();
         assert_eq!(consumer.join().unwrap(), (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_returning_consumer_takes_a_trickle_and_leaves_the_parked_one_asleep() {
+        let q = BatchQueue::new(64);
+        let woken = |q: &BatchQueue<u32>| q.lock().waking;
+        // A consumer parked (as if waiting in `pop_batch`).
+        q.lock().parked = 1;
+        q.push_below(1, 64, Wake::Lazily).unwrap();
+        assert_eq!(
+            woken(&q),
+            1,
+            "with nobody coming back, a lazy push wakes it"
+        );
+        q.lock().waking = 0;
+        // Another takes that item and, working through it, comes back for up to 2 more.
+        let mut returning = Returning::new(&*q, 2);
+        let mut got = Vec::new();
+        assert_eq!(returning.pop_batch(&mut got), Popped::Items);
+        q.push_below(2, 64, Wake::Lazily).unwrap();
+        q.push_below(3, 64, Wake::Lazily).unwrap();
+        assert_eq!(woken(&q), 0, "the returning consumer takes both");
+        q.push_below(4, 64, Wake::Lazily).unwrap();
+        assert_eq!(woken(&q), 1, "one more than it takes wakes the parked one");
+        q.lock().waking = 0;
+        // Asking for the next batch, it is no longer away: its room is given back.
+        assert_eq!(returning.pop_batch(&mut got), Popped::Items);
+        assert_eq!(got, [1, 2, 3]);
+        q.lock().waking = 0;
+        q.push_below(5, 64, Wake::Now).unwrap();
+        assert_eq!(woken(&q), 1, "an item someone waits on wakes it at once");
+        drop(returning);
+        assert_eq!(q.lock().returning_room, 0, "dropped, it no longer counts");
     }
 }

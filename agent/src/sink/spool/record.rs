@@ -12,13 +12,21 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 
 /// Appends one framed record to `out`.
 pub fn frame(payload: &[u8], written_at_us: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(&header(payload, written_at_us));
+    out.extend_from_slice(payload);
+}
+
+/// The bytes that go before `payload` in its record: a writer that already buffers writes
+/// them and the payload one after the other, instead of first copying both into one frame.
+pub fn header(payload: &[u8], written_at_us: u64) -> [u8; HEADER_LEN] {
     let len = u32::try_from(payload.len()).expect("payload bounded by MAX_PAYLOAD");
     let ts = written_at_us.to_le_bytes();
     let crc = crc32c::crc32c_append(crc32c::crc32c(&ts), payload);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&ts);
-    out.extend_from_slice(payload);
+    let mut out = [0; HEADER_LEN];
+    out[0..4].copy_from_slice(&len.to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out[8..16].copy_from_slice(&ts);
+    out
 }
 
 /// Framed size of a payload of `len` bytes.

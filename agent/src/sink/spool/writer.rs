@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::layout::CURRENT;
-use super::record::{frame, framed_len};
+use super::record::{framed_len, header};
 use super::{Position, SegMeta, Shared, SpoolError, remove_segment, segment_path, sync_dir};
 use crate::sink::config::{FullPolicy, SpoolConfig};
 use crate::sink::metrics::DropReason;
@@ -30,7 +30,6 @@ pub struct SpoolWriter {
     max_bytes: u64,
     policy: FullPolicy,
     dirty: bool,
-    frame_buf: Vec<u8>,
     last_full_log: Option<Instant>,
     /// End of the last fsynced record of the active segment.
     committed_offset: u64,
@@ -83,7 +82,6 @@ impl SpoolWriter {
             max_bytes: cfg.max_bytes,
             policy: cfg.full_policy,
             dirty: false,
-            frame_buf: Vec::new(),
             last_full_log: None,
             committed_offset: header_len,
             written_offset: header_len,
@@ -111,9 +109,7 @@ impl SpoolWriter {
         if !self.make_room(len) {
             return Ok(false);
         }
-        self.frame_buf.clear();
-        frame(payload, written_at_us, &mut self.frame_buf);
-        if let Err(e) = self.write_frame() {
+        if let Err(e) = self.write_frame(payload, written_at_us) {
             let path = segment_path(&self.shared.dir, self.segment);
             self.tear(Tear::Write, &e);
             // Best effort now; the next append or commit retries.
@@ -228,16 +224,19 @@ impl SpoolWriter {
         self.file.flush()
     }
 
-    fn write_frame(&mut self) -> std::io::Result<()> {
+    fn write_frame(&mut self, payload: &[u8], written_at_us: u64) -> std::io::Result<()> {
         #[cfg(test)]
         if let Some(kind) = self.fail_next_write.take() {
             // A disk that takes half a record and then fails.
-            let half = self.frame_buf.len() / 2;
-            self.file.write_all(&self.frame_buf[..half])?;
+            let mut framed = Vec::new();
+            super::record::frame(payload, written_at_us, &mut framed);
+            self.file.write_all(&framed[..framed.len() / 2])?;
             self.file.flush()?;
             return Err(injected(kind));
         }
-        self.file.write_all(&self.frame_buf)
+        // Straight into the file's buffer: one copy of the payload fewer than framing first.
+        self.file.write_all(&header(payload, written_at_us))?;
+        self.file.write_all(payload)
     }
 
     /// After a failed write or fsync: cuts the active segment back to what can be trusted (so
