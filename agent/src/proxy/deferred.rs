@@ -205,9 +205,10 @@ impl Records {
                 // Parked after every exchange, a worker would cost the proxy thread that
                 // hands it the next one a futex wake, and itself a context switch: under a
                 // steady trickle it pauses instead (not parked, so nothing wakes it) and takes
-                // what came meanwhile as one batch, and no other worker is woken for it. A
-                // row waits at most this much longer, so never while an app's response end is
-                // held for its row (such a job wakes a parked worker at once).
+                // what came meanwhile as one batch, and no other worker is woken for it while
+                // it is less than a batch. A row waits this much longer (and, left to a busy
+                // worker, until that worker's batch is done), so never while an app's
+                // response end is held for its row: such a job wakes a parked worker at once.
                 std::thread::sleep(LINGER);
             }
         }

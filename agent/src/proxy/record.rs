@@ -296,7 +296,13 @@ impl RecordTee {
             spooled,
         };
         let job = if total <= self.limits.analysis_queue_bytes {
-            let wake = wake_for(job.spooled.as_ref());
+            // Past half the byte bound, a parked worker helps at once (see `push_below`
+            // for the count bound).
+            let wake = if total > self.limits.analysis_queue_bytes / 2 {
+                Wake::Now
+            } else {
+                wake_for(job.spooled.as_ref())
+            };
             match self
                 .tx
                 .queue()
@@ -317,15 +323,15 @@ impl RecordTee {
 
     fn push(&self, job: Job) {
         let wake = wake_for(job.spooled.as_ref());
-        let queue = self.tx.queue();
-        if queue.push_below(job, usize::MAX, wake).is_err() {
+        if self.tx.queue().push_with(job, wake).is_err() {
             self.metrics.record_drops.inc();
         }
     }
 }
 
-/// A job whose response end waits for its row wakes a parked worker at once; any other is
-/// left to a busy or pausing worker, which takes it with its next batch.
+/// A job whose response end waits for its row wakes a parked worker at once; any other may be
+/// left to a busy or pausing worker, which takes it with its next batch (within the bounds
+/// of [`BatchQueue::push_below`]).
 fn wake_for(spooled: Option<&Spooled>) -> Wake {
     if spooled.is_some() {
         Wake::Now

@@ -45,7 +45,8 @@ struct State<T> {
     parked: usize,
     /// Wake-ups sent and not yet consumed (so a burst of pushes wakes one consumer once).
     waking: usize,
-    /// Items the [`Returning`] consumers away from the queue take when they come back.
+    /// The most items the [`Returning`] consumers away from the queue take when they come
+    /// back (the sum of their rooms).
     returning_room: usize,
     closed: bool,
 }
@@ -150,24 +151,32 @@ impl<T> BatchQueue<T> {
 
     /// Queues `item` unless the queue is full or closed.
     pub fn push(&self, item: T) -> Result<(), PushError<T>> {
-        self.push_below(item, self.capacity, Wake::Now)
+        self.push_with(item, Wake::Now)
     }
 
-    /// Queues `item` unless `limit` (or the capacity) items are queued already, or it is closed.
+    /// [`Self::push`], waking a parked consumer as `wake` says.
+    pub fn push_with(&self, item: T, wake: Wake) -> Result<(), PushError<T>> {
+        self.push_below(item, self.capacity, wake)
+    }
+
+    /// Queues `item` unless `limit` (or the capacity) items are queued already, or it is
+    /// closed. A lazy push wakes a parked consumer once more items wait than the returning
+    /// consumers take, or than half of `limit`: a returning consumer busy with its batch must
+    /// not leave the queue to fill up (and refuse items) while another sleeps.
     pub fn push_below(&self, item: T, limit: usize, wake: Wake) -> Result<(), PushError<T>> {
         let mut s = self.lock();
         if s.closed {
             return Err(PushError::Closed(item));
         }
         let w = self.weigh(&item);
-        if s.items.len() >= limit.min(self.capacity) || !self.fits(&s, w) {
+        let limit = limit.min(self.capacity);
+        if s.items.len() >= limit || !self.fits(&s, w) {
             return Err(PushError::Full(item));
         }
         s.add(item, w);
         match wake {
-            Wake::Now => self.wake_one(s),
-            Wake::Lazily if s.items.len() > s.returning_room => self.wake_one(s),
-            Wake::Lazily => {}
+            Wake::Lazily if s.items.len() <= s.returning_room.min(limit / 2) => {}
+            Wake::Now | Wake::Lazily => self.wake_one(s),
         }
         Ok(())
     }
@@ -314,9 +323,11 @@ impl<T> BatchQueue<T> {
 /// Whether a push wakes a parked consumer while a [`Returning`] one will come back for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
-    /// Wakes one whenever one is parked: someone waits for the item to be consumed.
+    /// Wakes one whenever one is parked (and no wake-up is on its way already): someone
+    /// waits for the item to be consumed.
     Now,
-    /// Wakes one only when more items wait than the returning consumers take.
+    /// Wakes one only when more items wait than the returning consumers take (see
+    /// [`BatchQueue::push_below`]).
     Lazily,
 }
 
@@ -364,8 +375,16 @@ impl<'q, T> Returning<'q, T> {
 }
 
 impl<T> Drop for Returning<'_, T> {
+    /// A consumer that leaves while away (its thread panicked with a batch) hands what was
+    /// left to it to a parked one.
     fn drop(&mut self) {
-        self.come_back();
+        if std::mem::take(&mut self.away) {
+            let mut s = self.queue.lock();
+            s.returning_room -= self.room;
+            if !s.items.is_empty() {
+                self.queue.wake_one(s);
+            }
+        }
     }
 }
 
@@ -543,7 +562,7 @@ mod tests {
         q.push_below(4, 64, Wake::Lazily).unwrap();
         assert_eq!(woken(&q), 1, "one more than it takes wakes the parked one");
         q.lock().waking = 0;
-        // Asking for the next batch, it is no longer away: its room is given back.
+        // Asking for the next batch, it takes what it left to itself (and is away again).
         assert_eq!(returning.pop_batch(&mut got), Popped::Items);
         assert_eq!(got, [1, 2, 3]);
         q.lock().waking = 0;
@@ -551,5 +570,66 @@ mod tests {
         assert_eq!(woken(&q), 1, "an item someone waits on wakes it at once");
         drop(returning);
         assert_eq!(q.lock().returning_room, 0, "dropped, it no longer counts");
+    }
+
+    #[test]
+    fn a_lazy_push_wakes_a_parked_consumer_past_half_the_bound() {
+        let q = BatchQueue::new(64);
+        q.lock().parked = 1;
+        q.lock().returning_room = 16;
+        for i in 0..4 {
+            q.push_below(i, 8, Wake::Lazily).unwrap();
+        }
+        assert_eq!(
+            q.lock().waking,
+            0,
+            "half of the bound is left to the returning one"
+        );
+        q.push_below(4, 8, Wake::Lazily).unwrap();
+        assert_eq!(q.lock().waking, 1, "past half of it, the parked one helps");
+    }
+
+    #[test]
+    fn a_consumer_leaving_while_away_hands_its_items_on() {
+        let q = BatchQueue::new(64);
+        q.push(1).unwrap();
+        let mut returning = Returning::new(&*q, 4);
+        assert_eq!(returning.pop_batch(&mut Vec::new()), Popped::Items);
+        q.lock().parked = 1;
+        q.push_with(2, Wake::Lazily).unwrap();
+        assert_eq!(q.lock().waking, 0);
+        drop(returning);
+        assert_eq!(
+            q.lock().waking,
+            1,
+            "the parked one is woken for what was left"
+        );
+    }
+
+    #[test]
+    fn a_returning_consumer_that_parks_is_woken_by_a_lazy_push() {
+        let q = BatchQueue::new(64);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let consumer = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut returning = Returning::new(&*q, 4);
+                let mut got = Vec::new();
+                while got.len() < 2 && returning.pop_batch(&mut got) == Popped::Items {}
+                tx.send(got).unwrap();
+            })
+        };
+        q.push_with(1, Wake::Lazily).unwrap();
+        // It takes the first item, comes back to an empty queue and parks: its room no
+        // longer counts, so the next lazy push must wake it.
+        while q.lock().parked == 0 || !q.is_empty() {
+            std::thread::yield_now();
+        }
+        q.push_with(2, Wake::Lazily).unwrap();
+        let got = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a parked consumer is woken by a lazy push");
+        assert_eq!(got, [1, 2]);
+        consumer.join().unwrap();
     }
 }
