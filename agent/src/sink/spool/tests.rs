@@ -311,6 +311,31 @@ fn a_failed_write_leaves_no_torn_record_behind_and_counts_the_loss() {
 }
 
 #[test]
+fn rows_given_up_by_a_cut_stay_given_up_when_the_buffer_could_not_be_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = SinkMetrics::default();
+    let config = cfg(1 << 20, FullPolicy::DropOldest);
+    let (mut w, mut r) = open(dir.path(), &config, &m).unwrap();
+    w.append(b"one", 1).unwrap();
+    w.commit().unwrap();
+    w.append(b"two, given up", 2).unwrap();
+    // The disk takes part of the buffer and fails; duplicating the file fails too, so the
+    // cut cannot swap the buffered bytes out.
+    w.fail_next_write = Some(std::io::ErrorKind::Other);
+    w.fail_clone = true;
+    assert!(w.write_out().is_err());
+    assert_eq!(m.dropped_count(DropReason::IoError), 1);
+    w.append(b"four", 4).unwrap();
+    w.commit().unwrap();
+    assert_eq!(
+        read_all(&mut r),
+        vec![b"one".to_vec(), b"four".to_vec()],
+        "a row counted as lost is not written after the cut"
+    );
+    assert_eq!(m.dropped_count(DropReason::Corrupt), 0);
+}
+
+#[test]
 fn written_out_rows_survive_a_killed_writer_without_a_commit() {
     let dir = tempfile::tempdir().unwrap();
     let m = SinkMetrics::default();

@@ -49,6 +49,9 @@ pub struct SpoolWriter {
     /// Test hook: the next frame is half written, then the write fails with this error.
     #[cfg(test)]
     pub(super) fail_next_write: Option<std::io::ErrorKind>,
+    /// Test hook: the next duplicate of the segment's file fails (no descriptor left).
+    #[cfg(test)]
+    pub(super) fail_clone: bool,
     /// Test hook: this many segment creations fail with "no space".
     #[cfg(test)]
     pub(super) fail_opens: u32,
@@ -92,6 +95,8 @@ impl SpoolWriter {
             io_reason: DropReason::IoError,
             #[cfg(test)]
             fail_next_write: None,
+            #[cfg(test)]
+            fail_clone: false,
             #[cfg(test)]
             fail_opens: 0,
         })
@@ -252,8 +257,11 @@ impl SpoolWriter {
             self.cut_back(tear);
         }
         let (file, header_len) = self.open_next()?;
-        // The old segment's buffer was discarded by the cut: dropping its writer writes nothing.
-        self.file = BufWriter::with_capacity(256 << 10, file);
+        // Taken apart, not dropped: bytes it still buffers (the cut could not discard them
+        // when duplicating the file failed) belong to records given up, and a drop would
+        // write them after the cut.
+        let old = std::mem::replace(&mut self.file, BufWriter::with_capacity(256 << 10, file));
+        drop(old.into_parts());
         self.segment += 1;
         self.offset = header_len;
         self.header_len = header_len;
@@ -281,6 +289,12 @@ impl SpoolWriter {
         // Bytes still buffered belong to the records given up: discard them (a `BufWriter`
         // dropped or flushed later would write them after the cut).
         let dup = self.file.get_ref().try_clone();
+        #[cfg(test)]
+        let dup = if std::mem::take(&mut self.fail_clone) {
+            Err(std::io::Error::other("injected: no file descriptor left"))
+        } else {
+            dup
+        };
         let old_file = match dup {
             Ok(dup) => {
                 let old =
