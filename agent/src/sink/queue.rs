@@ -358,7 +358,7 @@ impl<'q, T> Returning<'q, T> {
 
     /// [`BatchQueue::pop_batch`] of up to its room, waiting as long as it takes.
     pub fn pop_batch(&mut self, out: &mut Vec<T>) -> Popped {
-        self.come_back();
+        drop(self.come_back());
         let popped = self.queue.pop_batch(out, self.room, None);
         if popped == Popped::Items {
             self.queue.lock().returning_room += self.room;
@@ -367,10 +367,13 @@ impl<'q, T> Returning<'q, T> {
         popped
     }
 
-    fn come_back(&mut self) {
-        if std::mem::take(&mut self.away) {
-            self.queue.lock().returning_room -= self.room;
-        }
+    /// Stops counting its room; the queue's state, locked, when it was away.
+    fn come_back(&mut self) -> Option<MutexGuard<'q, State<T>>> {
+        std::mem::take(&mut self.away).then(|| {
+            let mut s = self.queue.lock();
+            s.returning_room -= self.room;
+            s
+        })
     }
 }
 
@@ -378,12 +381,10 @@ impl<T> Drop for Returning<'_, T> {
     /// A consumer that leaves while away (its thread panicked with a batch) hands what was
     /// left to it to a parked one.
     fn drop(&mut self) {
-        if std::mem::take(&mut self.away) {
-            let mut s = self.queue.lock();
-            s.returning_room -= self.room;
-            if !s.items.is_empty() {
-                self.queue.wake_one(s);
-            }
+        if let Some(s) = self.come_back()
+            && !s.items.is_empty()
+        {
+            self.queue.wake_one(s);
         }
     }
 }
