@@ -35,6 +35,7 @@ mod ledger;
 mod reader;
 mod record;
 mod recover;
+mod segment;
 mod writer;
 
 use std::collections::BTreeMap;

@@ -311,7 +311,7 @@ fn a_failed_write_leaves_no_torn_record_behind_and_counts_the_loss() {
 }
 
 #[test]
-fn rows_given_up_by_a_cut_stay_given_up_when_the_buffer_could_not_be_discarded() {
+fn rows_given_up_by_a_cut_are_never_written_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let m = SinkMetrics::default();
     let config = cfg(1 << 20, FullPolicy::DropOldest);
@@ -319,10 +319,8 @@ fn rows_given_up_by_a_cut_stay_given_up_when_the_buffer_could_not_be_discarded()
     w.append(b"one", 1).unwrap();
     w.commit().unwrap();
     w.append(b"two, given up", 2).unwrap();
-    // The disk takes part of the buffer and fails; duplicating the file fails too, so the
-    // cut cannot swap the buffered bytes out.
+    // The disk takes part of the buffer and fails: the rest stays buffered.
     w.fail_next_write = Some(std::io::ErrorKind::Other);
-    w.fail_clone = true;
     assert!(w.write_out().is_err());
     assert_eq!(m.dropped_count(DropReason::IoError), 1);
     w.append(b"four", 4).unwrap();
@@ -333,6 +331,33 @@ fn rows_given_up_by_a_cut_stay_given_up_when_the_buffer_could_not_be_discarded()
         "a row counted as lost is not written after the cut"
     );
     assert_eq!(m.dropped_count(DropReason::Corrupt), 0);
+}
+
+#[test]
+fn a_writer_that_stays_torn_writes_nothing_given_up_when_it_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = SinkMetrics::default();
+    let config = cfg(1 << 20, FullPolicy::DropOldest);
+    {
+        let (mut w, _r) = open(dir.path(), &config, &m).unwrap();
+        w.append(b"one", 1).unwrap();
+        w.commit().unwrap();
+        w.append(b"two, given up", 2).unwrap();
+        // The disk fails part way through the buffer and stays full: no fresh segment.
+        w.fail_next_write = Some(std::io::ErrorKind::StorageFull);
+        w.fail_opens = u32::MAX;
+        assert!(w.write_out().is_err());
+        assert_eq!(m.dropped_count(DropReason::NoSpace), 1);
+        // Shut down while still torn: the writer and its buffer are dropped.
+    }
+    let m2 = SinkMetrics::default();
+    let (_w, mut r) = open(dir.path(), &config, &m2).unwrap();
+    assert_eq!(
+        read_all(&mut r),
+        vec![b"one".to_vec()],
+        "the row counted as lost stays lost"
+    );
+    assert_eq!(m2.dropped_count(DropReason::Corrupt), 0, "no torn tail");
 }
 
 #[test]

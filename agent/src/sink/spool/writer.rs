@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::layout::CURRENT;
 use super::record::{framed_len, header};
+use super::segment::{SegmentFile, discard_buffered};
 use super::{Position, SegMeta, Shared, SpoolError, remove_segment, segment_path, sync_dir};
 use crate::sink::config::{FullPolicy, SpoolConfig};
 use crate::sink::metrics::DropReason;
@@ -21,7 +22,7 @@ const FULL_LOG_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct SpoolWriter {
     shared: Arc<Shared>,
-    file: BufWriter<File>,
+    file: BufWriter<SegmentFile>,
     segment: u64,
     offset: u64,
     /// Bytes of the segment's layout header: where its rows start.
@@ -49,9 +50,6 @@ pub struct SpoolWriter {
     /// Test hook: the next frame is half written, then the write fails with this error.
     #[cfg(test)]
     pub(super) fail_next_write: Option<std::io::ErrorKind>,
-    /// Test hook: the next duplicate of the segment's file fails (no descriptor left).
-    #[cfg(test)]
-    pub(super) fail_clone: bool,
     /// Test hook: this many segment creations fail with "no space".
     #[cfg(test)]
     pub(super) fail_opens: u32,
@@ -77,7 +75,7 @@ impl SpoolWriter {
         let (file, header_len) = open_segment(&shared, segment)?;
         Ok(Self {
             shared,
-            file: BufWriter::with_capacity(256 << 10, file),
+            file: SegmentFile::buffered(file),
             segment,
             offset: header_len,
             header_len,
@@ -95,8 +93,6 @@ impl SpoolWriter {
             io_reason: DropReason::IoError,
             #[cfg(test)]
             fail_next_write: None,
-            #[cfg(test)]
-            fail_clone: false,
             #[cfg(test)]
             fail_opens: 0,
         })
@@ -172,7 +168,7 @@ impl SpoolWriter {
         }
         self.write_out()?;
         let path = segment_path(&self.shared.dir, self.segment);
-        if let Err(e) = self.file.get_ref().sync_data() {
+        if let Err(e) = self.file.get_ref().file().sync_data() {
             // After a failed fsync the kernel may have dropped the dirty pages and a retry
             // would report success: the uncommitted records are given up instead.
             self.tear(Tear::Sync, &e);
@@ -193,7 +189,7 @@ impl SpoolWriter {
         self.commit()?;
         let next = self.segment + 1;
         let (file, header_len) = self.open_next()?;
-        self.file = BufWriter::with_capacity(256 << 10, file);
+        self.file = SegmentFile::buffered(file);
         self.segment = next;
         self.offset = header_len;
         self.header_len = header_len;
@@ -257,11 +253,8 @@ impl SpoolWriter {
             self.cut_back(tear);
         }
         let (file, header_len) = self.open_next()?;
-        // Taken apart, not dropped: bytes it still buffers (the cut could not discard them
-        // when duplicating the file failed) belong to records given up, and a drop would
-        // write them after the cut.
-        let old = std::mem::replace(&mut self.file, BufWriter::with_capacity(256 << 10, file));
-        drop(old.into_parts());
+        // The cut left the old buffer empty: dropping it writes nothing.
+        self.file = SegmentFile::buffered(file);
         self.segment += 1;
         self.offset = header_len;
         self.header_len = header_len;
@@ -286,38 +279,22 @@ impl SpoolWriter {
     /// Truncates the active segment after its last trustworthy record and fsyncs it, so the
     /// records kept are committed (the shipper may read them); accounts for the rest.
     fn cut_back(&mut self, tear: Tear) {
-        // Bytes still buffered belong to the records given up: discard them (a `BufWriter`
-        // dropped or flushed later would write them after the cut).
-        let dup = self.file.get_ref().try_clone();
-        #[cfg(test)]
-        let dup = if std::mem::take(&mut self.fail_clone) {
-            Err(std::io::Error::other("injected: no file descriptor left"))
-        } else {
-            dup
-        };
-        let old_file = match dup {
-            Ok(dup) => {
-                let old =
-                    std::mem::replace(&mut self.file, BufWriter::with_capacity(256 << 10, dup));
-                Some(old.into_parts().0)
-            }
-            Err(_) => None,
-        };
+        // Bytes still buffered belong to the records given up: drained to nowhere, so
+        // neither a later flush nor the buffer's drop (at shutdown, should the writer stay
+        // torn) writes them after the cut.
+        discard_buffered(&mut self.file);
         let (mut keep, mut lost_rows) = match tear {
             Tear::Write => (self.written_offset, self.unwritten_records),
             Tear::Sync => (self.committed_offset, self.uncommitted_records),
         };
-        let cut_to = |file: &File, at: u64| file.set_len(at).and_then(|()| file.sync_data());
-        let mut cut = old_file
-            .as_ref()
-            .map_or_else(|| cut_to(self.file.get_ref(), keep), |f| cut_to(f, keep));
+        let file = self.file.get_ref().file();
+        let cut_to = |at: u64| file.set_len(at).and_then(|()| file.sync_data());
+        let mut cut = cut_to(keep);
         if cut.is_err() && tear == Tear::Write {
             // The kept records could not be made durable either: fall back to the last commit.
             keep = self.committed_offset;
             lost_rows = self.uncommitted_records;
-            cut = old_file
-                .as_ref()
-                .map_or_else(|| cut_to(self.file.get_ref(), keep), |f| cut_to(f, keep));
+            cut = cut_to(keep);
         }
         let lost_bytes = self.offset - keep;
         {
