@@ -1,7 +1,7 @@
-//! The spool writer thread: queue → encode → tail subscribers → spool.
+//! The spool writer thread: queue → tail subscribers → spool.
 //!
-//! It runs on its own OS thread so that encoding, writes and fsyncs never touch the proxy's
-//! runtime; the proxy only does a non-blocking queue push. Each wake-up takes every queued
+//! It runs on its own OS thread so that writes and fsyncs never touch the proxy's runtime;
+//! the proxy only encodes the row and does a non-blocking queue push. Each wake-up takes every queued
 //! message at once, and producers only wake the writer when it is parked, so under load rows
 //! are picked up by a writer that is already running instead of costing a wake-up each.
 
@@ -21,7 +21,7 @@ use super::spooled::Spooled;
 #[derive(Debug)]
 pub(super) enum Msg {
     /// A finished trace, and the signal to fire once it is in the spool file.
-    Row(Arc<TraceRow>, Option<Spooled>),
+    Row(Encoded, Option<Spooled>),
     /// Commit now and report back (the rows before it are then durable).
     Flush(oneshot::Sender<()>),
     /// Commit and stop.
@@ -33,9 +33,39 @@ impl Msg {
     /// (they are few, and bounded by their waiting senders).
     pub(super) fn weight(&self) -> usize {
         match self {
-            Msg::Row(row, _) => row.heap_bytes(),
+            Msg::Row(row, _) => row.weight(),
             Msg::Flush(_) | Msg::Shutdown => 0,
         }
+    }
+}
+
+/// A row on its way to the writer, encoded by the thread that recorded it. That thread made
+/// the row's strings (a few dozen allocations) and now frees them itself, while they are
+/// still in its cache; freed by the writer, each was a free across threads, and the memory
+/// came back cold to the thread that allocates it next (a tenth of the analysis workers' time
+/// went to those allocations). The writer frees one buffer.
+#[derive(Debug)]
+pub(super) struct Encoded {
+    /// The row's RowBinary encoding: what the spool stores.
+    bytes: Vec<u8>,
+    /// The row itself, kept only when a `tail` subscriber was there to see it.
+    row: Option<Arc<TraceRow>>,
+}
+
+impl Encoded {
+    /// Encodes `row`, keeping it for the tail when anyone subscribes (a subscriber that joins
+    /// after this sees the rows recorded after it joined).
+    pub(super) fn new(row: TraceRow, tail: &broadcast::Sender<Arc<TraceRow>>) -> Self {
+        // The row's text is most of its encoding: one allocation, rarely grown.
+        let mut bytes = Vec::with_capacity(row.heap_bytes());
+        rowbinary::encode(&row, &mut bytes);
+        let row = (tail.receiver_count() > 0).then(|| Arc::new(row));
+        Self { bytes, row }
+    }
+
+    /// The memory it holds, for the queue's byte bound.
+    fn weight(&self) -> usize {
+        self.bytes.capacity() + self.row.as_deref().map_or(0, TraceRow::heap_bytes)
     }
 }
 
@@ -63,7 +93,6 @@ pub(super) fn run(
         tail,
         metrics,
         fsync_interval,
-        buf: Vec::with_capacity(8 << 10),
         deadline: None,
         appended: Vec::new(),
         last_error_log: None,
@@ -123,7 +152,6 @@ struct Writer<'a> {
     tail: &'a broadcast::Sender<Arc<TraceRow>>,
     metrics: &'a SinkMetrics,
     fsync_interval: Duration,
-    buf: Vec<u8>,
     /// When the oldest uncommitted row must be committed.
     deadline: Option<Instant>,
     /// Signals of rows appended and not yet written out (fired by the next write-out).
@@ -139,13 +167,13 @@ impl Writer<'_> {
         let mut stop = false;
         for msg in batch.drain(..) {
             match msg {
-                Msg::Row(row, spooled) => {
-                    self.buf.clear();
-                    rowbinary::encode(&row, &mut self.buf);
-                    // No subscriber is the normal case; that is not an error.
-                    let _ = self.tail.send(row);
+                Msg::Row(Encoded { bytes, row }, spooled) => {
+                    if let Some(row) = row {
+                        // A subscriber that left meanwhile is not an error.
+                        let _ = self.tail.send(row);
+                    }
                     // A row not appended drops its signal: its waiter is released at once.
-                    if self.append() {
+                    if self.append(&bytes) {
                         self.appended.extend(spooled);
                     }
                     if self.spool.is_dirty() && self.deadline.is_none() {
@@ -191,17 +219,17 @@ impl Writer<'_> {
         }
     }
 
-    /// Appends the encoded row in `buf`; false when it was dropped (counted).
-    fn append(&mut self) -> bool {
-        if self.buf.len() > MAX_PAYLOAD {
+    /// Appends the encoded row `bytes`; false when it was dropped (counted).
+    fn append(&mut self, bytes: &[u8]) -> bool {
+        if bytes.len() > MAX_PAYLOAD {
             tracing::error!(
-                bytes = self.buf.len(),
+                bytes = bytes.len(),
                 "trace row exceeds the spool record limit; dropped"
             );
             self.metrics.dropped(DropReason::Closed, 1);
             return false;
         }
-        match self.spool.append(&self.buf, now_us()) {
+        match self.spool.append(bytes, now_us()) {
             Ok(appended) => appended,
             Err(e) => {
                 self.metrics.dropped(e.drop_reason(), 1);
@@ -236,4 +264,32 @@ fn now_us() -> u64 {
         .unwrap_or_default()
         .as_micros();
     u64::try_from(d).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::sample::sample_row;
+
+    #[test]
+    fn a_row_is_encoded_where_it_is_recorded_and_kept_only_for_a_subscriber() {
+        let (tail, first) = broadcast::channel(4);
+        drop(first);
+        let alone = Encoded::new(sample_row(1), &tail);
+        assert_eq!(rowbinary::decode(&alone.bytes).unwrap(), sample_row(1));
+        assert!(
+            alone.row.is_none(),
+            "nobody to see it: only its bytes travel"
+        );
+        assert_eq!(alone.weight(), alone.bytes.capacity());
+
+        let _watching = tail.subscribe();
+        let seen = Encoded::new(sample_row(2), &tail);
+        assert_eq!(seen.row.as_deref(), Some(&sample_row(2)));
+        assert_eq!(rowbinary::decode(&seen.bytes).unwrap(), sample_row(2));
+        assert!(
+            seen.weight() > seen.bytes.capacity(),
+            "the kept row weighs too"
+        );
+    }
 }

@@ -1,9 +1,9 @@
 //! Trace storage: a durable local spool and a batching ClickHouse shipper.
 //!
 //! ```text
-//! proxy ── SinkHandle::record (non-blocking queue push) ──► writer thread
-//!            encode RowBinary ─► tail subscribers (broadcast)
-//!                             └► spool segment files (group commit fsync)
+//! proxy ── SinkHandle::record: encode RowBinary, non-blocking queue push ──► writer thread
+//!            tail subscribers (broadcast) ◄─┘
+//!            spool segment files (group commit fsync) ◄─┘
 //! shipper thread ── reads committed records ─► batches ─► ClickHouse (HTTP, RowBinary)
 //!                └─ ledger: acknowledged position, in-flight batch
 //! ```
@@ -38,7 +38,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use self::config::SinkConfig;
-use self::ingest::Msg;
+use self::ingest::{Encoded, Msg};
 use self::metrics::DropReason;
 pub use self::metrics::SinkMetrics;
 use self::queue::{BatchQueue, Producer, PushError};
@@ -161,7 +161,7 @@ impl SinkHandle {
     /// the sink is shut down) the row is dropped and counted; returns whether
     /// it was queued.
     pub fn record(&self, row: TraceRow) -> bool {
-        match self.tx.queue().push(Msg::Row(Arc::new(row), None)) {
+        match self.tx.queue().push(self.message(row, None)) {
             Ok(()) => true,
             Err(PushError::Full(_)) => {
                 self.metrics.dropped(DropReason::QueueFull, 1);
@@ -180,10 +180,7 @@ impl SinkHandle {
     /// (their signal, if any, is dropped with them). A row's [`Spooled`] signal fires once the
     /// row is in the spool file. Leaves `rows` empty.
     pub fn record_many(&self, rows: &mut Vec<(TraceRow, Option<Spooled>)>) {
-        let mut msgs: Vec<Msg> = rows
-            .drain(..)
-            .map(|(r, s)| Msg::Row(Arc::new(r), s))
-            .collect();
+        let mut msgs: Vec<Msg> = rows.drain(..).map(|(r, s)| self.message(r, s)).collect();
         let closed = self.tx.queue().push_many(&mut msgs);
         if !msgs.is_empty() {
             let n = msgs.len() as u64;
@@ -194,6 +191,11 @@ impl SinkHandle {
                 self.log_queue_full();
             }
         }
+    }
+
+    /// The writer's message for `row`, encoded here (see [`Encoded`]).
+    fn message(&self, row: TraceRow, spooled: Option<Spooled>) -> Msg {
+        Msg::Row(Encoded::new(row, &self.tail), spooled)
     }
 
     /// Logs lost rows at ERROR, at most once per interval.
@@ -219,7 +221,7 @@ impl SinkHandle {
     /// Queues a trace, waiting while the queue is full (for tools and
     /// benchmarks; the proxy uses [`Self::record`]). False after shutdown.
     pub async fn record_wait(&self, row: TraceRow) -> bool {
-        let mut msg = Msg::Row(Arc::new(row), None);
+        let mut msg = self.message(row, None);
         loop {
             match self.tx.queue().push(msg) {
                 Ok(()) => return true,
