@@ -1,9 +1,10 @@
 //! The spool writer thread: queue → tail subscribers → spool.
 //!
 //! It runs on its own OS thread so that writes and fsyncs never touch the proxy's runtime;
-//! the proxy only encodes the row and does a non-blocking queue push. Each wake-up takes every queued
-//! message at once, and producers only wake the writer when it is parked, so under load rows
-//! are picked up by a writer that is already running instead of costing a wake-up each.
+//! the proxy only encodes the row and does a non-blocking queue push. Each wake-up takes
+//! every queued message at once, and producers only wake the writer when it is parked, so
+//! under load rows are picked up by a writer that is already running instead of costing a
+//! wake-up each.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,7 +22,7 @@ use super::spooled::Spooled;
 #[derive(Debug)]
 pub(super) enum Msg {
     /// A finished trace, and the signal to fire once it is in the spool file.
-    Row(Encoded, Option<Spooled>),
+    Row(Payload, Option<Spooled>),
     /// Commit now and report back (the rows before it are then durable).
     Flush(oneshot::Sender<()>),
     /// Commit and stop.
@@ -39,33 +40,41 @@ impl Msg {
     }
 }
 
-/// A row on its way to the writer, encoded by the thread that recorded it. That thread made
-/// the row's strings (a few dozen allocations) and now frees them itself, while they are
-/// still in its cache; freed by the writer, each was a free across threads, and the memory
-/// came back cold to the thread that allocates it next (a tenth of the analysis workers' time
-/// went to those allocations). The writer frees one buffer.
+/// A row on its way to the writer: encoded by the thread that recorded it, unless a `tail`
+/// subscriber is there to see it.
 #[derive(Debug)]
-pub(super) struct Encoded {
-    /// The row's RowBinary encoding: what the spool stores.
-    bytes: Vec<u8>,
-    /// The row itself, kept only when a `tail` subscriber was there to see it.
-    row: Option<Arc<TraceRow>>,
+pub(super) enum Payload {
+    /// The row's RowBinary encoding: what the spool stores. The recording thread made the
+    /// row's strings (a few dozen allocations) and frees them itself, while they are still in
+    /// its cache; freed by the writer, each was a free across threads, and the memory came
+    /// back cold to the thread that allocates it next (a tenth of the analysis workers' time
+    /// went to those allocations). The writer frees one buffer.
+    Encoded(Vec<u8>),
+    /// The row itself, while someone tails: the writer hands it to the subscribers and
+    /// encodes it, so the queue holds it once rather than as a row and its bytes.
+    Tailed(Arc<TraceRow>),
 }
 
-impl Encoded {
-    /// Encodes `row`, keeping it for the tail when anyone subscribes (a subscriber that joins
-    /// after this sees the rows recorded after it joined).
-    pub(super) fn new(row: TraceRow, tail: &broadcast::Sender<Arc<TraceRow>>) -> Self {
-        // The row's text is most of its encoding: one allocation, rarely grown.
+impl Payload {
+    /// `row` as it travels: kept whole when `tailed` (a subscriber was there when it was
+    /// recorded), else encoded here.
+    pub(super) fn new(row: TraceRow, tailed: bool) -> Self {
+        if tailed {
+            return Self::Tailed(Arc::new(row));
+        }
+        // Every column's encoding is at most what it holds in memory: one allocation, never
+        // grown.
         let mut bytes = Vec::with_capacity(row.heap_bytes());
         rowbinary::encode(&row, &mut bytes);
-        let row = (tail.receiver_count() > 0).then(|| Arc::new(row));
-        Self { bytes, row }
+        Self::Encoded(bytes)
     }
 
     /// The memory it holds, for the queue's byte bound.
     fn weight(&self) -> usize {
-        self.bytes.capacity() + self.row.as_deref().map_or(0, TraceRow::heap_bytes)
+        match self {
+            Self::Encoded(bytes) => bytes.capacity(),
+            Self::Tailed(row) => row.heap_bytes(),
+        }
     }
 }
 
@@ -73,7 +82,7 @@ impl Encoded {
 const IDLE: Duration = Duration::from_secs(1);
 /// Messages taken per wake-up: bounds the time between two deadline checks.
 const BATCH: usize = 1024;
-/// Bytes of rows taken per wake-up at most (or one row): a batch in hand, and its encoding
+/// Bytes of rows taken per wake-up at most (or one row): a batch in hand, and its copy
 /// buffered for one write, are memory the queue's byte bound no longer counts.
 const BATCH_BYTES: usize = 4 << 20;
 /// A failing spool (full disk) is logged at ERROR at most this often, not once per row.
@@ -93,6 +102,7 @@ pub(super) fn run(
         tail,
         metrics,
         fsync_interval,
+        buf: Vec::new(),
         deadline: None,
         appended: Vec::new(),
         last_error_log: None,
@@ -152,6 +162,8 @@ struct Writer<'a> {
     tail: &'a broadcast::Sender<Arc<TraceRow>>,
     metrics: &'a SinkMetrics,
     fsync_interval: Duration,
+    /// The encoding of a row that came whole (see [`Payload::Tailed`]).
+    buf: Vec<u8>,
     /// When the oldest uncommitted row must be committed.
     deadline: Option<Instant>,
     /// Signals of rows appended and not yet written out (fired by the next write-out).
@@ -167,13 +179,22 @@ impl Writer<'_> {
         let mut stop = false;
         for msg in batch.drain(..) {
             match msg {
-                Msg::Row(Encoded { bytes, row }, spooled) => {
-                    if let Some(row) = row {
-                        // A subscriber that left meanwhile is not an error.
-                        let _ = self.tail.send(row);
-                    }
+                Msg::Row(payload, spooled) => {
+                    let appended = match payload {
+                        Payload::Encoded(bytes) => self.append(&bytes),
+                        Payload::Tailed(row) => {
+                            let mut buf = std::mem::take(&mut self.buf);
+                            buf.clear();
+                            rowbinary::encode(&row, &mut buf);
+                            // A subscriber that left meanwhile is not an error.
+                            let _ = self.tail.send(row);
+                            let appended = self.append(&buf);
+                            self.buf = buf;
+                            appended
+                        }
+                    };
                     // A row not appended drops its signal: its waiter is released at once.
-                    if self.append(&bytes) {
+                    if appended {
                         self.appended.extend(spooled);
                     }
                     if self.spool.is_dirty() && self.deadline.is_none() {
@@ -232,6 +253,9 @@ impl Writer<'_> {
         match self.spool.append(bytes, now_us()) {
             Ok(appended) => appended,
             Err(e) => {
+                // The failed write gave up the rows appended since the last write-out (the
+                // cut counts them): their waiters are released, never told "spooled".
+                self.appended.clear();
                 self.metrics.dropped(e.drop_reason(), 1);
                 self.log_error(
                     &e,
@@ -270,26 +294,61 @@ fn now_us() -> u64 {
 mod tests {
     use super::*;
     use crate::sink::sample::sample_row;
+    use crate::sink::spooled::Waited;
 
     #[test]
-    fn a_row_is_encoded_where_it_is_recorded_and_kept_only_for_a_subscriber() {
-        let (tail, first) = broadcast::channel(4);
-        drop(first);
-        let alone = Encoded::new(sample_row(1), &tail);
-        assert_eq!(rowbinary::decode(&alone.bytes).unwrap(), sample_row(1));
+    fn a_row_is_encoded_where_it_is_recorded_unless_someone_tails() {
+        let alone = Payload::new(sample_row(1), false);
+        let Payload::Encoded(bytes) = &alone else {
+            panic!("nobody tails: only its bytes travel")
+        };
+        assert_eq!(rowbinary::decode(bytes).unwrap(), sample_row(1));
+        assert_eq!(alone.weight(), bytes.capacity());
         assert!(
-            alone.row.is_none(),
-            "nobody to see it: only its bytes travel"
+            bytes.capacity() <= sample_row(1).heap_bytes(),
+            "never grown"
         );
-        assert_eq!(alone.weight(), alone.bytes.capacity());
 
-        let _watching = tail.subscribe();
-        let seen = Encoded::new(sample_row(2), &tail);
-        assert_eq!(seen.row.as_deref(), Some(&sample_row(2)));
-        assert_eq!(rowbinary::decode(&seen.bytes).unwrap(), sample_row(2));
-        assert!(
-            seen.weight() > seen.bytes.capacity(),
-            "the kept row weighs too"
-        );
+        let tailed = Payload::new(sample_row(2), true);
+        let Payload::Tailed(row) = &tailed else {
+            panic!("someone tails: the row travels whole")
+        };
+        assert_eq!(**row, sample_row(2));
+        assert_eq!(tailed.weight(), sample_row(2).heap_bytes());
+    }
+
+    #[tokio::test]
+    async fn rows_a_failed_write_gave_up_are_never_told_spooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SinkMetrics::default();
+        let cfg = crate::sink::config::SpoolConfig::default();
+        let (spool, _reader) = crate::sink::spool::open(dir.path(), &cfg, &m).unwrap();
+        let (tail, _) = broadcast::channel(4);
+        let mut w = Writer {
+            spool,
+            tail: &tail,
+            metrics: &m,
+            fsync_interval: Duration::from_hours(1),
+            buf: Vec::new(),
+            deadline: None,
+            appended: Vec::new(),
+            last_error_log: None,
+            errors_unlogged: 0,
+        };
+        let row = |n, spooled| vec![Msg::Row(Payload::new(sample_row(n), false), spooled)];
+        let (first, first_waits) = Spooled::pair(Duration::from_secs(30));
+        w.handle(&mut row(1, Some(first)));
+        // The next row's write fails half way: the cut gives up both (neither was written
+        // out), and a later write-out that succeeds must not tell either "spooled".
+        w.spool.fail_next_write = Some(std::io::ErrorKind::Other);
+        let (second, second_waits) = Spooled::pair(Duration::from_secs(30));
+        w.handle(&mut row(2, Some(second)));
+        let (third, third_waits) = Spooled::pair(Duration::from_secs(30));
+        w.handle(&mut row(3, Some(third)));
+        w.write_out();
+        assert_eq!(first_waits.await, Waited::Lost);
+        assert_eq!(second_waits.await, Waited::Lost);
+        assert_eq!(third_waits.await, Waited::Spooled);
+        assert_eq!(m.dropped_count(DropReason::IoError), 2);
     }
 }

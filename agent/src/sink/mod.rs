@@ -1,12 +1,14 @@
 //! Trace storage: a durable local spool and a batching ClickHouse shipper.
 //!
 //! ```text
-//! proxy ── SinkHandle::record: encode RowBinary, non-blocking queue push ──► writer thread
-//!            tail subscribers (broadcast) ◄─┘
-//!            spool segment files (group commit fsync) ◄─┘
+//! proxy ── SinkHandle::record: encode RowBinary¹, non-blocking queue push ──► writer thread
+//! writer thread ─► tail subscribers (broadcast)
+//!               └► spool segment files (group commit fsync)
 //! shipper thread ── reads committed records ─► batches ─► ClickHouse (HTTP, RowBinary)
 //!                └─ ledger: acknowledged position, in-flight batch
 //! ```
+//! ¹ While a `tail` subscriber is there, the row travels whole and the writer encodes it.
+//!
 //! With no ClickHouse URL the shipper does not run: the spool keeps rows up to
 //! its cap and `llmtrace tail` still sees every row.
 
@@ -38,7 +40,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use self::config::SinkConfig;
-use self::ingest::{Encoded, Msg};
+use self::ingest::{Msg, Payload};
 use self::metrics::DropReason;
 pub use self::metrics::SinkMetrics;
 use self::queue::{BatchQueue, Producer, PushError};
@@ -161,7 +163,11 @@ impl SinkHandle {
     /// the sink is shut down) the row is dropped and counted; returns whether
     /// it was queued.
     pub fn record(&self, row: TraceRow) -> bool {
-        match self.tx.queue().push(self.message(row, None)) {
+        match self
+            .tx
+            .queue()
+            .push(Msg::Row(Payload::new(row, self.tailed()), None))
+        {
             Ok(()) => true,
             Err(PushError::Full(_)) => {
                 self.metrics.dropped(DropReason::QueueFull, 1);
@@ -180,7 +186,12 @@ impl SinkHandle {
     /// (their signal, if any, is dropped with them). A row's [`Spooled`] signal fires once the
     /// row is in the spool file. Leaves `rows` empty.
     pub fn record_many(&self, rows: &mut Vec<(TraceRow, Option<Spooled>)>) {
-        let mut msgs: Vec<Msg> = rows.drain(..).map(|(r, s)| self.message(r, s)).collect();
+        // Asked once: whether anyone tails takes the channel's lock.
+        let tailed = self.tailed();
+        let mut msgs: Vec<Msg> = rows
+            .drain(..)
+            .map(|(r, s)| Msg::Row(Payload::new(r, tailed), s))
+            .collect();
         let closed = self.tx.queue().push_many(&mut msgs);
         if !msgs.is_empty() {
             let n = msgs.len() as u64;
@@ -193,9 +204,10 @@ impl SinkHandle {
         }
     }
 
-    /// The writer's message for `row`, encoded here (see [`Encoded`]).
-    fn message(&self, row: TraceRow, spooled: Option<Spooled>) -> Msg {
-        Msg::Row(Encoded::new(row, &self.tail), spooled)
+    /// Whether a `tail` subscriber is there: a row recorded now travels whole (see
+    /// [`Payload`]); one that joins later sees the rows recorded after it joined.
+    fn tailed(&self) -> bool {
+        self.tail.receiver_count() > 0
     }
 
     /// Logs lost rows at ERROR, at most once per interval.
@@ -221,7 +233,7 @@ impl SinkHandle {
     /// Queues a trace, waiting while the queue is full (for tools and
     /// benchmarks; the proxy uses [`Self::record`]). False after shutdown.
     pub async fn record_wait(&self, row: TraceRow) -> bool {
-        let mut msg = self.message(row, None);
+        let mut msg = Msg::Row(Payload::new(row, self.tailed()), None);
         loop {
             match self.tx.queue().push(msg) {
                 Ok(()) => return true,

@@ -5,7 +5,8 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 
-/// The writer's buffer capacity: rows reach the kernel in writes of up to this many bytes.
+/// The writer's buffer capacity: rows are gathered into writes of up to this many bytes (a
+/// longer row goes to the file on its own).
 const BUFFER: usize = 256 << 10;
 
 /// The segment file under the writer's buffer.
@@ -38,8 +39,8 @@ pub(super) fn discard_buffered(buf: &mut BufWriter<SegmentFile>) {
     buf.get_mut().discarding = true;
     // Nothing can fail while discarding: the buffer only hands its bytes over.
     let drained = buf.flush();
-    debug_assert!(drained.is_ok() && buf.buffer().is_empty());
     buf.get_mut().discarding = false;
+    debug_assert!(drained.is_ok() && buf.buffer().is_empty());
 }
 
 impl Write for SegmentFile {
@@ -48,13 +49,6 @@ impl Write for SegmentFile {
             return Ok(bytes.len());
         }
         self.file.write(bytes)
-    }
-
-    fn write_vectored(&mut self, bytes: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        if self.discarding {
-            return Ok(bytes.iter().map(|b| b.len()).sum());
-        }
-        self.file.write_vectored(bytes)
     }
 
     fn flush(&mut self) -> io::Result<()> {

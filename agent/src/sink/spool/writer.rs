@@ -49,7 +49,7 @@ pub struct SpoolWriter {
     io_reason: DropReason,
     /// Test hook: the next frame is half written, then the write fails with this error.
     #[cfg(test)]
-    pub(super) fail_next_write: Option<std::io::ErrorKind>,
+    pub(in crate::sink) fail_next_write: Option<std::io::ErrorKind>,
     /// Test hook: this many segment creations fail with "no space".
     #[cfg(test)]
     pub(super) fail_opens: u32,
