@@ -62,8 +62,8 @@ impl Payload {
         if tailed {
             return Self::Tailed(Arc::new(row));
         }
-        // Every column's encoding is at most what it holds in memory: one allocation, never
-        // grown.
+        // The encoding is shorter than what the row holds in memory (a string's 24-byte
+        // header outweighs its length prefix): one allocation, never grown.
         let mut bytes = Vec::with_capacity(row.heap_bytes());
         rowbinary::encode(&row, &mut bytes);
         Self::Encoded(bytes)
