@@ -47,8 +47,8 @@ pub(super) enum Payload {
     /// The row's RowBinary encoding: what the spool stores. The recording thread made the
     /// row's strings (a few dozen allocations) and frees them itself, while they are still in
     /// its cache; freed by the writer, each was a free across threads, and the memory came
-    /// back cold to the thread that allocates it next (a tenth of the analysis workers' time
-    /// went to those allocations). The writer frees one buffer.
+    /// back cold to the thread that allocates it next (the allocator took a sixth of the
+    /// analysis workers' time; half that since). The writer frees one buffer.
     Encoded(Vec<u8>),
     /// The row itself, while someone tails: the writer hands it to the subscribers and
     /// encodes it, so the queue holds it once rather than as a row and its bytes.
