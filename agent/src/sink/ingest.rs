@@ -97,17 +97,7 @@ pub(super) fn run(
     fsync_interval: Duration,
     metrics: &SinkMetrics,
 ) {
-    let mut w = Writer {
-        spool: writer,
-        tail,
-        metrics,
-        fsync_interval,
-        buf: Vec::new(),
-        deadline: None,
-        appended: Vec::new(),
-        last_error_log: None,
-        errors_unlogged: 0,
-    };
+    let mut w = Writer::new(writer, tail, metrics, fsync_interval);
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let wait = w
@@ -173,7 +163,26 @@ struct Writer<'a> {
     errors_unlogged: u64,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    fn new(
+        spool: SpoolWriter,
+        tail: &'a broadcast::Sender<Arc<TraceRow>>,
+        metrics: &'a SinkMetrics,
+        fsync_interval: Duration,
+    ) -> Self {
+        Self {
+            spool,
+            tail,
+            metrics,
+            fsync_interval,
+            buf: Vec::new(),
+            deadline: None,
+            appended: Vec::new(),
+            last_error_log: None,
+            errors_unlogged: 0,
+        }
+    }
+
     /// Handles a batch (leaving it empty); returns whether a shutdown was asked for.
     fn handle(&mut self, batch: &mut Vec<Msg>) -> bool {
         let mut stop = false;
@@ -324,17 +333,7 @@ mod tests {
         let cfg = crate::sink::config::SpoolConfig::default();
         let (spool, _reader) = crate::sink::spool::open(dir.path(), &cfg, &m).unwrap();
         let (tail, _) = broadcast::channel(4);
-        let mut w = Writer {
-            spool,
-            tail: &tail,
-            metrics: &m,
-            fsync_interval: Duration::from_hours(1),
-            buf: Vec::new(),
-            deadline: None,
-            appended: Vec::new(),
-            last_error_log: None,
-            errors_unlogged: 0,
-        };
+        let mut w = Writer::new(spool, &tail, &m, Duration::from_hours(1));
         let row = |n, spooled| vec![Msg::Row(Payload::new(sample_row(n), false), spooled)];
         let (first, first_waits) = Spooled::pair(Duration::from_secs(30));
         w.handle(&mut row(1, Some(first)));
