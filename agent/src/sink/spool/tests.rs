@@ -310,17 +310,27 @@ fn a_failed_write_leaves_no_torn_record_behind_and_counts_the_loss() {
     assert_eq!(read_all(&mut r), vec![b"five".to_vec()]);
 }
 
+/// A spool in `dir` holding "one" committed and "two, given up" only buffered, whose next
+/// write-out takes part of the buffer and fails with `kind`.
+fn one_committed_one_to_fail(
+    dir: &std::path::Path,
+    m: &SinkMetrics,
+    kind: std::io::ErrorKind,
+) -> (SpoolWriter, SpoolReader) {
+    let (mut w, r) = open(dir, &cfg(1 << 20, FullPolicy::DropOldest), m).unwrap();
+    w.append(b"one", 1).unwrap();
+    w.commit().unwrap();
+    w.append(b"two, given up", 2).unwrap();
+    w.fail_next_write = Some(kind);
+    (w, r)
+}
+
 #[test]
 fn rows_given_up_by_a_cut_are_never_written_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let m = SinkMetrics::default();
-    let config = cfg(1 << 20, FullPolicy::DropOldest);
-    let (mut w, mut r) = open(dir.path(), &config, &m).unwrap();
-    w.append(b"one", 1).unwrap();
-    w.commit().unwrap();
-    w.append(b"two, given up", 2).unwrap();
     // The disk takes part of the buffer and fails: the rest stays buffered.
-    w.fail_next_write = Some(std::io::ErrorKind::Other);
+    let (mut w, mut r) = one_committed_one_to_fail(dir.path(), &m, std::io::ErrorKind::Other);
     assert!(w.write_out().is_err());
     assert_eq!(m.dropped_count(DropReason::IoError), 1);
     w.append(b"four", 4).unwrap();
@@ -337,21 +347,17 @@ fn rows_given_up_by_a_cut_are_never_written_after_it() {
 fn a_writer_that_stays_torn_writes_nothing_given_up_when_it_shuts_down() {
     let dir = tempfile::tempdir().unwrap();
     let m = SinkMetrics::default();
-    let config = cfg(1 << 20, FullPolicy::DropOldest);
     {
-        let (mut w, _r) = open(dir.path(), &config, &m).unwrap();
-        w.append(b"one", 1).unwrap();
-        w.commit().unwrap();
-        w.append(b"two, given up", 2).unwrap();
         // The disk fails part way through the buffer and stays full: no fresh segment.
-        w.fail_next_write = Some(std::io::ErrorKind::StorageFull);
+        let (mut w, _r) =
+            one_committed_one_to_fail(dir.path(), &m, std::io::ErrorKind::StorageFull);
         w.fail_opens = u32::MAX;
         assert!(w.write_out().is_err());
         assert_eq!(m.dropped_count(DropReason::NoSpace), 1);
         // Shut down while still torn: the writer and its buffer are dropped.
     }
     let m2 = SinkMetrics::default();
-    let (_w, mut r) = open(dir.path(), &config, &m2).unwrap();
+    let (_w, mut r) = open(dir.path(), &cfg(1 << 20, FullPolicy::DropOldest), &m2).unwrap();
     assert_eq!(
         read_all(&mut r),
         vec![b"one".to_vec()],
