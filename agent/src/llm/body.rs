@@ -88,8 +88,12 @@ impl ResponseParser {
     /// A parser for `ep`; `content_type` selects SSE (`text/event-stream`) or JSON framing.
     /// `max_doc` bounds one JSON document or SSE line.
     pub fn new(ep: &Endpoint, content_type: Option<&str>, max_doc: usize) -> Self {
-        let sse =
-            content_type.is_some_and(|c| c.to_ascii_lowercase().contains("text/event-stream"));
+        const SSE: &[u8] = b"text/event-stream";
+        let sse = content_type.is_some_and(|c| {
+            c.as_bytes()
+                .windows(SSE.len())
+                .any(|w| w.eq_ignore_ascii_case(SSE))
+        });
         Self {
             framing: if sse {
                 Framing::Sse(SseParser::new(max_doc))
@@ -311,6 +315,22 @@ mod tests {
         let mut out = Vec::new();
         s.push(input, &mut |d| out.push(d.to_owned()));
         out
+    }
+
+    #[test]
+    fn the_event_stream_content_type_is_recognised_in_any_case_and_with_parameters() {
+        let ep = crate::llm::provider::detect("api.openai.com", "/v1/chat/completions", None, [])
+            .unwrap();
+        for (ct, sse) in [
+            (Some("text/event-stream"), true),
+            (Some("Text/Event-Stream; charset=utf-8"), true),
+            (Some("application/json"), false),
+            (Some("text/event"), false),
+            (None, false),
+        ] {
+            let p = ResponseParser::new(&ep, ct, 1 << 10);
+            assert_eq!(matches!(p.framing, Framing::Sse(_)), sse, "{ct:?}");
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! which API is called. A request on a provider host with an unknown path still yields an
 //! [`Endpoint`] (API [`ApiKind::Unknown`]) so the trace keeps its metadata.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 /// Known providers.
@@ -201,10 +203,20 @@ pub struct Endpoint {
     pub sse_query: bool,
 }
 
+/// `s` in ASCII lower case, copied only when it has an upper-case letter (a server name from
+/// a ClientHello rarely has one, and this runs for every exchange).
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
 /// The provider a host name belongs to by the built-in host table ([`Provider::Unknown`] when
 /// none); a `*.` pattern from the provider list is matched by its suffix.
 pub fn provider_of_host(host: &str) -> Provider {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = lowercase(host.trim_end_matches('.'));
     let host = host.strip_prefix('*').unwrap_or(&host);
     HOSTS
         .iter()
@@ -223,12 +235,12 @@ pub fn detect<'a>(
     query: Option<&str>,
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Option<Endpoint> {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let host = host.rsplit_once(':').map_or(host.as_str(), |(h, p)| {
+    let host = lowercase(host.trim_end_matches('.'));
+    let host = host.rsplit_once(':').map_or(&*host, |(h, p)| {
         if p.bytes().all(|b| b.is_ascii_digit()) {
             h
         } else {
-            host.as_str()
+            &*host
         }
     });
     let by_host = HOSTS.iter().find(|(m, ..)| match m {

@@ -46,8 +46,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !keep_upgrade && !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }
+    // Tokens naming a header removed below anyway (`keep-alive`, mostly) or none (`close`)
+    // are skipped: a name parsed from a token is a copy, made for every keep-alive response.
     let listed: Vec<HeaderName> = connection_tokens(headers)
         .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+        .filter(|t| {
+            !t.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+        })
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in listed {
@@ -232,6 +240,24 @@ mod tests {
         assert!(head.headers.get("connection").is_none());
         assert_eq!(head.headers["te"], "trailers");
         assert_eq!(head.headers["authorization"], "Bearer k");
+    }
+
+    #[test]
+    fn te_trailers_listed_in_connection_as_http_asks_is_still_forwarded() {
+        let mut head = parts(
+            Request::post("/v1/chat/completions")
+                .header("host", "api.openai.com")
+                .header("connection", "close, TE, Keep-Alive")
+                .header("te", "trailers")
+                .header("keep-alive", "timeout=5")
+                .body(())
+                .unwrap(),
+        );
+        prepare_request(&mut head, "api.openai.com", false, false).unwrap();
+        assert_eq!(head.headers["te"], "trailers");
+        for gone in ["connection", "keep-alive"] {
+            assert!(head.headers.get(gone).is_none(), "{gone}");
+        }
     }
 
     #[test]
