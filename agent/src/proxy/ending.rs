@@ -10,6 +10,8 @@
 //! read the body's end or closed: the same provider behaviour gives the same duration whichever
 //! SDK the app uses.
 
+use std::borrow::Cow;
+
 use crate::llm::ExchangeAnalysis;
 
 /// How the data path saw a response body end.
@@ -17,8 +19,9 @@ use crate::llm::ExchangeAnalysis;
 pub enum BodyEnd {
     /// Read to its end (or a synthetic body sent whole).
     Complete,
-    /// The exchange failed: the provider's body broke, or the exchange never got a body.
-    Failed(String),
+    /// The exchange failed: the provider's body broke, or the exchange never got a body. A
+    /// fixed message is not copied unless the exchange is recorded with it.
+    Failed(Cow<'static, str>),
     /// The app went away before the body ended.
     AppClosed,
 }
@@ -47,7 +50,7 @@ pub fn settle(mut parts: EndingParts<'_>, end: BodyEnd) {
         BodyEnd::Complete => {
             until_terminal(&mut parts);
         }
-        BodyEnd::Failed(error) => *parts.error = Some(error),
+        BodyEnd::Failed(error) => *parts.error = Some(error.into_owned()),
         BodyEnd::AppClosed => {
             if !until_terminal(&mut parts) {
                 cut_short(parts);

@@ -156,7 +156,7 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Err(e))) => {
                 let message = format!("the provider's response body failed: {e}");
                 this.pool_return = None;
-                this.finish(BodyEnd::Failed(message));
+                this.finish(BodyEnd::Failed(message.into()));
             }
             Poll::Ready(None) => {
                 if let Some(p) = this.pool_return.take() {
